@@ -1,0 +1,30 @@
+# The first two commands of the README: `make demo` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@bash examples/demo.sh $(VENV)/bin/provisioner
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check provisioner tests bench
+	$(VENV)/bin/ruff format --check provisioner tests bench
+	$(VENV)/bin/mypy --strict provisioner
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

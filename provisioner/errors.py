@@ -1,0 +1,87 @@
+"""Error types of the whole program; the CLI renders them once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a problem is: a file position, or an entity/target path."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.file
+        if self.column is None:
+            return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One error or warning with its location."""
+
+    severity: str  # "error" or "warning"
+    location: Location
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.severity}: {self.message}"
+
+
+class ProvisionerError(Exception):
+    """Base of every error the CLI reports without a traceback."""
+
+    exit_code = 1
+
+
+class ManifestError(ProvisionerError):
+    """The manifest (or a file it references) is invalid; carries every diagnostic found."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(str(d) for d in diagnostics))
+
+
+class SecretError(ProvisionerError):
+    """A secret reference could not be resolved or breaks the password policy."""
+
+
+class CryptoError(ProvisionerError):
+    """A key, certificate or PKCS#12 file is unusable; the message says why."""
+
+
+class WrongPasswordError(CryptoError):
+    """The password does not open the PKCS#12 file."""
+
+
+class CorruptFileError(CryptoError):
+    """The file is not a readable PKCS#12 / certificate."""
+
+
+class KeyMismatchError(CryptoError):
+    """The private key does not belong to the certificate."""
+
+
+class UnsupportedAlgorithmError(CryptoError):
+    """The key or file uses an algorithm this tool does not handle."""
+
+
+class StateError(ProvisionerError):
+    """The state database or escrow is unusable."""
+
+
+class LockError(ProvisionerError):
+    """Another apply holds the state lock."""
+
+
+class StalePlanError(ProvisionerError):
+    """A saved plan no longer matches the state, inputs or targets."""
+
+
+class TransportError(ProvisionerError):
+    """A target could not be read or written."""

@@ -1,0 +1,325 @@
+"""Load a manifest: safe YAML, JSON Schema, semantic checks, then the frozen model."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from provisioner.errors import Diagnostic, Location, ManifestError
+from provisioner.manifest import model as m
+from provisioner.manifest.schema import dotted, validate
+from provisioner.manifest.yamlpos import Positions, load_yaml
+
+_WINDOWS_ABS = re.compile(r"^[A-Za-z]:/")
+
+
+class _Checker:
+    """Collects diagnostics while building the model, so every problem is reported at once."""
+
+    def __init__(self, positions: Positions, base_dir: Path) -> None:
+        self.pos = positions
+        self.base_dir = base_dir
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
+        self.diagnostics.append(
+            Diagnostic("error", self.pos.at(path, key=key), f"{dotted(path)}: {message}")
+        )
+
+    def warning(self, path: tuple[str | int, ...], message: str) -> None:
+        self.diagnostics.append(
+            Diagnostic("warning", self.pos.at(path), f"{dotted(path)}: {message}")
+        )
+
+    def local_path(self, raw: str, path: tuple[str | int, ...]) -> Path:
+        """A local path: absolute, or relative to the manifest; never through `..`."""
+        if "\x00" in raw or any(ord(c) < 32 for c in raw):
+            self.error(path, "path contains control characters")
+        elif ".." in Path(raw).parts:
+            self.error(path, f"unsafe path {raw!r}: '..' may not be used to leave a folder")
+        p = Path(raw)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def remote_path(self, raw: str, path: tuple[str | int, ...]) -> str:
+        if "\\" in raw:
+            self.error(path, f"remote path {raw!r} must use forward slashes (C:/ProgramData/...)")
+        elif not (raw.startswith("/") or _WINDOWS_ABS.match(raw)):
+            self.error(path, f"remote path {raw!r} must be absolute (/srv/... or C:/...)")
+        elif ".." in PurePosixPath(raw).parts or any(ord(c) < 32 for c in raw):
+            self.error(path, f"unsafe remote path {raw!r}")
+        return raw.rstrip("/") or "/"
+
+    def secret(self, raw: dict[str, Any], path: tuple[str | int, ...]) -> m.SecretRef:
+        kind, value = next(iter(raw.items()))
+        if kind == "command":
+            return m.SecretRef("command", tuple(value), self.base_dir, self.pos.at(path))
+        if kind == "file":
+            self.local_path(value, (*path, "file"))
+        return m.SecretRef(kind, value, self.base_dir, self.pos.at(path))
+
+
+def _subject(raw: dict[str, Any] | None, base: m.Subject) -> m.Subject:
+    raw = raw or {}
+    return m.Subject(
+        organization=raw.get("organization", base.organization),
+        organizational_unit=raw.get("organizational_unit", base.organizational_unit),
+        country=raw.get("country", base.country),
+    )
+
+
+def _policy(raw: dict[str, Any] | None, base: m.PasswordPolicy) -> m.PasswordPolicy:
+    raw = raw or {}
+    return m.PasswordPolicy(
+        min_length=raw.get("min_length", base.min_length),
+        min_classes=raw.get("min_classes", base.min_classes),
+    )
+
+
+def _targets(
+    c: _Checker, raw: list[dict[str, Any]], role: str, section: str
+) -> dict[str, m.Target]:
+    out: dict[str, m.Target] = {}
+    for i, item in enumerate(raw):
+        path: tuple[str | int, ...] = ("inventory", section, i)
+        name = item["name"]
+        if name in out:
+            c.error((*path, "name"), f"duplicate {role} name '{name}'")
+            continue
+        if item["transport"] == "local":
+            target_path = str(c.local_path(item["path"], (*path, "path")))
+            out[name] = m.Target(name, role, "local", target_path, c.pos.at(path))
+        else:
+            passphrase = item.get("key_passphrase")
+            key_file = item.get("key_file")
+            out[name] = m.Target(
+                name,
+                role,
+                "ssh",
+                c.remote_path(item["path"], (*path, "path")),
+                c.pos.at(path),
+                host=item["host"],
+                port=item.get("port", 22),
+                user=item["user"],
+                key_file=c.local_path(key_file, (*path, "key_file")) if key_file else None,
+                key_passphrase=c.secret(passphrase, (*path, "key_passphrase"))
+                if passphrase
+                else None,
+                known_hosts=c.local_path(item["known_hosts"], (*path, "known_hosts")),
+                connect_timeout=float(item.get("connect_timeout", 10.0)),
+            )
+    return out
+
+
+def _expand_groups(
+    c: _Checker, groups: dict[str, list[str]], workstations: dict[str, m.Target]
+) -> dict[str, tuple[str, ...]]:
+    """Resolve groups to workstation names (groups may contain groups), reporting cycles."""
+    for name in groups:
+        if name in workstations:
+            c.error(
+                ("inventory", "groups", name),
+                f"group '{name}' has the name of a workstation",
+                key=True,
+            )
+    resolved: dict[str, tuple[str, ...]] = {}
+
+    def visit(name: str, trail: tuple[str, ...]) -> tuple[str, ...]:
+        if name in resolved:
+            return resolved[name]
+        members: list[str] = []
+        for i, member in enumerate(groups[name]):
+            if member in workstations:
+                members.append(member)
+            elif member in groups:
+                if member in (*trail, name):
+                    c.error(
+                        ("inventory", "groups", name, i),
+                        f"group cycle: {' -> '.join((*trail, name, member))}",
+                    )
+                    continue
+                members.extend(visit(member, (*trail, name)))
+            else:
+                c.error(
+                    ("inventory", "groups", name, i),
+                    f"'{member}' is neither a workstation nor a group",
+                )
+        resolved[name] = tuple(dict.fromkeys(members))
+        return resolved[name]
+
+    for name in groups:
+        visit(name, ())
+    return resolved
+
+
+def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
+    defaults = doc.get("defaults", {})
+    key_defaults = defaults.get("key", {})
+    base_subject = _subject(defaults.get("subject"), m.Subject())
+    base_policy = _policy(defaults.get("password_policy"), m.PasswordPolicy())
+
+    issuers: dict[str, m.Issuer] = {}
+    for i, raw in enumerate(doc.get("issuers", [])):
+        path: tuple[str | int, ...] = ("issuers", i)
+        if raw["name"] == m.SELF_SIGNED or raw["name"] in issuers:
+            c.error((*path, "name"), f"issuer name '{raw['name']}' is reserved or already used")
+            continue
+        cert = c.local_path(raw["certificate"], (*path, "certificate"))
+        key = c.local_path(raw["private_key"], (*path, "private_key"))
+        for file, field in ((cert, "certificate"), (key, "private_key")):
+            if not file.is_file():
+                c.error((*path, field), f"file not found: {file}")
+        password = raw.get("password")
+        issuers[raw["name"]] = m.Issuer(
+            raw["name"],
+            cert,
+            key,
+            c.secret(password, (*path, "password")) if password else None,
+            c.pos.at(path),
+        )
+
+    inventory = doc.get("inventory", {})
+    workstations = _targets(c, inventory.get("workstations", []), "workstation", "workstations")
+    locations = _targets(c, inventory.get("locations", []), "location", "locations")
+    groups = _expand_groups(c, inventory.get("groups", {}), workstations)
+
+    entities: list[m.Entity] = []
+    seen_ids: set[str] = set()
+    designations: dict[str, str] = {}
+    for i, raw in enumerate(doc["entities"]):
+        path = ("entities", i)
+        if raw["id"] in seen_ids:
+            c.error((*path, "id"), f"duplicate entity id '{raw['id']}'")
+        seen_ids.add(raw["id"])
+        rk = raw["key"]
+        designation = rk["designation"]
+        folded = designation.casefold()
+        if folded in designations:
+            c.error(
+                (*path, "key", "designation"),
+                f"designation '{designation}' is already used by entity "
+                f"'{designations[folded]}'; each bi-clé needs its own désignation",
+            )
+        designations.setdefault(folded, raw["id"])
+        if any(ord(ch) < 32 for ch in designation):
+            c.error((*path, "key", "designation"), "designation contains control characters")
+        common_name = rk.get("common_name")
+        if common_name is not None and common_name != designation:
+            c.warning(
+                (*path, "key", "common_name"),
+                f"common_name '{common_name}' differs from designation '{designation}'; "
+                "the platform advises using the same name for both",
+            )
+        issuer = rk.get("issuer", m.SELF_SIGNED)
+        if issuer != m.SELF_SIGNED and issuer not in issuers:
+            c.error((*path, "key", "issuer"), f"unknown issuer '{issuer}'")
+        spec = m.KeySpec(
+            designation=designation,
+            common_name=common_name,
+            issuer=issuer,
+            size=rk.get("size", key_defaults.get("size", m.DEFAULT_KEY_SIZE)),
+            validity_days=rk.get(
+                "validity_days", defaults.get("validity_days", m.DEFAULT_VALIDITY_DAYS)
+            ),
+            renew_before_days=rk.get(
+                "renew_before_days", defaults.get("renew_before_days", m.DEFAULT_RENEW_BEFORE_DAYS)
+            ),
+            profile=rk.get("pkcs12_profile", defaults.get("pkcs12_profile", m.DEFAULT_PROFILE)),
+            subject=_subject(rk.get("subject"), base_subject),
+        )
+        if spec.renew_before_days >= spec.validity_days:
+            c.error(
+                (*path, "key"),
+                f"renew_before_days ({spec.renew_before_days}) must be shorter than "
+                f"validity_days ({spec.validity_days}), else every run would renew",
+            )
+        shared: list[m.Target] = []
+        for j, name in enumerate(raw.get("shared_locations", [])):
+            if name in locations:
+                shared.append(locations[name])
+            else:
+                c.error((*path, "shared_locations", j), f"unknown shared location '{name}'")
+        held: list[str] = []
+        for j, name in enumerate(raw.get("workstations", [])):
+            if name in workstations:
+                held.append(name)
+            elif name in groups:
+                held.extend(groups[name])
+            else:
+                c.error(
+                    (*path, "workstations", j), f"'{name}' is neither a workstation nor a group"
+                )
+        state = raw.get("state", "present")
+        if state == "present" and not shared:
+            c.warning(
+                path,
+                "no shared location keeps a copy of this bi-clé; only the escrow would hold it",
+            )
+        entities.append(
+            m.Entity(
+                id=raw["id"],
+                name=raw["name"],
+                state=state,
+                key=spec,
+                password=c.secret(raw["password"], (*path, "password")),
+                password_policy=_policy(raw.get("password_policy"), base_policy),
+                shared_locations=tuple(dict.fromkeys(shared)),
+                workstations=tuple(workstations[n] for n in dict.fromkeys(held)),
+                location=c.pos.at(path),
+            )
+        )
+
+    consultations = None
+    if "consultations" in doc:
+        consultations = c.local_path(doc["consultations"], ("consultations",))
+        if not consultations.is_file():
+            c.error(("consultations",), f"file not found: {consultations}")
+
+    return m.Manifest(
+        path=manifest_path,
+        base_dir=c.base_dir,
+        escrow_passphrase=c.secret(doc["escrow"]["passphrase"], ("escrow", "passphrase")),
+        issuers=issuers,
+        workstations=workstations,
+        groups=groups,
+        locations=locations,
+        entities=tuple(entities),
+        consultations=consultations,
+    )
+
+
+def read_manifest(path: Path) -> tuple[m.Manifest, list[Diagnostic]]:
+    """Load and check a manifest; returns it with its warnings, or raises ManifestError."""
+    display = os.path.relpath(path) if not path.is_absolute() else str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ManifestError(
+            [Diagnostic("error", Location(display), f"cannot read: {reason}")]
+        ) from None
+    doc, positions = load_yaml(data, display)
+    if not isinstance(doc, dict):
+        raise ManifestError(
+            [
+                Diagnostic(
+                    "error", positions.at(()), "the manifest must be a mapping with 'version: 1'"
+                )
+            ]
+        )
+    errors = validate(doc, positions, "manifest.schema.json")
+    if errors:
+        raise ManifestError(errors)
+    checker = _Checker(positions, path.resolve().parent)
+    manifest = _build(checker, doc, path.resolve())
+    if any(d.severity == "error" for d in checker.diagnostics):
+        raise ManifestError(
+            sorted(
+                checker.diagnostics, key=lambda d: (d.location.line or 0, d.location.column or 0)
+            )
+        )
+    ordered = sorted(
+        checker.diagnostics, key=lambda d: (d.location.line or 0, d.location.column or 0)
+    )
+    return manifest, ordered

@@ -1,0 +1,153 @@
+"""The desired model: frozen dataclasses built from a validated manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner.errors import Location
+
+DEFAULT_KEY_SIZE = 3072
+DEFAULT_VALIDITY_DAYS = 730
+DEFAULT_RENEW_BEFORE_DAYS = 60
+DEFAULT_PROFILE = "modern"
+DEFAULT_MIN_LENGTH = 12
+DEFAULT_MIN_CLASSES = 2
+SELF_SIGNED = "self-signed"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret comes from; never the secret itself."""
+
+    kind: str  # "env" | "file" | "command"
+    value: str | tuple[str, ...]
+    base_dir: Path
+    location: Location
+
+    def describe(self) -> str:
+        """A safe, human description (names the source, never the value)."""
+        if self.kind == "command":
+            assert isinstance(self.value, tuple)
+            return f"command {self.value[0]}"
+        return f"{self.kind} {self.value}"
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    min_length: int = DEFAULT_MIN_LENGTH
+    min_classes: int = DEFAULT_MIN_CLASSES
+
+
+@dataclass(frozen=True)
+class Subject:
+    organization: str | None = None
+    organizational_unit: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """A CA that signs bi-clé certificates."""
+
+    name: str
+    certificate: Path
+    private_key: Path
+    password: SecretRef | None
+    location: Location
+
+
+@dataclass(frozen=True)
+class Target:
+    """A workstation or shared location reached through a transport."""
+
+    name: str
+    role: str  # "workstation" | "location"
+    transport: str  # "local" | "ssh"
+    path: str  # local: absolute path; ssh: remote path with forward slashes
+    location: Location
+    host: str | None = None
+    port: int = 22
+    user: str | None = None
+    key_file: Path | None = None
+    key_passphrase: SecretRef | None = None
+    known_hosts: Path | None = None
+    connect_timeout: float = 10.0
+
+    @property
+    def address(self) -> str:
+        """Human name of where files land, e.g. `ws-01 (local /srv/x)`."""
+        if self.transport == "ssh":
+            sep = "" if self.path.startswith("/") else "/"
+            return f"{self.user}@{self.host}:{self.port}{sep}{self.path}"
+        return self.path
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """How an entity's key generations are made."""
+
+    designation: str  # template: may hold {n} and {year}
+    common_name: str | None  # template; None means same as the designation
+    issuer: str  # issuer name or SELF_SIGNED
+    size: int
+    validity_days: int
+    renew_before_days: int
+    profile: str
+    subject: Subject
+
+    def designation_for(self, n: int, year: int) -> str:
+        """The désignation of generation `n` created in `year`; unique per generation."""
+        return _render(self.designation, n, year)
+
+    def common_name_for(self, n: int, year: int) -> str:
+        if self.common_name is None:
+            return self.designation_for(n, year)
+        return _render(self.common_name, n, year)
+
+
+def _render(template: str, n: int, year: int) -> str:
+    if "{n}" in template or "{year}" in template:
+        return template.replace("{n}", str(n)).replace("{year}", str(year))
+    return template if n == 1 else f"{template} ({n})"
+
+
+@dataclass(frozen=True)
+class Entity:
+    """An organisation owning a bi-clé, with the targets that must hold it."""
+
+    id: str
+    name: str
+    state: str  # "present" | "absent"
+    key: KeySpec
+    password: SecretRef
+    password_policy: PasswordPolicy
+    shared_locations: tuple[Target, ...]
+    workstations: tuple[Target, ...]
+    location: Location
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """Shared locations first (the copy that must never be lost), then workstations."""
+        return self.shared_locations + self.workstations
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A whole validated manifest."""
+
+    path: Path
+    base_dir: Path
+    escrow_passphrase: SecretRef
+    issuers: dict[str, Issuer]
+    workstations: dict[str, Target]
+    groups: dict[str, tuple[str, ...]]
+    locations: dict[str, Target]
+    entities: tuple[Entity, ...]
+    consultations: Path | None
+
+    def entity(self, entity_id: str) -> Entity | None:
+        for entity in self.entities:
+            if entity.id == entity_id:
+                return entity
+        return None

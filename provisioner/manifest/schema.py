@@ -1,0 +1,137 @@
+"""JSON Schema validation of manifests, with errors mapped back to file:line:column."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from provisioner.errors import Diagnostic
+from provisioner.manifest.yamlpos import Positions
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema shipped with the package, e.g. `manifest.schema.json`."""
+    with (SCHEMA_DIR / name).open(encoding="utf-8") as handle:
+        schema: dict[str, Any] = json.load(handle)
+    return schema
+
+
+@cache
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = load_schema(name)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def dotted(path: tuple[str | int, ...] | list[str | int]) -> str:
+    """`('entities', 0, 'key')` -> `entities[0].key`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+def _allowed_keys(schema: dict[str, Any]) -> list[str]:
+    keys = list(schema.get("properties", {}))
+    for part in schema.get("allOf", []):
+        keys += [k for k in part.get("then", {}).get("properties", {}) if k not in keys]
+    return keys
+
+
+def _hint(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (expected one of: {', '.join(sorted(allowed))})" if allowed else ""
+
+
+def _explain(error: ValidationError, positions: Positions) -> list[Diagnostic]:
+    path = tuple(error.absolute_path)
+    where = dotted(path)
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    kind = error.validator
+    value = error.instance
+    rule: Any = error.validator_value
+    if schema.get("x-kind") == "secret" and kind in ("type", "minProperties"):
+        message = (
+            f"{where}: inline secrets are not allowed; give a reference "
+            "{env: NAME}, {file: PATH} or {command: [argv...]}"
+        )
+        return [Diagnostic("error", positions.at(path), message)]
+    if kind == "additionalProperties" and isinstance(value, dict):
+        parent: Any = error.parent.schema if error.parent else {}
+        allowed = _allowed_keys(schema) or _allowed_keys(parent if isinstance(parent, dict) else {})
+        extras = [k for k in value if k not in allowed]
+        return [
+            Diagnostic(
+                "error",
+                positions.at((*path, k), key=True),
+                f"{dotted((*path, k))}: unknown key '{k}'{_hint(k, allowed)}",
+            )
+            for k in extras
+        ] or [Diagnostic("error", positions.at(path), f"{where}: {error.message}")]
+    if kind == "required":
+        missing = [k for k in rule if isinstance(value, dict) and k not in value]
+        return [
+            Diagnostic("error", positions.at(path), f"{where}: missing required key '{k}'")
+            for k in missing
+        ]
+    if kind == "type":
+        expected = rule
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        expected = {"object": "mapping", "array": "list"}.get(expected, expected)
+        message = f"{where}: expected {expected}, got {_type_name(value)}"
+    elif kind == "enum":
+        choices = ", ".join(json.dumps(c) for c in rule)
+        message = f"{where}: {json.dumps(value)} is not one of: {choices}"
+    elif kind == "const":
+        message = f"{where}: must be {json.dumps(rule)}, got {json.dumps(value)}"
+    elif kind == "pattern":
+        rule = schema.get("description") or f"pattern {rule}"
+        message = f"{where}: {json.dumps(value)} is not a valid name: {rule}"
+    elif kind == "maxProperties" and schema.get("x-kind") == "secret":
+        message = f"{where}: a secret reference has exactly one of env, file, command"
+    else:
+        message = f"{where}: {error.message}"
+    return [Diagnostic("error", positions.at(path), message)]
+
+
+def validate(document: Any, positions: Positions, schema_name: str) -> list[Diagnostic]:
+    """Every schema violation of `document`, in document order."""
+    diagnostics: list[Diagnostic] = []
+    for error in _validator(schema_name).iter_errors(document):
+        diagnostics.extend(_explain(error, positions))
+    unique: dict[tuple[object, ...], Diagnostic] = {}
+    for d in diagnostics:
+        unique.setdefault((d.location.line, d.location.column, d.message), d)
+    return sorted(unique.values(), key=lambda d: (d.location.line or 0, d.location.column or 0))

@@ -1,0 +1,53 @@
+"""Shared fixtures: run the real command line in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def run_cli(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run `provisioner ARGS` in a fresh interpreter; returns the finished process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    full_env.update(env or {})
+    full_env.setdefault("COLUMNS", "200")
+    return subprocess.run(
+        [sys.executable, "-m", "provisioner", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli() -> Runner:
+    return run_cli
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Path:
+    """A private copy of examples/quickstart.yaml and its DEMO ONLY secrets."""
+    shutil.copy(EXAMPLES / "quickstart.yaml", tmp_path / "quickstart.yaml")
+    shutil.copytree(EXAMPLES / "secrets", tmp_path / "secrets")
+    return tmp_path / "quickstart.yaml"

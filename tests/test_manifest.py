@@ -1,0 +1,156 @@
+"""The manifest language: every example validates, every broken one fails at the right place."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import ManifestError
+from provisioner.manifest.loader import read_manifest
+from tests.conftest import EXAMPLES, Runner
+
+BROKEN = sorted((EXAMPLES / "broken").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "region.yaml"])
+def test_examples_validate(cli: Runner, name: str) -> None:
+    done = cli("validate", EXAMPLES / name)
+    assert done.returncode == 0, done.stderr
+    assert "valid (" in done.stdout
+
+
+def test_region_model_resolves_groups_and_issuer() -> None:
+    manifest, _ = read_manifest(EXAMPLES / "region.yaml")
+    departement = manifest.entity("departement")
+    assert departement is not None
+    assert [t.name for t in departement.workstations] == [
+        "cd-marches-01",
+        "cd-marches-02",
+        "cd-juridique-01",
+    ]
+    assert departement.key.issuer == "region-ca"
+    assert departement.key.designation_for(1, 2026) == "CD Exemple 2026"
+    sivom = manifest.entity("sivom")
+    assert sivom is not None and sivom.state == "absent"
+
+
+def test_broken_examples_cover_every_error_kind() -> None:
+    names = {p.stem for p in BROKEN}
+    assert {
+        "yaml-syntax",
+        "duplicate-key",
+        "wrong-type",
+        "unknown-key",
+        "dangling-workstation",
+        "unsafe-path",
+        "inline-secret",
+        "unknown-issuer",
+        "missing-key",
+    } <= names
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=[p.stem for p in BROKEN])
+def test_broken_example_reports_place_and_reason(cli: Runner, path: Path, tmp_path: Path) -> None:
+    expect = re.match(r"# expect: (\d+):(\d+): (.*)", path.read_text().splitlines()[0])
+    assert expect, f"{path} lacks its '# expect: LINE:COL: message' header"
+    line, col, message = expect.groups()
+    done = cli("validate", path, cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"{path}:{line}:{col}: error: {message}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == [], "validate must write nothing"
+
+
+def test_validate_reports_every_error_not_only_the_first(tmp_path: Path, cli: Runner) -> None:
+    bad = tmp_path / "m.yaml"
+    bad.write_text(
+        "version: 1\nescrow: {passphrase: {env: E}}\nentities:\n"
+        "  - {id: a, name: A, key: {designation: A, size: 1}, password: {env: P}}\n"
+        "  - {id: b, name: B, key: {designation: B}, password: inline-secret-123}\n"
+    )
+    done = cli("validate", bad)
+    assert done.returncode == 1
+    assert "m.yaml:4:50: error: entities[0].key.size" in done.stderr
+    assert "m.yaml:5:55: error: entities[1].password: inline secrets" in done.stderr
+    assert "inline-secret-123" not in done.stderr + done.stdout
+    assert "invalid (2 errors)" in done.stderr
+
+
+def test_json_output_lists_errors_with_positions(cli: Runner) -> None:
+    done = cli("validate", "--json", EXAMPLES / "broken" / "unknown-key.yaml")
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert result["valid"] is False
+    assert {"line": 14, "column": 5}.items() <= next(
+        e for e in result["errors"] if "pasword" in e["message"]
+    ).items()
+
+
+def test_designation_differing_from_common_name_is_a_warning(tmp_path: Path, cli: Runner) -> None:
+    m = tmp_path / "m.yaml"
+    m.write_text(
+        "version: 1\nescrow: {passphrase: {env: E}}\n"
+        "inventory: {locations: [{name: nas, transport: local, path: nas}]}\n"
+        "entities:\n  - id: a\n    name: A\n    key: {designation: Ville A, common_name: VILLE-A}\n"
+        "    password: {env: P}\n    shared_locations: [nas]\n"
+    )
+    done = cli("validate", m)
+    assert done.returncode == 0
+    assert (
+        "m.yaml:7:46: warning: entities[0].key.common_name: common_name 'VILLE-A' differs"
+        in done.stderr
+    )
+
+
+def test_non_utf8_is_refused_with_its_position(tmp_path: Path, cli: Runner) -> None:
+    m = tmp_path / "m.yaml"
+    m.write_bytes(b"version: 1\nescrow: {passphrase: {env: E}}\nentities: []\n# caf\xe9\n")
+    done = cli("validate", m)
+    assert done.returncode == 1
+    assert "m.yaml:4:6: error: file is not valid UTF-8 text" in done.stderr
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    m = tmp_path / "bomb.yaml"
+    m.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError, match="alias bomb"):
+        read_manifest(m)
+
+
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    m = tmp_path / "deep.yaml"
+    m.write_text("version: 1\nx: " + "[" * 200 + "]" * 200 + "\n")
+    with pytest.raises(ManifestError, match="nesting deeper"):
+        read_manifest(m)
+
+
+def test_oversized_file_is_refused(tmp_path: Path) -> None:
+    m = tmp_path / "big.yaml"
+    m.write_bytes(b"# " + b"x" * (17 * 1024 * 1024) + b"\n")
+    with pytest.raises(ManifestError, match="larger than"):
+        read_manifest(m)
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path: Path, cli: Runner) -> None:
+    done = cli("validate", tmp_path / "nope.yaml")
+    assert done.returncode == 1
+    assert "nope.yaml: error: cannot read: No such file or directory" in done.stderr
+
+
+def test_generations_get_unique_designations() -> None:
+    manifest, _ = read_manifest(EXAMPLES / "quickstart.yaml")
+    commune, syndicat = manifest.entities
+    assert commune.key.designation_for(1, 2026) == "Commune Exemple"
+    assert commune.key.designation_for(2, 2028) == "Commune Exemple (2)"
+    assert syndicat.key.designation_for(2, 2028) == "Syndicat Eaux Val 2028"
+
+
+def test_version_and_help(cli: Runner) -> None:
+    assert cli("--version").stdout.startswith("provisioner ")
+    done = cli("validate", "--help")
+    assert done.returncode == 0 and "MANIFEST" in done.stdout
