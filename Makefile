@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@bash examples/demo.sh $(VENV)/bin/provisioner
+	@bash examples/demo.sh $(abspath $(VENV))/bin/provisioner
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check provisioner tests bench

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: copy the quickstart manifest into a throwaway folder, validate it,
-# show the plan, apply it, and show that a second plan has nothing to do.
+# `make demo`: copy the quickstart manifest into a throwaway folder, validate it, show the
+# plan, apply it, show that a second plan has nothing to do, then the status.
 set -euo pipefail
 provisioner="$1"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -8,7 +8,12 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/provisioner-demo.XXXXXX")"
 cp "$here/quickstart.yaml" "$work/"
 cp -r "$here/secrets" "$work/"
 cd "$work"
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
-step "$provisioner" validate quickstart.yaml
-echo
-echo "Demo folder: $work"
+step() { printf '\n\033[1m$ provisioner %s\033[0m\n' "$*"; "$provisioner" "$@"; }
+step validate quickstart.yaml
+step plan quickstart.yaml
+step apply --auto-approve quickstart.yaml
+step plan quickstart.yaml
+step status quickstart.yaml
+printf '\nThe copies (PKCS#12, mode 0600) the agents would import:\n'
+find "$work/demo-out" -name '*.p12' | sort | sed "s|$work/||"
+printf '\nDemo folder (delete it when done): %s\n' "$work"

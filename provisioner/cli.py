@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from provisioner import __version__
+from provisioner import __version__, clock
 from provisioner.errors import Diagnostic, ManifestError, ProvisionerError
 from provisioner.manifest.loader import read_manifest
 
@@ -31,6 +31,31 @@ ManifestArg = Annotated[
     Path, typer.Argument(help="Manifest file (YAML).", show_default=False, metavar="MANIFEST")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="State folder (default: $PROVISIONER_STATE_DIR, else "
+        ".provisioner/ beside the manifest).",
+        show_default=False,
+    ),
+]
+LimitOpt = Annotated[
+    list[str] | None,
+    typer.Option("--limit", help="Only this entity (repeat for several).", show_default=False),
+]
+ParallelOpt = Annotated[
+    int, typer.Option("--parallel", min=1, max=256, help="Targets handled at once.")
+]
+LockTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--lock-timeout",
+        min=0,
+        help="Seconds to wait for another apply to finish (0: fail at once).",
+    ),
+]
+EntityArg = Annotated[str, typer.Argument(help="Entity id.", metavar="ENTITY", show_default=False)]
 
 
 def _version(value: bool) -> None:
@@ -112,8 +137,415 @@ def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
     )
 
 
+def _warnings(session: Any) -> None:
+    for d in session.diagnostics:
+        typer.echo(str(d), err=True)
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+@app.command()
+def plan(
+    manifest: ManifestArg,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Save the plan to FILE for `provisioner apply FILE`.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode",
+            help="Exit 0 when nothing is to do, 2 when there are changes, 1 on error.",
+        ),
+    ] = False,
+    limit: LimitOpt = None,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also list what is already in sync.")
+    ] = False,
+) -> None:
+    """Show what apply would do, and why. Changes nothing."""
+    from provisioner.apply.run import save_plan
+    from provisioner.engine import load_session, make_plan, observe, observed_digest
+    from provisioner.plan.render import plan_json, render_plan
+
+    session = load_session(manifest, state_dir, limit)
+    try:
+        if not as_json:
+            _warnings(session)
+        session.open_state(create=False)
+        observed = observe(session, parallel)
+        result = make_plan(session, observed, clock.now())
+        if out is not None:
+            save_plan(session, result, observed_digest(observed), out)
+    finally:
+        session.close()
+    if as_json:
+        typer.echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(render_plan(result, colour=_colour(), verbose=verbose))
+        if out is not None:
+            typer.echo(f"\nSaved the plan to {out}. Apply exactly it with: provisioner apply {out}")
+    if result.errors:
+        raise typer.Exit(1)
+    if detailed_exitcode and result.changes:
+        raise typer.Exit(2)
+
+
+def _render_result(run: Any, as_json: bool) -> int:
+    from provisioner.plan.render import action_json, plan_json
+
+    result = run.result
+    failures = result.failures if result else []
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "plan": plan_json(run.plan),
+                    "applied": result is not None,
+                    "succeeded": result.succeeded if result else 0,
+                    "failed": [dict(action_json(o.action), error=o.error) for o in failures],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    elif result is not None:
+        for outcome in failures:
+            a = outcome.action
+            where = f" on {a.target}" if a.target else ""
+            typer.echo(
+                f"  ! {a.entity}: {a.kind} g{a.generation}{where}: {outcome.error}", err=True
+            )
+        if failures:
+            typer.echo(
+                f"Apply finished with errors: {result.succeeded} done, "
+                f"{len(failures)} failed; run apply again once the cause is fixed."
+            )
+        else:
+            typer.echo(f"Apply complete: {result.succeeded} actions done.")
+    return 1 if failures or run.plan.errors else 0
+
+
+@app.command()
+def apply(
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="Manifest file, or a plan saved with `plan --out`.",
+            metavar="MANIFEST|PLAN",
+            show_default=False,
+        ),
+    ],
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Do not ask for confirmation (scheduled jobs).")
+    ] = False,
+    lock_timeout: LockTimeoutOpt = 0.0,
+    limit: LimitOpt = None,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make it so: create or renew keys, escrow them, write and remove copies.
+
+    Given a manifest, shows the plan and asks for confirmation unless --auto-approve. Given a
+    saved plan, does exactly what it says without asking, or refuses it as stale."""
+    from provisioner.apply.run import apply_manifest, apply_saved
+    from provisioner.engine import load_session
+    from provisioner.plan import saved as saved_plans
+    from provisioner.plan.render import render_plan
+
+    if saved_plans.looks_like_plan(manifest):
+        if limit or state_dir:
+            fail("--limit and --state-dir come from the saved plan; do not give them again")
+        session, run = apply_saved(manifest, lock_timeout=lock_timeout, parallel=parallel)
+        try:
+            if not as_json:
+                typer.echo(render_plan(run.plan, colour=_colour()))
+        finally:
+            session.close()
+        raise typer.Exit(_render_result(run, as_json))
+
+    session = load_session(manifest, state_dir, limit)
+
+    def confirm(p: Any) -> bool:
+        if not as_json:
+            typer.echo(render_plan(p, colour=_colour()))
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            fail(
+                "apply needs confirmation: run it in a terminal, add --auto-approve, or apply "
+                "a plan saved with `plan --out`"
+            )
+        answer = typer.prompt(
+            "\nDo you want to perform these actions? Only 'yes' will be accepted to approve",
+            default="",
+            show_default=False,
+        )
+        if answer.strip() != "yes":
+            typer.echo("Apply cancelled.")
+            return False
+        return True
+
+    try:
+        if not as_json:
+            _warnings(session)
+        run = apply_manifest(session, confirm=confirm, lock_timeout=lock_timeout, parallel=parallel)
+        if run.lock_note and not as_json:
+            typer.echo(f"Note: {run.lock_note}", err=True)
+        if run.result is None and not run.plan.changes and not as_json:
+            typer.echo(render_plan(run.plan, colour=_colour()))
+    finally:
+        session.close()
+    raise typer.Exit(_render_result(run, as_json))
+
+
+@app.command()
+def status(
+    manifest: ManifestArg,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+) -> None:
+    """Keys, generations, validity, and the state of every copy, per entity."""
+    from provisioner import status as status_mod
+    from provisioner.engine import load_session, make_plan, observe
+
+    session = load_session(manifest, state_dir, need_secrets=False)
+    try:
+        session.open_state(create=False, unlock=False)
+        observed = observe(session, parallel)
+        now = clock.now()
+        result = make_plan(session, observed, now)
+        statuses = status_mod.build(session.manifest, session.recorded, result, now)
+    finally:
+        session.close()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"now": clock.iso(now), "entities": status_mod.to_json(statuses)},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        typer.echo(status_mod.render(statuses), nl=False)
+
+
+def _secret_option(env: str | None, file: Path | None, what: str) -> str | None:
+    from provisioner.errors import Location
+    from provisioner.manifest.model import SecretRef
+    from provisioner.secrets import resolve
+
+    if env and file:
+        fail(f"give either --{what}-env or --{what}-file, not both")
+    if env:
+        return resolve(SecretRef("env", env, Path.cwd(), Location(f"--{what}-env")), what)
+    if file:
+        return resolve(SecretRef("file", str(file), Path.cwd(), Location(f"--{what}-file")), what)
+    return None
+
+
+@app.command()
+def adopt(
+    manifest: ManifestArg,
+    entity: EntityArg,
+    pkcs12_file: Annotated[
+        Path,
+        typer.Argument(help="PKCS#12 (.p12/.pfx) to adopt.", metavar="FILE", show_default=False),
+    ],
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--password-env",
+            help="Environment variable holding the file's password (default: "
+            "the entity's password).",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help="File whose first line is the file's password.",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
+    designation: Annotated[
+        str | None,
+        typer.Option(
+            "--designation",
+            help="Its désignation on the platform (default: the file's friendly name).",
+            show_default=False,
+        ),
+    ] = None,
+    retained: Annotated[
+        bool,
+        typer.Option(
+            "--retained",
+            help="Adopt an older key kept for its consultations, beside the current generation.",
+        ),
+    ] = False,
+    state_dir: StateDirOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+) -> None:
+    """Bring an existing bi-clé (a PKCS#12 exported from Windows or the platform) under
+    management: checks its password and that key and certificate match, escrows the key."""
+    from provisioner.adopt import adopt as do_adopt
+    from provisioner.atomic import make_private_dirs
+    from provisioner.engine import load_session
+    from provisioner.state import lock
+
+    session = load_session(manifest, state_dir, [entity])
+    target = session.manifest.entity(entity)
+    assert target is not None
+    password = _secret_option(password_env, password_file, "password") or session.passwords.get(
+        entity
+    )
+    if password is None:
+        fail(f"no password for {pkcs12_file}: give --password-env or --password-file")
+    try:
+        data = pkcs12_file.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {pkcs12_file}: {exc.strerror}")
+    from provisioner.crypto import pkcs12 as p12
+
+    p12.decode(data, password)  # refuse a bad file before anything is written
+    make_private_dirs(session.state_dir)
+    with lock.hold(session.state_dir, "adopt", lock_timeout):
+        try:
+            session.open_state(create=True)
+            g = do_adopt(
+                session,
+                target,
+                data,
+                password,
+                designation=designation,
+                retained=retained,
+                now=clock.now(),
+            )
+        finally:
+            session.close()
+    typer.echo(
+        f"Adopted {pkcs12_file} as generation {g.number} ({g.status}) of {entity}: "
+        f'"{g.designation}", valid until {g.not_after:%Y-%m-%d}, '
+        f"certificate SHA-256 {g.cert_sha256}.\nRun `provisioner plan` to see its "
+        "distribution."
+    )
+
+
+@app.command()
+def export(
+    manifest: ManifestArg,
+    entity: EntityArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="File to write.", metavar="PATH", show_default=False)
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="p12: PKCS#12 with the private key (from the escrow); pem or der "
+            "(.cer): the public certificate to upload to the platform under its désignation.",
+        ),
+    ] = "p12",
+    generation: Annotated[
+        int | None,
+        typer.Option(
+            "--generation", help="Generation number (default: the current one).", show_default=False
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="PKCS#12 profile: modern or legacy (default: the entity's).",
+            show_default=False,
+        ),
+    ] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--password-env",
+            help="Protect the PKCS#12 with this environment variable's value "
+            "instead of the entity's password.",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help="Protect the PKCS#12 with this file's first line.",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite PATH.")] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Hand-export an entity's PKCS#12 (any profile, new password allowed) or its public
+    certificate, for a one-off workstation or the platform upload."""
+    from provisioner.adopt import export as do_export
+    from provisioner.adopt import pick_generation
+    from provisioner.engine import load_session
+    from provisioner.secrets import policy_problem
+
+    if fmt not in ("p12", "pem", "der"):
+        fail(f"--format must be p12, pem or der, not {fmt!r}")
+    if profile is not None and profile not in ("modern", "legacy"):
+        fail(f"--profile must be modern or legacy, not {profile!r}")
+    if out.exists() and not force:
+        fail(f"{out} exists; add --force to overwrite it")
+    session = load_session(manifest, state_dir, [entity], need_secrets=fmt == "p12")
+    target = session.manifest.entity(entity)
+    assert target is not None
+    password = None
+    if fmt == "p12":
+        password = _secret_option(password_env, password_file, "password") or session.passwords.get(
+            entity
+        )
+        if password is None:
+            fail(f"entity {entity} is absent: give --password-env or --password-file")
+        problem = policy_problem(password, target.password_policy)
+        if problem:
+            fail(f"the export password is refused: {problem}")
+    try:
+        session.open_state(create=False, unlock=fmt == "p12")
+        if session.db is None:
+            fail(f"no state in {session.state_dir}: run apply first")
+        g = pick_generation(session, target, generation)
+        do_export(
+            session,
+            target,
+            g,
+            out,
+            kind=fmt,
+            password=password,
+            profile=profile or target.key.profile,
+        )
+    finally:
+        session.close()
+    what = "PKCS#12" if fmt == "p12" else f"certificate ({fmt.upper()})"
+    typer.echo(f'Wrote the {what} of {entity} generation {g.number} "{g.designation}" to {out}.')
+
+
 def main() -> None:
     """Console entry point: runs the app and turns known errors into messages, not tracebacks."""
+    os.umask(0o077)  # whatever this process creates is private
     try:
         # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself.
         app(prog_name="provisioner")

@@ -1,0 +1,144 @@
+"""Bring an existing bi-clé under management, and hand-export one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from provisioner.apply.executor import chain_digest
+from provisioner.atomic import write_private
+from provisioner.crypto import certificates, pkcs12
+from provisioner.crypto.keys import certificate_fingerprint
+from provisioner.engine import Session
+from provisioner.errors import ProvisionerError
+from provisioner.manifest.model import SELF_SIGNED, Entity
+from provisioner.state.records import CURRENT, RETAINED, RecordedGeneration
+
+
+def _attr(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
+    values = cert.subject.get_attributes_for_oid(oid)
+    if not values:
+        return None
+    value = values[0].value
+    return value if isinstance(value, str) else value.decode()
+
+
+def adopt(
+    session: Session,
+    entity: Entity,
+    data: bytes,
+    password: str,
+    *,
+    designation: str | None,
+    retained: bool,
+    now: dt.datetime,
+) -> RecordedGeneration:
+    """Check the PKCS#12 (password, key/certificate match), escrow its key, record it."""
+    assert session.db is not None and session.escrow is not None
+    bundle = pkcs12.decode(data, password)
+    fingerprint = certificate_fingerprint(bundle.certificate)
+    gens = session.recorded.generations_of(entity.id)
+    for g in gens:
+        if g.cert_sha256 == fingerprint:
+            raise ProvisionerError(
+                f"entity {entity.id}: this certificate is already generation {g.number}"
+            )
+    current = session.recorded.current(entity.id)
+    if current is not None and not retained:
+        raise ProvisionerError(
+            f"entity {entity.id} already has a current generation ({current.number}, "
+            f'"{current.designation}"); use --retained to adopt an older key kept for its '
+            "consultations"
+        )
+    number = max((g.number for g in gens), default=0) + 1
+    cert = bundle.certificate
+    self_signed = cert.issuer == cert.subject
+    name = designation or bundle.friendly_name or entity.key.designation_for(number, now.year)
+    key_sha256 = session.escrow.put(bundle.key, entity.id)  # escrow first
+    generation = RecordedGeneration(
+        id=uuid.uuid4().hex,
+        entity=entity.id,
+        number=number,
+        designation=name,
+        common_name=certificates.common_name(cert),
+        issuer=SELF_SIGNED if self_signed else f"external:{cert.issuer.rfc4514_string()}",
+        key_size=bundle.key.key_size,
+        subject=(
+            _attr(cert, NameOID.ORGANIZATION_NAME),
+            _attr(cert, NameOID.ORGANIZATIONAL_UNIT_NAME),
+            _attr(cert, NameOID.COUNTRY_NAME),
+        ),
+        certificate=certificates.certificate_der(cert),
+        chain=b"".join(certificates.certificate_pem(c) for c in bundle.chain),
+        cert_sha256=fingerprint,
+        key_sha256=key_sha256,
+        chain_sha256=chain_digest(bundle.chain),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        status=RETAINED if retained else CURRENT,
+        origin="adopted",
+        created_at=now,
+    )
+    with session.db.change() as change:
+        change.add_generation(generation)
+        change.audit(
+            "generation-adopted",
+            entity.id,
+            generation=number,
+            designation=name,
+            cert_sha256=fingerprint,
+            key_sha256=key_sha256,
+            not_after=generation.not_after.isoformat(),
+            status=generation.status,
+        )
+    return generation
+
+
+def pick_generation(session: Session, entity: Entity, number: int | None) -> RecordedGeneration:
+    gens = session.recorded.generations_of(entity.id)
+    if number is None:
+        current = session.recorded.current(entity.id)
+        if current is None:
+            raise ProvisionerError(f"entity {entity.id} has no current generation; run apply")
+        return current
+    for g in gens:
+        if g.number == number:
+            return g
+    raise ProvisionerError(f"entity {entity.id} has no generation {number}")
+
+
+def export(
+    session: Session,
+    entity: Entity,
+    generation: RecordedGeneration,
+    out: Path,
+    *,
+    kind: str,
+    password: str | None,
+    profile: str,
+) -> None:
+    """Write a PKCS#12 (from the escrow, with `password`) or the public certificate."""
+    cert = x509.load_der_x509_certificate(generation.certificate)
+    if kind == "pem":
+        data = certificates.certificate_pem(cert)
+    elif kind == "der":
+        data = certificates.certificate_der(cert)
+    else:
+        assert session.escrow is not None and password is not None
+        chain = tuple(x509.load_pem_x509_certificates(generation.chain)) if generation.chain else ()
+        key = session.escrow.get(generation.key_sha256)
+        data = pkcs12.encode(key, cert, chain, generation.designation, password, profile)
+    write_private(out, data)
+    assert session.db is not None
+    session.db.note(
+        "exported",
+        entity.id,
+        generation=generation.number,
+        format=kind,
+        path=str(out),
+        profile=profile if kind == "p12" else None,
+    )

@@ -1,0 +1,1 @@
+"""The executor: performs a plan's actions in a safe order."""

@@ -1,0 +1,445 @@
+"""Perform a plan: escrow and state first, then targets, each result recorded as it lands.
+
+Order: new generations (key generation, escrow fsynced, state committed), designation updates,
+copies written (one PKCS#12 encoding per generation shared by all its targets, targets in
+parallel), copies removed (never from a target where the replacement failed to land), then
+generations retired (their keys stay in the escrow).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from provisioner.apply.keygen import generate_many
+from provisioner.crypto import certificates, pkcs12
+from provisioner.crypto.keys import certificate_fingerprint
+from provisioner.errors import ProvisionerError, StateError, TransportError
+from provisioner.manifest.model import SELF_SIGNED, Entity, Issuer
+from provisioner.plan.model import (
+    CREATE,
+    REMOVE,
+    RENAME,
+    RETAIN,
+    RETIRE,
+    WRITE,
+    Action,
+    Desired,
+    Plan,
+)
+from provisioner.plan.planner import resolve_target
+from provisioner.secrets import resolve
+from provisioner.state.db import StateDB
+from provisioner.state.escrow import Escrow
+from provisioner.state.records import (
+    CURRENT,
+    RETAINED,
+    RETIRED,
+    Recorded,
+    RecordedCopy,
+    RecordedGeneration,
+)
+from provisioner.transports import open_transport
+from provisioner.transports.base import FileFacts, Transport, target_spec
+
+FLUSH_EVERY = 200
+FLUSH_SECONDS = 0.5
+
+
+@dataclass
+class Outcome:
+    action: Action
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class ApplyResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def succeeded(self) -> int:
+        return sum(o.ok for o in self.outcomes)
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def chain_digest(chain: tuple[x509.Certificate, ...]) -> str:
+    return hashlib.sha256(b"".join(certificates.certificate_der(c) for c in chain)).hexdigest()
+
+
+def load_issuer(issuer: Issuer) -> certificates.CertificateAuthority:
+    password = (
+        resolve(issuer.password, f"issuer {issuer.name} password") if issuer.password else None
+    )
+    try:
+        cert_pem = issuer.certificate.read_bytes()
+        key_pem = issuer.private_key.read_bytes()
+    except OSError as exc:
+        raise ProvisionerError(f"{issuer.location}: issuer {issuer.name}: {exc}") from None
+    try:
+        return certificates.load_certificate_authority(
+            cert_pem, key_pem, password.encode() if password else None
+        )
+    except ProvisionerError as exc:
+        raise ProvisionerError(f"{issuer.location}: issuer {issuer.name}: {exc}") from None
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        desired: Desired,
+        recorded: Recorded,
+        db: StateDB,
+        escrow: Escrow,
+        passwords: dict[str, str],
+        plan: Plan,
+        now: dt.datetime,
+        parallel: int = 8,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.desired = desired
+        self.recorded = recorded
+        self.db = db
+        self.escrow = escrow
+        self.passwords = passwords
+        self.plan = plan
+        self.now = now
+        self.parallel = max(1, parallel)
+        self.progress = progress or (lambda phase, done, total: None)
+        self.result = ApplyResult()
+        self.generations: dict[tuple[str, int], RecordedGeneration] = {
+            (g.entity, g.number): g for g in recorded.generations
+        }
+        self.fresh_keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.transports: dict[str, Transport] = {}
+        self.failed_targets: set[tuple[str, str]] = set()  # (entity, target) where a write failed
+        self.skipped_entities: set[str] = set()
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> ApplyResult:
+        by_kind: dict[str, list[Action]] = {}
+        for action in self.plan.actions:
+            by_kind.setdefault(action.kind, []).append(action)
+        try:
+            self.create(by_kind.get(CREATE, []), by_kind.get(RETAIN, []))
+            self.rename(by_kind.get(RENAME, []))
+            self.write(by_kind.get(WRITE, []))
+            self.remove(by_kind.get(REMOVE, []))
+            self.retire(by_kind.get(RETIRE, []))
+        finally:
+            for transport in self.transports.values():
+                transport.close()
+        return self.result
+
+    def entity(self, entity_id: str) -> Entity:
+        entity = self.desired.manifest.entity(entity_id)
+        assert entity is not None
+        return entity
+
+    # ------------------------------------------------------------------ generations
+
+    def create(self, actions: list[Action], retains: list[Action]) -> None:
+        if not actions:
+            return
+        retained = {(a.entity, a.generation) for a in retains}
+        issuers: dict[str, certificates.CertificateAuthority] = {}
+        ready: list[tuple[Action, Entity, certificates.CertificateAuthority | None]] = []
+        for action in actions:
+            entity = self.entity(action.entity)
+            name = entity.key.issuer
+            try:
+                if name != SELF_SIGNED and name not in issuers:
+                    issuers[name] = load_issuer(self.desired.manifest.issuers[name])
+            except ProvisionerError as exc:
+                self.fail_entity(action, str(exc))
+                continue
+            ready.append((action, entity, issuers.get(name)))
+        self.progress("generating keys", 0, len(ready))
+        keys = generate_many([entity.key.size for _, entity, _ in ready])
+        for i, ((action, entity, ca), key) in enumerate(zip(ready, keys, strict=True)):
+            try:
+                self.create_one(action, entity, ca, key, retained)
+            except ProvisionerError as exc:
+                self.fail_entity(action, str(exc))
+            self.progress("generating keys", i + 1, len(ready))
+
+    def fail_entity(self, action: Action, message: str) -> None:
+        self.result.outcomes.append(Outcome(action, False, message))
+        self.skipped_entities.add(action.entity)
+        with self.db.change() as change:
+            change.audit(
+                "generation-failed", action.entity, generation=action.generation, error=message
+            )
+
+    def create_one(
+        self,
+        action: Action,
+        entity: Entity,
+        ca: certificates.CertificateAuthority | None,
+        key: rsa.RSAPrivateKey,
+        retained: set[tuple[str, int]],
+    ) -> None:
+        spec = entity.key
+        common_name = action.attribute("common_name") or spec.common_name_for(
+            action.generation, self.now.year
+        )
+        cert = certificates.build_certificate(
+            key,
+            certificates.CertificateSpec(
+                common_name,
+                spec.validity_days,
+                spec.subject.organization,
+                spec.subject.organizational_unit,
+                spec.subject.country,
+            ),
+            self.now,
+            ca,
+        )
+        chain = (ca.certificate, *ca.chain) if ca else ()
+        # Escrow first: the key is durable before the state names it or a target receives it.
+        key_sha256 = self.escrow.put(key, entity.id)
+        generation = RecordedGeneration(
+            id=uuid.uuid4().hex,
+            entity=entity.id,
+            number=action.generation,
+            designation=action.attribute("designation")
+            or spec.designation_for(action.generation, self.now.year),
+            common_name=common_name,
+            issuer=spec.issuer,
+            key_size=spec.size,
+            subject=(
+                spec.subject.organization,
+                spec.subject.organizational_unit,
+                spec.subject.country,
+            ),
+            certificate=certificates.certificate_der(cert),
+            chain=b"".join(certificates.certificate_pem(c) for c in chain),
+            cert_sha256=certificate_fingerprint(cert),
+            key_sha256=key_sha256,
+            chain_sha256=chain_digest(chain),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            status=CURRENT,
+            origin="generated",
+            created_at=self.now,
+        )
+        previous = self.recorded.current(entity.id)
+        with self.db.change() as change:
+            if previous is not None:
+                status = RETAINED if (entity.id, previous.number) in retained else RETIRED
+                change.set_status(previous.id, status, self.now)
+                change.audit(
+                    f"generation-{status}",
+                    entity.id,
+                    generation=previous.number,
+                    designation=previous.designation,
+                    replaced_by=generation.number,
+                )
+            change.add_generation(generation)
+            change.audit(
+                "generation-created",
+                entity.id,
+                generation=generation.number,
+                designation=generation.designation,
+                cert_sha256=generation.cert_sha256,
+                key_sha256=key_sha256,
+                not_after=generation.not_after.isoformat(),
+                reason=action.reason,
+            )
+        self.generations[(entity.id, generation.number)] = generation
+        self.fresh_keys[generation.id] = key
+        self.result.outcomes.append(Outcome(action, True))
+
+    def rename(self, actions: list[Action]) -> None:
+        for action in actions:
+            g = self.generations[(action.entity, action.generation)]
+            designation = action.attribute("designation") or g.designation
+            with self.db.change() as change:
+                change.set_designation(g.id, designation)
+                change.audit(
+                    "designation-updated",
+                    action.entity,
+                    generation=g.number,
+                    old=g.designation,
+                    new=designation,
+                )
+            self.generations[(action.entity, action.generation)] = replace(
+                g, designation=designation
+            )
+            self.result.outcomes.append(Outcome(action, True))
+
+    # ------------------------------------------------------------------ copies
+
+    def transport(self, name: str) -> Transport:
+        if name not in self.transports:
+            target = resolve_target(self.desired, self.recorded, name)
+            if target is None:
+                raise TransportError(f"{name}: unknown target")
+            self.transports[name] = open_transport(target)
+        return self.transports[name]
+
+    def key_of(self, g: RecordedGeneration) -> rsa.RSAPrivateKey:
+        return self.fresh_keys.get(g.id) or self.escrow.get(g.key_sha256)
+
+    def encode(self, entity: Entity, g: RecordedGeneration) -> tuple[bytes, str]:
+        """One PKCS#12 for a generation, reused for all its targets; and the password id."""
+        password = self.passwords[entity.id]
+        cert = x509.load_der_x509_certificate(g.certificate)
+        chain = tuple(x509.load_pem_x509_certificates(g.chain)) if g.chain else ()
+        data = pkcs12.encode(
+            self.key_of(g), cert, chain, g.designation, password, entity.key.profile
+        )
+        return data, self.escrow.password_id(entity.id, password)
+
+    def write(self, actions: list[Action]) -> None:
+        groups: dict[tuple[str, int], list[Action]] = {}
+        for action in actions:
+            if action.entity in self.skipped_entities:
+                self.result.outcomes.append(Outcome(action, False, "its generation failed"))
+                self.failed_targets.add((action.entity, action.target or ""))
+                continue
+            groups.setdefault((action.entity, action.generation), []).append(action)
+        total = sum(len(v) for v in groups.values())
+        done = 0
+        pending: list[tuple[Action, RecordedCopy]] = []
+        last_flush = time.monotonic()
+        self.progress("writing copies", 0, total)
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            futures: dict[Future[FileFacts], tuple[Action, RecordedCopy]] = {}
+            for (entity_id, number), group in groups.items():
+                entity = self.entity(entity_id)
+                g = self.generations[(entity_id, number)]
+                try:
+                    data, password_id = self.encode(entity, g)
+                except (ProvisionerError, StateError) as exc:
+                    for action in group:
+                        self.record_failure(action, str(exc))
+                    continue
+                for action in group:
+                    assert action.target is not None and action.path is not None
+                    template = RecordedCopy(
+                        entity=entity_id,
+                        generation_id=g.id,
+                        target=action.target,
+                        path=action.path,
+                        sha256="",
+                        size=0,
+                        profile=entity.key.profile,
+                        password_id=password_id,
+                        friendly_name=g.designation,
+                        chain_sha256=g.chain_sha256,
+                        written_at=self.now,
+                    )
+                    futures[pool.submit(self._write_one, action, data)] = (action, template)
+            for future in as_completed(futures):
+                action, template = futures[future]
+                done += 1
+                try:
+                    facts = future.result()
+                except ProvisionerError as exc:
+                    self.record_failure(action, str(exc))
+                else:
+                    copy = replace(template, sha256=facts.sha256, size=facts.size)
+                    pending.append((action, copy))
+                if len(pending) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
+                    self.flush(pending)
+                    pending = []
+                    last_flush = time.monotonic()
+                self.progress("writing copies", done, total)
+        self.flush(pending)
+
+    def _write_one(self, action: Action, data: bytes) -> FileFacts:
+        assert action.target is not None and action.path is not None
+        return self.transport(action.target).write(action.path, data)
+
+    def flush(self, pending: list[tuple[Action, RecordedCopy]]) -> None:
+        if not pending:
+            return
+        with self.db.change() as change:
+            for action, copy in pending:
+                target = resolve_target(self.desired, self.recorded, copy.target)
+                if target is not None:
+                    change.put_target(copy.target, target_spec(target))
+                change.put_copy(copy)
+                change.audit(
+                    "copy-written",
+                    copy.entity,
+                    target=copy.target,
+                    path=copy.path,
+                    generation=action.generation,
+                    sha256=copy.sha256,
+                    profile=copy.profile,
+                    reason=action.reason,
+                )
+        self.result.outcomes.extend(Outcome(action, True) for action, _ in pending)
+
+    def record_failure(self, action: Action, message: str) -> None:
+        self.failed_targets.add((action.entity, action.target or ""))
+        self.result.outcomes.append(Outcome(action, False, message))
+        with self.db.change() as change:
+            change.audit(
+                "copy-failed",
+                action.entity,
+                target=action.target,
+                path=action.path,
+                generation=action.generation,
+                error=message,
+            )
+
+    def remove(self, actions: list[Action]) -> None:
+        for action in actions:
+            assert action.target is not None and action.path is not None
+            if (action.entity, action.target) in self.failed_targets:
+                self.result.outcomes.append(
+                    Outcome(action, False, "kept: the replacement copy did not land on this target")
+                )
+                continue
+            try:
+                self.transport(action.target).remove(action.path)
+            except ProvisionerError as exc:
+                self.result.outcomes.append(Outcome(action, False, str(exc)))
+                self.failed_targets.add((action.entity, action.target))
+                continue
+            with self.db.change() as change:
+                change.delete_copy(action.target, action.path)
+                change.audit(
+                    "copy-removed",
+                    action.entity,
+                    target=action.target,
+                    path=action.path,
+                    generation=action.generation,
+                    reason=action.reason,
+                )
+            self.result.outcomes.append(Outcome(action, True))
+
+    def retire(self, actions: list[Action]) -> None:
+        for action in actions:
+            g = self.generations.get((action.entity, action.generation))
+            if g is None:
+                continue
+            with self.db.change() as change:
+                change.set_status(g.id, RETIRED, self.now)
+                change.audit(
+                    "generation-retired",
+                    action.entity,
+                    generation=g.number,
+                    designation=g.designation,
+                    reason=action.reason,
+                )
+            self.result.outcomes.append(Outcome(action, True))

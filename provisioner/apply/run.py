@@ -1,0 +1,148 @@
+"""The apply command's flow: lock, open state, plan (or check a saved plan), confirm, execute."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner import clock
+from provisioner.apply.executor import ApplyResult, Executor, ProgressFn, load_issuer
+from provisioner.atomic import make_private_dirs
+from provisioner.engine import (
+    Session,
+    inputs_digest,
+    load_session,
+    make_plan,
+    observe,
+    observed_digest,
+)
+from provisioner.errors import StalePlanError
+from provisioner.manifest.model import SELF_SIGNED
+from provisioner.plan import saved as saved_plans
+from provisioner.plan.model import CREATE, Plan
+from provisioner.plan.render import plan_json
+from provisioner.state import lock
+
+
+@dataclass
+class ApplyRun:
+    plan: Plan
+    result: ApplyResult | None  # None when nothing was done (no changes or not confirmed)
+    lock_note: str | None = None
+
+
+def _check_issuers(session: Session, plan: Plan) -> None:
+    """Load every issuer a new generation needs before anything is written."""
+    needed = set()
+    for action in plan.actions:
+        if action.kind == CREATE:
+            entity = session.manifest.entity(action.entity)
+            if entity is not None and entity.key.issuer != SELF_SIGNED:
+                needed.add(entity.key.issuer)
+    for name in sorted(needed):
+        load_issuer(session.manifest.issuers[name])
+
+
+def _execute(
+    session: Session, plan: Plan, parallel: int, progress: ProgressFn | None
+) -> ApplyResult:
+    assert session.db is not None and session.escrow is not None
+    return Executor(
+        desired=session.desired(),
+        recorded=session.recorded,
+        db=session.db,
+        escrow=session.escrow,
+        passwords=session.passwords,
+        plan=plan,
+        now=clock.now(),
+        parallel=parallel,
+        progress=progress,
+    ).run()
+
+
+def apply_manifest(
+    session: Session,
+    *,
+    confirm: Callable[[Plan], bool],
+    lock_timeout: float,
+    parallel: int,
+    progress: ProgressFn | None = None,
+) -> ApplyRun:
+    """Plan under the lock, ask `confirm`, then execute."""
+    make_private_dirs(session.state_dir)
+    with lock.hold(session.state_dir, "apply", lock_timeout) as note:
+        session.open_state(create=True)
+        observed = observe(session, parallel)
+        plan = make_plan(session, observed, clock.now())
+        if not plan.changes:
+            return ApplyRun(plan, None, note)
+        _check_issuers(session, plan)
+        if not confirm(plan):
+            return ApplyRun(plan, None, note)
+        return ApplyRun(plan, _execute(session, plan, parallel, progress), note)
+
+
+def apply_saved(
+    path: Path,
+    *,
+    lock_timeout: float,
+    parallel: int,
+    progress: ProgressFn | None = None,
+    on_loaded: Callable[[Session], None] | None = None,
+) -> tuple[Session, ApplyRun]:
+    """Execute a saved plan exactly, or refuse it as stale."""
+    saved = saved_plans.read(path)
+    session = load_session(saved.manifest, saved.state_dir, saved.limit)
+    if on_loaded is not None:
+        on_loaded(session)
+    if inputs_digest(session, saved.salt) != saved.inputs_sha256:
+        raise StalePlanError(
+            f"stale plan {path}: the manifest, a file it references or a secret changed since "
+            "the plan was made; make a new plan"
+        )
+    make_private_dirs(session.state_dir)
+    with lock.hold(session.state_dir, f"apply {path}", lock_timeout) as note:
+        session.open_state(create=True)
+        recorded = session.recorded
+        if saved.lineage is not None and recorded.lineage != saved.lineage:
+            raise StalePlanError(
+                f"stale plan {path}: it was made for another state (lineage {saved.lineage}, "
+                f"this state is {recorded.lineage})"
+            )
+        if recorded.serial != saved.serial:
+            raise StalePlanError(
+                f"stale plan {path}: the state changed since the plan was made (serial "
+                f"{saved.serial}, now {recorded.serial}); make a new plan"
+            )
+        observed = observe(session, parallel)
+        if observed_digest(observed) != saved.observed_sha256:
+            raise StalePlanError(
+                f"stale plan {path}: files on the targets changed since the plan was made; "
+                "make a new plan"
+            )
+        plan = make_plan(session, observed, saved.now)
+        if not saved_plans.same_actions(saved, plan):
+            raise StalePlanError(f"stale plan {path}: the plan no longer matches; make a new plan")
+        if not plan.changes:
+            return session, ApplyRun(plan, None, note)
+        _check_issuers(session, plan)
+        return session, ApplyRun(plan, _execute(session, plan, parallel, progress), note)
+
+
+def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) -> None:
+    salt = saved_plans.new_salt()
+    saved_plans.write(
+        path,
+        saved_plans.SavedPlan(
+            manifest=session.manifest.path,
+            state_dir=session.state_dir,
+            lineage=session.recorded.lineage,
+            serial=session.recorded.serial,
+            salt=salt,
+            inputs_sha256=inputs_digest(session, salt),
+            observed_sha256=observed_sha256,
+            limit=sorted(session.limit) if session.limit else None,
+            plan=plan_json(plan),
+        ),
+    )

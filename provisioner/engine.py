@@ -1,0 +1,210 @@
+"""The engine: load inputs, observe targets, plan, and apply, for the CLI's commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provisioner.errors import (
+    Diagnostic,
+    Location,
+    ManifestError,
+    ProvisionerError,
+    SecretError,
+)
+from provisioner.manifest.loader import read_manifest
+from provisioner.manifest.model import Manifest
+from provisioner.plan.model import Desired, Observed, Plan
+from provisioner.plan.planner import paths_to_observe, plan, resolve_target
+from provisioner.secrets import policy_problem, resolve
+from provisioner.state.db import StateDB
+from provisioner.state.escrow import Escrow
+from provisioner.state.records import Recorded
+from provisioner.transports import open_transport
+from provisioner.transports.base import FileFacts
+
+STATE_ENV = "PROVISIONER_STATE_DIR"
+DEFAULT_PARALLEL = 8
+
+
+def state_dir_for(manifest_path: Path, option: Path | None) -> Path:
+    """--state-dir, else $PROVISIONER_STATE_DIR, else `.provisioner/` beside the manifest."""
+    if option is not None:
+        return option.resolve()
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV]).resolve()
+    return manifest_path.resolve().parent / ".provisioner"
+
+
+@dataclass
+class Session:
+    """Everything a command needs, loaded and checked before anything is written."""
+
+    manifest: Manifest
+    diagnostics: list[Diagnostic]
+    state_dir: Path
+    escrow_passphrase: str
+    passwords: dict[str, str]
+    limit: frozenset[str] | None
+    db: StateDB | None = None
+    escrow: Escrow | None = None
+    recorded: Recorded = field(default_factory=lambda: Recorded(None, 0))
+
+    @property
+    def escrow_dir(self) -> Path:
+        return self.state_dir / "escrow"
+
+    def desired(self) -> Desired:
+        ids: dict[str, str | None] = {
+            entity: (self.escrow.password_id(entity, pw) if self.escrow else None)
+            for entity, pw in self.passwords.items()
+        }
+        return Desired(self.manifest, ids, limit=self.limit)
+
+    def open_state(self, *, create: bool, unlock: bool = True) -> None:
+        """Open the state database and unlock the escrow (creating them when `create`)."""
+        self.db = StateDB.open(self.state_dir, create=create)
+        if not unlock:
+            pass
+        elif Escrow.exists(self.escrow_dir):
+            self.escrow = Escrow.unlock(self.escrow_dir, self.escrow_passphrase)
+        elif create:
+            self.escrow = Escrow.create(self.escrow_dir, self.escrow_passphrase)
+        if self.db is not None:
+            self.recorded = self.db.snapshot()
+            if unlock and self.escrow is None and self.recorded.generations:
+                raise ProvisionerError(
+                    f"{self.escrow_dir}: the escrow is missing while the state records "
+                    f"{len(self.recorded.generations)} generations; see docs/RECOVERY.md"
+                )
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+
+def load_session(
+    manifest_path: Path,
+    state_dir: Path | None,
+    limit: list[str] | None = None,
+    *,
+    need_secrets: bool = True,
+) -> Session:
+    """Read and check the manifest, the limit and every secret; writes nothing."""
+    manifest, diagnostics = read_manifest(manifest_path)
+    declared = {e.id for e in manifest.entities}
+    unknown = [name for name in (limit or []) if name not in declared]
+    if unknown:
+        raise ManifestError(
+            [
+                Diagnostic(
+                    "error",
+                    Location(str(manifest_path)),
+                    f"--limit: unknown entit{'ies' if len(unknown) > 1 else 'y'} "
+                    + ", ".join(unknown),
+                )
+            ]
+        )
+    scope = frozenset(limit) if limit else None
+    passphrase = resolve(manifest.escrow_passphrase, "escrow passphrase") if need_secrets else ""
+    passwords: dict[str, str] = {}
+    problems: list[str] = []
+    if need_secrets:
+        for entity in manifest.entities:
+            if entity.state != "present" or (scope is not None and entity.id not in scope):
+                continue
+            try:
+                password = resolve(entity.password, f"entity {entity.id} password")
+            except SecretError as exc:
+                problems.append(str(exc))
+                continue
+            problem = policy_problem(password, entity.password_policy)
+            if problem:
+                problems.append(
+                    f"{entity.password.location}: entity {entity.id}: the password "
+                    f"from {entity.password.describe()} is refused: {problem}"
+                )
+                continue
+            passwords[entity.id] = password
+    if problems:
+        raise SecretError("\n".join(problems))
+    return Session(
+        manifest, diagnostics, state_dir_for(manifest_path, state_dir), passphrase, passwords, scope
+    )
+
+
+def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
+    """Checksums of every file the planner will ask about; one worker per target at a time."""
+    desired = session.desired()
+    wanted = paths_to_observe(desired, session.recorded)
+    files: dict[tuple[str, str], FileFacts | None] = {}
+    unreachable: dict[str, str] = {}
+
+    def one_target(name: str) -> None:
+        target = resolve_target(desired, session.recorded, name)
+        if target is None:
+            unreachable[name] = "not in the manifest and not recorded in the state"
+            return
+        try:
+            transport = open_transport(target)
+            try:
+                for path in sorted(wanted[name]):
+                    files[(name, path)] = transport.observe(path)
+            finally:
+                transport.close()
+        except ProvisionerError as exc:
+            unreachable[name] = str(exc).removeprefix(f"{name}: ")
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        list(pool.map(one_target, sorted(wanted)))
+    return Observed(files, unreachable)
+
+
+def make_plan(session: Session, observed: Observed, now: dt.datetime) -> Plan:
+    return plan(session.desired(), session.recorded, observed, now)
+
+
+# ---------------------------------------------------------------- saved plan identity
+
+
+def inputs_digest(session: Session, salt: bytes) -> str:
+    """A digest of the manifest, the files it references and the secrets' values, keyed by the
+    escrow passphrase so the plan file holds nothing that could be brute-forced."""
+    h = hashlib.sha256()
+    files = [session.manifest.path]
+    for issuer in session.manifest.issuers.values():
+        files += [issuer.certificate, issuer.private_key]
+    if session.manifest.consultations is not None:
+        files.append(session.manifest.consultations)
+    for path in files:
+        h.update(str(path).encode() + b"\0")
+        try:
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            h.update(b"(unreadable)")
+    key = hashlib.scrypt(session.escrow_passphrase.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for entity, password in sorted(session.passwords.items()):
+        mac.update(entity.encode() + b"\0" + password.encode() + b"\0")
+    h.update(mac.digest())
+    h.update(repr(sorted(session.limit or ())).encode())
+    return h.hexdigest()
+
+
+def observed_digest(observed: Observed) -> str:
+    h = hashlib.sha256()
+    for (target, path), facts in sorted(observed.files.items()):
+        h.update(f"{target}\0{path}\0".encode())
+        h.update(
+            b"-"
+            if facts is None
+            else f"{facts.sha256}:{facts.size}:{facts.mode}:{facts.symlink}".encode()
+        )
+    for name, reason in sorted(observed.unreachable.items()):
+        h.update(f"unreachable\0{name}\0{reason}".encode())
+    return h.hexdigest()

@@ -1,0 +1,96 @@
+"""Plans and the inputs of the planner, as frozen values."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from provisioner.manifest.model import Manifest
+from provisioner.transports.base import FileFacts
+
+# Action kinds.
+CREATE = "create-generation"
+RENAME = "update-designation"
+RETAIN = "retain-generation"
+RETIRE = "retire-generation"
+WRITE = "write-copy"
+REMOVE = "remove-copy"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a check fired: a short code carried to the plan and JSON, and a sentence."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan. `generation` is the number of the generation concerned."""
+
+    kind: str
+    symbol: str  # "+", "~", "-", "-/+"
+    entity: str
+    generation: int
+    reason: str
+    message: str
+    target: str | None = None
+    path: str | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    def attribute(self, name: str) -> str | None:
+        for key, value in self.attributes:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The manifest plus what the engine resolved for it (never a secret itself)."""
+
+    manifest: Manifest
+    password_ids: dict[str, str | None]  # entity -> keyed password fingerprint (None: unknown)
+    chains: dict[str, str] = field(default_factory=dict)  # issuer -> sha256 of its chain
+    limit: frozenset[str] | None = None
+
+    def in_scope(self, entity: str) -> bool:
+        return self.limit is None or entity in self.limit
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Facts read from targets: a file's facts or None when absent; unreachable targets."""
+
+    files: dict[tuple[str, str], FileFacts | None] = field(default_factory=dict)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Warning:
+    entity: str | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What apply will do, why, and what it will not do."""
+
+    now: dt.datetime
+    actions: tuple[Action, ...]
+    warnings: tuple[Warning, ...]
+    errors: tuple[str, ...]
+    in_sync: tuple[str, ...]  # one line per entity with nothing to do, saying why
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.actions)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(to create, to update, to remove)."""
+        create = sum(a.symbol == "+" for a in self.actions)
+        update = sum(a.symbol in ("~", "-/+") for a in self.actions)
+        remove = sum(a.symbol == "-" for a in self.actions)
+        return create, update, remove

@@ -1,0 +1,199 @@
+"""The ordered chains of named checks that decide what the planner does.
+
+Like cert-manager's issuance policies: each check is a small pure function returning a Reason
+when it fires, or None; the first that fires decides, and its reason code travels to the plan
+output and the JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from provisioner.manifest.model import Entity, Target
+from provisioner.plan.model import Reason
+from provisioner.state.records import RecordedCopy, RecordedGeneration
+from provisioner.transports.base import FileFacts
+
+ContextT = TypeVar("ContextT")
+
+# ---------------------------------------------------------------- generation checks
+
+
+@dataclass(frozen=True)
+class GenerationContext:
+    entity: Entity
+    current: RecordedGeneration | None
+    now: dt.datetime
+
+
+def no_generation(ctx: GenerationContext) -> Reason | None:
+    if ctx.current is None:
+        return Reason("missing", "no bi-clé yet: create the first generation")
+    return None
+
+
+def expired(ctx: GenerationContext) -> Reason | None:
+    g = ctx.current
+    if g is not None and ctx.now >= g.not_after:
+        return Reason("expired", f"generation {g.number} expired on {g.not_after:%Y-%m-%d}")
+    return None
+
+
+def renewal_due(ctx: GenerationContext) -> Reason | None:
+    g = ctx.current
+    if g is None:
+        return None
+    due = g.not_after - dt.timedelta(days=ctx.entity.key.renew_before_days)
+    if ctx.now >= due:
+        days = (g.not_after - ctx.now).days
+        return Reason(
+            "renewal-due",
+            f"generation {g.number} expires on {g.not_after:%Y-%m-%d} ({days} days left), inside "
+            f"the {ctx.entity.key.renew_before_days}-day renewal window",
+        )
+    return None
+
+
+def spec_changed(ctx: GenerationContext) -> Reason | None:
+    g = ctx.current
+    if g is None or g.origin == "adopted":
+        return None  # an adopted key is what the platform knows; it is renewed when it expires
+    spec = ctx.entity.key
+    changes = []
+    if g.key_size != spec.size:
+        changes.append(f"key size {g.key_size} -> {spec.size}")
+    if g.issuer != spec.issuer:
+        changes.append(f"issuer {g.issuer} -> {spec.issuer}")
+    wanted_cn = spec.common_name_for(g.number, g.created_at.year)
+    if g.common_name != wanted_cn:
+        changes.append(f"common name {g.common_name!r} -> {wanted_cn!r}")
+    subject = (spec.subject.organization, spec.subject.organizational_unit, spec.subject.country)
+    if tuple(g.subject) != subject:
+        changes.append("subject O/OU/C changed")
+    if changes:
+        return Reason(
+            "spec-changed",
+            "the manifest asks for a different certificate: "
+            + "; ".join(changes)
+            + " (forces a new generation)",
+        )
+    return None
+
+
+GENERATION_CHECKS: tuple[Callable[[GenerationContext], Reason | None], ...] = (
+    no_generation,
+    expired,
+    renewal_due,
+    spec_changed,
+)
+
+# ---------------------------------------------------------------- copy checks
+
+
+@dataclass(frozen=True)
+class CopyContext:
+    target: Target
+    path: str
+    generation: RecordedGeneration
+    observed: FileFacts | None
+    recorded: RecordedCopy | None
+    profile: str
+    password_id: str | None
+    friendly_name: str
+
+
+def missing(ctx: CopyContext) -> Reason | None:
+    if ctx.observed is None:
+        return Reason("missing", "no file there")
+    return None
+
+
+def not_a_file(ctx: CopyContext) -> Reason | None:
+    if ctx.observed is not None and ctx.observed.symlink:
+        return Reason("drifted", "a symlink or special file stands where the copy belongs")
+    return None
+
+
+def unrecorded(ctx: CopyContext) -> Reason | None:
+    if ctx.recorded is None:
+        return Reason("unrecorded", "a file the state did not write is there")
+    return None
+
+
+def drifted(ctx: CopyContext) -> Reason | None:
+    r = ctx.recorded
+    if r is not None and ctx.observed is not None and ctx.observed.sha256 != r.sha256:
+        return Reason(
+            "drifted", f"content differs from what was written on {r.written_at:%Y-%m-%d %H:%M}"
+        )
+    if r is not None and r.generation_id != ctx.generation.id:
+        return Reason("drifted", "holds another generation's key")
+    return None
+
+
+def permissions(ctx: CopyContext) -> Reason | None:
+    # Windows OpenSSH reports synthetic modes; only POSIX targets are compared.
+    posix = ctx.target.transport == "local" or ctx.path.startswith("/")
+    if posix and ctx.observed is not None and ctx.observed.mode & 0o077:
+        return Reason("permissions", f"mode {ctx.observed.mode:04o} lets others read the key")
+    return None
+
+
+def password_changed(ctx: CopyContext) -> Reason | None:
+    r = ctx.recorded
+    if r is not None and ctx.password_id is not None and r.password_id != ctx.password_id:
+        return Reason("password-changed", "the entity's password changed (same key, re-encoded)")
+    return None
+
+
+def profile_changed(ctx: CopyContext) -> Reason | None:
+    r = ctx.recorded
+    if r is not None and r.profile != ctx.profile:
+        return Reason(
+            "profile-changed",
+            f"PKCS#12 profile {r.profile} -> {ctx.profile} (same key, re-encoded)",
+        )
+    return None
+
+
+def friendly_name_changed(ctx: CopyContext) -> Reason | None:
+    r = ctx.recorded
+    if r is not None and r.friendly_name != ctx.friendly_name:
+        return Reason(
+            "friendly-name-changed", f"friendly name {r.friendly_name!r} -> {ctx.friendly_name!r}"
+        )
+    return None
+
+
+def chain_changed(ctx: CopyContext) -> Reason | None:
+    r = ctx.recorded
+    if r is not None and r.chain_sha256 != ctx.generation.chain_sha256:
+        return Reason("chain-changed", "the issuer chain changed (same key, re-encoded)")
+    return None
+
+
+COPY_CHECKS: tuple[Callable[[CopyContext], Reason | None], ...] = (
+    missing,
+    not_a_file,
+    unrecorded,
+    drifted,
+    permissions,
+    password_changed,
+    profile_changed,
+    friendly_name_changed,
+    chain_changed,
+)
+
+
+def first_reason(
+    checks: tuple[Callable[[ContextT], Reason | None], ...], ctx: ContextT
+) -> Reason | None:
+    """The reason of the first check that fires, or None when all pass."""
+    for check in checks:
+        reason = check(ctx)
+        if reason is not None:
+            return reason
+    return None

@@ -1,0 +1,115 @@
+"""Plans as text a reviewer can scan (Terraform's manner) and as JSON (schemas/plan.schema.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisioner import clock
+from provisioner.plan.model import CREATE, REMOVE, RENAME, RETAIN, RETIRE, WRITE, Action, Plan
+
+FORMAT_VERSION = 1
+
+_COLOURS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "-/+": "\033[35m", "!": "\033[33m"}
+_RESET = "\033[0m"
+
+
+def action_json(action: Action) -> dict[str, Any]:
+    return {
+        "kind": action.kind,
+        "symbol": action.symbol,
+        "entity": action.entity,
+        "generation": action.generation,
+        "reason": action.reason,
+        "message": action.message,
+        "target": action.target,
+        "path": action.path,
+        "attributes": dict(action.attributes),
+    }
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    create, update, remove = plan.counts()
+    return {
+        "format_version": FORMAT_VERSION,
+        "now": clock.iso(plan.now),
+        "changes": plan.changes,
+        "summary": {"create": create, "update": update, "remove": remove},
+        "actions": [action_json(a) for a in plan.actions],
+        "warnings": [
+            {"entity": w.entity, "code": w.code, "message": w.message} for w in plan.warnings
+        ],
+        "errors": list(plan.errors),
+        "in_sync": list(plan.in_sync),
+    }
+
+
+def _label(action: Action) -> str:
+    if action.kind == CREATE:
+        return f"generation {action.generation}: create"
+    if action.kind == RENAME:
+        return f"generation {action.generation}: update designation"
+    if action.kind == RETIRE:
+        return f"generation {action.generation}: retire"
+    if action.kind == RETAIN:
+        return f"generation {action.generation}: retain"
+    verb = {WRITE: "write" if action.symbol == "+" else "rewrite", REMOVE: "remove"}[action.kind]
+    return f"{verb} g{action.generation} on {action.target}: {action.path}"
+
+
+def summary_line(plan: Plan) -> str:
+    create, update, remove = plan.counts()
+    return f"Plan: {create} to create, {update} to update, {remove} to remove."
+
+
+def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
+    """The human plan: one block per entity, a symbol and a reason per line, a summary."""
+
+    def paint(symbol: str, text: str) -> str:
+        return f"{_COLOURS[symbol]}{text}{_RESET}" if colour else text
+
+    lines: list[str] = []
+    if plan.errors:
+        lines.append("Errors:")
+        lines += [f"  {paint('!', '!')} {error}" for error in plan.errors]
+        lines.append("")
+    if not plan.changes:
+        lines.append("No changes. Every bi-clé is current and every copy matches what was written.")
+        lines += [f"  {line}" for line in plan.in_sync]
+    else:
+        lines.append(
+            f"provisioner will perform the following actions (planned at {clock.iso(plan.now)}):"
+        )
+        entity = None
+        for action in plan.actions:
+            if action.entity != entity:
+                entity = action.entity
+                lines.append("")
+                lines.append(f"  # {entity}")
+            lines.append(
+                f"  {paint(action.symbol, f'{action.symbol:>3}')} {_label(action)}"
+                f"  [{action.reason}] {action.message}"
+            )
+            if action.kind in (CREATE, RENAME):
+                width = max((len(k) for k, _ in action.attributes), default=0)
+                for key, value in action.attributes:
+                    shown = (
+                        value
+                        if value == "(sensitive)"
+                        else f'"{value}"'
+                        if key in ("designation", "common_name")
+                        else value
+                    )
+                    lines.append(f"        {key:<{width}} = {shown}")
+        if verbose and plan.in_sync:
+            lines.append("")
+            lines.append("Already in sync:")
+            lines += [f"  {line}" for line in plan.in_sync]
+    if plan.warnings:
+        lines.append("")
+        lines.append("Warnings:")
+        for w in plan.warnings:
+            who = f"{w.entity}: " if w.entity else ""
+            lines.append(f"  {paint('!', '!')} {who}[{w.code}] {w.message}")
+    lines.append("")
+    lines.append(summary_line(plan))
+    return "\n".join(lines)

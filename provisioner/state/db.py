@@ -1,0 +1,360 @@
+"""The state database: one SQLite file, versioned schema, lineage and serial, audit log."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from provisioner import clock
+from provisioner.atomic import DIR_MODE, FILE_MODE, make_private_dirs
+from provisioner.errors import StateError
+from provisioner.state.records import Recorded, RecordedCopy, RecordedGeneration
+
+DB_NAME = "state.db"
+
+# Each entry migrates from version i to i+1; PRAGMA user_version holds the version reached.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE generations (
+        id TEXT PRIMARY KEY,
+        entity TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        designation TEXT NOT NULL,
+        common_name TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        key_size INTEGER NOT NULL,
+        subject TEXT NOT NULL,
+        certificate BLOB NOT NULL,
+        chain BLOB NOT NULL,
+        cert_sha256 TEXT NOT NULL,
+        key_sha256 TEXT NOT NULL,
+        chain_sha256 TEXT NOT NULL,
+        not_before TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('current', 'retained', 'retired')),
+        origin TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        retired_at TEXT,
+        UNIQUE (entity, number)
+    );
+    CREATE UNIQUE INDEX one_current ON generations (entity) WHERE status = 'current';
+    CREATE TABLE copies (
+        target TEXT NOT NULL,
+        path TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        generation TEXT NOT NULL REFERENCES generations (id),
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        profile TEXT NOT NULL,
+        password_id TEXT NOT NULL,
+        friendly_name TEXT NOT NULL,
+        chain_sha256 TEXT NOT NULL,
+        written_at TEXT NOT NULL,
+        PRIMARY KEY (target, path)
+    );
+    CREATE TABLE targets (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        entity TEXT,
+        detail TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def actor() -> str:
+    """Who acts, for the audit log: user@host and pid."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class StateDB:
+    """Access to the state database of one state folder."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: Path, *, create: bool) -> StateDB | None:
+        """Open (and migrate) the state; None when it does not exist and `create` is false."""
+        path = state_dir / DB_NAME
+        if not path.exists():
+            if not create:
+                return None
+            make_private_dirs(state_dir)
+            os.chmod(state_dir, DIR_MODE)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        try:
+            conn = _connect(path)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"{path}: the state database is unreadable ({exc}); restore it from a backup "
+                "or see docs/RECOVERY.md"
+            ) from None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StateError(
+                f"{path}: the state was written by a newer provisioner (schema version {version}; "
+                f"this one knows up to {SCHEMA_VERSION}); upgrade provisioner"
+            )
+        db = cls(conn, path)
+        if version < SCHEMA_VERSION:
+            if not create:
+                conn.close()
+                raise StateError(
+                    f"{path}: the state uses schema version {version}; run `provisioner apply` "
+                    f"once to migrate it to version {SCHEMA_VERSION}"
+                )
+            db._migrate(version)
+        return db
+
+    def _migrate(self, version: int) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[step]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {step + 1}")
+            if version == 0:
+                self.conn.execute("INSERT INTO meta VALUES ('lineage', ?)", (str(uuid.uuid4()),))
+                self.conn.execute("INSERT INTO meta VALUES ('serial', '0')")
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            self.conn.execute("ROLLBACK")
+            raise StateError(f"{self.path}: migration failed: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def snapshot(self) -> Recorded:
+        """Everything the planner needs, read in one transaction."""
+        try:
+            self.conn.execute("BEGIN")
+            try:
+                return self._read()
+            finally:
+                self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path}: cannot read the state: {exc}") from None
+
+    def _read(self) -> Recorded:
+        meta = dict(self.conn.execute("SELECT key, value FROM meta"))
+        generations = tuple(
+            RecordedGeneration(
+                id=r[0],
+                entity=r[1],
+                number=r[2],
+                designation=r[3],
+                common_name=r[4],
+                issuer=r[5],
+                key_size=r[6],
+                subject=tuple(json.loads(r[7])),
+                certificate=bytes(r[8]),
+                chain=bytes(r[9]),
+                cert_sha256=r[10],
+                key_sha256=r[11],
+                chain_sha256=r[12],
+                not_before=clock.parse(r[13]),
+                not_after=clock.parse(r[14]),
+                status=r[15],
+                origin=r[16],
+                created_at=clock.parse(r[17]),
+            )
+            for r in self.conn.execute(
+                "SELECT id, entity, number, designation, common_name, issuer, key_size, subject,"
+                " certificate, chain, cert_sha256, key_sha256, chain_sha256, not_before,"
+                " not_after, status, origin, created_at FROM generations ORDER BY entity, number"
+            )
+        )
+        copies = {
+            (r[0], r[1]): RecordedCopy(
+                target=r[0],
+                path=r[1],
+                entity=r[2],
+                generation_id=r[3],
+                sha256=r[4],
+                size=r[5],
+                profile=r[6],
+                password_id=r[7],
+                friendly_name=r[8],
+                chain_sha256=r[9],
+                written_at=clock.parse(r[10]),
+            )
+            for r in self.conn.execute(
+                "SELECT target, path, entity, generation, sha256, size, profile, password_id,"
+                " friendly_name, chain_sha256, written_at FROM copies"
+            )
+        }
+        targets = dict(self.conn.execute("SELECT name, spec FROM targets"))
+        return Recorded(
+            lineage=meta.get("lineage"),
+            serial=int(meta.get("serial", "0")),
+            generations=generations,
+            copies=copies,
+            targets=targets,
+        )
+
+    @contextlib.contextmanager
+    def change(self) -> Iterator[Change]:
+        """A write transaction; the serial is bumped when it commits."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        change = Change(self.conn)
+        try:
+            yield change
+            self.conn.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'serial'"
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def note(self, action: str, entity: str | None, **detail: Any) -> None:
+        """Append an audit record that changes nothing else (the serial stays)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            Change(self.conn).audit(action, entity, **detail)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT at, actor, action, entity, detail FROM audit ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {"at": r[0], "actor": r[1], "action": r[2], "entity": r[3], "detail": json.loads(r[4])}
+            for r in rows
+        ]
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements, keeping trigger bodies whole."""
+    out: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                out.append(buffer.strip())
+            buffer = ""
+    return out
+
+
+class Change:
+    """Mutations inside one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.actor = actor()
+
+    def audit(self, action: str, entity: str | None, **detail: Any) -> None:
+        """Append an audit record; callers pass identifiers and fingerprints, never secrets."""
+        self.conn.execute(
+            "INSERT INTO audit (at, actor, action, entity, detail) VALUES (?, ?, ?, ?, ?)",
+            (
+                clock.iso(clock.now()),
+                self.actor,
+                action,
+                entity,
+                json.dumps(detail, sort_keys=True, default=str),
+            ),
+        )
+
+    def add_generation(self, g: RecordedGeneration) -> None:
+        self.conn.execute(
+            "INSERT INTO generations (id, entity, number, designation, common_name, issuer,"
+            " key_size, subject, certificate, chain, cert_sha256, key_sha256, chain_sha256,"
+            " not_before, not_after, status, origin, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                g.id,
+                g.entity,
+                g.number,
+                g.designation,
+                g.common_name,
+                g.issuer,
+                g.key_size,
+                json.dumps(list(g.subject)),
+                g.certificate,
+                g.chain,
+                g.cert_sha256,
+                g.key_sha256,
+                g.chain_sha256,
+                clock.iso(g.not_before),
+                clock.iso(g.not_after),
+                g.status,
+                g.origin,
+                clock.iso(g.created_at),
+            ),
+        )
+
+    def set_status(self, generation_id: str, status: str, at: dt.datetime) -> None:
+        self.conn.execute(
+            "UPDATE generations SET status = ?, retired_at = ? WHERE id = ?",
+            (status, clock.iso(at) if status == "retired" else None, generation_id),
+        )
+
+    def set_designation(self, generation_id: str, designation: str) -> None:
+        self.conn.execute(
+            "UPDATE generations SET designation = ? WHERE id = ?", (designation, generation_id)
+        )
+
+    def put_copy(self, c: RecordedCopy) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO copies (target, path, entity, generation, sha256, size,"
+            " profile, password_id, friendly_name, chain_sha256, written_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                c.target,
+                c.path,
+                c.entity,
+                c.generation_id,
+                c.sha256,
+                c.size,
+                c.profile,
+                c.password_id,
+                c.friendly_name,
+                c.chain_sha256,
+                clock.iso(c.written_at),
+            ),
+        )
+
+    def delete_copy(self, target: str, path: str) -> None:
+        self.conn.execute("DELETE FROM copies WHERE target = ? AND path = ?", (target, path))
+
+    def put_target(self, name: str, spec: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO targets (name, spec) VALUES (?, ?)", (name, spec))

@@ -1,0 +1,165 @@
+"""The escrow: every private key ever generated or adopted, encrypted at rest.
+
+Layout of `<state>/escrow/`:
+- `keyring.json`: a random 256-bit data key, wrapped (AES-256-GCM) under a key derived from the
+  escrow passphrase with scrypt. Rotating the passphrase rewraps this one file.
+- `<public-key-sha256>.key`: one private key (PKCS#8 DER) sealed with AES-256-GCM under the data
+  key, the fingerprint as associated data so a file cannot be swapped for another.
+The data key also derives the password identifiers kept in the state: an HMAC that tells whether
+an entity's password changed without keeping anything that could be brute-forced offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from provisioner.atomic import make_private_dirs, write_private
+from provisioner.crypto.keys import public_key_fingerprint
+from provisioner.errors import StateError
+
+KEYRING = "keyring.json"
+FORMAT = "provisioner-escrow/1"
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def _kek(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
+
+
+def _wrap(passphrase: str, data_key: bytes) -> dict[str, object]:
+    salt = os.urandom(16)
+    nonce = os.urandom(12)
+    sealed = AESGCM(_kek(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)).encrypt(
+        nonce, data_key, b"escrow-data-key"
+    )
+    return {
+        "format": FORMAT,
+        "kdf": "scrypt",
+        "n": SCRYPT_N,
+        "r": SCRYPT_R,
+        "p": SCRYPT_P,
+        "salt": _b64(salt),
+        "nonce": _b64(nonce),
+        "wrapped": _b64(sealed),
+    }
+
+
+class Escrow:
+    """An unlocked escrow folder."""
+
+    def __init__(self, folder: Path, data_key: bytes) -> None:
+        self.folder = folder
+        self._data_key = data_key
+        self._aead = AESGCM(data_key)
+        self._password_key = hmac.new(data_key, b"password-id", hashlib.sha256).digest()
+
+    @staticmethod
+    def exists(folder: Path) -> bool:
+        return (folder / KEYRING).is_file()
+
+    @classmethod
+    def unlock(cls, folder: Path, passphrase: str) -> Escrow:
+        """Open an existing escrow; StateError when the passphrase is wrong or files are bad."""
+        path = folder / KEYRING
+        try:
+            ring = json.loads(path.read_text(encoding="utf-8"))
+            if ring.get("format") != FORMAT:
+                raise StateError(f"{path}: unknown escrow format {ring.get('format')!r}")
+            kek = _kek(passphrase, _unb64(ring["salt"]), ring["n"], ring["r"], ring["p"])
+            data_key = AESGCM(kek).decrypt(
+                _unb64(ring["nonce"]), _unb64(ring["wrapped"]), b"escrow-data-key"
+            )
+        except InvalidTag:
+            raise StateError(f"{path}: wrong escrow passphrase") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
+        return cls(folder, data_key)
+
+    @classmethod
+    def create(cls, folder: Path, passphrase: str) -> Escrow:
+        """Create a new escrow with a fresh data key (refuses to overwrite one)."""
+        if cls.exists(folder):
+            raise StateError(f"{folder / KEYRING}: an escrow already exists")
+        make_private_dirs(folder)
+        data_key = AESGCM.generate_key(bit_length=256)
+        write_private(folder / KEYRING, json.dumps(_wrap(passphrase, data_key)).encode())
+        return cls(folder, data_key)
+
+    def rekey(self, new_passphrase: str) -> None:
+        """Rewrap the data key under a new passphrase; key files stay as they are."""
+        write_private(
+            self.folder / KEYRING, json.dumps(_wrap(new_passphrase, self._data_key)).encode()
+        )
+
+    def password_id(self, entity: str, password: str) -> str:
+        """A keyed fingerprint of an entity's password: equal iff the password is unchanged."""
+        message = entity.encode("utf-8") + b"\0" + password.encode("utf-8")
+        return hmac.new(self._password_key, message, hashlib.sha256).hexdigest()[:32]
+
+    def path_for(self, key_sha256: str) -> Path:
+        return self.folder / f"{key_sha256}.key"
+
+    def put(self, key: rsa.RSAPrivateKey, entity: str) -> str:
+        """Seal and durably store `key` (fsynced); returns its public key fingerprint."""
+        fingerprint = public_key_fingerprint(key)
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, der, fingerprint.encode("ascii"))
+        record = {
+            "format": FORMAT,
+            "entity": entity,
+            "key_sha256": fingerprint,
+            "nonce": _b64(nonce),
+            "sealed": _b64(sealed),
+        }
+        write_private(self.path_for(fingerprint), json.dumps(record).encode())
+        return fingerprint
+
+    def has(self, key_sha256: str) -> bool:
+        return self.path_for(key_sha256).is_file()
+
+    def get(self, key_sha256: str) -> rsa.RSAPrivateKey:
+        """The private key with this public key fingerprint; StateError if missing or damaged."""
+        path = self.path_for(key_sha256)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            der = self._aead.decrypt(
+                _unb64(record["nonce"]), _unb64(record["sealed"]), key_sha256.encode("ascii")
+            )
+        except FileNotFoundError:
+            raise StateError(f"{path}: the escrow has no key {key_sha256[:16]}…") from None
+        except (InvalidTag, OSError, ValueError, KeyError, TypeError):
+            raise StateError(f"{path}: escrowed key is damaged or not for this escrow") from None
+        # The AEAD tag proves this is the key we sealed: OpenSSL's slow RSA check adds nothing.
+        key = serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=True)
+        if not isinstance(key, rsa.RSAPrivateKey) or public_key_fingerprint(key) != key_sha256:
+            raise StateError(f"{path}: escrowed key does not match its fingerprint")
+        return key
+
+    def fingerprints(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.key"))

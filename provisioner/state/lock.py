@@ -1,0 +1,77 @@
+"""One writer per state: an advisory lock (flock) on `<state>/lock`, with its holder's identity.
+
+The kernel releases the lock when its holder dies, so a lock left by a dead process never
+blocks; its recorded holder is then reported as stale and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from provisioner import clock
+from provisioner.atomic import FILE_MODE
+from provisioner.errors import LockError
+from provisioner.state.db import actor
+
+LOCK_NAME = "lock"
+
+
+def _describe(info: str) -> str:
+    try:
+        holder = json.loads(info)
+        return (
+            f"pid {holder['pid']} ({holder['actor']}), running `{holder['command']}` since "
+            f"{holder['started']}"
+        )
+    except (ValueError, KeyError, TypeError):
+        return "an unknown process"
+
+
+@contextlib.contextmanager
+def hold(state_dir: Path, command: str, timeout: float = 0.0) -> Iterator[str | None]:
+    """Hold the state lock; waits up to `timeout` seconds, else raises LockError naming the
+    holder. Yields a note when a stale holder record (dead process) was replaced."""
+    path = state_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _describe(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+                    raise LockError(
+                        f"the state {state_dir} is locked by {holder}; wait for it to finish "
+                        "or use --lock-timeout SECONDS"
+                    ) from None
+                time.sleep(0.1)
+        previous = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        note = None
+        if previous:
+            note = f"replaced the stale lock of {_describe(previous)}, which is no longer running"
+        record = json.dumps(
+            {
+                "pid": os.getpid(),
+                "actor": actor(),
+                "command": command,
+                "started": clock.iso(clock.now()),
+            }
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record.encode(), 0)
+        os.fsync(fd)
+        try:
+            yield note
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,77 @@
+"""What the state records, as frozen values the planner reads (no I/O here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+CURRENT = "current"
+RETAINED = "retained"
+RETIRED = "retired"
+
+
+@dataclass(frozen=True)
+class RecordedGeneration:
+    """One key generation of an entity: a key pair and its certificate."""
+
+    id: str
+    entity: str
+    number: int
+    designation: str
+    common_name: str
+    issuer: str
+    key_size: int
+    subject: tuple[str | None, str | None, str | None]  # O, OU, C
+    certificate: bytes  # DER
+    chain: bytes  # PEM certificates of the issuer chain, may be empty
+    cert_sha256: str
+    key_sha256: str
+    chain_sha256: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    status: str
+    origin: str  # "generated" | "adopted"
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RecordedCopy:
+    """A PKCS#12 file the tool wrote on a target, and how it was encoded."""
+
+    entity: str
+    generation_id: str
+    target: str
+    path: str
+    sha256: str
+    size: int
+    profile: str
+    password_id: str
+    friendly_name: str
+    chain_sha256: str
+    written_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A consistent snapshot of the state."""
+
+    lineage: str | None
+    serial: int
+    generations: tuple[RecordedGeneration, ...] = ()
+    copies: dict[tuple[str, str], RecordedCopy] = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)  # name -> JSON spec (no secrets)
+
+    def generations_of(self, entity: str) -> list[RecordedGeneration]:
+        return sorted((g for g in self.generations if g.entity == entity), key=lambda g: g.number)
+
+    def current(self, entity: str) -> RecordedGeneration | None:
+        for g in self.generations:
+            if g.entity == entity and g.status == CURRENT:
+                return g
+        return None
+
+    def generation(self, generation_id: str) -> RecordedGeneration | None:
+        for g in self.generations:
+            if g.id == generation_id:
+                return g
+        return None

@@ -1,0 +1,154 @@
+"""What `status` reports: per entity its generations, validity and copies, and whether it is
+ready (cert-manager's manner: "Ready: up to date", or the reason it is not)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner import clock
+from provisioner.manifest.model import Manifest
+from provisioner.plan.model import REMOVE, WRITE, Plan
+from provisioner.state.records import Recorded
+
+
+@dataclass(frozen=True)
+class CopyStatus:
+    target: str
+    path: str
+    generation: int
+    state: str  # "ok" or the reason of the pending action
+    detail: str
+
+
+@dataclass(frozen=True)
+class GenerationStatus:
+    number: int
+    designation: str
+    status: str
+    origin: str
+    not_after: dt.datetime
+    days_left: int
+    cert_sha256: str
+
+
+@dataclass(frozen=True)
+class EntityStatus:
+    id: str
+    name: str
+    state: str
+    ready: bool
+    reason: str
+    generations: tuple[GenerationStatus, ...]
+    copies: tuple[CopyStatus, ...]
+
+
+def build(
+    manifest: Manifest, recorded: Recorded, plan: Plan, now: dt.datetime
+) -> list[EntityStatus]:
+    out = []
+    for entity in manifest.entities:
+        actions = [a for a in plan.actions if a.entity == entity.id]
+        generations = tuple(
+            GenerationStatus(
+                g.number,
+                g.designation,
+                g.status,
+                g.origin,
+                g.not_after,
+                (g.not_after - now).days,
+                g.cert_sha256,
+            )
+            for g in recorded.generations_of(entity.id)
+        )
+        number_of = {g.id: g.number for g in recorded.generations_of(entity.id)}
+        pending = {(a.target, a.path): a for a in actions if a.kind in (WRITE, REMOVE)}
+        copies: dict[tuple[str, str], CopyStatus] = {}
+        for c in recorded.copies.values():
+            if c.entity == entity.id:
+                a = pending.get((c.target, c.path))
+                copies[(c.target, c.path)] = CopyStatus(
+                    c.target,
+                    c.path,
+                    number_of.get(c.generation_id, 0),
+                    a.reason if a else "ok",
+                    a.message if a else f"written {c.written_at:%Y-%m-%d %H:%M}",
+                )
+        for (target, path), a in pending.items():
+            if (target, path) not in copies and target is not None and path is not None:
+                copies[(target, path)] = CopyStatus(target, path, a.generation, a.reason, a.message)
+        ready = not actions
+        reason = "up to date" if ready else f"{actions[0].reason}: {actions[0].message}"
+        unreachable = [
+            e for e in plan.errors if any(e.startswith(f"{t.name}:") for t in entity.targets)
+        ]
+        if unreachable:
+            ready = False
+            reason = unreachable[0]
+        out.append(
+            EntityStatus(
+                entity.id,
+                entity.name,
+                entity.state,
+                ready,
+                reason,
+                generations,
+                tuple(sorted(copies.values(), key=lambda c: (c.target, c.path))),
+            )
+        )
+    return out
+
+
+def to_json(statuses: list[EntityStatus]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": s.id,
+            "name": s.name,
+            "state": s.state,
+            "ready": s.ready,
+            "reason": s.reason,
+            "generations": [
+                {
+                    "number": g.number,
+                    "designation": g.designation,
+                    "status": g.status,
+                    "origin": g.origin,
+                    "not_after": clock.iso(g.not_after),
+                    "days_left": g.days_left,
+                    "cert_sha256": g.cert_sha256,
+                }
+                for g in s.generations
+            ],
+            "copies": [
+                {
+                    "target": c.target,
+                    "path": c.path,
+                    "generation": c.generation,
+                    "state": c.state,
+                    "detail": c.detail,
+                }
+                for c in s.copies
+            ],
+        }
+        for s in statuses
+    ]
+
+
+def render(statuses: list[EntityStatus]) -> str:
+    lines = []
+    for s in statuses:
+        flag = "Ready: up to date" if s.ready else f"Not ready: {s.reason}"
+        lines.append(f"{s.id} ({s.name}){' [absent]' if s.state == 'absent' else ''}  {flag}")
+        for g in s.generations:
+            lines.append(
+                f'  g{g.number} {g.status:<8} "{g.designation}"  valid until '
+                f"{g.not_after:%Y-%m-%d} ({g.days_left} days)  cert {g.cert_sha256[:16]}…"
+                f"{'  (adopted)' if g.origin == 'adopted' else ''}"
+            )
+        if not s.generations:
+            lines.append("  no generation yet")
+        for c in s.copies:
+            lines.append(f"    {c.state:<12} g{c.generation} {c.target}: {c.path}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

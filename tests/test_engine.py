@@ -1,0 +1,249 @@
+"""End to end through the real command line, on examples/quickstart.yaml (local transport)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import jsonschema
+
+from provisioner.crypto import pkcs12
+from provisioner.crypto.keys import public_key_fingerprint
+from provisioner.manifest.schema import load_schema
+from provisioner.state import lock
+from tests.conftest import Runner
+from tests.engine_helpers import (
+    DESIGNATIONS,
+    PASSWORDS,
+    mode,
+    p12_files,
+    serial,
+    state_rows,
+)
+
+EXPECTED = {
+    "shared/backup/commune-exemple.g1.p12": "commune-exemple",
+    "shared/backup/syndicat-eaux.g1.p12": "syndicat-eaux",
+    "workstations/ws-accueil/commune-exemple.g1.p12": "commune-exemple",
+    "workstations/ws-marches/commune-exemple.g1.p12": "commune-exemple",
+    "workstations/ws-marches/syndicat-eaux.g1.p12": "syndicat-eaux",
+}
+
+
+def apply(
+    cli: Runner, manifest: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = cli("apply", "--auto-approve", manifest, *extra, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def key_fingerprints(manifest: Path) -> dict[str, str]:
+    out = {}
+    for rel, path in p12_files(manifest).items():
+        entity = rel.rsplit("/", 1)[1].split(".")[0]
+        out[rel] = public_key_fingerprint(pkcs12.decode(path.read_bytes(), PASSWORDS[entity]).key)
+    return out
+
+
+def test_first_apply_creates_keys_escrow_and_copies_that_open(
+    cli: Runner, quickstart: Path
+) -> None:
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 0, planned.stderr
+    assert "Plan: 7 to create, 0 to update, 0 to remove." in planned.stdout
+    assert "password       = (sensitive)" in planned.stdout
+    assert not (quickstart.parent / ".provisioner").exists(), "plan must write nothing"
+
+    apply(cli, quickstart)
+    files = p12_files(quickstart)
+    assert set(files) == set(EXPECTED)
+    for rel, path in files.items():
+        entity = EXPECTED[rel]
+        bundle = pkcs12.decode(path.read_bytes(), PASSWORDS[entity])
+        assert bundle.friendly_name is not None
+        assert bundle.friendly_name.startswith(DESIGNATIONS[entity])
+        assert mode(path) == 0o600 and mode(path.parent) == 0o700
+    assert (
+        pkcs12.inspect(files["shared/backup/syndicat-eaux.g1.p12"].read_bytes()).profile == "legacy"
+    )
+    state = quickstart.parent / ".provisioner"
+    assert mode(state) == 0o700 and mode(state / "state.db") == 0o600
+    escrowed = sorted(p.stem for p in (state / "escrow").glob("*.key"))
+    recorded = sorted(r[0] for r in state_rows(quickstart, "SELECT key_sha256 FROM generations"))
+    assert escrowed == recorded and len(recorded) == 2
+    assert set(key_fingerprints(quickstart).values()) == set(recorded)
+
+    again = cli("plan", "--detailed-exitcode", quickstart)
+    assert again.returncode == 0, again.stdout
+    assert "No changes." in again.stdout
+    assert 'commune-exemple: generation 1 "Commune Exemple" valid until' in again.stdout
+
+
+def test_drift_is_planned_with_its_reason_and_repaired(cli: Runner, quickstart: Path) -> None:
+    apply(cli, quickstart)
+    files = p12_files(quickstart)
+    files["workstations/ws-accueil/commune-exemple.g1.p12"].unlink()
+    files["workstations/ws-marches/syndicat-eaux.g1.p12"].write_bytes(b"not a pkcs12")
+    planned = cli("plan", "--detailed-exitcode", quickstart)
+    assert planned.returncode == 2
+    assert "+ write g1 on ws-accueil:" in planned.stdout and "[missing]" in planned.stdout
+    assert "~ rewrite g1 on ws-marches:" in planned.stdout and "[drifted]" in planned.stdout
+    assert "Plan: 1 to create, 1 to update, 0 to remove." in planned.stdout
+    apply(cli, quickstart)
+    assert set(p12_files(quickstart)) == set(EXPECTED)
+    key_fingerprints(quickstart)  # every copy opens again
+    assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0
+
+
+def test_password_change_reencodes_every_copy_with_the_same_key(
+    cli: Runner, quickstart: Path
+) -> None:
+    apply(cli, quickstart)
+    before = key_fingerprints(quickstart)
+    new = "Brand-New-Password-2027!"
+    (quickstart.parent / "secrets" / "commune-exemple.pass").write_text(new + "\n")
+    planned = cli("plan", quickstart)
+    assert planned.stdout.count("[password-changed]") == 3
+    assert "create" not in planned.stdout.split("Plan:")[0].replace("to create", "")
+    apply(cli, quickstart)
+    for rel, path in p12_files(quickstart).items():
+        if EXPECTED[rel] == "commune-exemple":
+            bundle = pkcs12.decode(path.read_bytes(), new)
+            assert public_key_fingerprint(bundle.key) == before[rel]
+    assert len(state_rows(quickstart, "SELECT id FROM generations")) == 2
+
+
+def test_profile_change_reencodes_with_the_same_key(cli: Runner, quickstart: Path) -> None:
+    apply(cli, quickstart)
+    before = key_fingerprints(quickstart)
+    text = quickstart.read_text().replace("pkcs12_profile: legacy", "pkcs12_profile: modern")
+    quickstart.write_text(text)
+    planned = cli("plan", quickstart)
+    assert planned.stdout.count("[profile-changed] PKCS#12 profile legacy -> modern") == 2
+    apply(cli, quickstart)
+    assert key_fingerprints(quickstart) == before
+    for rel, path in p12_files(quickstart).items():
+        assert pkcs12.inspect(path.read_bytes()).profile == "modern", rel
+
+
+def test_renewal_adds_a_generation_beside_the_old_one(cli: Runner, quickstart: Path) -> None:
+    apply(cli, quickstart)
+    old = key_fingerprints(quickstart)
+    later = {"PROVISIONER_NOW": "2028-10-15T08:00:00+00:00"}  # inside the 60-day window
+    planned = cli("plan", quickstart, env=later)
+    assert "-/+ generation 2: create  [renewal-due] generation 1 expires on" in planned.stdout
+    apply(cli, quickstart, env=later)
+    files = p12_files(quickstart)
+    assert "shared/backup/commune-exemple.g1.p12" in files, "shared location keeps g1"
+    assert "shared/backup/commune-exemple.g2.p12" in files
+    assert "workstations/ws-accueil/commune-exemple.g2.p12" in files
+    assert "workstations/ws-accueil/commune-exemple.g1.p12" not in files
+    rows = state_rows(
+        quickstart,
+        "SELECT entity, number, status, designation FROM generations ORDER BY entity, number",
+    )
+    assert rows == [
+        ("commune-exemple", 1, "retired", "Commune Exemple"),
+        ("commune-exemple", 2, "current", "Commune Exemple (2)"),
+        ("syndicat-eaux", 1, "retired", "Syndicat Eaux Val 2026"),
+        ("syndicat-eaux", 2, "current", "Syndicat Eaux Val 2028"),
+    ]
+    escrow = sorted(p.stem for p in (quickstart.parent / ".provisioner/escrow").glob("*.key"))
+    assert set(old.values()) <= set(escrow) and len(escrow) == 4
+    assert cli("plan", "--detailed-exitcode", quickstart, env=later).returncode == 0
+
+
+def test_invariant_6_plans_are_exact_saved_plan_applied_or_refused_as_stale(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.plan"
+    assert cli("plan", "--out", first, quickstart).returncode == 0
+    stale = tmp_path / "stale.plan"
+    assert cli("plan", "--out", stale, quickstart).returncode == 0
+    done = cli("apply", first)
+    assert done.returncode == 0, done.stderr
+    assert "Apply complete" in done.stdout
+    refused = cli("apply", stale)
+    assert refused.returncode == 1
+    assert "stale plan" in refused.stderr and "state changed" in refused.stderr
+
+    # A plan goes stale when a copy on a target changes after it was made.
+    drift = tmp_path / "drift.plan"
+    p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g1.p12"].unlink()
+    assert cli("plan", "--out", drift, quickstart).returncode == 0
+    p12_files(quickstart)["workstations/ws-marches/commune-exemple.g1.p12"].unlink()
+    refused = cli("apply", drift)
+    assert refused.returncode == 1 and "files on the targets changed" in refused.stderr
+
+    # ... and when the manifest or a secret changes.
+    secret = tmp_path / "secret.plan"
+    assert cli("plan", "--out", secret, quickstart).returncode == 0
+    (quickstart.parent / "secrets" / "syndicat-eaux.pass").write_text("Another-Secret-99!\n")
+    before = serial(quickstart)
+    refused = cli("apply", secret)
+    assert refused.returncode == 1 and "a secret changed" in refused.stderr
+    assert serial(quickstart) == before
+    for plan_file in (first, stale, drift, secret):
+        text = plan_file.read_text()
+        assert all(pw not in text for pw in PASSWORDS.values())
+        assert mode(plan_file) == 0o600
+
+
+def test_invariant_7_one_writer_concurrent_apply_refused_by_the_lock(
+    cli: Runner, quickstart: Path
+) -> None:
+    state = quickstart.parent / ".provisioner"
+    state.mkdir(mode=0o700)
+    with lock.hold(state, "test holder"):
+        refused = cli("apply", "--auto-approve", quickstart)
+        assert refused.returncode == 1
+        assert f"locked by pid {os.getpid()}" in refused.stderr
+        assert "running `test holder`" in refused.stderr
+        waited = cli("apply", "--auto-approve", "--lock-timeout", "0.5", quickstart)
+        assert waited.returncode == 1 and "locked by" in waited.stderr
+    assert not p12_files(quickstart) if (quickstart.parent / "demo-out").exists() else True
+    apply(cli, quickstart)
+
+
+def test_json_outputs_follow_their_schema(cli: Runner, quickstart: Path) -> None:
+    planned = cli("plan", "--json", quickstart)
+    document = json.loads(planned.stdout)
+    jsonschema.validate(document, load_schema("plan.schema.json"))
+    assert document["summary"] == {"create": 7, "update": 0, "remove": 0}
+    assert document["actions"][0]["attributes"]["password"] == "(sensitive)"
+    apply(cli, quickstart)
+    status = json.loads(cli("status", "--json", quickstart).stdout)
+    entity = status["entities"][0]
+    assert entity["ready"] is True and entity["reason"] == "up to date"
+    assert [c["state"] for c in entity["copies"]] == ["ok", "ok", "ok"]
+
+
+def test_status_shows_generations_and_copy_states(cli: Runner, quickstart: Path) -> None:
+    apply(cli, quickstart)
+    p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g1.p12"].unlink()
+    shown = cli("status", quickstart)
+    assert shown.returncode == 0
+    assert "commune-exemple (Commune d'Exemple)  Not ready: missing: no file there" in shown.stdout
+    assert 'g1 current  "Commune Exemple"  valid until' in shown.stdout
+    assert "missing      g1 ws-accueil:" in shown.stdout
+    assert "syndicat-eaux (Syndicat des Eaux du Val)  Ready: up to date" in shown.stdout
+
+
+def test_apply_without_a_terminal_needs_auto_approve(cli: Runner, quickstart: Path) -> None:
+    done = cli("apply", quickstart, input="yes\n")
+    assert done.returncode == 1
+    assert "apply needs confirmation" in done.stderr
+    assert not (quickstart.parent / "demo-out").exists()
+
+
+def test_limit_plans_and_applies_one_entity(cli: Runner, quickstart: Path) -> None:
+    planned = cli("plan", "--limit", "syndicat-eaux", quickstart)
+    assert "commune-exemple" not in planned.stdout
+    assert "Plan: 3 to create" in planned.stdout
+    apply(cli, quickstart, "--limit", "syndicat-eaux")
+    assert {EXPECTED[r] for r in p12_files(quickstart)} == {"syndicat-eaux"}
+    unknown = cli("plan", "--limit", "nobody", quickstart)
+    assert unknown.returncode == 1 and "--limit: unknown entity nobody" in unknown.stderr

@@ -1,0 +1,301 @@
+"""Planner as a table: desired + recorded + observed in, expected actions out. No I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import Location
+from provisioner.manifest.model import (
+    Entity,
+    KeySpec,
+    Manifest,
+    PasswordPolicy,
+    SecretRef,
+    Subject,
+    Target,
+)
+from provisioner.plan.model import Desired, Observed
+from provisioner.plan.planner import plan
+from provisioner.state.records import (
+    CURRENT,
+    RETIRED,
+    Recorded,
+    RecordedCopy,
+    RecordedGeneration,
+)
+from provisioner.transports.base import FileFacts
+
+NOW = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
+LOC = Location("m.yaml", 1, 1)
+NAS = Target("nas", "location", "local", "/srv/nas", LOC)
+WS1 = Target("ws1", "workstation", "local", "/srv/ws1", LOC)
+WS2 = Target("ws2", "workstation", "local", "/srv/ws2", LOC)
+SPEC = KeySpec("Ville", None, "self-signed", 3072, 730, 60, "modern", Subject())
+
+
+def entity(**changes: object) -> Entity:
+    base = Entity(
+        "ville",
+        "Ville",
+        "present",
+        SPEC,
+        SecretRef("env", "PW", Path("/"), LOC),
+        PasswordPolicy(),
+        (NAS,),
+        (WS1,),
+        LOC,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def generation(number: int = 1, status: str = CURRENT, **changes: object) -> RecordedGeneration:
+    base = RecordedGeneration(
+        id=f"g{number}",
+        entity="ville",
+        number=number,
+        designation="Ville" if number == 1 else f"Ville ({number})",
+        common_name="Ville" if number == 1 else f"Ville ({number})",
+        issuer="self-signed",
+        key_size=3072,
+        subject=(None, None, None),
+        certificate=b"",
+        chain=b"",
+        cert_sha256=f"c{number}",
+        key_sha256=f"k{number}",
+        chain_sha256="e3b0",
+        not_before=NOW - dt.timedelta(days=30),
+        not_after=NOW + dt.timedelta(days=700),
+        status=status,
+        origin="generated",
+        created_at=NOW - dt.timedelta(days=30),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def copy(target: Target, number: int = 1, **changes: object) -> RecordedCopy:
+    base = RecordedCopy(
+        entity="ville",
+        generation_id=f"g{number}",
+        target=target.name,
+        path=f"{target.path}/ville.g{number}.p12",
+        sha256=f"sha-{target.name}-{number}",
+        size=2700,
+        profile="modern",
+        password_id="pw1",
+        friendly_name="Ville" if number == 1 else f"Ville ({number})",
+        chain_sha256="e3b0",
+        written_at=NOW - dt.timedelta(days=30),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def facts_for(c: RecordedCopy) -> FileFacts:
+    return FileFacts(c.size, c.sha256, 0o600)
+
+
+@dataclass
+class Case:
+    name: str
+    entity: Entity = field(default_factory=entity)
+    generations: tuple[RecordedGeneration, ...] = ()
+    copies: tuple[RecordedCopy, ...] = ()
+    observed: dict[tuple[str, str], FileFacts | None] | None = None  # default: as recorded
+    password_id: str | None = "pw1"
+    unreachable: dict[str, str] = field(default_factory=dict)
+    now: dt.datetime = NOW
+    expect: list[str] = field(default_factory=list)  # "symbol kind reason target"
+
+
+def in_sync() -> tuple[tuple[RecordedGeneration, ...], tuple[RecordedCopy, ...]]:
+    return (generation(),), (copy(NAS), copy(WS1))
+
+
+GENS, COPIES = in_sync()
+CASES = [
+    Case(
+        "first run creates a generation and writes every copy",
+        expect=[
+            "+ create-generation missing -",
+            "+ write-copy new-generation nas",
+            "+ write-copy new-generation ws1",
+        ],
+    ),
+    Case("in sync: nothing to do", entity(), GENS, COPIES),
+    Case(
+        "deleted copy is written again",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, COPIES[1].path): None},
+        expect=["+ write-copy missing ws1"],
+    ),
+    Case(
+        "altered copy is rewritten",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, COPIES[1].path): FileFacts(10, "other", 0o600)},
+        expect=["~ write-copy drifted ws1"],
+    ),
+    Case(
+        "readable copy is rewritten",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, COPIES[1].path): FileFacts(2700, COPIES[1].sha256, 0o644)},
+        expect=["~ write-copy permissions ws1"],
+    ),
+    Case(
+        "a file the state did not write is replaced",
+        entity(),
+        GENS,
+        (COPIES[0],),
+        observed={(WS1.name, COPIES[1].path): FileFacts(10, "x", 0o600)},
+        expect=["~ write-copy unrecorded ws1"],
+    ),
+    Case(
+        "password change re-encodes, never a new key",
+        entity(),
+        GENS,
+        COPIES,
+        password_id="pw2",
+        expect=["~ write-copy password-changed nas", "~ write-copy password-changed ws1"],
+    ),
+    Case(
+        "unknown password (no escrow yet) is not a change", entity(), GENS, COPIES, password_id=None
+    ),
+    Case(
+        "profile change re-encodes",
+        entity(key=replace(SPEC, profile="legacy")),
+        GENS,
+        COPIES,
+        expect=["~ write-copy profile-changed nas", "~ write-copy profile-changed ws1"],
+    ),
+    Case(
+        "designation change renames and re-encodes",
+        entity(key=replace(SPEC, designation="Ville Nouvelle", common_name="Ville")),
+        GENS,
+        COPIES,
+        expect=[
+            "~ update-designation friendly-name-changed -",
+            "~ write-copy friendly-name-changed nas",
+            "~ write-copy friendly-name-changed ws1",
+        ],
+    ),
+    Case(
+        "renewal window creates a new generation beside the old one",
+        entity(),
+        GENS,
+        COPIES,
+        now=GENS[0].not_after - dt.timedelta(days=59),
+        expect=[
+            "-/+ create-generation renewal-due -",
+            "+ write-copy new-generation nas",
+            "+ write-copy new-generation ws1",
+            "- remove-copy retired ws1",
+        ],
+    ),
+    Case(
+        "expired key is replaced",
+        entity(),
+        GENS,
+        COPIES,
+        now=GENS[0].not_after + dt.timedelta(days=1),
+        expect=[
+            "-/+ create-generation expired -",
+            "+ write-copy new-generation nas",
+            "+ write-copy new-generation ws1",
+            "- remove-copy retired ws1",
+        ],
+    ),
+    Case(
+        "key size change forces a new generation",
+        entity(key=replace(SPEC, size=4096)),
+        GENS,
+        COPIES,
+        expect=[
+            "-/+ create-generation spec-changed -",
+            "+ write-copy new-generation nas",
+            "+ write-copy new-generation ws1",
+            "- remove-copy retired ws1",
+        ],
+    ),
+    Case(
+        "adopted key is kept whatever the spec",
+        entity(key=replace(SPEC, size=4096)),
+        (generation(origin="adopted"),),
+        COPIES,
+    ),
+    Case(
+        "workstation no longer declared loses its copy",
+        entity(workstations=(WS2,)),
+        GENS,
+        COPIES,
+        expect=["+ write-copy missing ws2", "- remove-copy decommissioned ws1"],
+    ),
+    Case(
+        "shared location keeps retired generations",
+        entity(),
+        (generation(1, RETIRED), generation(2)),
+        (copy(NAS, 1), copy(NAS, 2), copy(WS1, 2)),
+    ),
+    Case(
+        "retired generation copy on a workstation is removed",
+        entity(),
+        (generation(1, RETIRED), generation(2)),
+        (copy(NAS, 1), copy(WS1, 1), copy(NAS, 2), copy(WS1, 2)),
+        expect=["- remove-copy retired ws1"],
+    ),
+    Case(
+        "absent entity: copies removed everywhere, generation retired",
+        entity(state="absent"),
+        GENS,
+        COPIES,
+        expect=[
+            "- remove-copy entity-absent nas",
+            "- remove-copy entity-absent ws1",
+            "- retire-generation entity-absent -",
+        ],
+    ),
+    Case(
+        "unreachable target is skipped, not planned blind",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, COPIES[1].path): None},
+        unreachable={"ws1": "timed out"},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_planner(case: Case) -> None:
+    manifest = Manifest(
+        Path("/m.yaml"),
+        Path("/"),
+        SecretRef("env", "E", Path("/"), LOC),
+        {},
+        {"ws1": WS1, "ws2": WS2},
+        {},
+        {"nas": NAS},
+        (case.entity,),
+        None,
+    )
+    observed = {(c.target, c.path): facts_for(c) for c in case.copies}
+    observed.update(case.observed or {})
+    result = plan(
+        Desired(manifest, {"ville": case.password_id}),
+        Recorded("lineage", 3, case.generations, {(c.target, c.path): c for c in case.copies}),
+        Observed(observed, case.unreachable),
+        case.now,
+    )
+    got = [f"{a.symbol} {a.kind} {a.reason} {a.target or '-'}" for a in result.actions]
+    assert got == case.expect
+    if not case.expect:
+        assert result.in_sync and not result.changes
+    if case.unreachable:
+        assert result.errors == ("ws1: cannot observe the target: timed out",)
