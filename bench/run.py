@@ -44,8 +44,10 @@ def machine() -> str:
         mem = f", {kb / 1024 / 1024:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores{mem}; Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores{mem}; Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def crypto_rows() -> list[str]:
@@ -55,11 +57,13 @@ def crypto_rows() -> list[str]:
         rows.append(f"| RSA {size} key generation | {runs} | {med:.1f} | {lo:.1f} | {hi:.1f} |")
     key = keys.generate_key(3072)
     cert = certificates.build_certificate(
-        key, certificates.CertificateSpec("Bench", 730), dt.datetime.now(dt.UTC))
+        key, certificates.CertificateSpec("Bench", 730), dt.datetime.now(dt.UTC)
+    )
     for profile in ("modern", "legacy"):
         data = pkcs12.encode(key, cert, (), "Bench", "Bench-Password-1", profile)
         med, lo, hi = median_ms(
-            lambda p=profile: pkcs12.encode(key, cert, (), "Bench", "Bench-Password-1", p), 15)  # type: ignore[misc]
+            lambda p=profile: pkcs12.encode(key, cert, (), "Bench", "Bench-Password-1", p), 15
+        )  # type: ignore[misc]
         rows.append(f"| PKCS#12 encode, {profile} | 15 | {med:.1f} | {lo:.1f} | {hi:.1f} |")
         med, lo, hi = median_ms(lambda d=data: pkcs12.decode(d, "Bench-Password-1"), 15)  # type: ignore[misc]
         rows.append(f"| PKCS#12 decode + check, {profile} | 15 | {med:.1f} | {lo:.1f} | {hi:.1f} |")

@@ -55,6 +55,15 @@ LockTimeoutOpt = Annotated[
         help="Seconds to wait for another apply to finish (0: fail at once).",
     ),
 ]
+ConsultationsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--consultations",
+        help="Consultations file (YAML or CSV) instead of the one the manifest names.",
+        metavar="FILE",
+        show_default=False,
+    ),
+]
 EntityArg = Annotated[str, typer.Argument(help="Entity id.", metavar="ENTITY", show_default=False)]
 
 
@@ -94,6 +103,10 @@ def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
     """Check a manifest and the files it references. Exit 0 when valid, 1 when not."""
     try:
         model, warnings = read_manifest(manifest)
+        if model.consultations is not None:
+            from provisioner.consultations import read_consultations
+
+            read_consultations(model.consultations, {e.id for e in model.entities})
     except ManifestError as exc:
         diagnostics = exc.diagnostics
         if as_json:
@@ -172,20 +185,21 @@ def plan(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also list what is already in sync.")
     ] = False,
+    consultations: ConsultationsOpt = None,
 ) -> None:
     """Show what apply would do, and why. Changes nothing."""
     from provisioner.apply.run import save_plan
     from provisioner.engine import load_session, make_plan, observe, observed_digest
     from provisioner.plan.render import plan_json, render_plan
 
-    session = load_session(manifest, state_dir, limit)
+    session = load_session(manifest, state_dir, limit, consultations=consultations)
     try:
         if not as_json:
             _warnings(session)
         session.open_state(create=False)
         observed = observe(session, parallel)
         result = make_plan(session, observed, clock.now())
-        if out is not None:
+        if out is not None and not result.refusals:
             save_plan(session, result, observed_digest(observed), out)
     finally:
         session.close()
@@ -193,9 +207,11 @@ def plan(
         typer.echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
     else:
         typer.echo(render_plan(result, colour=_colour(), verbose=verbose))
-        if out is not None:
+        if out is not None and not result.refusals:
             typer.echo(f"\nSaved the plan to {out}. Apply exactly it with: provisioner apply {out}")
-    if result.errors:
+        elif out is not None:
+            typer.echo(f"\nThe plan is refused: nothing was saved to {out}.", err=True)
+    if result.errors or result.refusals:
         raise typer.Exit(1)
     if detailed_exitcode and result.changes:
         raise typer.Exit(2)
@@ -233,7 +249,7 @@ def _render_result(run: Any, as_json: bool) -> int:
             )
         else:
             typer.echo(f"Apply complete: {result.succeeded} actions done.")
-    return 1 if failures or run.plan.errors else 0
+    return 1 if failures or run.plan.errors or run.plan.refusals else 0
 
 
 @app.command()
@@ -254,6 +270,7 @@ def apply(
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
     as_json: JsonOpt = False,
+    consultations: ConsultationsOpt = None,
 ) -> None:
     """Make it so: create or renew keys, escrow them, write and remove copies.
 
@@ -265,8 +282,11 @@ def apply(
     from provisioner.plan.render import render_plan
 
     if saved_plans.looks_like_plan(manifest):
-        if limit or state_dir:
-            fail("--limit and --state-dir come from the saved plan; do not give them again")
+        if limit or state_dir or consultations:
+            fail(
+                "--limit, --state-dir and --consultations come from the saved plan; do not "
+                "give them again"
+            )
         session, run = apply_saved(manifest, lock_timeout=lock_timeout, parallel=parallel)
         try:
             if not as_json:
@@ -275,7 +295,7 @@ def apply(
             session.close()
         raise typer.Exit(_render_result(run, as_json))
 
-    session = load_session(manifest, state_dir, limit)
+    session = load_session(manifest, state_dir, limit, consultations=consultations)
 
     def confirm(p: Any) -> bool:
         if not as_json:
@@ -303,7 +323,7 @@ def apply(
         run = apply_manifest(session, confirm=confirm, lock_timeout=lock_timeout, parallel=parallel)
         if run.lock_note and not as_json:
             typer.echo(f"Note: {run.lock_note}", err=True)
-        if run.result is None and not run.plan.changes and not as_json:
+        if run.result is None and (not run.plan.changes or run.plan.refusals) and not as_json:
             typer.echo(render_plan(run.plan, colour=_colour()))
     finally:
         session.close()
@@ -316,12 +336,13 @@ def status(
     as_json: JsonOpt = False,
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
+    consultations: ConsultationsOpt = None,
 ) -> None:
     """Keys, generations, validity, and the state of every copy, per entity."""
     from provisioner import status as status_mod
     from provisioner.engine import load_session, make_plan, observe
 
-    session = load_session(manifest, state_dir, need_secrets=False)
+    session = load_session(manifest, state_dir, need_secrets=False, consultations=consultations)
     try:
         session.open_state(create=False, unlock=False)
         observed = observe(session, parallel)
@@ -331,15 +352,91 @@ def status(
     finally:
         session.close()
     if as_json:
+        from provisioner.plan.render import plan_json
+
+        document = plan_json(result)
         typer.echo(
             json.dumps(
-                {"now": clock.iso(now), "entities": status_mod.to_json(statuses)},
+                {
+                    "now": clock.iso(now),
+                    "entities": status_mod.to_json(statuses),
+                    "consultations": document["consultations"],
+                    "warnings": document["warnings"],
+                },
                 indent=2,
                 ensure_ascii=False,
             )
         )
     else:
         typer.echo(status_mod.render(statuses), nl=False)
+        typer.echo(status_mod.render_consultations(result), nl=False)
+
+
+@app.command()
+def check(
+    manifest: ManifestArg,
+    as_json: JsonOpt = False,
+    warn_days: Annotated[
+        int,
+        typer.Option(
+            "--warn-days", min=0, help="WARNING when a current key expires within this many days."
+        ),
+    ] = 30,
+    critical_days: Annotated[
+        int,
+        typer.Option(
+            "--critical-days",
+            min=0,
+            help="CRITICAL when a current key expires within this many days.",
+        ),
+    ] = 7,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """Monitoring probe (Nagios/Icinga): expiry, expired keys still bound to open
+    consultations, bound keys no workstation holds, pending drift.
+
+    Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Needs no secret."""
+    from provisioner import check as probe
+    from provisioner.engine import load_session, make_plan, observe
+
+    try:
+        session = load_session(manifest, state_dir, need_secrets=False, consultations=consultations)
+        try:
+            session.open_state(create=False, unlock=False)
+            observed = observe(session, parallel)
+            now = clock.now()
+            result = make_plan(session, observed, now)
+            escrow_dir = session.escrow_dir
+            escrowed = {p.stem for p in escrow_dir.glob("*.key")} if escrow_dir.is_dir() else set()
+            findings = probe.evaluate(
+                session.manifest,
+                session.recorded,
+                result,
+                now,
+                escrowed,
+                probe.Thresholds(warn_days, critical_days),
+            )
+            code, line = probe.summary(findings, session.manifest, session.recorded, now)
+        finally:
+            session.close()
+    except ProvisionerError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        line = f"PROVISIONER UNKNOWN - {first}"
+        if as_json:
+            typer.echo(json.dumps(probe.to_json(probe.UNKNOWN, line, []), indent=2))
+        else:
+            typer.echo(line)
+        raise typer.Exit(probe.UNKNOWN) from None
+    if as_json:
+        typer.echo(json.dumps(probe.to_json(code, line, findings), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(line)
+        for f in findings:
+            who = f"{f.entity}: " if f.entity else ""
+            typer.echo(f"{probe.NAMES[f.severity]}: {who}[{f.code}] {f.message}")
+    raise typer.Exit(code)
 
 
 def _secret_option(env: str | None, file: Path | None, what: str) -> str | None:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provisioner.consultations import Consultation, read_consultations
 from provisioner.errors import (
     Diagnostic,
     Location,
@@ -51,6 +52,9 @@ class Session:
     escrow_passphrase: str
     passwords: dict[str, str]
     limit: frozenset[str] | None
+    consultations_path: Path | None = None
+    consultations: tuple[Consultation, ...] | None = None
+    notice_days: int = 30
     db: StateDB | None = None
     escrow: Escrow | None = None
     recorded: Recorded = field(default_factory=lambda: Recorded(None, 0))
@@ -64,7 +68,13 @@ class Session:
             entity: (self.escrow.password_id(entity, pw) if self.escrow else None)
             for entity, pw in self.passwords.items()
         }
-        return Desired(self.manifest, ids, limit=self.limit)
+        return Desired(
+            self.manifest,
+            ids,
+            limit=self.limit,
+            consultations=self.consultations,
+            notice_days=self.notice_days,
+        )
 
     def open_state(self, *, create: bool, unlock: bool = True) -> None:
         """Open the state database and unlock the escrow (creating them when `create`)."""
@@ -94,6 +104,7 @@ def load_session(
     limit: list[str] | None = None,
     *,
     need_secrets: bool = True,
+    consultations: Path | None = None,
 ) -> Session:
     """Read and check the manifest, the limit and every secret; writes nothing."""
     manifest, diagnostics = read_manifest(manifest_path)
@@ -111,6 +122,10 @@ def load_session(
             ]
         )
     scope = frozenset(limit) if limit else None
+    consultations_path = consultations.resolve() if consultations else manifest.consultations
+    bindings = None
+    if consultations_path is not None:
+        bindings = tuple(read_consultations(consultations_path, declared))
     passphrase = resolve(manifest.escrow_passphrase, "escrow passphrase") if need_secrets else ""
     passwords: dict[str, str] = {}
     problems: list[str] = []
@@ -134,7 +149,14 @@ def load_session(
     if problems:
         raise SecretError("\n".join(problems))
     return Session(
-        manifest, diagnostics, state_dir_for(manifest_path, state_dir), passphrase, passwords, scope
+        manifest,
+        diagnostics,
+        state_dir_for(manifest_path, state_dir),
+        passphrase,
+        passwords,
+        scope,
+        consultations_path,
+        bindings,
     )
 
 
@@ -179,8 +201,8 @@ def inputs_digest(session: Session, salt: bytes) -> str:
     files = [session.manifest.path]
     for issuer in session.manifest.issuers.values():
         files += [issuer.certificate, issuer.private_key]
-    if session.manifest.consultations is not None:
-        files.append(session.manifest.consultations)
+    if session.consultations_path is not None:
+        files.append(session.consultations_path)
     for path in files:
         h.update(str(path).encode() + b"\0")
         try:

@@ -152,3 +152,21 @@ def render(statuses: list[EntityStatus]) -> str:
             lines.append(f"    {c.state:<12} g{c.generation} {c.target}: {c.path}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_consultations(plan: Plan) -> str:
+    """Consultations and the generation each is bound to, then the plan's warnings."""
+    lines = []
+    if plan.consultations:
+        lines.append("Consultations:")
+        for v in sorted(plan.consultations, key=lambda v: (v.entity, v.reference)):
+            key = f"g{v.generation}" if v.generation else f"{v.key_ref} (not managed)"
+            lines.append(f"  {v.status:<8} {v.entity} {v.describe()} -> {key}")
+        lines.append("")
+    if plan.warnings:
+        lines.append("Warnings:")
+        for w in plan.warnings:
+            who = f"{w.entity}: " if w.entity else ""
+            lines.append(f"  ! {who}[{w.code}] {w.message}")
+        lines.append("")
+    return "\n".join(lines)

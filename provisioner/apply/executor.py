@@ -19,12 +19,16 @@ from dataclasses import dataclass, field, replace
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from provisioner import clock
 from provisioner.apply.keygen import generate_many
 from provisioner.crypto import certificates, pkcs12
 from provisioner.crypto.keys import certificate_fingerprint
 from provisioner.errors import ProvisionerError, StateError, TransportError
 from provisioner.manifest.model import SELF_SIGNED, Entity, Issuer
+from provisioner.plan.bindings import find_generation_in
 from provisioner.plan.model import (
+    BIND,
+    CONSULT,
     CREATE,
     REMOVE,
     RENAME,
@@ -44,6 +48,7 @@ from provisioner.state.records import (
     RETAINED,
     RETIRED,
     Recorded,
+    RecordedConsultation,
     RecordedCopy,
     RecordedGeneration,
 )
@@ -138,6 +143,8 @@ class Executor:
             by_kind.setdefault(action.kind, []).append(action)
         try:
             self.create(by_kind.get(CREATE, []), by_kind.get(RETAIN, []))
+            self.bind(by_kind.get(BIND, []) + by_kind.get(CONSULT, []))
+            self.retain(by_kind.get(RETAIN, []))
             self.rename(by_kind.get(RENAME, []))
             self.write(by_kind.get(WRITE, []))
             self.remove(by_kind.get(REMOVE, []))
@@ -152,7 +159,68 @@ class Executor:
         assert entity is not None
         return entity
 
+    # ------------------------------------------------------------------ consultations
+
+    def bind(self, actions: list[Action]) -> None:
+        """Record new bindings and consultation news in one transaction (after new generations,
+        so that a binding names a key created by this very run)."""
+        if not actions:
+            return
+        with self.db.change() as change:
+            for action in actions:
+                attrs = dict(action.attributes)
+                reference = attrs["reference"]
+                g = self.generations.get((action.entity, action.generation))
+                if not action.generation:  # bound by name to a key this run may have created
+                    g = find_generation_in(self.generations.values(), action.entity, attrs["key"])
+                rec = self.recorded.consultations.get(reference)
+                status = attrs["status"]
+                closed_at = None
+                if status == "closed":
+                    closed_at = rec.closed_at if rec and rec.closed_at else self.now
+                change.put_consultation(
+                    RecordedConsultation(
+                        reference=reference,
+                        entity=action.entity,
+                        key_ref=attrs["key"],
+                        generation_id=g.id if g else (rec.generation_id if rec else None),
+                        title=attrs.get("title", ""),
+                        status=status,
+                        deadline=clock.parse(attrs["deadline"]) if "deadline" in attrs else None,
+                        opening=clock.parse(attrs["opening"]) if "opening" in attrs else None,
+                        bound_at=rec.bound_at if rec else self.now,
+                        closed_at=closed_at,
+                    )
+                )
+                change.audit(
+                    "consultation-bound" if action.kind == BIND else "consultation-updated",
+                    action.entity,
+                    reference=reference,
+                    key=attrs["key"],
+                    generation=action.generation,
+                    status=status,
+                )
+        self.result.outcomes.extend(Outcome(a, True) for a in actions)
+
     # ------------------------------------------------------------------ generations
+
+    def retain(self, actions: list[Action]) -> None:
+        """Keep generations bound to open consultations: a generation replaced in this run was
+        already marked retained with its replacement; a retired one is brought back."""
+        for action in actions:
+            g = self.generations.get((action.entity, action.generation))
+            if g is not None and g.status == RETIRED:
+                with self.db.change() as change:
+                    change.set_status(g.id, RETAINED, self.now)
+                    change.audit(
+                        "generation-retained",
+                        action.entity,
+                        generation=g.number,
+                        designation=g.designation,
+                        consultations=action.attribute("consultations"),
+                    )
+                self.generations[(action.entity, action.generation)] = replace(g, status=RETAINED)
+            self.result.outcomes.append(Outcome(action, True))
 
     def create(self, actions: list[Action], retains: list[Action]) -> None:
         if not actions:
@@ -251,6 +319,7 @@ class Executor:
                     designation=previous.designation,
                     replaced_by=generation.number,
                 )
+                self.generations[(entity.id, previous.number)] = replace(previous, status=status)
             change.add_generation(generation)
             change.audit(
                 "generation-created",

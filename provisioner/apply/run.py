@@ -75,7 +75,7 @@ def apply_manifest(
         session.open_state(create=True)
         observed = observe(session, parallel)
         plan = make_plan(session, observed, clock.now())
-        if not plan.changes:
+        if not plan.changes or plan.refusals:
             return ApplyRun(plan, None, note)
         _check_issuers(session, plan)
         if not confirm(plan):
@@ -93,7 +93,9 @@ def apply_saved(
 ) -> tuple[Session, ApplyRun]:
     """Execute a saved plan exactly, or refuse it as stale."""
     saved = saved_plans.read(path)
-    session = load_session(saved.manifest, saved.state_dir, saved.limit)
+    session = load_session(
+        saved.manifest, saved.state_dir, saved.limit, consultations=saved.consultations
+    )
     if on_loaded is not None:
         on_loaded(session)
     if inputs_digest(session, saved.salt) != saved.inputs_sha256:
@@ -124,7 +126,7 @@ def apply_saved(
         plan = make_plan(session, observed, saved.now)
         if not saved_plans.same_actions(saved, plan):
             raise StalePlanError(f"stale plan {path}: the plan no longer matches; make a new plan")
-        if not plan.changes:
+        if not plan.changes or plan.refusals:
             return session, ApplyRun(plan, None, note)
         _check_issuers(session, plan)
         return session, ApplyRun(plan, _execute(session, plan, parallel, progress), note)
@@ -143,6 +145,7 @@ def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) ->
             inputs_sha256=inputs_digest(session, salt),
             observed_sha256=observed_sha256,
             limit=sorted(session.limit) if session.limit else None,
+            consultations=session.consultations_path,
             plan=plan_json(plan),
         ),
     )

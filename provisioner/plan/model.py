@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from provisioner.consultations import Consultation
 from provisioner.manifest.model import Manifest
 from provisioner.transports.base import FileFacts
 
@@ -15,6 +16,8 @@ RETAIN = "retain-generation"
 RETIRE = "retire-generation"
 WRITE = "write-copy"
 REMOVE = "remove-copy"
+BIND = "bind-consultation"
+CONSULT = "update-consultation"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Desired:
     password_ids: dict[str, str | None]  # entity -> keyed password fingerprint (None: unknown)
     chains: dict[str, str] = field(default_factory=dict)  # issuer -> sha256 of its chain
     limit: frozenset[str] | None = None
+    consultations: tuple[Consultation, ...] | None = None  # None: no consultations file
+    notice_days: int = 30  # warn this many days before a renewal or an expiry
 
     def in_scope(self, entity: str) -> bool:
         return self.limit is None or entity in self.limit
@@ -75,6 +80,37 @@ class Warning:
 
 
 @dataclass(frozen=True)
+class ConsultationView:
+    """A consultation as the plan sees it: the file's news over the state's record."""
+
+    reference: str
+    entity: str
+    title: str
+    key_ref: str
+    generation_id: str | None
+    generation: int  # 0 while the key is not managed
+    status: str
+    deadline: dt.datetime | None
+    opening: dt.datetime | None
+    recorded: bool
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != "closed"
+
+    def describe(self) -> str:
+        """`REF (title; deadline 2026-12-15, opening 2026-12-16)`."""
+        parts = []
+        if self.title:
+            parts.append(self.title)
+        if self.deadline:
+            parts.append(f"deadline {self.deadline:%Y-%m-%d}")
+        if self.opening:
+            parts.append(f"opening {self.opening:%Y-%m-%d}")
+        return f"{self.reference} ({'; '.join(parts)})" if parts else self.reference
+
+
+@dataclass(frozen=True)
 class Plan:
     """What apply will do, why, and what it will not do."""
 
@@ -83,6 +119,8 @@ class Plan:
     warnings: tuple[Warning, ...]
     errors: tuple[str, ...]
     in_sync: tuple[str, ...]  # one line per entity with nothing to do, saying why
+    refusals: tuple[str, ...] = ()  # guards that forbid applying this plan at all
+    consultations: tuple[ConsultationView, ...] = ()
 
     @property
     def changes(self) -> bool:

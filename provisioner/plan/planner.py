@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 from provisioner.manifest.model import Entity, Target
+from provisioner.plan.bindings import merge
 from provisioner.plan.model import (
     CREATE,
     REMOVE,
     RENAME,
+    RETAIN,
     RETIRE,
     WRITE,
     Action,
+    ConsultationView,
     Desired,
     Observed,
     Plan,
@@ -85,8 +88,13 @@ class _Planner:
         self.actions: list[Action] = []
         self.warnings: list[Warning] = []
         self.in_sync: list[str] = []
+        self.refusals: list[str] = []
+        self.bindings = merge(desired, recorded)
+        self.holders = self.bindings.holders()
 
     def run(self) -> Plan:
+        self.actions.extend(self.bindings.actions)
+        self.refusals.extend(self.bindings.refusals)
         for entity in self.desired.manifest.entities:
             if self.desired.in_scope(entity.id):
                 before = len(self.actions)
@@ -96,6 +104,7 @@ class _Planner:
                     self.present(entity)
                 if len(self.actions) == before:
                     self.in_sync.append(self.sync_line(entity))
+                self.warn(entity)
         declared = {e.id for e in self.desired.manifest.entities}
         for entity_id in sorted({g.entity for g in self.recorded.generations} - declared):
             if self.desired.in_scope(entity_id) and any(
@@ -113,13 +122,39 @@ class _Planner:
             f"{name}: cannot observe the target: {reason}"
             for name, reason in sorted(self.observed.unreachable.items())
         )
+        for view in self.bindings.views:
+            if view.is_open and view.generation_id is None:
+                self.warnings.append(
+                    Warning(
+                        view.entity,
+                        "unmanaged-key",
+                        f"consultation {view.describe()} is bound to {view.key_ref}, a key this "
+                        "tool does not manage: adopt it (provisioner adopt … --retained) so "
+                        "that it is escrowed and distributed",
+                    )
+                )
         return Plan(
-            self.now, tuple(self.actions), tuple(self.warnings), errors, tuple(self.in_sync)
+            self.now,
+            tuple(self.actions),
+            tuple(self.warnings),
+            errors,
+            tuple(self.in_sync),
+            tuple(self.refusals),
+            tuple(self.bindings.views),
         )
 
     # ------------------------------------------------------------ entities
 
     def absent(self, entity: Entity) -> None:
+        bound = [g for g in self.recorded.generations_of(entity.id) if g.id in self.holders]
+        if bound:
+            self.refusals.append(
+                f"{entity.location}: entity {entity.id} is marked absent, but "
+                + self.at_stake(bound)
+                + ". Its keys must stay until those consultations are "
+                "closed: mark them closed in the consultations file first."
+            )
+            return
         for copy in sorted(self.copies_of(entity.id), key=lambda c: (c.target, c.path)):
             if copy.target in self.observed.unreachable:
                 continue
@@ -169,13 +204,19 @@ class _Planner:
                 ("pkcs12_profile", spec.profile),
                 ("password", "(sensitive)"),
             ]
-            if current is not None:
+            symbol = "+"
+            if current is not None and current.id in self.holders:
+                attributes.append(("keeps", f"generation {current.number}"))
+                self.retain(entity, current, "stays beside the new generation")
+                keep.append((current.number, current.designation, current))
+            elif current is not None:
                 attributes.append(("replaces", f"generation {current.number}"))
                 retiring.add(current.id)
+                symbol = "-/+"
             self.actions.append(
                 Action(
                     CREATE,
-                    "-/+" if current is not None else "+",
+                    symbol,
                     entity.id,
                     number,
                     reason.code,
@@ -183,7 +224,7 @@ class _Planner:
                     attributes=tuple(attributes),
                 )
             )
-            keep.append((number, designation, None))
+            keep.insert(0, (number, designation, None))
         elif current is not None:
             wanted = entity.key.designation_for(current.number, current.created_at.year)
             if current.origin == "adopted":
@@ -203,7 +244,13 @@ class _Planner:
                 )
             keep.append((current.number, wanted, current))
         for g in self.recorded.generations_of(entity.id):
-            if g.status == RETAINED:
+            if g.status == CURRENT:
+                continue
+            if g.id in self.holders:
+                if g.status == RETIRED:
+                    self.retain(entity, g, "is brought back to the workstations")
+                keep.append((g.number, g.designation, g))
+            elif g.status == RETAINED:
                 self.actions.append(
                     Action(
                         RETIRE,
@@ -212,12 +259,145 @@ class _Planner:
                         g.number,
                         "unbound",
                         "no open consultation holds this generation any more; the key stays in "
-                        "the escrow",
+                        "the escrow and on the shared locations",
                         attributes=(("designation", g.designation),),
                     )
                 )
                 retiring.add(g.id)
+        bound = [g for _, _, g in keep if g is not None and g.id in self.holders]
+        if bound:
+            for role, declared in (
+                ("workstation", entity.workstations),
+                ("shared location", entity.shared_locations),
+            ):
+                held = any(
+                    c.entity == entity.id and self.role_of(c.target) == role.split()[-1]
+                    for c in self.recorded.copies.values()
+                )
+                if not declared and held:
+                    self.refusals.append(
+                        f"{entity.location}: entity {entity.id} declares no {role} any more, "
+                        f"but " + self.at_stake(bound) + f". Removing its last {role} is "
+                        "refused until those consultations are closed."
+                    )
+                    return
         self.plan_copies(entity, keep, retiring)
+
+    def retain(self, entity: Entity, g: RecordedGeneration, what: str) -> None:
+        views = self.holders[g.id]
+        self.actions.append(
+            Action(
+                RETAIN,
+                "~",
+                entity.id,
+                g.number,
+                "bound-to-open-consultation",
+                f"generation {g.number} {what}: consultations "
+                + ", ".join(v.describe() for v in views)
+                + " still need it to open their bids",
+                attributes=(
+                    ("designation", g.designation),
+                    ("consultations", ", ".join(v.reference for v in views)),
+                ),
+            )
+        )
+
+    def at_stake(self, generations: list[RecordedGeneration]) -> str:
+        parts = []
+        for g in generations:
+            views = self.holders.get(g.id, [])
+            parts.append(
+                f'generation {g.number} "{g.designation}" is bound to open '
+                f"consultation{'s' if len(views) > 1 else ''} "
+                + ", ".join(v.describe() for v in views)
+            )
+        return "; ".join(parts)
+
+    def role_of(self, target_name: str) -> str | None:
+        manifest = self.desired.manifest
+        if target_name in manifest.workstations:
+            return "workstation"
+        if target_name in manifest.locations:
+            return "location"
+        spec = self.recorded.targets.get(target_name)
+        return target_from_spec(spec).role if spec else None
+
+    def warn(self, entity: Entity) -> None:
+        """Warnings about keys and consultations, each with the consultation and its dates."""
+        if entity.state != "present":
+            return
+        planned = {
+            (a.target, a.generation)
+            for a in self.actions
+            if a.entity == entity.id and a.kind == WRITE
+        }
+        removed = {
+            (a.target, a.path) for a in self.actions if a.entity == entity.id and a.kind == REMOVE
+        }
+        for g in self.recorded.generations_of(entity.id):
+            views = self.holders.get(g.id, [])
+            for view in views:
+                self.warn_dates(entity, g, view)
+            if views:
+                held = any(
+                    c.generation_id == g.id
+                    and self.role_of(c.target) == "workstation"
+                    and (c.target, c.path) not in removed
+                    for c in self.recorded.copies.values()
+                ) or any((t.name, g.number) in planned for t in entity.workstations)
+                if not held:
+                    self.warnings.append(
+                        Warning(
+                            entity.id,
+                            "bound-unheld",
+                            f'generation {g.number} "{g.designation}" is bound to '
+                            + ", ".join(v.describe() for v in views)
+                            + " but no workstation holds it: no agent could open those bids",
+                        )
+                    )
+        current = self.recorded.current(entity.id)
+        renewing = any(a.entity == entity.id and a.kind == CREATE for a in self.actions)
+        if current is not None and not renewing:
+            renew_on = current.not_after - dt.timedelta(days=entity.key.renew_before_days)
+            if renew_on - self.now <= dt.timedelta(days=self.desired.notice_days):
+                self.warnings.append(
+                    Warning(
+                        entity.id,
+                        "renewal-soon",
+                        f'generation {current.number} "{current.designation}" expires on '
+                        f"{current.not_after:%Y-%m-%d}; a new generation will be created from "
+                        f"{renew_on:%Y-%m-%d}: plan its upload to the platform",
+                    )
+                )
+
+    def warn_dates(self, entity: Entity, g: RecordedGeneration, view: ConsultationView) -> None:
+        if g.not_after <= self.now:
+            self.warnings.append(
+                Warning(
+                    entity.id,
+                    "expired-bound",
+                    f'generation {g.number} "{g.designation}" expired on '
+                    f"{g.not_after:%Y-%m-%d} and consultation {view.describe()} is still "
+                    f"{view.status}: keep this key to open its bids; new consultations must use "
+                    "the current generation",
+                )
+            )
+            return
+        for code, label, when in (
+            ("expires-before-deadline", "deadline for bids", view.deadline),
+            ("expires-before-opening", "opening", view.opening),
+        ):
+            if when is not None and g.not_after < when:
+                self.warnings.append(
+                    Warning(
+                        entity.id,
+                        code,
+                        f'generation {g.number} "{g.designation}" expires on '
+                        f"{g.not_after:%Y-%m-%d}, before the {label} of consultation "
+                        f"{view.describe()} on {when:%Y-%m-%d}",
+                    )
+                )
+                return
 
     def plan_copies(
         self,

@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner import clock
-from provisioner.plan.model import CREATE, REMOVE, RENAME, RETAIN, RETIRE, WRITE, Action, Plan
+from provisioner.plan.model import (
+    BIND,
+    CONSULT,
+    CREATE,
+    REMOVE,
+    RENAME,
+    RETAIN,
+    RETIRE,
+    WRITE,
+    Action,
+    Plan,
+)
 
 FORMAT_VERSION = 1
 
@@ -39,11 +50,29 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {"entity": w.entity, "code": w.code, "message": w.message} for w in plan.warnings
         ],
         "errors": list(plan.errors),
+        "refusals": list(plan.refusals),
         "in_sync": list(plan.in_sync),
+        "consultations": [
+            {
+                "reference": v.reference,
+                "entity": v.entity,
+                "title": v.title,
+                "key": v.key_ref,
+                "generation": v.generation or None,
+                "status": v.status,
+                "deadline": clock.iso(v.deadline) if v.deadline else None,
+                "opening": clock.iso(v.opening) if v.opening else None,
+                "recorded": v.recorded,
+            }
+            for v in plan.consultations
+        ],
     }
 
 
 def _label(action: Action) -> str:
+    if action.kind in (BIND, CONSULT):
+        verb = "bind" if action.kind == BIND else "update"
+        return f"consultation {action.attribute('reference')}: {verb}"
     if action.kind == CREATE:
         return f"generation {action.generation}: create"
     if action.kind == RENAME:
@@ -57,6 +86,10 @@ def _label(action: Action) -> str:
 
 
 def summary_line(plan: Plan) -> str:
+    if plan.refusals:
+        n = len(plan.refusals)
+        guards = f"{n} guards forbid" if n > 1 else "a guard forbids"
+        return f"Plan refused: {guards} applying it; nothing will be done."
     create, update, remove = plan.counts()
     return f"Plan: {create} to create, {update} to update, {remove} to remove."
 
@@ -68,6 +101,10 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
         return f"{_COLOURS[symbol]}{text}{_RESET}" if colour else text
 
     lines: list[str] = []
+    if plan.refusals:
+        lines.append("Refused:")
+        lines += [f"  {paint('-', 'x')} {refusal}" for refusal in plan.refusals]
+        lines.append("")
     if plan.errors:
         lines.append("Errors:")
         lines += [f"  {paint('!', '!')} {error}" for error in plan.errors]

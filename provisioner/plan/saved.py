@@ -27,6 +27,7 @@ class SavedPlan:
     inputs_sha256: str
     observed_sha256: str
     limit: list[str] | None
+    consultations: Path | None
     plan: dict[str, Any]
 
     @property
@@ -45,6 +46,7 @@ def write(path: Path, saved: SavedPlan) -> None:
         "inputs_sha256": saved.inputs_sha256,
         "observed_sha256": saved.observed_sha256,
         "limit": saved.limit,
+        "consultations": str(saved.consultations) if saved.consultations else None,
         "plan": saved.plan,
     }
     write_private(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
@@ -74,6 +76,7 @@ def read(path: Path) -> SavedPlan:
             inputs_sha256=d["inputs_sha256"],
             observed_sha256=d["observed_sha256"],
             limit=d["limit"],
+            consultations=Path(d["consultations"]) if d.get("consultations") else None,
             plan=d["plan"],
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:

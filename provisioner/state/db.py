@@ -17,7 +17,12 @@ from typing import Any
 from provisioner import clock
 from provisioner.atomic import DIR_MODE, FILE_MODE, make_private_dirs
 from provisioner.errors import StateError
-from provisioner.state.records import Recorded, RecordedCopy, RecordedGeneration
+from provisioner.state.records import (
+    Recorded,
+    RecordedConsultation,
+    RecordedCopy,
+    RecordedGeneration,
+)
 
 DB_NAME = "state.db"
 
@@ -75,6 +80,28 @@ MIGRATIONS: tuple[str, ...] = (
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
+    # v2: consultations and their definitive bindings to a key generation.
+    """
+    CREATE TABLE consultations (
+        reference TEXT PRIMARY KEY,
+        entity TEXT NOT NULL,
+        key_ref TEXT NOT NULL,
+        generation TEXT REFERENCES generations (id),
+        title TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'opening', 'closed')),
+        deadline TEXT,
+        opening TEXT,
+        bound_at TEXT NOT NULL,
+        closed_at TEXT
+    );
+    CREATE TRIGGER binding_is_definitive BEFORE UPDATE OF entity, key_ref, generation
+        ON consultations
+        WHEN OLD.entity IS NOT NEW.entity OR OLD.key_ref IS NOT NEW.key_ref
+            OR (OLD.generation IS NOT NULL AND OLD.generation IS NOT NEW.generation)
+        BEGIN SELECT RAISE(ABORT, 'a consultation binding is definitive'); END;
+    CREATE TRIGGER consultations_are_kept BEFORE DELETE ON consultations
+        BEGIN SELECT RAISE(ABORT, 'consultations are never deleted from the state'); END;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -217,12 +244,31 @@ class StateDB:
             )
         }
         targets = dict(self.conn.execute("SELECT name, spec FROM targets"))
+        consultations = {
+            r[0]: RecordedConsultation(
+                reference=r[0],
+                entity=r[1],
+                key_ref=r[2],
+                generation_id=r[3],
+                title=r[4],
+                status=r[5],
+                deadline=_date(r[6]),
+                opening=_date(r[7]),
+                bound_at=clock.parse(r[8]),
+                closed_at=_date(r[9]),
+            )
+            for r in self.conn.execute(
+                "SELECT reference, entity, key_ref, generation, title, status, deadline,"
+                " opening, bound_at, closed_at FROM consultations"
+            )
+        }
         return Recorded(
             lineage=meta.get("lineage"),
             serial=int(meta.get("serial", "0")),
             generations=generations,
             copies=copies,
             targets=targets,
+            consultations=consultations,
         )
 
     @contextlib.contextmanager
@@ -259,6 +305,14 @@ class StateDB:
             {"at": r[0], "actor": r[1], "action": r[2], "entity": r[3], "detail": json.loads(r[4])}
             for r in rows
         ]
+
+
+def _date(value: str | None) -> dt.datetime | None:
+    return clock.parse(value) if value else None
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return clock.iso(value) if value else None
 
 
 def _statements(script: str) -> list[str]:
@@ -355,6 +409,30 @@ class Change:
 
     def delete_copy(self, target: str, path: str) -> None:
         self.conn.execute("DELETE FROM copies WHERE target = ? AND path = ?", (target, path))
+
+    def put_consultation(self, c: RecordedConsultation) -> None:
+        """Record a consultation, or update its status and dates; the binding itself is
+        protected by a trigger and cannot change."""
+        self.conn.execute(
+            "INSERT INTO consultations (reference, entity, key_ref, generation, title, status,"
+            " deadline, opening, bound_at, closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (reference) DO UPDATE SET entity = excluded.entity,"
+            " key_ref = excluded.key_ref, generation = excluded.generation,"
+            " title = excluded.title, status = excluded.status, deadline = excluded.deadline,"
+            " opening = excluded.opening, closed_at = excluded.closed_at",
+            (
+                c.reference,
+                c.entity,
+                c.key_ref,
+                c.generation_id,
+                c.title,
+                c.status,
+                _iso(c.deadline),
+                _iso(c.opening),
+                clock.iso(c.bound_at),
+                _iso(c.closed_at),
+            ),
+        )
 
     def put_target(self, name: str, spec: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO targets (name, spec) VALUES (?, ?)", (name, spec))

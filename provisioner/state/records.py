@@ -52,6 +52,23 @@ class RecordedCopy:
 
 
 @dataclass(frozen=True)
+class RecordedConsultation:
+    """A consultation as the state knows it; its binding (entity, key_ref, generation) never
+    changes once recorded, except an unmanaged key becoming known (generation set once)."""
+
+    reference: str
+    entity: str
+    key_ref: str  # "designation:..." or "sha256:..."
+    generation_id: str | None  # None while the bound key is not managed
+    title: str
+    status: str
+    deadline: dt.datetime | None
+    opening: dt.datetime | None
+    bound_at: dt.datetime
+    closed_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class Recorded:
     """A consistent snapshot of the state."""
 
@@ -60,6 +77,7 @@ class Recorded:
     generations: tuple[RecordedGeneration, ...] = ()
     copies: dict[tuple[str, str], RecordedCopy] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)  # name -> JSON spec (no secrets)
+    consultations: dict[str, RecordedConsultation] = field(default_factory=dict)
 
     def generations_of(self, entity: str) -> list[RecordedGeneration]:
         return sorted((g for g in self.generations if g.entity == entity), key=lambda g: g.number)

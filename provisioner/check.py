@@ -1,0 +1,171 @@
+"""`provisioner check`: a monitoring probe with Nagios/Icinga exit codes.
+
+0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the probe itself could not run). The first line is the
+summary monitoring systems show; performance data follows `|`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner.manifest.model import Manifest
+from provisioner.plan.model import Plan
+from provisioner.state.records import Recorded
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+# Plan warning codes and how much they matter to whoever watches the opening of bids.
+_SEVERITY = {
+    "bound-unheld": CRITICAL,
+    "expires-before-deadline": CRITICAL,
+    "expires-before-opening": WARNING,
+    "expired-bound": WARNING,
+    "unmanaged-key": WARNING,
+    "renewal-soon": WARNING,
+    "orphaned": WARNING,
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: int
+    entity: str | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    warn_days: int = 30
+    critical_days: int = 7
+
+
+def evaluate(
+    manifest: Manifest,
+    recorded: Recorded,
+    plan: Plan,
+    now: dt.datetime,
+    escrowed: set[str],
+    limits: Thresholds,
+) -> list[Finding]:
+    """Every finding, most severe first."""
+    findings: list[Finding] = []
+    for refusal in plan.refusals:
+        findings.append(Finding(CRITICAL, None, "refused", refusal))
+    for error in plan.errors:
+        findings.append(Finding(WARNING, None, "unreachable", error))
+    for entity in manifest.entities:
+        if entity.state != "present":
+            continue
+        current = recorded.current(entity.id)
+        if current is None:
+            findings.append(
+                Finding(WARNING, entity.id, "no-key", "no bi-clé yet: run provisioner apply")
+            )
+            continue
+        days = (current.not_after - now).days
+        if current.not_after <= now:
+            findings.append(
+                Finding(
+                    CRITICAL,
+                    entity.id,
+                    "expired",
+                    f"current generation {current.number} expired on "
+                    f"{current.not_after:%Y-%m-%d}: run provisioner apply",
+                )
+            )
+        elif days <= limits.critical_days:
+            findings.append(
+                Finding(
+                    CRITICAL,
+                    entity.id,
+                    "expiring",
+                    f"current generation {current.number} expires in {days} "
+                    f"days ({current.not_after:%Y-%m-%d})",
+                )
+            )
+        elif days <= limits.warn_days:
+            findings.append(
+                Finding(
+                    WARNING,
+                    entity.id,
+                    "expiring",
+                    f"current generation {current.number} expires in {days} "
+                    f"days ({current.not_after:%Y-%m-%d})",
+                )
+            )
+        pending = [a for a in plan.actions if a.entity == entity.id]
+        if pending:
+            reasons = sorted({a.reason for a in pending})
+            findings.append(
+                Finding(
+                    WARNING,
+                    entity.id,
+                    "pending",
+                    f"{len(pending)} change(s) pending ({', '.join(reasons)}): "
+                    "run provisioner apply",
+                )
+            )
+    for view in plan.consultations:
+        if not view.is_open or view.generation_id is None:
+            continue
+        g = recorded.generation(view.generation_id)
+        if g is not None and escrowed and g.key_sha256 not in escrowed:
+            findings.append(
+                Finding(
+                    CRITICAL,
+                    view.entity,
+                    "not-escrowed",
+                    f"generation {g.number} bound to consultation "
+                    f"{view.describe()} is missing from the escrow",
+                )
+            )
+    for w in plan.warnings:
+        findings.append(Finding(_SEVERITY.get(w.code, WARNING), w.entity, w.code, w.message))
+    return sorted(findings, key=lambda f: -f.severity)
+
+
+def summary(
+    findings: list[Finding], manifest: Manifest, recorded: Recorded, now: dt.datetime
+) -> tuple[int, str]:
+    """Exit code and the first line: `PROVISIONER STATE - text | perfdata`."""
+    code = max((f.severity for f in findings), default=OK)
+    present = [e for e in manifest.entities if e.state == "present"]
+    days = [(g.not_after - now).days for e in present if (g := recorded.current(e.id)) is not None]
+    crit = sum(f.severity == CRITICAL for f in findings)
+    warn = sum(f.severity == WARNING for f in findings)
+    if findings:
+        first = findings[0]
+        who = f"{first.entity}: " if first.entity else ""
+        text = f"{crit} critical, {warn} warning(s); {who}{first.message}"
+    else:
+        copies = len(recorded.copies)
+        soonest = min(days) if days else None
+        text = f"{len(present)} entities, {copies} copies in sync" + (
+            f", earliest expiry in {soonest} days" if soonest is not None else ""
+        )
+    perf = (
+        f"entities={len(present)} critical={crit} warning={warn} "
+        f"min_days_left={min(days) if days else 0}"
+    )
+    return code, f"PROVISIONER {NAMES[code]} - {text} | {perf}"
+
+
+def to_json(code: int, line: str, findings: list[Finding]) -> dict[str, Any]:
+    return {
+        "status": NAMES[code],
+        "exit_code": code,
+        "summary": line,
+        "findings": [
+            {
+                "severity": NAMES[f.severity],
+                "entity": f.entity,
+                "code": f.code,
+                "message": f.message,
+            }
+            for f in findings
+        ],
+    }

@@ -1,0 +1,243 @@
+"""The consultations file (YAML, or CSV with a header row as exported from a platform).
+
+A consultation (call for tender) is bound at its launch to one bi-clé, named by its
+désignation or its certificate's SHA-256 fingerprint. The binding is definitive.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from provisioner.errors import Diagnostic, Location, ManifestError
+from provisioner.manifest.schema import validate
+from provisioner.manifest.yamlpos import MAX_BYTES, decode, load_yaml
+
+STATUSES = ("open", "opening", "closed")
+COLUMNS = (
+    "reference",
+    "title",
+    "entity",
+    "designation",
+    "certificate_sha256",
+    "status",
+    "deadline",
+    "opening",
+)
+try:
+    _PARIS: dt.tzinfo = ZoneInfo("Europe/Paris")
+except (ZoneInfoNotFoundError, ValueError):  # no time zone database on this system
+    _PARIS = dt.UTC
+_FR_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2})[:h](\d{2}))?$")
+
+
+@dataclass(frozen=True)
+class Consultation:
+    reference: str
+    title: str
+    entity: str
+    designation: str | None
+    certificate_sha256: str | None  # lower-case hex without colons
+    status: str
+    deadline: dt.datetime | None
+    opening: dt.datetime | None
+    location: Location
+
+    @property
+    def key_ref(self) -> str:
+        """How the file names the bound key: `designation:...` or `sha256:...`."""
+        if self.certificate_sha256:
+            return f"sha256:{self.certificate_sha256}"
+        return f"designation:{self.designation}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != "closed"
+
+
+def parse_date(text: str) -> dt.datetime:
+    """ISO 8601 date or date-time, or the French DD/MM/YYYY [HH:MM]. A time without an offset
+    is Paris time, as platforms show it."""
+    text = text.strip()
+    match = _FR_DATE.match(text)
+    if match:
+        day, month, year, hour, minute = match.groups()
+        value = dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0))
+    else:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=_PARIS)
+
+
+def _build(
+    raw: dict[str, str],
+    location: Location,
+    errors: list[Diagnostic],
+    date_location: dict[str, Location],
+) -> Consultation | None:
+    dates: dict[str, dt.datetime | None] = {}
+    for field in ("deadline", "opening"):
+        value = raw.get(field)
+        dates[field] = None
+        if value:
+            try:
+                dates[field] = parse_date(str(value))
+            except ValueError:
+                errors.append(
+                    Diagnostic(
+                        "error",
+                        date_location.get(field, location),
+                        f"{field}: {value!r} is not a date (YYYY-MM-DD, "
+                        "ISO 8601 date-time, or DD/MM/YYYY [HH:MM])",
+                    )
+                )
+                return None
+    fingerprint = raw.get("certificate_sha256") or None
+    return Consultation(
+        reference=str(raw["reference"]).strip(),
+        title=str(raw.get("title") or ""),
+        entity=str(raw["entity"]).strip(),
+        designation=raw.get("designation") or None,
+        certificate_sha256=fingerprint.replace(":", "").lower() if fingerprint else None,
+        status=str(raw["status"]).strip(),
+        deadline=dates["deadline"],
+        opening=dates["opening"],
+        location=location,
+    )
+
+
+def _from_yaml(data: bytes, display: str) -> list[Consultation]:
+    doc, positions = load_yaml(data, display)
+    errors = validate(doc, positions, "consultations.schema.json")
+    if errors:
+        raise ManifestError(errors)
+    out: list[Consultation] = []
+    problems: list[Diagnostic] = []
+    for i, raw in enumerate(doc["consultations"]):
+        path = ("consultations", i)
+        built = _build(
+            raw,
+            positions.at(path),
+            problems,
+            {f: positions.at((*path, f)) for f in ("deadline", "opening")},
+        )
+        if built is not None:
+            out.append(built)
+    if problems:
+        raise ManifestError(problems)
+    return out
+
+
+def _from_csv(data: bytes, display: str) -> list[Consultation]:
+    text = decode(data, display)
+    sample = text[:4096]
+    delimiter = ";" if sample.count(";") > sample.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    errors: list[Diagnostic] = []
+    unknown = [h for h in header if h not in COLUMNS]
+    missing = [h for h in ("reference", "entity", "status") if h not in header]
+    if unknown or missing or not ("designation" in header or "certificate_sha256" in header):
+        hint = []
+        if unknown:
+            hint.append(f"unknown column(s) {', '.join(unknown)}")
+        if missing:
+            hint.append(f"missing column(s) {', '.join(missing)}")
+        if not ("designation" in header or "certificate_sha256" in header):
+            hint.append("a designation or certificate_sha256 column is required")
+        raise ManifestError(
+            [
+                Diagnostic(
+                    "error",
+                    Location(display, 1, 1),
+                    "header: " + "; ".join(hint) + f" (columns: {', '.join(COLUMNS)})",
+                )
+            ]
+        )
+    out: list[Consultation] = []
+    for row in reader:
+        line = reader.line_num
+        where = Location(display, line)
+        clean = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        if None in row:
+            errors.append(Diagnostic("error", where, "more fields than the header has"))
+            continue
+        if not any(clean.values()):
+            continue
+        for field in ("reference", "entity", "status"):
+            if not clean.get(field):
+                errors.append(Diagnostic("error", where, f"{field}: missing value"))
+        if clean.get("status") and clean["status"] not in STATUSES:
+            errors.append(
+                Diagnostic(
+                    "error",
+                    where,
+                    f"status: {clean['status']!r} is not one of {', '.join(STATUSES)}",
+                )
+            )
+        if bool(clean.get("designation")) == bool(clean.get("certificate_sha256")):
+            errors.append(
+                Diagnostic("error", where, "give exactly one of designation and certificate_sha256")
+            )
+        fp = clean.get("certificate_sha256", "").replace(":", "")
+        if fp and not re.fullmatch(r"[0-9A-Fa-f]{64}", fp):
+            errors.append(
+                Diagnostic(
+                    "error", where, "certificate_sha256: not a SHA-256 fingerprint (64 hex digits)"
+                )
+            )
+        if any(d.location == where for d in errors):
+            continue
+        built = _build(clean, where, errors, {})
+        if built is not None:
+            out.append(built)
+    if errors:
+        raise ManifestError(errors)
+    return out
+
+
+def read_consultations(path: Path, entities: set[str] | None = None) -> list[Consultation]:
+    """Load and check a consultations file; every problem is reported with file:line."""
+    display = str(path)
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ManifestError(
+                [Diagnostic("error", Location(display), f"file is larger than {MAX_BYTES} bytes")]
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(
+            [Diagnostic("error", Location(display), f"cannot read: {exc.strerror or exc}")]
+        ) from None
+    if path.suffix.lower() == ".csv":
+        items = _from_csv(data, display)
+    else:
+        items = _from_yaml(data, display)
+    errors: list[Diagnostic] = []
+    seen: dict[str, Consultation] = {}
+    for c in items:
+        if c.reference in seen:
+            errors.append(
+                Diagnostic(
+                    "error",
+                    c.location,
+                    f"consultation {c.reference}: listed "
+                    f"twice (first at {seen[c.reference].location})",
+                )
+            )
+        seen.setdefault(c.reference, c)
+        if entities is not None and c.entity not in entities:
+            errors.append(
+                Diagnostic(
+                    "error", c.location, f"consultation {c.reference}: unknown entity '{c.entity}'"
+                )
+            )
+        if any(ord(ch) < 32 for ch in c.reference):
+            errors.append(Diagnostic("error", c.location, "reference contains control characters"))
+    if errors:
+        raise ManifestError(errors)
+    return items

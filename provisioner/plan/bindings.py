@@ -1,0 +1,194 @@
+"""Consultation bindings: merge the consultations file with the state's definitive records.
+
+Pure. A consultation seen for the first time is bound (recorded) by the next apply; a known one
+may change status, title or dates but never its key: a different key is a refusal naming both.
+A consultation missing from the file keeps its last known status; it is never assumed closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from provisioner.consultations import Consultation
+from provisioner.plan.model import BIND, CONSULT, Action, ConsultationView, Desired
+from provisioner.state.records import Recorded, RecordedConsultation, RecordedGeneration
+
+
+@dataclass
+class Bindings:
+    views: list[ConsultationView] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+
+    def holders(self) -> dict[str, list[ConsultationView]]:
+        """Generation id -> the consultations not closed that keep it alive."""
+        out: dict[str, list[ConsultationView]] = {}
+        for view in self.views:
+            if view.is_open and view.generation_id is not None:
+                out.setdefault(view.generation_id, []).append(view)
+        return out
+
+
+def find_generation(recorded: Recorded, entity: str, key_ref: str) -> RecordedGeneration | None:
+    return find_generation_in(recorded.generations_of(entity), entity, key_ref)
+
+
+def find_generation_in(
+    generations: Iterable[RecordedGeneration], entity: str, key_ref: str
+) -> RecordedGeneration | None:
+    """The generation of `entity` a key reference (designation or fingerprint) names."""
+    kind, _, value = key_ref.partition(":")
+    for g in sorted((g for g in generations if g.entity == entity), key=lambda g: g.number):
+        if kind == "sha256" and g.cert_sha256 == value:
+            return g
+        if kind == "designation" and g.designation.casefold() == value.casefold():
+            return g
+    return None
+
+
+def describe_ref(recorded: Recorded, entity: str, key_ref: str) -> str:
+    g = find_generation(recorded, entity, key_ref)
+    if g is not None:
+        return f'generation {g.number} "{g.designation}" (certificate {g.cert_sha256[:16]}…)'
+    kind, _, value = key_ref.partition(":")
+    return f"the key with {kind} {value!r}"
+
+
+def _view(rec: RecordedConsultation, recorded: Recorded) -> ConsultationView:
+    g = recorded.generation(rec.generation_id) if rec.generation_id else None
+    return ConsultationView(
+        rec.reference,
+        rec.entity,
+        rec.title,
+        rec.key_ref,
+        rec.generation_id,
+        g.number if g else 0,
+        rec.status,
+        rec.deadline,
+        rec.opening,
+        True,
+    )
+
+
+def _attributes(c: Consultation) -> tuple[tuple[str, str], ...]:
+    attrs = [
+        ("reference", c.reference),
+        ("title", c.title),
+        ("key", c.key_ref),
+        ("status", c.status),
+    ]
+    if c.deadline:
+        attrs.append(("deadline", c.deadline.isoformat()))
+    if c.opening:
+        attrs.append(("opening", c.opening.isoformat()))
+    return tuple(attrs)
+
+
+def merge(desired: Desired, recorded: Recorded) -> Bindings:
+    out = Bindings()
+    seen: set[str] = set()
+    for c in desired.consultations or ():
+        if not desired.in_scope(c.entity):
+            continue
+        seen.add(c.reference)
+        rec = recorded.consultations.get(c.reference)
+        g = find_generation(recorded, c.entity, c.key_ref)
+        if rec is not None and (rec.entity != c.entity or rec.key_ref != c.key_ref):
+            out.refusals.append(
+                f"{c.location}: consultation {c.reference} is bound to "
+                f"{describe_ref(recorded, rec.entity, rec.key_ref)} of {rec.entity} since "
+                f"{rec.bound_at:%Y-%m-%d}; the file now binds it to "
+                f"{describe_ref(recorded, c.entity, c.key_ref)} of {c.entity}. A binding is "
+                "definitive: correct the consultations file."
+            )
+            out.views.append(_view(rec, recorded))
+            continue
+        if rec is None:
+            what = (
+                f'generation {g.number} "{g.designation}"'
+                if g is not None
+                else f"{c.key_ref}, a key this tool does not manage"
+            )
+            out.actions.append(
+                Action(
+                    BIND,
+                    "+",
+                    c.entity,
+                    g.number if g else 0,
+                    "new-binding",
+                    f"consultation {c.reference} is bound to {what} (definitive)",
+                    attributes=_attributes(c),
+                )
+            )
+        else:
+            changes = []
+            if rec.generation_id is None and g is not None:
+                changes.append(f"its key is now managed: generation {g.number}")
+            if rec.status != c.status:
+                changes.append(f"status {rec.status} -> {c.status}")
+            if (rec.deadline, rec.opening, rec.title) != (c.deadline, c.opening, c.title):
+                changes.append("title or dates updated")
+            if changes:
+                out.actions.append(
+                    Action(
+                        CONSULT,
+                        "~",
+                        c.entity,
+                        g.number if g else 0,
+                        "closed"
+                        if c.status == "closed" and rec.status != "closed"
+                        else "consultation-updated",
+                        f"consultation {c.reference}: {'; '.join(changes)}",
+                        attributes=_attributes(c),
+                    )
+                )
+        out.views.append(
+            ConsultationView(
+                c.reference,
+                c.entity,
+                c.title,
+                c.key_ref,
+                g.id if g else None,
+                g.number if g else 0,
+                c.status,
+                c.deadline,
+                c.opening,
+                rec is not None,
+            )
+        )
+    for reference, rec in sorted(recorded.consultations.items()):
+        if reference in seen or not desired.in_scope(rec.entity):
+            continue
+        view = _view(rec, recorded)
+        g = find_generation(recorded, rec.entity, rec.key_ref)
+        if rec.generation_id is None and g is not None:
+            # Bound before its key was managed (adopted or created later): record the link.
+            out.actions.append(
+                Action(
+                    CONSULT,
+                    "~",
+                    rec.entity,
+                    g.number,
+                    "consultation-updated",
+                    f"consultation {reference}: its key is now managed: generation {g.number}",
+                    attributes=_recorded_attributes(rec),
+                )
+            )
+            view = replace(view, generation_id=g.id, generation=g.number)
+        out.views.append(view)
+    return out
+
+
+def _recorded_attributes(rec: RecordedConsultation) -> tuple[tuple[str, str], ...]:
+    attrs = [
+        ("reference", rec.reference),
+        ("title", rec.title),
+        ("key", rec.key_ref),
+        ("status", rec.status),
+    ]
+    if rec.deadline:
+        attrs.append(("deadline", rec.deadline.isoformat()))
+    if rec.opening:
+        attrs.append(("opening", rec.opening.isoformat()))
+    return tuple(attrs)

@@ -1,0 +1,355 @@
+"""Consultations: definitive bindings, the guards that protect bid opening, and `check`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from provisioner.consultations import read_consultations
+from provisioner.crypto import pkcs12
+from provisioner.errors import ManifestError
+from provisioner.state.escrow import Escrow
+from tests.conftest import Runner
+from tests.engine_helpers import ESCROW_PASSPHRASE, PASSWORDS, p12_files, serial, state_rows
+
+# The quickstart's keys are created "now" (2026) and valid 730 days; these instants move the
+# clock through the life of a consultation bound to generation 1 of commune-exemple.
+CREATED = "2026-12-01T09:00:00+00:00"
+IN_WINDOW = "2028-10-20T09:00:00+00:00"  # inside the 60-day renewal window
+EXPIRED = "2028-12-10T09:00:00+00:00"  # generation 1 expired, the consultation still open
+CLOSED = "2029-01-20T09:00:00+00:00"
+
+
+def consultations(
+    folder: Path,
+    status: str = "open",
+    designation: str = "Commune Exemple",
+    name: str = "consultations.yaml",
+) -> Path:
+    path = folder / name
+    path.write_text(
+        "version: 1\n"
+        "consultations:\n"
+        "  - reference: 2026-TX-014\n"
+        "    title: Voirie rue des Lilas\n"
+        "    entity: commune-exemple\n"
+        f"    designation: {designation}\n"
+        f"    status: {status}\n"
+        "    deadline: 2026-12-20T12:00:00+01:00\n"
+        "    opening: 2027-01-10\n"
+    )
+    return path
+
+
+def run(
+    cli: Runner, manifest: Path, at: str, *args: str, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = cli(
+        *args,
+        manifest,
+        "--consultations",
+        manifest.parent / "consultations.yaml",
+        env={"PROVISIONER_NOW": at},
+    )
+    if ok:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def workstation_files(manifest: Path) -> set[str]:
+    return {rel for rel in p12_files(manifest) if rel.startswith("workstations/")}
+
+
+def test_invariant_2_bound_keys_live_through_renewal_until_their_consultation_closes(
+    cli: Runner, quickstart: Path
+) -> None:
+    folder = quickstart.parent
+    consultations(folder)
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    assert state_rows(quickstart, "SELECT reference, status FROM consultations") == [
+        ("2026-TX-014", "open")
+    ]
+
+    planned = run(cli, quickstart, IN_WINDOW, "plan")
+    assert "~ generation 1: retain  [bound-to-open-consultation]" in planned.stdout
+    assert (
+        "2026-TX-014 (Voirie rue des Lilas; deadline 2026-12-20; opening 2027-01-10)"
+        in planned.stdout
+    )
+    assert "keeps          = generation 1" in planned.stdout
+    run(cli, quickstart, IN_WINDOW, "apply", "--auto-approve")
+    held = workstation_files(quickstart)
+    for ws in ("ws-accueil", "ws-marches"):
+        assert f"workstations/{ws}/commune-exemple.g1.p12" in held, "old key left a workstation"
+        assert f"workstations/{ws}/commune-exemple.g2.p12" in held
+    # Syndicat has no consultation: its old generation left the workstations.
+    assert "workstations/ws-marches/syndicat-eaux.g1.p12" not in held
+
+    # Expired yet still bound: kept, repaired if lost, and warned about.
+    p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g1.p12"].unlink()
+    planned = run(cli, quickstart, EXPIRED, "plan")
+    assert "+ write g1 on ws-accueil" in planned.stdout
+    assert '[expired-bound] generation 1 "Commune Exemple" expired on' in planned.stdout
+    run(cli, quickstart, EXPIRED, "apply", "--auto-approve")
+    copy = p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g1.p12"]
+    pkcs12.decode(copy.read_bytes(), PASSWORDS["commune-exemple"])
+
+    # Closed: the next apply retires generation 1 from the workstations, escrow keeps it.
+    consultations(folder, status="closed")
+    planned = run(cli, quickstart, CLOSED, "plan")
+    assert "[closed] consultation 2026-TX-014: status open -> closed" in planned.stdout
+    assert "- generation 1: retire  [unbound]" in planned.stdout
+    run(cli, quickstart, CLOSED, "apply", "--auto-approve")
+    held = workstation_files(quickstart)
+    assert not any(rel.endswith("commune-exemple.g1.p12") for rel in held)
+    assert "shared/backup/commune-exemple.g1.p12" in p12_files(quickstart)
+    g1 = state_rows(
+        quickstart,
+        "SELECT key_sha256, status FROM generations WHERE "
+        "entity = 'commune-exemple' AND number = 1",
+    )[0]
+    assert g1[1] == "retired"
+    escrow = Escrow.unlock(folder / ".provisioner" / "escrow", ESCROW_PASSPHRASE)
+    assert isinstance(g1[0], str)
+    escrow.get(g1[0])
+    closed_at = state_rows(quickstart, "SELECT closed_at FROM consultations")[0][0]
+    assert isinstance(closed_at, str) and closed_at.startswith("2029-01-20")
+
+
+def test_invariant_3_bindings_are_definitive(cli: Runner, quickstart: Path) -> None:
+    folder = quickstart.parent
+    consultations(folder)
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    run(cli, quickstart, IN_WINDOW, "apply", "--auto-approve")  # generation 2 exists now
+    before = serial(quickstart)
+    files = {p: p.read_bytes() for p in p12_files(quickstart).values()}
+    consultations(folder, designation="Commune Exemple (2)")
+    for command in (["plan"], ["apply", "--auto-approve"]):
+        done = run(cli, quickstart, IN_WINDOW, *command, ok=False)
+        assert done.returncode == 1
+        assert (
+            "consultations.yaml:3:5: consultation 2026-TX-014 is bound to generation 1 "
+            '"Commune Exemple"' in done.stdout
+        )
+        assert 'the file now binds it to generation 2 "Commune Exemple (2)"' in done.stdout
+        assert "Plan refused: a guard forbids applying it" in done.stdout
+    assert serial(quickstart) == before
+    assert {p: p.read_bytes() for p in p12_files(quickstart).values()} == files
+    # The database itself refuses a rebinding, whatever the code above it does.
+    import sqlite3
+
+    conn = sqlite3.connect(folder / ".provisioner" / "state.db")
+    with pytest.raises(sqlite3.DatabaseError, match="definitive"):
+        conn.execute("UPDATE consultations SET key_ref = 'designation:x'")
+    with pytest.raises(sqlite3.DatabaseError, match="never deleted"):
+        conn.execute("DELETE FROM consultations")
+    conn.close()
+
+
+def test_a_consultation_missing_from_a_later_file_keeps_its_status(
+    cli: Runner, quickstart: Path
+) -> None:
+    folder = quickstart.parent
+    consultations(folder)
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    (folder / "consultations.yaml").write_text("version: 1\nconsultations: []\n")
+    planned = run(cli, quickstart, IN_WINDOW, "plan")
+    assert "~ generation 1: retain  [bound-to-open-consultation]" in planned.stdout
+
+
+def test_deleting_a_bound_entity_or_its_last_workstation_is_refused(
+    cli: Runner, quickstart: Path
+) -> None:
+    folder = quickstart.parent
+    consultations(folder)
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    before = serial(quickstart)
+    original = quickstart.read_text()
+    quickstart.write_text(
+        original.replace(
+            "    name: Commune d'Exemple\n", "    name: Commune d'Exemple\n    state: absent\n"
+        )
+    )
+    done = run(cli, quickstart, CREATED, "apply", "--auto-approve", ok=False)
+    assert done.returncode == 1
+    assert (
+        'entity commune-exemple is marked absent, but generation 1 "Commune Exemple" is '
+        "bound to open consultation 2026-TX-014" in done.stdout
+    )
+    quickstart.write_text(
+        original.replace("workstations: [service-marches, ws-accueil]", "workstations: []")
+    )
+    done = run(cli, quickstart, CREATED, "apply", "--auto-approve", ok=False)
+    assert done.returncode == 1
+    assert "declares no workstation any more" in done.stdout
+    assert serial(quickstart) == before
+    assert len(workstation_files(quickstart)) == 3
+
+
+def test_unmanaged_key_is_warned_and_adopting_it_resolves_the_binding(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    folder = quickstart.parent
+    consultations(folder, designation="Ancienne cle")
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    planned = run(cli, quickstart, CREATED, "plan")
+    assert "[unmanaged-key] consultation 2026-TX-014" in planned.stdout
+    key, cert, pfx = tmp_path / "k.pem", tmp_path / "c.pem", tmp_path / "old.pfx"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "900",
+            "-subj",
+            "/CN=Ancienne cle",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "openssl",
+            "pkcs12",
+            "-export",
+            "-inkey",
+            key,
+            "-in",
+            cert,
+            "-name",
+            "Ancienne cle",
+            "-out",
+            pfx,
+            "-passout",
+            "pass:Old-Windows-Pass-1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    done = cli(
+        "adopt",
+        quickstart,
+        "commune-exemple",
+        pfx,
+        "--retained",
+        "--password-env",
+        "PW",
+        env={"PW": "Old-Windows-Pass-1", "PROVISIONER_NOW": CREATED},
+    )
+    assert done.returncode == 0, done.stderr
+    planned = run(cli, quickstart, CREATED, "plan")
+    assert "its key is now managed: generation 2" in planned.stdout
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    assert "workstations/ws-accueil/commune-exemple.g2.p12" in workstation_files(quickstart)
+
+
+def check(cli: Runner, manifest: Path, at: str, *extra: str) -> tuple[int, str]:
+    done = cli(
+        "check",
+        manifest,
+        "--consultations",
+        manifest.parent / "consultations.yaml",
+        *extra,
+        env={"PROVISIONER_NOW": at},
+    )
+    return done.returncode, done.stdout
+
+
+def test_check_returns_each_exit_code(cli: Runner, quickstart: Path) -> None:
+    folder = quickstart.parent
+    consultations(folder)
+    code, out = check(cli, quickstart, CREATED)
+    assert code == 1 and "no bi-clé yet: run provisioner apply" in out  # nothing applied yet
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+
+    code, out = check(cli, quickstart, CREATED)
+    assert code == 0, out
+    assert out.startswith("PROVISIONER OK - 2 entities, 5 copies in sync")
+    assert "| entities=2 critical=0 warning=0" in out
+
+    p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g1.p12"].write_bytes(b"x")
+    code, out = check(cli, quickstart, CREATED)
+    assert code == 1 and out.startswith("PROVISIONER WARNING - ")
+    assert "[pending] 1 change(s) pending (drifted)" in out
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+
+    # The key expires before the opening: warning; before the deadline for bids: critical.
+    text = (folder / "consultations.yaml").read_text()
+    (folder / "consultations.yaml").write_text(text.replace("2027-01-10", "2029-01-10"))
+    code, out = check(cli, quickstart, CREATED)
+    assert code == 1 and "[expires-before-opening]" in out
+    (folder / "consultations.yaml").write_text(text.replace("2026-12-20", "2029-01-05"))
+    code, out = check(cli, quickstart, CREATED)
+    assert code == 2 and out.startswith("PROVISIONER CRITICAL - ")
+    assert "[expires-before-deadline]" in out
+
+    js = cli(
+        "check",
+        "--json",
+        quickstart,
+        "--consultations",
+        folder / "consultations.yaml",
+        env={"PROVISIONER_NOW": CREATED},
+    )
+    document = json.loads(js.stdout)
+    assert document["status"] == "CRITICAL" and document["exit_code"] == 2 == js.returncode
+    (folder / "consultations.yaml").write_text(text)
+    code, out = check(cli, quickstart, "2028-11-27T09:00:00+00:00")  # renewal never applied
+    assert code == 2 and "commune-exemple: current generation 1 expires in 3 days" in out
+
+    # The probe itself cannot run: UNKNOWN.
+    (folder / ".provisioner" / "state.db").write_bytes(b"damaged")
+    code, out = check(cli, quickstart, CREATED)
+    assert code == 3 and out.startswith("PROVISIONER UNKNOWN - ")
+    assert "state database is unreadable" in out
+
+
+def test_consultations_file_errors_name_their_place(tmp_path: Path) -> None:
+    bad = tmp_path / "c.yaml"
+    bad.write_text(
+        "version: 1\nconsultations:\n  - reference: A\n    entity: x\n"
+        "    status: pending\n    designation: D\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        read_consultations(bad, {"x"})
+    assert 'c.yaml:5:13: error: consultations[0].status: "pending" is not one of' in str(info.value)
+    csv = tmp_path / "c.csv"
+    csv.write_text(
+        "reference;title;entity;designation;status;deadline;opening\n"
+        "2026-01;Voirie;x;Ville 2026;open;15/12/2026 12:00;16/12/2026\n"
+        "2026-02;Ecole;x;Ville 2026;ouvert;;\n"
+        "2026-03;Cantine;y;Ville 2026;open;;\n"
+        "2026-04;Parc;x;Ville 2026;open;31/02/2026;\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        read_consultations(csv, {"x"})
+    text = str(info.value)
+    assert f"{csv}:3: error: status: 'ouvert' is not one of open, opening, closed" in text
+    assert f"{csv}:5: error: deadline: '31/02/2026' is not a date" in text
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "reference,entity,designation,status,deadline,opening\n"
+        "2026-01,x,Ville 2026,open,15/12/2026 12:00,2026-12-16T10:00:00+01:00\n"
+    )
+    (item,) = read_consultations(good, {"x"})
+    assert item.deadline is not None and item.deadline.isoformat() == "2026-12-15T12:00:00+01:00"
+    assert item.key_ref == "designation:Ville 2026"
+    dup = tmp_path / "dup.csv"
+    dup.write_text("reference,entity,designation,status\nA,x,D,open\nA,x,D,open\n")
+    with pytest.raises(ManifestError, match=r"dup.csv:3: error: consultation A: listed twice"):
+        read_consultations(dup, {"x"})
+    unknown = tmp_path / "u.csv"
+    unknown.write_text("reference,entity,designation,status\nA,nobody,D,open\n")
+    with pytest.raises(ManifestError, match="unknown entity 'nobody'"):
+        read_consultations(unknown, {"x"})
