@@ -439,6 +439,107 @@ def check(
     raise typer.Exit(code)
 
 
+@app.command()
+def trust(
+    manifest: ManifestArg,
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="SSH targets to trust (default: every SSH target).",
+            metavar="[TARGET]...",
+            show_default=False,
+        ),
+    ] = None,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint",
+            help="Record only if the host key has this SHA-256 "
+            "fingerprint (SHA256:...), as the machine's administrator gave it.",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="Record unknown keys without asking (only on a network you trust)."
+        ),
+    ] = False,
+) -> None:
+    """Record the host keys of SSH targets in the known_hosts files the manifest names.
+
+    Unknown keys are shown with their fingerprint and recorded after confirmation; a key that
+    differs from the recorded one is never replaced here (remove the old line by hand once the
+    change is explained)."""
+    from provisioner.transports import ssh
+
+    model, _ = read_manifest(manifest)
+    everything = {**model.workstations, **model.locations}
+    chosen = (
+        [everything[name] for name in targets]
+        if targets
+        else [t for t in everything.values() if t.transport == "ssh"]
+    )
+    unknown = [name for name in targets or [] if name not in everything]
+    if unknown:
+        fail(f"unknown target(s): {', '.join(unknown)}")
+    problems = 0
+    seen: set[tuple[str, int, str]] = set()
+    for target in chosen:
+        if target.transport != "ssh":
+            fail(f"{target.name} is not an SSH target")
+        assert target.host is not None and target.known_hosts is not None
+        ident = (target.host, target.port, str(target.known_hosts))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        where = ssh.known_hosts_name(target.host, target.port)
+        try:
+            key = ssh.scan_host_key(target.host, target.port, target.connect_timeout)
+        except ProvisionerError as exc:
+            typer.echo(f"{target.name}: {exc}", err=True)
+            problems += 1
+            continue
+        offered = ssh.fingerprint(key)
+        recorded = ssh.known_key(target.known_hosts, target.host, target.port)
+        if any(
+            k.get_name() == key.get_name() and k.get_base64() == key.get_base64() for k in recorded
+        ):
+            typer.echo(f"{target.name}: {where} already trusted ({offered})")
+            continue
+        if recorded:
+            typer.echo(
+                f"{target.name}: {where} offers {offered} but {target.known_hosts} "
+                f"records {', '.join(ssh.fingerprint(k) for k in recorded)}: NOT "
+                "replaced. Verify the change, remove the old line, run trust again.",
+                err=True,
+            )
+            problems += 1
+            continue
+        if fingerprint is not None:
+            if key.fingerprint != fingerprint:
+                typer.echo(
+                    f"{target.name}: {where} offers {offered}, not {fingerprint}: refused", err=True
+                )
+                problems += 1
+                continue
+        elif not yes:
+            if not sys.stdin.isatty():
+                typer.echo(
+                    f"{target.name}: {where} offers {offered}; give --fingerprint or "
+                    "--yes to record it",
+                    err=True,
+                )
+                problems += 1
+                continue
+            if not typer.confirm(f"{target.name}: {where} offers {offered}. Trust it?"):
+                problems += 1
+                continue
+        ssh.record_host_key(target.known_hosts, target.host, target.port, key)
+        typer.echo(f"{target.name}: recorded {where} {offered} in {target.known_hosts}")
+    raise typer.Exit(1 if problems else 0)
+
+
 def _secret_option(env: str | None, file: Path | None, what: str) -> str | None:
     from provisioner.errors import Location
     from provisioner.manifest.model import SecretRef

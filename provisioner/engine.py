@@ -26,7 +26,7 @@ from provisioner.secrets import policy_problem, resolve
 from provisioner.state.db import StateDB
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import Recorded
-from provisioner.transports import open_transport
+from provisioner.transports import TransportPool
 from provisioner.transports.base import FileFacts
 
 STATE_ENV = "PROVISIONER_STATE_DIR"
@@ -58,6 +58,7 @@ class Session:
     db: StateDB | None = None
     escrow: Escrow | None = None
     recorded: Recorded = field(default_factory=lambda: Recorded(None, 0))
+    pool: TransportPool = field(default_factory=TransportPool)
 
     @property
     def escrow_dir(self) -> Path:
@@ -94,6 +95,7 @@ class Session:
                 )
 
     def close(self) -> None:
+        self.pool.close()
         if self.db is not None:
             self.db.close()
 
@@ -173,12 +175,9 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
             unreachable[name] = "not in the manifest and not recorded in the state"
             return
         try:
-            transport = open_transport(target)
-            try:
-                for path in sorted(wanted[name]):
-                    files[(name, path)] = transport.observe(path)
-            finally:
-                transport.close()
+            transport = session.pool.get(target)
+            for path in sorted(wanted[name]):
+                files[(name, path)] = transport.observe(path)
         except ProvisionerError as exc:
             unreachable[name] = str(exc).removeprefix(f"{name}: ")
 

@@ -6,10 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import sshd as sshd_helpers
+from tests.sshd import SshServer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -51,3 +54,15 @@ def quickstart(tmp_path: Path) -> Path:
     shutil.copy(EXAMPLES / "quickstart.yaml", tmp_path / "quickstart.yaml")
     shutil.copytree(EXAMPLES / "secrets", tmp_path / "secrets")
     return tmp_path / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[SshServer]:
+    """A real OpenSSH server on 127.0.0.1 and 127.0.0.2 for the module's tests."""
+    if not sshd_helpers.available():
+        if os.environ.get("CI"):
+            pytest.fail("sshd is not installed: .ci/run must install openssh-server")
+        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    server = sshd_helpers.start()
+    yield server
+    server.stop()

@@ -52,7 +52,7 @@ from provisioner.state.records import (
     RecordedCopy,
     RecordedGeneration,
 )
-from provisioner.transports import open_transport
+from provisioner.transports import TransportPool
 from provisioner.transports.base import FileFacts, Transport, target_spec
 
 FLUSH_EVERY = 200
@@ -116,6 +116,7 @@ class Executor:
         now: dt.datetime,
         parallel: int = 8,
         progress: ProgressFn | None = None,
+        pool: TransportPool | None = None,
     ) -> None:
         self.desired = desired
         self.recorded = recorded
@@ -131,7 +132,8 @@ class Executor:
             (g.entity, g.number): g for g in recorded.generations
         }
         self.fresh_keys: dict[str, rsa.RSAPrivateKey] = {}
-        self.transports: dict[str, Transport] = {}
+        self.pool = pool or TransportPool()
+        self.own_pool = pool is None
         self.failed_targets: set[tuple[str, str]] = set()  # (entity, target) where a write failed
         self.skipped_entities: set[str] = set()
 
@@ -150,8 +152,8 @@ class Executor:
             self.remove(by_kind.get(REMOVE, []))
             self.retire(by_kind.get(RETIRE, []))
         finally:
-            for transport in self.transports.values():
-                transport.close()
+            if self.own_pool:
+                self.pool.close()
         return self.result
 
     def entity(self, entity_id: str) -> Entity:
@@ -356,12 +358,10 @@ class Executor:
     # ------------------------------------------------------------------ copies
 
     def transport(self, name: str) -> Transport:
-        if name not in self.transports:
-            target = resolve_target(self.desired, self.recorded, name)
-            if target is None:
-                raise TransportError(f"{name}: unknown target")
-            self.transports[name] = open_transport(target)
-        return self.transports[name]
+        target = resolve_target(self.desired, self.recorded, name)
+        if target is None:
+            raise TransportError(f"{name}: unknown target")
+        return self.pool.get(target)
 
     def key_of(self, g: RecordedGeneration) -> rsa.RSAPrivateKey:
         return self.fresh_keys.get(g.id) or self.escrow.get(g.key_sha256)

@@ -58,6 +58,7 @@ def _execute(
         now=clock.now(),
         parallel=parallel,
         progress=progress,
+        pool=session.pool,
     ).run()
 
 

@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+import threading
+
 from provisioner.manifest.model import Target
 from provisioner.transports.base import Transport
 from provisioner.transports.local import LocalTransport
 
 
-def open_transport(target: Target) -> Transport:
-    """The transport that reaches `target`."""
-    if target.transport == "local":
-        return LocalTransport(target)
-    from provisioner.errors import TransportError
+class TransportPool:
+    """One transport per target for a whole run (observation and execution); SSH targets on
+    the same host, port and user share one connection."""
 
-    raise TransportError(f"{target.name}: the ssh transport is not part of this release yet")
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._transports: dict[str, Transport] = {}
+        self._connections: dict[tuple[str, int, str, str], object] = {}
+
+    def get(self, target: Target) -> Transport:
+        with self._lock:
+            found = self._transports.get(target.name)
+            if found is not None and found.target == target:
+                return found
+            transport = self._open(target)
+            self._transports[target.name] = transport
+            return transport
+
+    def _open(self, target: Target) -> Transport:
+        if target.transport == "local":
+            return LocalTransport(target)
+        from provisioner.secrets import resolve
+        from provisioner.transports.ssh import SshConnection, SshTransport
+
+        key = (target.host or "", target.port, target.user or "", str(target.key_file))
+        conn = self._connections.get(key)
+        if not isinstance(conn, SshConnection):
+            passphrase = None
+            if target.key_passphrase is not None:
+                passphrase = resolve(target.key_passphrase, f"{target.name} key passphrase")
+            conn = SshConnection(target, passphrase)
+            self._connections[key] = conn
+        return SshTransport(target, conn)
+
+    def close(self) -> None:
+        from provisioner.transports.ssh import SshConnection
+
+        with self._lock:
+            for conn in self._connections.values():
+                if isinstance(conn, SshConnection):
+                    conn.close()
+            self._connections.clear()
+            self._transports.clear()
+
+
+def open_transport(target: Target) -> Transport:
+    """A transport for `target` alone (callers that do not share a pool)."""
+    return TransportPool().get(target)
