@@ -57,6 +57,9 @@ def evaluate(
         findings.append(Finding(CRITICAL, None, "refused", refusal))
     for error in plan.errors:
         findings.append(Finding(WARNING, None, "unreachable", error))
+    pending_by_entity: dict[str, list[str]] = {}
+    for a in plan.actions:
+        pending_by_entity.setdefault(a.entity, []).append(a.reason)
     for entity in manifest.entities:
         if entity.state != "present":
             continue
@@ -97,9 +100,9 @@ def evaluate(
                     f"days ({current.not_after:%Y-%m-%d})",
                 )
             )
-        pending = [a for a in plan.actions if a.entity == entity.id]
+        pending = pending_by_entity.get(entity.id, [])
         if pending:
-            reasons = sorted({a.reason for a in pending})
+            reasons = sorted(set(pending))
             findings.append(
                 Finding(
                     WARNING,

@@ -181,9 +181,23 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
         except ProvisionerError as exc:
             unreachable[name] = str(exc).removeprefix(f"{name}: ")
 
+    names = sorted(wanted)
+    remote = [n for n in names if not _is_local(desired, session.recorded, n)]
+    # Local folders are read in this thread (the disk cache answers faster than threads
+    # hand over); remote hosts are observed `parallel` at a time.
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        list(pool.map(one_target, sorted(wanted)))
+        futures = [pool.submit(one_target, n) for n in remote]
+        for name in names:
+            if name not in remote:
+                one_target(name)
+        for future in futures:
+            future.result()
     return Observed(files, unreachable)
+
+
+def _is_local(desired: Desired, recorded: Recorded, name: str) -> bool:
+    target = resolve_target(desired, recorded, name)
+    return target is not None and target.transport == "local"
 
 
 def make_plan(session: Session, observed: Observed, now: dt.datetime) -> Plan:

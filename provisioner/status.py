@@ -9,7 +9,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.manifest.model import Manifest
-from provisioner.plan.model import REMOVE, WRITE, Plan
+from provisioner.plan.model import REMOVE, WRITE, Action, Plan
 from provisioner.state.records import Recorded
 
 
@@ -48,8 +48,12 @@ def build(
     manifest: Manifest, recorded: Recorded, plan: Plan, now: dt.datetime
 ) -> list[EntityStatus]:
     out = []
+    by_entity: dict[str, list[Action]] = {}
+    for a in plan.actions:
+        by_entity.setdefault(a.entity, []).append(a)
+    errors_by_target = {e.split(":", 1)[0]: e for e in plan.errors}
     for entity in manifest.entities:
-        actions = [a for a in plan.actions if a.entity == entity.id]
+        actions = by_entity.get(entity.id, [])
         generations = tuple(
             GenerationStatus(
                 g.number,
@@ -65,23 +69,22 @@ def build(
         number_of = {g.id: g.number for g in recorded.generations_of(entity.id)}
         pending = {(a.target, a.path): a for a in actions if a.kind in (WRITE, REMOVE)}
         copies: dict[tuple[str, str], CopyStatus] = {}
-        for c in recorded.copies.values():
-            if c.entity == entity.id:
-                a = pending.get((c.target, c.path))
-                copies[(c.target, c.path)] = CopyStatus(
-                    c.target,
-                    c.path,
-                    number_of.get(c.generation_id, 0),
-                    a.reason if a else "ok",
-                    a.message if a else f"written {c.written_at:%Y-%m-%d %H:%M}",
-                )
+        for c in recorded.copies_of(entity.id):
+            found = pending.get((c.target, c.path))
+            copies[(c.target, c.path)] = CopyStatus(
+                c.target,
+                c.path,
+                number_of.get(c.generation_id, 0),
+                found.reason if found else "ok",
+                found.message if found else f"written {c.written_at:%Y-%m-%d %H:%M}",
+            )
         for (target, path), a in pending.items():
             if (target, path) not in copies and target is not None and path is not None:
                 copies[(target, path)] = CopyStatus(target, path, a.generation, a.reason, a.message)
         ready = not actions
         reason = "up to date" if ready else f"{actions[0].reason}: {actions[0].message}"
         unreachable = [
-            e for e in plan.errors if any(e.startswith(f"{t.name}:") for t in entity.targets)
+            error for t in entity.targets if (error := errors_by_target.get(t.name)) is not None
         ]
         if unreachable:
             ready = False

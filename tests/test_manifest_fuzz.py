@@ -118,3 +118,59 @@ def test_cli_on_garbage_exits_1_without_traceback(tmp_path: Path) -> None:
         done = run_cli("validate", path)
         assert done.returncode == 1, data
         assert "Traceback" not in done.stderr and "error:" in done.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-5, 5000)
+        | st.sampled_from(
+            ["local", "ssh", "modern", "legacy", "present", "absent", "a", "A B", "/x", "RSA"]
+        ),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "version",
+                        "escrow",
+                        "passphrase",
+                        "env",
+                        "entities",
+                        "id",
+                        "name",
+                        "key",
+                        "designation",
+                        "password",
+                        "size",
+                        "inventory",
+                        "workstations",
+                        "transport",
+                        "path",
+                        "host",
+                        "user",
+                        "known_hosts",
+                        "groups",
+                        "file",
+                        "command",
+                    ]
+                ),
+                children,
+                max_size=5,
+            )
+        ),
+        max_leaves=25,
+    )
+)
+def test_fast_validator_agrees_with_jsonschema(doc: object) -> None:
+    import jsonschema
+
+    from provisioner.manifest.schema import is_valid, load_schema
+
+    reference = jsonschema.Draft202012Validator(load_schema("manifest.schema.json"))
+    assert is_valid(doc, "manifest.schema.json") == reference.is_valid(doc)
+    for item in [doc] if isinstance(doc, dict) else []:
+        wrapped = {"version": 1, "escrow": {"passphrase": {"env": "E"}}, "entities": [item]}
+        assert is_valid(wrapped, "manifest.schema.json") == reference.is_valid(wrapped)

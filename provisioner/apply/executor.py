@@ -20,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provisioner import clock
-from provisioner.apply.keygen import generate_many
-from provisioner.crypto import certificates, pkcs12
+from provisioner.apply.keygen import encode_many, generate_many
+from provisioner.crypto import certificates
 from provisioner.crypto.keys import certificate_fingerprint
-from provisioner.errors import ProvisionerError, StateError, TransportError
+from provisioner.errors import ProvisionerError, TransportError
 from provisioner.manifest.model import SELF_SIGNED, Entity, Issuer
 from provisioner.plan.bindings import find_generation_in
 from provisioner.plan.model import (
@@ -366,15 +366,29 @@ class Executor:
     def key_of(self, g: RecordedGeneration) -> rsa.RSAPrivateKey:
         return self.fresh_keys.get(g.id) or self.escrow.get(g.key_sha256)
 
-    def encode(self, entity: Entity, g: RecordedGeneration) -> tuple[bytes, str]:
-        """One PKCS#12 for a generation, reused for all its targets; and the password id."""
-        password = self.passwords[entity.id]
-        cert = x509.load_der_x509_certificate(g.certificate)
-        chain = tuple(x509.load_pem_x509_certificates(g.chain)) if g.chain else ()
-        data = pkcs12.encode(
-            self.key_of(g), cert, chain, g.designation, password, entity.key.profile
-        )
-        return data, self.escrow.password_id(entity.id, password)
+    def encode_groups(
+        self, groups: dict[tuple[str, int], list[Action]]
+    ) -> dict[tuple[str, int], tuple[bytes, str] | str]:
+        """One PKCS#12 per generation, all encoded up front across cores; a failure (key
+        missing from the escrow...) is returned as its message."""
+        out: dict[tuple[str, int], tuple[bytes, str] | str] = {}
+        jobs: list[tuple[rsa.RSAPrivateKey, bytes, bytes, str, str, str]] = []
+        order: list[tuple[tuple[str, int], str]] = []
+        for entity_id, number in groups:
+            entity = self.entity(entity_id)
+            g = self.generations[(entity_id, number)]
+            password = self.passwords[entity_id]
+            try:
+                key = self.key_of(g)
+            except ProvisionerError as exc:
+                out[(entity_id, number)] = str(exc)
+                continue
+            jobs.append((key, g.certificate, g.chain, g.designation, password, entity.key.profile))
+            order.append(((entity_id, number), self.escrow.password_id(entity_id, password)))
+        self.progress("encoding PKCS#12", 0, len(jobs))
+        for (group, password_id), data in zip(order, encode_many(jobs), strict=True):
+            out[group] = (data, password_id)
+        return out
 
     def write(self, actions: list[Action]) -> None:
         groups: dict[tuple[str, int], list[Action]] = {}
@@ -389,17 +403,18 @@ class Executor:
         pending: list[tuple[Action, RecordedCopy]] = []
         last_flush = time.monotonic()
         self.progress("writing copies", 0, total)
+        encoded = self.encode_groups(groups)
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             futures: dict[Future[FileFacts], tuple[Action, RecordedCopy]] = {}
             for (entity_id, number), group in groups.items():
                 entity = self.entity(entity_id)
                 g = self.generations[(entity_id, number)]
-                try:
-                    data, password_id = self.encode(entity, g)
-                except (ProvisionerError, StateError) as exc:
+                result = encoded[(entity_id, number)]
+                if isinstance(result, str):
                     for action in group:
-                        self.record_failure(action, str(exc))
+                        self.record_failure(action, result)
                     continue
+                data, password_id = result
                 for action in group:
                     assert action.target is not None and action.path is not None
                     template = RecordedCopy(

@@ -21,6 +21,7 @@ class _Checker:
     def __init__(self, positions: Positions, base_dir: Path) -> None:
         self.pos = positions
         self.base_dir = base_dir
+        self.base = str(base_dir)
         self.diagnostics: list[Diagnostic] = []
 
     def error(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
@@ -35,12 +36,14 @@ class _Checker:
 
     def local_path(self, raw: str, path: tuple[str | int, ...]) -> Path:
         """A local path: absolute, or relative to the manifest; never through `..`."""
-        if "\x00" in raw or any(ord(c) < 32 for c in raw):
+        return Path(self.local_str(raw, path))
+
+    def local_str(self, raw: str, path: tuple[str | int, ...]) -> str:
+        if not raw.isprintable():
             self.error(path, "path contains control characters")
-        elif ".." in Path(raw).parts:
+        elif ".." in raw.split("/"):
             self.error(path, f"unsafe path {raw!r}: '..' may not be used to leave a folder")
-        p = Path(raw)
-        return p if p.is_absolute() else self.base_dir / p
+        return os.path.normpath(raw if os.path.isabs(raw) else os.path.join(self.base, raw))
 
     def remote_path(self, raw: str, path: tuple[str | int, ...]) -> str:
         if "\\" in raw:
@@ -88,7 +91,7 @@ def _targets(
             c.error((*path, "name"), f"duplicate {role} name '{name}'")
             continue
         if item["transport"] == "local":
-            target_path = str(c.local_path(item["path"], (*path, "path")))
+            target_path = c.local_str(item["path"], (*path, "path"))
             out[name] = m.Target(name, role, "local", target_path, c.pos.at(path))
         else:
             passphrase = item.get("key_passphrase")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from provisioner.errors import Location
@@ -146,8 +147,9 @@ class Manifest:
     entities: tuple[Entity, ...]
     consultations: Path | None
 
+    @cached_property
+    def _entities(self) -> dict[str, Entity]:
+        return {e.id: e for e in self.entities}
+
     def entity(self, entity_id: str) -> Entity | None:
-        for entity in self.entities:
-            if entity.id == entity_id:
-                return entity
-        return None
+        return self._entities.get(entity_id)

@@ -6,10 +6,13 @@ import difflib
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema.exceptions import ValidationError
+import fastjsonschema
+
+if TYPE_CHECKING:  # jsonschema is imported only to explain an invalid document
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 from provisioner.errors import Diagnostic
 from provisioner.manifest.yamlpos import Positions
@@ -27,6 +30,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     schema = load_schema(name)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
@@ -126,8 +131,27 @@ def _explain(error: ValidationError, positions: Positions) -> list[Diagnostic]:
     return [Diagnostic("error", positions.at(path), message)]
 
 
+@cache
+def _fast(name: str) -> Any:
+    return fastjsonschema.compile(load_schema(name))
+
+
+def is_valid(document: Any, schema_name: str) -> bool:
+    """Compiled check (fastjsonschema): tens of times faster than jsonschema, no messages."""
+    try:
+        _fast(schema_name)(document)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
 def validate(document: Any, positions: Positions, schema_name: str) -> list[Diagnostic]:
-    """Every schema violation of `document`, in document order."""
+    """Every schema violation of `document`, in document order.
+
+    Valid documents pass through the compiled validator; only an invalid one is walked by
+    jsonschema, the reference implementation, which names every error."""
+    if is_valid(document, schema_name):
+        return []
     diagnostics: list[Diagnostic] = []
     for error in _validator(schema_name).iter_errors(document):
         diagnostics.extend(_explain(error, positions))

@@ -104,7 +104,7 @@ class _Planner:
                     self.present(entity)
                 if len(self.actions) == before:
                     self.in_sync.append(self.sync_line(entity))
-                self.warn(entity)
+                self.warn(entity, self.actions[before:])
         declared = {e.id for e in self.desired.manifest.entities}
         for entity_id in sorted({g.entity for g in self.recorded.generations} - declared):
             if self.desired.in_scope(entity_id) and any(
@@ -271,8 +271,8 @@ class _Planner:
                 ("shared location", entity.shared_locations),
             ):
                 held = any(
-                    c.entity == entity.id and self.role_of(c.target) == role.split()[-1]
-                    for c in self.recorded.copies.values()
+                    self.role_of(c.target) == role.split()[-1]
+                    for c in self.recorded.copies_of(entity.id)
                 )
                 if not declared and held:
                     self.refusals.append(
@@ -322,18 +322,13 @@ class _Planner:
         spec = self.recorded.targets.get(target_name)
         return target_from_spec(spec).role if spec else None
 
-    def warn(self, entity: Entity) -> None:
-        """Warnings about keys and consultations, each with the consultation and its dates."""
+    def warn(self, entity: Entity, actions: list[Action]) -> None:
+        """Warnings about keys and consultations, each with the consultation and its dates;
+        `actions` are the entity's own, planned just before."""
         if entity.state != "present":
             return
-        planned = {
-            (a.target, a.generation)
-            for a in self.actions
-            if a.entity == entity.id and a.kind == WRITE
-        }
-        removed = {
-            (a.target, a.path) for a in self.actions if a.entity == entity.id and a.kind == REMOVE
-        }
+        planned = {(a.target, a.generation) for a in actions if a.kind == WRITE}
+        removed = {(a.target, a.path) for a in actions if a.kind == REMOVE}
         for g in self.recorded.generations_of(entity.id):
             views = self.holders.get(g.id, [])
             for view in views:
@@ -343,7 +338,7 @@ class _Planner:
                     c.generation_id == g.id
                     and self.role_of(c.target) == "workstation"
                     and (c.target, c.path) not in removed
-                    for c in self.recorded.copies.values()
+                    for c in self.recorded.copies_of(entity.id)
                 ) or any((t.name, g.number) in planned for t in entity.workstations)
                 if not held:
                     self.warnings.append(
@@ -356,7 +351,7 @@ class _Planner:
                         )
                     )
         current = self.recorded.current(entity.id)
-        renewing = any(a.entity == entity.id and a.kind == CREATE for a in self.actions)
+        renewing = any(a.kind == CREATE for a in actions)
         if current is not None and not renewing:
             renew_on = current.not_after - dt.timedelta(days=entity.key.renew_before_days)
             if renew_on - self.now <= dt.timedelta(days=self.desired.notice_days):
@@ -485,7 +480,7 @@ class _Planner:
     # ------------------------------------------------------------ helpers
 
     def copies_of(self, entity: str) -> list[RecordedCopy]:
-        return [c for c in self.recorded.copies.values() if c.entity == entity]
+        return self.recorded.copies_of(entity)
 
     def sync_line(self, entity: Entity) -> str:
         if entity.state == "absent":

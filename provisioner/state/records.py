@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 
 CURRENT = "current"
 RETAINED = "retained"
@@ -79,17 +80,37 @@ class Recorded:
     targets: dict[str, str] = field(default_factory=dict)  # name -> JSON spec (no secrets)
     consultations: dict[str, RecordedConsultation] = field(default_factory=dict)
 
+    # Indexes, built once per snapshot: plans at region scale must not be quadratic.
+    @cached_property
+    def _by_entity(self) -> dict[str, list[RecordedGeneration]]:
+        index: dict[str, list[RecordedGeneration]] = {}
+        for g in sorted(self.generations, key=lambda g: g.number):
+            index.setdefault(g.entity, []).append(g)
+        return index
+
+    @cached_property
+    def _by_id(self) -> dict[str, RecordedGeneration]:
+        return {g.id: g for g in self.generations}
+
+    @cached_property
+    def _copies_by_entity(self) -> dict[str, list[RecordedCopy]]:
+        index: dict[str, list[RecordedCopy]] = {}
+        for c in self.copies.values():
+            index.setdefault(c.entity, []).append(c)
+        return index
+
     def generations_of(self, entity: str) -> list[RecordedGeneration]:
-        return sorted((g for g in self.generations if g.entity == entity), key=lambda g: g.number)
+        """The entity's generations, oldest first."""
+        return self._by_entity.get(entity, [])
+
+    def copies_of(self, entity: str) -> list[RecordedCopy]:
+        return self._copies_by_entity.get(entity, [])
 
     def current(self, entity: str) -> RecordedGeneration | None:
-        for g in self.generations:
-            if g.entity == entity and g.status == CURRENT:
+        for g in self._by_entity.get(entity, ()):
+            if g.status == CURRENT:
                 return g
         return None
 
     def generation(self, generation_id: str) -> RecordedGeneration | None:
-        for g in self.generations:
-            if g.id == generation_id:
-                return g
-        return None
+        return self._by_id.get(generation_id)

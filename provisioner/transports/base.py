@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ class Transport(Protocol):
 def file_path(target: Target, file_name: str) -> str:
     """Where `file_name` lives on `target`."""
     if target.transport == "local":
-        return str(Path(target.path) / file_name)
+        return os.path.join(target.path, file_name)
     return posixpath.join(target.path, file_name)
 
 
