@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from provisioner import faults
+
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 TMP_MARK = ".provisioner-tmp-"
@@ -37,11 +39,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporaries of `path` left by a crashed writer (the state lock excludes a live one)."""
+    prefix = f"{TMP_MARK}{path.name}."
+    try:
+        with os.scandir(path.parent) as entries:
+            stale = [e.path for e in entries if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for leftover in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)
+
+
 def write_private(path: Path, data: bytes, *, refuse_symlink: bool = True) -> None:
     """Atomically replace `path` with `data`, mode 0600; refuse when `path` is a symlink."""
     if refuse_symlink and path.is_symlink():
         raise IsADirectoryError(f"refusing to write through a symlink: {path}")
     make_private_dirs(path.parent)
+    _remove_stale_temporaries(path)
     tmp = path.parent / f"{TMP_MARK}{path.name}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     try:
@@ -57,6 +73,7 @@ def write_private(path: Path, data: bytes, *, refuse_symlink: bool = True) -> No
             tmp.unlink()
         raise
     os.close(fd)
+    faults.reached("mid-rename")
     try:
         os.replace(tmp, path)
     except BaseException:

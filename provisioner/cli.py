@@ -441,6 +441,112 @@ def check(
 
 
 @app.command()
+def rehearse(
+    manifest: ManifestArg,
+    limit: LimitOpt = None,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """Rehearse the opening of bids: encrypt a test bid to every current generation and every
+    generation bound to an open consultation, then open it with each distributed copy.
+
+    Exit 0 only when every copy opens."""
+    from provisioner import rehearse as rehearsal
+    from provisioner.engine import load_session, make_plan, observe
+
+    session = load_session(manifest, state_dir, limit, consultations=consultations)
+    try:
+        session.open_state(create=False, unlock=False)
+        if session.db is None:
+            fail(f"no state in {session.state_dir}: nothing has been applied yet")
+        now = clock.now()
+        result = make_plan(session, observe(session, parallel), now)
+        results = rehearsal.rehearse(
+            session.manifest,
+            session.recorded,
+            result,
+            session.passwords,
+            session.pool,
+            now,
+            session.limit,
+        )
+    finally:
+        session.close()
+    if as_json:
+        typer.echo(json.dumps(rehearsal.to_json(results), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(rehearsal.render(results))
+    raise typer.Exit(0 if results and all(r.opened for r in results) else 1)
+
+
+@app.command()
+def rekey(
+    manifest: ManifestArg,
+    new_passphrase_env: Annotated[
+        str | None,
+        typer.Option(
+            "--new-passphrase-env",
+            metavar="NAME",
+            show_default=False,
+            help="Environment variable holding the new escrow passphrase.",
+        ),
+    ] = None,
+    new_passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--new-passphrase-file",
+            metavar="PATH",
+            show_default=False,
+            help="File whose first line is the new escrow passphrase.",
+        ),
+    ] = None,
+    state_dir: StateDirOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+) -> None:
+    """Rotate the escrow passphrase: unlock with the manifest's current passphrase, rewrap the
+    escrow's data key under the new one. Then point the manifest's escrow.passphrase at the
+    new secret. The escrowed keys themselves are not rewritten."""
+    from provisioner.engine import load_session
+    from provisioner.manifest.model import PasswordPolicy
+    from provisioner.secrets import policy_problem
+    from provisioner.state import lock
+
+    new = _secret_option(new_passphrase_env, new_passphrase_file, "new-passphrase")
+    if new is None:
+        fail("give --new-passphrase-env or --new-passphrase-file")
+    problem = policy_problem(new, PasswordPolicy(min_length=16, min_classes=2))
+    if problem:
+        fail(
+            f"the new escrow passphrase is refused: {problem} (escrow passphrases need 16 "
+            "characters)"
+        )
+    session = load_session(manifest, state_dir, need_secrets=False)
+    from provisioner.secrets import resolve
+
+    current = resolve(session.manifest.escrow_passphrase, "escrow passphrase")
+    if new == current:
+        fail("the new passphrase is the current one")
+    if not (session.state_dir / "escrow").is_dir():
+        fail(f"no escrow in {session.state_dir}: nothing to rekey")
+    with lock.hold(session.state_dir, "rekey", lock_timeout):
+        session.escrow_passphrase = current
+        try:
+            session.open_state(create=False)
+            if session.escrow is None or session.db is None:
+                fail(f"no escrow in {session.escrow_dir}")
+            session.escrow.rekey(new)
+            session.db.note("escrow-rekeyed", None, keys=len(session.escrow.fingerprints()))
+        finally:
+            session.close()
+    typer.echo(
+        f"The escrow in {session.escrow_dir} now opens with the new passphrase. Update "
+        "escrow.passphrase in the manifest (or the secret it names) before the next run."
+    )
+
+
+@app.command()
 def trust(
     manifest: ManifestArg,
     targets: Annotated[

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provisioner import clock
+from provisioner import clock, faults
 from provisioner.apply.keygen import encode_many, generate_many
 from provisioner.crypto import certificates
 from provisioner.crypto.keys import certificate_fingerprint
@@ -242,6 +242,7 @@ class Executor:
             ready.append((action, entity, issuers.get(name)))
         self.progress("generating keys", 0, len(ready))
         keys = generate_many([entity.key.size for _, entity, _ in ready])
+        faults.reached("after-keygen")
         for i, ((action, entity, ca), key) in enumerate(zip(ready, keys, strict=True)):
             try:
                 self.create_one(action, entity, ca, key, retained)
@@ -284,6 +285,7 @@ class Executor:
         chain = (ca.certificate, *ca.chain) if ca else ()
         # Escrow first: the key is durable before the state names it or a target receives it.
         key_sha256 = self.escrow.put(key, entity.id)
+        faults.reached("after-escrow")
         generation = RecordedGeneration(
             id=uuid.uuid4().hex,
             entity=entity.id,
@@ -335,6 +337,7 @@ class Executor:
             )
         self.generations[(entity.id, generation.number)] = generation
         self.fresh_keys[generation.id] = key
+        faults.reached("after-commit")
         self.result.outcomes.append(Outcome(action, True))
 
     def rename(self, actions: list[Action]) -> None:
@@ -436,6 +439,7 @@ class Executor:
                 done += 1
                 try:
                     facts = future.result()
+                    faults.reached("mid-distribution")
                 except ProvisionerError as exc:
                     self.record_failure(action, str(exc))
                 else:
@@ -502,6 +506,7 @@ class Executor:
                 continue
             with self.db.change() as change:
                 change.delete_copy(action.target, action.path)
+                faults.reached("after-remove")
                 change.audit(
                     "copy-removed",
                     action.entity,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from provisioner import clock
+from provisioner import clock, faults
 from provisioner.atomic import DIR_MODE, FILE_MODE, make_private_dirs
 from provisioner.errors import StateError
 from provisioner.state.records import (
@@ -281,6 +281,7 @@ class StateDB:
             self.conn.execute(
                 "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'serial'"
             )
+            faults.reached("mid-commit")
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

@@ -17,13 +17,25 @@ from provisioner.transports.base import FileFacts
 class LocalTransport:
     def __init__(self, target: Target) -> None:
         self.target = target
+        self._checked = False
 
     def _fail(self, action: str, path: str, exc: OSError) -> TransportError:
         reason = exc.strerror or str(exc)
         return TransportError(f"{self.target.name}: cannot {action} {path}: {reason}")
 
+    def _check_folder(self) -> None:
+        # A symlinked target folder would send the keys somewhere nobody declared.
+        if os.path.islink(self.target.path):
+            raise TransportError(
+                f"{self.target.name}: the target folder {self.target.path} is a symlink; "
+                "declare the folder it points to instead"
+            )
+
     def observe(self, path: str) -> FileFacts | None:
         # One open that refuses symlinks, fstat, read: the no-op plan's hot path.
+        if not self._checked:
+            self._check_folder()
+            self._checked = True
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError):
@@ -47,6 +59,7 @@ class LocalTransport:
             os.close(fd)
 
     def write(self, path: str, data: bytes) -> FileFacts:
+        self._check_folder()
         try:
             write_private(Path(path), data)
         except IsADirectoryError as exc:
