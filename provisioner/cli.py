@@ -218,7 +218,7 @@ def plan(
         raise typer.Exit(2)
 
 
-def _render_result(run: Any, as_json: bool) -> int:
+def _render_result(run: Any, as_json: bool, quiet: bool = False) -> int:
     from provisioner.plan.render import action_json, plan_json
 
     result = run.result
@@ -236,7 +236,15 @@ def _render_result(run: Any, as_json: bool) -> int:
                 ensure_ascii=False,
             )
         )
-    elif result is not None:
+        return 1 if failures or run.plan.errors or run.plan.refusals else 0
+    if quiet:
+        for error in run.plan.errors:
+            typer.echo(f"Error: {error}", err=True)
+        if result is None:
+            from provisioner.plan.render import summary_line
+
+            typer.echo(summary_line(run.plan) if run.plan.refusals else "No changes.")
+    if result is not None:
         for outcome in failures:
             a = outcome.action
             where = f" on {a.target}" if a.target else ""
@@ -272,34 +280,47 @@ def apply(
     parallel: ParallelOpt = 8,
     as_json: JsonOpt = False,
     consultations: ConsultationsOpt = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print only the summary line and errors (scheduled jobs)."
+        ),
+    ] = False,
 ) -> None:
     """Make it so: create or renew keys, escrow them, write and remove copies.
 
     Given a manifest, shows the plan and asks for confirmation unless --auto-approve. Given a
-    saved plan, does exactly what it says without asking, or refuses it as stale."""
+    saved plan, does exactly what it says without asking, or refuses it as stale. Hooks
+    declared in the manifest are run afterwards."""
     from provisioner.apply.run import apply_manifest, apply_saved
     from provisioner.engine import load_session
     from provisioner.plan import saved as saved_plans
     from provisioner.plan.render import render_plan
+    from provisioner.progress import Progress
 
+    show = not as_json and not quiet
+    progress = Progress(enabled=None if show else False)
     if saved_plans.looks_like_plan(manifest):
         if limit or state_dir or consultations:
             fail(
                 "--limit, --state-dir and --consultations come from the saved plan; do not "
                 "give them again"
             )
-        session, run = apply_saved(manifest, lock_timeout=lock_timeout, parallel=parallel)
+        session, run = apply_saved(
+            manifest, lock_timeout=lock_timeout, parallel=parallel, progress=progress
+        )
         try:
-            if not as_json:
+            if show:
                 typer.echo(render_plan(run.plan, colour=_colour()))
+            _notify(session, run)
         finally:
             session.close()
-        raise typer.Exit(_render_result(run, as_json))
+        raise typer.Exit(_render_result(run, as_json, quiet))
 
     session = load_session(manifest, state_dir, limit, consultations=consultations)
 
     def confirm(p: Any) -> bool:
-        if not as_json:
+        if show or not auto_approve:
             typer.echo(render_plan(p, colour=_colour()))
         if auto_approve:
             return True
@@ -319,16 +340,38 @@ def apply(
         return True
 
     try:
-        if not as_json:
+        if show:
             _warnings(session)
-        run = apply_manifest(session, confirm=confirm, lock_timeout=lock_timeout, parallel=parallel)
+        run = apply_manifest(
+            session,
+            confirm=confirm,
+            lock_timeout=lock_timeout,
+            parallel=parallel,
+            progress=progress,
+        )
         if run.lock_note and not as_json:
             typer.echo(f"Note: {run.lock_note}", err=True)
-        if run.result is None and (not run.plan.changes or run.plan.refusals) and not as_json:
+        if run.result is None and (not run.plan.changes or run.plan.refusals) and show:
             typer.echo(render_plan(run.plan, colour=_colour()))
+        elif run.plan.refusals and quiet:
+            for refusal in run.plan.refusals:
+                typer.echo(f"Refused: {refusal}", err=True)
+        _notify(session, run)
     finally:
         session.close()
-    raise typer.Exit(_render_result(run, as_json))
+    raise typer.Exit(_render_result(run, as_json, quiet))
+
+
+def _notify(session: Any, run: Any) -> None:
+    """Run the manifest's hooks; their failures are reported, never fatal."""
+    from provisioner import hooks
+    from provisioner.apply.executor import ApplyResult
+
+    if not session.manifest.hooks:
+        return
+    fired = hooks.events(run.plan, run.result or ApplyResult())
+    for problem in hooks.fire(session.manifest, fired):
+        typer.echo(f"Warning: {problem}", err=True)
 
 
 @app.command()

@@ -69,6 +69,7 @@ class Outcome:
 @dataclass
 class ApplyResult:
     outcomes: list[Outcome] = field(default_factory=list)
+    created: list[RecordedGeneration] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -337,6 +338,7 @@ class Executor:
             )
         self.generations[(entity.id, generation.number)] = generation
         self.fresh_keys[generation.id] = key
+        self.result.created.append(generation)
         faults.reached("after-commit")
         self.result.outcomes.append(Outcome(action, True))
 

@@ -289,6 +289,10 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
         locations=locations,
         entities=tuple(entities),
         consultations=consultations,
+        hooks={
+            event: tuple(tuple(argv) for argv in commands)
+            for event, commands in doc.get("hooks", {}).items()
+        },
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -146,6 +146,7 @@ class Manifest:
     locations: dict[str, Target]
     entities: tuple[Entity, ...]
     consultations: Path | None
+    hooks: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
     @cached_property
     def _entities(self) -> dict[str, Entity]:

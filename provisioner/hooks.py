@@ -1,0 +1,137 @@
+"""Notification hooks: argv lists from the manifest, run without a shell after apply, each
+given one JSON event on standard input. Events carry identifiers, designations, fingerprints,
+dates and consultations; never a password or key material. A hook's failure is reported and
+never fails the apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+from provisioner import clock
+from provisioner.apply.executor import ApplyResult
+from provisioner.manifest.model import Manifest
+from provisioner.plan.model import CREATE, WRITE, Plan
+
+HOOK_TIMEOUT = 60.0
+EVENTS = ("renewed", "distributed", "failed", "warning")
+
+
+def events(plan: Plan, result: ApplyResult) -> list[tuple[str, dict[str, Any]]]:
+    """The events of one apply, in the order they are fired."""
+    now = clock.iso(clock.now())
+    out: list[tuple[str, dict[str, Any]]] = []
+    keeping: dict[str, list[str]] = {}
+    for view in plan.consultations:
+        if view.is_open:
+            keeping.setdefault(view.entity, []).append(view.reference)
+    for g in result.created:
+        out.append(
+            (
+                "renewed",
+                {
+                    "event": "renewed",
+                    "time": now,
+                    "entity": g.entity,
+                    "generation": g.number,
+                    "designation": g.designation,
+                    "common_name": g.common_name,
+                    "certificate_sha256": g.cert_sha256,
+                    "public_key_sha256": g.key_sha256,
+                    "not_after": clock.iso(g.not_after),
+                    "reason": next(
+                        (
+                            a.reason
+                            for a in plan.actions
+                            if a.kind == CREATE
+                            and a.entity == g.entity
+                            and a.generation == g.number
+                        ),
+                        "",
+                    ),
+                    "consultations": sorted(keeping.get(g.entity, [])),
+                },
+            )
+        )
+    written: dict[str, list[dict[str, Any]]] = {}
+    for o in result.outcomes:
+        if o.ok and o.action.kind == WRITE:
+            written.setdefault(o.action.entity, []).append(
+                {
+                    "target": o.action.target,
+                    "path": o.action.path,
+                    "generation": o.action.generation,
+                    "reason": o.action.reason,
+                }
+            )
+    for entity, copies in sorted(written.items()):
+        out.append(
+            (
+                "distributed",
+                {"event": "distributed", "time": now, "entity": entity, "copies": copies},
+            )
+        )
+    for o in result.failures:
+        out.append(
+            (
+                "failed",
+                {
+                    "event": "failed",
+                    "time": now,
+                    "entity": o.action.entity,
+                    "action": o.action.kind,
+                    "generation": o.action.generation,
+                    "target": o.action.target,
+                    "path": o.action.path,
+                    "error": o.error,
+                },
+            )
+        )
+    for w in plan.warnings:
+        out.append(
+            (
+                "warning",
+                {
+                    "event": "warning",
+                    "time": now,
+                    "entity": w.entity,
+                    "code": w.code,
+                    "message": w.message,
+                },
+            )
+        )
+    return out
+
+
+def fire(manifest: Manifest, fired: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Run the manifest's hooks for each event; returns one line per hook that failed."""
+    problems: list[str] = []
+    for name, payload in fired:
+        for argv in manifest.hooks.get(name, ()):
+            program = argv[0]
+            if os.sep in program and not os.path.isabs(program):
+                program = str(manifest.base_dir / program)
+            try:
+                done = subprocess.run(
+                    [program, *argv[1:]],
+                    input=json.dumps(payload).encode(),
+                    capture_output=True,
+                    timeout=HOOK_TIMEOUT,
+                    cwd=manifest.base_dir,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                problems.append(f"hook {argv[0]} on {name}: timed out after {HOOK_TIMEOUT:g} s")
+                continue
+            except OSError as exc:
+                problems.append(f"hook {argv[0]} on {name}: cannot run: {exc.strerror or exc}")
+                continue
+            if done.returncode != 0:
+                tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+                problems.append(
+                    f"hook {argv[0]} on {name}: exited with {done.returncode}"
+                    + (f": {tail[0][:200]}" if tail[0] else "")
+                )
+    return problems
