@@ -24,7 +24,7 @@ def script(folder: Path, name: str, body: str) -> Path:
 def test_hooks_receive_json_events_without_secrets(cli: Runner, quickstart: Path) -> None:
     folder = quickstart.parent
     log = folder / "events.jsonl"
-    script(folder, "record.sh", f'cat >> {log}\necho >> {log}\n')
+    script(folder, "record.sh", f"cat >> {log}\necho >> {log}\n")
     add_hooks(quickstart, "hooks:\n  renewed: [[./record.sh]]\n  distributed: [[./record.sh]]\n")
     done = cli("apply", "--auto-approve", quickstart)
     assert done.returncode == 0, done.stderr
@@ -55,18 +55,20 @@ def test_a_failing_hook_does_not_fail_the_apply(cli: Runner, quickstart: Path) -
 def test_failed_and_warning_events(cli: Runner, quickstart: Path) -> None:
     folder = quickstart.parent
     log = folder / "events.jsonl"
-    script(folder, "record.sh", f'cat >> {log}\necho >> {log}\n')
+    script(folder, "record.sh", f"cat >> {log}\necho >> {log}\n")
     add_hooks(quickstart, "hooks:\n  failed: [[./record.sh]]\n  warning: [[./record.sh]]\n")
     blocker = folder / "demo-out" / "workstations"
     blocker.mkdir(parents=True)
     (blocker / "ws-accueil").write_text("a file where a folder should be")
-    done = cli("apply", "--auto-approve", quickstart,
-               env={"PROVISIONER_NOW": "2026-12-01T00:00:00+00:00"})
+    done = cli(
+        "apply", "--auto-approve", quickstart, env={"PROVISIONER_NOW": "2026-12-01T00:00:00+00:00"}
+    )
     assert done.returncode == 1
     events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     failed = [e for e in events if e["event"] == "failed"]
-    assert failed and failed[0]["target"] == "ws-accueil" and failed[0]["entity"] == \
-        "commune-exemple"
+    assert (
+        failed and failed[0]["target"] == "ws-accueil" and failed[0]["entity"] == "commune-exemple"
+    )
 
 
 def test_quiet_scheduled_run_prints_one_summary_line(cli: Runner, quickstart: Path) -> None:
