@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from provisioner.crypto import pkcs12
 from provisioner.crypto.keys import public_key_fingerprint
@@ -247,3 +248,27 @@ def test_limit_plans_and_applies_one_entity(cli: Runner, quickstart: Path) -> No
     assert {EXPECTED[r] for r in p12_files(quickstart)} == {"syndicat-eaux"}
     unknown = cli("plan", "--limit", "nobody", quickstart)
     assert unknown.returncode == 1 and "--limit: unknown entity nobody" in unknown.stderr
+
+
+def test_a_no_op_plan_opens_no_pkcs12(
+    cli: Runner, quickstart: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply(cli, quickstart)
+    from cryptography.hazmat.primitives.serialization import pkcs12 as backend
+
+    from provisioner import clock
+    from provisioner.engine import load_session, make_plan, observe
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a no-op plan decrypted a PKCS#12")
+
+    monkeypatch.setattr(backend, "load_pkcs12", forbidden)
+    monkeypatch.setattr(backend, "load_key_and_certificates", forbidden)
+    monkeypatch.setattr(pkcs12, "decode", forbidden)
+    session = load_session(quickstart, None)
+    try:
+        session.open_state(create=False)
+        result = make_plan(session, observe(session), clock.now())
+    finally:
+        session.close()
+    assert not result.changes and len(result.in_sync) == 2

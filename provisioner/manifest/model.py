@@ -17,7 +17,7 @@ DEFAULT_MIN_CLASSES = 2
 SELF_SIGNED = "self-signed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretRef:
     """Where a secret comes from; never the secret itself."""
 
@@ -34,13 +34,13 @@ class SecretRef:
         return f"{self.kind} {self.value}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PasswordPolicy:
     min_length: int = DEFAULT_MIN_LENGTH
     min_classes: int = DEFAULT_MIN_CLASSES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subject:
     organization: str | None = None
     organizational_unit: str | None = None
@@ -58,7 +58,7 @@ class Issuer:
     location: Location
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     """A workstation or shared location reached through a transport."""
 
@@ -84,7 +84,7 @@ class Target:
         return self.path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeySpec:
     """How an entity's key generations are made."""
 
@@ -113,7 +113,7 @@ def _render(template: str, n: int, year: int) -> str:
     return template if n == 1 else f"{template} ({n})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entity:
     """An organisation owning a bi-clé, with the targets that must hold it."""
 

@@ -20,7 +20,7 @@ BIND = "bind-consultation"
 CONSULT = "update-consultation"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reason:
     """Why a check fired: a short code carried to the plan and JSON, and a sentence."""
 
@@ -28,7 +28,7 @@ class Reason:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """One step of a plan. `generation` is the number of the generation concerned."""
 
@@ -72,14 +72,14 @@ class Observed:
     unreachable: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Warning:
     entity: str | None
     code: str
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConsultationView:
     """A consultation as the plan sees it: the file's news over the state's record."""
 

@@ -11,7 +11,7 @@ RETAINED = "retained"
 RETIRED = "retired"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordedGeneration:
     """One key generation of an entity: a key pair and its certificate."""
 
@@ -35,7 +35,7 @@ class RecordedGeneration:
     created_at: dt.datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordedCopy:
     """A PKCS#12 file the tool wrote on a target, and how it was encoded."""
 
@@ -52,7 +52,7 @@ class RecordedCopy:
     written_at: dt.datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordedConsultation:
     """A consultation as the state knows it; its binding (entity, key_ref, generation) never
     changes once recorded, except an unmanaged key becoming known (generation set once)."""

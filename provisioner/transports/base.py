@@ -13,7 +13,7 @@ from provisioner.errors import Location
 from provisioner.manifest.model import SecretRef, Target
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileFacts:
     """What a target says about a file, without opening it as a PKCS#12."""
 
