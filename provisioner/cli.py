@@ -65,6 +65,24 @@ ConsultationsOpt = Annotated[
         show_default=False,
     ),
 ]
+PasswordEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--password-env",
+        metavar="NAME",
+        show_default=False,
+        help="Environment variable holding the PKCS#12 password, instead of the entity's password.",
+    ),
+]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        metavar="PATH",
+        show_default=False,
+        help="File whose first line is the PKCS#12 password, instead of the entity's password.",
+    ),
+]
 EntityArg = Annotated[str, typer.Argument(help="Entity id.", metavar="ENTITY", show_default=False)]
 
 
@@ -712,25 +730,8 @@ def adopt(
         Path,
         typer.Argument(help="PKCS#12 (.p12/.pfx) to adopt.", metavar="FILE", show_default=False),
     ],
-    password_env: Annotated[
-        str | None,
-        typer.Option(
-            "--password-env",
-            help="Environment variable holding the file's password (default: "
-            "the entity's password).",
-            metavar="NAME",
-            show_default=False,
-        ),
-    ] = None,
-    password_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--password-file",
-            help="File whose first line is the file's password.",
-            metavar="PATH",
-            show_default=False,
-        ),
-    ] = None,
+    password_env: PasswordEnvOpt = None,
+    password_file: PasswordFileOpt = None,
     designation: Annotated[
         str | None,
         typer.Option(
@@ -823,25 +824,8 @@ def export(
             show_default=False,
         ),
     ] = None,
-    password_env: Annotated[
-        str | None,
-        typer.Option(
-            "--password-env",
-            help="Protect the PKCS#12 with this environment variable's value "
-            "instead of the entity's password.",
-            metavar="NAME",
-            show_default=False,
-        ),
-    ] = None,
-    password_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--password-file",
-            help="Protect the PKCS#12 with this file's first line.",
-            metavar="PATH",
-            show_default=False,
-        ),
-    ] = None,
+    password_env: PasswordEnvOpt = None,
+    password_file: PasswordFileOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite PATH.")] = False,
     state_dir: StateDirOpt = None,
 ) -> None:

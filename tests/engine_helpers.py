@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import subprocess
 from pathlib import Path
 
 from tests.conftest import EXAMPLES
@@ -36,3 +37,52 @@ def state_rows(manifest: Path, query: str) -> list[tuple[object, ...]]:
 
 def serial(manifest: Path) -> int:
     return int(state_rows(manifest, "SELECT value FROM meta WHERE key = 'serial'")[0][0])
+
+
+def openssl_p12(
+    folder: Path, password: str, name: str = "Ancienne cle", days: int = 400, legacy: bool = True
+) -> Path:
+    """A bi-clé made by OpenSSL, as exported from a Windows workstation (.pfx)."""
+    key, cert, out = folder / "k.pem", folder / "c.pem", folder / "old.pfx"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            str(days),
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "openssl",
+            "pkcs12",
+            "-export",
+            *(["-legacy"] if legacy else []),
+            "-inkey",
+            key,
+            "-in",
+            cert,
+            "-name",
+            name,
+            "-out",
+            out,
+            "-passout",
+            f"pass:{password}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    key.unlink()
+    return out

@@ -8,62 +8,15 @@ from pathlib import Path
 from provisioner.crypto import pkcs12
 from provisioner.crypto.keys import public_key_fingerprint
 from tests.conftest import Runner
-from tests.engine_helpers import PASSWORDS, mode, p12_files, state_rows
+from tests.engine_helpers import PASSWORDS, mode, openssl_p12, p12_files, state_rows
 
 WINDOWS_PASSWORD = "Exported-From-Windows-1"
-
-
-def openssl_p12(tmp_path: Path, name: str = "Ancienne cle") -> Path:
-    """A bi-clé made by OpenSSL, as exported from a Windows workstation (.pfx, legacy)."""
-    key, cert, out = tmp_path / "k.pem", tmp_path / "c.pem", tmp_path / "old.pfx"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "400",
-            "-subj",
-            "/CN=Commune Exemple ancienne",
-            "-keyout",
-            key,
-            "-out",
-            cert,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            "openssl",
-            "pkcs12",
-            "-export",
-            "-legacy",
-            "-inkey",
-            key,
-            "-in",
-            cert,
-            "-name",
-            name,
-            "-out",
-            out,
-            "-passout",
-            f"pass:{WINDOWS_PASSWORD}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    key.unlink()
-    return out
 
 
 def test_adopt_then_apply_distributes_the_adopted_key(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
-    pfx = openssl_p12(tmp_path)
+    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD)
     (tmp_path / "pw").write_text(WINDOWS_PASSWORD + "\n")
     done = cli("adopt", quickstart, "commune-exemple", pfx, "--password-file", tmp_path / "pw")
     assert done.returncode == 0, done.stderr
@@ -87,7 +40,7 @@ def test_adopt_then_apply_distributes_the_adopted_key(
 def test_adopt_refuses_a_wrong_password_and_writes_nothing(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
-    pfx = openssl_p12(tmp_path)
+    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD)
     done = cli("adopt", quickstart, "commune-exemple", pfx)  # entity password: wrong here
     assert done.returncode == 1
     assert "wrong password" in done.stderr
@@ -98,7 +51,7 @@ def test_adopt_refuses_a_second_current_generation(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    pfx = openssl_p12(tmp_path)
+    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD)
     env = {"OLD_PW": WINDOWS_PASSWORD}
     done = cli("adopt", quickstart, "commune-exemple", pfx, "--password-env", "OLD_PW", env=env)
     assert done.returncode == 1 and "already has a current generation" in done.stderr

@@ -13,7 +13,14 @@ from provisioner.crypto import pkcs12
 from provisioner.errors import ManifestError
 from provisioner.state.escrow import Escrow
 from tests.conftest import Runner
-from tests.engine_helpers import ESCROW_PASSPHRASE, PASSWORDS, p12_files, serial, state_rows
+from tests.engine_helpers import (
+    ESCROW_PASSPHRASE,
+    PASSWORDS,
+    openssl_p12,
+    p12_files,
+    serial,
+    state_rows,
+)
 
 # The quickstart's keys are created "now" (2026) and valid 730 days; these instants move the
 # clock through the life of a consultation bound to generation 1 of commune-exemple.
@@ -197,46 +204,7 @@ def test_unmanaged_key_is_warned_and_adopting_it_resolves_the_binding(
     run(cli, quickstart, CREATED, "apply", "--auto-approve")
     planned = run(cli, quickstart, CREATED, "plan")
     assert "[unmanaged-key] consultation 2026-TX-014" in planned.stdout
-    key, cert, pfx = tmp_path / "k.pem", tmp_path / "c.pem", tmp_path / "old.pfx"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "900",
-            "-subj",
-            "/CN=Ancienne cle",
-            "-keyout",
-            key,
-            "-out",
-            cert,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            "openssl",
-            "pkcs12",
-            "-export",
-            "-inkey",
-            key,
-            "-in",
-            cert,
-            "-name",
-            "Ancienne cle",
-            "-out",
-            pfx,
-            "-passout",
-            "pass:Old-Windows-Pass-1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pfx = openssl_p12(tmp_path, "Old-Windows-Pass-1", days=900, legacy=False)
     done = cli(
         "adopt",
         quickstart,

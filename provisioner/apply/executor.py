@@ -213,17 +213,21 @@ class Executor:
         for action in actions:
             g = self.generations.get((action.entity, action.generation))
             if g is not None and g.status == RETIRED:
-                with self.db.change() as change:
-                    change.set_status(g.id, RETAINED, self.now)
-                    change.audit(
-                        "generation-retained",
-                        action.entity,
-                        generation=g.number,
-                        designation=g.designation,
-                        consultations=action.attribute("consultations"),
-                    )
-                self.generations[(action.entity, action.generation)] = replace(g, status=RETAINED)
+                self.set_status(g, RETAINED, consultations=action.attribute("consultations"))
             self.result.outcomes.append(Outcome(action, True))
+
+    def set_status(self, g: RecordedGeneration, status: str, **detail: object) -> None:
+        """Record a generation's new status, with its audit record, in one transaction."""
+        with self.db.change() as change:
+            change.set_status(g.id, status, self.now)
+            change.audit(
+                f"generation-{status}",
+                g.entity,
+                generation=g.number,
+                designation=g.designation,
+                **detail,
+            )
+        self.generations[(g.entity, g.number)] = replace(g, status=status)
 
     def create(self, actions: list[Action], retains: list[Action]) -> None:
         if not actions:
@@ -524,13 +528,5 @@ class Executor:
             g = self.generations.get((action.entity, action.generation))
             if g is None:
                 continue
-            with self.db.change() as change:
-                change.set_status(g.id, RETIRED, self.now)
-                change.audit(
-                    "generation-retired",
-                    action.entity,
-                    generation=g.number,
-                    designation=g.designation,
-                    reason=action.reason,
-                )
+            self.set_status(g, RETIRED, reason=action.reason)
             self.result.outcomes.append(Outcome(action, True))

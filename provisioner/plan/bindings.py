@@ -71,13 +71,10 @@ def _view(rec: RecordedConsultation, recorded: Recorded) -> ConsultationView:
     )
 
 
-def _attributes(c: Consultation) -> tuple[tuple[str, str], ...]:
-    attrs = [
-        ("reference", c.reference),
-        ("title", c.title),
-        ("key", c.key_ref),
-        ("status", c.status),
-    ]
+def _attributes(c: Consultation | RecordedConsultation) -> tuple[tuple[str, str], ...]:
+    """What an apply needs to record a consultation (no secret: names and dates)."""
+    key = c.key_ref
+    attrs = [("reference", c.reference), ("title", c.title), ("key", key), ("status", c.status)]
     if c.deadline:
         attrs.append(("deadline", c.deadline.isoformat()))
     if c.opening:
@@ -172,23 +169,9 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
                     g.number,
                     "consultation-updated",
                     f"consultation {reference}: its key is now managed: generation {g.number}",
-                    attributes=_recorded_attributes(rec),
+                    attributes=_attributes(rec),
                 )
             )
             view = replace(view, generation_id=g.id, generation=g.number)
         out.views.append(view)
     return out
-
-
-def _recorded_attributes(rec: RecordedConsultation) -> tuple[tuple[str, str], ...]:
-    attrs = [
-        ("reference", rec.reference),
-        ("title", rec.title),
-        ("key", rec.key_ref),
-        ("status", rec.status),
-    ]
-    if rec.deadline:
-        attrs.append(("deadline", rec.deadline.isoformat()))
-    if rec.opening:
-        attrs.append(("opening", rec.opening.isoformat()))
-    return tuple(attrs)
