@@ -59,12 +59,39 @@ class Session:
     escrow: Escrow | None = None
     recorded: Recorded = field(default_factory=lambda: Recorded(None, 0))
     pool: TransportPool = field(default_factory=TransportPool)
+    _chains: dict[str, tuple[bytes, str]] | None = None
 
     @property
     def escrow_dir(self) -> Path:
         return self.state_dir / "escrow"
 
+    def chain_updates(self) -> dict[str, tuple[bytes, str]]:
+        """Generations whose issuer certificate file now holds a renewed certificate with the
+        same key and subject: their copies get the new chain (public files only are read)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        from provisioner.apply.executor import chain_digest
+
+        out: dict[str, tuple[bytes, str]] = {}
+        for name, issuer in self.manifest.issuers.items():
+            try:
+                certs = tuple(x509.load_pem_x509_certificates(issuer.certificate.read_bytes()))
+            except (OSError, ValueError):
+                continue  # reported when a generation is created with it
+            digest = chain_digest(certs)
+            pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+            for g in self.recorded.generations:
+                if g.issuer != name or not g.chain or g.chain_sha256 == digest:
+                    continue
+                old = x509.load_pem_x509_certificates(g.chain)[0]
+                if old.subject == certs[0].subject and old.public_key() == certs[0].public_key():
+                    out[g.id] = (pem, digest)
+        return out
+
     def desired(self) -> Desired:
+        if self._chains is None:
+            self._chains = self.chain_updates() if self.manifest.issuers else {}
         ids: dict[str, str | None] = {
             entity: (self.escrow.password_id(entity, pw) if self.escrow else None)
             for entity, pw in self.passwords.items()
@@ -75,6 +102,7 @@ class Session:
             limit=self.limit,
             consultations=self.consultations,
             notice_days=self.notice_days,
+            chain_updates=self._chains,
         )
 
     def open_state(self, *, create: bool, unlock: bool = True) -> None:
@@ -88,6 +116,7 @@ class Session:
             self.escrow = Escrow.create(self.escrow_dir, self.escrow_passphrase)
         if self.db is not None:
             self.recorded = self.db.snapshot()
+            self._chains = None  # computed again against this snapshot
             if unlock and self.escrow is None and self.recorded.generations:
                 raise ProvisionerError(
                     f"{self.escrow_dir}: the escrow is missing while the state records "

@@ -28,6 +28,7 @@ from provisioner.manifest.model import SELF_SIGNED, Entity, Issuer
 from provisioner.plan.bindings import find_generation_in
 from provisioner.plan.model import (
     BIND,
+    CHAIN,
     CONSULT,
     CREATE,
     REMOVE,
@@ -149,6 +150,7 @@ class Executor:
             self.bind(by_kind.get(BIND, []) + by_kind.get(CONSULT, []))
             self.retain(by_kind.get(RETAIN, []))
             self.rename(by_kind.get(RENAME, []))
+            self.update_chains(by_kind.get(CHAIN, []))
             self.write(by_kind.get(WRITE, []))
             self.remove(by_kind.get(REMOVE, []))
             self.retire(by_kind.get(RETIRE, []))
@@ -345,6 +347,20 @@ class Executor:
         self.result.created.append(generation)
         faults.reached("after-commit")
         self.result.outcomes.append(Outcome(action, True))
+
+    def update_chains(self, actions: list[Action]) -> None:
+        for action in actions:
+            g = self.generations[(action.entity, action.generation)]
+            pem, digest = self.desired.chain_updates[g.id]
+            with self.db.change() as change:
+                change.set_chain(g.id, pem, digest)
+                change.audit(
+                    "chain-updated", action.entity, generation=g.number, chain_sha256=digest
+                )
+            self.generations[(action.entity, action.generation)] = replace(
+                g, chain=pem, chain_sha256=digest
+            )
+            self.result.outcomes.append(Outcome(action, True))
 
     def rename(self, actions: list[Action]) -> None:
         for action in actions:

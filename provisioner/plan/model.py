@@ -16,6 +16,7 @@ RETAIN = "retain-generation"
 RETIRE = "retire-generation"
 WRITE = "write-copy"
 REMOVE = "remove-copy"
+CHAIN = "update-chain"
 BIND = "bind-consultation"
 CONSULT = "update-consultation"
 
@@ -59,6 +60,9 @@ class Desired:
     limit: frozenset[str] | None = None
     consultations: tuple[Consultation, ...] | None = None  # None: no consultations file
     notice_days: int = 30  # warn this many days before a renewal or an expiry
+    # generation id -> (chain PEM, chain digest) when its issuer's certificate was renewed
+    # with the same key: the copies are re-encoded with the new chain, the key is kept.
+    chain_updates: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
     def in_scope(self, entity: str) -> bool:
         return self.limit is None or entity in self.limit

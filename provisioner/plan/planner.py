@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from provisioner.manifest.model import Entity, Target
 from provisioner.plan.bindings import merge
 from provisioner.plan.model import (
+    CHAIN,
     CREATE,
     REMOVE,
     RENAME,
@@ -243,13 +245,14 @@ class _Planner:
                     )
                 )
             keep.append((current.number, wanted, current))
+        keep = [(n, d, self.with_new_chain(entity, g)) for n, d, g in keep]
         for g in self.recorded.generations_of(entity.id):
             if g.status == CURRENT:
                 continue
             if g.id in self.holders:
                 if g.status == RETIRED:
                     self.retain(entity, g, "is brought back to the workstations")
-                keep.append((g.number, g.designation, g))
+                keep.append((g.number, g.designation, self.with_new_chain(entity, g)))
             elif g.status == RETAINED:
                 self.actions.append(
                     Action(
@@ -282,6 +285,27 @@ class _Planner:
                     )
                     return
         self.plan_copies(entity, keep, retiring)
+
+    def with_new_chain(
+        self, entity: Entity, g: RecordedGeneration | None
+    ) -> RecordedGeneration | None:
+        """`g`, with the renewed chain of its issuer when there is one (and the action)."""
+        if g is None or g.id not in self.desired.chain_updates:
+            return g
+        pem, digest = self.desired.chain_updates[g.id]
+        self.actions.append(
+            Action(
+                CHAIN,
+                "~",
+                entity.id,
+                g.number,
+                "chain-changed",
+                f"the certificate of issuer {g.issuer} was renewed with the same key: the copies "
+                "carry the new chain (same bi-clé, re-encoded)",
+                attributes=(("chain_sha256", digest),),
+            )
+        )
+        return replace(g, chain=pem, chain_sha256=digest)
 
     def retain(self, entity: Entity, g: RecordedGeneration, what: str) -> None:
         views = self.holders[g.id]

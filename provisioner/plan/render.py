@@ -7,6 +7,7 @@ from typing import Any
 from provisioner import clock
 from provisioner.plan.model import (
     BIND,
+    CHAIN,
     CONSULT,
     CREATE,
     REMOVE,
@@ -77,6 +78,8 @@ def _label(action: Action) -> str:
         return f"generation {action.generation}: create"
     if action.kind == RENAME:
         return f"generation {action.generation}: update designation"
+    if action.kind == CHAIN:
+        return f"generation {action.generation}: update issuer chain"
     if action.kind == RETIRE:
         return f"generation {action.generation}: retire"
     if action.kind == RETAIN:

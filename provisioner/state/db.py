@@ -383,6 +383,12 @@ class Change:
             (status, clock.iso(at) if status == "retired" else None, generation_id),
         )
 
+    def set_chain(self, generation_id: str, chain: bytes, chain_sha256: str) -> None:
+        self.conn.execute(
+            "UPDATE generations SET chain = ?, chain_sha256 = ? WHERE id = ?",
+            (chain, chain_sha256, generation_id),
+        )
+
     def set_designation(self, generation_id: str, designation: str) -> None:
         self.conn.execute(
             "UPDATE generations SET designation = ? WHERE id = ?", (designation, generation_id)
