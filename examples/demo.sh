@@ -14,6 +14,7 @@ step plan quickstart.yaml
 step apply --auto-approve quickstart.yaml
 step plan quickstart.yaml
 step status quickstart.yaml
+step rehearse quickstart.yaml
 printf '\nThe copies (PKCS#12, mode 0600) the agents would import:\n'
 find "$work/demo-out" -name '*.p12' | sort | sed "s|$work/||"
 printf '\nDemo folder (delete it when done): %s\n' "$work"
