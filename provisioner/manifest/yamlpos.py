@@ -67,11 +67,12 @@ def _plain_tag(value: str) -> str:
 
 @dataclass
 class Positions:
-    """Maps a path inside the document to the (line, column) of its value and of its key."""
+    """Maps a path inside the document to the line and column of its value and of its key,
+    packed in one int (line << 20 | column): region manifests have hundreds of thousands."""
 
     file: str
-    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    values: dict[Path, int] = field(default_factory=dict)
+    keys: dict[Path, int] = field(default_factory=dict)
 
     def at(self, path: Path, *, key: bool = False) -> Location:
         """Location of the node at `path` (its key when `key`), else of its nearest ancestor."""
@@ -79,11 +80,18 @@ class Positions:
         while True:
             table = self.keys if key and p in self.keys else self.values
             if p in table:
-                line, col = table[p]
-                return Location(self.file, line, col)
+                packed = table[p]
+                return Location(self.file, packed >> 20, packed & _COLUMN)
             if not p:
                 return Location(self.file, 1, 1)
             p = p[:-1]
+
+
+_COLUMN = (1 << 20) - 1
+
+
+def _pack(mark: Any) -> int:
+    return int(((mark.line + 1) << 20) | min(mark.column + 1, _COLUMN))
 
 
 def _fail(file: str, line: int, col: int, message: str) -> ManifestError:
@@ -122,7 +130,7 @@ _CONSTRUCT = yaml.SafeLoader.yaml_constructors
 
 
 class _Frame:
-    __slots__ = ("anchor", "container", "depth", "key", "key_mark", "path", "size")
+    __slots__ = ("anchor", "container", "depth", "key", "path", "size")
 
     def __init__(self, container: Any, path: Path, depth: int, anchor: str | None) -> None:
         self.container = container
@@ -130,7 +138,6 @@ class _Frame:
         self.depth = depth
         self.anchor = anchor
         self.key: Any = _NO_KEY
-        self.key_mark: tuple[int, int] = (0, 0)
         self.size = 1
 
 
@@ -210,9 +217,7 @@ class _Builder:
                 depth = 0 if parent is None else parent.depth + 1
                 if depth > MAX_DEPTH:
                     raise self.fail(event.start_mark, f"nesting deeper than {MAX_DEPTH} levels")
-                self.pos.values.setdefault(
-                    path, (event.start_mark.line + 1, event.start_mark.column + 1)
-                )
+                self.pos.values.setdefault(path, _pack(event.start_mark))
                 container: Any = {} if kind is yaml.MappingStartEvent else []
                 stack.append(_Frame(container, path, depth, event.anchor))
                 self.count += 1
@@ -242,9 +247,7 @@ class _Builder:
         container = frame.container
         if isinstance(container, list):
             if not nested:
-                self.pos.values.setdefault(
-                    (*frame.path, len(container)), (mark.line + 1, mark.column + 1)
-                )
+                self.pos.values.setdefault((*frame.path, len(container)), _pack(mark))
             container.append(value)
             return
         if frame.key is _NO_KEY:  # this scalar is a key
@@ -258,14 +261,13 @@ class _Builder:
             key = value if isinstance(value, str) else str(value)
             if key in container:
                 first = self.pos.keys.get((*frame.path, key))
-                where = f" (first at line {first[0]})" if first else ""
+                where = f" (first at line {first >> 20})" if first else ""
                 raise _fail(self.pos.file, line, col, f"duplicate key '{key}'{where}")
-            self.pos.keys[(*frame.path, key)] = (line, col)
+            self.pos.keys[(*frame.path, key)] = (line << 20) | min(col, _COLUMN)
             frame.key = key
-            frame.key_mark = (line, col)
             return
         if not nested:
-            self.pos.values.setdefault((*frame.path, frame.key), (mark.line + 1, mark.column + 1))
+            self.pos.values.setdefault((*frame.path, frame.key), _pack(mark))
         container[frame.key] = value
         frame.key = _NO_KEY
 

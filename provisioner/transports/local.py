@@ -15,6 +15,8 @@ from provisioner.transports.base import FileFacts
 
 
 class LocalTransport:
+    __slots__ = ("_checked", "target")
+
     def __init__(self, target: Target) -> None:
         self.target = target
         self._checked = False
