@@ -27,6 +27,7 @@ def events(plan: Plan, result: ApplyResult) -> list[tuple[str, dict[str, Any]]]:
     for view in plan.consultations:
         if view.is_open:
             keeping.setdefault(view.entity, []).append(view.reference)
+    reasons = {(a.entity, a.generation): a.reason for a in plan.actions if a.kind == CREATE}
     for g in result.created:
         out.append(
             (
@@ -41,16 +42,7 @@ def events(plan: Plan, result: ApplyResult) -> list[tuple[str, dict[str, Any]]]:
                     "certificate_sha256": g.cert_sha256,
                     "public_key_sha256": g.key_sha256,
                     "not_after": clock.iso(g.not_after),
-                    "reason": next(
-                        (
-                            a.reason
-                            for a in plan.actions
-                            if a.kind == CREATE
-                            and a.entity == g.entity
-                            and a.generation == g.number
-                        ),
-                        "",
-                    ),
+                    "reason": reasons.get((g.entity, g.number), ""),
                     "consultations": sorted(keeping.get(g.entity, [])),
                 },
             )

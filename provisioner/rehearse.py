@@ -89,7 +89,7 @@ def rehearse(
         if view.is_open and view.generation_id:
             bound.setdefault(view.generation_id, []).append(view.reference)
     jobs: list[tuple[bytes, str, bytes, bytes, str, bytes]] = []
-    slots: list[tuple[CopyResult, bool]] = []  # template, needs opening
+    slots: list[tuple[CopyResult, list[str]]] = []  # template, consultations holding it
     results: list[CopyResult] = []
     for entity in manifest.entities:
         if entity.state != "present" or (limit is not None and entity.id not in limit):
@@ -133,29 +133,20 @@ def rehearse(
                 jobs.append(
                     (data, passwords[entity.id], g.certificate, envelope, g.key_sha256, content)
                 )
-                slots.append((base, True))
+                slots.append((base, bound.get(g.id, [])))
     workers = os.cpu_count() or 1
     if len(jobs) >= 8 and workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as executor:
             outcomes = list(executor.map(open_copy, jobs, chunksize=max(1, len(jobs) // 64)))
     else:
         outcomes = [open_copy(job) for job in jobs]
-    for (base, _), (opened, reason, detail) in zip(slots, outcomes, strict=True):
+    for (base, holders), (opened, reason, detail) in zip(slots, outcomes, strict=True):
         note = detail
         if opened and base.role == "bound":
-            note = "opened; kept for consultations " + ", ".join(
-                bound.get(_gid(recorded, base), [])
-            )
+            note = "opened; kept for consultations " + ", ".join(holders)
         results.append(_with(base, opened, reason, note))
     results.sort(key=lambda r: (r.entity, r.generation, r.target))
     return results
-
-
-def _gid(recorded: Recorded, r: CopyResult) -> str:
-    for g in recorded.generations_of(r.entity):
-        if g.number == r.generation:
-            return g.id
-    return ""
 
 
 def _with(base: CopyResult, opened: bool, reason: str, detail: str) -> CopyResult:

@@ -65,6 +65,13 @@ def issued(
     return certificates.build_certificate(key, SPEC, NOW, region_ca)
 
 
+def clear_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """An unencrypted PKCS#8 PEM, for feeding OpenSSL in a test (never done by the tool)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 def write_pem(path: Path, cert: x509.Certificate) -> Path:
     path.write_bytes(certificates.certificate_pem(cert))
     return path
@@ -280,13 +287,7 @@ def test_distinct_errors(key: rsa.RSAPrivateKey, cert: x509.Certificate, tmp_pat
 def test_unsupported_algorithm_is_named(
     key: rsa.RSAPrivateKey, cert: x509.Certificate, tmp_path: Path
 ) -> None:
-    (tmp_path / "k.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    (tmp_path / "k.pem").write_bytes(clear_pem(key))
     out = tmp_path / "rc4.p12"
     done = run(
         "openssl",
@@ -315,13 +316,7 @@ def test_unsupported_algorithm_is_named(
 def test_openssl_made_files_are_read(
     key: rsa.RSAPrivateKey, cert: x509.Certificate, tmp_path: Path
 ) -> None:
-    (tmp_path / "k.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    (tmp_path / "k.pem").write_bytes(clear_pem(key))
     for extra in ([], ["-legacy"]):
         out = tmp_path / "o.p12"
         done = run(
@@ -364,11 +359,7 @@ def test_issuer_with_wrong_password_or_not_a_ca(tmp_path: Path, cert: x509.Certi
     with pytest.raises(CryptoError, match="not a CA"):
         certificates.load_certificate_authority(
             certificates.certificate_pem(leaf),
-            leaf_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
+            clear_pem(leaf_key),
             None,
         )
 

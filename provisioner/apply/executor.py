@@ -42,7 +42,7 @@ from provisioner.plan.model import (
 )
 from provisioner.plan.planner import resolve_target
 from provisioner.secrets import resolve
-from provisioner.state.db import StateDB
+from provisioner.state.db import Change, StateDB
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import (
     CURRENT,
@@ -119,6 +119,7 @@ class Executor:
         parallel: int = 8,
         progress: ProgressFn | None = None,
         pool: TransportPool | None = None,
+        issuers: dict[str, certificates.CertificateAuthority] | None = None,
     ) -> None:
         self.desired = desired
         self.recorded = recorded
@@ -134,6 +135,7 @@ class Executor:
             (g.entity, g.number): g for g in recorded.generations
         }
         self.fresh_keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.issuers = dict(issuers or {})  # loaded once, by the caller or on first use
         self.pool = pool or TransportPool()
         self.own_pool = pool is None
         self.failed_targets: set[tuple[str, str]] = set()  # (entity, target) where a write failed
@@ -221,21 +223,27 @@ class Executor:
     def set_status(self, g: RecordedGeneration, status: str, **detail: object) -> None:
         """Record a generation's new status, with its audit record, in one transaction."""
         with self.db.change() as change:
-            change.set_status(g.id, status, self.now)
-            change.audit(
-                f"generation-{status}",
-                g.entity,
-                generation=g.number,
-                designation=g.designation,
-                **detail,
-            )
+            self.record_status(change, g, status, **detail)
+
+    def record_status(
+        self, change: Change, g: RecordedGeneration, status: str, **detail: object
+    ) -> None:
+        """A generation's new status and its audit record, inside `change`."""
+        change.set_status(g.id, status, self.now)
+        change.audit(
+            f"generation-{status}",
+            g.entity,
+            generation=g.number,
+            designation=g.designation,
+            **detail,
+        )
         self.generations[(g.entity, g.number)] = replace(g, status=status)
 
     def create(self, actions: list[Action], retains: list[Action]) -> None:
         if not actions:
             return
         retained = {(a.entity, a.generation) for a in retains}
-        issuers: dict[str, certificates.CertificateAuthority] = {}
+        issuers = self.issuers
         ready: list[tuple[Action, Entity, certificates.CertificateAuthority | None]] = []
         for action in actions:
             entity = self.entity(action.entity)
@@ -322,15 +330,7 @@ class Executor:
         with self.db.change() as change:
             if previous is not None:
                 status = RETAINED if (entity.id, previous.number) in retained else RETIRED
-                change.set_status(previous.id, status, self.now)
-                change.audit(
-                    f"generation-{status}",
-                    entity.id,
-                    generation=previous.number,
-                    designation=previous.designation,
-                    replaced_by=generation.number,
-                )
-                self.generations[(entity.id, previous.number)] = replace(previous, status=status)
+                self.record_status(change, previous, status, replaced_by=generation.number)
             change.add_generation(generation)
             change.audit(
                 "generation-created",

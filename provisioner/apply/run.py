@@ -9,6 +9,7 @@ from pathlib import Path
 from provisioner import clock
 from provisioner.apply.executor import ApplyResult, Executor, ProgressFn, load_issuer
 from provisioner.atomic import make_private_dirs
+from provisioner.crypto.certificates import CertificateAuthority
 from provisioner.engine import (
     Session,
     inputs_digest,
@@ -32,20 +33,24 @@ class ApplyRun:
     lock_note: str | None = None
 
 
-def _check_issuers(session: Session, plan: Plan) -> None:
-    """Load every issuer a new generation needs before anything is written."""
+def _load_issuers(session: Session, plan: Plan) -> dict[str, CertificateAuthority]:
+    """Load every issuer a new generation needs before anything is written; the executor
+    signs with these (their password sources run once)."""
     needed = set()
     for action in plan.actions:
         if action.kind == CREATE:
             entity = session.manifest.entity(action.entity)
             if entity is not None and entity.key.issuer != SELF_SIGNED:
                 needed.add(entity.key.issuer)
-    for name in sorted(needed):
-        load_issuer(session.manifest.issuers[name])
+    return {name: load_issuer(session.manifest.issuers[name]) for name in sorted(needed)}
 
 
 def _execute(
-    session: Session, plan: Plan, parallel: int, progress: ProgressFn | None
+    session: Session,
+    plan: Plan,
+    parallel: int,
+    progress: ProgressFn | None,
+    issuers: dict[str, CertificateAuthority],
 ) -> ApplyResult:
     assert session.db is not None and session.escrow is not None
     return Executor(
@@ -59,6 +64,7 @@ def _execute(
         parallel=parallel,
         progress=progress,
         pool=session.pool,
+        issuers=issuers,
     ).run()
 
 
@@ -78,10 +84,10 @@ def apply_manifest(
         plan = make_plan(session, observed, clock.now())
         if not plan.changes or plan.refusals:
             return ApplyRun(plan, None, note)
-        _check_issuers(session, plan)
+        issuers = _load_issuers(session, plan)
         if not confirm(plan):
             return ApplyRun(plan, None, note)
-        return ApplyRun(plan, _execute(session, plan, parallel, progress), note)
+        return ApplyRun(plan, _execute(session, plan, parallel, progress, issuers), note)
 
 
 def apply_saved(
@@ -129,8 +135,8 @@ def apply_saved(
             raise StalePlanError(f"stale plan {path}: the plan no longer matches; make a new plan")
         if not plan.changes or plan.refusals:
             return session, ApplyRun(plan, None, note)
-        _check_issuers(session, plan)
-        return session, ApplyRun(plan, _execute(session, plan, parallel, progress), note)
+        issuers = _load_issuers(session, plan)
+        return session, ApplyRun(plan, _execute(session, plan, parallel, progress, issuers), note)
 
 
 def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) -> None:
