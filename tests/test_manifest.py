@@ -154,3 +154,18 @@ def test_version_and_help(cli: Runner) -> None:
     assert cli("--version").stdout.startswith("provisioner ")
     done = cli("validate", "--help")
     assert done.returncode == 0 and "MANIFEST" in done.stdout
+
+
+def test_compiled_validators_are_those_of_the_shipped_schemas() -> None:
+    """The generated validator modules were regenerated after the last schema change (a stale
+    one would be skipped for a slow in-memory compilation, silently)."""
+    import importlib
+
+    from provisioner.manifest.compile_schemas import COMPILED, digest, module_name
+
+    for name in COMPILED:
+        module = importlib.import_module(f"provisioner.manifest.{module_name(name)}")
+        assert module.DIGEST == digest(name), (
+            f"provisioner/manifest/{module_name(name)}.py is stale: "
+            "python -m provisioner.manifest.compile_schemas"
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.manifest.schema import load_schema
+from provisioner.manifest.schema import branches, load_schema
 
 HEADER = """# Manifest reference
 
@@ -52,14 +52,14 @@ def _section(
     if schema.get("description"):
         lines += [schema["description"], ""]
     properties: dict[str, Any] = dict(schema.get("properties", {}))
-    for part in schema.get("allOf", []):
-        for key, value in part.get("then", {}).get("properties", {}).items():
+    for part in branches(schema):
+        for key, value in part.get("properties", {}).items():
             if isinstance(value, dict):
                 properties.setdefault(key, value)
     if properties:
         required = set(schema.get("required", []))
-        for part in schema.get("allOf", []):
-            required |= set(part.get("then", {}).get("required", []))
+        for part in branches(schema):
+            required |= set(part.get("required", []))
         lines += ["| key | type | required | meaning |", "|---|---|---|---|"]
         nested: list[tuple[str, dict[str, Any]]] = []
         for key, value in properties.items():
