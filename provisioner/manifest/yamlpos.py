@@ -7,6 +7,7 @@ mappings of the safe schema are built. Duplicate keys are errors, alias expansio
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,17 @@ _IMPLICIT = [
 _BY_FIRST: dict[str | None, list[tuple[str, Any]]] = {}
 for _tag, _regexp, _first in _IMPLICIT:
     _BY_FIRST.setdefault(_first, []).append((_tag, _regexp))
+
+
+# Any of those rules, in one expression: a plain scalar it does not match is a string.
+_MAYBE_TYPED = re.compile(
+    "|".join(
+        dict.fromkeys(  # each rule is registered once per first character: once here
+            f"(?{'x' if regexp.flags & re.X else ''}:{regexp.pattern})"
+            for _tag, regexp, _first in _IMPLICIT
+        )
+    )
+).match
 
 
 def _plain_tag(value: str) -> str:
@@ -130,15 +142,18 @@ _CONSTRUCT = yaml.SafeLoader.yaml_constructors
 
 
 class _Frame:
-    __slots__ = ("anchor", "container", "depth", "key", "path", "size")
+    __slots__ = ("anchor", "container", "depth", "first", "is_list", "key", "path")
 
-    def __init__(self, container: Any, path: Path, depth: int, anchor: str | None) -> None:
-        self.container = container
+    def __init__(
+        self, is_list: bool, path: Path, depth: int, anchor: str | None, first: int
+    ) -> None:
+        self.is_list = is_list
+        self.container: Any = [] if is_list else {}
         self.path = path
         self.depth = depth
         self.anchor = anchor
         self.key: Any = _NO_KEY
-        self.size = 1
+        self.first = first  # the node count before this collection: its size is count - first
 
 
 _NO_KEY = object()
@@ -148,8 +163,9 @@ class _Builder:
     """Builds plain data and positions straight from libyaml's event stream (several times
     faster than composing PyYAML nodes), with the same safety rules."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, lean: bool = False) -> None:
         self.pos = Positions(file)
+        self.lean = lean  # record the positions of collections only
         self.count = 0
         self.alias_count = 0
         self.anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, subtree size)
@@ -176,112 +192,189 @@ class _Builder:
         node = yaml.ScalarNode(tag, event.value)
         return _CONSTRUCT[tag](_DUMMY, node)
 
-    def run(self, events: Any) -> Any:
+    def run(self, parser: Any) -> Any:
+        """Consume `parser`'s events. The loop is written flat (locals, no per-event method
+        call on the common paths): at region scale it handles hundreds of thousands of events."""
         stack: list[_Frame] = []
         root: Any = None
         documents = 0
-        for event in events:
+        count = 0
+        values = self.pos.values
+        get_event = parser.get_event
+        scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+        mapping_start, sequence_start = yaml.MappingStartEvent, yaml.SequenceStartEvent
+        mapping_end, sequence_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
+        document_start = yaml.DocumentStartEvent
+        by_first = _BY_FIRST
+        any_first = _BY_FIRST.get(None)
+        maybe_typed = _MAYBE_TYPED
+        no_key = _NO_KEY
+        column_max = _COLUMN
+        lean = self.lean
+        while (event := get_event()) is not None:
             kind = type(event)
-            if kind is yaml.ScalarEvent or kind is yaml.AliasEvent:
-                if kind is yaml.AliasEvent:
-                    if event.anchor not in self.anchors:
-                        raise self.fail(event.start_mark, f"unknown alias *{event.anchor}")
-                    value, size = self.anchors[event.anchor]
-                    self.alias_count += size
-                    if self.alias_count > MAX_ALIAS_NODES:
-                        raise self.fail(
-                            event.start_mark,
-                            f"aliases expand to more than {MAX_ALIAS_NODES} nodes (alias bomb?)",
-                        )
+            if kind is scalar_event:
+                count += 1
+                text = event.value
+                tag = event.tag
+                if (tag is None or tag == "!") and (
+                    not event.implicit[0]  # quoted: always a string
+                    or (
+                        text
+                        and any_first is None
+                        and (text[0] not in by_first or maybe_typed(text) is None)
+                    )
+                ):
+                    value = text  # the common case: a string
                 else:
                     value = self.scalar(event)
-                    size = 1
-                    if event.anchor:
-                        self.anchors[event.anchor] = (value, 1)
-                self.count += size
+                if event.anchor:
+                    self.anchors[event.anchor] = (value, 1)
                 if not stack:
                     root = value
                     continue
-                self._add(stack[-1], value, event.start_mark, size)
-            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                frame = stack[-1]
+                container = frame.container
+                if lean:
+                    packed = 0
+                else:
+                    mark = event.start_mark
+                    column = min(mark.column + 1, column_max)
+                    packed = ((mark.line + 1) << 20) | column
+                if frame.is_list:
+                    if not lean:
+                        values[(*frame.path, len(container))] = packed
+                    container.append(value)
+                elif frame.key is not no_key:
+                    if not lean:
+                        values[(*frame.path, frame.key)] = packed
+                    container[frame.key] = value
+                    frame.key = no_key
+                elif type(value) is str and value not in container:  # a new key
+                    if not lean:
+                        self.pos.keys[(*frame.path, value)] = packed
+                    frame.key = value
+                else:
+                    self._key(frame, value, packed)
+            elif kind is mapping_start or kind is sequence_start:
                 if event.tag not in (None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
                     raise self.fail(event.start_mark, f"unsupported YAML tag {event.tag}")
-                parent = stack[-1] if stack else None
-                if (
-                    parent is not None
-                    and isinstance(parent.container, dict)
-                    and parent.key is _NO_KEY
-                ):
-                    raise self.fail(event.start_mark, "mapping keys must be plain strings")
-                path = () if parent is None else self._child_path(parent)
-                depth = 0 if parent is None else parent.depth + 1
-                if depth > MAX_DEPTH:
-                    raise self.fail(event.start_mark, f"nesting deeper than {MAX_DEPTH} levels")
-                self.pos.values.setdefault(path, _pack(event.start_mark))
-                container: Any = {} if kind is yaml.MappingStartEvent else []
-                stack.append(_Frame(container, path, depth, event.anchor))
-                self.count += 1
-            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                if stack:
+                    parent = stack[-1]
+                    if parent.is_list:
+                        path: Path = (*parent.path, len(parent.container))
+                    elif parent.key is no_key:
+                        raise self.fail(event.start_mark, "mapping keys must be plain strings")
+                    else:
+                        path = (*parent.path, parent.key)
+                    depth = parent.depth + 1
+                    if depth > MAX_DEPTH:
+                        raise self.fail(event.start_mark, f"nesting deeper than {MAX_DEPTH} levels")
+                else:
+                    path, depth = (), 0
+                values.setdefault(path, _pack(event.start_mark))
+                stack.append(_Frame(kind is sequence_start, path, depth, event.anchor, count))
+                count += 1
+            elif kind is mapping_end or kind is sequence_end:
                 frame = stack.pop()
                 if frame.anchor:
-                    self.anchors[frame.anchor] = (frame.container, frame.size)
+                    self.anchors[frame.anchor] = (frame.container, count - frame.first)
                 if stack:
-                    self._add(stack[-1], frame.container, None, frame.size, nested=True)
+                    self._nested(stack[-1], frame.container)
                 else:
                     root = frame.container
-            elif kind is yaml.DocumentStartEvent:
+            elif kind is alias_event:
+                if event.anchor not in self.anchors:
+                    raise self.fail(event.start_mark, f"unknown alias *{event.anchor}")
+                value, size = self.anchors[event.anchor]
+                self.alias_count += size
+                if self.alias_count > MAX_ALIAS_NODES:
+                    raise self.fail(
+                        event.start_mark,
+                        f"aliases expand to more than {MAX_ALIAS_NODES} nodes (alias bomb?)",
+                    )
+                count += size
+                if not stack:
+                    root = value
+                    continue
+                self._add(stack[-1], value, event.start_mark)
+            elif kind is document_start:
                 documents += 1
                 if documents > 1:
                     raise self.fail(event.start_mark, "only one YAML document is allowed")
-            if self.count > MAX_NODES:
+            if count > MAX_NODES:
                 raise _fail(self.pos.file, 1, 1, f"document has more than {MAX_NODES} nodes")
+        self.count = count
         return root
 
-    def _child_path(self, parent: _Frame) -> Path:
-        if isinstance(parent.container, list):
-            return (*parent.path, len(parent.container))
-        return (*parent.path, parent.key)
+    def _key(self, frame: _Frame, value: Any, packed: int) -> None:
+        """`value` is the next key of the mapping `frame`."""
+        line, col = packed >> 20, packed & _COLUMN
+        if self.lean and (value is _MERGE or isinstance(value, (dict, list))):
+            raise _Placing
+        if value is _MERGE:
+            raise _fail(self.pos.file, line, col, "merge keys ('<<') are not supported")
+        if isinstance(value, (dict, list)):
+            raise _fail(self.pos.file, line, col, "mapping keys must be plain strings")
+        key = value if isinstance(value, str) else str(value)
+        if key in frame.container:
+            if self.lean:
+                raise _Placing  # parsed again with every position, to say where
+            first = self.pos.keys.get((*frame.path, key))
+            where = f" (first at line {first >> 20})" if first else ""
+            raise _fail(self.pos.file, line, col, f"duplicate key '{key}'{where}")
+        if not self.lean:
+            self.pos.keys[(*frame.path, key)] = packed
+        frame.key = key
 
-    def _add(self, frame: _Frame, value: Any, mark: Any, size: int, nested: bool = False) -> None:
-        frame.size += size
-        container = frame.container
-        if isinstance(container, list):
-            if not nested:
-                self.pos.values.setdefault((*frame.path, len(container)), _pack(mark))
-            container.append(value)
-            return
-        if frame.key is _NO_KEY:  # this scalar is a key
-            if nested:
-                raise AssertionError("unreachable: checked at the container's start")
-            line, col = mark.line + 1, mark.column + 1
-            if value is _MERGE:
-                raise _fail(self.pos.file, line, col, "merge keys ('<<') are not supported")
+    def _nested(self, frame: _Frame, value: Any) -> None:
+        """A finished collection (its position was recorded at its start) joins `frame`."""
+        if frame.is_list:
+            frame.container.append(value)
+        else:
+            frame.container[frame.key] = value
+            frame.key = _NO_KEY
+
+    def _add(self, frame: _Frame, value: Any, mark: Any) -> None:
+        """An alias's value joins `frame`: as a key or as a value."""
+        if not frame.is_list and frame.key is _NO_KEY:
             if isinstance(value, (dict, list)):
-                raise _fail(self.pos.file, line, col, "mapping keys must be plain strings")
-            key = value if isinstance(value, str) else str(value)
-            if key in container:
-                first = self.pos.keys.get((*frame.path, key))
-                where = f" (first at line {first >> 20})" if first else ""
-                raise _fail(self.pos.file, line, col, f"duplicate key '{key}'{where}")
-            self.pos.keys[(*frame.path, key)] = (line << 20) | min(col, _COLUMN)
-            frame.key = key
+                raise self.fail(mark, "mapping keys must be plain strings")
+            self._key(frame, value, _pack(mark))
             return
-        if not nested:
-            self.pos.values.setdefault((*frame.path, frame.key), _pack(mark))
-        container[frame.key] = value
-        frame.key = _NO_KEY
+        self.pos.values[(*frame.path, len(frame.container) if frame.is_list else frame.key)] = (
+            _pack(mark)
+        )
+        self._nested(frame, value)
 
 
 _MERGE = object()
 _DUMMY = yaml.SafeLoader("")
 
 
-def load_yaml(data: bytes, file: str) -> tuple[Any, Positions]:
-    """Parse one YAML document from bytes; returns plain data and the positions of its nodes."""
+class _Placing(Exception):
+    """A lean parse met an error it cannot place: parse again with every position."""
+
+
+def load_yaml(data: bytes, file: str, *, lean: bool = False) -> tuple[Any, Positions]:
+    """Parse one YAML document from bytes; returns plain data and the positions of its nodes:
+    of every key and value, or when `lean` of mappings and lists only (a fifth of them, for
+    callers that place problems later by parsing again)."""
     text = decode(data, file)
-    builder = _Builder(file)
+    if lean:
+        try:
+            return _parse(text, file, lean=True)
+        except _Placing:
+            pass
+    return _parse(text, file, lean=False)
+
+
+def _parse(text: str, file: str, *, lean: bool) -> tuple[Any, Positions]:
+    builder = _Builder(file, lean)
+    parser: Any = None
     try:
-        return builder.run(yaml.parse(text, Loader=_Loader)), builder.pos
+        parser = _Loader(text)
+        return builder.run(parser), builder.pos
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -289,3 +382,6 @@ def load_yaml(data: bytes, file: str) -> tuple[Any, Positions]:
         raise _fail(file, line, col, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise _fail(file, 1, 1, f"YAML error: {exc}") from None
+    finally:
+        if parser is not None:
+            parser.dispose()
