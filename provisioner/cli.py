@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import json
 import os
@@ -207,7 +209,6 @@ def plan(
     consultations: ConsultationsOpt = None,
 ) -> None:
     """Show what apply would do, and why. Changes nothing."""
-    from provisioner.apply.run import save_plan
     from provisioner.engine import load_session, make_plan, observe, observed_digest
     from provisioner.plan.render import plan_json, render_plan
 
@@ -219,6 +220,8 @@ def plan(
         observed = observe(session, parallel)
         result = make_plan(session, observed, clock.now())
         if out is not None and not result.refusals:
+            from provisioner.apply.run import save_plan
+
             save_plan(session, result, observed_digest(observed), out)
     finally:
         session.close()
@@ -884,9 +887,11 @@ def main() -> None:
     try:
         # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself.
         app(prog_name="provisioner")
+    except SystemExit as exc:
+        _leave(exc.code)
     except ProvisionerError as exc:
         typer.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _leave(exc.exit_code)
     except Exception as exc:  # a genuine bug: say so in one line unless debugging
         if os.environ.get("PROVISIONER_DEBUG"):
             raise
@@ -894,4 +899,26 @@ def main() -> None:
             f"Internal error: {type(exc).__name__}: {exc} (set PROVISIONER_DEBUG=1 for details)",
             err=True,
         )
-        sys.exit(1)
+        _leave(1)
+    _leave(0)
+
+
+def _leave(code: object) -> NoReturn:
+    """Exit with `code` without tearing the heap down object by object.
+
+    At region scale the interpreter's own teardown frees about a million objects (0.1 s at
+    1,000 entities) that the kernel reclaims at once anyway. Everything that matters has
+    happened by then: the state database and lock are closed by the commands, exit handlers
+    (process pools, threads) run here, and the output streams are flushed."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message")
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(status)

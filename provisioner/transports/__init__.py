@@ -44,12 +44,13 @@ class TransportPool:
         return SshTransport(target, conn)
 
     def close(self) -> None:
-        from provisioner.transports.ssh import SshConnection
-
         with self._lock:
-            for conn in self._connections.values():
-                if isinstance(conn, SshConnection):
-                    conn.close()
+            if self._connections:  # paramiko is imported only by runs that use SSH
+                from provisioner.transports.ssh import SshConnection
+
+                for conn in self._connections.values():
+                    if isinstance(conn, SshConnection):
+                        conn.close()
             self._connections.clear()
             self._transports.clear()
 
