@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provisioner import clock, faults
-from provisioner.apply.keygen import encode_many, generate_many
+from provisioner.apply.keygen import EncodeJob, Workers
 from provisioner.crypto import certificates
 from provisioner.crypto.keys import certificate_fingerprint
 from provisioner.errors import ProvisionerError, TransportError
@@ -135,6 +135,10 @@ class Executor:
             (g.entity, g.number): g for g in recorded.generations
         }
         self.fresh_keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.workers = Workers()
+        # PKCS#12 encodings queued as soon as a new generation is committed, with the job they
+        # were made from: (entity, number) -> (job, bytes to come).
+        self.encoding: dict[tuple[str, int], tuple[EncodeJob, Future[bytes]]] = {}
         self.issuers = dict(issuers or {})  # loaded once, by the caller or on first use
         self.pool = pool or TransportPool()
         self.own_pool = pool is None
@@ -157,6 +161,7 @@ class Executor:
             self.remove(by_kind.get(REMOVE, []))
             self.retire(by_kind.get(RETIRE, []))
         finally:
+            self.workers.close()
             if self.own_pool:
                 self.pool.close()
         return self.result
@@ -256,13 +261,21 @@ class Executor:
                 continue
             ready.append((action, entity, issuers.get(name)))
         self.progress("generating keys", 0, len(ready))
-        keys = generate_many([entity.key.size for _, entity, _ in ready])
-        faults.reached("after-keygen")
+        # Copies of the new generations to write later in this run: their PKCS#12 files are
+        # queued for encoding behind the key generations as soon as each one is committed.
+        to_write = {(a.entity, a.generation) for a in self.plan.actions if a.kind == WRITE}
+        keys = self.workers.keys([entity.key.size for _, entity, _ in ready])
         for i, ((action, entity, ca), key) in enumerate(zip(ready, keys, strict=True)):
+            if i == 0:
+                faults.reached("after-keygen")
             try:
-                self.create_one(action, entity, ca, key, retained)
+                g = self.create_one(action, entity, ca, key, retained)
             except ProvisionerError as exc:
                 self.fail_entity(action, str(exc))
+            else:
+                if (entity.id, g.number) in to_write and entity.id in self.passwords:
+                    job = self.encode_job(g, key)
+                    self.encoding[(entity.id, g.number)] = (job, self.workers.encode(job))
             self.progress("generating keys", i + 1, len(ready))
 
     def fail_entity(self, action: Action, message: str) -> None:
@@ -280,7 +293,7 @@ class Executor:
         ca: certificates.CertificateAuthority | None,
         key: rsa.RSAPrivateKey,
         retained: set[tuple[str, int]],
-    ) -> None:
+    ) -> RecordedGeneration:
         spec = entity.key
         common_name = action.attribute("common_name") or spec.common_name_for(
             action.generation, self.now.year
@@ -347,6 +360,7 @@ class Executor:
         self.result.created.append(generation)
         faults.reached("after-commit")
         self.result.outcomes.append(Outcome(action, True))
+        return generation
 
     def update_chains(self, actions: list[Action]) -> None:
         for action in actions:
@@ -391,28 +405,39 @@ class Executor:
     def key_of(self, g: RecordedGeneration) -> rsa.RSAPrivateKey:
         return self.fresh_keys.get(g.id) or self.escrow.get(g.key_sha256)
 
+    def encode_job(self, g: RecordedGeneration, key: rsa.RSAPrivateKey) -> EncodeJob:
+        entity = self.entity(g.entity)
+        password = self.passwords[g.entity]
+        return (key, g.certificate, g.chain, g.designation, password, entity.key.profile)
+
     def encode_groups(
         self, groups: dict[tuple[str, int], list[Action]]
-    ) -> dict[tuple[str, int], tuple[bytes, str] | str]:
-        """One PKCS#12 per generation, all encoded up front across cores; a failure (key
-        missing from the escrow...) is returned as its message."""
-        out: dict[tuple[str, int], tuple[bytes, str] | str] = {}
-        jobs: list[tuple[rsa.RSAPrivateKey, bytes, bytes, str, str, str]] = []
-        order: list[tuple[tuple[str, int], str]] = []
-        for entity_id, number in groups:
-            entity = self.entity(entity_id)
-            g = self.generations[(entity_id, number)]
-            password = self.passwords[entity_id]
+    ) -> dict[tuple[str, int], tuple[Future[bytes], str] | str]:
+        """One PKCS#12 per generation, across cores: the encodings queued when the generation
+        was created, the others now. A failure (key missing from the escrow...) is returned as
+        its message."""
+        jobs: dict[tuple[str, int], EncodeJob] = {}
+        failed: dict[tuple[str, int], str] = {}
+        for group in groups:
+            g = self.generations[group]
             try:
-                key = self.key_of(g)
+                jobs[group] = self.encode_job(g, self.key_of(g))
             except ProvisionerError as exc:
-                out[(entity_id, number)] = str(exc)
+                failed[group] = str(exc)
+        queued = {
+            group: self.encoding[group][1]
+            for group, job in jobs.items()
+            if group in self.encoding and self.encoding[group][0][1:] == job[1:]
+        }
+        inline = len(jobs) - len(queued) < 8  # a few are not worth starting worker processes
+        out: dict[tuple[str, int], tuple[Future[bytes], str] | str] = {}
+        for group in groups:
+            if group in failed:
+                out[group] = failed[group]
                 continue
-            jobs.append((key, g.certificate, g.chain, g.designation, password, entity.key.profile))
-            order.append(((entity_id, number), self.escrow.password_id(entity_id, password)))
-        self.progress("encoding PKCS#12", 0, len(jobs))
-        for (group, password_id), data in zip(order, encode_many(jobs), strict=True):
-            out[group] = (data, password_id)
+            job = jobs[group]
+            encoding = queued.get(group) or self.workers.encode(job, inline=inline)
+            out[group] = (encoding, self.escrow.password_id(group[0], job[4]))
         return out
 
     def write(self, actions: list[Action]) -> None:
@@ -439,7 +464,8 @@ class Executor:
                     for action in group:
                         self.record_failure(action, result)
                     continue
-                data, password_id = result
+                encoding, password_id = result
+                data = encoding.result()  # in order: early ones are written while others encode
                 for action in group:
                     assert action.target is not None and action.path is not None
                     template = RecordedCopy(

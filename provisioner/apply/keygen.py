@@ -1,39 +1,47 @@
-"""Key generation across cores: RSA generation dominates a first apply."""
+"""Key generation and PKCS#12 encoding across cores: they are nearly all of a first apply.
+
+One `Workers` pool serves a whole apply. Keys come back in order as they are made, so the
+caller escrows and commits each one (fsyncs: the disk's time, not the CPU's) while the workers
+go on generating the next ones; encodings are queued behind the key generations as soon as a
+generation is committed, so the cores never wait for the disk. Keys, passwords and PKCS#12
+bytes cross the process boundary through pipes, never files.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provisioner.crypto.keys import generate_key
 
+# (key, certificate DER, chain PEM, friendly name, password, profile)
+EncodeJob = tuple[rsa.RSAPrivateKey, bytes, bytes, str, str, str]
+
 
 def _generate_der(size: int) -> bytes:
-    # Crosses the process boundary through a pipe, never through a file.
-    return generate_key(size).private_bytes(
+    return _der(generate_key(size))
+
+
+def _der(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
 
 
-def generate_many(sizes: list[int], workers: int | None = None) -> list[rsa.RSAPrivateKey]:
-    """One key per requested size, in order; in parallel processes when there are several."""
-    workers = workers or os.cpu_count() or 1
-    if len(sizes) < 2 or workers < 2:
-        return [generate_key(size) for size in sizes]
-    with ProcessPoolExecutor(max_workers=min(workers, len(sizes))) as pool:
-        ders = list(pool.map(_generate_der, sizes, chunksize=max(1, len(sizes) // (workers * 8))))
-    keys = []
-    for der in ders:
-        # Made by our own child process a moment ago: skip OpenSSL's slow RSA re-check.
-        key = serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=True)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        keys.append(key)
-    return keys
+def _load(der: bytes) -> rsa.RSAPrivateKey:
+    # Made by our own child process a moment ago: skip OpenSSL's slow RSA re-check.
+    key = serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=True)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
 
 
 def _encode(job: tuple[bytes, bytes, bytes, str, str, str]) -> bytes:
@@ -42,49 +50,68 @@ def _encode(job: tuple[bytes, bytes, bytes, str, str, str]) -> bytes:
     from provisioner.crypto import pkcs12
 
     key_der, cert_der, chain_pem, name, password, profile = job
-    key = serialization.load_der_private_key(key_der, None, unsafe_skip_rsa_key_validation=True)
-    assert isinstance(key, rsa.RSAPrivateKey)
     chain = tuple(x509.load_pem_x509_certificates(chain_pem)) if chain_pem else ()
     return pkcs12.encode(
-        key, x509.load_der_x509_certificate(cert_der), chain, name, password, profile
+        _load(key_der), x509.load_der_x509_certificate(cert_der), chain, name, password, profile
     )
 
 
-def encode_many(
-    jobs: list[tuple[rsa.RSAPrivateKey, bytes, bytes, str, str, str]], workers: int | None = None
-) -> list[bytes]:
-    """PKCS#12 encodings (key, certificate DER, chain PEM, friendly name, password, profile),
-    in parallel processes when there are many: PBKDF2 at 100,000 rounds costs ~35 ms each.
-    Keys and passwords cross to the workers through pipes, never files."""
-    from cryptography import x509
+def _die_with_parent(parent: int) -> None:
+    """Runs first in each worker. A worker outlives a killed apply otherwise (SIGKILL cannot be
+    caught, and the workers wait on a pipe their siblings keep open), holding the apply's
+    output pipes open forever: on Linux the kernel now kills it with its parent."""
+    if sys.platform.startswith("linux"):
+        import ctypes
 
-    from provisioner.crypto import pkcs12
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
 
-    workers = workers or os.cpu_count() or 1
-    if len(jobs) < 8 or workers < 2:
-        out = []
-        for key, cert_der, chain_pem, name, password, profile in jobs:
-            chain = tuple(x509.load_pem_x509_certificates(chain_pem)) if chain_pem else ()
-            out.append(
-                pkcs12.encode(
-                    key, x509.load_der_x509_certificate(cert_der), chain, name, password, profile
-                )
+
+_PR_SET_PDEATHSIG = 1
+
+
+class Workers:
+    """The process pool of one apply (started on first use); in-process with one core."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.size = workers or os.cpu_count() or 1
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.size, initializer=_die_with_parent, initargs=(os.getpid(),)
             )
-        return out
-    payload = [
-        (
-            key.private_bytes(
-                serialization.Encoding.DER,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            cert,
-            chain,
-            name,
-            password,
-            profile,
-        )
-        for key, cert, chain, name, password, profile in jobs
-    ]
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        return list(pool.map(_encode, payload, chunksize=max(1, len(jobs) // (workers * 8))))
+        return self._pool
+
+    def keys(self, sizes: list[int]) -> Iterator[rsa.RSAPrivateKey]:
+        """One key per requested size, yielded in order as soon as each is made."""
+        if len(sizes) < 2 or self.size < 2:
+            for size in sizes:
+                yield generate_key(size)
+            return
+        # Small chunks: the first keys arrive early, and the pipe overhead stays negligible.
+        chunk = max(1, min(8, len(sizes) // (self.size * 8)))
+        for der in self._executor().map(_generate_der, sizes, chunksize=chunk):
+            yield _load(der)
+
+    def encode(self, job: EncodeJob, *, inline: bool = False) -> Future[bytes]:
+        """The PKCS#12 of `job`: queued behind the work already submitted, or made here and now
+        when `inline` (a few encodings are not worth starting worker processes)."""
+        key, cert_der, chain_pem, name, password, profile = job
+        payload = (_der(key), cert_der, chain_pem, name, password, profile)
+        if self.size < 2 or (inline and self._pool is None):
+            done: Future[bytes] = Future()
+            try:
+                done.set_result(_encode(payload))
+            except Exception as exc:  # handed to whoever waits for it
+                done.set_exception(exc)
+            return done
+        return self._executor().submit(_encode, payload)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
