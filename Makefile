@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	@# Bytecode now, as pip does for an installed package: every command starts faster.
+	$(PY) -m compileall -q provisioner >/dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)
