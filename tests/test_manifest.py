@@ -165,7 +165,7 @@ def test_compiled_validators_are_those_of_the_shipped_schemas() -> None:
 
     for name in COMPILED:
         module = importlib.import_module(f"provisioner.manifest.{module_name(name)}")
-        assert module.DIGEST == digest(name), (
+        assert digest(name) == module.DIGEST, (
             f"provisioner/manifest/{module_name(name)}.py is stale: "
             "python -m provisioner.manifest.compile_schemas"
         )
