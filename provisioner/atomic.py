@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from provisioner import faults
@@ -39,14 +40,31 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Per folder, the temporaries left by a crashed writer, by the name of the file they were for:
+# each folder is listed once per process, not once per write (a shared location or the escrow
+# holds thousands of files).
+_STALE: dict[str, dict[str, list[str]]] = {}
+_STALE_LOCK = threading.Lock()
+
+
 def _remove_stale_temporaries(path: Path) -> None:
     """Temporaries of `path` left by a crashed writer (the state lock excludes a live one)."""
-    prefix = f"{TMP_MARK}{path.name}."
-    try:
-        with os.scandir(path.parent) as entries:
-            stale = [e.path for e in entries if e.name.startswith(prefix)]
-    except OSError:
-        return
+    folder = str(path.parent)
+    with _STALE_LOCK:
+        leftovers = _STALE.get(folder)
+        if leftovers is None:
+            leftovers = {}
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(TMP_MARK):
+                            name, dot, _ = entry.name[len(TMP_MARK) :].rpartition(".")
+                            if dot:
+                                leftovers.setdefault(name, []).append(entry.path)
+            except OSError:
+                return
+            _STALE[folder] = leftovers
+        stale = leftovers.pop(path.name, [])
     for leftover in stale:
         with contextlib.suppress(OSError):
             os.unlink(leftover)
