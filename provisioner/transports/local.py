@@ -51,10 +51,17 @@ class LocalTransport:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 return FileFacts(info.st_size, "", stat.S_IMODE(info.st_mode), symlink=True)
-            digest = hashlib.sha256()
-            while chunk := os.read(fd, 1 << 20):
-                digest.update(chunk)
-            return FileFacts(info.st_size, digest.hexdigest(), stat.S_IMODE(info.st_mode))
+            # One read for a file of the size fstat gave (a PKCS#12 is a few KB); a large
+            # file, or one that grew meanwhile, is read on to its end 1 MiB at a time.
+            first = min(info.st_size + 1, 1 << 20)
+            data = os.read(fd, first)
+            digest = hashlib.sha256(data)
+            size = len(data)
+            if size == first:
+                while chunk := os.read(fd, 1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+            return FileFacts(size, digest.hexdigest(), stat.S_IMODE(info.st_mode))
         except OSError as exc:
             raise self._fail("read", path, exc) from None
         finally:
