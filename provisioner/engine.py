@@ -194,15 +194,22 @@ def load_session(
     passphrase = resolve(manifest.escrow_passphrase, "escrow passphrase") if need_secrets else ""
     passwords: dict[str, str] = {}
     problems: list[str] = []
+    # A reference shared by several entities (one password file for a whole region, one
+    # command) is read once per run.
+    known: dict[tuple[str, object, Path], str] = {}
     if need_secrets:
         for entity in manifest.entities:
             if entity.state != "present" or (scope is not None and entity.id not in scope):
                 continue
-            try:
-                password = resolve(entity.password, f"entity {entity.id} password")
-            except SecretError as exc:
-                problems.append(str(exc))
-                continue
+            ref = entity.password
+            password = known.get((ref.kind, ref.value, ref.base_dir))
+            if password is None:
+                try:
+                    password = resolve(ref, f"entity {entity.id} password")
+                except SecretError as exc:
+                    problems.append(str(exc))
+                    continue
+                known[(ref.kind, ref.value, ref.base_dir)] = password
             problem = policy_problem(password, entity.password_policy)
             if problem:
                 problems.append(
