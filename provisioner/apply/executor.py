@@ -465,7 +465,12 @@ class Executor:
                         self.record_failure(action, result)
                     continue
                 encoding, password_id = result
-                data = encoding.result()  # in order: early ones are written while others encode
+                try:
+                    data = encoding.result()  # in order: early ones are written while others encode
+                except ProvisionerError as exc:
+                    for action in group:
+                        self.record_failure(action, f"cannot encode the PKCS#12: {exc}")
+                    continue
                 for action in group:
                     assert action.target is not None and action.path is not None
                     template = RecordedCopy(

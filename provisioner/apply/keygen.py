@@ -10,6 +10,7 @@ bytes cross the process boundary through pipes, never files.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import sys
@@ -56,17 +57,18 @@ def _encode(job: tuple[bytes, bytes, bytes, str, str, str]) -> bytes:
     )
 
 
-def _die_with_parent(parent: int) -> None:
+def _die_with_parent(parent: int, start_method: str) -> None:
     """Runs first in each worker. A worker outlives a killed apply otherwise (SIGKILL cannot be
     caught, and the workers wait on a pipe their siblings keep open), holding the apply's
-    output pipes open forever: on Linux the kernel now kills it with its parent."""
+    output pipes open forever: on Linux the kernel now kills it with its parent (the apply,
+    or with the forkserver start method the server, which ends with the apply)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
+    if start_method in ("fork", "spawn") and os.getppid() != parent:
+        os._exit(1)  # the apply died before the line above
 
 
 _PR_SET_PDEATHSIG = 1
@@ -81,8 +83,12 @@ class Workers:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            context = multiprocessing.get_context()
             self._pool = ProcessPoolExecutor(
-                max_workers=self.size, initializer=_die_with_parent, initargs=(os.getpid(),)
+                max_workers=self.size,
+                mp_context=context,
+                initializer=_die_with_parent,
+                initargs=(os.getpid(), context.get_start_method()),
             )
         return self._pool
 
