@@ -272,3 +272,22 @@ def test_a_no_op_plan_opens_no_pkcs12(
     finally:
         session.close()
     assert not result.changes and len(result.in_sync) == 2
+
+
+def test_a_secret_command_shared_by_entities_runs_once_per_run(
+    tmp_path: Path, cli: Runner, quickstart: Path
+) -> None:
+    """One `{command}` for a whole region's passwords is run once per command, not per entity."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "secret.sh"
+    script.write_text(f"#!/bin/sh\necho run >> {calls}\necho Shared-Password-123!\n")
+    script.chmod(0o700)
+    text = quickstart.read_text()
+    for name in ("commune-exemple", "syndicat-eaux"):
+        text = text.replace(
+            f"password: {{file: secrets/{name}.pass}}", f"password: {{command: [{script}]}}"
+        )
+    quickstart.write_text(text)
+    done = cli("plan", quickstart)
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text().splitlines() == ["run"]
