@@ -1,19 +1,23 @@
 """Perform a plan: escrow and state first, then targets, each result recorded as it lands.
 
-Order: new generations (key generation, escrow fsynced, state committed), designation updates,
-copies written (one PKCS#12 encoding per generation shared by all its targets, targets in
-parallel), copies removed (never from a target where the replacement failed to land), then
-generations retired (their keys stay in the escrow).
+Order: new generations (key generation, escrow fsynced, state committed; the copies of each
+new generation are written as soon as it is committed and encoded, while the next keys are
+being made), designation updates, the other copies written (one PKCS#12 encoding per
+generation shared by all its targets, targets in parallel), copies removed (never from a
+target where the replacement failed to land), then generations retired (their keys stay in the
+escrow). No copy of a key is written before the key is in the escrow and the state names it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import queue
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from cryptography import x509
@@ -139,6 +143,16 @@ class Executor:
         # PKCS#12 encodings queued as soon as a new generation is committed, with the job they
         # were made from: (entity, number) -> (job, bytes to come).
         self.encoding: dict[tuple[str, int], tuple[EncodeJob, Future[bytes]]] = {}
+        # Writes in flight (threads) and written copies waiting for their state commit; the
+        # copies of a new generation start as soon as its encoding is done, during `create`.
+        self._writers: ThreadPoolExecutor | None = None
+        self._inflight: dict[Future[FileFacts], tuple[Action, RecordedCopy]] = {}
+        self._finished: queue.SimpleQueue[Future[FileFacts]] = queue.SimpleQueue()
+        self._pending: list[tuple[Action, RecordedCopy]] = []
+        self._last_flush = time.monotonic()
+        self._written = 0
+        self._to_write = sum(1 for a in plan.actions if a.kind == WRITE)
+        self._started: set[tuple[str, int]] = set()
         self.issuers = dict(issuers or {})  # loaded once, by the caller or on first use
         self.pool = pool or TransportPool()
         self.own_pool = pool is None
@@ -162,6 +176,8 @@ class Executor:
             self.retire(by_kind.get(RETIRE, []))
         finally:
             self.workers.close()
+            if self._writers is not None:
+                self._writers.shutdown(wait=True, cancel_futures=True)
             if self.own_pool:
                 self.pool.close()
         return self.result
@@ -261,9 +277,14 @@ class Executor:
                 continue
             ready.append((action, entity, issuers.get(name)))
         self.progress("generating keys", 0, len(ready))
-        # Copies of the new generations to write later in this run: their PKCS#12 files are
-        # queued for encoding behind the key generations as soon as each one is committed.
-        to_write = {(a.entity, a.generation) for a in self.plan.actions if a.kind == WRITE}
+        # The copies of each new generation: its PKCS#12 is queued for encoding between the
+        # key generations as soon as the generation is committed (escrow, then state), and its
+        # copies are written as soon as it is encoded, while later keys are being made.
+        to_write: dict[tuple[str, int], list[Action]] = {}
+        for a in self.plan.actions:
+            if a.kind == WRITE:
+                to_write.setdefault((a.entity, a.generation), []).append(a)
+        encoding: deque[tuple[tuple[str, int], Future[bytes]]] = deque()
         keys = self.workers.keys([entity.key.size for _, entity, _ in ready])
         for i, ((action, entity, ca), key) in enumerate(zip(ready, keys, strict=True)):
             if i == 0:
@@ -273,9 +294,15 @@ class Executor:
             except ProvisionerError as exc:
                 self.fail_entity(action, str(exc))
             else:
-                if (entity.id, g.number) in to_write and entity.id in self.passwords:
+                group = (entity.id, g.number)
+                if group in to_write and entity.id in self.passwords:
                     job = self.encode_job(g, key)
-                    self.encoding[(entity.id, g.number)] = (job, self.workers.encode(job))
+                    self.encoding[group] = (job, self.workers.encode(job))
+                    encoding.append((group, self.encoding[group][1]))
+            while encoding and encoding[0][1].done():
+                group, encoded = encoding.popleft()
+                self.start_writes(group, to_write[group], encoded)
+            self.collect(wait=False)
             self.progress("generating keys", i + 1, len(ready))
 
     def fail_entity(self, action: Action, message: str) -> None:
@@ -447,63 +474,87 @@ class Executor:
                 self.result.outcomes.append(Outcome(action, False, "its generation failed"))
                 self.failed_targets.add((action.entity, action.target or ""))
                 continue
-            groups.setdefault((action.entity, action.generation), []).append(action)
-        total = sum(len(v) for v in groups.values())
-        done = 0
-        pending: list[tuple[Action, RecordedCopy]] = []
-        last_flush = time.monotonic()
-        self.progress("writing copies", 0, total)
+            group = (action.entity, action.generation)
+            if group not in self._started:
+                groups.setdefault(group, []).append(action)
+        self.progress("writing copies", self._written, self._to_write)
         encoded = self.encode_groups(groups)
-        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            futures: dict[Future[FileFacts], tuple[Action, RecordedCopy]] = {}
-            for (entity_id, number), group in groups.items():
-                entity = self.entity(entity_id)
-                g = self.generations[(entity_id, number)]
-                result = encoded[(entity_id, number)]
-                if isinstance(result, str):
-                    for action in group:
-                        self.record_failure(action, result)
-                    continue
-                encoding, password_id = result
-                try:
-                    data = encoding.result()  # in order: early ones are written while others encode
-                except ProvisionerError as exc:
-                    for action in group:
-                        self.record_failure(action, f"cannot encode the PKCS#12: {exc}")
-                    continue
-                for action in group:
-                    assert action.target is not None and action.path is not None
-                    template = RecordedCopy(
-                        entity=entity_id,
-                        generation_id=g.id,
-                        target=action.target,
-                        path=action.path,
-                        sha256="",
-                        size=0,
-                        profile=entity.key.profile,
-                        password_id=password_id,
-                        friendly_name=g.designation,
-                        chain_sha256=g.chain_sha256,
-                        written_at=self.now,
-                    )
-                    futures[pool.submit(self._write_one, action, data)] = (action, template)
-            for future in as_completed(futures):
-                action, template = futures[future]
-                done += 1
-                try:
-                    facts = future.result()
-                    faults.reached("mid-distribution")
-                except ProvisionerError as exc:
-                    self.record_failure(action, str(exc))
-                else:
-                    copy = replace(template, sha256=facts.sha256, size=facts.size)
-                    pending.append((action, copy))
-                if len(pending) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
-                    self.flush(pending)
-                    pending = []
-                    last_flush = time.monotonic()
-                self.progress("writing copies", done, total)
-        self.flush(pending)
+        for group, group_actions in groups.items():
+            result = encoded[group]
+            if isinstance(result, str):
+                for action in group_actions:
+                    self.record_failure(action, result)
+                continue
+            self.start_writes(group, group_actions, result[0])  # in order: early ones are
+            self.collect(wait=False)  # written while the others are still being encoded
+        self.collect(wait=True)
+
+    def start_writes(
+        self, group: tuple[str, int], actions: list[Action], encoding: Future[bytes]
+    ) -> None:
+        """Write the copies of one generation, in threads, once its PKCS#12 is encoded."""
+        self._started.add(group)
+        entity_id = group[0]
+        try:
+            data = encoding.result()
+        except ProvisionerError as exc:
+            for action in actions:
+                self.record_failure(action, f"cannot encode the PKCS#12: {exc}")
+            return
+        entity = self.entity(entity_id)
+        g = self.generations[group]
+        password_id = self.escrow.password_id(entity_id, self.passwords[entity_id])
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(max_workers=self.parallel)
+        for action in actions:
+            assert action.target is not None and action.path is not None
+            template = RecordedCopy(
+                entity=entity_id,
+                generation_id=g.id,
+                target=action.target,
+                path=action.path,
+                sha256="",
+                size=0,
+                profile=entity.key.profile,
+                password_id=password_id,
+                friendly_name=g.designation,
+                chain_sha256=g.chain_sha256,
+                written_at=self.now,
+            )
+            future = self._writers.submit(self._write_one, action, data)
+            self._inflight[future] = (action, template)
+            future.add_done_callback(self._finished.put)
+
+    def collect(self, *, wait: bool) -> None:
+        """Record the writes that finished (all of them when `wait`), committing the state in
+        batches. Runs in the main thread: the state connection is its own."""
+        while self._inflight:
+            try:
+                future = self._finished.get(block=wait)
+            except queue.Empty:
+                break
+            action, template = self._inflight.pop(future)
+            self._written += 1
+            try:
+                facts = future.result()
+                faults.reached("mid-distribution")
+            except ProvisionerError as exc:
+                self.record_failure(action, str(exc))
+            else:
+                self._pending.append(
+                    (action, replace(template, sha256=facts.sha256, size=facts.size))
+                )
+            if (
+                len(self._pending) >= FLUSH_EVERY
+                or time.monotonic() - self._last_flush > FLUSH_SECONDS
+            ):
+                self.flush(self._pending)
+                self._pending = []
+                self._last_flush = time.monotonic()
+            self.progress("writing copies", self._written, self._to_write)
+        if wait or not self._inflight:
+            self.flush(self._pending)
+            self._pending = []
 
     def _write_one(self, action: Action, data: bytes) -> FileFacts:
         assert action.target is not None and action.path is not None

@@ -14,8 +14,10 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import islice
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -93,14 +95,24 @@ class Workers:
         return self._pool
 
     def keys(self, sizes: list[int]) -> Iterator[rsa.RSAPrivateKey]:
-        """One key per requested size, yielded in order as soon as each is made."""
+        """One key per requested size, yielded in order as soon as each is made.
+
+        Only a few generations are queued ahead (two per worker), so that encodings submitted
+        meanwhile run between them instead of after all of them: the copies of the first
+        generations are written while the later keys are still being made."""
         if len(sizes) < 2 or self.size < 2:
             for size in sizes:
                 yield generate_key(size)
             return
-        # Small chunks: the first keys arrive early, and the pipe overhead stays negligible.
-        chunk = max(1, min(8, len(sizes) // (self.size * 8)))
-        for der in self._executor().map(_generate_der, sizes, chunksize=chunk):
+        pool = self._executor()
+        ahead: deque[Future[bytes]] = deque()
+        pending = iter(sizes)
+        for size in islice(pending, 2 * self.size):
+            ahead.append(pool.submit(_generate_der, size))
+        while ahead:
+            der = ahead.popleft().result()
+            for size in islice(pending, 1):
+                ahead.append(pool.submit(_generate_der, size))
             yield _load(der)
 
     def encode(self, job: EncodeJob, *, inline: bool = False) -> Future[bytes]:
