@@ -6,12 +6,9 @@ import datetime as dt
 import hashlib
 import hmac
 import os
-import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
 
 from provisioner.consultations import Consultation, read_consultations
 from provisioner.errors import (
@@ -32,7 +29,6 @@ from provisioner.state.records import Recorded
 from provisioner.transports import TransportPool
 from provisioner.transports.base import FileFacts
 
-T = TypeVar("T")
 STATE_ENV = "PROVISIONER_STATE_DIR"
 DEFAULT_PARALLEL = 8
 
@@ -114,18 +110,19 @@ class Session:
 
         The escrow's scrypt (about 0.1 s, outside the GIL) runs in a thread while this one
         reads the state snapshot."""
-        unlocking = (
-            _Background(Escrow.unlock, self.escrow_dir, self.escrow_passphrase)
-            if unlock and Escrow.exists(self.escrow_dir)
-            else None
-        )
-        self.db = StateDB.open(self.state_dir, create=create)
-        if self.db is not None:
-            self.recorded = self.db.snapshot()
-        if unlocking is not None:
-            self.escrow = unlocking.result()
-        elif unlock and create:
-            self.escrow = Escrow.create(self.escrow_dir, self.escrow_passphrase)
+        with ThreadPoolExecutor(max_workers=1) as background:
+            unlocking = (
+                background.submit(Escrow.unlock, self.escrow_dir, self.escrow_passphrase)
+                if unlock and Escrow.exists(self.escrow_dir)
+                else None
+            )
+            self.db = StateDB.open(self.state_dir, create=create)
+            if self.db is not None:
+                self.recorded = self.db.snapshot()
+            if unlocking is not None:
+                self.escrow = unlocking.result()
+            elif unlock and create:
+                self.escrow = Escrow.create(self.escrow_dir, self.escrow_passphrase)
         if self.db is not None:
             self._chains = None  # computed again against this snapshot
             if unlock and self.escrow is None and self.recorded.generations:
@@ -138,29 +135,6 @@ class Session:
         self.pool.close()
         if self.db is not None:
             self.db.close()
-
-
-class _Background(Generic[T]):
-    """One call run in a daemon thread; `result()` waits and returns or raises what it did."""
-
-    def __init__(self, call: Callable[..., T], *args: Any) -> None:
-        self._call, self._args = call, args
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._call(*self._args)
-        except BaseException as exc:  # handed to the caller of result()
-            self._error = exc
-
-    def result(self) -> T:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return cast(T, self._value)
 
 
 def load_session(
@@ -202,14 +176,15 @@ def load_session(
             if entity.state != "present" or (scope is not None and entity.id not in scope):
                 continue
             ref = entity.password
-            password = known.get((ref.kind, ref.value, ref.base_dir))
+            source = (ref.kind, ref.value, ref.base_dir)
+            password = known.get(source)
             if password is None:
                 try:
                     password = resolve(ref, f"entity {entity.id} password")
                 except SecretError as exc:
                     problems.append(str(exc))
                     continue
-                known[(ref.kind, ref.value, ref.base_dir)] = password
+                known[source] = password
             problem = policy_problem(password, entity.password_policy)
             if problem:
                 problems.append(
