@@ -161,11 +161,12 @@ def test_compiled_validators_are_those_of_the_shipped_schemas() -> None:
     one would be skipped for a slow in-memory compilation, silently)."""
     import importlib
 
-    from provisioner.manifest.compile_schemas import COMPILED, digest, module_name
+    from provisioner.manifest.compile_schemas import COMPILED
+    from provisioner.manifest.schema import compiled_module, schema_digest
 
     for name in COMPILED:
-        module = importlib.import_module(f"provisioner.manifest.{module_name(name)}")
-        assert digest(name) == module.DIGEST, (
-            f"provisioner/manifest/{module_name(name)}.py is stale: "
+        module = importlib.import_module(f"provisioner.manifest.{compiled_module(name)}")
+        assert schema_digest(name) == module.DIGEST, (
+            f"provisioner/manifest/{compiled_module(name)}.py is stale: "
             "python -m provisioner.manifest.compile_schemas"
         )
