@@ -166,7 +166,6 @@ class _Builder:
     def __init__(self, file: str, lean: bool = False) -> None:
         self.pos = Positions(file)
         self.lean = lean  # record the positions of collections only
-        self.count = 0
         self.alias_count = 0
         self.anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, subtree size)
 
@@ -304,7 +303,6 @@ class _Builder:
                     raise self.fail(event.start_mark, "only one YAML document is allowed")
             if count > MAX_NODES:
                 raise _fail(self.pos.file, 1, 1, f"document has more than {MAX_NODES} nodes")
-        self.count = count
         return root
 
     def _key(self, frame: _Frame, value: Any, packed: int) -> None:
@@ -336,10 +334,8 @@ class _Builder:
             frame.key = _NO_KEY
 
     def _add(self, frame: _Frame, value: Any, mark: Any) -> None:
-        """An alias's value joins `frame`: as a key or as a value."""
+        """An alias's value joins `frame`: as a key (checked by `_key`) or as a value."""
         if not frame.is_list and frame.key is _NO_KEY:
-            if isinstance(value, (dict, list)):
-                raise self.fail(mark, "mapping keys must be plain strings")
             self._key(frame, value, _pack(mark))
             return
         self.pos.values[(*frame.path, len(frame.container) if frame.is_list else frame.key)] = (
