@@ -140,9 +140,14 @@ class Executor:
         }
         self.fresh_keys: dict[str, rsa.RSAPrivateKey] = {}
         self.workers = Workers()
-        # PKCS#12 encodings queued as soon as a new generation is committed, with the job they
-        # were made from: (entity, number) -> (job, bytes to come).
-        self.encoding: dict[tuple[str, int], tuple[EncodeJob, Future[bytes]]] = {}
+        # PKCS#12 encodings queued as soon as a new generation is committed (its designation,
+        # chain and password are final then): (entity, number) -> bytes to come.
+        self.encoding: dict[tuple[str, int], Future[bytes]] = {}
+        # The copies to write, by generation: (entity, number) -> write actions.
+        self._writes: dict[tuple[str, int], list[Action]] = {}
+        for a in plan.actions:
+            if a.kind == WRITE:
+                self._writes.setdefault((a.entity, a.generation), []).append(a)
         # Writes in flight (threads) and written copies waiting for their state commit; the
         # copies of a new generation start as soon as its encoding is done, during `create`.
         self._writers: ThreadPoolExecutor | None = None
@@ -151,7 +156,7 @@ class Executor:
         self._pending: list[tuple[Action, RecordedCopy]] = []
         self._last_flush = time.monotonic()
         self._written = 0
-        self._to_write = sum(1 for a in plan.actions if a.kind == WRITE)
+        self._to_write = sum(len(group) for group in self._writes.values())
         self._started: set[tuple[str, int]] = set()
         self.issuers = dict(issuers or {})  # loaded once, by the caller or on first use
         self.pool = pool or TransportPool()
@@ -280,10 +285,6 @@ class Executor:
         # The copies of each new generation: its PKCS#12 is queued for encoding between the
         # key generations as soon as the generation is committed (escrow, then state), and its
         # copies are written as soon as it is encoded, while later keys are being made.
-        to_write: dict[tuple[str, int], list[Action]] = {}
-        for a in self.plan.actions:
-            if a.kind == WRITE:
-                to_write.setdefault((a.entity, a.generation), []).append(a)
         encoding: deque[tuple[tuple[str, int], Future[bytes]]] = deque()
         keys = self.workers.keys([entity.key.size for _, entity, _ in ready])
         for i, ((action, entity, ca), key) in enumerate(zip(ready, keys, strict=True)):
@@ -295,13 +296,12 @@ class Executor:
                 self.fail_entity(action, str(exc))
             else:
                 group = (entity.id, g.number)
-                if group in to_write and entity.id in self.passwords:
-                    job = self.encode_job(g, key)
-                    self.encoding[group] = (job, self.workers.encode(job))
-                    encoding.append((group, self.encoding[group][1]))
+                if group in self._writes and entity.id in self.passwords:
+                    self.encoding[group] = self.workers.encode(self.encode_job(g, key))
+                    encoding.append((group, self.encoding[group]))
             while encoding and encoding[0][1].done():
                 group, encoded = encoding.popleft()
-                self.start_writes(group, to_write[group], encoded)
+                self.start_writes(group, self._writes[group], encoded)
             self.collect(wait=False)
             self.progress("generating keys", i + 1, len(ready))
 
@@ -451,11 +451,7 @@ class Executor:
                 jobs[group] = self.encode_job(g, self.key_of(g))
             except ProvisionerError as exc:
                 failed[group] = str(exc)
-        queued = {
-            group: self.encoding[group][1]
-            for group, job in jobs.items()
-            if group in self.encoding and self.encoding[group][0][1:] == job[1:]
-        }
+        queued = {group: self.encoding[group] for group in jobs if group in self.encoding}
         inline = len(jobs) - len(queued) < 8  # a few are not worth starting worker processes
         out: dict[tuple[str, int], tuple[Future[bytes], str] | str] = {}
         for group in groups:

@@ -2,9 +2,10 @@
 
 One `Workers` pool serves a whole apply. Keys come back in order as they are made, so the
 caller escrows and commits each one (fsyncs: the disk's time, not the CPU's) while the workers
-go on generating the next ones; encodings are queued behind the key generations as soon as a
-generation is committed, so the cores never wait for the disk. Keys, passwords and PKCS#12
-bytes cross the process boundary through pipes, never files.
+go on generating the next ones; only two generations per worker are queued ahead, so the
+encoding the caller submits once a generation is committed runs between them, and the cores
+never wait for the disk. Keys, passwords and PKCS#12 bytes cross the process boundary through
+pipes, never files.
 """
 
 from __future__ import annotations
