@@ -7,6 +7,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+from provisioner.crypto import pkcs12
+from provisioner.crypto.keys import public_key_fingerprint
 from tests.conftest import EXAMPLES
 
 PASSWORDS = {
@@ -21,6 +23,15 @@ def p12_files(manifest: Path) -> dict[str, Path]:
     """Every PKCS#12 under the quickstart's demo-out folder, by path relative to it."""
     root = manifest.parent / "demo-out"
     return {str(p.relative_to(root)): p for p in sorted(root.rglob("*.p12"))}
+
+
+def key_fingerprints(manifest: Path) -> dict[str, str]:
+    """The public-key fingerprint inside every copy, opened with its entity's password."""
+    out = {}
+    for rel, path in p12_files(manifest).items():
+        entity = rel.rsplit("/", 1)[1].split(".")[0]
+        out[rel] = public_key_fingerprint(pkcs12.decode(path.read_bytes(), PASSWORDS[entity]).key)
+    return out
 
 
 def mode(path: Path) -> int:

@@ -18,6 +18,7 @@ from tests.conftest import Runner
 from tests.engine_helpers import (
     DESIGNATIONS,
     PASSWORDS,
+    key_fingerprints,
     mode,
     p12_files,
     serial,
@@ -39,14 +40,6 @@ def apply(
     done = cli("apply", "--auto-approve", manifest, *extra, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
-
-
-def key_fingerprints(manifest: Path) -> dict[str, str]:
-    out = {}
-    for rel, path in p12_files(manifest).items():
-        entity = rel.rsplit("/", 1)[1].split(".")[0]
-        out[rel] = public_key_fingerprint(pkcs12.decode(path.read_bytes(), PASSWORDS[entity]).key)
-    return out
 
 
 def test_first_apply_creates_keys_escrow_and_copies_that_open(

@@ -5,18 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from provisioner.crypto import pkcs12
-from provisioner.crypto.keys import public_key_fingerprint
 from tests.conftest import Runner
-from tests.engine_helpers import PASSWORDS, p12_files, state_rows
-
-
-def fingerprints(manifest: Path) -> dict[str, str]:
-    out = {}
-    for rel, path in p12_files(manifest).items():
-        entity = rel.rsplit("/", 1)[1].split(".")[0]
-        out[rel] = public_key_fingerprint(pkcs12.decode(path.read_bytes(), PASSWORDS[entity]).key)
-    return out
+from tests.engine_helpers import PASSWORDS, key_fingerprints, state_rows
 
 
 def readopt_from_backup(cli: Runner, manifest: Path) -> None:
@@ -30,19 +20,19 @@ def test_state_lost_escrow_kept_readopt_from_the_shared_location(
     cli: Runner, quickstart: Path
 ) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    before = fingerprints(quickstart)
+    before = key_fingerprints(quickstart)
     state = quickstart.parent / ".provisioner"
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         (state / name).unlink(missing_ok=True)
     readopt_from_backup(cli, quickstart)
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    assert fingerprints(quickstart) == before, "the same keys, never new ones"
+    assert key_fingerprints(quickstart) == before, "the same keys, never new ones"
     assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0
 
 
 def test_escrow_lost_shared_copy_kept(cli: Runner, quickstart: Path) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    before = fingerprints(quickstart)
+    before = key_fingerprints(quickstart)
     state = quickstart.parent / ".provisioner"
     shutil.rmtree(state / "escrow")
     refused = cli("plan", quickstart)
@@ -52,7 +42,7 @@ def test_escrow_lost_shared_copy_kept(cli: Runner, quickstart: Path) -> None:
     state.rename(quickstart.parent / ".provisioner.lost-escrow")
     readopt_from_backup(cli, quickstart)
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    assert fingerprints(quickstart) == before
+    assert key_fingerprints(quickstart) == before
     assert len(list((quickstart.parent / ".provisioner" / "escrow").glob("*.key"))) == 2
 
 
