@@ -156,6 +156,9 @@ class StateDB:
                 f"this one knows up to {SCHEMA_VERSION}); upgrade provisioner"
             )
         db = cls(conn, path)
+        if version == 0 and not create:
+            conn.close()
+            return None  # an empty file (truncated, or never written): no state
         if version < SCHEMA_VERSION:
             if not create:
                 conn.close()
@@ -277,6 +280,7 @@ class StateDB:
             copies=copies,
             targets=targets,
             consultations=consultations,
+            home=meta.get("home"),
         )
 
     @contextlib.contextmanager
@@ -304,6 +308,27 @@ class StateDB:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def serial(self) -> int:
+        """The serial as committed now (a snapshot may be older)."""
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'serial'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path}: cannot read the state: {exc}") from None
+        return int(row[0]) if row else 0
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a meta value that is not part of what plans depend on (the serial stays)."""
+        with contextlib.closing(self.conn.cursor()) as cursor:
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                cursor.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                )
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
 
     def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
         rows = self.conn.execute(
@@ -384,6 +409,9 @@ class Change:
                 clock.iso(g.created_at),
             ),
         )
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def set_status(self, generation_id: str, status: str, at: dt.datetime) -> None:
         self.conn.execute(

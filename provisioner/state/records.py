@@ -79,6 +79,7 @@ class Recorded:
     copies: dict[tuple[str, str], RecordedCopy] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)  # name -> JSON spec (no secrets)
     consultations: dict[str, RecordedConsultation] = field(default_factory=dict)
+    home: str | None = None  # the manifest folder the state was made for
 
     # Indexes, built once per snapshot: plans at region scale must not be quadratic.
     @cached_property
