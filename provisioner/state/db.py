@@ -135,6 +135,8 @@ class StateDB:
     def open(cls, state_dir: Path, *, create: bool) -> StateDB | None:
         """Open (and migrate) the state; None when it does not exist and `create` is false."""
         path = state_dir / DB_NAME
+        if not create and path.is_file() and path.stat().st_size == 0:
+            return None  # truncated or never written: no state (opening it would write)
         if not path.exists():
             if not create:
                 return None
