@@ -58,7 +58,7 @@ def adopt(
     cert = bundle.certificate
     self_signed = cert.issuer == cert.subject
     name = designation or bundle.friendly_name or entity.key.designation_for(number, now.year)
-    key_sha256 = session.escrow.put(bundle.key, entity.id)  # escrow first
+    key_sha256 = session.escrow.put(bundle.key, entity.id, session.db.serial())  # escrow first
     generation = RecordedGeneration(
         id=uuid.uuid4().hex,
         entity=entity.id,
