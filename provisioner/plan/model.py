@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from provisioner.consultations import Consultation
 from provisioner.manifest.model import Manifest
-from provisioner.transports.base import FileFacts
+from provisioner.transports.base import FileFacts, FolderFacts
 
 # Action kinds.
 CREATE = "create-generation"
@@ -19,6 +19,8 @@ REMOVE = "remove-copy"
 CHAIN = "update-chain"
 BIND = "bind-consultation"
 CONSULT = "update-consultation"
+SECURE = "secure-folder"  # a target folder others may enter: mode 0700
+CLEAR = "clear-leftover"  # a file an interrupted write left: removed, or put back
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +72,13 @@ class Desired:
 
 @dataclass(frozen=True)
 class Observed:
-    """Facts read from targets: a file's facts or None when absent; unreachable targets."""
+    """Facts read from targets: a file's facts or None when absent; the folders holding
+    copies; unreachable targets."""
 
     files: dict[tuple[str, str], FileFacts | None] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
+    # (target, folder) -> the folder's mode and leftovers, None when there is no folder
+    folders: dict[tuple[str, str], FolderFacts | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from provisioner.manifest.model import Entity, Target
 from provisioner.plan.bindings import merge
+from provisioner.plan.folders import plan_folders
 from provisioner.plan.model import (
     CHAIN,
     CREATE,
@@ -120,6 +121,13 @@ class _Planner:
                         "declare it with `state: absent` to remove its copies",
                     )
                 )
+        self.actions.extend(
+            plan_folders(
+                self.desired,
+                self.observed,
+                lambda name: resolve_target(self.desired, self.recorded, name),
+            )
+        )
         errors = tuple(
             f"{name}: cannot observe the target: {reason}"
             for name, reason in sorted(self.observed.unreachable.items())
