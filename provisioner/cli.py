@@ -705,9 +705,16 @@ def trust(
             problems += 1
             continue
         if fingerprint is not None:
-            if key.fingerprint != fingerprint:
+            if not ssh.same_fingerprint(key, fingerprint):
                 typer.echo(
-                    f"{target.name}: {where} offers {offered}, not {fingerprint}: refused", err=True
+                    f"{target.name}: {where} offers {offered}, not {fingerprint}: refused"
+                    + (
+                        ""
+                        if ssh.looks_like_fingerprint(fingerprint)
+                        else " (give the SHA-256 form `ssh-keygen -lf` prints, SHA256:<43 "
+                        "base64 characters>)"
+                    ),
+                    err=True,
                 )
                 problems += 1
                 continue

@@ -125,6 +125,12 @@ def same_fingerprint(key: paramiko.PKey, given: str) -> bool:
     return bool(text) and text.rstrip("=") == key.fingerprint.split(":", 1)[1].rstrip("=")
 
 
+def looks_like_fingerprint(given: str) -> bool:
+    """Whether `given` has the form of a SHA-256 fingerprint (prefix optional)."""
+    text = given.strip().removeprefix("SHA256:").rstrip("=")
+    return len(text) == 43 and all(c.isalnum() or c in "+/" for c in text)
+
+
 def known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
