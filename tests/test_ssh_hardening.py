@@ -390,6 +390,24 @@ def test_an_encrypted_key_without_passphrase_says_to_give_it(
     )
     assert "authentication refused" not in planned.stdout
     assert planned.stderr == ""
+    # Given, it opens the key and the server lets it in; a wrong one is named as such.
+    authorized = sshd.base / "authorized_keys"
+    before = authorized.read_text()
+    authorized.write_text(before + key.with_suffix(".pub").read_text())
+    try:
+        text = m.read_text().replace(
+            f"key_file: {key},", f"key_file: {key}, key_passphrase: {{env: KP}},"
+        )
+        m.write_text(text)
+        opened = cli("plan", m, env={**ENV, "KP": "a passphrase"})
+        assert opened.returncode == 0, opened.stdout + opened.stderr
+        wrong = cli("plan", m, env={**ENV, "KP": "not it"})
+        assert wrong.returncode == 1
+        assert (
+            f"cannot decrypt the key {key} with key_passphrase (wrong passphrase?)" in wrong.stdout
+        )
+    finally:
+        authorized.write_text(before)
 
 
 def test_no_agent_and_no_key_file_gives_one_line_at_once(

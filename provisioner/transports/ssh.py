@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import paramiko
+from paramiko.pkey import UnknownKeyType
 from paramiko.sftp import (
     CMD_HANDLE,
     CMD_OPEN,
@@ -220,17 +221,25 @@ class SshConnection:
                 )
             return None
         try:
-            return paramiko.PKey.from_path(self.key_file, self.passphrase)
+            # cryptography wants the passphrase as bytes (paramiko passes it through as is).
+            secret = self.passphrase.encode() if self.passphrase is not None else None
+            return paramiko.PKey.from_path(self.key_file, secret)  # type: ignore[arg-type]
         except OSError as exc:
             raise TransportError(
                 f"cannot read the key file {self.key_file}: {exc.strerror or exc}"
             ) from None
-        except TypeError:  # cryptography: "Password was not given but private key is encrypted"
+        except TypeError as exc:  # cryptography: a password missing, or given for a clear key
+            if self.passphrase is None:
+                raise TransportError(
+                    f"the key {self.key_file} is encrypted: give key_passphrase in the target"
+                ) from None
+            if "not encrypted" in str(exc):  # a passphrase for a clear key: not needed
+                return paramiko.PKey.from_path(self.key_file)
             raise TransportError(
-                f"the key {self.key_file} is encrypted: give key_passphrase in the target"
+                f"cannot use the key {self.key_file} with key_passphrase: {exc}"
             ) from None
-        except (ValueError, paramiko.SSHException) as exc:
-            if self.passphrase is not None:
+        except (ValueError, paramiko.SSHException, UnknownKeyType) as exc:
+            if self.passphrase is not None and not isinstance(exc, UnknownKeyType):
                 raise TransportError(
                     f"cannot decrypt the key {self.key_file} with key_passphrase (wrong "
                     "passphrase?)"
