@@ -423,6 +423,24 @@ def test_no_agent_and_no_key_file_gives_one_line_at_once(
     assert "No authentication methods available" not in planned.stdout
     assert planned.stderr == ""
     assert elapsed < 5, "no retries"
+    # With an agent holding the authorized key, the same manifest connects.
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run(
+            ["ssh-add", "-q", str(sshd.client_key)],
+            env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+            check=True,
+            capture_output=True,
+        )
+        with_agent = cli("plan", m, env={**ENV, "SSH_AUTH_SOCK": str(sock)})
+        assert with_agent.returncode == 0, with_agent.stdout + with_agent.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=5)
 
 
 def test_a_fingerprint_without_its_prefix_is_accepted_and_a_wrong_form_explained(

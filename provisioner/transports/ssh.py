@@ -213,7 +213,12 @@ class SshConnection:
         """The key file, decrypted here so that each problem gets its own message; None for
         the SSH agent, which must hold a key."""
         if self.key_file is None:
-            if not paramiko.Agent().get_keys():
+            agent = paramiko.Agent()
+            try:
+                keys = agent.get_keys()
+            finally:
+                agent.close()
+            if not keys:
                 raise TransportError(
                     f"no key_file is given for {self.name} and no SSH agent key is available "
                     "(SSH_AUTH_SOCK unset, or the agent holds no key): give key_file, or load "
