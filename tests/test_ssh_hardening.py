@@ -253,6 +253,27 @@ def test_the_fallback_puts_the_old_copy_back_when_the_second_rename_fails(
     assert os.listdir(folder) == ["a.g1.p12"]
 
 
+def test_sftp_status_codes_reach_the_transport(sshd: SshServer) -> None:
+    """The fallback decision rests on the server's status code, which paramiko drops: a real
+    OpenSSH answers an extension it lacks with "operation unsupported" (8)."""
+    from paramiko.sftp import CMD_EXTENDED, SFTP_OP_UNSUPPORTED
+
+    from provisioner.transports.ssh import SftpStatusError
+
+    pool = TransportPool()
+    try:
+        transport = pool.get(target(sshd, sshd.root))
+        assert isinstance(transport, SshTransport)
+        sftp = transport.conn.connect()
+        with pytest.raises(SftpStatusError) as unsupported:
+            sftp._request(CMD_EXTENDED, "no-such-extension@provisioner.invalid")  # type: ignore[attr-defined]
+        assert unsupported.value.status == SFTP_OP_UNSUPPORTED
+        with pytest.raises(FileNotFoundError):  # the codes that have an errno keep it
+            sftp.lstat(f"{sshd.root}/missing")
+    finally:
+        pool.close()
+
+
 @pytest.mark.parametrize("point", ["ssh-uploaded", "fallback-moved-aside", "fallback-renamed-in"])
 def test_a_client_killed_in_the_fallback_is_reported_then_recovered(
     cli: Runner, sshd_without_posix_rename: SshServer, tmp_path: Path, point: str
