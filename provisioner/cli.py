@@ -274,6 +274,9 @@ def _render_result(run: Any, as_json: bool, quiet: bool = False) -> int:
         for outcome in failures:
             a = outcome.action
             where = f" on {a.target}" if a.target else ""
+            if not a.entity:  # a target folder's action: the error names target and path
+                typer.echo(f"  ! {a.kind}: {outcome.error}", err=True)
+                continue
             typer.echo(
                 f"  ! {a.entity}: {a.kind} g{a.generation}{where}: {outcome.error}", err=True
             )

@@ -181,6 +181,27 @@ def test_an_open_remote_folder_is_planned_and_closed_by_apply(
     assert again.returncode == 0, again.stdout
 
 
+def test_a_folder_the_ssh_user_does_not_own_fails_that_action_only(
+    cli: Runner, sshd: SshServer, tmp_path: Path
+) -> None:
+    m = make_manifest(tmp_path, sshd)
+    parent = sshd.root / tmp_path.name
+    folder = remote_folder(sshd, tmp_path)
+    folder.mkdir(parents=True)
+    owned_by_test_user(sshd, parent)
+    os.chmod(folder, 0o777)  # owned by root: the SSH user may write, not chmod
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 1
+    assert (
+        f"  ! secure-folder: ws-a: cannot set mode 0700 on {folder} on 127.0.0.1: "
+        "Permission denied\n" in done.stderr
+    )
+    assert "Apply finished with errors: 3 done, 1 failed" in done.stdout
+    copy = folder / "ville0.g1.p12"
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    pkcs12.decode(copy.read_bytes(), PASSWORD)
+
+
 # ------------------------------------------------------------------ posix-rename
 
 
