@@ -170,6 +170,7 @@ class SshConnection:
         # posix-rename@openssh.com is usable, and if not why.
         self.posix_rename: bool | None = None
         self.fallback_reason = ""
+        self.banner_seen = False  # whether the last failed attempt got the server's banner
         silence_library_logging()
 
     @property
@@ -205,6 +206,8 @@ class SshConnection:
                 raise paramiko.SSHException("the server refused the SFTP subsystem")
             sftp.get_channel().settimeout(OPERATION_TIMEOUT)  # type: ignore[union-attr]
         except BaseException:
+            transport = client.get_transport()
+            self.banner_seen = transport is not None and bool(transport.remote_version)
             client.close()
             raise
         self.client, self.sftp = client, sftp
@@ -297,12 +300,17 @@ class SshConnection:
                     ) from None
                 except (OSError, EOFError, paramiko.SSHException) as exc:
                     why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-                    if "banner" in why and time.monotonic() - started >= self.timeout:
-                        # Connected, but no SSH banner came: waiting again would not help.
+                    if time.monotonic() - started >= self.timeout:
+                        # Connected, then silence past the timeout: waiting again would not
+                        # help. (paramiko may report it as "No existing session".)
+                        stalled = (
+                            "did not complete the SSH handshake"
+                            if self.banner_seen
+                            else "sent no SSH banner"
+                        )
                         raise TransportError(
-                            f"cannot connect to {self.host}:{self.port}: the server sent no SSH "
-                            f"banner within {self.timeout:g} s (is an SSH server listening "
-                            "there?)"
+                            f"cannot connect to {self.host}:{self.port}: the server {stalled} "
+                            f"within {self.timeout:g} s (is an SSH server listening there?)"
                         ) from None
                     # Resets and banner errors happen while a machine boots: retry, bounded.
                     if attempt == CONNECT_ATTEMPTS:
