@@ -112,6 +112,10 @@ def evaluate(
                     "run provisioner apply",
                 )
             )
+    for a in plan.actions:
+        if not a.entity:  # a target folder: open to others, or leftovers of a write
+            message = f"{a.target}: {a.path}: {a.message}: run provisioner apply"
+            findings.append(Finding(WARNING, None, a.reason, message))
     for view in plan.consultations:
         if not view.is_open or view.generation_id is None:
             continue

@@ -261,21 +261,39 @@ def _render_result(run: Any, as_json: bool, quiet: bool = False) -> int:
         for error in run.plan.errors:
             typer.echo(f"Error: {error}", err=True)
         if result is None:
-            from provisioner.plan.render import summary_line
+            from provisioner.plan.render import summary_line, unobserved
 
-            typer.echo(summary_line(run.plan) if run.plan.refusals else "No changes.")
+            if run.plan.refusals:
+                typer.echo(summary_line(run.plan))
+            elif run.plan.errors:
+                typer.echo(f"No changes on the targets observed; {unobserved(run.plan)}.")
+            else:
+                typer.echo("No changes.")
     if result is not None:
         for outcome in failures:
             a = outcome.action
             where = f" on {a.target}" if a.target else ""
+            if not a.entity:  # a target folder's action: the error names target and path
+                typer.echo(f"  ! {a.kind}: {outcome.error}", err=True)
+                continue
             typer.echo(
                 f"  ! {a.entity}: {a.kind} g{a.generation}{where}: {outcome.error}", err=True
             )
+        from provisioner.plan.render import unobserved
+
+        missed = (
+            f"; {unobserved(run.plan)}, nothing was checked or done there"
+            if run.plan.errors
+            else ""
+        )
         if failures:
             typer.echo(
                 f"Apply finished with errors: {result.succeeded} done, "
-                f"{len(failures)} failed; run apply again once the cause is fixed."
+                f"{len(failures)} failed{missed}; run apply again once the cause is fixed."
             )
+        elif run.plan.errors:
+            # A summary never claims what was not observed.
+            typer.echo(f"Apply incomplete: {result.succeeded} actions done{missed}.")
         elif not run.plan.conflicts:
             typer.echo(f"Apply complete: {result.succeeded} actions done.")
     if run.plan.conflicts:
@@ -431,6 +449,7 @@ def status(
                 {
                     "now": clock.iso(now),
                     "entities": status_mod.to_json(statuses),
+                    "folders": status_mod.folders_json(result),
                     "consultations": document["consultations"],
                     "warnings": document["warnings"],
                 },
@@ -440,6 +459,7 @@ def status(
         )
     else:
         typer.echo(status_mod.render(statuses), nl=False)
+        typer.echo(status_mod.render_folders(result), nl=False)
         typer.echo(status_mod.render_consultations(result), nl=False)
 
 
@@ -695,9 +715,16 @@ def trust(
             problems += 1
             continue
         if fingerprint is not None:
-            if key.fingerprint != fingerprint:
+            if not ssh.same_fingerprint(key, fingerprint):
                 typer.echo(
-                    f"{target.name}: {where} offers {offered}, not {fingerprint}: refused", err=True
+                    f"{target.name}: {where} offers {offered}, not {fingerprint}: refused"
+                    + (
+                        ""
+                        if ssh.looks_like_fingerprint(fingerprint)
+                        else " (give the SHA-256 form `ssh-keygen -lf` prints, SHA256:<43 "
+                        "base64 characters>)"
+                    ),
+                    err=True,
                 )
                 problems += 1
                 continue

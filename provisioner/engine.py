@@ -28,7 +28,7 @@ from provisioner.state.db import StateDB
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import Recorded
 from provisioner.transports import TransportPool
-from provisioner.transports.base import FileFacts
+from provisioner.transports.base import FileFacts, FolderFacts, folder_of
 
 STATE_ENV = "PROVISIONER_STATE_DIR"
 DEFAULT_PARALLEL = 8
@@ -281,6 +281,7 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
     desired = session.desired()
     wanted = paths_to_observe(desired, session.recorded)
     files: dict[tuple[str, str], FileFacts | None] = {}
+    folders: dict[tuple[str, str], FolderFacts | None] = {}
     unreachable: dict[str, str] = {}
 
     def one_target(name: str) -> None:
@@ -292,6 +293,9 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
             transport = session.pool.get(target)
             for path in sorted(wanted[name]):
                 files[(name, path)] = transport.observe(path)
+            # The folders holding them: mode and leftovers, one stat and one listing each.
+            for folder in sorted({folder_of(target, path) for path in wanted[name]}):
+                folders[(name, folder)] = transport.observe_folder(folder)
         except ProvisionerError as exc:
             unreachable[name] = str(exc).removeprefix(f"{name}: ")
 
@@ -310,7 +314,7 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
     escrow_keys = (
         Escrow.list_keys(session.escrow_dir) if Escrow.exists(session.escrow_dir) else None
     )
-    return Observed(files, unreachable, foreign, escrow_keys)
+    return Observed(files, unreachable, folders, foreign, escrow_keys)
 
 
 def inspect_foreign(
@@ -447,6 +451,10 @@ def observed_digest(observed: Observed) -> str:
             if facts is None
             else f"{facts.sha256}:{facts.size}:{facts.mode}:{facts.symlink}".encode()
         )
+    for (target, folder), found in sorted(observed.folders.items()):
+        h.update(f"folder\0{target}\0{folder}\0".encode())
+        if found is not None:
+            h.update(f"{found.mode}:{[(x.name, x.final_exists) for x in found.leftovers]}".encode())
     for name, reason in sorted(observed.unreachable.items()):
         h.update(f"unreachable\0{name}\0{reason}".encode())
     return h.hexdigest()

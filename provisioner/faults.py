@@ -2,7 +2,8 @@
 process kill itself with SIGKILL the n-th time (default 1st) it reaches `point`.
 
 Points: after-keygen, after-escrow, mid-commit, after-commit, mid-distribution, mid-rename,
-after-remove. Unset (always, outside the test suite), `reached` costs one dictionary lookup.
+after-remove; SSH writes: ssh-uploaded, fallback-moved-aside, fallback-renamed-in. Unset
+(always, outside the test suite), `reached` costs one dictionary lookup.
 """
 
 from __future__ import annotations

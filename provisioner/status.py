@@ -9,7 +9,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.manifest.model import Manifest
-from provisioner.plan.model import REMOVE, WRITE, Action, Plan
+from provisioner.plan.model import CLEAR, REMOVE, SECURE, WRITE, Action, Plan
 from provisioner.state.records import Recorded
 
 
@@ -155,6 +155,30 @@ def render(statuses: list[EntityStatus]) -> str:
             lines.append(f"    {c.state:<12} g{c.generation} {c.target}: {c.path}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def folder_actions(plan: Plan) -> list[Action]:
+    """The pending actions on target folders: permissions to close, leftovers to clear."""
+    return [a for a in plan.actions if a.kind in (SECURE, CLEAR)]
+
+
+def folders_json(plan: Plan) -> list[dict[str, Any]]:
+    return [
+        {"target": a.target, "path": a.path, "state": a.reason, "detail": a.message}
+        for a in folder_actions(plan)
+    ]
+
+
+def render_folders(plan: Plan) -> str:
+    """Target folders needing the next apply (group/other access, leftovers of writes)."""
+    actions = folder_actions(plan)
+    if not actions:
+        return ""
+    lines = ["Target folders:"]
+    for a in actions:
+        lines.append(f"  {a.reason:<18} {a.target}: {a.path}  ({a.message})")
+    lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def render_consultations(plan: Plan) -> str:

@@ -66,3 +66,16 @@ def sshd() -> Iterator[SshServer]:
     server = sshd_helpers.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd_without_posix_rename() -> Iterator[SshServer]:
+    """A second OpenSSH server whose SFTP subsystem refuses posix-rename@openssh.com
+    (`internal-sftp -P posix-rename`), as a locked-down or older server does."""
+    if not sshd_helpers.available():
+        if os.environ.get("CI"):
+            pytest.fail("sshd is not installed: .ci/run must install openssh-server")
+        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    server = sshd_helpers.start(sftp_options="-P posix-rename")
+    yield server
+    server.stop()

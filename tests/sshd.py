@@ -80,7 +80,9 @@ def _user() -> tuple[str, int, int]:
     return entry.pw_name, entry.pw_uid, entry.pw_gid
 
 
-def start(hosts: tuple[str, ...] = HOSTS) -> SshServer:
+def start(hosts: tuple[str, ...] = HOSTS, sftp_options: str = "") -> SshServer:
+    """Start a server; `sftp_options` are given to internal-sftp (`-P posix-rename` denies
+    that extension, as a locked-down server does)."""
     user, uid, gid = _user()
     base = Path(tempfile.mkdtemp(prefix="provisioner-sshd-"))
     os.chmod(base, 0o755)
@@ -102,7 +104,7 @@ def start(hosts: tuple[str, ...] = HOSTS) -> SshServer:
         f"AuthorizedKeysFile {authorized}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nPermitRootLogin no\nStrictModes no\nUsePAM no\n"
-        f"AllowUsers {user}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+        f"AllowUsers {user}\nSubsystem sftp internal-sftp {sftp_options}\nLogLevel ERROR\n"
         "MaxStartups 100:30:200\nMaxSessions 100\n"
     )
     if os.geteuid() == 0:

@@ -33,6 +33,7 @@ from provisioner.plan.bindings import find_generation_in
 from provisioner.plan.model import (
     BIND,
     CHAIN,
+    CLEAR,
     CONSULT,
     CREATE,
     ESCROW,
@@ -40,6 +41,7 @@ from provisioner.plan.model import (
     RENAME,
     RETAIN,
     RETIRE,
+    SECURE,
     WRITE,
     Action,
     Desired,
@@ -59,7 +61,13 @@ from provisioner.state.records import (
     RecordedGeneration,
 )
 from provisioner.transports import TransportPool
-from provisioner.transports.base import FileFacts, Transport, target_spec
+from provisioner.transports.base import (
+    FileFacts,
+    Transport,
+    as_leftover,
+    folder_of,
+    target_spec,
+)
 
 FLUSH_EVERY = 200
 FLUSH_SECONDS = 0.5
@@ -172,6 +180,7 @@ class Executor:
         for action in self.plan.actions:
             by_kind.setdefault(action.kind, []).append(action)
         try:
+            self.folders(by_kind.get(SECURE, []) + by_kind.get(CLEAR, []))
             # Conflicts are not actions: the planner left their entities alone.
             self.restore_escrow(by_kind.get(ESCROW, []))
             self.create(by_kind.get(CREATE, []), by_kind.get(RETAIN, []))
@@ -224,6 +233,31 @@ class Executor:
         entity = self.desired.manifest.entity(entity_id)
         assert entity is not None
         return entity
+
+    # ------------------------------------------------------------------ target folders
+
+    def folders(self, actions: list[Action]) -> None:
+        """Close target folders others may enter and clear what interrupted writes left, before
+        anything is written there (a put-back copy may then be replaced as planned)."""
+        for action in actions:
+            assert action.target is not None and action.path is not None
+            try:
+                transport = self.transport(action.target)
+                if action.kind == SECURE:
+                    transport.secure_folder(action.path)
+                    event = "folder-secured"
+                else:
+                    folder = folder_of(transport.target, action.path)
+                    name = action.path[len(folder) :].lstrip("/\\")
+                    leftover = as_leftover(name)
+                    assert leftover is not None
+                    transport.clear_leftover(folder, leftover)
+                    event = "leftover-cleared"
+            except ProvisionerError as exc:
+                self.result.outcomes.append(Outcome(action, False, str(exc)))
+                continue
+            self.db.note(event, None, target=action.target, path=action.path)
+            self.result.outcomes.append(Outcome(action, True))
 
     # ------------------------------------------------------------------ consultations
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from provisioner.consultations import Consultation
 from provisioner.manifest.model import Manifest
-from provisioner.transports.base import FileFacts
+from provisioner.transports.base import FileFacts, FolderFacts
 
 # Action kinds.
 CREATE = "create-generation"
@@ -24,6 +24,8 @@ CONSULT = "update-consultation"
 CONFLICT = "conflict"
 # A generation's escrowed key file is missing: it is taken back from an intact copy.
 ESCROW = "restore-escrow"
+SECURE = "secure-folder"  # a target folder others may enter: mode 0700
+CLEAR = "clear-leftover"  # a file an interrupted write left: removed, or put back
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +109,16 @@ class Foreign:
 
 @dataclass(frozen=True)
 class Observed:
-    """Facts read from targets: a file's facts or None when absent; unreachable targets.
+    """Facts read from targets: a file's facts or None when absent; the folders holding
+    copies; unreachable targets.
 
     `foreign`: what files the state did not write hold (see Foreign). `escrow_keys`: the
     public-key fingerprints of the escrow's key files, None when there is no escrow."""
 
     files: dict[tuple[str, str], FileFacts | None] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
+    # (target, folder) -> the folder's mode and leftovers, None when there is no folder
+    folders: dict[tuple[str, str], FolderFacts | None] = field(default_factory=dict)
     foreign: dict[tuple[str, str], Foreign] = field(default_factory=dict)
     escrow_keys: frozenset[str] | None = None
 

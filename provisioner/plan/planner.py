@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from provisioner.manifest.model import Entity, Target
 from provisioner.plan.bindings import merge
+from provisioner.plan.folders import plan_folders
 from provisioner.plan.model import (
     CHAIN,
     CONFLICT,
@@ -110,7 +111,6 @@ class _Planner:
         self.warnings: list[Warning] = []
         self.in_sync: list[str] = []
         self.refusals: list[str] = []
-        self.errors: list[str] = []
         self.moved_away = 0
         self.bindings = merge(desired, recorded)
         self.holders = self.bindings.holders()
@@ -157,10 +157,17 @@ class _Planner:
                     "`provisioner recover` here to make this folder the state's home",
                 )
             )
+        self.actions.extend(
+            plan_folders(
+                self.desired,
+                self.observed,
+                lambda name: resolve_target(self.desired, self.recorded, name),
+            )
+        )
         errors = tuple(
             f"{name}: cannot observe the target: {reason}"
             for name, reason in sorted(self.observed.unreachable.items())
-        ) + tuple(self.errors)
+        )
         for view in self.bindings.views:
             if view.is_open and view.generation_id is None:
                 self.warnings.append(
@@ -394,11 +401,15 @@ class _Planner:
                     )
                 )
             else:
-                self.errors.append(
-                    f'{entity.id}: generation {g.number} "{g.designation}": its private key '
-                    "is missing from the escrow and no intact copy that opens with the current "
-                    "password was observed; restore the escrow from a backup, or run "
-                    "`provisioner recover` (docs/RECOVERY.md)"
+                self.warnings.append(
+                    Warning(
+                        entity.id,
+                        "escrow-missing",
+                        f'generation {g.number} "{g.designation}": its private key is missing '
+                        "from the escrow and no intact copy that opens with the current password "
+                        "was observed; restore the escrow from a backup, or run `provisioner "
+                        "recover` (docs/RECOVERY.md)",
+                    )
                 )
 
     def removable(self, entity: Entity, copy: RecordedCopy, number: int, code: str) -> bool:

@@ -8,6 +8,7 @@ from provisioner import clock
 from provisioner.plan.model import (
     BIND,
     CHAIN,
+    CLEAR,
     CONFLICT,
     CONSULT,
     CREATE,
@@ -16,6 +17,7 @@ from provisioner.plan.model import (
     RENAME,
     RETAIN,
     RETIRE,
+    SECURE,
     WRITE,
     Action,
     Plan,
@@ -95,8 +97,21 @@ def _label(action: Action) -> str:
         return f"generation {action.generation}: restore escrowed key from {action.target}"
     if action.kind == CONFLICT:
         return f"conflict g{action.generation} on {action.target}: {action.path}"
+    if action.kind == SECURE:
+        return f"secure folder on {action.target}: {action.path}"
+    if action.kind == CLEAR:
+        verb = "remove" if action.symbol == "-" else "put back"
+        return f"{verb} leftover on {action.target}: {action.path}"
     verb = {WRITE: "write" if action.symbol == "+" else "rewrite", REMOVE: "remove"}[action.kind]
     return f"{verb} g{action.generation} on {action.target}: {action.path}"
+
+
+def unobserved(plan: Plan) -> str:
+    """`2 targets could not be observed`, or "" when every target was."""
+    n = len(plan.errors)
+    if not n:
+        return ""
+    return f"{n} target{'s' if n > 1 else ''} could not be observed"
 
 
 def summary_line(plan: Plan) -> str:
@@ -113,6 +128,8 @@ def summary_line(plan: Plan) -> str:
             f" {n} conflict{'s' if n > 1 else ''}: apply leaves "
             f"{', '.join(entities)} alone (files this state did not write)."
         )
+    if plan.errors:
+        line += f" {unobserved(plan).capitalize()}: nothing is known of them."
     return line
 
 
@@ -131,19 +148,28 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
         lines.append("Errors:")
         lines += [f"  {paint('!', '!')} {error}" for error in plan.errors]
         lines.append("")
-    if not plan.changes:
+    if not plan.changes and plan.errors:
+        # A summary never claims what was not observed.
+        lines.append(
+            f"No changes on the targets observed; {unobserved(plan)} (see Errors above): "
+            "their copies were not checked."
+        )
+        lines += [f"  {line}" for line in plan.in_sync]
+    elif not plan.changes:
         lines.append("No changes. Every bi-clé is current and every copy matches what was written.")
         lines += [f"  {line}" for line in plan.in_sync]
     else:
         lines.append(
             f"provisioner will perform the following actions (planned at {clock.iso(plan.now)}):"
         )
-        entity = None
+        group = None
         for action in plan.actions:
-            if action.entity != entity:
-                entity = action.entity
+            # Folder actions belong to a target, not to an entity.
+            heading = action.entity or f"target {action.target}"
+            if heading != group:
+                group = heading
                 lines.append("")
-                lines.append(f"  # {entity}")
+                lines.append(f"  # {heading}")
             lines.append(
                 f"  {paint(action.symbol, f'{action.symbol:>3}')} {_label(action)}"
                 f"  [{action.reason}] {action.message}"

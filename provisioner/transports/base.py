@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +23,63 @@ class FileFacts:
     sha256: str
     mode: int
     symlink: bool = False
+
+
+# Files this tool leaves in a target folder when a write is interrupted: the temporary of an
+# atomic write (local and SSH) and, on SSH servers without posix-rename, the previous copy
+# moved aside. Both are recognised by name, and only for the copy names this tool writes
+# (`<entity>.g<N>.p12`): a foreign file is never taken for one.
+_COPY_NAME = r"(?P<final>[^/\\]+\.g[0-9]+\.p12)"
+_LEFTOVER = re.compile(
+    rf"\.provisioner-tmp-{_COPY_NAME}\.[0-9a-f]{{8}}\Z|{_COPY_NAME.replace('final', 'old')}"
+    r"\.old-[0-9a-f]{8}\Z"
+)
+OLD_MARK = ".old-"
+
+
+def leftover_final(name: str) -> str | None:
+    """The copy name a leftover file was for, or None when `name` is not one of ours."""
+    found = _LEFTOVER.match(name)
+    if found is None:
+        return None
+    return found.group("final") or found.group("old")
+
+
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    """A file an interrupted write left in a target folder."""
+
+    name: str
+    final: str  # the copy it was for
+    moved_aside: bool  # the previous copy, moved aside (SSH servers without posix-rename)
+    final_exists: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FolderFacts:
+    """What a target says about a folder holding copies: one stat and one listing."""
+
+    mode: int
+    leftovers: tuple[Leftover, ...] = ()
+
+
+def as_leftover(name: str, present: Collection[str] = ()) -> Leftover | None:
+    """The leftover named `name` in a folder holding `present`, or None if it is not one."""
+    final = leftover_final(name)
+    if final is None:
+        return None
+    return Leftover(name, final, not name.startswith(".provisioner-tmp-"), final in present)
+
+
+def folder_facts(mode: int, names: list[str]) -> FolderFacts:
+    """FolderFacts from a folder's mode and the names it holds."""
+    # A substring test first: the no-op plan lists every target folder.
+    candidates = [n for n in names if ".provisioner-tmp-" in n or OLD_MARK in n]
+    if not candidates:
+        return FolderFacts(mode)
+    present = set(names)
+    found = (as_leftover(name, present) for name in sorted(candidates))
+    return FolderFacts(mode, tuple(x for x in found if x is not None))
 
 
 class Transport(Protocol):
@@ -42,6 +101,18 @@ class Transport(Protocol):
         """The file names in the target's folder; empty when the folder does not exist."""
         ...
 
+    def observe_folder(self, folder: str) -> FolderFacts | None:
+        """The folder's mode and the leftovers of interrupted writes in it, or None."""
+        ...
+
+    def secure_folder(self, folder: str) -> None:
+        """Take group and other access away from `folder` (mode 0700)."""
+        ...
+
+    def clear_leftover(self, folder: str, leftover: Leftover) -> None:
+        """Remove a leftover; a copy moved aside is put back first if its name is still free."""
+        ...
+
     def remove(self, path: str) -> None:
         """Remove `path`; a missing file is not an error."""
         ...
@@ -54,6 +125,20 @@ def file_path(target: Target, file_name: str) -> str:
     if target.transport == "local":
         return os.path.join(target.path, file_name)
     return posixpath.join(target.path, file_name)
+
+
+def folder_of(target: Target, path: str) -> str:
+    """The folder holding `path` on `target`."""
+    if target.transport == "local":
+        return os.path.dirname(path)
+    return posixpath.dirname(path)
+
+
+def in_folder(target: Target, folder: str, name: str) -> str:
+    """The path of `name` in `folder` on `target`."""
+    if target.transport == "local":
+        return os.path.join(folder, name)
+    return posixpath.join(folder, name)
 
 
 def target_spec(target: Target) -> str:

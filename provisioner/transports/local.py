@@ -8,10 +8,10 @@ import os
 import stat
 from pathlib import Path
 
-from provisioner.atomic import write_private
+from provisioner.atomic import DIR_MODE, fsync_dir, write_private
 from provisioner.errors import TransportError
 from provisioner.manifest.model import Target
-from provisioner.transports.base import FileFacts
+from provisioner.transports.base import FileFacts, FolderFacts, Leftover, folder_facts
 
 
 class LocalTransport:
@@ -95,6 +95,42 @@ class LocalTransport:
 
     def remove(self, path: str) -> None:
         try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._fail("remove", path, exc) from None
+
+    def observe_folder(self, folder: str) -> FolderFacts | None:
+        # One lstat and one listing per folder (never a stat per file).
+        if not self._checked:
+            self._check_folder()
+            self._checked = True
+        try:
+            info = os.lstat(folder)
+            if not stat.S_ISDIR(info.st_mode):
+                return None  # reported where a copy is written or observed
+            return folder_facts(stat.S_IMODE(info.st_mode), os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise self._fail("list", folder, exc) from None
+
+    def secure_folder(self, folder: str) -> None:
+        self._check_folder()
+        try:
+            os.chmod(folder, DIR_MODE, follow_symlinks=False)
+        except OSError as exc:
+            raise self._fail("set mode 0700 on", folder, exc) from None
+
+    def clear_leftover(self, folder: str, leftover: Leftover) -> None:
+        path = os.path.join(folder, leftover.name)
+        final = os.path.join(folder, leftover.final)
+        try:
+            if leftover.moved_aside and not os.path.lexists(final):
+                os.rename(path, final)  # the previous copy, back under its name
+                fsync_dir(Path(folder))
+                return
             os.unlink(path)
         except FileNotFoundError:
             return
