@@ -459,10 +459,12 @@ def check(
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
 ) -> None:
-    """Monitoring probe (Nagios/Icinga): expiry, expired keys still bound to open
-    consultations, bound keys no workstation holds, pending drift.
+    """Monitoring probe (Nagios/Icinga): CRITICAL when bids of a consultation not closed are at
+    risk (its key missing from a workstation or the escrow, expired or expiring before the
+    deadline or the opening), WARNING for what can wait (renewal near, drift apply repairs).
 
-    Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Needs no secret."""
+    Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no state, unreadable input). Needs no secret.
+    The table is in docs/RUNBOOK.md."""
     from provisioner import check as probe
     from provisioner.engine import load_session, make_plan, observe
 
@@ -470,6 +472,11 @@ def check(
         session = load_session(manifest, state_dir, need_secrets=False, consultations=consultations)
         try:
             session.open_state(create=False, unlock=False)
+            if session.db is None:
+                raise ProvisionerError(
+                    f"{session.state_dir}: no state there, so nothing can be judged: apply first, "
+                    "or recover a lost state (docs/RECOVERY.md)"
+                )
             observed = observe(session, parallel)
             now = clock.now()
             result = make_plan(session, observed, now)
