@@ -27,6 +27,59 @@ def _attr(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
     return value if isinstance(value, str) else value.decode()
 
 
+def check_adoptable(
+    entity: Entity, cert: x509.Certificate, now: dt.datetime, *, retained: bool
+) -> None:
+    """Refuse a certificate companies could not encrypt bids to (signing only, expired, not yet
+    valid); an expired key is accepted as retained, kept to open the bids already made to it."""
+    where = f"entity {entity.id}"
+    try:
+        usage: x509.KeyUsage | None = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None  # no key usage extension: every usage is allowed
+    if usage is not None and not usage.key_encipherment:
+        allowed = [
+            name
+            for name in ("digital_signature", "content_commitment", "key_cert_sign", "crl_sign")
+            if getattr(usage, name)
+        ]
+        raise ProvisionerError(
+            f"{where}: its certificate's key usage has no keyEncipherment (it allows "
+            f"{', '.join(allowed) or 'nothing else'}), so companies could not encrypt bids to it; "
+            "adopt the encryption bi-clé (bi-clé de chiffrement), not a signing certificate"
+        )
+    if cert.not_valid_before_utc > now:
+        raise ProvisionerError(
+            f"{where}: its certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d}"
+        )
+    if cert.not_valid_after_utc <= now and not retained:
+        raise ProvisionerError(
+            f"{where}: its certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}, and a "
+            "current generation must be one companies can encrypt to. To keep an expired key "
+            "for the consultations bound to it, adopt it with --retained"
+        )
+
+
+def designation_of(
+    entity: Entity,
+    number: int,
+    year: int,
+    friendly_name: str | None,
+    chosen: str | None,
+    *,
+    retained: bool,
+) -> str:
+    """The designation an adopted generation is recorded under: `--designation`, else the
+    manifest's for a current generation (the manifest is what is wanted), else the file's
+    friendly name for a retained one (the name the platform knew that older key by)."""
+    if chosen:
+        return chosen
+    wanted = entity.key.designation_for(number, year)
+    if retained and friendly_name:
+        return friendly_name
+    return wanted
+
+
 def adopt(
     session: Session,
     entity: Entity,
@@ -56,8 +109,11 @@ def adopt(
         )
     number = max((g.number for g in gens), default=0) + 1
     cert = bundle.certificate
+    check_adoptable(entity, cert, now, retained=retained)
     self_signed = cert.issuer == cert.subject
-    name = designation or bundle.friendly_name or entity.key.designation_for(number, now.year)
+    name = designation_of(
+        entity, number, now.year, bundle.friendly_name, designation, retained=retained
+    )
     key_sha256 = session.escrow.put(bundle.key, entity.id)  # escrow first
     generation = RecordedGeneration(
         id=uuid.uuid4().hex,
@@ -85,6 +141,9 @@ def adopt(
     )
     with session.db.change() as change:
         change.add_generation(generation)
+        if bundle.friendly_name and bundle.friendly_name != name:
+            # The name inside the file is one this key had: a consultation naming it refers here.
+            change.add_former_designation(generation.id, bundle.friendly_name, now)
         change.audit(
             "generation-adopted",
             entity.id,

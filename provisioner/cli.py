@@ -746,7 +746,8 @@ def adopt(
         str | None,
         typer.Option(
             "--designation",
-            help="Its désignation on the platform (default: the file's friendly name).",
+            help="Its désignation on the platform (default: the manifest's for a current "
+            "generation, the file's friendly name for --retained).",
             show_default=False,
         ),
     ] = None,
@@ -779,9 +780,15 @@ def adopt(
         data = pkcs12_file.read_bytes()
     except OSError as exc:
         fail(f"cannot read {pkcs12_file}: {exc.strerror}")
+    from provisioner.adopt import check_adoptable
     from provisioner.crypto import pkcs12 as p12
 
-    p12.decode(data, password)  # refuse a bad file before anything is written
+    now = clock.now()
+    try:  # refuse a bad or unusable file before anything is written
+        bundle = p12.decode(data, password)
+        check_adoptable(target, bundle.certificate, now, retained=retained)
+    except ProvisionerError as exc:
+        fail(f"{pkcs12_file}: cannot adopt: {exc}")
     make_private_dirs(session.state_dir)
     with lock.hold(session.state_dir, "adopt", lock_timeout):
         try:
@@ -793,10 +800,23 @@ def adopt(
                 password,
                 designation=designation,
                 retained=retained,
-                now=clock.now(),
+                now=now,
             )
         finally:
             session.close()
+    wanted = target.key.designation_for(g.number, now.year)
+    source = "given by --designation" if designation else "the manifest's designation"
+    if bundle.friendly_name and bundle.friendly_name != g.designation:
+        typer.echo(
+            f'The file names this key "{bundle.friendly_name}", not "{g.designation}" '
+            f'({source}): it is recorded as "{g.designation}" and "{bundle.friendly_name}" is '
+            "kept as a former designation, so a consultation naming either refers to this key."
+        )
+    elif not designation and g.designation != wanted:
+        typer.echo(
+            f"The designation \"{g.designation}\" (the file's) differs from the manifest's "
+            f'"{wanted}" for generation {g.number}; give --designation to record another name.'
+        )
     typer.echo(
         f"Adopted {pkcs12_file} as generation {g.number} ({g.status}) of {entity}: "
         f'"{g.designation}", valid until {g.not_after:%Y-%m-%d}, '
