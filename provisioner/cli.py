@@ -209,7 +209,7 @@ def plan(
     consultations: ConsultationsOpt = None,
 ) -> None:
     """Show what apply would do, and why. Changes nothing."""
-    from provisioner.engine import load_session, make_plan, observe, observed_digest
+    from provisioner.engine import load_session, observe_and_plan, observed_digest
     from provisioner.plan.render import plan_json, render_plan
 
     session = load_session(manifest, state_dir, limit, consultations=consultations)
@@ -217,8 +217,7 @@ def plan(
         if not as_json:
             _warnings(session)
         session.open_state(create=False)
-        observed = observe(session, parallel)
-        result = make_plan(session, observed, clock.now())
+        observed, result = observe_and_plan(session, parallel, clock.now())
         if out is not None and not result.refusals:
             from provisioner.apply.run import save_plan
 
@@ -233,7 +232,7 @@ def plan(
             typer.echo(f"\nSaved the plan to {out}. Apply exactly it with: provisioner apply {out}")
         elif out is not None:
             typer.echo(f"\nThe plan is refused: nothing was saved to {out}.", err=True)
-    if result.errors or result.refusals:
+    if result.errors or result.refusals or result.conflicts:
         raise typer.Exit(1)
     if detailed_exitcode and result.changes:
         raise typer.Exit(2)
@@ -257,7 +256,7 @@ def _render_result(run: Any, as_json: bool, quiet: bool = False) -> int:
                 ensure_ascii=False,
             )
         )
-        return 1 if failures or run.plan.errors or run.plan.refusals else 0
+        return 1 if failures or run.plan.errors or run.plan.refusals or run.plan.conflicts else 0
     if quiet:
         for error in run.plan.errors:
             typer.echo(f"Error: {error}", err=True)
@@ -277,9 +276,17 @@ def _render_result(run: Any, as_json: bool, quiet: bool = False) -> int:
                 f"Apply finished with errors: {result.succeeded} done, "
                 f"{len(failures)} failed; run apply again once the cause is fixed."
             )
-        else:
+        elif not run.plan.conflicts:
             typer.echo(f"Apply complete: {result.succeeded} actions done.")
-    return 1 if failures or run.plan.errors or run.plan.refusals else 0
+    if run.plan.conflicts:
+        entities = ", ".join(run.plan.conflicted_entities())
+        typer.echo(
+            f"Left alone: {entities}: files this state did not write stand where their copies "
+            "go (see Conflicts above); run `provisioner recover MANIFEST` if the state was lost "
+            "or restored, else move those files away.",
+            err=True,
+        )
+    return 1 if failures or run.plan.errors or run.plan.refusals or run.plan.conflicts else 0
 
 
 @app.command()
@@ -372,7 +379,7 @@ def apply(
         )
         if run.lock_note and not as_json:
             typer.echo(f"Note: {run.lock_note}", err=True)
-        if run.result is None and (not run.plan.changes or run.plan.refusals) and show:
+        if run.result is None and (not run.plan.actionable or run.plan.refusals) and show:
             typer.echo(render_plan(run.plan, colour=_colour()))
         elif run.plan.refusals and quiet:
             for refusal in run.plan.refusals:
@@ -405,14 +412,13 @@ def status(
 ) -> None:
     """Keys, generations, validity, and the state of every copy, per entity."""
     from provisioner import status as status_mod
-    from provisioner.engine import load_session, make_plan, observe
+    from provisioner.engine import load_session, observe_and_plan
 
     session = load_session(manifest, state_dir, need_secrets=False, consultations=consultations)
     try:
         session.open_state(create=False, unlock=False)
-        observed = observe(session, parallel)
         now = clock.now()
-        result = make_plan(session, observed, now)
+        _, result = observe_and_plan(session, parallel, now)
         statuses = status_mod.build(session.manifest, session.recorded, result, now)
     finally:
         session.close()
@@ -466,7 +472,7 @@ def check(
     Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no state, unreadable input). Needs no secret.
     The table is in docs/RUNBOOK.md."""
     from provisioner import check as probe
-    from provisioner.engine import load_session, make_plan, observe
+    from provisioner.engine import load_session, observe_and_plan
 
     try:
         session = load_session(manifest, state_dir, need_secrets=False, consultations=consultations)
@@ -477,9 +483,8 @@ def check(
                     f"{session.state_dir}: no state there, so nothing can be judged: apply first, "
                     "or recover a lost state (docs/RECOVERY.md)"
                 )
-            observed = observe(session, parallel)
             now = clock.now()
-            result = make_plan(session, observed, now)
+            _, result = observe_and_plan(session, parallel, now)
             escrow_dir = session.escrow_dir
             escrowed = {p.stem for p in escrow_dir.glob("*.key")} if escrow_dir.is_dir() else set()
             findings = probe.evaluate(
@@ -525,7 +530,7 @@ def rehearse(
 
     Exit 0 only when every copy opens."""
     from provisioner import rehearse as rehearsal
-    from provisioner.engine import load_session, make_plan, observe
+    from provisioner.engine import load_session, observe_and_plan
 
     session = load_session(manifest, state_dir, limit, consultations=consultations)
     try:
@@ -533,7 +538,7 @@ def rehearse(
         if session.db is None:
             fail(f"no state in {session.state_dir}: nothing has been applied yet")
         now = clock.now()
-        result = make_plan(session, observe(session, parallel), now)
+        _, result = observe_and_plan(session, parallel, now)
         results = rehearsal.rehearse(
             session.manifest,
             session.recorded,
@@ -730,6 +735,58 @@ def _secret_option(env: str | None, file: Path | None, what: str) -> str | None:
     if file:
         return resolve(SecretRef("file", str(file), Path.cwd(), Location(f"--{what}-file")), what)
     return None
+
+
+@app.command()
+def recover(
+    manifest: ManifestArg,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")
+    ] = False,
+    limit: LimitOpt = None,
+    state_dir: StateDirOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+) -> None:
+    """Rebuild a lost, empty or older state, and a lost escrow, from the copies on the shared
+    locations and workstations: each copy that opens with its entity's password is recorded
+    (newer generations are taken back, never re-created) and its key returns to the escrow.
+    Shows what it will record and asks first; changes no file on any target."""
+    from provisioner import recover as recovery
+    from provisioner.atomic import make_private_dirs
+    from provisioner.engine import load_session
+    from provisioner.state import lock
+    from provisioner.state.escrow import Escrow
+
+    session = load_session(manifest, state_dir, limit)
+    make_private_dirs(session.state_dir)
+    try:
+        with lock.hold(session.state_dir, "recover", lock_timeout):
+            session.open_state(create=True, recovering=True)
+            if session.escrow is None:
+                # Escrow.create refuses a folder of sealed keys that no keyring opens.
+                session.escrow = Escrow.create(
+                    session.escrow_dir, session.escrow_passphrase, session.recorded.lineage
+                )
+            now = clock.now()
+            found = recovery.scan(session, now)
+            typer.echo(recovery.render(found))
+            if not found.changes:
+                raise typer.Exit(0)
+            if not auto_approve:
+                if not sys.stdin.isatty():
+                    fail("recover needs confirmation: run it in a terminal or add --auto-approve")
+                answer = typer.prompt(
+                    "\nRecord this? Only 'yes' will be accepted to approve",
+                    default="",
+                    show_default=False,
+                )
+                if answer.strip() != "yes":
+                    typer.echo("Recover cancelled.")
+                    raise typer.Exit(1)
+            recovery.record(session, found, now)
+            typer.echo("Recovered. Run `provisioner plan` to see what is left to repair.")
+    finally:
+        session.close()
 
 
 @app.command()

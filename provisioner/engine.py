@@ -17,11 +17,12 @@ from provisioner.errors import (
     ManifestError,
     ProvisionerError,
     SecretError,
+    StateError,
 )
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import Manifest
-from provisioner.plan.model import Desired, Observed, Plan
-from provisioner.plan.planner import paths_to_observe, plan, resolve_target
+from provisioner.plan.model import Desired, Foreign, Observed, Plan
+from provisioner.plan.planner import parse_copy_name, paths_to_observe, plan, resolve_target
 from provisioner.secrets import policy_problem, resolve
 from provisioner.state.db import StateDB
 from provisioner.state.escrow import Escrow
@@ -59,6 +60,7 @@ class Session:
     escrow: Escrow | None = None
     recorded: Recorded = field(default_factory=lambda: Recorded(None, 0))
     pool: TransportPool = field(default_factory=TransportPool)
+    moved_from: str | None = None  # the state's home, when the manifest is now elsewhere
     _chains: dict[str, tuple[bytes, str]] | None = None
 
     @property
@@ -103,33 +105,87 @@ class Session:
             consultations=self.consultations,
             notice_days=self.notice_days,
             chain_updates=self._chains,
+            moved_from=self.moved_from,
         )
 
-    def open_state(self, *, create: bool, unlock: bool = True) -> None:
+    def open_state(self, *, create: bool, unlock: bool = True, recovering: bool = False) -> None:
         """Open the state database and unlock the escrow (creating them when `create`).
 
-        The escrow's scrypt (about 0.1 s, outside the GIL) runs in a thread while this one
-        reads the state snapshot."""
+        State and escrow are one unit: a missing keyring beside sealed keys, an escrow of
+        another lineage, or an escrow missing while the state records generations is refused
+        (StateError naming what to do), never started over; `recovering` lets `recover`
+        through to rebuild. The escrow's scrypt (about 0.1 s, outside the GIL) runs in a
+        thread while this one reads the state snapshot."""
         with ThreadPoolExecutor(max_workers=1) as background:
             unlocking = (
                 background.submit(Escrow.unlock, self.escrow_dir, self.escrow_passphrase)
                 if unlock and Escrow.exists(self.escrow_dir)
                 else None
             )
-            self.db = StateDB.open(self.state_dir, create=create)
+            # Sealed keys without a state: a lost state, never a new start (nothing created).
+            fresh = recovering or not Escrow.sealed_files(self.escrow_dir)
+            self.db = StateDB.open(self.state_dir, create=create and fresh)
             if self.db is not None:
                 self.recorded = self.db.snapshot()
             if unlocking is not None:
                 self.escrow = unlocking.result()
-            elif unlock and create:
-                self.escrow = Escrow.create(self.escrow_dir, self.escrow_passphrase)
+        if not recovering:
+            self.check_unit()
         if self.db is not None:
             self._chains = None  # computed again against this snapshot
-            if unlock and self.escrow is None and self.recorded.generations:
-                raise ProvisionerError(
-                    f"{self.escrow_dir}: the escrow is missing while the state records "
-                    f"{len(self.recorded.generations)} generations; see docs/RECOVERY.md"
+            home = str(self.manifest.path.resolve().parent)
+            if self.recorded.home is None and create:
+                self.db.set_meta("home", home)
+            elif self.recorded.home is not None and self.recorded.home != home:
+                self.moved_from = self.recorded.home
+        if unlock and create and self.escrow is None and not recovering:
+            self.escrow = Escrow.create(
+                self.escrow_dir, self.escrow_passphrase, self.recorded.lineage
+            )
+        elif (
+            self.escrow is not None
+            and self.escrow.lineage is None
+            and create
+            and self.recorded.lineage is not None
+        ):
+            self.escrow.set_lineage(self.recorded.lineage)
+
+    def check_unit(self) -> None:
+        """Refuse a state and an escrow that are not one unit (invariant 9)."""
+        folder = self.escrow_dir
+        recover = f"run `provisioner recover {self.manifest.path}` (docs/RECOVERY.md)"
+        sealed = Escrow.sealed_files(folder)
+        if not Escrow.exists(folder):
+            if sealed:
+                raise StateError(
+                    f"{folder}: keyring.json is missing but {len(sealed)} sealed key file(s) are "
+                    "there: a new keyring would never open them. Restore keyring.json from the "
+                    "backup of this state folder; if it is lost for good, move the escrow folder "
+                    f"aside and {recover} to rebuild it from the copies"
                 )
+            if self.recorded.generations:
+                raise StateError(
+                    f"{folder}: the escrow is missing while the state records "
+                    f"{len(self.recorded.generations)} generations; restore it from the backup "
+                    f"of this state folder, or {recover} to rebuild it from the copies"
+                )
+            return
+        lineage = self.escrow.lineage if self.escrow is not None else Escrow.read_lineage(folder)
+        if self.db is None or not self.recorded.lineage:
+            if sealed:
+                raise StateError(
+                    f"{self.state_dir}: there is no state, but the escrow holds {len(sealed)} "
+                    "key(s): the state was lost or moved. Nothing is created over it: point "
+                    f"--state-dir at the right folder, or {recover} to rebuild the state from "
+                    "the escrow and the copies"
+                )
+            return
+        if lineage is not None and lineage != self.recorded.lineage:
+            raise StateError(
+                f"{folder}: the escrow belongs to another state (lineage {lineage}; the state "
+                f"is {self.recorded.lineage}): state and escrow must come from the same backup. "
+                f"Restore them together, or {recover} to rebuild the state around this escrow"
+            )
 
     def close(self) -> None:
         self.pool.close()
@@ -237,7 +293,84 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
                 one_target(name)
         for future in futures:
             future.result()
-    return Observed(files, unreachable)
+    foreign = inspect_foreign(session, desired, files, unreachable)
+    escrow_keys = (
+        Escrow.list_keys(session.escrow_dir) if Escrow.exists(session.escrow_dir) else None
+    )
+    return Observed(files, unreachable, foreign, escrow_keys)
+
+
+def inspect_foreign(
+    session: Session,
+    desired: Desired,
+    files: dict[tuple[str, str], FileFacts | None],
+    unreachable: dict[str, str],
+) -> dict[tuple[str, str], Foreign]:
+    """Open, with the entity's password, each file the state did not write or that changed
+    since it was written: the planner must know whether replacing it could lose a key. Copies
+    that match their record (a no-op run) are never opened."""
+    from provisioner.crypto import pkcs12
+    from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
+    from provisioner.errors import CorruptFileError, CryptoError
+
+    out: dict[tuple[str, str], Foreign] = {}
+    written: set[str] | None = None
+    known: set[str] | None = None
+    for (name, path), facts in sorted(files.items()):
+        if facts is None or facts.symlink or name in unreachable:
+            continue
+        record = session.recorded.copies.get((name, path))
+        if record is not None and record.sha256 == facts.sha256:
+            continue
+        if written is None or known is None:
+            written = {c.sha256 for c in session.recorded.copies.values()}
+            known = {g.key_sha256 for g in session.recorded.generations}
+        if facts.sha256 in written:
+            out[(name, path)] = Foreign(pkcs12=True, readable=False, written_here=True)
+            continue
+        parsed = parse_copy_name(path.replace("\\", "/").rsplit("/", 1)[-1])
+        password = session.passwords.get(parsed[0]) if parsed else None
+        target = resolve_target(desired, session.recorded, name)
+        if target is None:
+            continue
+        try:
+            data = session.pool.get(target).read(path)
+        except ProvisionerError as exc:
+            unreachable[name] = str(exc).removeprefix(f"{name}: ")
+            continue
+        if password is None:
+            out[(name, path)] = Foreign(pkcs12=_is_pkcs12(data), readable=False)
+            continue
+        try:
+            bundle = pkcs12.decode(data, password)
+        except CorruptFileError:
+            out[(name, path)] = Foreign(pkcs12=_is_pkcs12(data), readable=False)
+            continue
+        except CryptoError:
+            out[(name, path)] = Foreign(pkcs12=True, readable=False)
+            continue
+        key_sha256 = public_key_fingerprint(bundle.key)
+        out[(name, path)] = Foreign(
+            pkcs12=True,
+            readable=True,
+            cert_sha256=certificate_fingerprint(bundle.certificate),
+            key_sha256=key_sha256,
+            designation=bundle.friendly_name,
+            escrowed=Escrow.has_key(session.escrow_dir, key_sha256),
+            known=key_sha256 in known,
+        )
+    return out
+
+
+def _is_pkcs12(data: bytes) -> bool:
+    from provisioner.crypto import pkcs12
+    from provisioner.errors import CorruptFileError
+
+    try:
+        pkcs12.inspect(data)
+    except CorruptFileError:
+        return False
+    return True
 
 
 def _is_local(desired: Desired, recorded: Recorded, name: str) -> bool:
@@ -247,6 +380,22 @@ def _is_local(desired: Desired, recorded: Recorded, name: str) -> bool:
 
 def make_plan(session: Session, observed: Observed, now: dt.datetime) -> Plan:
     return plan(session.desired(), session.recorded, observed, now)
+
+
+def observe_and_plan(session: Session, parallel: int, now: dt.datetime) -> tuple[Observed, Plan]:
+    """Observe and plan without the lock (plan, status, check): when an apply commits while
+    the targets are read, files can be newer than the snapshot and look like conflicts; the
+    snapshot is then read again and the targets observed again (three tries)."""
+    for _ in range(3):
+        observed = observe(session, parallel)
+        result = make_plan(session, observed, now)
+        if not result.conflicts or session.db is None:
+            break
+        if session.db.serial() == session.recorded.serial:
+            break
+        session.recorded = session.db.snapshot()
+        session._chains = None
+    return observed, result
 
 
 # ---------------------------------------------------------------- saved plan identity

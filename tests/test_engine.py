@@ -206,7 +206,7 @@ def test_json_outputs_follow_their_schema(cli: Runner, quickstart: Path) -> None
     planned = cli("plan", "--json", quickstart)
     document = json.loads(planned.stdout)
     jsonschema.validate(document, load_schema("plan.schema.json"))
-    assert document["summary"] == {"create": 7, "update": 0, "remove": 0}
+    assert document["summary"] == {"create": 7, "update": 0, "remove": 0, "conflicts": 0}
     assert document["actions"][0]["attributes"]["password"] == "(sensitive)"
     apply(cli, quickstart)
     status = json.loads(cli("status", "--json", quickstart).stdout)

@@ -18,7 +18,7 @@ from provisioner.manifest.model import (
     Subject,
     Target,
 )
-from provisioner.plan.model import Desired, Observed
+from provisioner.plan.model import Desired, Foreign, Observed
 from provisioner.plan.planner import plan
 from provisioner.state.records import (
     CURRENT,
@@ -106,6 +106,9 @@ class Case:
     observed: dict[tuple[str, str], FileFacts | None] | None = None  # default: as recorded
     password_id: str | None = "pw1"
     unreachable: dict[str, str] = field(default_factory=dict)
+    foreign: dict[tuple[str, str], Foreign] = field(default_factory=dict)
+    escrow_keys: frozenset[str] | None = None
+    moved_from: str | None = None
     now: dt.datetime = NOW
     expect: list[str] = field(default_factory=list)  # "symbol kind reason target"
 
@@ -150,12 +153,107 @@ CASES = [
         expect=["~ write-copy permissions ws1"],
     ),
     Case(
-        "a file the state did not write is replaced",
+        "a file the state did not write holding this generation's key is re-encoded",
         entity(),
         GENS,
         (COPIES[0],),
         observed={(WS1.name, COPIES[1].path): FileFacts(10, "x", 0o600)},
+        foreign={(WS1.name, COPIES[1].path): Foreign(True, True, "c1", "k1", "Ville", True)},
         expect=["~ write-copy unrecorded ws1"],
+    ),
+    Case(
+        "not ours: a file the state did not write, with another key, is a conflict",
+        entity(),
+        GENS,
+        (COPIES[0],),
+        observed={(WS1.name, COPIES[1].path): FileFacts(10, "x", 0o600)},
+        foreign={(WS1.name, COPIES[1].path): Foreign(True, True, "c9", "k9", "Autre", False)},
+        expect=["! conflict conflict ws1"],
+    ),
+    Case(
+        "not ours: a file that does not open with the password is a conflict, entity left alone",
+        entity(),
+        GENS,
+        (COPIES[0],),
+        observed={
+            (WS1.name, COPIES[1].path): FileFacts(10, "x", 0o600),
+            (NAS.name, COPIES[0].path): None,
+        },
+        foreign={(WS1.name, COPIES[1].path): Foreign(True, False)},
+        expect=["! conflict conflict ws1"],
+    ),
+    Case(
+        "not ours: a file where the first generation goes is a conflict (lost state)",
+        observed={(NAS.name, "/srv/nas/ville.g1.p12"): FileFacts(10, "x", 0o600)},
+        foreign={(NAS.name, "/srv/nas/ville.g1.p12"): Foreign(True, True, "c1", "k1", "V")},
+        expect=["! conflict conflict nas"],
+    ),
+    Case(
+        "not ours: a file where the next generation will go is reported before renewal",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, "/srv/ws1/ville.g2.p12"): FileFacts(10, "x", 0o600)},
+        expect=["! conflict conflict ws1"],
+    ),
+    Case(
+        "a recorded copy replaced by another PKCS#12 is a conflict, not rewritten",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, COPIES[1].path): FileFacts(10, "other", 0o600)},
+        foreign={(WS1.name, COPIES[1].path): Foreign(True, False)},
+        expect=["! conflict conflict ws1"],
+    ),
+    Case(
+        "a recorded copy damaged beyond PKCS#12 is repaired",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, COPIES[1].path): FileFacts(10, "other", 0o600)},
+        foreign={(WS1.name, COPIES[1].path): Foreign(False, False)},
+        expect=["~ write-copy drifted ws1"],
+    ),
+    Case(
+        "a changed copy of a retired generation is not removed: conflict",
+        entity(),
+        (generation(1, RETIRED), generation(2)),
+        (copy(NAS), copy(WS1), copy(NAS, 2), copy(WS1, 2)),
+        observed={(WS1.name, copy(WS1).path): FileFacts(10, "other", 0o600)},
+        expect=["! conflict conflict ws1"],
+    ),
+    Case(
+        "a retired generation's copy gone from the shared location is written again",
+        entity(),
+        (generation(1, RETIRED), generation(2)),
+        (copy(NAS), copy(NAS, 2), copy(WS1, 2)),
+        observed={(NAS.name, copy(NAS).path): None},
+        expect=["+ write-copy missing nas"],
+    ),
+    Case(
+        "a new shared location receives every generation, retired ones included",
+        entity(),
+        (generation(1, RETIRED), generation(2)),
+        (copy(WS1, 2),),
+        observed={(NAS.name, copy(NAS).path): None, (NAS.name, copy(NAS, 2).path): None},
+        expect=["+ write-copy missing nas", "+ write-copy missing nas"],
+    ),
+    Case(
+        "a missing escrowed key is taken back from an intact copy",
+        entity(),
+        GENS,
+        COPIES,
+        escrow_keys=frozenset(),
+        expect=["+ restore-escrow escrow-missing nas"],
+    ),
+    Case(
+        "copied tree: copies under the state's old home are not removed as moved",
+        entity(workstations=(replace(WS1, path="/new/ws1"),), shared_locations=(NAS,)),
+        GENS,
+        (COPIES[0], copy(WS1, path="/old/ws1/ville.g1.p12")),
+        observed={("ws1", "/new/ws1/ville.g1.p12"): None},
+        moved_from="/old",
+        expect=["+ write-copy missing ws1"],
     ),
     Case(
         "password change re-encodes, never a new key",
@@ -251,12 +349,11 @@ CASES = [
         expect=["- remove-copy retired ws1"],
     ),
     Case(
-        "absent entity: copies removed everywhere, generation retired",
+        "absent entity: copies removed from workstations, shared locations keep theirs",
         entity(state="absent"),
         GENS,
         COPIES,
         expect=[
-            "- remove-copy entity-absent nas",
             "- remove-copy entity-absent ws1",
             "- retire-generation entity-absent -",
         ],
@@ -288,9 +385,9 @@ def test_planner(case: Case) -> None:
     observed = {(c.target, c.path): facts_for(c) for c in case.copies}
     observed.update(case.observed or {})
     result = plan(
-        Desired(manifest, {"ville": case.password_id}),
+        Desired(manifest, {"ville": case.password_id}, moved_from=case.moved_from),
         Recorded("lineage", 3, case.generations, {(c.target, c.path): c for c in case.copies}),
-        Observed(observed, case.unreachable),
+        Observed(observed, case.unreachable, case.foreign, case.escrow_keys),
         case.now,
     )
     got = [f"{a.symbol} {a.kind} {a.reason} {a.target or '-'}" for a in result.actions]

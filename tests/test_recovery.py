@@ -1,49 +1,220 @@
-"""Disaster recovery, as docs/RECOVERY.md describes it."""
+"""Disaster recovery and invariant 9 (not ours, not touched; state and escrow one unit), as
+docs/RECOVERY.md describes them. Each test starts from a converged quickstart, breaks what an
+operator or a disk would break, and checks what a user would notice: exit codes, messages,
+the bytes of every copy, and that the keys never change."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
 from tests.conftest import Runner
-from tests.engine_helpers import PASSWORDS, key_fingerprints, state_rows
+from tests.engine_helpers import key_fingerprints, p12_files, state_rows
+
+RENEWAL = {"PROVISIONER_NOW": "2028-10-15T10:00:00Z"}  # inside the quickstart's renewal window
 
 
-def readopt_from_backup(cli: Runner, manifest: Path) -> None:
-    for entity in PASSWORDS:
-        copy = manifest.parent / "demo-out" / "shared" / "backup" / f"{entity}.g1.p12"
-        done = cli("adopt", manifest, entity, copy)
-        assert done.returncode == 0, done.stderr
+def snapshot(manifest: Path) -> dict[str, str]:
+    """The SHA-256 of every copy on every target: what must not change under a refusal."""
+    return {
+        rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in p12_files(manifest).items()
+    }
 
 
-def test_state_lost_escrow_kept_readopt_from_the_shared_location(
+def state_dir(manifest: Path) -> Path:
+    return manifest.parent / ".provisioner"
+
+
+def converged(cli: Runner, manifest: Path, env: dict[str, str] | None = None) -> None:
+    done = cli("plan", "--detailed-exitcode", manifest, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_state_folder_lost_apply_refuses_then_recover_takes_every_copy_back(
     cli: Runner, quickstart: Path
 ) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    before = key_fingerprints(quickstart)
-    state = quickstart.parent / ".provisioner"
-    for name in ("state.db", "state.db-wal", "state.db-shm"):
-        (state / name).unlink(missing_ok=True)
-    readopt_from_backup(cli, quickstart)
-    assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    assert key_fingerprints(quickstart) == before, "the same keys, never new ones"
-    assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0
+    keys, files = key_fingerprints(quickstart), snapshot(quickstart)
+    shutil.rmtree(state_dir(quickstart))  # the admin host's disk: state and escrow gone
 
-
-def test_escrow_lost_shared_copy_kept(cli: Runner, quickstart: Path) -> None:
-    assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    before = key_fingerprints(quickstart)
-    state = quickstart.parent / ".provisioner"
-    shutil.rmtree(state / "escrow")
-    refused = cli("plan", quickstart)
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 1
+    assert "! conflict g1 on backup-share:" in planned.stdout
+    assert "provisioner recover" in planned.stdout
+    refused = cli("apply", "--auto-approve", quickstart)
     assert refused.returncode == 1
-    assert "the escrow is missing while the state records 2 generations" in refused.stderr
-    # RECOVERY.md: keep the old state aside for its audit log, start a fresh one, re-adopt.
-    state.rename(quickstart.parent / ".provisioner.lost-escrow")
-    readopt_from_backup(cli, quickstart)
+    assert "Left alone: commune-exemple, syndicat-eaux" in refused.stderr
+    assert snapshot(quickstart) == files, "no copy may be replaced by a new key"
+
+    recovered = cli("recover", "--auto-approve", quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "2 generations, 5 copies, 2 keys back into the escrow; 0 lost" in recovered.stdout
+    converged(cli, quickstart)
+    assert key_fingerprints(quickstart) == keys and snapshot(quickstart) == files
+    assert cli("rehearse", quickstart).returncode == 0
+    assert len(list((state_dir(quickstart) / "escrow").glob("*.key"))) == 2
+
+
+def test_empty_state_db_is_refused_and_nothing_is_written(cli: Runner, quickstart: Path) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    assert key_fingerprints(quickstart) == before
-    assert len(list((quickstart.parent / ".provisioner" / "escrow").glob("*.key"))) == 2
+    files = snapshot(quickstart)
+    db = state_dir(quickstart) / "state.db"
+    for leftover in ("state.db-wal", "state.db-shm"):
+        (state_dir(quickstart) / leftover).unlink(missing_ok=True)
+    db.write_bytes(b"")
+    for command in (("plan",), ("apply", "--auto-approve")):
+        done = cli(*command, quickstart)
+        assert done.returncode == 1
+        assert "there is no state, but the escrow holds 2 key(s)" in done.stderr
+        assert "provisioner recover" in done.stderr and "Traceback" not in done.stderr
+    assert db.stat().st_size == 0, "nothing is created over a lost state"
+    assert snapshot(quickstart) == files
+    assert cli("recover", "--auto-approve", quickstart).returncode == 0
+    converged(cli, quickstart)
+    assert snapshot(quickstart) == files
+
+
+def test_older_backup_restored_after_a_renewal_takes_newer_generations_back(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    backup = tmp_path / "backup"
+    shutil.copytree(state_dir(quickstart), backup)
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    keys, files = key_fingerprints(quickstart), snapshot(quickstart)
+    assert "shared/backup/commune-exemple.g2.p12" in files
+    shutil.rmtree(state_dir(quickstart))
+    shutil.copytree(backup, state_dir(quickstart))
+
+    refused = cli("apply", "--auto-approve", quickstart, env=RENEWAL)
+    assert refused.returncode == 1
+    assert "! conflict g2 on backup-share:" in refused.stdout
+    assert snapshot(quickstart) == files, "generation 2 must not be made again over its copies"
+
+    recovered = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert 'generation 2 "Syndicat Eaux Val 2028" (current)' in recovered.stdout
+    assert "current -> retired" in recovered.stdout
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    converged(cli, quickstart, RENEWAL)
+    assert key_fingerprints(quickstart) == keys
+    numbers = state_rows(quickstart, "SELECT entity, number, status FROM generations ORDER BY 1, 2")
+    assert numbers == [
+        ("commune-exemple", 1, "retired"),
+        ("commune-exemple", 2, "current"),
+        ("syndicat-eaux", 1, "retired"),
+        ("syndicat-eaux", 2, "current"),
+    ]
+
+
+def test_missing_keyring_beside_sealed_keys_is_refused_never_replaced(
+    cli: Runner, quickstart: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    escrow = state_dir(quickstart) / "escrow"
+    (escrow / "keyring.json").unlink()
+    for command in (("plan",), ("apply", "--auto-approve"), ("recover", "--auto-approve")):
+        done = cli(*command, quickstart)
+        assert done.returncode == 1, command
+        assert "keyring.json is missing but 2 sealed key file(s) are there" in done.stderr
+    assert not (escrow / "keyring.json").exists(), "a second keyring was created"
+
+
+def test_escrow_of_another_lineage_is_refused(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(quickstart, other / "quickstart.yaml")
+    shutil.copytree(quickstart.parent / "secrets", other / "secrets")
+    assert cli("apply", "--auto-approve", other / "quickstart.yaml").returncode == 0
+    escrow = state_dir(quickstart) / "escrow"
+    shutil.rmtree(escrow)
+    shutil.copytree(state_dir(other / "quickstart.yaml") / "escrow", escrow)
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 1
+    assert "the escrow belongs to another state" in done.stderr
+    ring = json.loads((escrow / "keyring.json").read_text())
+    assert ring["lineage"] != state_rows(quickstart, "SELECT value FROM meta WHERE key='lineage'")
+
+
+def test_deleted_escrow_key_is_taken_back_from_a_copy(cli: Runner, quickstart: Path) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    keys = sorted((state_dir(quickstart) / "escrow").glob("*.key"))
+    lost = keys[0]
+    lost.unlink()
+    planned = cli("plan", quickstart)
+    assert "restore escrowed key from backup-share" in planned.stdout, planned.stdout
+    assert "[escrow-missing]" in planned.stdout
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    assert lost.exists()
+    converged(cli, quickstart)
+    # With every copy gone too, the key exists nowhere: said, never taken for fine.
+    lost.unlink()
+    for copy in p12_files(quickstart).values():
+        copy.unlink()
+    broken = cli("plan", quickstart)
+    assert broken.returncode == 1
+    assert "its private key is missing from the escrow" in broken.stdout
+
+
+def test_retired_generation_deleted_from_the_shared_location_is_written_again(
+    cli: Runner, quickstart: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    old = quickstart.parent / "demo-out" / "shared" / "backup" / "commune-exemple.g1.p12"
+    before = key_fingerprints(quickstart)["shared/backup/commune-exemple.g1.p12"]
+    old.unlink()
+    planned = cli("plan", quickstart, env=RENEWAL)
+    assert "+ write g1 on backup-share:" in planned.stdout and "[missing]" in planned.stdout
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    assert key_fingerprints(quickstart)["shared/backup/commune-exemple.g1.p12"] == before
+
+
+def test_stray_file_where_a_copy_goes_is_never_replaced(cli: Runner, quickstart: Path) -> None:
+    ws = quickstart.parent / "demo-out" / "workstations" / "ws-accueil"
+    ws.mkdir(parents=True)
+    stray = ws / "commune-exemple.g1.p12"
+    stray.write_bytes(b"an agent's own file")
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 1
+    assert "(not a PKCS#12 file): left as it is" in done.stdout
+    assert stray.read_bytes() == b"an agent's own file"
+    # The other entity is not held back by it.
+    assert (quickstart.parent / "demo-out/workstations/ws-marches/syndicat-eaux.g1.p12").exists()
+    stray.unlink()  # the operator's decision
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    converged(cli, quickstart)
+
+
+def test_copied_tree_does_not_remove_the_originals_copies(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    files = snapshot(quickstart)
+    copy = tmp_path / "copy"
+    shutil.copytree(quickstart.parent, copy)
+    done = cli("apply", "--auto-approve", copy / "quickstart.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[copied-tree]" in done.stdout
+    assert snapshot(quickstart) == files, "the original tree's copies were touched"
+
+
+def test_absent_entity_keeps_its_copies_on_shared_locations(cli: Runner, quickstart: Path) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    text = quickstart.read_text().replace(
+        "  - id: syndicat-eaux\n", "  - id: syndicat-eaux\n    state: absent\n"
+    )
+    quickstart.write_text(text)
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    left = set(p12_files(quickstart))
+    assert "shared/backup/syndicat-eaux.g1.p12" in left
+    assert "workstations/ws-marches/syndicat-eaux.g1.p12" not in left
+    converged(cli, quickstart)
 
 
 def test_escrow_passphrase_rotation(cli: Runner, quickstart: Path, tmp_path: Path) -> None:

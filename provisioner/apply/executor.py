@@ -35,6 +35,7 @@ from provisioner.plan.model import (
     CHAIN,
     CONSULT,
     CREATE,
+    ESCROW,
     REMOVE,
     RENAME,
     RETAIN,
@@ -171,6 +172,8 @@ class Executor:
         for action in self.plan.actions:
             by_kind.setdefault(action.kind, []).append(action)
         try:
+            # Conflicts are not actions: the planner left their entities alone.
+            self.restore_escrow(by_kind.get(ESCROW, []))
             self.create(by_kind.get(CREATE, []), by_kind.get(RETAIN, []))
             self.bind(by_kind.get(BIND, []) + by_kind.get(CONSULT, []))
             self.retain(by_kind.get(RETAIN, []))
@@ -186,6 +189,36 @@ class Executor:
             if self.own_pool:
                 self.pool.close()
         return self.result
+
+    def restore_escrow(self, actions: list[Action]) -> None:
+        """Take a missing escrowed key back from an intact copy: read through its transport,
+        opened with the entity's password, checked against the recorded key fingerprint."""
+        from provisioner.crypto import pkcs12
+        from provisioner.crypto.keys import public_key_fingerprint
+
+        for action in actions:
+            assert action.target is not None and action.path is not None
+            g = self.generations[(action.entity, action.generation)]
+            try:
+                data = self.transport(action.target).read(action.path)
+                key = pkcs12.decode(data, self.passwords[action.entity]).key
+                if public_key_fingerprint(key) != g.key_sha256:
+                    raise ProvisionerError(
+                        f"{action.target}: {action.path} does not hold generation {g.number}'s key"
+                    )
+                self.escrow.put(key, action.entity)
+            except ProvisionerError as exc:
+                self.result.outcomes.append(Outcome(action, False, str(exc)))
+                continue
+            with self.db.change() as change:
+                change.audit(
+                    "escrow-restored",
+                    action.entity,
+                    generation=g.number,
+                    key_sha256=g.key_sha256,
+                    source=f"{action.target}:{action.path}",
+                )
+            self.result.outcomes.append(Outcome(action, True))
 
     def entity(self, entity_id: str) -> Entity:
         entity = self.desired.manifest.entity(entity_id)

@@ -82,7 +82,7 @@ def apply_manifest(
         session.open_state(create=True)
         observed = observe(session, parallel)
         plan = make_plan(session, observed, clock.now())
-        if not plan.changes or plan.refusals:
+        if not plan.actionable or plan.refusals:
             return ApplyRun(plan, None, note)
         issuers = _load_issuers(session, plan)
         if not confirm(plan):
@@ -133,7 +133,7 @@ def apply_saved(
         plan = make_plan(session, observed, saved.now)
         if not saved_plans.same_actions(saved, plan):
             raise StalePlanError(f"stale plan {path}: the plan no longer matches; make a new plan")
-        if not plan.changes or plan.refusals:
+        if not plan.actionable or plan.refusals:
             return session, ApplyRun(plan, None, note)
         issuers = _load_issuers(session, plan)
         return session, ApplyRun(plan, _execute(session, plan, parallel, progress, issuers), note)

@@ -20,6 +20,11 @@ REMOVE = "remove-copy"
 CHAIN = "update-chain"
 BIND = "bind-consultation"
 CONSULT = "update-consultation"
+# A file this state did not write stands where a copy goes (or a recorded copy changed under
+# us): never replaced or removed; apply leaves the whole entity alone.
+CONFLICT = "conflict"
+# A generation's escrowed key file is missing: it is taken back from an intact copy.
+ESCROW = "restore-escrow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +40,7 @@ class Action:
     """One step of a plan. `generation` is the number of the generation concerned."""
 
     kind: str
-    symbol: str  # "+", "~", "-", "-/+"
+    symbol: str  # "+", "~", "-", "-/+", "!" (conflict: nothing done)
     entity: str
     generation: int
     reason: str
@@ -64,17 +69,54 @@ class Desired:
     # generation id -> (chain PEM, chain digest) when its issuer's certificate was renewed
     # with the same key: the copies are re-encoded with the new chain, the key is kept.
     chain_updates: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    # The manifest folder the state was made for, when the manifest is now elsewhere (a
+    # copied or moved tree): copies under it are not removed as moved or decommissioned.
+    moved_from: str | None = None
 
     def in_scope(self, entity: str) -> bool:
         return self.limit is None or entity in self.limit
 
 
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """What a file the state did not write (or that changed since) holds, read with the
+    entity's password. Only such files are opened: a no-op plan opens no PKCS#12."""
+
+    pkcs12: bool  # parses as a PKCS#12 at all (a damaged file holds no key to lose)
+    readable: bool  # opens with the entity's password
+    cert_sha256: str | None = None
+    key_sha256: str | None = None
+    designation: str | None = None  # the friendly name inside
+    escrowed: bool = False  # the escrow holds its private key
+    known: bool = False  # its key is a generation's this state records
+    written_here: bool = False  # the very bytes of a copy this state wrote elsewhere
+
+    def describe(self) -> str:
+        if self.written_here:
+            return "a copy this state wrote for another place"
+        if not self.pkcs12:
+            return "not a PKCS#12 file"
+        if not self.readable:
+            return "a PKCS#12 that does not open with the entity's password"
+        held = "in the escrow" if self.escrowed else "NOT in the escrow"
+        whose = "a generation this state records" if self.known else "unknown to this state"
+        return (
+            f'holds certificate sha256:{(self.cert_sha256 or "")[:16]} "{self.designation or ""}"'
+            f", key {held}, {whose}"
+        )
+
+
 @dataclass(frozen=True)
 class Observed:
-    """Facts read from targets: a file's facts or None when absent; unreachable targets."""
+    """Facts read from targets: a file's facts or None when absent; unreachable targets.
+
+    `foreign`: what files the state did not write hold (see Foreign). `escrow_keys`: the
+    public-key fingerprints of the escrow's key files, None when there is no escrow."""
 
     files: dict[tuple[str, str], FileFacts | None] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
+    foreign: dict[tuple[str, str], Foreign] = field(default_factory=dict)
+    escrow_keys: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +173,20 @@ class Plan:
     def changes(self) -> bool:
         return bool(self.actions)
 
+    @property
+    def actionable(self) -> bool:
+        """Something apply would do (conflicts are left alone)."""
+        return any(a.kind != CONFLICT for a in self.actions)
+
+    @property
+    def conflicts(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.kind == CONFLICT)
+
+    def conflicted_entities(self) -> list[str]:
+        return sorted({a.entity for a in self.actions if a.kind == CONFLICT})
+
     def counts(self) -> tuple[int, int, int]:
-        """(to create, to update, to remove)."""
+        """(to create, to update, to remove); conflicts are not counted: nothing is done."""
         create = sum(a.symbol == "+" for a in self.actions)
         update = sum(a.symbol in ("~", "-/+") for a in self.actions)
         remove = sum(a.symbol == "-" for a in self.actions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import replace
 
 from provisioner import clock
@@ -10,7 +11,9 @@ from provisioner.manifest.model import Entity, Target
 from provisioner.plan.bindings import merge
 from provisioner.plan.model import (
     CHAIN,
+    CONFLICT,
     CREATE,
+    ESCROW,
     REMOVE,
     RENAME,
     RETAIN,
@@ -22,6 +25,9 @@ from provisioner.plan.model import (
     Observed,
     Plan,
     Warning,
+)
+from provisioner.plan.policies import (
+    CONFLICT as CONFLICT_REASON,
 )
 from provisioner.plan.policies import (
     COPY_CHECKS,
@@ -52,18 +58,31 @@ def next_number(recorded: Recorded, entity: str) -> int:
     return max((g.number for g in recorded.generations_of(entity)), default=0) + 1
 
 
+def parse_copy_name(name: str) -> tuple[str, int] | None:
+    """(entity, number) from a copy's file name `<entity>.g<number>.p12`, else None."""
+    if not name.endswith(".p12"):
+        return None
+    entity, sep, number = name[: -len(".p12")].rpartition(".g")
+    if not sep or not entity or not number.isdigit():
+        return None
+    return entity, int(number)
+
+
 def paths_to_observe(desired: Desired, recorded: Recorded) -> dict[str, set[str]]:
-    """Per target name, the paths the planner will ask about (live, next and recorded copies)."""
+    """Per target name, the paths the planner will ask about: live and next generations on
+    every target, every generation on shared locations, and every recorded copy."""
     wanted: dict[str, set[str]] = {}
     for entity in desired.manifest.entities:
         if not desired.in_scope(entity.id):
             continue
-        numbers = [g.number for g in recorded.generations_of(entity.id) if g.status in LIVE]
-        numbers.append(next_number(recorded, entity.id))
+        generations = recorded.generations_of(entity.id)
+        live = [g.number for g in generations if g.status in LIVE]
+        live.append(next_number(recorded, entity.id))
+        every = [g.number for g in generations] + [live[-1]]
         if entity.state == "present":
             for target in entity.targets:
                 paths = wanted.setdefault(target.name, set())
-                for n in numbers:
+                for n in every if target.role == "location" else live:
                     paths.add(file_path(target, copy_file_name(entity.id, n)))
     for copy in recorded.copies.values():
         if desired.in_scope(copy.entity) and desired.manifest.entity(copy.entity) is not None:
@@ -92,6 +111,8 @@ class _Planner:
         self.warnings: list[Warning] = []
         self.in_sync: list[str] = []
         self.refusals: list[str] = []
+        self.errors: list[str] = []
+        self.moved_away = 0
         self.bindings = merge(desired, recorded)
         self.holders = self.bindings.holders()
 
@@ -105,6 +126,10 @@ class _Planner:
                     self.absent(entity)
                 else:
                     self.present(entity)
+                mine = self.actions[before:]
+                if any(a.kind == CONFLICT for a in mine):
+                    # Not ours, not touched: apply leaves the whole entity alone.
+                    self.actions[before:] = [a for a in mine if a.kind == CONFLICT]
                 if len(self.actions) == before:
                     self.in_sync.append(self.sync_line(entity))
                 self.warn(entity, self.actions[before:])
@@ -121,10 +146,22 @@ class _Planner:
                         "declare it with `state: absent` to remove its copies",
                     )
                 )
+        if self.moved_away:
+            self.warnings.append(
+                Warning(
+                    None,
+                    "copied-tree",
+                    f"this state was made for the manifest in {self.desired.moved_from}; "
+                    f"{self.moved_away} cop{'ies' if self.moved_away > 1 else 'y'} under that "
+                    "folder are left alone instead of being removed as moved or decommissioned "
+                    "(the tree was copied or moved). Remove them by hand once checked, or run "
+                    "`provisioner recover` here to make this folder the state's home",
+                )
+            )
         errors = tuple(
             f"{name}: cannot observe the target: {reason}"
             for name, reason in sorted(self.observed.unreachable.items())
-        )
+        ) + tuple(self.errors)
         for view in self.bindings.views:
             if view.is_open and view.generation_id is None:
                 self.warnings.append(
@@ -161,15 +198,20 @@ class _Planner:
         for copy in sorted(self.copies_of(entity.id), key=lambda c: (c.target, c.path)):
             if copy.target in self.observed.unreachable:
                 continue
+            if self.role_of(copy.target) == "location":
+                continue  # shared locations keep every generation, the entity's included
             generation = self.recorded.generation(copy.generation_id)
+            number = generation.number if generation else 0
+            if not self.removable(entity, copy, number, "entity-absent"):
+                continue
             self.actions.append(
                 Action(
                     REMOVE,
                     "-",
                     entity.id,
-                    generation.number if generation else 0,
+                    number,
                     "entity-absent",
-                    "the entity is marked absent",
+                    "the entity is marked absent (shared locations keep their copies)",
                     target=copy.target,
                     path=copy.path,
                 )
@@ -246,6 +288,9 @@ class _Planner:
                     )
                 )
             keep.append((current.number, wanted, current))
+        if reason is None:
+            self.next_path_conflicts(entity)
+        self.check_escrow(entity)
         keep = [(n, d, self.with_new_chain(entity, g)) for n, d, g in keep]
         for g in self.recorded.generations_of(entity.id):
             if g.status == CURRENT:
@@ -286,6 +331,93 @@ class _Planner:
                     )
                     return
         self.plan_copies(entity, keep, retiring)
+
+    def next_path_conflicts(self, entity: Entity) -> None:
+        """A file where the next generation's copy will go is not ours (a state older than
+        its targets, a copied tree): say so now, not on renewal day."""
+        number = next_number(self.recorded, entity.id)
+        for target in entity.targets:
+            path = file_path(target, copy_file_name(entity.id, number))
+            facts = self.observed.files.get((target.name, path))
+            if facts is not None:
+                self.conflict(entity, number, target.name, path, "where its next generation goes")
+
+    def conflict(self, entity: Entity, number: int, target: str, path: str, what: str) -> None:
+        foreign = self.observed.foreign.get((target, path))
+        inside = foreign.describe() if foreign is not None else "a symlink or special file"
+        self.actions.append(
+            Action(
+                CONFLICT,
+                "!",
+                entity.id,
+                number,
+                CONFLICT_REASON,
+                f"a file this state did not write stands {what} ({inside}): left as it is",
+                target=target,
+                path=path,
+            )
+        )
+
+    def check_escrow(self, entity: Entity) -> None:
+        """Every generation's key must be in the escrow: one that is missing is taken back
+        from an intact copy that opens with the current password, else reported."""
+        present = self.observed.escrow_keys
+        if present is None:
+            return
+        password_id = self.desired.password_ids.get(entity.id)
+        for g in self.recorded.generations_of(entity.id):
+            if g.key_sha256 in present:
+                continue
+            source = next(
+                (
+                    c
+                    for c in sorted(self.copies_of(entity.id), key=lambda c: (c.target, c.path))
+                    if c.generation_id == g.id
+                    and (password_id is None or c.password_id == password_id)
+                    and c.target not in self.observed.unreachable
+                    and (facts := self.observed.files.get((c.target, c.path))) is not None
+                    and facts.sha256 == c.sha256
+                ),
+                None,
+            )
+            if source is not None:
+                self.actions.append(
+                    Action(
+                        ESCROW,
+                        "+",
+                        entity.id,
+                        g.number,
+                        "escrow-missing",
+                        f"the escrowed private key is missing: taken back from the copy on "
+                        f"{source.target}",
+                        target=source.target,
+                        path=source.path,
+                    )
+                )
+            else:
+                self.errors.append(
+                    f'{entity.id}: generation {g.number} "{g.designation}": its private key '
+                    "is missing from the escrow and no intact copy that opens with the current "
+                    "password was observed; restore the escrow from a backup, or run "
+                    "`provisioner recover` (docs/RECOVERY.md)"
+                )
+
+    def removable(self, entity: Entity, copy: RecordedCopy, number: int, code: str) -> bool:
+        """A recorded copy may be removed only while it is what was written (a changed file
+        is not ours any more: conflict) and, after a copied tree, not under the old home."""
+        facts = self.observed.files.get((copy.target, copy.path))
+        if facts is not None and (facts.symlink or facts.sha256 != copy.sha256):
+            self.conflict(entity, number, copy.target, copy.path, "where a copy to remove was")
+            return False
+        moved_from = self.desired.moved_from
+        if (
+            moved_from is not None
+            and code in ("moved", "decommissioned", "entity-absent")
+            and _under(copy.path, moved_from)
+        ):
+            self.moved_away += 1
+            return False
+        return True
 
     def with_new_chain(
         self, entity: Entity, g: RecordedGeneration | None
@@ -452,12 +584,29 @@ class _Planner:
     ) -> None:
         wanted_paths: set[tuple[str, str]] = set()
         password_id = self.desired.password_ids.get(entity.id)
+        # Shared locations keep every generation ever made, retired ones included: each is
+        # checked like a live copy and written again when it is missing.
+        kept = {n for n, _, _ in keep}
+        archive: list[tuple[int, str, RecordedGeneration | None]] = [
+            (g.number, g.designation, g)
+            for g in self.recorded.generations_of(entity.id)
+            if g.number not in kept
+        ]
         for target in entity.targets:
             if target.name in self.observed.unreachable:
                 continue
-            for number, designation, generation in keep:
+            for number, designation, generation in (
+                keep + archive if target.role == "location" else keep
+            ):
                 path = file_path(target, copy_file_name(entity.id, number))
                 wanted_paths.add((target.name, path))
+                if (
+                    generation is None
+                    and (target.name, path) in self.observed.files
+                    and (self.observed.files[(target.name, path)] is not None)
+                ):
+                    self.conflict(entity, number, target.name, path, "where its new copy goes")
+                    continue
                 if generation is None:
                     self.actions.append(
                         Action(
@@ -482,9 +631,23 @@ class _Planner:
                     profile=entity.key.profile,
                     password_id=password_id,
                     friendly_name=designation,
+                    foreign=self.observed.foreign.get((target.name, path)),
                 )
                 reason = first_reason(COPY_CHECKS, ctx)
-                if reason is not None:
+                if reason is not None and reason.code == CONFLICT_REASON:
+                    self.actions.append(
+                        Action(
+                            CONFLICT,
+                            "!",
+                            entity.id,
+                            number,
+                            reason.code,
+                            reason.message,
+                            target=target.name,
+                            path=path,
+                        )
+                    )
+                elif reason is not None:
                     self.actions.append(
                         Action(
                             WRITE,
@@ -514,6 +677,8 @@ class _Planner:
                 code, message = "retired", "the generation is retired; the key stays in the escrow"
             else:
                 code, message = "moved", "the target's folder changed"
+            if not self.removable(entity, copy, number, code):
+                continue
             self.actions.append(
                 Action(
                     REMOVE,
@@ -546,6 +711,13 @@ class _Planner:
             f"{current.not_after:%Y-%m-%d} ({days} days; renewal from {renew:%Y-%m-%d}), "
             f"{count} copies match what was written"
         )
+
+
+def _under(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([folder, path]) == folder
+    except ValueError:  # one relative, or another drive
+        return False
 
 
 def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datetime) -> Plan:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from provisioner.manifest.model import Entity, Target
-from provisioner.plan.model import Reason
+from provisioner.plan.model import Foreign, Reason
 from provisioner.state.records import RecordedCopy, RecordedGeneration
 from provisioner.transports.base import FileFacts
 
@@ -105,6 +105,15 @@ class CopyContext:
     profile: str
     password_id: str | None
     friendly_name: str
+    foreign: Foreign | None = None  # what the file holds, when the state did not write it
+
+
+CONFLICT = "conflict"
+
+
+def _not_ours(ctx: CopyContext, what: str) -> Reason:
+    inside = ctx.foreign.describe() if ctx.foreign is not None else "content unknown"
+    return Reason(CONFLICT, f"{what} ({inside}): left as it is")
 
 
 def missing(ctx: CopyContext) -> Reason | None:
@@ -115,19 +124,43 @@ def missing(ctx: CopyContext) -> Reason | None:
 
 def not_a_file(ctx: CopyContext) -> Reason | None:
     if ctx.observed is not None and ctx.observed.symlink:
-        return Reason("drifted", "a symlink or special file stands where the copy belongs")
+        return Reason(
+            CONFLICT, "a symlink or special file stands where the copy belongs: left as it is"
+        )
     return None
+
+
+def _holds_known_key(ctx: CopyContext) -> bool:
+    """Replacing the file loses nothing: it is a copy this state wrote elsewhere, or holds
+    this generation's key, or the key of another generation this state records."""
+    f = ctx.foreign
+    if f is None:
+        return False
+    return f.written_here or (
+        f.readable and (f.key_sha256 == ctx.generation.key_sha256 or (f.known and f.escrowed))
+    )
 
 
 def unrecorded(ctx: CopyContext) -> Reason | None:
-    if ctx.recorded is None:
-        return Reason("unrecorded", "a file the state did not write is there")
-    return None
+    if ctx.recorded is not None:
+        return None
+    if _holds_known_key(ctx):
+        assert ctx.foreign is not None
+        return Reason(
+            "unrecorded",
+            f"the state has no record of writing this file ({ctx.foreign.describe()}): "
+            "replaced, no key is lost",
+        )
+    return _not_ours(ctx, "a file this state did not write is there")
 
 
 def drifted(ctx: CopyContext) -> Reason | None:
     r = ctx.recorded
     if r is not None and ctx.observed is not None and ctx.observed.sha256 != r.sha256:
+        # Changed since it was written: repaired only when no key can be lost by it (damaged,
+        # or holding a key the escrow keeps); anything else may be someone's key.
+        if ctx.foreign is not None and ctx.foreign.pkcs12 and not _holds_known_key(ctx):
+            return _not_ours(ctx, "the file was replaced since it was written")
         return Reason(
             "drifted", f"content differs from what was written on {r.written_at:%Y-%m-%d %H:%M}"
         )

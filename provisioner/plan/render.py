@@ -8,8 +8,10 @@ from provisioner import clock
 from provisioner.plan.model import (
     BIND,
     CHAIN,
+    CONFLICT,
     CONSULT,
     CREATE,
+    ESCROW,
     REMOVE,
     RENAME,
     RETAIN,
@@ -45,7 +47,12 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "now": clock.iso(plan.now),
         "changes": plan.changes,
-        "summary": {"create": create, "update": update, "remove": remove},
+        "summary": {
+            "create": create,
+            "update": update,
+            "remove": remove,
+            "conflicts": len(plan.conflicts),
+        },
         "actions": [action_json(a) for a in plan.actions],
         "warnings": [
             {"entity": w.entity, "code": w.code, "message": w.message} for w in plan.warnings
@@ -84,6 +91,10 @@ def _label(action: Action) -> str:
         return f"generation {action.generation}: retire"
     if action.kind == RETAIN:
         return f"generation {action.generation}: retain"
+    if action.kind == ESCROW:
+        return f"generation {action.generation}: restore escrowed key from {action.target}"
+    if action.kind == CONFLICT:
+        return f"conflict g{action.generation} on {action.target}: {action.path}"
     verb = {WRITE: "write" if action.symbol == "+" else "rewrite", REMOVE: "remove"}[action.kind]
     return f"{verb} g{action.generation} on {action.target}: {action.path}"
 
@@ -94,7 +105,15 @@ def summary_line(plan: Plan) -> str:
         guards = f"{n} guards forbid" if n > 1 else "a guard forbids"
         return f"Plan refused: {guards} applying it; nothing will be done."
     create, update, remove = plan.counts()
-    return f"Plan: {create} to create, {update} to update, {remove} to remove."
+    line = f"Plan: {create} to create, {update} to update, {remove} to remove."
+    entities = plan.conflicted_entities()
+    if entities:
+        n = len(plan.conflicts)
+        line += (
+            f" {n} conflict{'s' if n > 1 else ''}: apply leaves "
+            f"{', '.join(entities)} alone (files this state did not write)."
+        )
+    return line
 
 
 def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
@@ -144,6 +163,16 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
             lines.append("")
             lines.append("Already in sync:")
             lines += [f"  {line}" for line in plan.in_sync]
+    if plan.conflicts:
+        lines.append("")
+        lines.append(
+            "Conflicts: files this state did not write stand where copies go, or changed since "
+            "they were written. Nothing of "
+            + ", ".join(plan.conflicted_entities())
+            + " is changed. If the state was lost or restored from an older backup, run "
+            "`provisioner recover MANIFEST` (it takes back every copy that holds a known key); "
+            "otherwise move those files away and plan again."
+        )
     if plan.warnings:
         lines.append("")
         lines.append("Warnings:")

@@ -168,6 +168,8 @@ class StateDB:
     def open(cls, state_dir: Path, *, create: bool) -> StateDB | None:
         """Open (and migrate) the state; None when it does not exist and `create` is false."""
         path = state_dir / DB_NAME
+        if not create and path.is_file() and path.stat().st_size == 0:
+            return None  # truncated or never written: no state (opening it would write)
         if not path.exists():
             if not create:
                 return None
@@ -189,6 +191,9 @@ class StateDB:
                 f"this one knows up to {SCHEMA_VERSION}); upgrade provisioner"
             )
         db = cls(conn, path)
+        if version == 0 and not create:
+            conn.close()
+            return None  # an empty file (truncated, or never written): no state
         if version < SCHEMA_VERSION:
             if not create:
                 conn.close()
@@ -329,6 +334,7 @@ class StateDB:
             targets=targets,
             consultations=consultations,
             designations=designations,
+            home=meta.get("home"),
         )
 
     @contextlib.contextmanager
@@ -356,6 +362,27 @@ class StateDB:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def serial(self) -> int:
+        """The serial as committed now (a snapshot may be older)."""
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'serial'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path}: cannot read the state: {exc}") from None
+        return int(row[0]) if row else 0
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a meta value that is not part of what plans depend on (the serial stays)."""
+        with contextlib.closing(self.conn.cursor()) as cursor:
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                cursor.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                )
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
 
     def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
         rows = self.conn.execute(
@@ -453,6 +480,9 @@ class Change:
             "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
             (generation_id, designation, clock.iso(since)),
         )
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def set_status(self, generation_id: str, status: str, at: dt.datetime) -> None:
         self.conn.execute(

@@ -68,8 +68,9 @@ def _wrap(passphrase: str, data_key: bytes) -> dict[str, object]:
 class Escrow:
     """An unlocked escrow folder."""
 
-    def __init__(self, folder: Path, data_key: bytes) -> None:
+    def __init__(self, folder: Path, data_key: bytes, lineage: str | None = None) -> None:
         self.folder = folder
+        self.lineage = lineage  # the state's lineage: state and escrow are one unit
         self._data_key = data_key
         self._aead = AESGCM(data_key)
         self._password_key = hmac.new(data_key, b"password-id", hashlib.sha256).digest()
@@ -77,6 +78,45 @@ class Escrow:
     @staticmethod
     def exists(folder: Path) -> bool:
         return (folder / KEYRING).is_file()
+
+    @staticmethod
+    def read_lineage(folder: Path) -> str | None:
+        """The lineage a keyring names, read without the passphrase (None: not recorded)."""
+        path = folder / KEYRING
+        try:
+            lineage = json.loads(path.read_text(encoding="utf-8")).get("lineage")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
+        return lineage if isinstance(lineage, str) else None
+
+    @staticmethod
+    def sealed_files(folder: Path) -> list[str]:
+        """Names of the sealed key files in `folder`, readable or not (no unlock needed)."""
+        try:
+            return sorted(e.name for e in os.scandir(folder) if e.name.endswith(".key"))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise StateError(f"{folder}: cannot list the escrow: {exc.strerror}") from None
+
+    def observe_keys(self) -> frozenset[str]:
+        return self.list_keys(self.folder)
+
+    @staticmethod
+    def list_keys(folder: Path) -> frozenset[str]:
+        """Fingerprints of the key files present and not empty: one listing, one stat each
+        (no passphrase needed; `rehearse` and `export` open them)."""
+        try:
+            with os.scandir(folder) as entries:
+                return frozenset(
+                    e.name[: -len(".key")]
+                    for e in entries
+                    if e.name.endswith(".key")
+                    and e.is_file(follow_symlinks=False)
+                    and e.stat(follow_symlinks=False).st_size > 0
+                )
+        except OSError as exc:
+            raise StateError(f"{folder}: cannot list the escrow: {exc.strerror}") from None
 
     @classmethod
     def unlock(cls, folder: Path, passphrase: str) -> Escrow:
@@ -90,27 +130,52 @@ class Escrow:
             data_key = AESGCM(kek).decrypt(
                 _unb64(ring["nonce"]), _unb64(ring["wrapped"]), b"escrow-data-key"
             )
+            lineage = ring.get("lineage")
         except InvalidTag:
             raise StateError(f"{path}: wrong escrow passphrase") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
-        return cls(folder, data_key)
+        return cls(folder, data_key, lineage if isinstance(lineage, str) else None)
 
     @classmethod
-    def create(cls, folder: Path, passphrase: str) -> Escrow:
-        """Create a new escrow with a fresh data key (refuses to overwrite one)."""
+    def create(cls, folder: Path, passphrase: str, lineage: str | None = None) -> Escrow:
+        """Create a new escrow with a fresh data key. Refuses to overwrite a keyring, and to
+        start one in a folder holding sealed keys (they would never open again)."""
         if cls.exists(folder):
             raise StateError(f"{folder / KEYRING}: an escrow already exists")
+        sealed = cls.sealed_files(folder)
+        if sealed:
+            raise StateError(
+                f"{folder}: keyring.json is missing but {len(sealed)} sealed key file(s) are "
+                "there; a new keyring would never open them. Restore keyring.json from the "
+                "backup of this state folder (docs/RECOVERY.md)"
+            )
         make_private_dirs(folder)
         data_key = AESGCM.generate_key(bit_length=256)
-        write_private(folder / KEYRING, json.dumps(_wrap(passphrase, data_key)).encode())
-        return cls(folder, data_key)
+        escrow = cls(folder, data_key, lineage)
+        escrow._write_ring(passphrase)
+        return escrow
+
+    def _write_ring(self, passphrase: str) -> None:
+        ring = _wrap(passphrase, self._data_key)
+        if self.lineage is not None:
+            ring["lineage"] = self.lineage
+        write_private(self.folder / KEYRING, json.dumps(ring).encode())
 
     def rekey(self, new_passphrase: str) -> None:
         """Rewrap the data key under a new passphrase; key files stay as they are."""
-        write_private(
-            self.folder / KEYRING, json.dumps(_wrap(new_passphrase, self._data_key)).encode()
-        )
+        self._write_ring(new_passphrase)
+
+    def set_lineage(self, lineage: str) -> None:
+        """Record the state's lineage in the keyring (rewrites only that field)."""
+        path = self.folder / KEYRING
+        try:
+            ring = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
+        ring["lineage"] = lineage
+        write_private(path, json.dumps(ring).encode())
+        self.lineage = lineage
 
     def password_id(self, entity: str, password: str) -> str:
         """A keyed fingerprint of an entity's password: equal iff the password is unchanged."""
@@ -142,6 +207,11 @@ class Escrow:
 
     def has(self, key_sha256: str) -> bool:
         return self.path_for(key_sha256).is_file()
+
+    @staticmethod
+    def has_key(folder: Path, key_sha256: str) -> bool:
+        """A key file for this fingerprint is there (no passphrase needed)."""
+        return (folder / f"{key_sha256}.key").is_file()
 
     def get(self, key_sha256: str) -> rsa.RSAPrivateKey:
         """The private key with this public key fingerprint; StateError if missing or damaged."""

@@ -85,6 +85,7 @@ class Recorded:
     consultations: dict[str, RecordedConsultation] = field(default_factory=dict)
     # generation id -> every designation it has had, oldest first (the current one included)
     designations: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    home: str | None = None  # the manifest folder the state was made for
 
     # Indexes, built once per snapshot: plans at region scale must not be quadratic.
     @cached_property

@@ -38,6 +38,10 @@ class Transport(Protocol):
 
     def read(self, path: str) -> bytes: ...
 
+    def names(self) -> list[str]:
+        """The file names in the target's folder; empty when the folder does not exist."""
+        ...
+
     def remove(self, path: str) -> None:
         """Remove `path`; a missing file is not an error."""
         ...

@@ -84,6 +84,15 @@ class LocalTransport:
         except OSError as exc:
             raise self._fail("read", path, exc) from None
 
+    def names(self) -> list[str]:
+        self._check_folder()
+        try:
+            return sorted(os.listdir(self.target.path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise self._fail("list", self.target.path, exc) from None
+
     def remove(self, path: str) -> None:
         try:
             os.unlink(path)

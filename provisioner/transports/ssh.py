@@ -293,6 +293,18 @@ class SshTransport:
         except (OSError, EOFError, paramiko.SSHException, ProvisionerError) as exc:
             raise self._fail("read", path, exc) from None
 
+    def names(self) -> list[str]:
+        def op(sftp: paramiko.SFTPClient) -> list[str]:
+            try:
+                return sorted(sftp.listdir(self.target.path))
+            except FileNotFoundError:
+                return []
+
+        try:
+            return self.conn.run(op)
+        except (OSError, EOFError, paramiko.SSHException, ProvisionerError) as exc:
+            raise self._fail("list", self.target.path, exc) from None
+
     def remove(self, path: str) -> None:
         def op(sftp: paramiko.SFTPClient) -> None:
             with contextlib.suppress(FileNotFoundError):

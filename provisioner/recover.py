@@ -1,0 +1,388 @@
+"""Rebuild a lost, empty or older state (and a lost escrow) from the copies on the targets.
+
+The copies are the evidence: each PKCS#12 found on a declared target (shared locations first,
+then workstations) is opened with its entity's password; its certificate names the generation,
+its key goes back into the escrow when the escrow lacks it, and the file is recorded as a copy
+this state wrote, so the next plan neither re-creates nor overwrites it. Generations the state
+already records are kept as they are; newer ones found on the targets are taken back under the
+number their file names carry, never re-created. Nothing is removed anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from provisioner.apply.executor import chain_digest
+from provisioner.crypto import certificates, pkcs12
+from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
+from provisioner.engine import Session
+from provisioner.errors import CryptoError, ProvisionerError
+from provisioner.manifest.model import SELF_SIGNED, Entity, Target
+from provisioner.plan.planner import parse_copy_name, resolve_target
+from provisioner.state.records import (
+    CURRENT,
+    RETIRED,
+    RecordedCopy,
+    RecordedGeneration,
+)
+from provisioner.transports.base import file_path, target_spec
+
+
+@dataclass(frozen=True)
+class FoundCopy:
+    """A PKCS#12 found on a target that opens with its entity's password."""
+
+    entity: str
+    number: int  # from the file name
+    target: Target
+    path: str
+    sha256: str
+    size: int
+    bundle: pkcs12.Bundle
+    cert_sha256: str
+    key_sha256: str
+
+
+@dataclass
+class Recovery:
+    """What `recover` will record, and what it could not account for."""
+
+    generations: list[RecordedGeneration] = field(default_factory=list)  # new to the state
+    statuses: list[tuple[RecordedGeneration, str]] = field(default_factory=list)
+    copies: list[RecordedCopy] = field(default_factory=list)
+    targets: dict[str, Target] = field(default_factory=dict)
+    escrow_keys: dict[str, tuple[str, rsa.RSAPrivateKey]] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    clashes: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # generations no surviving copy holds
+    orphans: list[str] = field(default_factory=list)  # escrowed keys with no certificate
+    unreachable: list[str] = field(default_factory=list)
+    lineage: str | None = None  # the escrow's lineage the state takes back
+    home: str | None = None
+
+    @property
+    def changes(self) -> bool:
+        return bool(
+            self.generations
+            or self.statuses
+            or self.copies
+            or self.escrow_keys
+            or self.lineage
+            or self.home
+        )
+
+
+def _attr(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
+    values = cert.subject.get_attributes_for_oid(oid)
+    if not values:
+        return None
+    value = values[0].value
+    return value if isinstance(value, str) else value.decode()
+
+
+def _issuer_name(session: Session, cert: x509.Certificate) -> tuple[str, str]:
+    """(issuer name as the manifest calls it, origin) for a found certificate."""
+    if cert.issuer == cert.subject:
+        return SELF_SIGNED, "generated"
+    for name, issuer in session.manifest.issuers.items():
+        try:
+            ca = x509.load_pem_x509_certificates(issuer.certificate.read_bytes())[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ca.subject == cert.issuer:
+            return name, "generated"
+    return f"external:{cert.issuer.rfc4514_string()}", "adopted"
+
+
+def _targets_of(session: Session, entity: Entity) -> list[Target]:
+    """Declared targets (shared locations first), then targets the state recorded copies on."""
+    out = {t.name: t for t in sorted(entity.targets, key=lambda t: t.role != "location")}
+    desired = session.desired()
+    for copy in session.recorded.copies_of(entity.id):
+        if copy.target not in out:
+            target = resolve_target(desired, session.recorded, copy.target)
+            if target is not None:
+                out[copy.target] = target
+    return list(out.values())
+
+
+def scan(session: Session, now: dt.datetime) -> Recovery:
+    """Read every copy of every entity in scope and decide what to record. Writes nothing."""
+    assert session.escrow is not None
+    recorded = session.recorded
+    out = Recovery()
+    if session.escrow.lineage and session.escrow.lineage != recorded.lineage:
+        out.lineage = session.escrow.lineage
+    home = str(session.manifest.path.resolve().parent)
+    if recorded.home != home:
+        out.home = home
+    by_cert = {g.cert_sha256: g for g in recorded.generations}
+    escrowed = session.escrow.observe_keys()
+    for entity in session.manifest.entities:
+        if entity.state != "present" or not session.desired().in_scope(entity.id):
+            continue
+        password = session.passwords.get(entity.id)
+        if password is None:
+            continue
+        found = _found_copies(session, entity, password, out)
+        _take_back(session, entity, found, by_cert, escrowed, password, now, out)
+    known_keys = {g.key_sha256 for g in recorded.generations} | {
+        g.key_sha256 for g in out.generations
+    }
+    out.orphans = sorted(escrowed - known_keys)
+    return out
+
+
+def _found_copies(
+    session: Session, entity: Entity, password: str, out: Recovery
+) -> list[FoundCopy]:
+    found: list[FoundCopy] = []
+    for target in _targets_of(session, entity):
+        try:
+            transport = session.pool.get(target)
+            names = transport.names()
+        except ProvisionerError as exc:
+            out.unreachable.append(str(exc))
+            continue
+        for name in names:
+            parsed = parse_copy_name(name)
+            if parsed is None or parsed[0] != entity.id:
+                continue
+            path = file_path(target, name)
+            try:
+                data = transport.read(path)
+                bundle = pkcs12.decode(data, password)
+            except (ProvisionerError, CryptoError) as exc:
+                out.unreadable.append(f"{target.name}: {path}: {exc}")
+                continue
+            found.append(
+                FoundCopy(
+                    entity.id,
+                    parsed[1],
+                    target,
+                    path,
+                    hashlib.sha256(data).hexdigest(),
+                    len(data),
+                    bundle,
+                    certificate_fingerprint(bundle.certificate),
+                    public_key_fingerprint(bundle.key),
+                )
+            )
+    return found
+
+
+def _take_back(
+    session: Session,
+    entity: Entity,
+    found: list[FoundCopy],
+    by_cert: dict[str, RecordedGeneration],
+    escrowed: frozenset[str],
+    password: str,
+    now: dt.datetime,
+    out: Recovery,
+) -> None:
+    assert session.escrow is not None
+    recorded = session.recorded
+    gens = {g.number: g for g in recorded.generations_of(entity.id)}
+    new: dict[str, RecordedGeneration] = {}
+    for cert_sha256 in sorted({f.cert_sha256 for f in found}):
+        copies = [f for f in found if f.cert_sha256 == cert_sha256]
+        if cert_sha256 in by_cert:
+            continue
+        number, _ = Counter(f.number for f in copies).most_common(1)[0]
+        if number in gens:
+            where = ", ".join(f"{f.target.name}:{f.path}" for f in copies)
+            out.clashes.append(
+                f"{entity.id}: {where} holds a certificate (sha256:{cert_sha256[:16]}) that is "
+                f"not generation {number} as the state records it: left as it is"
+            )
+            continue
+        g = _generation(session, entity, copies[0], number, now)
+        gens[number] = g
+        new[cert_sha256] = g
+    # The newest generation is current; a state that was older than its targets retires its
+    # current for the newer one found (bound ones come back through the planner's guards).
+    if new:
+        newest = max(gens.values(), key=lambda g: g.number)
+        for g in recorded.generations_of(entity.id):
+            if g.status == CURRENT and g is not newest:
+                out.statuses.append((g, RETIRED))
+        for cert_sha256, g in new.items():
+            status = CURRENT if g is newest else RETIRED
+            new[cert_sha256] = g = _with_status(g, status)
+            out.generations.append(g)
+    known = {**by_cert, **new}
+    password_id = session.escrow.password_id(entity.id, password)
+    for f in found:
+        match = known.get(f.cert_sha256)
+        if match is None:
+            continue
+        g = match
+        if g.key_sha256 not in escrowed and g.key_sha256 not in out.escrow_keys:
+            out.escrow_keys[g.key_sha256] = (entity.id, f.bundle.key)
+        record = recorded.copies.get((f.target.name, f.path))
+        if record is not None and record.sha256 == f.sha256 and record.generation_id == g.id:
+            continue
+        info = f.bundle.info
+        out.copies.append(
+            RecordedCopy(
+                entity=entity.id,
+                generation_id=g.id,
+                target=f.target.name,
+                path=f.path,
+                sha256=f.sha256,
+                size=f.size,
+                profile=(info.profile if info else None) or "unknown",
+                password_id=password_id,
+                friendly_name=f.bundle.friendly_name or "",
+                chain_sha256=chain_digest(f.bundle.chain),
+                written_at=now,
+            )
+        )
+        out.targets[f.target.name] = f.target
+    for g in recorded.generations_of(entity.id):
+        if g.key_sha256 not in escrowed and g.key_sha256 not in out.escrow_keys:
+            out.lost.append(
+                f'{entity.id}: generation {g.number} "{g.designation}": its key is in neither '
+                "the escrow nor any copy that opens with the current password"
+            )
+    top = max(gens, default=0)
+    for number in range(1, top + 1):
+        if number not in gens:
+            out.lost.append(
+                f"{entity.id}: generation {number}: no surviving copy holds it (its key is lost "
+                "unless an older backup of the escrow has it)"
+            )
+
+
+def _generation(
+    session: Session, entity: Entity, f: FoundCopy, number: int, now: dt.datetime
+) -> RecordedGeneration:
+    cert = f.bundle.certificate
+    issuer, origin = _issuer_name(session, cert)
+    not_before = cert.not_valid_before_utc
+    return RecordedGeneration(
+        id=uuid.uuid4().hex,
+        entity=entity.id,
+        number=number,
+        designation=f.bundle.friendly_name or entity.key.designation_for(number, now.year),
+        common_name=certificates.common_name(cert),
+        issuer=issuer,
+        key_size=f.bundle.key.key_size,
+        subject=(
+            _attr(cert, NameOID.ORGANIZATION_NAME),
+            _attr(cert, NameOID.ORGANIZATIONAL_UNIT_NAME),
+            _attr(cert, NameOID.COUNTRY_NAME),
+        ),
+        certificate=certificates.certificate_der(cert),
+        chain=b"".join(certificates.certificate_pem(c) for c in f.bundle.chain),
+        cert_sha256=f.cert_sha256,
+        key_sha256=f.key_sha256,
+        chain_sha256=chain_digest(f.bundle.chain),
+        not_before=not_before,
+        not_after=cert.not_valid_after_utc,
+        status=RETIRED,
+        origin=origin,
+        # Certificates are backdated five minutes: this gives back the creation instant.
+        created_at=not_before + dt.timedelta(minutes=5),
+    )
+
+
+def _with_status(g: RecordedGeneration, status: str) -> RecordedGeneration:
+    from dataclasses import replace
+
+    return replace(g, status=status)
+
+
+def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
+    """Escrow first (fsynced), then one state transaction; nothing on the targets changes."""
+    assert session.db is not None and session.escrow is not None
+    for key_sha256, (entity, key) in sorted(recovery.escrow_keys.items()):
+        stored = session.escrow.put(key, entity)
+        assert stored == key_sha256
+    with session.db.change() as change:
+        if recovery.lineage is not None:
+            change.set_meta("lineage", recovery.lineage)
+        if recovery.home is not None:
+            change.set_meta("home", recovery.home)
+        # Retire first: one current generation per entity, enforced by an index.
+        for g, status in recovery.statuses:
+            change.set_status(g.id, status, now)
+        for g in sorted(recovery.generations, key=lambda g: g.status == CURRENT):
+            change.add_generation(g)
+        for name, target in sorted(recovery.targets.items()):
+            change.put_target(name, target_spec(target))
+        for c in recovery.copies:
+            change.put_copy(c)
+        change.audit(
+            "state-recovered",
+            None,
+            generations=[
+                f"{g.entity} g{g.number} sha256:{g.cert_sha256}" for g in recovery.generations
+            ],
+            retired=[f"{g.entity} g{g.number}" for g, _ in recovery.statuses],
+            copies=len(recovery.copies),
+            escrow_restored=sorted(recovery.escrow_keys),
+            lineage=recovery.lineage,
+            lost=recovery.lost,
+        )
+    if session.escrow.lineage != (recovery.lineage or session.recorded.lineage):
+        lineage = recovery.lineage or session.recorded.lineage
+        if lineage is not None:
+            session.escrow.set_lineage(lineage)
+
+
+def render(recovery: Recovery) -> str:
+    """The recovery plan, as a reviewer reads it."""
+    lines: list[str] = []
+    if recovery.lineage:
+        lines.append(f"  ~ the state takes back the escrow's lineage {recovery.lineage}")
+    if recovery.home:
+        lines.append(f"  ~ the state's home becomes {recovery.home}")
+    for g in sorted(recovery.generations, key=lambda g: (g.entity, g.number)):
+        lines.append(
+            f'  + {g.entity}: generation {g.number} "{g.designation}" ({g.status}), certificate '
+            f"sha256:{g.cert_sha256[:16]}, valid until {g.not_after:%Y-%m-%d}"
+        )
+    for g, status in recovery.statuses:
+        lines.append(
+            f'  ~ {g.entity}: generation {g.number} "{g.designation}": {g.status} -> {status} '
+            "(a newer generation was found on the targets)"
+        )
+    for key_sha256, (entity, _) in sorted(recovery.escrow_keys.items()):
+        lines.append(f"  + {entity}: key sha256:{key_sha256[:16]} back into the escrow")
+    for c in sorted(recovery.copies, key=lambda c: (c.entity, c.target, c.path)):
+        lines.append(f"  + {c.entity}: copy on {c.target}: {c.path}")
+    problems = [
+        *(f"lost: {line}" for line in recovery.lost),
+        *(f"left as it is: {line}" for line in recovery.clashes),
+        *(f"does not open with the entity's password: {line}" for line in recovery.unreadable),
+        *(f"not observed: {line}" for line in recovery.unreachable),
+        *(
+            f"the escrow holds key sha256:{k[:16]} that no state or copy names (an interrupted "
+            "apply, or a generation whose certificate is lost): kept in the escrow"
+            for k in recovery.orphans
+        ),
+    ]
+    if problems:
+        lines.append("")
+        lines.append("Not recovered:")
+        lines += [f"  ! {p}" for p in problems]
+    head = (
+        "provisioner recover will record the following:"
+        if recovery.changes
+        else "Nothing to recover: the state already records every copy found."
+    )
+    summary = (
+        f"Recover: {len(recovery.generations)} generations, {len(recovery.copies)} copies, "
+        f"{len(recovery.escrow_keys)} keys back into the escrow; {len(recovery.lost)} lost."
+    )
+    return "\n".join([head, *lines, "", summary])
