@@ -169,7 +169,11 @@ def render_consultations(plan: Plan) -> str:
     if plan.consultations:
         lines.append("Consultations:")
         for v in sorted(plan.consultations, key=lambda v: (v.entity, v.reference)):
-            key = f"g{v.generation}" if v.generation else f"{v.key_ref} (not managed)"
+            key = (
+                f'g{v.generation} "{v.designation}"'
+                if v.generation
+                else f"{v.key_ref} (not managed)"
+            )
             lines.append(f"  {v.status:<8} {v.entity} {v.describe()} -> {key}")
         lines.append("")
     if plan.warnings:

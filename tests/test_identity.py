@@ -67,10 +67,25 @@ def test_invariant_11_rename_then_renewal_keeps_the_bound_generation_and_its_bid
         env={"PROVISIONER_NOW": CREATED},
     )
     assert code.returncode == 0, code.stdout
+    path = folder / "consultations.yaml"
+    path.write_text(path.read_text().replace("2027-01-10", "2029-01-10"))
+    code = cli("check", quickstart, "--consultations", path, env={"PROVISIONER_NOW": CREATED})
+    assert code.returncode == 2, code.stdout
+    assert (
+        f'CRITICAL: commune-exemple: [expires-before-opening] generation 1 "{RENAMED}" expires on '
+        "2028-11-30, before the opening of consultation 2026-TX-014" in code.stdout
+    )
+    consultations(folder)
+    document = json.loads(run(cli, quickstart, CREATED, "status", "--json").stdout)
+    assert document["entities"][0]["generations"][0]["designations"] == [
+        "Commune Exemple",
+        RENAMED,
+    ]
     status = run(cli, quickstart, CREATED, "status")
     assert f'g1 current  "{RENAMED}" (formerly "Commune Exemple")' in status.stdout
-    assert "2026-TX-014 (Voirie rue des Lilas; deadline 2026-12-20; opening 2027-01-10) -> g1" in (
-        status.stdout
+    assert (
+        "2026-TX-014 (Voirie rue des Lilas; deadline 2026-12-20; opening 2027-01-10) -> "
+        f'g1 "{RENAMED}"' in status.stdout
     )
 
     # The platform export now shows the new name, or the fingerprint: accepted, no change.

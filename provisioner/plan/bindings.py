@@ -116,6 +116,7 @@ def _view(rec: RecordedConsultation, recorded: Recorded) -> ConsultationView:
         rec.deadline,
         rec.opening,
         True,
+        g.designation if g else "",
     )
 
 
@@ -212,6 +213,7 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
                 c.deadline,
                 c.opening,
                 rec is not None,
+                g.designation if g else "",
             )
         )
     for reference, rec in sorted(recorded.consultations.items()):
@@ -232,6 +234,6 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
                     attributes=_attributes(rec),
                 )
             )
-            view = replace(view, generation_id=g.id, generation=g.number)
+            view = replace(view, generation_id=g.id, generation=g.number, designation=g.designation)
         out.views.append(view)
     return out

@@ -140,6 +140,7 @@ class ConsultationView:
     deadline: dt.datetime | None
     opening: dt.datetime | None
     recorded: bool
+    designation: str = ""  # the bound generation's current designation ("" while not managed)
 
     @property
     def is_open(self) -> bool:
