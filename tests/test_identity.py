@@ -101,6 +101,22 @@ def test_invariant_11_rename_then_renewal_keeps_the_bound_generation_and_its_bid
         assert planned.returncode == 0, planned.stdout + planned.stderr
         assert "refused" not in planned.stdout.lower()
 
+    export = folder / "export.csv"  # as the platform exports it, with the new name
+    export.write_text(
+        "reference;title;entity;designation;status;deadline;opening\n"
+        f"2026-TX-014;Voirie rue des Lilas;commune-exemple;{RENAMED};open;"
+        "20/12/2026 12:00;10/01/2027\n"
+    )
+    planned = cli(
+        "plan",
+        "--detailed-exitcode",
+        quickstart,
+        "--consultations",
+        export,
+        env={"PROVISIONER_NOW": CREATED},
+    )
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+
     # Renewal: generation 2 beside it; generation 1 stays on every workstation and opens the bid.
     consultations(folder, designation=RENAMED)
     planned = run(cli, quickstart, IN_WINDOW, "plan")
