@@ -485,9 +485,6 @@ class _Planner:
         if entity.state != "present":
             return
         planned = {(a.target, a.generation) for a in actions if a.kind == WRITE}
-        lost = {
-            (a.target, a.generation) for a in actions if a.kind == WRITE and a.reason == "missing"
-        }
         removed = {(a.target, a.path) for a in actions if a.kind == REMOVE}
         for g in self.recorded.generations_of(entity.id):
             views = self.holders.get(g.id, [])
@@ -510,18 +507,17 @@ class _Planner:
                             + " but no workstation holds it: no agent could open those bids",
                         )
                     )
-                for t in entity.workstations:
-                    if held and (t.name, g.number) in lost:
-                        self.warnings.append(
-                            Warning(
-                                entity.id,
-                                "bound-missing",
-                                f'generation {g.number} "{g.designation}" is bound to '
-                                + ", ".join(v.describe() for v in views)
-                                + f" but is missing from workstation {t.name}: no agent there "
-                                "could open those bids (apply restores it)",
-                            )
+                for name in self.missing_from(entity, g) if held else ():
+                    self.warnings.append(
+                        Warning(
+                            entity.id,
+                            "bound-missing",
+                            f'generation {g.number} "{g.designation}" is bound to '
+                            + ", ".join(v.describe() for v in views)
+                            + f" but is missing from workstation {name}: no agent there "
+                            "could open those bids (apply restores it)",
                         )
+                    )
         current = self.recorded.current(entity.id)
         renewing = any(a.kind == CREATE for a in actions)
         if current is not None and not renewing:
@@ -536,6 +532,20 @@ class _Planner:
                         f"{renew_on:%Y-%m-%d}: plan its upload to the platform",
                     )
                 )
+
+    def missing_from(self, entity: Entity, g: RecordedGeneration) -> list[str]:
+        """The reachable workstations of `entity` observed without generation `g`'s copy (a
+        retired generation's copies were removed from them; its paths are not observed)."""
+        out = []
+        for t in entity.workstations:
+            if t.name in self.observed.unreachable:
+                continue
+            key = (t.name, file_path(t, copy_file_name(entity.id, g.number)))
+            if self.observed.files.get(key) is None and (
+                key in self.observed.files or g.status == RETIRED
+            ):
+                out.append(t.name)
+        return out
 
     def warn_dates(self, entity: Entity, g: RecordedGeneration, view: ConsultationView) -> None:
         """Dates that put a bound generation at risk; the severity is in the code (check.py):
