@@ -237,6 +237,7 @@ def test_date_only_dates_are_that_calendar_day_in_paris_everywhere(
     document = json.loads(run(cli, quickstart, CREATED, "status", "--json").stdout)
     assert document["consultations"][0]["opening"] == "2028-08-03T00:00:00+02:00"
     assert document["consultations"][0]["deadline"] == "2026-12-20T12:00:00+01:00"
+    assert document["consultations"][0]["designation"] == "Commune Exemple"
     # A refusal names the consultation with the day the file gave.
     quickstart.write_text(
         quickstart.read_text().replace(

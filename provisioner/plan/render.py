@@ -67,6 +67,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "title": v.title,
                 "key": v.key_ref,
                 "generation": v.generation or None,
+                "designation": v.designation or None,
                 "status": v.status,
                 "deadline": clock.local_iso(v.deadline) if v.deadline else None,
                 "opening": clock.local_iso(v.opening) if v.opening else None,
