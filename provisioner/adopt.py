@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -80,6 +81,35 @@ def designation_of(
     return wanted
 
 
+@dataclass(frozen=True)
+class Adopted:
+    generation: RecordedGeneration
+    notice: str | None  # how its designation relates to the file's and the manifest's
+
+
+def _notice(
+    name: str, friendly_name: str | None, chosen: str | None, wanted: str, kept: bool
+) -> str | None:
+    source = "given by --designation" if chosen else "the manifest's designation"
+    if friendly_name and friendly_name != name:
+        return (
+            f'The file names this key "{friendly_name}", not "{name}" ({source}): it is recorded '
+            f'as "{name}"'
+            + (
+                f' and "{friendly_name}" is kept as a former designation, so a consultation '
+                "naming either refers to this key."
+                if kept
+                else f'; "{friendly_name}" is another generation\'s name and is not kept.'
+            )
+        )
+    if not chosen and name != wanted:
+        return (
+            f'The designation "{name}" (the file\'s) differs from the manifest\'s "{wanted}"; '
+            "give --designation to record another name."
+        )
+    return None
+
+
 def adopt(
     session: Session,
     entity: Entity,
@@ -89,8 +119,9 @@ def adopt(
     designation: str | None,
     retained: bool,
     now: dt.datetime,
-) -> RecordedGeneration:
-    """Check the PKCS#12 (password, key/certificate match), escrow its key, record it."""
+) -> Adopted:
+    """Check the PKCS#12 (password, key/certificate match, usable for encryption), escrow its
+    key, record it; the notice says how its designation was chosen."""
     assert session.db is not None and session.escrow is not None
     bundle = pkcs12.decode(data, password)
     fingerprint = certificate_fingerprint(bundle.certificate)
@@ -114,6 +145,13 @@ def adopt(
     name = designation_of(
         entity, number, now.year, bundle.friendly_name, designation, retained=retained
     )
+    # A designation names one generation: a consultation naming it must not be ambiguous.
+    taken = {d.casefold(): g for g in gens for d in session.recorded.names_of(g)}
+    if name.casefold() in taken:
+        raise ProvisionerError(
+            f'entity {entity.id}: the designation "{name}" is generation '
+            f"{taken[name.casefold()].number}'s; give --designation with a name of its own"
+        )
     key_sha256 = session.escrow.put(bundle.key, entity.id)  # escrow first
     generation = RecordedGeneration(
         id=uuid.uuid4().hex,
@@ -139,11 +177,13 @@ def adopt(
         origin="adopted",
         created_at=now,
     )
+    former = bundle.friendly_name
+    kept = former is not None and former != name and former.casefold() not in taken
     with session.db.change() as change:
         change.add_generation(generation)
-        if bundle.friendly_name and bundle.friendly_name != name:
+        if kept:
             # The name inside the file is one this key had: a consultation naming it refers here.
-            change.add_former_designation(generation.id, bundle.friendly_name, now)
+            change.add_former_designation(generation.id, former or "", now)
         change.audit(
             "generation-adopted",
             entity.id,
@@ -154,7 +194,8 @@ def adopt(
             not_after=generation.not_after.isoformat(),
             status=generation.status,
         )
-    return generation
+    wanted = entity.key.designation_for(number, now.year)
+    return Adopted(generation, _notice(name, former, designation, wanted, kept))
 
 
 def pick_generation(session: Session, entity: Entity, number: int | None) -> RecordedGeneration:

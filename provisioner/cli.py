@@ -850,7 +850,7 @@ def adopt(
     with lock.hold(session.state_dir, "adopt", lock_timeout):
         try:
             session.open_state(create=True)
-            g = do_adopt(
+            adopted = do_adopt(
                 session,
                 target,
                 data,
@@ -861,19 +861,9 @@ def adopt(
             )
         finally:
             session.close()
-    wanted = target.key.designation_for(g.number, now.year)
-    source = "given by --designation" if designation else "the manifest's designation"
-    if bundle.friendly_name and bundle.friendly_name != g.designation:
-        typer.echo(
-            f'The file names this key "{bundle.friendly_name}", not "{g.designation}" '
-            f'({source}): it is recorded as "{g.designation}" and "{bundle.friendly_name}" is '
-            "kept as a former designation, so a consultation naming either refers to this key."
-        )
-    elif not designation and g.designation != wanted:
-        typer.echo(
-            f"The designation \"{g.designation}\" (the file's) differs from the manifest's "
-            f'"{wanted}" for generation {g.number}; give --designation to record another name.'
-        )
+    if adopted.notice:
+        typer.echo(adopted.notice)
+    g = adopted.generation
     typer.echo(
         f"Adopted {pkcs12_file} as generation {g.number} ({g.status}) of {entity}: "
         f'"{g.designation}", valid until {g.not_after:%Y-%m-%d}, '

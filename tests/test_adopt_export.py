@@ -251,3 +251,22 @@ def test_adopt_records_the_manifest_designation_and_says_the_file_named_it_other
     assert 'consultation R-1 is bound to generation 1 "Commune Exemple" (definitive)' in (
         planned.stdout
     )
+
+
+def test_adopt_refuses_a_designation_another_generation_has(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, name="Commune Exemple", legacy=False)
+    done = adopt_cli(cli, quickstart, pfx, "--retained")
+    assert done.returncode == 1
+    assert 'the designation "Commune Exemple" is generation 1\'s; give --designation' in (
+        done.stderr
+    )
+    done = adopt_cli(cli, quickstart, pfx, "--retained", "--designation", "Commune 2024")
+    assert done.returncode == 0, done.stderr
+    assert (
+        'it is recorded as "Commune 2024"; "Commune Exemple" is another generation\'s name and '
+        "is not kept" in done.stdout
+    )
+    assert "generation 2 (retained)" in done.stdout
