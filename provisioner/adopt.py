@@ -152,7 +152,7 @@ def adopt(
             f'entity {entity.id}: the designation "{name}" is generation '
             f"{taken[name.casefold()].number}'s; give --designation with a name of its own"
         )
-    key_sha256 = session.escrow.put(bundle.key, entity.id)  # escrow first
+    key_sha256 = session.escrow.put(bundle.key, entity.id, session.db.serial())  # escrow first
     generation = RecordedGeneration(
         id=uuid.uuid4().hex,
         entity=entity.id,

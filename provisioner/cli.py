@@ -526,15 +526,16 @@ def rehearse(
     consultations: ConsultationsOpt = None,
 ) -> None:
     """Rehearse the opening of bids: encrypt a test bid to every current generation and every
-    generation bound to an open consultation, then open it with each distributed copy.
+    generation bound to an open consultation, then open it with each distributed copy and with
+    the escrowed key; every other generation's escrowed key is decrypted and checked.
 
-    Exit 0 only when every copy opens."""
+    Exit 0 only when every copy and every escrowed key opens."""
     from provisioner import rehearse as rehearsal
     from provisioner.engine import load_session, observe_and_plan
 
     session = load_session(manifest, state_dir, limit, consultations=consultations)
     try:
-        session.open_state(create=False, unlock=False)
+        session.open_state(create=False)
         if session.db is None:
             fail(f"no state in {session.state_dir}: nothing has been applied yet")
         now = clock.now()
@@ -547,6 +548,7 @@ def rehearse(
             session.pool,
             now,
             session.limit,
+            session.escrow,
         )
     finally:
         session.close()

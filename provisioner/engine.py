@@ -186,6 +186,19 @@ class Session:
                 f"is {self.recorded.lineage}): state and escrow must come from the same backup. "
                 f"Restore them together, or {recover} to rebuild the state around this escrow"
             )
+        known = {g.key_sha256 for g in self.recorded.generations}
+        newer = [
+            fp
+            for fp in sorted(Escrow.list_keys(folder) - known)
+            if (Escrow.sealed_serial(folder, fp) or 0) > self.recorded.serial
+        ]
+        if newer:
+            raise StateError(
+                f"{folder}: the escrow holds {len(newer)} key(s) sealed after this state's last "
+                f"change (serial {self.recorded.serial}) that the state does not know: the state "
+                f"is older than its escrow (restored from a backup?). {recover} to take the "
+                "newer generations back"
+            )
 
     def close(self) -> None:
         self.pool.close()

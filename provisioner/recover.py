@@ -58,6 +58,9 @@ class Recovery:
     generations: list[RecordedGeneration] = field(default_factory=list)  # new to the state
     statuses: list[tuple[RecordedGeneration, str]] = field(default_factory=list)
     copies: list[RecordedCopy] = field(default_factory=list)
+    # Records of retired generations' workstation copies that are gone: an apply the state
+    # forgot had removed them.
+    dropped: list[RecordedCopy] = field(default_factory=list)
     targets: dict[str, Target] = field(default_factory=dict)
     escrow_keys: dict[str, tuple[str, rsa.RSAPrivateKey]] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
@@ -74,6 +77,7 @@ class Recovery:
             self.generations
             or self.statuses
             or self.copies
+            or self.dropped
             or self.escrow_keys
             or self.lineage
             or self.home
@@ -132,8 +136,10 @@ def scan(session: Session, now: dt.datetime) -> Recovery:
         password = session.passwords.get(entity.id)
         if password is None:
             continue
-        found = _found_copies(session, entity, password, out)
+        listed: dict[str, set[str]] = {}
+        found = _found_copies(session, entity, password, out, listed)
         _take_back(session, entity, found, by_cert, escrowed, password, now, out)
+        _forget_removed(session, entity, listed, out)
     known_keys = {g.key_sha256 for g in recorded.generations} | {
         g.key_sha256 for g in out.generations
     }
@@ -141,8 +147,30 @@ def scan(session: Session, now: dt.datetime) -> Recovery:
     return out
 
 
+def _forget_removed(
+    session: Session, entity: Entity, listed: dict[str, set[str]], out: Recovery
+) -> None:
+    retiring = {g.id for g, status in out.statuses if status == RETIRED}
+    for c in session.recorded.copies_of(entity.id):
+        g = session.recorded.generation(c.generation_id)
+        names = listed.get(c.target)
+        if g is None or names is None or c.path.replace("\\", "/").rsplit("/", 1)[-1] in names:
+            continue
+        target = resolve_target(session.desired(), session.recorded, c.target)
+        if (
+            target is not None
+            and target.role == "workstation"
+            and (g.status == RETIRED or g.id in retiring)
+        ):
+            out.dropped.append(c)
+
+
 def _found_copies(
-    session: Session, entity: Entity, password: str, out: Recovery
+    session: Session,
+    entity: Entity,
+    password: str,
+    out: Recovery,
+    listed: dict[str, set[str]],
 ) -> list[FoundCopy]:
     found: list[FoundCopy] = []
     for target in _targets_of(session, entity):
@@ -152,6 +180,7 @@ def _found_copies(
         except ProvisionerError as exc:
             out.unreachable.append(str(exc))
             continue
+        listed[target.name] = set(names)
         for name in names:
             parsed = parse_copy_name(name)
             if parsed is None or parsed[0] != entity.id:
@@ -306,7 +335,7 @@ def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
     """Escrow first (fsynced), then one state transaction; nothing on the targets changes."""
     assert session.db is not None and session.escrow is not None
     for key_sha256, (entity, key) in sorted(recovery.escrow_keys.items()):
-        stored = session.escrow.put(key, entity)
+        stored = session.escrow.put(key, entity, session.db.serial())
         assert stored == key_sha256
     with session.db.change() as change:
         if recovery.lineage is not None:
@@ -322,6 +351,8 @@ def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
             change.put_target(name, target_spec(target))
         for c in recovery.copies:
             change.put_copy(c)
+        for c in recovery.dropped:
+            change.delete_copy(c.target, c.path)
         change.audit(
             "state-recovered",
             None,
@@ -330,6 +361,7 @@ def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
             ],
             retired=[f"{g.entity} g{g.number}" for g, _ in recovery.statuses],
             copies=len(recovery.copies),
+            forgotten=[f"{c.target}:{c.path}" for c in recovery.dropped],
             escrow_restored=sorted(recovery.escrow_keys),
             lineage=recovery.lineage,
             lost=recovery.lost,
@@ -361,6 +393,11 @@ def render(recovery: Recovery) -> str:
         lines.append(f"  + {entity}: key sha256:{key_sha256[:16]} back into the escrow")
     for c in sorted(recovery.copies, key=lambda c: (c.entity, c.target, c.path)):
         lines.append(f"  + {c.entity}: copy on {c.target}: {c.path}")
+    for c in sorted(recovery.dropped, key=lambda c: (c.entity, c.target, c.path)):
+        lines.append(
+            f"  - {c.entity}: record of {c.target}: {c.path} (a retired generation's copy, "
+            "already removed from the workstation)"
+        )
     problems = [
         *(f"lost: {line}" for line in recovery.lost),
         *(f"left as it is: {line}" for line in recovery.clashes),

@@ -3,7 +3,9 @@
 For every current generation and every generation bound to a consultation that is not
 closed, a test bid (CMS EnvelopedData, AES-256) is encrypted to its certificate; then every
 copy the entity's targets should hold is read back through its transport, opened with the
-entity's password, checked to hold that very key, and used to decrypt the test bid.
+entity's password, checked to hold that very key, and used to decrypt the test bid. The escrow
+is rehearsed too: every generation's sealed key is decrypted and checked against its
+fingerprint, and opens the test bid where there is one (target `escrow`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from provisioner.errors import (
 from provisioner.manifest.model import Manifest
 from provisioner.plan.model import Plan
 from provisioner.plan.planner import copy_file_name
-from provisioner.state.records import CURRENT, Recorded
+from provisioner.state.escrow import Escrow
+from provisioner.state.records import CURRENT, Recorded, RecordedGeneration
 from provisioner.transports import TransportPool
 from provisioner.transports.base import file_path
 
@@ -83,6 +86,7 @@ def rehearse(
     pool: TransportPool,
     now: dt.datetime,
     limit: frozenset[str] | None,
+    escrow: Escrow | None = None,
 ) -> list[CopyResult]:
     bound: dict[str, list[str]] = {}
     for view in plan.consultations:
@@ -96,6 +100,8 @@ def rehearse(
             continue
         for g in recorded.generations_of(entity.id):
             if g.status != CURRENT and g.id not in bound:
+                if escrow is not None:
+                    results.append(_escrowed(escrow, g, "retired", None))
                 continue
             role = "current" if g.status == CURRENT else "bound"
             cert = x509.load_der_x509_certificate(g.certificate)
@@ -104,6 +110,8 @@ def rehearse(
                 f"{now.isoformat()} {secrets.token_hex(8)}"
             ).encode()
             envelope = cms.encrypt_bid(cert, content)
+            if escrow is not None:
+                results.append(_escrowed(escrow, g, role, (cert, envelope, content)))
             for target in entity.targets:
                 path = file_path(target, copy_file_name(entity.id, g.number))
                 base = CopyResult(
@@ -147,6 +155,41 @@ def rehearse(
         results.append(_with(base, opened, reason, note))
     results.sort(key=lambda r: (r.entity, r.generation, r.target))
     return results
+
+
+def _escrowed(
+    escrow: Escrow,
+    g: RecordedGeneration,
+    role: str,
+    bid: tuple[x509.Certificate, bytes, bytes] | None,
+) -> CopyResult:
+    """The escrowed key of `g`: decrypted, checked, and opening the test bid when given."""
+    base = CopyResult(
+        g.entity,
+        g.number,
+        g.designation,
+        role,
+        "escrow",
+        str(escrow.path_for(g.key_sha256)),
+        False,
+        "",
+        "",
+    )
+    try:
+        key = escrow.get(g.key_sha256)
+    except ProvisionerError as exc:
+        reason = "missing" if "has no key" in str(exc) else "unreadable"
+        return _with(base, False, reason, str(exc))
+    if bid is None:
+        return _with(base, True, "opened", "the escrowed key decrypts and matches")
+    cert, envelope, content = bid
+    try:
+        opened = cms.open_bid(envelope, cert, key)
+    except CryptoError as exc:
+        return _with(base, False, "wrong key", str(exc))
+    if opened != content:
+        return _with(base, False, "wrong key", "the test bid decrypted to something else")
+    return _with(base, True, "opened", "the test bid was opened with the escrowed key")
 
 
 def _with(base: CopyResult, opened: bool, reason: str, detail: str) -> CopyResult:

@@ -235,3 +235,24 @@ def test_escrow_passphrase_rotation(cli: Runner, quickstart: Path, tmp_path: Pat
     (quickstart.parent / "secrets" / "syndicat-eaux.pass").write_text("Changed-After-Rekey-1\n")
     assert "[password-changed]" in cli("plan", quickstart).stdout
     assert state_rows(quickstart, "SELECT action FROM audit WHERE action = 'escrow-rekeyed'")
+
+
+def test_state_db_older_than_its_escrow_is_refused_then_recovered(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    db = state_dir(quickstart) / "state.db"
+    assert cli("plan", quickstart).returncode == 0  # checkpointed: state.db alone is whole
+    shutil.copy(db, tmp_path / "state.db")
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    keys = key_fingerprints(quickstart)
+    for leftover in ("state.db-wal", "state.db-shm"):
+        (state_dir(quickstart) / leftover).unlink(missing_ok=True)
+    shutil.copy(tmp_path / "state.db", db)
+    for command in (("plan",), ("apply", "--auto-approve")):
+        done = cli(*command, quickstart, env=RENEWAL)
+        assert done.returncode == 1
+        assert "the state is older than its escrow" in done.stderr, done.stderr
+    assert cli("recover", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    converged(cli, quickstart, RENEWAL)
+    assert key_fingerprints(quickstart) == keys

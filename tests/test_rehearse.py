@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -13,10 +14,25 @@ def test_every_copy_opens_the_test_bid(cli: Runner, quickstart: Path) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     done = cli("rehearse", quickstart)
     assert done.returncode == 0, done.stdout
-    assert "Rehearsal: 5 copies opened the test bid, 0 failed." in done.stdout
+    # 5 copies and the 2 escrowed keys, each opening its test bid.
+    assert "Rehearsal: 7 copies opened the test bid, 0 failed." in done.stdout
     document = json.loads(cli("rehearse", "--json", quickstart).stdout)
-    assert document["opened"] == 5 and document["failed"] == 0
+    assert document["opened"] == 7 and document["failed"] == 0
     assert {c["reason"] for c in document["copies"]} == {"opened"}
+    assert sum(c["target"] == "escrow" for c in document["copies"]) == 2
+
+
+def test_a_damaged_escrowed_key_fails_the_rehearsal(cli: Runner, quickstart: Path) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    key = sorted((quickstart.parent / ".provisioner" / "escrow").glob("*.key"))[0]
+    record = json.loads(key.read_text())
+    sealed = bytearray(base64.b64decode(record["sealed"]))
+    sealed[40] ^= 0xFF
+    record["sealed"] = base64.b64encode(bytes(sealed)).decode()
+    key.write_text(json.dumps(record))
+    done = cli("rehearse", quickstart)
+    assert done.returncode == 1
+    assert f"FAILED  escrow: {key}  [unreadable]" in done.stdout
 
 
 def test_each_broken_copy_is_reported_with_its_reason(
@@ -63,7 +79,7 @@ def test_each_broken_copy_is_reported_with_its_reason(
     assert by_place[("commune-exemple", "backup-share")]["opened"] is True
     text = cli("rehearse", quickstart).stdout
     assert "FAILED  ws-accueil:" in text and "[wrong key]" in text
-    assert "Rehearsal: 1 copy opened the test bid, 4 failed." in text
+    assert "Rehearsal: 3 copies opened the test bid, 4 failed." in text  # 2 are the escrow
 
 
 def test_an_expired_current_key_fails_the_rehearsal(cli: Runner, quickstart: Path) -> None:

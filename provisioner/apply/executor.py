@@ -206,7 +206,7 @@ class Executor:
                     raise ProvisionerError(
                         f"{action.target}: {action.path} does not hold generation {g.number}'s key"
                     )
-                self.escrow.put(key, action.entity)
+                self.escrow.put(key, action.entity, self.db.serial())
             except ProvisionerError as exc:
                 self.result.outcomes.append(Outcome(action, False, str(exc)))
                 continue
@@ -380,7 +380,7 @@ class Executor:
         )
         chain = (ca.certificate, *ca.chain) if ca else ()
         # Escrow first: the key is durable before the state names it or a target receives it.
-        key_sha256 = self.escrow.put(key, entity.id)
+        key_sha256 = self.escrow.put(key, entity.id, self.db.serial())
         faults.reached("after-escrow")
         generation = RecordedGeneration(
             id=uuid.uuid4().hex,

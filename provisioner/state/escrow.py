@@ -185,8 +185,11 @@ class Escrow:
     def path_for(self, key_sha256: str) -> Path:
         return self.folder / f"{key_sha256}.key"
 
-    def put(self, key: rsa.RSAPrivateKey, entity: str) -> str:
-        """Seal and durably store `key` (fsynced); returns its public key fingerprint."""
+    def put(self, key: rsa.RSAPrivateKey, entity: str, serial: int | None = None) -> str:
+        """Seal and durably store `key` (fsynced); returns its public key fingerprint.
+
+        `serial` is the state's serial when the key is sealed: a key the state does not know
+        that was sealed after the state's serial tells a state older than its escrow."""
         fingerprint = public_key_fingerprint(key)
         der = key.private_bytes(
             serialization.Encoding.DER,
@@ -199,6 +202,8 @@ class Escrow:
             "format": FORMAT,
             "entity": entity,
             "key_sha256": fingerprint,
+            "lineage": self.lineage,
+            "serial": serial,
             "nonce": _b64(nonce),
             "sealed": _b64(sealed),
         }
@@ -230,6 +235,15 @@ class Escrow:
         if not isinstance(key, rsa.RSAPrivateKey) or public_key_fingerprint(key) != key_sha256:
             raise StateError(f"{path}: escrowed key does not match its fingerprint")
         return key
+
+    @staticmethod
+    def sealed_serial(folder: Path, key_sha256: str) -> int | None:
+        """The state serial a key file was sealed at (None: not recorded or unreadable)."""
+        try:
+            serial = json.loads((folder / f"{key_sha256}.key").read_text("utf-8")).get("serial")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return serial if isinstance(serial, int) else None
 
     def fingerprints(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("*.key"))
