@@ -13,7 +13,7 @@ from provisioner import clock
 from provisioner.crypto import cms, pkcs12
 from provisioner.errors import StateError
 from provisioner.plan.bindings import find_generation
-from provisioner.state.db import SCHEMA_VERSION, StateDB
+from provisioner.state.db import MIGRATIONS, SCHEMA_VERSION, StateDB, _statements
 from tests.conftest import Runner
 from tests.engine_helpers import PASSWORDS, p12_files, serial, state_rows
 from tests.test_consultations import CREATED, IN_WINDOW, consultations, run
@@ -247,3 +247,53 @@ def test_date_only_dates_are_that_calendar_day_in_paris_everywhere(
     done = run(cli, quickstart, CREATED, "plan", ok=False)
     assert done.returncode == 1
     assert "deadline 2026-12-20; opening 2028-08-03)" in done.stdout
+
+
+def downgrade_to_version_2(state_db: Path) -> None:
+    """Turn a state back into what schema version 2 wrote (UTC dates, no identity columns)."""
+    v2_trigger = next(s for s in _statements(MIGRATIONS[1]) if "TRIGGER binding_is_definitive" in s)
+    conn = sqlite3.connect(state_db)
+    for trigger in (
+        "binding_names_its_certificate_on_insert",
+        "binding_names_its_certificate",
+        "designations_are_kept",
+        "binding_is_definitive",
+    ):
+        conn.execute(f"DROP TRIGGER {trigger}")
+    conn.execute("DROP TABLE designations")
+    conn.execute("ALTER TABLE consultations DROP COLUMN cert_sha256")
+    conn.execute(v2_trigger)
+    conn.execute(
+        "UPDATE consultations SET deadline = '2026-12-20T11:00:00Z', "
+        "opening = '2027-01-09T23:00:00Z'"
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+
+def test_apply_migrates_a_version_2_state_in_place_and_a_rename_then_keeps_the_binding(
+    cli: Runner, quickstart: Path
+) -> None:
+    folder = quickstart.parent
+    consultations(folder)
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    downgrade_to_version_2(folder / ".provisioner" / "state.db")
+    refused = run(cli, quickstart, CREATED, "status", ok=False)
+    assert refused.returncode == 1
+    assert "the state uses schema version 2; run `provisioner apply` once" in refused.stderr
+    done = run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    assert "No changes." in done.stdout, done.stdout
+    assert state_rows(quickstart, "PRAGMA user_version") == [(3,)]
+    assert state_rows(
+        quickstart,
+        "SELECT c.key_ref, c.cert_sha256 = g.cert_sha256, c.opening FROM consultations c "
+        "JOIN generations g ON g.id = c.generation",
+    ) == [("designation:Commune Exemple", 1, "2027-01-10T00:00:00+01:00")]
+    rename(quickstart, RENAMED)
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    consultations(folder, designation=RENAMED)
+    assert run(cli, quickstart, CREATED, "plan", "--detailed-exitcode", ok=False).returncode == 0
+    status = run(cli, quickstart, CREATED, "status")
+    assert f'g1 current  "{RENAMED}" (formerly "Commune Exemple")' in status.stdout
+    assert f'opening 2027-01-10) -> g1 "{RENAMED}"' in status.stdout

@@ -165,8 +165,10 @@ class StateDB:
         self.path = path
 
     @classmethod
-    def open(cls, state_dir: Path, *, create: bool) -> StateDB | None:
-        """Open (and migrate) the state; None when it does not exist and `create` is false."""
+    def open(cls, state_dir: Path, *, create: bool, migrate: bool | None = None) -> StateDB | None:
+        """Open the state; None when it does not exist and `create` is false. An older schema
+        is migrated when `migrate` (default: `create`), else refused naming `apply`."""
+        migrate = create if migrate is None else migrate
         path = state_dir / DB_NAME
         if not create and path.is_file() and path.stat().st_size == 0:
             return None  # truncated or never written: no state (opening it would write)
@@ -195,7 +197,7 @@ class StateDB:
             conn.close()
             return None  # an empty file (truncated, or never written): no state
         if version < SCHEMA_VERSION:
-            if not create:
+            if not migrate:
                 conn.close()
                 raise StateError(
                     f"{path}: the state uses schema version {version}; run `provisioner apply` "
