@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -27,6 +28,88 @@ def _attr(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
     return value if isinstance(value, str) else value.decode()
 
 
+def check_adoptable(
+    entity: Entity, cert: x509.Certificate, now: dt.datetime, *, retained: bool
+) -> None:
+    """Refuse a certificate companies could not encrypt bids to (signing only, expired, not yet
+    valid); an expired key is accepted as retained, kept to open the bids already made to it."""
+    where = f"entity {entity.id}"
+    try:
+        usage: x509.KeyUsage | None = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None  # no key usage extension: every usage is allowed
+    if usage is not None and not usage.key_encipherment:
+        allowed = [
+            name
+            for name in ("digital_signature", "content_commitment", "key_cert_sign", "crl_sign")
+            if getattr(usage, name)
+        ]
+        raise ProvisionerError(
+            f"{where}: its certificate's key usage has no keyEncipherment (it allows "
+            f"{', '.join(allowed) or 'nothing else'}), so companies could not encrypt bids to it; "
+            "adopt the encryption bi-clé (bi-clé de chiffrement), not a signing certificate"
+        )
+    if cert.not_valid_before_utc > now:
+        raise ProvisionerError(
+            f"{where}: its certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d}"
+        )
+    if cert.not_valid_after_utc <= now and not retained:
+        raise ProvisionerError(
+            f"{where}: its certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}, and a "
+            "current generation must be one companies can encrypt to. To keep an expired key "
+            "for the consultations bound to it, adopt it with --retained"
+        )
+
+
+def designation_of(
+    entity: Entity,
+    number: int,
+    year: int,
+    friendly_name: str | None,
+    chosen: str | None,
+    *,
+    retained: bool,
+) -> str:
+    """The designation an adopted generation is recorded under: `--designation`, else the
+    manifest's for a current generation (the manifest is what is wanted), else the file's
+    friendly name for a retained one (the name the platform knew that older key by)."""
+    if chosen:
+        return chosen
+    wanted = entity.key.designation_for(number, year)
+    if retained and friendly_name:
+        return friendly_name
+    return wanted
+
+
+@dataclass(frozen=True)
+class Adopted:
+    generation: RecordedGeneration
+    notice: str | None  # how its designation relates to the file's and the manifest's
+
+
+def _notice(
+    name: str, friendly_name: str | None, chosen: str | None, wanted: str, kept: bool
+) -> str | None:
+    source = "given by --designation" if chosen else "the manifest's designation"
+    if friendly_name and friendly_name != name:
+        return (
+            f'The file names this key "{friendly_name}", not "{name}" ({source}): it is recorded '
+            f'as "{name}"'
+            + (
+                f' and "{friendly_name}" is kept as a former designation, so a consultation '
+                "naming either refers to this key."
+                if kept
+                else f'; "{friendly_name}" is another generation\'s name and is not kept.'
+            )
+        )
+    if not chosen and name != wanted:
+        return (
+            f'The designation "{name}" (the file\'s) differs from the manifest\'s "{wanted}"; '
+            "give --designation to record another name."
+        )
+    return None
+
+
 def adopt(
     session: Session,
     entity: Entity,
@@ -36,8 +119,9 @@ def adopt(
     designation: str | None,
     retained: bool,
     now: dt.datetime,
-) -> RecordedGeneration:
-    """Check the PKCS#12 (password, key/certificate match), escrow its key, record it."""
+) -> Adopted:
+    """Check the PKCS#12 (password, key/certificate match, usable for encryption), escrow its
+    key, record it; the notice says how its designation was chosen."""
     assert session.db is not None and session.escrow is not None
     bundle = pkcs12.decode(data, password)
     fingerprint = certificate_fingerprint(bundle.certificate)
@@ -56,8 +140,18 @@ def adopt(
         )
     number = max((g.number for g in gens), default=0) + 1
     cert = bundle.certificate
+    check_adoptable(entity, cert, now, retained=retained)
     self_signed = cert.issuer == cert.subject
-    name = designation or bundle.friendly_name or entity.key.designation_for(number, now.year)
+    name = designation_of(
+        entity, number, now.year, bundle.friendly_name, designation, retained=retained
+    )
+    # A designation names one generation: a consultation naming it must not be ambiguous.
+    taken = {d.casefold(): g for g in gens for d in session.recorded.names_of(g)}
+    if name.casefold() in taken:
+        raise ProvisionerError(
+            f'entity {entity.id}: the designation "{name}" is generation '
+            f"{taken[name.casefold()].number}'s; give --designation with a name of its own"
+        )
     key_sha256 = session.escrow.put(bundle.key, entity.id, session.db.serial())  # escrow first
     generation = RecordedGeneration(
         id=uuid.uuid4().hex,
@@ -83,8 +177,13 @@ def adopt(
         origin="adopted",
         created_at=now,
     )
+    former = bundle.friendly_name
+    kept = former is not None and former != name and former.casefold() not in taken
     with session.db.change() as change:
         change.add_generation(generation)
+        if kept:
+            # The name inside the file is one this key had: a consultation naming it refers here.
+            change.add_former_designation(generation.id, former or "", now)
         change.audit(
             "generation-adopted",
             entity.id,
@@ -95,7 +194,8 @@ def adopt(
             not_after=generation.not_after.isoformat(),
             status=generation.status,
         )
-    return generation
+    wanted = entity.key.designation_for(number, now.year)
+    return Adopted(generation, _notice(name, former, designation, wanted, kept))
 
 
 def pick_generation(session: Session, entity: Entity, number: int | None) -> RecordedGeneration:

@@ -17,11 +17,16 @@ from provisioner.state.records import Recorded
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
-# Plan warning codes and how much they matter to whoever watches the opening of bids.
+# Plan warning codes and how much they matter to whoever watches the opening of bids
+# (docs/RUNBOOK.md has this table): CRITICAL when bids of a consultation not closed are at
+# risk now, WARNING for what can wait or what apply repairs.
 _SEVERITY = {
     "bound-unheld": CRITICAL,
+    "bound-missing": CRITICAL,
+    "expired-accepting-bids": CRITICAL,
     "expires-before-deadline": CRITICAL,
-    "expires-before-opening": WARNING,
+    "expired-before-opening": CRITICAL,
+    "expires-before-opening": CRITICAL,
     "expired-bound": WARNING,
     "unmanaged-key": WARNING,
     "renewal-soon": WARNING,
@@ -120,14 +125,15 @@ def evaluate(
         if not view.is_open or view.generation_id is None:
             continue
         g = recorded.generation(view.generation_id)
-        if g is not None and escrowed and g.key_sha256 not in escrowed:
+        if g is not None and g.key_sha256 not in escrowed:
             findings.append(
                 Finding(
                     CRITICAL,
                     view.entity,
                     "not-escrowed",
-                    f"generation {g.number} bound to consultation "
-                    f"{view.describe()} is missing from the escrow",
+                    f'generation {g.number} "{g.designation}" bound to consultation '
+                    f"{view.describe()} is missing from the escrow: restore the escrow from "
+                    "its backup (docs/RECOVERY.md)",
                 )
             )
     for w in plan.warnings:

@@ -485,10 +485,12 @@ def check(
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
 ) -> None:
-    """Monitoring probe (Nagios/Icinga): expiry, expired keys still bound to open
-    consultations, bound keys no workstation holds, pending drift.
+    """Monitoring probe (Nagios/Icinga): CRITICAL when bids of a consultation not closed are at
+    risk (its key missing from a workstation or the escrow, expired or expiring before the
+    deadline or the opening), WARNING for what can wait (renewal near, drift apply repairs).
 
-    Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Needs no secret."""
+    Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no state, unreadable input). Needs no secret.
+    The table is in docs/RUNBOOK.md."""
     from provisioner import check as probe
     from provisioner.engine import load_session, observe_and_plan
 
@@ -496,6 +498,11 @@ def check(
         session = load_session(manifest, state_dir, need_secrets=False, consultations=consultations)
         try:
             session.open_state(create=False, unlock=False)
+            if session.db is None:
+                raise ProvisionerError(
+                    f"{session.state_dir}: no state there, so nothing can be judged: apply first, "
+                    "or recover a lost state (docs/RECOVERY.md)"
+                )
             now = clock.now()
             _, result = observe_and_plan(session, parallel, now)
             escrow_dir = session.escrow_dir
@@ -825,7 +832,8 @@ def adopt(
         str | None,
         typer.Option(
             "--designation",
-            help="Its désignation on the platform (default: the file's friendly name).",
+            help="Its désignation on the platform (default: the manifest's for a current "
+            "generation, the file's friendly name for --retained).",
             show_default=False,
         ),
     ] = None,
@@ -858,24 +866,33 @@ def adopt(
         data = pkcs12_file.read_bytes()
     except OSError as exc:
         fail(f"cannot read {pkcs12_file}: {exc.strerror}")
+    from provisioner.adopt import check_adoptable
     from provisioner.crypto import pkcs12 as p12
 
-    p12.decode(data, password)  # refuse a bad file before anything is written
+    now = clock.now()
+    try:  # refuse a bad or unusable file before anything is written
+        bundle = p12.decode(data, password)
+        check_adoptable(target, bundle.certificate, now, retained=retained)
+    except ProvisionerError as exc:
+        fail(f"{pkcs12_file}: cannot adopt: {exc}")
     make_private_dirs(session.state_dir)
     with lock.hold(session.state_dir, "adopt", lock_timeout):
         try:
             session.open_state(create=True)
-            g = do_adopt(
+            adopted = do_adopt(
                 session,
                 target,
                 data,
                 password,
                 designation=designation,
                 retained=retained,
-                now=clock.now(),
+                now=now,
             )
         finally:
             session.close()
+    if adopted.notice:
+        typer.echo(adopted.notice)
+    g = adopted.generation
     typer.echo(
         f"Adopted {pkcs12_file} as generation {g.number} ({g.status}) of {entity}: "
         f'"{g.designation}", valid until {g.not_after:%Y-%m-%d}, '

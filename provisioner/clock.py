@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from provisioner.errors import ProvisionerError
+
+# Consultation dates are Paris time, as the platforms show them.
+try:
+    PARIS: dt.tzinfo = ZoneInfo("Europe/Paris")
+except (ZoneInfoNotFoundError, ValueError):  # no time zone database on this system
+    PARIS = dt.UTC
 
 
 def now() -> dt.datetime:
@@ -26,3 +33,15 @@ def iso(value: dt.datetime) -> str:
 
 def parse(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def day(value: dt.datetime) -> str:
+    """A consultation date as the file gives it: its calendar day in Paris time (a date without
+    a time is midnight in Paris, so `2028-08-03` stays the 3rd whatever the offset stored)."""
+    return f"{value.astimezone(PARIS):%Y-%m-%d}"
+
+
+def local_iso(value: dt.datetime) -> str:
+    """ISO 8601 in Paris time with its offset, e.g. `2028-08-03T00:00:00+02:00`: the form
+    consultation dates are stored and printed in, so the calendar day reads as given."""
+    return value.astimezone(PARIS).isoformat()

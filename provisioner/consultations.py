@@ -12,8 +12,8 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from provisioner.clock import PARIS
 from provisioner.errors import Diagnostic, Location, ManifestError
 from provisioner.manifest.schema import validate
 from provisioner.manifest.yamlpos import MAX_BYTES, decode, load_yaml
@@ -29,10 +29,6 @@ COLUMNS = (
     "deadline",
     "opening",
 )
-try:
-    _PARIS: dt.tzinfo = ZoneInfo("Europe/Paris")
-except (ZoneInfoNotFoundError, ValueError):  # no time zone database on this system
-    _PARIS = dt.UTC
 _FR_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2})[:h](\d{2}))?$")
 
 
@@ -70,7 +66,7 @@ def parse_date(text: str) -> dt.datetime:
         value = dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0))
     else:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=_PARIS)
+    return value if value.tzinfo else value.replace(tzinfo=PARIS)
 
 
 def _build(

@@ -124,7 +124,7 @@ class Session:
             )
             # Sealed keys without a state: a lost state, never a new start (nothing created).
             fresh = recovering or not Escrow.sealed_files(self.escrow_dir)
-            self.db = StateDB.open(self.state_dir, create=create and fresh)
+            self.db = StateDB.open(self.state_dir, create=create and fresh, migrate=create)
             if self.db is not None:
                 self.recorded = self.db.snapshot()
             if unlocking is not None:

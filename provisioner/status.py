@@ -31,6 +31,7 @@ class GenerationStatus:
     not_after: dt.datetime
     days_left: int
     cert_sha256: str
+    designations: tuple[str, ...]  # every name it has had, oldest first, the current one last
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def build(
                 g.not_after,
                 (g.not_after - now).days,
                 g.cert_sha256,
+                recorded.names_of(g),
             )
             for g in recorded.generations_of(entity.id)
         )
@@ -120,6 +122,7 @@ def to_json(statuses: list[EntityStatus]) -> list[dict[str, Any]]:
                     "not_after": clock.iso(g.not_after),
                     "days_left": g.days_left,
                     "cert_sha256": g.cert_sha256,
+                    "designations": list(g.designations),
                 }
                 for g in s.generations
             ],
@@ -144,8 +147,11 @@ def render(statuses: list[EntityStatus]) -> str:
         flag = "Ready: up to date" if s.ready else f"Not ready: {s.reason}"
         lines.append(f"{s.id} ({s.name}){' [absent]' if s.state == 'absent' else ''}  {flag}")
         for g in s.generations:
+            former = ", ".join(f'"{d}"' for d in g.designations[:-1])
             lines.append(
-                f'  g{g.number} {g.status:<8} "{g.designation}"  valid until '
+                f'  g{g.number} {g.status:<8} "{g.designation}"'
+                + (f" (formerly {former})" if former else "")
+                + "  valid until "
                 f"{g.not_after:%Y-%m-%d} ({g.days_left} days)  cert {g.cert_sha256[:16]}…"
                 f"{'  (adopted)' if g.origin == 'adopted' else ''}"
             )
@@ -187,7 +193,11 @@ def render_consultations(plan: Plan) -> str:
     if plan.consultations:
         lines.append("Consultations:")
         for v in sorted(plan.consultations, key=lambda v: (v.entity, v.reference)):
-            key = f"g{v.generation}" if v.generation else f"{v.key_ref} (not managed)"
+            key = (
+                f'g{v.generation} "{v.designation}"'
+                if v.generation
+                else f"{v.key_ref} (not managed)"
+            )
             lines.append(f"  {v.status:<8} {v.entity} {v.describe()} -> {key}")
         lines.append("")
     if plan.warnings:

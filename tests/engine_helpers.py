@@ -51,17 +51,25 @@ def serial(manifest: Path) -> int:
 
 
 def openssl_p12(
-    folder: Path, password: str, name: str = "Ancienne cle", days: int = 400, legacy: bool = True
+    folder: Path,
+    password: str,
+    name: str = "Ancienne cle",
+    days: int = 400,
+    legacy: bool = True,
+    newkey: str = "rsa:2048",
+    extensions: tuple[str, ...] = (),
 ) -> Path:
-    """A bi-clé made by OpenSSL, as exported from a Windows workstation (.pfx)."""
+    """A bi-clé made by OpenSSL, as exported from a Windows workstation (.pfx); `extensions`
+    are `-addext` values (e.g. `keyUsage=digitalSignature`)."""
     key, cert, out = folder / "k.pem", folder / "c.pem", folder / "old.pfx"
     subprocess.run(
         [
             "openssl",
             "req",
             "-x509",
+            *(arg for ext in extensions for arg in ("-addext", ext)),
             "-newkey",
-            "rsa:2048",
+            newkey,
             "-nodes",
             "-days",
             str(days),

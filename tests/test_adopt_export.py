@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
+from cryptography.hazmat.primitives.serialization import pkcs12 as raw_pkcs12
+from cryptography.x509.oid import NameOID
 
 from provisioner.crypto import pkcs12
 from provisioner.crypto.keys import public_key_fingerprint
@@ -30,7 +39,7 @@ def test_adopt_then_apply_distributes_the_adopted_key(
         if rel.endswith("commune-exemple.g1.p12"):
             bundle = pkcs12.decode(path.read_bytes(), PASSWORDS["commune-exemple"])
             assert public_key_fingerprint(bundle.key) == public_key_fingerprint(adopted.key)
-            assert bundle.friendly_name == "Ancienne cle"
+            assert bundle.friendly_name == "Commune Exemple"  # the manifest's designation
     rows = state_rows(
         quickstart, "SELECT origin, status FROM generations WHERE entity = 'commune-exemple'"
     )
@@ -123,3 +132,141 @@ def test_export_with_a_new_password_and_profile_from_the_escrow(
     )
     assert weak.returncode == 1 and "export password is refused" in weak.stderr
     assert not (tmp_path / "w.p12").exists()
+
+
+def adopt_cli(
+    cli: Runner, manifest: Path, pfx: Path, *extra: str, at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {"PW": WINDOWS_PASSWORD, **({"PROVISIONER_NOW": at} if at else {})}
+    return cli("adopt", manifest, "commune-exemple", pfx, "--password-env", "PW", *extra, env=env)
+
+
+def mismatched_p12(folder: Path) -> Path:
+    """A PKCS#12 whose private key is not the certificate's (a botched export)."""
+    key, other = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Ancienne cle")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(other.public_key())
+        .serial_number(1)
+        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=400))
+        .sign(other, hashes.SHA256())
+    )
+    data = raw_pkcs12.serialize_key_and_certificates(
+        b"Ancienne cle",
+        key,
+        None,
+        [cert],
+        BestAvailableEncryption(WINDOWS_PASSWORD.encode()),
+    )
+    out = folder / "mismatch.pfx"
+    out.write_bytes(data)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        (
+            "signing-only",
+            "its certificate's key usage has no keyEncipherment (it allows digital_signature), "
+            "so companies could not encrypt bids to it",
+        ),
+        ("expired", "its certificate expired on "),
+        ("mismatch", "the private key does not belong to the certificate"),
+        ("ec", "PKCS#12 private key is not RSA"),
+    ],
+)
+def test_adopt_refuses_a_key_companies_could_not_encrypt_to(
+    cli: Runner, quickstart: Path, tmp_path: Path, kind: str, reason: str
+) -> None:
+    at = None
+    if kind == "signing-only":
+        pfx = openssl_p12(
+            tmp_path, WINDOWS_PASSWORD, legacy=False, extensions=("keyUsage=digitalSignature",)
+        )
+    elif kind == "expired":
+        pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, days=30, legacy=False)
+        at = (dt.datetime.now(dt.UTC) + dt.timedelta(days=60)).isoformat()
+    elif kind == "mismatch":
+        pfx = mismatched_p12(tmp_path)
+    else:
+        pfx = openssl_p12(
+            tmp_path, WINDOWS_PASSWORD, legacy=False, newkey=f"ec:{ec_params(tmp_path)}"
+        )
+    done = adopt_cli(cli, quickstart, pfx, at=at)
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.startswith(f"Error: {pfx}: "), done.stderr
+    assert reason in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (quickstart.parent / ".provisioner").exists()  # nothing written
+
+
+def ec_params(folder: Path) -> Path:
+    path = folder / "ec.pem"
+    subprocess.run(
+        ["openssl", "ecparam", "-name", "prime256v1", "-out", path], check=True, capture_output=True
+    )
+    return path
+
+
+def test_an_expired_key_is_adopted_as_retained_for_its_consultation(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=60)).isoformat()
+    assert (
+        cli("apply", "--auto-approve", quickstart, env={"PROVISIONER_NOW": later}).returncode == 0
+    )
+    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, days=30, legacy=False)
+    done = adopt_cli(cli, quickstart, pfx, "--retained", at=later)
+    assert done.returncode == 0, done.stderr
+    assert "as generation 2 (retained)" in done.stdout
+    assert '"Ancienne cle" (the file\'s) differs from the manifest\'s "Commune Exemple (2)"' in (
+        done.stdout
+    )
+
+
+def test_adopt_records_the_manifest_designation_and_says_the_file_named_it_otherwise(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, legacy=False)
+    done = adopt_cli(cli, quickstart, pfx)
+    assert done.returncode == 0, done.stderr
+    assert (
+        'The file names this key "Ancienne cle", not "Commune Exemple" (the manifest\'s '
+        'designation): it is recorded as "Commune Exemple" and "Ancienne cle" is kept as a '
+        "former designation" in done.stdout
+    )
+    status = cli("status", quickstart)
+    assert 'g1 current  "Commune Exemple" (formerly "Ancienne cle")' in status.stdout
+    # A consultation exported with the file's name refers to this generation.
+    (quickstart.parent / "c.yaml").write_text(
+        "version: 1\nconsultations:\n  - reference: R-1\n    entity: commune-exemple\n"
+        "    designation: Ancienne cle\n    status: open\n"
+    )
+    planned = cli("plan", quickstart, "--consultations", quickstart.parent / "c.yaml")
+    assert 'consultation R-1 is bound to generation 1 "Commune Exemple" (definitive)' in (
+        planned.stdout
+    )
+
+
+def test_adopt_refuses_a_designation_another_generation_has(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, name="Commune Exemple", legacy=False)
+    done = adopt_cli(cli, quickstart, pfx, "--retained")
+    assert done.returncode == 1
+    assert 'the designation "Commune Exemple" is generation 1\'s; give --designation' in (
+        done.stderr
+    )
+    done = adopt_cli(cli, quickstart, pfx, "--retained", "--designation", "Commune 2024")
+    assert done.returncode == 0, done.stderr
+    assert (
+        'it is recorded as "Commune 2024"; "Commune Exemple" is another generation\'s name and '
+        "is not kept" in done.stdout
+    )
+    assert "generation 2 (retained)" in done.stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -220,67 +219,6 @@ def test_unmanaged_key_is_warned_and_adopting_it_resolves_the_binding(
     assert "its key is now managed: generation 2" in planned.stdout
     run(cli, quickstart, CREATED, "apply", "--auto-approve")
     assert "workstations/ws-accueil/commune-exemple.g2.p12" in workstation_files(quickstart)
-
-
-def check(cli: Runner, manifest: Path, at: str, *extra: str) -> tuple[int, str]:
-    done = cli(
-        "check",
-        manifest,
-        "--consultations",
-        manifest.parent / "consultations.yaml",
-        *extra,
-        env={"PROVISIONER_NOW": at},
-    )
-    return done.returncode, done.stdout
-
-
-def test_check_returns_each_exit_code(cli: Runner, quickstart: Path) -> None:
-    folder = quickstart.parent
-    consultations(folder)
-    code, out = check(cli, quickstart, CREATED)
-    assert code == 1 and "no bi-clé yet: run provisioner apply" in out  # nothing applied yet
-    run(cli, quickstart, CREATED, "apply", "--auto-approve")
-
-    code, out = check(cli, quickstart, CREATED)
-    assert code == 0, out
-    assert out.startswith("PROVISIONER OK - 2 entities, 5 copies in sync")
-    assert "| entities=2 critical=0 warning=0" in out
-
-    p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g1.p12"].write_bytes(b"x")
-    code, out = check(cli, quickstart, CREATED)
-    assert code == 1 and out.startswith("PROVISIONER WARNING - ")
-    assert "[pending] 1 change(s) pending (drifted)" in out
-    run(cli, quickstart, CREATED, "apply", "--auto-approve")
-
-    # The key expires before the opening: warning; before the deadline for bids: critical.
-    text = (folder / "consultations.yaml").read_text()
-    (folder / "consultations.yaml").write_text(text.replace("2027-01-10", "2029-01-10"))
-    code, out = check(cli, quickstart, CREATED)
-    assert code == 1 and "[expires-before-opening]" in out
-    (folder / "consultations.yaml").write_text(text.replace("2026-12-20", "2029-01-05"))
-    code, out = check(cli, quickstart, CREATED)
-    assert code == 2 and out.startswith("PROVISIONER CRITICAL - ")
-    assert "[expires-before-deadline]" in out
-
-    js = cli(
-        "check",
-        "--json",
-        quickstart,
-        "--consultations",
-        folder / "consultations.yaml",
-        env={"PROVISIONER_NOW": CREATED},
-    )
-    document = json.loads(js.stdout)
-    assert document["status"] == "CRITICAL" and document["exit_code"] == 2 == js.returncode
-    (folder / "consultations.yaml").write_text(text)
-    code, out = check(cli, quickstart, "2028-11-27T09:00:00+00:00")  # renewal never applied
-    assert code == 2 and "commune-exemple: current generation 1 expires in 3 days" in out
-
-    # The probe itself cannot run: UNKNOWN.
-    (folder / ".provisioner" / "state.db").write_bytes(b"damaged")
-    code, out = check(cli, quickstart, CREATED)
-    assert code == 3 and out.startswith("PROVISIONER UNKNOWN - ")
-    assert "state database is unreadable" in out
 
 
 def test_consultations_file_errors_name_their_place(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from tests.engine_helpers import ESCROW_PASSPHRASE, PASSWORDS, p12_files, serial
 class FailingEscrow(Escrow):
     """An escrow whose disk refuses the write (full disk, I/O error)."""
 
-    def put(self, key: object, entity: str) -> str:  # type: ignore[override]
+    def put(self, key: object, entity: str, serial: int | None = None) -> str:  # type: ignore[override]
         raise OSError(28, "No space left on device")
 
 

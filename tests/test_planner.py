@@ -285,6 +285,29 @@ CASES = [
         ],
     ),
     Case(
+        "designation change with a CN that follows it renames: no new key, no 'Ville (2)'",
+        entity(key=replace(SPEC, designation="Ville Nouvelle")),
+        GENS,
+        COPIES,
+        expect=[
+            "~ update-designation friendly-name-changed -",
+            "~ write-copy friendly-name-changed nas",
+            "~ write-copy friendly-name-changed ws1",
+        ],
+    ),
+    Case(
+        "an explicit common name change still forces a new generation",
+        entity(key=replace(SPEC, common_name="Ville Nouvelle")),
+        GENS,
+        COPIES,
+        expect=[
+            "-/+ create-generation spec-changed -",
+            "+ write-copy new-generation nas",
+            "+ write-copy new-generation ws1",
+            "- remove-copy retired ws1",
+        ],
+    ),
+    Case(
         "renewal window creates a new generation beside the old one",
         entity(),
         GENS,

@@ -272,8 +272,15 @@ class Executor:
                 reference = attrs["reference"]
                 g = self.generations.get((action.entity, action.generation))
                 if not action.generation:  # bound by name to a key this run may have created
-                    g = find_generation_in(self.generations.values(), action.entity, attrs["key"])
+                    g = find_generation_in(
+                        self.generations.values(),
+                        action.entity,
+                        attrs["key"],
+                        self.recorded.designations,
+                    )
                 rec = self.recorded.consultations.get(reference)
+                if rec is not None and rec.generation_id is not None:
+                    g = self.recorded.generation(rec.generation_id)  # bound by identity
                 status = attrs["status"]
                 closed_at = None
                 if status == "closed":
@@ -282,8 +289,9 @@ class Executor:
                     RecordedConsultation(
                         reference=reference,
                         entity=action.entity,
-                        key_ref=attrs["key"],
+                        key_ref=rec.key_ref if rec else attrs["key"],
                         generation_id=g.id if g else (rec.generation_id if rec else None),
+                        cert_sha256=g.cert_sha256 if g else (rec.cert_sha256 if rec else None),
                         title=attrs.get("title", ""),
                         status=status,
                         deadline=clock.parse(attrs["deadline"]) if "deadline" in attrs else None,

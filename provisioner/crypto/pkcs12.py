@@ -243,7 +243,10 @@ def decode(data: bytes, password: str) -> Bundle:
     if loaded.key is None:
         raise CorruptFileError("PKCS#12 holds no private key")
     if not isinstance(loaded.key, rsa.RSAPrivateKey):
-        raise UnsupportedAlgorithmError("PKCS#12 private key is not RSA")
+        kind = type(loaded.key).__name__.removeprefix("_").replace("PrivateKey", "")
+        raise UnsupportedAlgorithmError(
+            f"PKCS#12 private key is not RSA ({kind}): bids are encrypted to RSA keys only"
+        )
     others = list(loaded.additional_certs)
     leaf = loaded.cert
     if leaf is None:

@@ -7,7 +7,7 @@ A consultation missing from the file keeps its last known status; it is never as
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from provisioner.consultations import Consultation
@@ -31,28 +31,76 @@ class Bindings:
 
 
 def find_generation(recorded: Recorded, entity: str, key_ref: str) -> RecordedGeneration | None:
-    return find_generation_in(recorded.generations_of(entity), entity, key_ref)
+    return find_generation_in(
+        recorded.generations_of(entity), entity, key_ref, recorded.designations
+    )
 
 
 def find_generation_in(
-    generations: Iterable[RecordedGeneration], entity: str, key_ref: str
+    generations: Iterable[RecordedGeneration],
+    entity: str,
+    key_ref: str,
+    history: Mapping[str, tuple[str, ...]] | None = None,
 ) -> RecordedGeneration | None:
-    """The generation of `entity` a key reference (designation or fingerprint) names."""
+    """The generation of `entity` a key reference (designation or fingerprint) names: by its
+    certificate, else by its current designation, else by a designation it had before."""
     kind, _, value = key_ref.partition(":")
-    for g in sorted((g for g in generations if g.entity == entity), key=lambda g: g.number):
+    ordered = sorted((g for g in generations if g.entity == entity), key=lambda g: g.number)
+    for g in ordered:
         if kind == "sha256" and g.cert_sha256 == value:
             return g
         if kind == "designation" and g.designation.casefold() == value.casefold():
             return g
+    if kind == "designation" and history:
+        for g in ordered:
+            if any(d.casefold() == value.casefold() for d in history.get(g.id, ())):
+                return g
     return None
+
+
+def names(recorded: Recorded, g: RecordedGeneration, key_ref: str) -> bool:
+    """Whether `key_ref` refers to `g`: its certificate, or any designation it has had."""
+    kind, _, value = key_ref.partition(":")
+    if kind == "sha256":
+        return g.cert_sha256 == value
+    return any(d.casefold() == value.casefold() for d in recorded.names_of(g))
+
+
+def bound_generation(recorded: Recorded, rec: RecordedConsultation) -> RecordedGeneration | None:
+    """The generation a recorded consultation is bound to: by identity once managed, else the
+    one its recorded key reference names now that it may be managed."""
+    if rec.generation_id is not None:
+        return recorded.generation(rec.generation_id)
+    return find_generation(recorded, rec.entity, rec.key_ref)
+
+
+def same_binding(recorded: Recorded, rec: RecordedConsultation, c: Consultation) -> bool:
+    """Whether the file's entry refers to the key the consultation is bound to."""
+    if rec.entity != c.entity:
+        return False
+    if _same_ref(rec.key_ref, c.key_ref):
+        return True
+    g = bound_generation(recorded, rec)
+    return g is not None and names(recorded, g, c.key_ref)
+
+
+def _same_ref(a: str, b: str) -> bool:
+    return a.casefold() == b.casefold() if a.startswith("designation:") else a == b
 
 
 def describe_ref(recorded: Recorded, entity: str, key_ref: str) -> str:
     g = find_generation(recorded, entity, key_ref)
     if g is not None:
-        return f'generation {g.number} "{g.designation}" (certificate {g.cert_sha256[:16]}…)'
+        return describe_generation(recorded, g)
     kind, _, value = key_ref.partition(":")
     return f"the key with {kind} {value!r}"
+
+
+def describe_generation(recorded: Recorded, g: RecordedGeneration) -> str:
+    """`generation 1 "Ville B" (formerly "Ville A"; certificate 0123456789abcdef…)`."""
+    former = [d for d in recorded.names_of(g) if d != g.designation]
+    was = "formerly " + ", ".join(f'"{d}"' for d in former) + "; " if former else ""
+    return f'generation {g.number} "{g.designation}" ({was}certificate {g.cert_sha256[:16]}…)'
 
 
 def _view(rec: RecordedConsultation, recorded: Recorded) -> ConsultationView:
@@ -62,18 +110,22 @@ def _view(rec: RecordedConsultation, recorded: Recorded) -> ConsultationView:
         rec.entity,
         rec.title,
         rec.key_ref,
-        rec.generation_id,
+        g.id if g else None,
         g.number if g else 0,
         rec.status,
         rec.deadline,
         rec.opening,
         True,
+        g.designation if g else "",
     )
 
 
-def _attributes(c: Consultation | RecordedConsultation) -> tuple[tuple[str, str], ...]:
-    """What an apply needs to record a consultation (no secret: names and dates)."""
-    key = c.key_ref
+def _attributes(
+    c: Consultation | RecordedConsultation, key: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """What an apply needs to record a consultation (no secret: names and dates); `key` is the
+    reference recorded at binding time, which an update keeps."""
+    key = key or c.key_ref
     attrs = [("reference", c.reference), ("title", c.title), ("key", key), ("status", c.status)]
     if c.deadline:
         attrs.append(("deadline", c.deadline.isoformat()))
@@ -90,17 +142,26 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
             continue
         seen.add(c.reference)
         rec = recorded.consultations.get(c.reference)
-        g = find_generation(recorded, c.entity, c.key_ref)
-        if rec is not None and (rec.entity != c.entity or rec.key_ref != c.key_ref):
+        if rec is not None and not same_binding(recorded, rec, c):
+            bound = bound_generation(recorded, rec)
             out.refusals.append(
                 f"{c.location}: consultation {c.reference} is bound to "
-                f"{describe_ref(recorded, rec.entity, rec.key_ref)} of {rec.entity} since "
-                f"{rec.bound_at:%Y-%m-%d}; the file now binds it to "
+                + (
+                    describe_generation(recorded, bound)
+                    if bound is not None
+                    else describe_ref(recorded, rec.entity, rec.key_ref)
+                )
+                + f" of {rec.entity} since {rec.bound_at:%Y-%m-%d}; the file now binds it to "
                 f"{describe_ref(recorded, c.entity, c.key_ref)} of {c.entity}. A binding is "
                 "definitive: correct the consultations file."
             )
             out.views.append(_view(rec, recorded))
             continue
+        g = (
+            bound_generation(recorded, rec)
+            if rec is not None
+            else find_generation(recorded, c.entity, c.key_ref)
+        )
         if rec is None:
             what = (
                 f'generation {g.number} "{g.designation}"'
@@ -137,7 +198,7 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
                         if c.status == "closed" and rec.status != "closed"
                         else "consultation-updated",
                         f"consultation {c.reference}: {'; '.join(changes)}",
-                        attributes=_attributes(c),
+                        attributes=_attributes(c, rec.key_ref),
                     )
                 )
         out.views.append(
@@ -152,13 +213,14 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
                 c.deadline,
                 c.opening,
                 rec is not None,
+                g.designation if g else "",
             )
         )
     for reference, rec in sorted(recorded.consultations.items()):
         if reference in seen or not desired.in_scope(rec.entity):
             continue
         view = _view(rec, recorded)
-        g = find_generation(recorded, rec.entity, rec.key_ref)
+        g = bound_generation(recorded, rec)
         if rec.generation_id is None and g is not None:
             # Bound before its key was managed (adopted or created later): record the link.
             out.actions.append(
@@ -172,6 +234,6 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
                     attributes=_attributes(rec),
                 )
             )
-            view = replace(view, generation_id=g.id, generation=g.number)
+            view = replace(view, generation_id=g.id, generation=g.number, designation=g.designation)
         out.views.append(view)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from provisioner import clock
 from provisioner.consultations import Consultation
 from provisioner.manifest.model import Manifest
 from provisioner.transports.base import FileFacts, FolderFacts
@@ -144,6 +145,7 @@ class ConsultationView:
     deadline: dt.datetime | None
     opening: dt.datetime | None
     recorded: bool
+    designation: str = ""  # the bound generation's current designation ("" while not managed)
 
     @property
     def is_open(self) -> bool:
@@ -155,9 +157,9 @@ class ConsultationView:
         if self.title:
             parts.append(self.title)
         if self.deadline:
-            parts.append(f"deadline {self.deadline:%Y-%m-%d}")
+            parts.append(f"deadline {clock.day(self.deadline)}")
         if self.opening:
-            parts.append(f"opening {self.opening:%Y-%m-%d}")
+            parts.append(f"opening {clock.day(self.opening)}")
         return f"{self.reference} ({'; '.join(parts)})" if parts else self.reference
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 from dataclasses import replace
 
+from provisioner import clock
 from provisioner.manifest.model import Entity, Target
 from provisioner.plan.bindings import merge
 from provisioner.plan.folders import plan_folders
@@ -517,6 +518,17 @@ class _Planner:
                             + " but no workstation holds it: no agent could open those bids",
                         )
                     )
+                for name in self.missing_from(entity, g) if held else ():
+                    self.warnings.append(
+                        Warning(
+                            entity.id,
+                            "bound-missing",
+                            f'generation {g.number} "{g.designation}" is bound to '
+                            + ", ".join(v.describe() for v in views)
+                            + f" but is missing from workstation {name}: no agent there "
+                            "could open those bids (apply restores it)",
+                        )
+                    )
         current = self.recorded.current(entity.id)
         renewing = any(a.kind == CREATE for a in actions)
         if current is not None and not renewing:
@@ -532,31 +544,55 @@ class _Planner:
                     )
                 )
 
+    def missing_from(self, entity: Entity, g: RecordedGeneration) -> list[str]:
+        """The reachable workstations of `entity` observed without generation `g`'s copy (a
+        retired generation's copies were removed from them; its paths are not observed)."""
+        out = []
+        for t in entity.workstations:
+            if t.name in self.observed.unreachable:
+                continue
+            key = (t.name, file_path(t, copy_file_name(entity.id, g.number)))
+            if self.observed.files.get(key) is None and (
+                key in self.observed.files or g.status == RETIRED
+            ):
+                out.append(t.name)
+        return out
+
     def warn_dates(self, entity: Entity, g: RecordedGeneration, view: ConsultationView) -> None:
+        """Dates that put a bound generation at risk; the severity is in the code (check.py):
+        at risk while bids can be deposited or before the opening, else a reminder."""
+        accepting = view.status == "open" and (view.deadline is None or self.now < view.deadline)
+        before_opening = view.opening is not None and self.now < view.opening
+        name = f'generation {g.number} "{g.designation}"'
         if g.not_after <= self.now:
+            if accepting:
+                code = "expired-accepting-bids"
+                risk = "still accepts bids: companies cannot encrypt to an expired certificate"
+            elif before_opening:
+                code, risk = "expired-before-opening", "has not been opened yet"
+            else:
+                code, risk = "expired-bound", f"is still {view.status}"
             self.warnings.append(
                 Warning(
                     entity.id,
-                    "expired-bound",
-                    f'generation {g.number} "{g.designation}" expired on '
-                    f"{g.not_after:%Y-%m-%d} and consultation {view.describe()} is still "
-                    f"{view.status}: keep this key to open its bids; new consultations must use "
-                    "the current generation",
+                    code,
+                    f"{name} expired on {g.not_after:%Y-%m-%d}; consultation {view.describe()}, "
+                    f"bound to it, {risk}. Keep this key to open its bids; new consultations "
+                    "must use the current generation",
                 )
             )
             return
-        for code, label, when in (
-            ("expires-before-deadline", "deadline for bids", view.deadline),
-            ("expires-before-opening", "opening", view.opening),
+        for code, label, when, live in (
+            ("expires-before-deadline", "deadline for bids", view.deadline, accepting),
+            ("expires-before-opening", "opening", view.opening, before_opening),
         ):
-            if when is not None and g.not_after < when:
+            if live and when is not None and g.not_after < when:
                 self.warnings.append(
                     Warning(
                         entity.id,
                         code,
-                        f'generation {g.number} "{g.designation}" expires on '
-                        f"{g.not_after:%Y-%m-%d}, before the {label} of consultation "
-                        f"{view.describe()} on {when:%Y-%m-%d}",
+                        f"{name} expires on {g.not_after:%Y-%m-%d}, before the {label} of "
+                        f"consultation {view.describe()} on {clock.day(when)}",
                     )
                 )
                 return

@@ -68,7 +68,9 @@ def spec_changed(ctx: GenerationContext) -> Reason | None:
     if g.issuer != spec.issuer:
         changes.append(f"issuer {g.issuer} -> {spec.issuer}")
     wanted_cn = spec.common_name_for(g.number, g.created_at.year)
-    if g.common_name != wanted_cn:
+    # A CN that only follows the designation does not force a new key: the designation is a
+    # name, changed by renaming the generation; the next generation carries the new CN.
+    if spec.common_name is not None and g.common_name != wanted_cn:
         changes.append(f"common name {g.common_name!r} -> {wanted_cn!r}")
     subject = (spec.subject.organization, spec.subject.organizational_unit, spec.subject.country)
     if tuple(g.subject) != subject:

@@ -69,9 +69,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "title": v.title,
                 "key": v.key_ref,
                 "generation": v.generation or None,
+                "designation": v.designation or None,
                 "status": v.status,
-                "deadline": clock.iso(v.deadline) if v.deadline else None,
-                "opening": clock.iso(v.opening) if v.opening else None,
+                "deadline": clock.local_iso(v.deadline) if v.deadline else None,
+                "opening": clock.local_iso(v.opening) if v.opening else None,
                 "recorded": v.recorded,
             }
             for v in plan.consultations

@@ -103,6 +103,39 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER consultations_are_kept BEFORE DELETE ON consultations
         BEGIN SELECT RAISE(ABORT, 'consultations are never deleted from the state'); END;
     """,
+    # v3: a binding names its generation by certificate (cert_sha256, checked against the
+    # generation); key_ref stays as the file first wrote it. Every designation a generation has
+    # had is kept, so a file naming a former one still refers to the same generation.
+    """
+    CREATE TABLE designations (
+        generation TEXT NOT NULL REFERENCES generations (id),
+        designation TEXT NOT NULL,
+        since TEXT NOT NULL,
+        PRIMARY KEY (generation, designation)
+    );
+    INSERT INTO designations (generation, designation, since)
+        SELECT id, designation, created_at FROM generations;
+    CREATE TRIGGER designations_are_kept BEFORE DELETE ON designations
+        BEGIN SELECT RAISE(ABORT, 'the designation history is kept'); END;
+    ALTER TABLE consultations ADD COLUMN cert_sha256 TEXT;
+    UPDATE consultations SET cert_sha256 =
+        (SELECT g.cert_sha256 FROM generations g WHERE g.id = consultations.generation);
+    DROP TRIGGER binding_is_definitive;
+    CREATE TRIGGER binding_is_definitive BEFORE UPDATE OF entity, key_ref, generation, cert_sha256
+        ON consultations
+        WHEN OLD.entity IS NOT NEW.entity OR OLD.key_ref IS NOT NEW.key_ref
+            OR (OLD.generation IS NOT NULL AND OLD.generation IS NOT NEW.generation)
+            OR (OLD.cert_sha256 IS NOT NULL AND OLD.cert_sha256 IS NOT NEW.cert_sha256)
+        BEGIN SELECT RAISE(ABORT, 'a consultation binding is definitive'); END;
+    CREATE TRIGGER binding_names_its_certificate_on_insert BEFORE INSERT ON consultations
+        WHEN NEW.generation IS NOT NULL AND NEW.cert_sha256 IS NOT
+            (SELECT cert_sha256 FROM generations WHERE id = NEW.generation)
+        BEGIN SELECT RAISE(ABORT, 'a binding names its generation by certificate'); END;
+    CREATE TRIGGER binding_names_its_certificate BEFORE UPDATE ON consultations
+        WHEN NEW.generation IS NOT NULL AND NEW.cert_sha256 IS NOT
+            (SELECT cert_sha256 FROM generations WHERE id = NEW.generation)
+        BEGIN SELECT RAISE(ABORT, 'a binding names its generation by certificate'); END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -132,8 +165,10 @@ class StateDB:
         self.path = path
 
     @classmethod
-    def open(cls, state_dir: Path, *, create: bool) -> StateDB | None:
-        """Open (and migrate) the state; None when it does not exist and `create` is false."""
+    def open(cls, state_dir: Path, *, create: bool, migrate: bool | None = None) -> StateDB | None:
+        """Open the state; None when it does not exist and `create` is false. An older schema
+        is migrated when `migrate` (default: `create`), else refused naming `apply`."""
+        migrate = create if migrate is None else migrate
         path = state_dir / DB_NAME
         if not create and path.is_file() and path.stat().st_size == 0:
             return None  # truncated or never written: no state (opening it would write)
@@ -162,7 +197,7 @@ class StateDB:
             conn.close()
             return None  # an empty file (truncated, or never written): no state
         if version < SCHEMA_VERSION:
-            if not create:
+            if not migrate:
                 conn.close()
                 raise StateError(
                     f"{path}: the state uses schema version {version}; run `provisioner apply` "
@@ -177,6 +212,8 @@ class StateDB:
             for step in range(version, SCHEMA_VERSION):
                 for statement in _statements(MIGRATIONS[step]):
                     self.conn.execute(statement)
+                if step == 2:
+                    self._dates_in_paris_time()
                 self.conn.execute(f"PRAGMA user_version = {step + 1}")
             if version == 0:
                 self.conn.execute("INSERT INTO meta VALUES ('lineage', ?)", (str(uuid.uuid4()),))
@@ -185,6 +222,16 @@ class StateDB:
         except sqlite3.DatabaseError as exc:
             self.conn.execute("ROLLBACK")
             raise StateError(f"{self.path}: migration failed: {exc}") from None
+
+    def _dates_in_paris_time(self) -> None:
+        """v3: consultation dates were stored in UTC (`2028-08-02T22:00:00Z` for a file's
+        `2028-08-03`); they are rewritten in Paris time, the calendar day the file gave."""
+        rows = list(self.conn.execute("SELECT reference, deadline, opening FROM consultations"))
+        for reference, deadline, opening in rows:
+            self.conn.execute(
+                "UPDATE consultations SET deadline = ?, opening = ? WHERE reference = ?",
+                (_iso_local(_date(deadline)), _iso_local(_date(opening)), reference),
+            )
 
     def close(self) -> None:
         self.conn.close()
@@ -269,12 +316,18 @@ class StateDB:
                 opening=_date(r[7]),
                 bound_at=clock.parse(r[8]),
                 closed_at=_date(r[9]),
+                cert_sha256=r[10],
             )
             for r in self.conn.execute(
                 "SELECT reference, entity, key_ref, generation, title, status, deadline,"
-                " opening, bound_at, closed_at FROM consultations"
+                " opening, bound_at, closed_at, cert_sha256 FROM consultations"
             )
         }
+        designations: dict[str, tuple[str, ...]] = {}
+        for generation, designation in self.conn.execute(
+            "SELECT generation, designation FROM designations ORDER BY since, rowid"
+        ):
+            designations[generation] = (*designations.get(generation, ()), designation)
         return Recorded(
             lineage=meta.get("lineage"),
             serial=int(meta.get("serial", "0")),
@@ -282,6 +335,7 @@ class StateDB:
             copies=copies,
             targets=targets,
             consultations=consultations,
+            designations=designations,
             home=meta.get("home"),
         )
 
@@ -351,6 +405,10 @@ def _iso(value: dt.datetime | None) -> str | None:
     return clock.iso(value) if value else None
 
 
+def _iso_local(value: dt.datetime | None) -> str | None:
+    return clock.local_iso(value) if value else None
+
+
 def _statements(script: str) -> list[str]:
     """Split a migration script into statements, keeping trigger bodies whole."""
     out: list[str] = []
@@ -411,6 +469,19 @@ class Change:
                 clock.iso(g.created_at),
             ),
         )
+        self.conn.execute(
+            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
+            (g.id, g.designation, clock.iso(g.created_at)),
+        )
+
+    def add_former_designation(
+        self, generation_id: str, designation: str, since: dt.datetime
+    ) -> None:
+        """Record a name the generation had before it came under management (adopt)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
+            (generation_id, designation, clock.iso(since)),
+        )
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -428,8 +499,13 @@ class Change:
         )
 
     def set_designation(self, generation_id: str, designation: str) -> None:
+        """Rename a generation; its former names stay in the designation history."""
         self.conn.execute(
             "UPDATE generations SET designation = ? WHERE id = ?", (designation, generation_id)
+        )
+        self.conn.execute(
+            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
+            (generation_id, designation, clock.iso(clock.now())),
         )
 
     def put_copy(self, c: RecordedCopy) -> None:
@@ -460,9 +536,11 @@ class Change:
         protected by a trigger and cannot change."""
         self.conn.execute(
             "INSERT INTO consultations (reference, entity, key_ref, generation, title, status,"
-            " deadline, opening, bound_at, closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " deadline, opening, bound_at, closed_at, cert_sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (reference) DO UPDATE SET entity = excluded.entity,"
             " key_ref = excluded.key_ref, generation = excluded.generation,"
+            " cert_sha256 = excluded.cert_sha256,"
             " title = excluded.title, status = excluded.status, deadline = excluded.deadline,"
             " opening = excluded.opening, closed_at = excluded.closed_at",
             (
@@ -472,10 +550,11 @@ class Change:
                 c.generation_id,
                 c.title,
                 c.status,
-                _iso(c.deadline),
-                _iso(c.opening),
+                _iso_local(c.deadline),
+                _iso_local(c.opening),
                 clock.iso(c.bound_at),
                 _iso(c.closed_at),
+                c.cert_sha256,
             ),
         )
 

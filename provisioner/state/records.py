@@ -54,8 +54,10 @@ class RecordedCopy:
 
 @dataclass(frozen=True, slots=True)
 class RecordedConsultation:
-    """A consultation as the state knows it; its binding (entity, key_ref, generation) never
-    changes once recorded, except an unmanaged key becoming known (generation set once)."""
+    """A consultation as the state knows it; its binding (entity, key_ref, generation,
+    cert_sha256) never changes once recorded, except an unmanaged key becoming known (generation
+    and cert_sha256 set once). key_ref is how the file first named the key; the binding follows
+    the generation's certificate whatever it is called later."""
 
     reference: str
     entity: str
@@ -67,6 +69,8 @@ class RecordedConsultation:
     opening: dt.datetime | None
     bound_at: dt.datetime
     closed_at: dt.datetime | None
+    # The bound generation's certificate fingerprint: the binding's identity once managed.
+    cert_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class Recorded:
     copies: dict[tuple[str, str], RecordedCopy] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)  # name -> JSON spec (no secrets)
     consultations: dict[str, RecordedConsultation] = field(default_factory=dict)
+    # generation id -> every designation it has had, oldest first (the current one included)
+    designations: dict[str, tuple[str, ...]] = field(default_factory=dict)
     home: str | None = None  # the manifest folder the state was made for
 
     # Indexes, built once per snapshot: plans at region scale must not be quadratic.
@@ -115,3 +121,8 @@ class Recorded:
 
     def generation(self, generation_id: str) -> RecordedGeneration | None:
         return self._by_id.get(generation_id)
+
+    def names_of(self, g: RecordedGeneration) -> tuple[str, ...]:
+        """Every designation `g` has had, oldest first, ending with its current one."""
+        former = tuple(d for d in self.designations.get(g.id, ()) if d != g.designation)
+        return (*former, g.designation)

@@ -1,0 +1,269 @@
+"""`provisioner check`: one test per row of the severity table in docs/RUNBOOK.md.
+
+Each runs the real command on a quickstart applied at CREATED with consultation 2026-TX-014
+bound to generation 1 of commune-exemple (deadline 2026-12-20 12:00, opening 2027-01-10), and
+asserts the exit code and the message a monitoring system would show.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Runner, run_cli
+from tests.engine_helpers import p12_files, state_rows
+from tests.test_consultations import CREATED, EXPIRED, IN_WINDOW, consultations
+
+BOUND = 'generation 1 "Commune Exemple"'
+CONSULTATION = "2026-TX-014 (Voirie rue des Lilas; deadline 2026-12-20; opening 2027-01-10)"
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The quickstart applied once with its consultation, and a pristine copy of it."""
+    folder = tmp_path_factory.mktemp("applied") / "site"
+    folder.mkdir()
+    shutil.copy(Path(__file__).parent.parent / "examples" / "quickstart.yaml", folder)
+    shutil.copytree(Path(__file__).parent.parent / "examples" / "secrets", folder / "secrets")
+    consultations(folder)
+    done = run_cli(
+        "apply",
+        "--auto-approve",
+        folder / "quickstart.yaml",
+        "--consultations",
+        folder / "consultations.yaml",
+        env={"PROVISIONER_NOW": CREATED},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    pristine = folder.parent / "pristine"
+    shutil.copytree(folder, pristine, symlinks=True)
+    return folder, pristine
+
+
+@pytest.fixture
+def manifest(applied: tuple[Path, Path]) -> Path:
+    """The applied site as it was after its first apply (the state records absolute paths, so
+    each test gets it back in place rather than a copy elsewhere)."""
+    folder, pristine = applied
+    shutil.rmtree(folder)
+    shutil.copytree(pristine, folder, symlinks=True)
+    return folder / "quickstart.yaml"
+
+
+def check(cli: Runner, manifest: Path, at: str, *extra: str) -> tuple[int, str]:
+    done = cli(
+        "check",
+        manifest,
+        "--consultations",
+        manifest.parent / "consultations.yaml",
+        *extra,
+        env={"PROVISIONER_NOW": at},
+    )
+    assert not done.stderr, done.stderr
+    return done.returncode, done.stdout
+
+
+def dates(manifest: Path, deadline: str, opening: str, status: str = "open") -> None:
+    path = consultations(manifest.parent, status=status)
+    text = path.read_text()
+    text = text.replace("2026-12-20T12:00:00+01:00", deadline).replace("2027-01-10", opening)
+    path.write_text(text)
+
+
+def renew(cli: Runner, manifest: Path) -> None:
+    """Generation 2 is created; generation 1 stays for the consultation."""
+    done = cli(
+        "apply",
+        "--auto-approve",
+        manifest,
+        "--consultations",
+        manifest.parent / "consultations.yaml",
+        env={"PROVISIONER_NOW": IN_WINDOW},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- OK
+
+
+def test_ok_when_every_bound_key_is_held_escrowed_and_valid(cli: Runner, manifest: Path) -> None:
+    code, out = check(cli, manifest, CREATED)
+    assert code == 0, out
+    assert out.startswith("PROVISIONER OK - 2 entities, 5 copies in sync")
+    assert "| entities=2 critical=0 warning=0" in out
+
+
+# ---------------------------------------------------------------- CRITICAL
+
+
+def test_critical_when_a_bound_generation_is_missing_from_a_workstation(
+    cli: Runner, manifest: Path
+) -> None:
+    for rel, path in p12_files(manifest).items():
+        if rel.endswith("commune-exemple.g1.p12"):
+            path.unlink()  # every copy deleted, the consultation still open
+    code, out = check(cli, manifest, CREATED)
+    assert code == 2 and out.startswith("PROVISIONER CRITICAL - "), out
+    for ws in ("ws-accueil", "ws-marches"):
+        assert (
+            f"CRITICAL: commune-exemple: [bound-missing] {BOUND} is bound to {CONSULTATION} but "
+            f"is missing from workstation {ws}: no agent there could open those bids" in out
+        )
+
+
+def test_critical_when_a_bound_generation_is_missing_from_the_escrow(
+    cli: Runner, manifest: Path
+) -> None:
+    ((key_sha256,),) = state_rows(
+        manifest, "SELECT key_sha256 FROM generations WHERE entity = 'commune-exemple'"
+    )
+    (manifest.parent / ".provisioner" / "escrow" / f"{key_sha256}.key").unlink()
+    code, out = check(cli, manifest, CREATED)
+    assert code == 2, out
+    assert (
+        f"CRITICAL: commune-exemple: [not-escrowed] {BOUND} bound to consultation {CONSULTATION} "
+        "is missing from the escrow" in out
+    )
+
+
+def test_critical_when_the_bound_generation_expires_before_the_deadline_for_bids(
+    cli: Runner, manifest: Path
+) -> None:
+    dates(manifest, "2029-01-05T12:00:00+01:00", "2029-01-10")
+    code, out = check(cli, manifest, CREATED)
+    assert code == 2, out
+    assert (
+        f"CRITICAL: commune-exemple: [expires-before-deadline] {BOUND} expires on 2028-11-30, "
+        "before the deadline for bids of consultation 2026-TX-014 (Voirie rue des Lilas; "
+        "deadline 2029-01-05; opening 2029-01-10) on 2029-01-05" in out
+    )
+
+
+def test_critical_when_the_bound_generation_expires_before_the_opening(
+    cli: Runner, manifest: Path
+) -> None:
+    dates(manifest, "2026-12-20T12:00:00+01:00", "2029-01-10")
+    code, out = check(cli, manifest, CREATED)
+    assert code == 2, out
+    assert (
+        f"CRITICAL: commune-exemple: [expires-before-opening] {BOUND} expires on 2028-11-30, "
+        "before the opening of consultation 2026-TX-014 (Voirie rue des Lilas; deadline "
+        "2026-12-20; opening 2029-01-10) on 2029-01-10" in out
+    )
+
+
+@pytest.mark.parametrize(
+    ("deadline", "opening", "status", "severity", "code", "risk"),
+    [
+        (
+            "2029-01-05T12:00:00+01:00",
+            "2029-01-10",
+            "open",
+            "CRITICAL",
+            "expired-accepting-bids",
+            "still accepts bids: companies cannot encrypt to an expired certificate",
+        ),
+        (
+            "2026-12-20T12:00:00+01:00",
+            "2029-01-10",
+            "opening",
+            "CRITICAL",
+            "expired-before-opening",
+            "has not been opened yet",
+        ),
+        # Bids deposited and the opening day past, not yet closed: keep the key, nothing burns.
+        ("2026-12-20T12:00:00+01:00", "2027-01-10", "opening", "WARNING", "expired-bound", ""),
+    ],
+)
+def test_an_expired_bound_generation_is_critical_while_bids_or_the_opening_are_ahead(
+    cli: Runner,
+    manifest: Path,
+    deadline: str,
+    opening: str,
+    status: str,
+    severity: str,
+    code: str,
+    risk: str,
+) -> None:
+    dates(manifest, deadline, opening, status)
+    renew(cli, manifest)  # the current generation is fine; only generation 1 is expired
+    exit_code, out = check(cli, manifest, EXPIRED)
+    assert exit_code == {"CRITICAL": 2, "WARNING": 1}[severity], out
+    line = next(x for x in out.splitlines() if f"[{code}]" in x)
+    assert line.startswith(f"{severity}: commune-exemple: [{code}] {BOUND} expired on 2028-11-30")
+    assert f"consultation 2026-TX-014 (Voirie rue des Lilas; deadline {deadline[:10]}; " in line
+    assert f"opening {opening})" in line and risk in line
+    assert "Keep this key to open its bids" in line
+
+
+def test_critical_when_the_plan_is_refused(cli: Runner, manifest: Path) -> None:
+    renew(cli, manifest)
+    consultations(manifest.parent, designation="Commune Exemple (2)")
+    code, out = check(cli, manifest, IN_WINDOW)
+    assert code == 2, out
+    assert "CRITICAL: [refused]" in out and "consultation 2026-TX-014 is bound to" in out
+
+
+def test_critical_when_the_current_generation_expires_within_the_critical_days(
+    cli: Runner, manifest: Path
+) -> None:
+    code, out = check(cli, manifest, "2028-11-27T09:00:00+00:00")  # renewal never applied
+    assert code == 2 and "commune-exemple: current generation 1 expires in 3 days" in out
+
+
+# ---------------------------------------------------------------- WARNING
+
+
+def test_warning_when_a_renewal_is_near(cli: Runner, manifest: Path) -> None:
+    code, out = check(cli, manifest, "2028-09-20T09:00:00+00:00")
+    assert code == 1, out
+    assert (
+        'WARNING: commune-exemple: [renewal-soon] generation 1 "Commune Exemple" expires on '
+        "2028-11-30; a new generation will be created from 2028-10-01" in out
+    )
+
+
+def test_warning_when_a_copy_drifted_and_apply_will_repair_it(cli: Runner, manifest: Path) -> None:
+    p12_files(manifest)["workstations/ws-accueil/commune-exemple.g1.p12"].write_bytes(b"x")
+    code, out = check(cli, manifest, CREATED)
+    assert code == 1 and out.startswith("PROVISIONER WARNING - "), out
+    assert "[pending] 1 change(s) pending (drifted): run provisioner apply" in out
+    document = json.loads(
+        cli(
+            "check",
+            "--json",
+            manifest,
+            "--consultations",
+            manifest.parent / "consultations.yaml",
+            env={"PROVISIONER_NOW": CREATED},
+        ).stdout
+    )
+    assert document["status"] == "WARNING" and document["exit_code"] == 1
+
+
+# ---------------------------------------------------------------- UNKNOWN
+
+
+def test_unknown_without_a_state(cli: Runner, quickstart: Path) -> None:
+    consultations(quickstart.parent)
+    code, out = check(cli, quickstart, CREATED)
+    assert code == 3, out
+    assert out.startswith(f"PROVISIONER UNKNOWN - {quickstart.parent / '.provisioner'}: no state")
+
+
+def test_unknown_when_the_state_is_unreadable(cli: Runner, manifest: Path) -> None:
+    (manifest.parent / ".provisioner" / "state.db").write_bytes(b"damaged")
+    code, out = check(cli, manifest, CREATED)
+    assert code == 3 and out.startswith("PROVISIONER UNKNOWN - "), out
+    assert "state database is unreadable" in out
+
+
+def test_unknown_when_the_consultations_file_is_unreadable(cli: Runner, manifest: Path) -> None:
+    path = manifest.parent / "consultations.yaml"
+    path.write_text(path.read_text().replace("status: open", "status: ouvert"))
+    code, out = check(cli, manifest, CREATED)
+    assert code == 3 and out.startswith("PROVISIONER UNKNOWN - "), out
+    assert "consultations.yaml:" in out
