@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioner.manifest.model import Manifest
-from provisioner.plan.model import Plan
+from provisioner.plan.model import CONFLICT, ESCROW, Plan
 from provisioner.state.records import Recorded
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -31,6 +31,9 @@ _SEVERITY = {
     "unmanaged-key": WARNING,
     "renewal-soon": WARNING,
     "orphaned": WARNING,
+    # A generation whose private key is in no escrow and no intact copy: nothing can make it.
+    "escrow-missing": CRITICAL,
+    "copied-tree": WARNING,
 }
 
 
@@ -63,8 +66,36 @@ def evaluate(
     for error in plan.errors:
         findings.append(Finding(WARNING, None, "unreachable", error))
     pending_by_entity: dict[str, list[str]] = {}
+    conflicts_by_entity: dict[str, list[str]] = {}
     for a in plan.actions:
-        pending_by_entity.setdefault(a.entity, []).append(a.reason)
+        if a.kind == CONFLICT:
+            conflicts_by_entity.setdefault(a.entity, []).append(f"{a.target}: {a.path}")
+        elif a.kind == ESCROW:
+            # Until apply takes it back, the key lives only in the copies.
+            findings.append(
+                Finding(
+                    CRITICAL,
+                    a.entity,
+                    "escrow-missing",
+                    f"generation {a.generation}'s private key is missing from the escrow and "
+                    f"lives only in copies such as {a.target}: {a.path}: run provisioner apply "
+                    "to take it back",
+                )
+            )
+        else:
+            pending_by_entity.setdefault(a.entity, []).append(a.reason)
+    for entity_id, paths in sorted(conflicts_by_entity.items()):
+        findings.append(
+            Finding(
+                WARNING,
+                entity_id,
+                "conflict",
+                f"{len(paths)} file(s) this state did not write stand where its copies go "
+                f"({'; '.join(paths[:3])}{'; ...' if len(paths) > 3 else ''}): apply leaves "
+                "the entity alone; run provisioner recover if the state was lost or restored, "
+                "else move those files away",
+            )
+        )
     for entity in manifest.entities:
         if entity.state != "present":
             continue

@@ -775,29 +775,46 @@ def recover(
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
+    consultations: ConsultationsOpt = None,
+    parallel: ParallelOpt = 8,
+    moved: Annotated[
+        bool,
+        typer.Option(
+            "--moved",
+            help="The tree (manifest and state) was moved, not copied: make this state folder "
+            "its home, so that removals are no longer held back.",
+        ),
+    ] = False,
 ) -> None:
     """Rebuild a lost, empty or older state, and a lost escrow, from the copies on the shared
     locations and workstations: each copy that opens with its entity's password is recorded
     (newer generations are taken back, never re-created) and its key returns to the escrow.
-    Shows what it will record and asks first; changes no file on any target."""
+    Consultations (from the manifest's file or --consultations) are bound again. Shows what
+    it will record and asks first; changes no file on any target, and writes nothing when
+    declined."""
     from provisioner import recover as recovery
     from provisioner.atomic import make_private_dirs
     from provisioner.engine import load_session
     from provisioner.state import lock
     from provisioner.state.escrow import Escrow
 
-    session = load_session(manifest, state_dir, limit)
+    session = load_session(manifest, state_dir, limit, consultations=consultations)
     make_private_dirs(session.state_dir)
+    recorded = False
     try:
         with lock.hold(session.state_dir, "recover", lock_timeout):
             session.open_state(create=True, recovering=True)
             if session.escrow is None:
                 # Escrow.create refuses a folder of sealed keys that no keyring opens.
+                had_escrow = session.escrow_dir.exists()
                 session.escrow = Escrow.create(
                     session.escrow_dir, session.escrow_passphrase, session.recorded.lineage
                 )
+                session.created.append(
+                    session.escrow_dir if not had_escrow else session.escrow_dir / "keyring.json"
+                )
             now = clock.now()
-            found = recovery.scan(session, now)
+            found = recovery.scan(session, now, moved=moved)
             typer.echo(recovery.render(found))
             if not found.changes:
                 raise typer.Exit(0)
@@ -813,8 +830,16 @@ def recover(
                     typer.echo("Recover cancelled.")
                     raise typer.Exit(1)
             recovery.record(session, found, now)
-            typer.echo("Recovered. Run `provisioner plan` to see what is left to repair.")
+            recorded = True
+            bound = recovery.bind(session, parallel, now)
+            typer.echo(
+                "Recovered"
+                + (f"; {bound} consultation binding(s) recorded again" if bound else "")
+                + ". Run `provisioner plan` to see what is left to repair."
+            )
     finally:
+        if not recorded:
+            session.discard_created()  # declined, refused or nothing found: nothing written
         session.close()
 
 

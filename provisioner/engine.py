@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,11 @@ from provisioner.manifest.model import Manifest
 from provisioner.plan.model import Desired, Foreign, Observed, Plan
 from provisioner.plan.planner import parse_copy_name, paths_to_observe, plan, resolve_target
 from provisioner.secrets import policy_problem, resolve
-from provisioner.state.db import StateDB
-from provisioner.state.escrow import Escrow
+from provisioner.state.db import DB_NAME, StateDB
+from provisioner.state.escrow import KEYRING, Escrow
 from provisioner.state.records import Recorded
 from provisioner.transports import TransportPool
-from provisioner.transports.base import FileFacts, FolderFacts, folder_of
+from provisioner.transports.base import FileFacts, FolderFacts, folder_of, target_from_spec
 
 STATE_ENV = "PROVISIONER_STATE_DIR"
 DEFAULT_PARALLEL = 8
@@ -60,7 +61,8 @@ class Session:
     escrow: Escrow | None = None
     recorded: Recorded = field(default_factory=lambda: Recorded(None, 0))
     pool: TransportPool = field(default_factory=TransportPool)
-    moved_from: str | None = None  # the state's home, when the manifest is now elsewhere
+    moved_from: str | None = None  # the state's home, when it is used from elsewhere
+    created: list[Path] = field(default_factory=list)  # what open_state created this run
     _chains: dict[str, tuple[bytes, str]] | None = None
 
     @property
@@ -116,6 +118,9 @@ class Session:
         (StateError naming what to do), never started over; `recovering` lets `recover`
         through to rebuild. The escrow's scrypt (about 0.1 s, outside the GIL) runs in a
         thread while this one reads the state snapshot."""
+        db_path = self.state_dir / DB_NAME
+        had_db = db_path.exists()
+        had_escrow = self.escrow_dir.exists()
         with ThreadPoolExecutor(max_workers=1) as background:
             unlocking = (
                 background.submit(Escrow.unlock, self.escrow_dir, self.escrow_passphrase)
@@ -127,21 +132,20 @@ class Session:
             self.db = StateDB.open(self.state_dir, create=create and fresh, migrate=create)
             if self.db is not None:
                 self.recorded = self.db.snapshot()
+                if not had_db:
+                    self.created.append(db_path)
             if unlocking is not None:
                 self.escrow = unlocking.result()
         if not recovering:
             self.check_unit()
         if self.db is not None:
             self._chains = None  # computed again against this snapshot
-            home = str(self.manifest.path.resolve().parent)
-            if self.recorded.home is None and create:
-                self.db.set_meta("home", home)
-            elif self.recorded.home is not None and self.recorded.home != home:
-                self.moved_from = self.recorded.home
+            self.settle_home(create=create)
         if unlock and create and self.escrow is None and not recovering:
             self.escrow = Escrow.create(
                 self.escrow_dir, self.escrow_passphrase, self.recorded.lineage
             )
+            self.created.append(self.escrow_dir if not had_escrow else self.escrow_dir / KEYRING)
         elif (
             self.escrow is not None
             and self.escrow.lineage is None
@@ -149,6 +153,55 @@ class Session:
             and self.recorded.lineage is not None
         ):
             self.escrow.set_lineage(self.recorded.lineage)
+
+    def settle_home(self, *, create: bool) -> None:
+        """The state's home is the folder it was made in. Found elsewhere (a copied or moved
+        tree), removals are held back (`moved_from`) until `recover --moved` says it moved. A
+        state from before homes were recorded is taken for copied when a declared local
+        target's recorded folder is the same path under another root."""
+        assert self.db is not None
+        here = str(self.state_dir.resolve())
+        home = self.recorded.home
+        if home is None:
+            home = self._legacy_home()
+            if home is None and create:
+                self.db.set_meta("home", here)
+                return
+        if home is not None and home != here:
+            self.moved_from = home
+
+    def _legacy_home(self) -> str | None:
+        root = str(self.manifest.path.resolve().parent)
+        for name, spec in sorted(self.recorded.targets.items()):
+            declared = self.manifest.workstations.get(name) or self.manifest.locations.get(name)
+            if declared is None or declared.transport != "local":
+                continue
+            recorded = target_from_spec(spec).path
+            now = declared.path
+            if recorded == now or not now.startswith(root + os.sep):
+                continue
+            tail = now[len(root) :]
+            if recorded.endswith(tail):
+                return recorded[: -len(tail)]
+        return None
+
+    def discard_created(self) -> None:
+        """Remove what this run created and nothing else (a refused or declined run leaves
+        no state and no keyring behind)."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        for path in self.created:
+            for item in (
+                path,
+                path.with_name(path.name + "-wal"),
+                path.with_name(path.name + "-shm"),
+            ):
+                if item.is_dir():
+                    shutil.rmtree(item, ignore_errors=True)
+                else:
+                    item.unlink(missing_ok=True)
+        self.created.clear()
 
     def check_unit(self) -> None:
         """Refuse a state and an escrow that are not one unit (invariant 9)."""
@@ -190,7 +243,9 @@ class Session:
         newer = [
             fp
             for fp in sorted(Escrow.list_keys(folder) - known)
-            if (Escrow.sealed_serial(folder, fp) or 0) > self.recorded.serial
+            # The serial as committed now: a key an apply sealed while this snapshot was read
+            # is not newer than the state (plan takes no lock).
+            if (Escrow.sealed_serial(folder, fp) or 0) > (self.db.serial() if self.db else 0)
         ]
         if newer:
             raise StateError(
@@ -356,7 +411,7 @@ def inspect_foreign(
             unreachable[name] = str(exc).removeprefix(f"{name}: ")
             continue
         if password is None:
-            out[(name, path)] = Foreign(pkcs12=_is_pkcs12(data), readable=False)
+            out[(name, path)] = Foreign(pkcs12=_is_pkcs12(data), readable=False, tried=False)
             continue
         try:
             bundle = pkcs12.decode(data, password)

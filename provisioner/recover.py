@@ -118,16 +118,20 @@ def _targets_of(session: Session, entity: Entity) -> list[Target]:
     return list(out.values())
 
 
-def scan(session: Session, now: dt.datetime) -> Recovery:
-    """Read every copy of every entity in scope and decide what to record. Writes nothing."""
+def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery:
+    """Read every copy of every entity in scope and decide what to record. Writes nothing.
+
+    The state's home becomes this state folder only when it has none and does not look
+    copied, or when the operator says the tree was `moved`: re-homing a copied tree would let
+    it remove the original's files."""
     assert session.escrow is not None
     recorded = session.recorded
     out = Recovery()
     if session.escrow.lineage and session.escrow.lineage != recorded.lineage:
         out.lineage = session.escrow.lineage
-    home = str(session.manifest.path.resolve().parent)
-    if recorded.home != home:
-        out.home = home
+    here = str(session.state_dir.resolve())
+    if recorded.home != here and (moved or (recorded.home is None and session.moved_from is None)):
+        out.home = here
     by_cert = {g.cert_sha256: g for g in recorded.generations}
     escrowed = session.escrow.observe_keys()
     for entity in session.manifest.entities:
@@ -222,8 +226,20 @@ def _take_back(
     recorded = session.recorded
     gens = {g.number: g for g in recorded.generations_of(entity.id)}
     new: dict[str, RecordedGeneration] = {}
-    for cert_sha256 in sorted({f.cert_sha256 for f in found}):
-        copies = [f for f in found if f.cert_sha256 == cert_sha256]
+    certs = sorted({f.cert_sha256 for f in found})
+    by_cert_copies = {c: [f for f in found if f.cert_sha256 == c] for c in certs}
+    # When two certificates claim one number, the escrow's own key wins, then the one more
+    # copies hold, then the one on a shared location; the other is left as it is.
+    certs.sort(
+        key=lambda c: (
+            by_cert_copies[c][0].key_sha256 not in escrowed,
+            -len(by_cert_copies[c]),
+            not any(f.target.role == "location" for f in by_cert_copies[c]),
+            c,
+        )
+    )
+    for cert_sha256 in certs:
+        copies = by_cert_copies[cert_sha256]
         if cert_sha256 in by_cert:
             continue
         number, _ = Counter(f.number for f in copies).most_common(1)[0]
@@ -258,8 +274,13 @@ def _take_back(
         if g.key_sha256 not in escrowed and g.key_sha256 not in out.escrow_keys:
             out.escrow_keys[g.key_sha256] = (entity.id, f.bundle.key)
         record = recorded.copies.get((f.target.name, f.path))
-        if record is not None and record.sha256 == f.sha256 and record.generation_id == g.id:
-            continue
+        if (
+            record is not None
+            and record.sha256 == f.sha256
+            and record.generation_id == g.id
+            and record.password_id == password_id
+        ):
+            continue  # (a rebuilt escrow derives other password ids: they are recorded anew)
         info = f.bundle.info
         out.copies.append(
             RecordedCopy(
@@ -404,8 +425,9 @@ def render(recovery: Recovery) -> str:
         *(f"does not open with the entity's password: {line}" for line in recovery.unreadable),
         *(f"not observed: {line}" for line in recovery.unreachable),
         *(
-            f"the escrow holds key sha256:{k[:16]} that no state or copy names (an interrupted "
-            "apply, or a generation whose certificate is lost): kept in the escrow"
+            f"the escrow holds key sha256:{k[:16]} that no recorded or recovered generation uses "
+            "(an interrupted apply, a generation whose certificate is lost, or a copy left as "
+            "it is above): kept in the escrow"
             for k in recovery.orphans
         ),
     ]
@@ -423,3 +445,32 @@ def render(recovery: Recovery) -> str:
         f"{len(recovery.escrow_keys)} keys back into the escrow; {len(recovery.lost)} lost."
     )
     return "\n".join([head, *lines, "", summary])
+
+
+def bind(session: Session, parallel: int, now: dt.datetime) -> int:
+    """Record the consultations' bindings again from the consultations file, as the next
+    apply would, so that a bound generation keeps its guard even if that apply is run without
+    the file. Returns how many were recorded."""
+    from provisioner.apply.executor import Executor
+    from provisioner.engine import make_plan, observe
+    from provisioner.plan.model import BIND, CONSULT
+
+    assert session.db is not None and session.escrow is not None
+    if session.consultations is None:
+        return 0
+    session.recorded = session.db.snapshot()
+    plan = make_plan(session, observe(session, parallel), now)
+    actions = [a for a in plan.actions if a.kind in (BIND, CONSULT)]
+    if not actions or plan.refusals:
+        return 0
+    Executor(
+        desired=session.desired(),
+        recorded=session.recorded,
+        db=session.db,
+        escrow=session.escrow,
+        passwords=session.passwords,
+        plan=plan,
+        now=now,
+        pool=session.pool,
+    ).bind(actions)
+    return sum(a.kind == BIND for a in actions)

@@ -9,7 +9,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.manifest.model import Manifest
-from provisioner.plan.model import CLEAR, REMOVE, SECURE, WRITE, Action, Plan
+from provisioner.plan.model import CLEAR, CONFLICT, REMOVE, SECURE, WRITE, Action, Plan
 from provisioner.state.records import Recorded
 
 
@@ -69,7 +69,7 @@ def build(
             for g in recorded.generations_of(entity.id)
         )
         number_of = {g.id: g.number for g in recorded.generations_of(entity.id)}
-        pending = {(a.target, a.path): a for a in actions if a.kind in (WRITE, REMOVE)}
+        pending = {(a.target, a.path): a for a in actions if a.kind in (WRITE, REMOVE, CONFLICT)}
         copies: dict[tuple[str, str], CopyStatus] = {}
         for c in recorded.copies_of(entity.id):
             found = pending.get((c.target, c.path))
@@ -84,7 +84,9 @@ def build(
             if (target, path) not in copies and target is not None and path is not None:
                 copies[(target, path)] = CopyStatus(target, path, a.generation, a.reason, a.message)
         ready = not actions
-        reason = "up to date" if ready else f"{actions[0].reason}: {actions[0].message}"
+        # A conflict is what the operator must decide first: it leads.
+        first = next((a for a in actions if a.kind == CONFLICT), actions[0] if actions else None)
+        reason = "up to date" if first is None else f"{first.reason}: {first.message}"
         unreachable = [
             error for t in entity.targets if (error := errors_by_target.get(t.name)) is not None
         ]

@@ -157,8 +157,10 @@ def test_deleted_escrow_key_is_taken_back_from_a_copy(cli: Runner, quickstart: P
     for copy in p12_files(quickstart).values():
         copy.unlink()
     broken = cli("plan", quickstart)
-    assert broken.returncode == 1
+    assert "[escrow-missing]" in broken.stdout
     assert "its private key is missing from the escrow" in broken.stdout
+    probe = cli("check", quickstart)
+    assert probe.returncode == 2 and "missing from the escrow" in probe.stdout, probe.stdout
 
 
 def test_retired_generation_deleted_from_the_shared_location_is_written_again(
@@ -201,7 +203,45 @@ def test_copied_tree_does_not_remove_the_originals_copies(
     done = cli("apply", "--auto-approve", copy / "quickstart.yaml")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[copied-tree]" in done.stdout
+    # A renewal in the copy retires generation 1: still nothing of the original is removed.
+    renewed = cli("apply", "--auto-approve", copy / "quickstart.yaml", env=RENEWAL)
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    assert "[copied-tree]" in renewed.stdout
     assert snapshot(quickstart) == files, "the original tree's copies were touched"
+    # recover does not make the copy the home unless told the tree was moved.
+    assert cli("recover", "--auto-approve", copy / "quickstart.yaml", env=RENEWAL).returncode == 0
+    again = cli("apply", "--auto-approve", copy / "quickstart.yaml", env=RENEWAL)
+    assert "[copied-tree]" in again.stdout and snapshot(quickstart) == files
+
+
+def test_copied_tree_with_absolute_target_paths(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    shared = tmp_path / "targets"
+    quickstart.write_text(quickstart.read_text().replace("path: demo-out", f"path: {shared}"))
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    before = {p.name for p in shared.rglob("*.p12")}
+    copy = tmp_path / "copy"
+    shutil.copytree(quickstart.parent, copy)
+    renewed = cli("apply", "--auto-approve", copy / "quickstart.yaml", env=RENEWAL)
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    assert before <= {p.name for p in shared.rglob("*.p12")}, "a copy of the tree removed files"
+
+
+def test_moved_tree_is_rehomed_on_request(cli: Runner, quickstart: Path, tmp_path: Path) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    shutil.move(quickstart.parent, moved)
+    manifest = moved / "quickstart.yaml"
+    held = cli("apply", "--auto-approve", manifest)
+    assert "[copied-tree]" in held.stdout and "5 removals are held back" in held.stdout
+    done = cli("recover", "--moved", "--auto-approve", manifest)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the state's home becomes" in done.stdout
+    applied = cli("apply", "--auto-approve", manifest)
+    assert applied.returncode == 0 and "[copied-tree]" not in applied.stdout
+    assert cli("apply", "--auto-approve", manifest, env=RENEWAL).returncode == 0
+    converged(cli, manifest, RENEWAL)
 
 
 def test_absent_entity_keeps_its_copies_on_shared_locations(cli: Runner, quickstart: Path) -> None:
@@ -256,3 +296,98 @@ def test_state_db_older_than_its_escrow_is_refused_then_recovered(
     assert cli("recover", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
     converged(cli, quickstart, RENEWAL)
     assert key_fingerprints(quickstart) == keys
+
+
+def test_a_conflict_does_not_hide_the_entitys_other_repairs(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(quickstart, other / "quickstart.yaml")
+    shutil.copytree(quickstart.parent / "secrets", other / "secrets")
+    assert cli("apply", "--auto-approve", other / "quickstart.yaml").returncode == 0
+    name = "workstations/ws-accueil/commune-exemple.g1.p12"
+    stray = p12_files(quickstart)[name]
+    stray.write_bytes(p12_files(other / "quickstart.yaml")[name].read_bytes())
+    foreign = stray.read_bytes()
+    shared = p12_files(quickstart)["shared/backup/commune-exemple.g1.p12"]
+    shared.unlink()
+    planned = cli("plan", quickstart)
+    assert "! conflict g1 on ws-accueil:" in planned.stdout
+    assert "+ write g1 on backup-share:" in planned.stdout
+    status = cli("status", quickstart)
+    assert "not opened: this command reads no password" in status.stdout, status.stdout
+    probe = cli("check", quickstart)
+    assert probe.returncode == 1 and "run provisioner recover" in probe.stdout, probe.stdout
+    assert cli("apply", "--auto-approve", quickstart).returncode == 1
+    assert shared.exists() and stray.read_bytes() == foreign
+
+
+def test_apply_after_the_whole_state_folder_is_lost_writes_nothing(
+    cli: Runner, quickstart: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    shutil.rmtree(state_dir(quickstart))
+    assert cli("apply", "--auto-approve", quickstart).returncode == 1
+    assert not (state_dir(quickstart) / "state.db").exists()
+    assert not (state_dir(quickstart) / "escrow").exists(), "a keyring was made over a lost state"
+    declined = cli("recover", quickstart)  # no terminal: declined
+    assert declined.returncode == 1
+    assert not (state_dir(quickstart) / "state.db").exists()
+    assert not (state_dir(quickstart) / "escrow").exists()
+
+
+def test_recover_prefers_the_escrows_key_over_a_foreign_copy(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    keys = key_fingerprints(quickstart)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(quickstart, other / "quickstart.yaml")
+    shutil.copytree(quickstart.parent / "secrets", other / "secrets")
+    assert cli("apply", "--auto-approve", other / "quickstart.yaml").returncode == 0
+    name = "shared/backup/commune-exemple.g1.p12"
+    p12_files(quickstart)[name].write_bytes(p12_files(other / "quickstart.yaml")[name].read_bytes())
+    (state_dir(quickstart) / "state.db").unlink()
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "left as it is" in done.stdout, done.stdout
+    assert "commune-exemple: key" not in done.stdout, "a foreign key went into the escrow"
+    planned = cli("plan", quickstart)
+    assert "! conflict g1 on backup-share:" in planned.stdout
+    keys.pop(name)
+    assert {k: v for k, v in key_fingerprints(quickstart).items() if k != name} == keys
+
+
+def test_escrow_rebuilt_from_copies_does_not_reencode_every_copy(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    files = snapshot(quickstart)
+    shutil.move(state_dir(quickstart) / "escrow", tmp_path / "escrow-aside")
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 keys back into the escrow" in done.stdout
+    converged(cli, quickstart)
+    assert snapshot(quickstart) == files
+
+
+def test_recover_binds_the_consultations_again(cli: Runner, quickstart: Path) -> None:
+    consultations = quickstart.parent / "consultations.csv"
+    consultations.write_text(
+        "reference;title;entity;designation;status;deadline;opening\n"
+        "2028-TX-014;Voirie;commune-exemple;Commune Exemple;open;15/12/2028 12:00;20/12/2028\n"
+    )
+    given = ("--consultations", str(consultations))
+    assert cli("apply", "--auto-approve", *given, quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", *given, quickstart, env=RENEWAL).returncode == 0
+    converged(cli, quickstart, RENEWAL)
+    shutil.rmtree(state_dir(quickstart))
+    done = cli("recover", "--auto-approve", *given, quickstart, env=RENEWAL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 consultation binding(s) recorded again" in done.stdout
+    # Without the file, the bound generation 1 stays on the workstations (its guard is back).
+    planned = cli("plan", quickstart, env=RENEWAL)
+    assert "remove g1 on ws-" not in planned.stdout, planned.stdout

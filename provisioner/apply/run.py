@@ -83,6 +83,7 @@ def apply_manifest(
         observed = observe(session, parallel)
         plan = make_plan(session, observed, clock.now())
         if not plan.actionable or plan.refusals:
+            session.discard_created()  # a run that does nothing leaves no new state behind
             return ApplyRun(plan, None, note)
         issuers = _load_issuers(session, plan)
         if not confirm(plan):

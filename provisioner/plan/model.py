@@ -92,12 +92,15 @@ class Foreign:
     escrowed: bool = False  # the escrow holds its private key
     known: bool = False  # its key is a generation's this state records
     written_here: bool = False  # the very bytes of a copy this state wrote elsewhere
+    tried: bool = True  # False: the command read no password (status, check)
 
     def describe(self) -> str:
         if self.written_here:
             return "a copy this state wrote for another place"
         if not self.pkcs12:
             return "not a PKCS#12 file"
+        if not self.tried:
+            return "a PKCS#12, not opened: this command reads no password; `plan` says more"
         if not self.readable:
             return "a PKCS#12 that does not open with the entity's password"
         held = "in the escrow" if self.escrowed else "NOT in the escrow"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import replace
 
 from provisioner import clock
@@ -128,8 +127,11 @@ class _Planner:
                     self.present(entity)
                 mine = self.actions[before:]
                 if any(a.kind == CONFLICT for a in mine):
-                    # Not ours, not touched: apply leaves the whole entity alone.
-                    self.actions[before:] = [a for a in mine if a.kind == CONFLICT]
+                    # Not ours, not touched: the conflicting paths are left alone, and so is
+                    # everything that rests on the state being current (new generations,
+                    # retirements, removals). Repairs of known generations' copies at free
+                    # paths and escrow restores still go ahead: they can lose nothing.
+                    self.actions[before:] = [a for a in mine if _safe_beside_conflict(a)]
                 if len(self.actions) == before:
                     self.in_sync.append(self.sync_line(entity))
                 self.warn(entity, self.actions[before:])
@@ -151,11 +153,11 @@ class _Planner:
                 Warning(
                     None,
                     "copied-tree",
-                    f"this state was made for the manifest in {self.desired.moved_from}; "
-                    f"{self.moved_away} cop{'ies' if self.moved_away > 1 else 'y'} under that "
-                    "folder are left alone instead of being removed as moved or decommissioned "
-                    "(the tree was copied or moved). Remove them by hand once checked, or run "
-                    "`provisioner recover` here to make this folder the state's home",
+                    f"this state was made in {self.desired.moved_from} and is used from "
+                    f"elsewhere (a copied or moved tree): {self.moved_away} removal"
+                    f"{'s are' if self.moved_away > 1 else ' is'} held back, since the copies "
+                    "it recorded may be the original tree's. If the tree was moved, not copied, "
+                    "run `provisioner recover --moved MANIFEST` to make this its home",
                 )
             )
         self.actions.extend(
@@ -415,17 +417,14 @@ class _Planner:
 
     def removable(self, entity: Entity, copy: RecordedCopy, number: int, code: str) -> bool:
         """A recorded copy may be removed only while it is what was written (a changed file
-        is not ours any more: conflict) and, after a copied tree, not under the old home."""
+        is not ours any more: conflict), and not from a state found away from its home."""
         facts = self.observed.files.get((copy.target, copy.path))
         if facts is not None and (facts.symlink or facts.sha256 != copy.sha256):
             self.conflict(entity, number, copy.target, copy.path, "where a copy to remove was")
             return False
-        moved_from = self.desired.moved_from
-        if (
-            moved_from is not None
-            and code in ("moved", "decommissioned", "entity-absent")
-            and _under(copy.path, moved_from)
-        ):
+        if self.desired.moved_from is not None:
+            # A copied state shares its records (and absolute target paths) with the original:
+            # nothing recorded is removed until the operator says the tree was moved.
             self.moved_away += 1
             return False
         return True
@@ -734,11 +733,10 @@ class _Planner:
         )
 
 
-def _under(path: str, folder: str) -> bool:
-    try:
-        return os.path.commonpath([folder, path]) == folder
-    except ValueError:  # one relative, or another drive
-        return False
+def _safe_beside_conflict(action: Action) -> bool:
+    if action.kind in (CONFLICT, ESCROW):
+        return True
+    return action.kind == WRITE and action.reason != "new-generation"
 
 
 def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datetime) -> Plan:
