@@ -391,7 +391,8 @@ def _notify(session: Any, run: Any) -> None:
     if not session.manifest.hooks:
         return
     fired = hooks.events(run.plan, run.result or ApplyResult())
-    for problem in hooks.fire(session.manifest, fired):
+    secrets = (session.escrow_passphrase, *session.passwords.values())
+    for problem in hooks.fire(session.manifest, fired, secrets):
         typer.echo(f"Warning: {problem}", err=True)
 
 
