@@ -125,6 +125,9 @@ class Session:
                 self.escrow = Escrow.create(self.escrow_dir, self.escrow_passphrase)
         if self.db is not None:
             self._chains = None  # computed again against this snapshot
+            if create and self.escrow is not None and self.escrow.needs_upgrade:
+                # Once, under the lock: old key files get the entity sealed in, the state's.
+                self.escrow.upgrade({g.key_sha256: g.entity for g in self.recorded.generations})
             if unlock and self.escrow is None and self.recorded.generations:
                 raise ProvisionerError(
                     f"{self.escrow_dir}: the escrow is missing while the state records "
