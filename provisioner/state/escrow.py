@@ -16,6 +16,7 @@ an entity's password changed without keeping anything that could be brute-forced
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import json
@@ -100,9 +101,10 @@ def _write(path: Path, data: bytes, what: str) -> None:
     try:
         write_private(path, data)
     except OSError as exc:
+        fix = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the cause"
         raise StateError(
-            f"{path}: cannot write {what}: {exc.strerror or exc}; the file is unchanged. Fix the "
-            "cause (free space...), then run the command again"
+            f"{path}: cannot write {what}: {exc.strerror or exc}; the file is unchanged: {fix}, "
+            "then run the command again"
         ) from None
 
 
