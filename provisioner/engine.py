@@ -183,7 +183,7 @@ def load_session(
             password = known.get(source)
             if password is None:
                 try:
-                    password = resolve(ref, f"entity {entity.id} password")
+                    password = resolve(ref, f"entity {entity.id} password", (passphrase,))
                 except SecretError as exc:
                     problems.append(str(exc))
                     continue

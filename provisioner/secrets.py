@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from provisioner import children
@@ -17,9 +18,11 @@ COMMAND_TIMEOUT = 30.0
 MAX_SECRET_BYTES = 4096
 
 
-def resolve(ref: SecretRef, what: str) -> str:
+def resolve(ref: SecretRef, what: str, withheld: Iterable[str] = ()) -> str:
     """The secret's value: the first line of the env var, file or command output (only a
-    final "\n" or "\r\n" ends it: a password may hold any other character)."""
+    final "\n" or "\r\n" ends it: a password may hold any other character). A command gets
+    a minimal environment, without any variable whose value is one of `withheld` (secrets
+    already resolved: the escrow passphrase...)."""
     if ref.kind == "env":
         assert isinstance(ref.value, str)
         value = os.environ.get(ref.value)
@@ -40,7 +43,7 @@ def resolve(ref: SecretRef, what: str) -> str:
             # No shell: the argv list is run as is, with a minimal environment.
             done = children.run_bounded(
                 argv,
-                env=children.environment(ref.child_env),
+                env=children.environment(ref.child_env, withheld),
                 cwd=ref.base_dir,
                 timeout=COMMAND_TIMEOUT,
                 limit=MAX_SECRET_BYTES,
