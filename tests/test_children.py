@@ -182,3 +182,21 @@ def test_only_a_final_newline_ends_a_password(tmp_path: Path, output: str, expec
     program = tmp_path / "print.py"
     program.write_text(f"import sys\nsys.stdout.buffer.write({output.encode()!r})\n")
     assert resolve(ref("command", ("python3", str(program)), tmp_path), "pw") == expected
+
+
+def test_a_hook_that_leaves_a_process_behind_is_done_when_it_exits(
+    cli: Runner, quickstart: Path
+) -> None:
+    folder = quickstart.parent
+    # The hook starts a notifier in the background (holding its output) and exits at once.
+    script(folder / "notify.sh", "sleep 100 &\necho queued\n")
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "version: 1\n", "version: 1\nhooks: {renewed: [[./notify.sh]]}\n"
+        )
+    )
+    started = time.monotonic()
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stderr
+    assert "Warning: hook" not in done.stderr
+    assert time.monotonic() - started < 40, "not the 60 s hook timeout"

@@ -14,7 +14,6 @@ from provisioner.manifest.schema import dotted, is_valid, validate
 from provisioner.manifest.yamlpos import Positions, load_yaml
 
 _WINDOWS_ABS = re.compile(r"^[A-Za-z]:/")
-_WINDOWS_LOOK = re.compile(r"^[A-Za-z]:[\\/]|\\")
 # Characters a name may not hold: control (NUL included), format (bidi overrides, zero-width),
 # surrogates, line and paragraph separators. A spoofed name reaches the certificate's CN and
 # the friendly name the agent sees.
@@ -117,7 +116,7 @@ class _Checker:
         parts = raw.split("/")
         if not raw.isprintable():
             self.error(path, "path contains control characters")
-        elif _WINDOWS_LOOK.search(raw):
+        elif "\\" in raw or (raw[1:2] == ":" and raw[:1].isalpha()):  # C:\x, C:/x
             self.error(
                 path,
                 f"{raw!r} is a Windows path: local paths are on this machine (POSIX, forward "
