@@ -115,7 +115,11 @@ def test_ctrl_c_during_key_generation(quickstart: Path) -> None:
         text=True,
         start_new_session=True,
     )
-    time.sleep(2.0)
+    keyring = quickstart.parent / ".provisioner" / "escrow" / "keyring.json"
+    deadline = time.monotonic() + 120
+    while not keyring.exists() and time.monotonic() < deadline:  # the state is open: keys next
+        time.sleep(0.05)
+    time.sleep(1.0)
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, (out, err)
