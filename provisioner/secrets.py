@@ -6,12 +6,12 @@ Secret values live only in memory. Error messages name the source, never the val
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from provisioner import children
 from provisioner.errors import SecretError
+from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest.model import PasswordPolicy, SecretRef
 
 COMMAND_TIMEOUT = 30.0
@@ -75,45 +75,10 @@ def resolve(ref: SecretRef, what: str, withheld: Iterable[str] = ()) -> str:
 
 
 def _read_file(path: Path, ref: SecretRef, what: str) -> bytes:
-    """At most MAX_SECRET_BYTES + 1 bytes of a regular file. A FIFO, device or folder is
-    refused without blocking: the open does not wait for a writer (O_NONBLOCK) and the type
-    is checked on the opened file (fstat), so it cannot be swapped in between."""
-    where = f"{ref.location}: {what}: secret file {path}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SecretError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-    try:
-        facts = os.fstat(fd)
-        if not stat.S_ISREG(facts.st_mode):
-            kind = (
-                "a folder"
-                if stat.S_ISDIR(facts.st_mode)
-                else "a named pipe"
-                if stat.S_ISFIFO(facts.st_mode)
-                else "a device"
-                if stat.S_ISCHR(facts.st_mode) or stat.S_ISBLK(facts.st_mode)
-                else "not a regular file"
-            )
-            raise SecretError(f"{where}: is {kind}; give a regular file")
-        if facts.st_size > MAX_SECRET_BYTES:
-            raise SecretError(
-                f"{where}: is too large ({facts.st_size} bytes; at most {MAX_SECRET_BYTES})"
-            )
-        os.set_blocking(fd, True)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_SECRET_BYTES:
-            chunk = os.read(fd, MAX_SECRET_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise SecretError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
+        return read_regular(path, MAX_SECRET_BYTES)
+    except InputFileError as exc:
+        raise SecretError(f"{ref.location}: {what}: secret file {path}: {exc}") from None
 
 
 def _text(data: bytes, ref: SecretRef, what: str) -> str:

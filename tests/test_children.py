@@ -125,7 +125,7 @@ def test_secret_file_that_is_a_pipe_device_or_folder_is_refused_at_once(tmp_path
         )
     big = tmp_path / "big.pass"
     big.write_bytes(b"x" * (MAX_SECRET_BYTES + 1))
-    with pytest.raises(SecretError, match=r"big.pass: is too large \(4097 bytes; at most 4096\)"):
+    with pytest.raises(SecretError, match=r"big.pass: is larger than 4096 bytes \(4097 bytes\)"):
         resolve(ref("file", "big.pass", tmp_path), "pw")
 
 
@@ -200,3 +200,11 @@ def test_a_hook_that_leaves_a_process_behind_is_done_when_it_exits(
     assert done.returncode == 0, done.stderr
     assert "Warning: hook" not in done.stderr
     assert time.monotonic() - started < 40, "not the 60 s hook timeout"
+
+
+def test_a_pipe_or_device_as_manifest_is_refused_at_once(cli: Runner, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "m.yaml")
+    for name, kind in (("m.yaml", "a named pipe"), ("/dev/zero", "a device")):
+        done = cli("validate", name, cwd=tmp_path, timeout=30)
+        assert done.returncode == 1
+        assert f"{name}: error: is {kind}; give a regular file" in done.stderr

@@ -9,9 +9,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from provisioner.errors import Diagnostic, Location, ManifestError
+from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest import model as m
 from provisioner.manifest.schema import dotted, is_valid, validate
-from provisioner.manifest.yamlpos import Positions, load_yaml
+from provisioner.manifest.yamlpos import MAX_BYTES, Positions, load_yaml
 
 _WINDOWS_ABS = re.compile(r"^[A-Za-z]:/")
 # Characters a name may not hold: control (NUL included), format (bidi overrides, zero-width),
@@ -443,12 +444,9 @@ def read_manifest(path: Path) -> tuple[m.Manifest, list[Diagnostic]]:
     """Load and check a manifest; returns it with its warnings, or raises ManifestError."""
     display = os.path.relpath(path) if not path.is_absolute() else str(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ManifestError(
-            [Diagnostic("error", Location(display), f"cannot read: {reason}")]
-        ) from None
+        data = read_regular(path, MAX_BYTES)
+    except InputFileError as exc:
+        raise ManifestError([Diagnostic("error", Location(display), str(exc))]) from None
     # Lean positions first: those of mappings and lists, which is all the model records.
     # Every key and value is placed only when there is something to report (parsed again).
     doc, positions = load_yaml(data, display, lean=True)
