@@ -281,10 +281,13 @@ class Escrow:
             owner = entities.get(fingerprint)
             if owner is None:
                 continue
-            with self.folder.joinpath(f"{fingerprint}.key").open("rb") as handle:
-                if KEY_FORMAT.encode() in handle.read(MAX_FILE_BYTES):
-                    continue
-            _, _, der, version = self._open(fingerprint)
+            try:
+                with self.folder.joinpath(f"{fingerprint}.key").open("rb") as handle:
+                    if KEY_FORMAT.encode() in handle.read(MAX_FILE_BYTES):
+                        continue
+                _, _, der, version = self._open(fingerprint)
+            except (OSError, StateError):
+                continue  # damaged: reported by whatever needs the key, not rewritten here
             if version == FORMAT:
                 self._seal(fingerprint, der, owner)
                 done += 1
