@@ -7,6 +7,7 @@ import contextlib
 import gc
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -416,7 +417,8 @@ def _notify(session: Any, run: Any) -> None:
     if not session.manifest.hooks:
         return
     fired = hooks.events(run.plan, run.result or ApplyResult())
-    for problem in hooks.fire(session.manifest, fired):
+    secrets = (session.escrow_passphrase, *session.passwords.values())
+    for problem in hooks.fire(session.manifest, fired, secrets):
         typer.echo(f"Warning: {problem}", err=True)
 
 
@@ -518,8 +520,12 @@ def check(
             code, line = probe.summary(findings, session.manifest, session.recorded, now)
         finally:
             session.close()
-    except ProvisionerError as exc:
+    except Exception as exc:  # a probe that cannot conclude says UNKNOWN, whatever the cause
+        if not isinstance(exc, ProvisionerError) and os.environ.get("PROVISIONER_DEBUG"):
+            raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not isinstance(exc, ProvisionerError):
+            first = f"internal error: {type(exc).__name__}: {first}"
         line = f"PROVISIONER UNKNOWN - {first}"
         if as_json:
             typer.echo(json.dumps(probe.to_json(probe.UNKNOWN, line, []), indent=2))
@@ -1009,6 +1015,7 @@ def export(
 def main() -> None:
     """Console entry point: runs the app and turns known errors into messages, not tracebacks."""
     os.umask(0o077)  # whatever this process creates is private
+    signal.signal(signal.SIGINT, _interrupt)
     # Region-scale runs allocate hundreds of thousands of long-lived objects and few cycles:
     # collect the young generation less often.
     gc.set_threshold(50_000, 50, 100)
@@ -1020,6 +1027,15 @@ def main() -> None:
     except ProvisionerError as exc:
         typer.echo(f"Error: {exc}", err=True)
         _leave(exc.exit_code)
+    except Interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the message
+        typer.echo(
+            "\nInterrupted (Ctrl-C). What was recorded before is kept, an unfinished step was "
+            "rolled back, and no file is half-written (writes are atomic). Run "
+            "`provisioner plan` to see what remains, or the command again.",
+            err=True,
+        )
+        _leave(130)
     except Exception as exc:  # a genuine bug: say so in one line unless debugging
         if os.environ.get("PROVISIONER_DEBUG"):
             raise
@@ -1029,6 +1045,15 @@ def main() -> None:
         )
         _leave(1)
     _leave(0)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C. Not a KeyboardInterrupt, which click would turn into a bare "Aborted!"; a
+    BaseException, so that no `except Exception` on the way swallows it."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted
 
 
 def _leave(code: object) -> NoReturn:

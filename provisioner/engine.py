@@ -141,6 +141,9 @@ class Session:
         if self.db is not None:
             self._chains = None  # computed again against this snapshot
             self.settle_home(create=create)
+            if create and self.escrow is not None and self.escrow.needs_upgrade:
+                # Once, under the lock: old key files get the entity sealed in, the state's.
+                self.escrow.upgrade({g.key_sha256: g.entity for g in self.recorded.generations})
         if unlock and create and self.escrow is None and not recovering:
             self.escrow = Escrow.create(
                 self.escrow_dir, self.escrow_passphrase, self.recorded.lineage
@@ -304,7 +307,7 @@ def load_session(
             password = known.get(source)
             if password is None:
                 try:
-                    password = resolve(ref, f"entity {entity.id} password")
+                    password = resolve(ref, f"entity {entity.id} password", (passphrase,))
                 except SecretError as exc:
                     problems.append(str(exc))
                     continue

@@ -1,16 +1,18 @@
 """Notification hooks: argv lists from the manifest, run without a shell after apply, each
-given one JSON event on standard input. Events carry identifiers, designations, fingerprints,
-dates and consultations; never a password or key material. A hook's failure is reported and
-never fails the apply."""
+given one JSON event on standard input and a minimal environment. Events carry identifiers,
+designations, fingerprints, dates and consultations; never a password or key material. A
+hook's failure is reported and never fails the apply."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import tempfile
+from collections.abc import Iterable
 from typing import Any
 
-from provisioner import clock
+from provisioner import children, clock
 from provisioner.apply.executor import ApplyResult
 from provisioner.manifest.model import Manifest
 from provisioner.plan.model import CREATE, WRITE, Plan
@@ -97,33 +99,57 @@ def events(plan: Plan, result: ApplyResult) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def fire(manifest: Manifest, fired: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Run the manifest's hooks for each event; returns one line per hook that failed."""
+def fire(
+    manifest: Manifest,
+    fired: list[tuple[str, dict[str, Any]]],
+    secrets: Iterable[str] = (),
+) -> list[str]:
+    """Run the manifest's hooks for each event; returns one line per hook that failed.
+
+    A hook gets a minimal environment (`children.environment`): no variable a secret
+    reference names, none holding one of `secrets` (the values this run resolved). It is
+    waited for, not its output: one that leaves a process behind is done when it exits."""
     problems: list[str] = []
+    env = children.environment(manifest.child_env, secrets)
     for name, payload in fired:
         for argv in manifest.hooks.get(name, ()):
             program = argv[0]
             if os.sep in program and not os.path.isabs(program):
                 program = str(manifest.base_dir / program)
-            try:
-                done = subprocess.run(
-                    [program, *argv[1:]],
-                    input=json.dumps(payload).encode(),
-                    capture_output=True,
-                    timeout=HOOK_TIMEOUT,
-                    cwd=manifest.base_dir,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                problems.append(f"hook {argv[0]} on {name}: timed out after {HOOK_TIMEOUT:g} s")
-                continue
-            except OSError as exc:
-                problems.append(f"hook {argv[0]} on {name}: cannot run: {exc.strerror or exc}")
-                continue
-            if done.returncode != 0:
-                tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-                problems.append(
-                    f"hook {argv[0]} on {name}: exited with {done.returncode}"
-                    + (f": {tail[0][:200]}" if tail[0] else "")
-                )
+            # The event and the hook's error output go through unnamed temporary files: a
+            # hook that ignores its input never blocks a pipe, and one that leaves a
+            # background process holding its output is not waited for.
+            with tempfile.TemporaryFile() as event, tempfile.TemporaryFile() as errors:
+                event.write(json.dumps(payload).encode())
+                event.seek(0)
+                try:
+                    process = subprocess.Popen(
+                        [program, *argv[1:]],
+                        stdin=event,
+                        stdout=subprocess.DEVNULL,
+                        stderr=errors,
+                        cwd=manifest.base_dir,
+                        env=env,
+                    )
+                except OSError as exc:
+                    problems.append(f"hook {argv[0]} on {name}: cannot run: {exc.strerror or exc}")
+                    continue
+                try:
+                    returncode = process.wait(HOOK_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                    problems.append(
+                        f"hook {argv[0]} on {name}: timed out after {HOOK_TIMEOUT:g} s (killed)"
+                    )
+                    continue
+                if returncode != 0:
+                    size = errors.seek(0, os.SEEK_END)
+                    errors.seek(max(0, size - 4096))
+                    text = errors.read().decode("utf-8", "replace").strip()
+                    tail = text.splitlines()[-1:] or [""]
+                    problems.append(
+                        f"hook {argv[0]} on {name}: exited with {returncode}"
+                        + (f": {tail[0][:200]}" if tail[0] else "")
+                    )
     return problems

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,10 @@ def rehearse(
                 slots.append((base, bound.get(g.id, [])))
     workers = os.cpu_count() or 1
     if len(jobs) >= 8 and workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as executor:
+        # Ctrl-C is the command's to handle, not the workers' (each would print a traceback).
+        with ProcessPoolExecutor(
+            max_workers=workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
+        ) as executor:
             outcomes = list(executor.map(open_copy, jobs, chunksize=max(1, len(jobs) // 64)))
     else:
         outcomes = [open_copy(job) for job in jobs]

@@ -6,18 +6,23 @@ Secret values live only in memory. Error messages name the source, never the val
 from __future__ import annotations
 
 import os
-import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
+from provisioner import children
 from provisioner.errors import SecretError
+from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest.model import PasswordPolicy, SecretRef
 
 COMMAND_TIMEOUT = 30.0
 MAX_SECRET_BYTES = 4096
 
 
-def resolve(ref: SecretRef, what: str) -> str:
-    """The secret's value: first line of the env var, file or command output (stripped of EOL)."""
+def resolve(ref: SecretRef, what: str, withheld: Iterable[str] = ()) -> str:
+    """The secret's value: the first line of the env var, file or command output (only a
+    final "\n" or "\r\n" ends it: a password may hold any other character). A command gets
+    a minimal environment, without any variable whose value is one of `withheld` (secrets
+    already resolved: the escrow passphrase...)."""
     if ref.kind == "env":
         assert isinstance(ref.value, str)
         value = os.environ.get(ref.value)
@@ -30,50 +35,58 @@ def resolve(ref: SecretRef, what: str) -> str:
         assert isinstance(ref.value, str)
         path = Path(ref.value)
         path = path if path.is_absolute() else ref.base_dir / path
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_SECRET_BYTES + 1)
-        except OSError as exc:
-            raise SecretError(
-                f"{ref.location}: {what}: cannot read secret file {path}: {exc.strerror}"
-            ) from None
-        raw = _text(data, ref, what)
+        raw = _text(_read_file(path, ref, what), ref, what)
     else:
         assert isinstance(ref.value, tuple)
         argv = list(ref.value)
         try:
-            # No shell: the argv list is run as is.
-            done = subprocess.run(
+            # No shell: the argv list is run as is, with a minimal environment.
+            done = children.run_bounded(
                 argv,
-                capture_output=True,
-                timeout=COMMAND_TIMEOUT,
-                check=False,
-                stdin=subprocess.DEVNULL,
+                env=children.environment(ref.child_env, withheld),
                 cwd=ref.base_dir,
+                timeout=COMMAND_TIMEOUT,
+                limit=MAX_SECRET_BYTES,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            reason = (
-                "timed out"
-                if isinstance(exc, subprocess.TimeoutExpired)
-                else str(getattr(exc, "strerror", None) or exc)
-            )
+        except children.Timeout:
+            raise SecretError(
+                f"{ref.location}: {what}: secret command {argv[0]} failed: did not exit within "
+                f"{COMMAND_TIMEOUT:g} s (killed)"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
             raise SecretError(
                 f"{ref.location}: {what}: secret command {argv[0]} failed: {reason}"
             ) from None
+        if done.too_large:
+            raise SecretError(
+                f"{ref.location}: {what}: secret from {ref.describe()} is too large (more than "
+                f"{MAX_SECRET_BYTES} bytes; it was stopped)"
+            )
         if done.returncode != 0:
             raise SecretError(
                 f"{ref.location}: {what}: secret command {argv[0]} exited with {done.returncode}"
             )
         raw = _text(done.stdout, ref, what)
-    line = raw.splitlines()[0] if raw else ""
+    line = raw.split("\n", 1)[0].removesuffix("\r")
     if not line:
         raise SecretError(f"{ref.location}: {what}: the secret from {ref.describe()} is empty")
     return line
 
 
+def _read_file(path: Path, ref: SecretRef, what: str) -> bytes:
+    try:
+        return read_regular(path, MAX_SECRET_BYTES)
+    except InputFileError as exc:
+        raise SecretError(f"{ref.location}: {what}: secret file {path}: {exc}") from None
+
+
 def _text(data: bytes, ref: SecretRef, what: str) -> str:
     if len(data) > MAX_SECRET_BYTES:
-        raise SecretError(f"{ref.location}: {what}: secret from {ref.describe()} is too large")
+        raise SecretError(
+            f"{ref.location}: {what}: secret from {ref.describe()} is too large (more than "
+            f"{MAX_SECRET_BYTES} bytes)"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -65,6 +65,9 @@ def _die_with_parent(parent: int, start_method: str) -> None:
     caught, and the workers wait on a pipe their siblings keep open), holding the apply's
     output pipes open forever: on Linux the kernel now kills it with its parent (the apply,
     or with the forkserver start method the server, which ends with the apply)."""
+    # Ctrl-C reaches the whole process group: the apply handles it, its workers must not
+    # (each would print a traceback); they end with the pool or with the apply.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
 

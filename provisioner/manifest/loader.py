@@ -4,15 +4,81 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from provisioner.errors import Diagnostic, Location, ManifestError
+from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest import model as m
 from provisioner.manifest.schema import dotted, is_valid, validate
-from provisioner.manifest.yamlpos import Positions, load_yaml
+from provisioner.manifest.yamlpos import MAX_BYTES, Positions, load_yaml
 
 _WINDOWS_ABS = re.compile(r"^[A-Za-z]:/")
+# Characters a name may not hold: control (NUL included), format (bidi overrides, zero-width),
+# surrogates, line and paragraph separators. A spoofed name reaches the certificate's CN and
+# the friendly name the agent sees.
+_FORBIDDEN_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "a format character: bidi or zero-width",
+    "Cs": "a surrogate",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+# File names Windows refuses whatever their extension (`con.g1.p12` included).
+WINDOWS_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul"]
+    + [f"com{i}" for i in range(1, 10)]
+    + [f"lpt{i}" for i in range(1, 10)]
+    + [
+        "com\u00b9",
+        "com\u00b2",
+        "com\u00b3",
+        "lpt\u00b9",
+        "lpt\u00b2",
+        "lpt\u00b3",
+        "conin$",
+        "conout$",
+    ]
+)
+
+
+def name_problem(text: str) -> str | None:
+    """Why `text` may not be a name, designation or subject field, or None."""
+    if text.isprintable():  # every refused category is unprintable: one C loop for most names
+        return None
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category in _FORBIDDEN_CATEGORIES:
+            label = unicodedata.name(ch, "") if category != "Cs" else ""
+            return (
+                f"contains control characters: U+{ord(ch):04X}{f' {label}' if label else ''} "
+                f"({_FORBIDDEN_CATEGORIES[category]}); names may hold no control, format or "
+                "line-separator character"
+            )
+    return None
+
+
+def _shown(text: str) -> str:
+    """`text` for a message: unprintable characters escaped, never sent to the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why `name` cannot start a file name on Windows and POSIX targets, or None."""
+    stem = name.split(".", 1)[0].rstrip(" ").casefold()
+    if stem in WINDOWS_RESERVED:
+        return (
+            f"'{name}' is a reserved device name on Windows (con, prn, aux, nul, com1-com9, "
+            "lpt1-lpt9, with any extension): its files could not be written there"
+        )
+    if name.endswith((".", " ")):
+        return f"'{name}' ends with a dot or a space, which Windows drops from file names"
+    if len(name.encode("utf-8")) > 100:
+        return f"'{name[:20]}...' is longer than 100 bytes"
+    return None
 
 
 class _Checker:
@@ -23,6 +89,7 @@ class _Checker:
 
     def __init__(self, positions: Positions, base_dir: Path) -> None:
         self.pos = positions
+        self.child_env = m.MINIMAL_ENVIRONMENT  # set by read_manifest before secrets are built
         self.base_dir = base_dir
         self.base = str(base_dir)
         self.found: list[tuple[str, tuple[str | int, ...], bool, str]] = []
@@ -50,6 +117,13 @@ class _Checker:
         parts = raw.split("/")
         if not raw.isprintable():
             self.error(path, "path contains control characters")
+        elif "\\" in raw or (raw[1:2] == ":" and raw[:1].isalpha()):  # C:\x, C:/x
+            self.error(
+                path,
+                f"{raw!r} is a Windows path: local paths are on this machine (POSIX, forward "
+                "slashes); a Windows workstation is reached with an ssh target "
+                "(path: C:/ProgramData/...)",
+            )
         elif ".." in parts:
             self.error(path, f"unsafe path {raw!r}: '..' may not be used to leave a folder")
         if self.clean_base and raw[:1] != "/" and "" not in parts and "." not in parts:
@@ -61,14 +135,28 @@ class _Checker:
             self.error(path, f"remote path {raw!r} must use forward slashes (C:/ProgramData/...)")
         elif not (raw.startswith("/") or _WINDOWS_ABS.match(raw)):
             self.error(path, f"remote path {raw!r} must be absolute (/srv/... or C:/...)")
-        elif ".." in PurePosixPath(raw).parts or any(ord(c) < 32 for c in raw):
+        elif ".." in PurePosixPath(raw).parts or not raw.isprintable():
             self.error(path, f"unsafe remote path {raw!r}")
+        elif _WINDOWS_ABS.match(raw):
+            for part in raw[3:].split("/"):
+                problem = file_name_problem(part) if part else None
+                if problem:
+                    self.error(path, f"remote path {raw!r}: {problem}")
+                    break
         return raw.rstrip("/") or "/"
+
+    def name(self, text: str | None, path: tuple[str | int, ...], what: str) -> None:
+        """Refuse control, format and separator characters in a name (see name_problem)."""
+        problem = name_problem(text) if text else None
+        if problem:
+            self.error(path, f"{what} {problem}")
 
     def secret(self, raw: dict[str, Any], path: tuple[str | int, ...]) -> m.SecretRef:
         kind, value = next(iter(raw.items()))
         if kind == "command":
-            return m.SecretRef("command", tuple(value), self.base_dir, self.pos.at(path))
+            return m.SecretRef(
+                "command", tuple(value), self.base_dir, self.pos.at(path), self.child_env
+            )
         if kind == "file":
             self.local_path(value, (*path, "file"))
         return m.SecretRef(kind, value, self.base_dir, self.pos.at(path))
@@ -177,10 +265,37 @@ def _visit(
     return resolved[name]
 
 
+def _secret_refs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every secret reference of a schema-valid document."""
+    refs = [doc["escrow"]["passphrase"]]
+    refs += [i["password"] for i in doc.get("issuers", []) if "password" in i]
+    inventory = doc.get("inventory", {})
+    for section in ("workstations", "locations"):
+        refs += [t["key_passphrase"] for t in inventory.get(section, []) if "key_passphrase" in t]
+    refs += [e["password"] for e in doc["entities"]]
+    return refs
+
+
+def _child_environment(c: _Checker, doc: dict[str, Any]) -> m.ChildEnvironment:
+    """`pass_environment`, checked: a variable a secret reference names is never passed."""
+    withheld = frozenset(ref["env"] for ref in _secret_refs(doc) if "env" in ref)
+    passed = doc.get("pass_environment", [])
+    for i, name in enumerate(passed):
+        if name in withheld:
+            c.error(
+                ("pass_environment", i),
+                f"{name} holds a secret (a secret reference names it): it is never passed to "
+                "hooks or secret commands",
+            )
+    return m.ChildEnvironment(tuple(dict.fromkeys(passed)), withheld)
+
+
 def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
     defaults = doc.get("defaults", {})
     key_defaults = defaults.get("key", {})
     base_subject = _subject(defaults.get("subject"), m.Subject())
+    for field in ("organization", "organizational_unit"):
+        c.name(getattr(base_subject, field), ("defaults", "subject", field), field)
     base_policy = _policy(defaults.get("password_policy"), m.PasswordPolicy())
 
     issuers: dict[str, m.Issuer] = {}
@@ -222,17 +337,24 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
         if folded in designations:
             c.error(
                 (*path, "key", "designation"),
-                f"designation '{designation}' is already used by entity "
+                f"designation '{_shown(designation)}' is already used by entity "
                 f"'{designations[folded]}'; each bi-clé needs its own désignation",
             )
         designations.setdefault(folded, raw["id"])
-        if any(ord(ch) < 32 for ch in designation):
-            c.error((*path, "key", "designation"), "designation contains control characters")
+        c.name(designation, (*path, "key", "designation"), "designation")
+        c.name(raw["name"], (*path, "name"), "name")
+        problem = file_name_problem(raw["id"])
+        if problem:
+            c.error((*path, "id"), f"entity id {problem}; choose another id")
         common_name = rk.get("common_name")
+        c.name(common_name, (*path, "key", "common_name"), "common_name")
+        for field in ("organization", "organizational_unit"):
+            c.name(rk.get("subject", {}).get(field), (*path, "key", "subject", field), field)
         if common_name is not None and common_name != designation:
             c.warning(
                 (*path, "key", "common_name"),
-                f"common_name '{common_name}' differs from designation '{designation}'; "
+                f"common_name '{_shown(common_name)}' differs from designation "
+                f"'{_shown(designation)}'; "
                 "the platform advises using the same name for both",
             )
         issuer = rk.get("issuer", m.SELF_SIGNED)
@@ -314,6 +436,7 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
             event: tuple(tuple(argv) for argv in commands)
             for event, commands in doc.get("hooks", {}).items()
         },
+        child_env=c.child_env,
     )
 
 
@@ -321,12 +444,9 @@ def read_manifest(path: Path) -> tuple[m.Manifest, list[Diagnostic]]:
     """Load and check a manifest; returns it with its warnings, or raises ManifestError."""
     display = os.path.relpath(path) if not path.is_absolute() else str(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ManifestError(
-            [Diagnostic("error", Location(display), f"cannot read: {reason}")]
-        ) from None
+        data = read_regular(path, MAX_BYTES)
+    except InputFileError as exc:
+        raise ManifestError([Diagnostic("error", Location(display), str(exc))]) from None
     # Lean positions first: those of mappings and lists, which is all the model records.
     # Every key and value is placed only when there is something to report (parsed again).
     doc, positions = load_yaml(data, display, lean=True)
@@ -342,6 +462,7 @@ def read_manifest(path: Path) -> tuple[m.Manifest, list[Diagnostic]]:
         doc, positions = load_yaml(data, display)
         raise ManifestError(validate(doc, positions, "manifest.schema.json"))
     checker = _Checker(positions, path.resolve().parent)
+    checker.child_env = _child_environment(checker, doc)
     manifest = _build(checker, doc, path.resolve())
     if not checker.found:
         return manifest, []

@@ -18,6 +18,18 @@ SELF_SIGNED = "self-signed"
 
 
 @dataclass(frozen=True, slots=True)
+class ChildEnvironment:
+    """What a program this tool starts may see of its environment besides the minimal set
+    (`children.BASE`): the names the manifest passes; never those a secret reference names."""
+
+    passed: tuple[str, ...] = ()
+    withheld: frozenset[str] = frozenset()
+
+
+MINIMAL_ENVIRONMENT = ChildEnvironment()
+
+
+@dataclass(frozen=True, slots=True)
 class SecretRef:
     """Where a secret comes from; never the secret itself."""
 
@@ -25,6 +37,7 @@ class SecretRef:
     value: str | tuple[str, ...]
     base_dir: Path
     location: Location
+    child_env: ChildEnvironment = MINIMAL_ENVIRONMENT  # of a `command` source
 
     def describe(self) -> str:
         """A safe, human description (names the source, never the value)."""
@@ -147,6 +160,7 @@ class Manifest:
     entities: tuple[Entity, ...]
     consultations: Path | None
     hooks: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    child_env: ChildEnvironment = MINIMAL_ENVIRONMENT
 
     @cached_property
     def _entities(self) -> dict[str, Entity]:

@@ -19,6 +19,7 @@ MAX_BYTES = 16 * 1024 * 1024
 MAX_NODES = 5_000_000
 MAX_ALIAS_NODES = 100_000
 MAX_DEPTH = 64
+MAX_NUMBER_CHARACTERS = 100
 
 Path = tuple[str | int, ...]
 
@@ -189,7 +190,19 @@ class _Builder:
         if tag == "tag:yaml.org,2002:merge":
             return _MERGE
         node = yaml.ScalarNode(tag, event.value)
-        return _CONSTRUCT[tag](_DUMMY, node)
+        try:
+            # Python refuses to convert integers of thousands of digits (or, in hexadecimal,
+            # to print them): no setting needs more than a hundred.
+            if tag == "tag:yaml.org,2002:int" and len(event.value) > MAX_NUMBER_CHARACTERS:
+                raise ValueError
+            return _CONSTRUCT[tag](_DUMMY, node)
+        except (ValueError, OverflowError):
+            shown = event.value if len(event.value) <= 20 else f"{event.value[:20]}..."
+            raise self.fail(
+                event.start_mark,
+                f"the number {shown} is too long to read ({len(event.value)} characters); "
+                "quote it if it is text",
+            ) from None
 
     def run(self, parser: Any) -> Any:
         """Consume `parser`'s events. The loop is written flat (locals, no per-event method

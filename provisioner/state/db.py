@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import getpass
 import json
 import os
@@ -149,6 +150,30 @@ def actor() -> str:
     return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
+def _disk_full(path: Path, exc: BaseException) -> bool:
+    """Whether `exc` comes from a full disk (SQLite reports some as plain I/O errors)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL":
+        return True
+    if name.startswith("SQLITE_IOERR"):
+        with contextlib.suppress(OSError):
+            return os.statvfs(path.parent).f_bavail == 0
+    return False
+
+
+def _failure(path: Path, exc: BaseException, doing: str) -> StateError:
+    """The StateError for a failed database step; a full disk is named, never taken for
+    damage (the file is intact: SQLite rolled the step back)."""
+    if _disk_full(path, exc):
+        return StateError(
+            f"{path}: {doing}: the disk is full ({exc}); nothing of this step was recorded. "
+            f"Free space on the file system holding {path.parent}, then run the command again"
+        )
+    return StateError(f"{path}: {doing}: {exc}")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -175,13 +200,18 @@ class StateDB:
         if not path.exists():
             if not create:
                 return None
-            make_private_dirs(state_dir)
-            os.chmod(state_dir, DIR_MODE)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            try:
+                make_private_dirs(state_dir)
+                os.chmod(state_dir, DIR_MODE)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            except OSError as exc:
+                raise _failure(path, exc, "cannot create the state") from None
         try:
             conn = _connect(path)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            if _disk_full(path, exc):
+                raise _failure(path, exc, "cannot open the state") from None
             raise StateError(
                 f"{path}: the state database is unreadable ({exc}); restore it from a backup "
                 "or see docs/RECOVERY.md"
@@ -220,8 +250,8 @@ class StateDB:
                 self.conn.execute("INSERT INTO meta VALUES ('serial', '0')")
             self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            self.conn.execute("ROLLBACK")
-            raise StateError(f"{self.path}: migration failed: {exc}") from None
+            self._rollback()
+            raise _failure(self.path, exc, "migration failed") from None
 
     def _dates_in_paris_time(self) -> None:
         """v3: consultation dates were stored in UTC (`2028-08-02T22:00:00Z` for a file's
@@ -245,7 +275,8 @@ class StateDB:
             finally:
                 self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"{self.path}: cannot read the state: {exc}") from None
+            self._rollback()
+            raise _failure(self.path, exc, "cannot read the state") from None
 
     def _read(self) -> Recorded:
         meta = dict(self.conn.execute("SELECT key, value FROM meta"))
@@ -341,28 +372,39 @@ class StateDB:
 
     @contextlib.contextmanager
     def change(self) -> Iterator[Change]:
-        """A write transaction; the serial is bumped when it commits."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        change = Change(self.conn)
-        try:
-            yield change
+        """A write transaction; the serial is bumped when it commits. A database failure
+        (a full disk...) is a StateError saying so; the transaction is rolled back."""
+        with self._transaction():
+            yield Change(self.conn)
             self.conn.execute(
                 "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'serial'"
             )
             faults.reached("mid-commit")
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already (it does on a full disk
+        and may after an interrupted COMMIT): the error that got here is the one to report."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     def note(self, action: str, entity: str | None, **detail: Any) -> None:
         """Append an audit record that changes nothing else (the serial stays)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             Change(self.conn).audit(action, entity, **detail)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            yield
             self.conn.execute("COMMIT")
+            faults.reached("committed")
+        except sqlite3.DatabaseError as exc:
+            self._rollback()
+            raise _failure(self.path, exc, "cannot record the change") from None
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def serial(self) -> int:

@@ -4,7 +4,11 @@ Layout of `<state>/escrow/`:
 - `keyring.json`: a random 256-bit data key, wrapped (AES-256-GCM) under a key derived from the
   escrow passphrase with scrypt. Rotating the passphrase rewraps this one file.
 - `<public-key-sha256>.key`: one private key (PKCS#8 DER) sealed with AES-256-GCM under the data
-  key, the fingerprint as associated data so a file cannot be swapped for another.
+  key. Every field read back is authenticated: the associated data holds the format, the
+  fingerprint (so a file cannot be swapped for another) and the entity. Files of format 1 (before
+  0.x) sealed the fingerprint only; they are still read, their entity reported as unauthenticated,
+  and rewritten in the current format by the next command that writes the state, with the entity
+  the state records for that key.
 The data key also derives the password identifiers kept in the state: an HMAC that tells whether
 an entity's password changed without keeping anything that could be brute-forced offline.
 """
@@ -12,10 +16,12 @@ an entity's password changed without keeping anything that could be brute-forced
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -30,21 +36,90 @@ from provisioner.errors import StateError
 
 KEYRING = "keyring.json"
 FORMAT = "provisioner-escrow/1"
+KEY_FORMAT = "provisioner-escrow-key/2"  # key files; FORMAT marks those of format 1
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
+# What a keyring may ask of scrypt: a damaged or hostile file must not exhaust memory or time.
+MAX_SCRYPT_N = 2**20
+MAX_SCRYPT_R = 32
+MAX_SCRYPT_P = 16
+MAX_SCRYPT_MEMORY = 1 << 30  # 128 * n * r bytes
+MAX_FILE_BYTES = 64 * 1024  # a keyring or key file is a few KB
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
+def _unb64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("a base64 field is not text")
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
 def _kek(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
+
+
+def _scrypt_parameters(ring: dict[str, object], path: Path) -> tuple[int, int, int]:
+    """n, r and p of a keyring, refused unless within bounds (StateError)."""
+    n, r, p = ring.get("n"), ring.get("r"), ring.get("p")
+    if (
+        type(n) is not int
+        or type(r) is not int
+        or type(p) is not int
+        or not (2 <= n <= MAX_SCRYPT_N and n & (n - 1) == 0)
+        or not (1 <= r <= MAX_SCRYPT_R)
+        or not (1 <= p <= MAX_SCRYPT_P)
+        or 128 * n * r > MAX_SCRYPT_MEMORY
+    ):
+        raise StateError(
+            f"{path}: the keyring's scrypt parameters (n={str(n)[:20]}, r={str(r)[:20]}, "
+            f"p={str(p)[:20]}) are out of bounds: n must be a power of two up to 2^20, r at most "
+            f"{MAX_SCRYPT_R}, p at most {MAX_SCRYPT_P}, using at most 1 GiB (this tool writes "
+            f"n=2^15, r={SCRYPT_R}, p={SCRYPT_P}). The keyring is damaged or was not written by "
+            "provisioner: restore the escrow folder from a backup (docs/RECOVERY.md)"
+        )
+    return n, r, p
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    """A small JSON object file (OSError, ValueError when it is not one)."""
+    with path.open("rb") as handle:
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
+    value = json.loads(data.decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def _write(path: Path, data: bytes, what: str) -> None:
+    """write_private, its failure (a full disk...) a StateError naming the file."""
+    try:
+        write_private(path, data)
+    except OSError as exc:
+        fix = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the cause"
+        raise StateError(
+            f"{path}: cannot write {what}: {exc.strerror or exc}; the file is unchanged: {fix}, "
+            "then run the command again"
+        ) from None
+
+
+def _key_aad(key_sha256: str, entity: str) -> bytes:
+    """The associated data of a key file: every field it holds besides the sealed key."""
+    return b"\0".join((KEY_FORMAT.encode(), key_sha256.encode("ascii"), entity.encode("utf-8")))
+
+
+@dataclass(frozen=True)
+class EscrowedKey:
+    """A key read back from the escrow, with the entity its file names."""
+
+    key: rsa.RSAPrivateKey
+    entity: str
+    authenticated: bool  # False for a format 1 file: its entity field was not sealed
 
 
 def _wrap(passphrase: str, data_key: bytes) -> dict[str, object]:
@@ -68,9 +143,11 @@ def _wrap(passphrase: str, data_key: bytes) -> dict[str, object]:
 class Escrow:
     """An unlocked escrow folder."""
 
-    def __init__(self, folder: Path, data_key: bytes, lineage: str | None = None) -> None:
+    def __init__(
+        self, folder: Path, data_key: bytes, ring: dict[str, object] | None = None
+    ) -> None:
         self.folder = folder
-        self.lineage = lineage  # the state's lineage: state and escrow are one unit
+        self._ring = ring or {}  # the keyring as read or written (its lineage included)
         self._data_key = data_key
         self._aead = AESGCM(data_key)
         self._password_key = hmac.new(data_key, b"password-id", hashlib.sha256).digest()
@@ -123,19 +200,19 @@ class Escrow:
         """Open an existing escrow; StateError when the passphrase is wrong or files are bad."""
         path = folder / KEYRING
         try:
-            ring = json.loads(path.read_text(encoding="utf-8"))
+            ring = _read_json(path)
             if ring.get("format") != FORMAT:
-                raise StateError(f"{path}: unknown escrow format {ring.get('format')!r}")
-            kek = _kek(passphrase, _unb64(ring["salt"]), ring["n"], ring["r"], ring["p"])
+                raise StateError(f"{path}: unknown escrow format {str(ring.get('format'))[:40]!r}")
+            n, r, p = _scrypt_parameters(ring, path)
+            kek = _kek(passphrase, _unb64(ring["salt"]), n, r, p)
             data_key = AESGCM(kek).decrypt(
                 _unb64(ring["nonce"]), _unb64(ring["wrapped"]), b"escrow-data-key"
             )
-            lineage = ring.get("lineage")
         except InvalidTag:
             raise StateError(f"{path}: wrong escrow passphrase") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
-        return cls(folder, data_key, lineage if isinstance(lineage, str) else None)
+        return cls(folder, data_key, ring)
 
     @classmethod
     def create(cls, folder: Path, passphrase: str, lineage: str | None = None) -> Escrow:
@@ -152,30 +229,37 @@ class Escrow:
             )
         make_private_dirs(folder)
         data_key = AESGCM.generate_key(bit_length=256)
-        escrow = cls(folder, data_key, lineage)
-        escrow._write_ring(passphrase)
-        return escrow
+        ring: dict[str, object] = dict(_wrap(passphrase, data_key), key_files=KEY_FORMAT)
+        if lineage is not None:
+            ring["lineage"] = lineage
+        _write(folder / KEYRING, json.dumps(ring).encode(), "the escrow keyring")
+        return cls(folder, data_key, ring)
 
-    def _write_ring(self, passphrase: str) -> None:
-        ring = _wrap(passphrase, self._data_key)
-        if self.lineage is not None:
-            ring["lineage"] = self.lineage
-        write_private(self.folder / KEYRING, json.dumps(ring).encode())
+    @property
+    def lineage(self) -> str | None:
+        """The state's lineage the keyring names: state and escrow are one unit."""
+        value = self._ring.get("lineage")
+        return value if isinstance(value, str) else None
 
     def rekey(self, new_passphrase: str) -> None:
         """Rewrap the data key under a new passphrase; key files stay as they are."""
-        self._write_ring(new_passphrase)
+        ring: dict[str, object] = dict(_wrap(new_passphrase, self._data_key))
+        for kept in ("key_files", "lineage"):
+            if kept in self._ring:
+                ring[kept] = self._ring[kept]
+        _write(self.folder / KEYRING, json.dumps(ring).encode(), "the escrow keyring")
+        self._ring = ring
 
     def set_lineage(self, lineage: str) -> None:
-        """Record the state's lineage in the keyring (rewrites only that field)."""
-        path = self.folder / KEYRING
-        try:
-            ring = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
-        ring["lineage"] = lineage
-        write_private(path, json.dumps(ring).encode())
-        self.lineage = lineage
+        """Record the state's lineage in the keyring (the rest of it unchanged)."""
+        ring = dict(self._ring, lineage=lineage)
+        _write(self.folder / KEYRING, json.dumps(ring).encode(), "the escrow keyring")
+        self._ring = ring
+
+    @property
+    def needs_upgrade(self) -> bool:
+        """Whether key files of format 1 may remain (no upgrade pass has run yet)."""
+        return self._ring.get("key_files") != KEY_FORMAT
 
     def password_id(self, entity: str, password: str) -> str:
         """A keyed fingerprint of an entity's password: equal iff the password is unchanged."""
@@ -196,10 +280,14 @@ class Escrow:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        self._seal(fingerprint, der, entity, serial)
+        return fingerprint
+
+    def _seal(self, fingerprint: str, der: bytes, entity: str, serial: int | None = None) -> None:
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, der, fingerprint.encode("ascii"))
+        sealed = self._aead.encrypt(nonce, der, _key_aad(fingerprint, entity))
         record = {
-            "format": FORMAT,
+            "format": KEY_FORMAT,
             "entity": entity,
             "key_sha256": fingerprint,
             "lineage": self.lineage,
@@ -207,8 +295,7 @@ class Escrow:
             "nonce": _b64(nonce),
             "sealed": _b64(sealed),
         }
-        write_private(self.path_for(fingerprint), json.dumps(record).encode())
-        return fingerprint
+        _write(self.path_for(fingerprint), json.dumps(record).encode(), "the escrowed key")
 
     def has(self, key_sha256: str) -> bool:
         return self.path_for(key_sha256).is_file()
@@ -220,21 +307,66 @@ class Escrow:
 
     def get(self, key_sha256: str) -> rsa.RSAPrivateKey:
         """The private key with this public key fingerprint; StateError if missing or damaged."""
+        return self.read(key_sha256).key
+
+    def read(self, key_sha256: str) -> EscrowedKey:
+        """The key with this public key fingerprint and the entity its file names, every field
+        checked by the AEAD tag (a format 1 file's entity is read but marked unauthenticated);
+        StateError if missing or damaged."""
+        key, entity, _, version = self._open(key_sha256)
+        return EscrowedKey(key, entity, authenticated=version == KEY_FORMAT)
+
+    def _open(self, key_sha256: str) -> tuple[rsa.RSAPrivateKey, str, bytes, str]:
         path = self.path_for(key_sha256)
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            der = self._aead.decrypt(
-                _unb64(record["nonce"]), _unb64(record["sealed"]), key_sha256.encode("ascii")
-            )
+            record = _read_json(path)
+            version, entity = record.get("format"), record.get("entity")
+            if not isinstance(entity, str) or record.get("key_sha256") != key_sha256:
+                raise ValueError("fields")
+            if version == KEY_FORMAT:
+                aad = _key_aad(key_sha256, entity)
+            elif version == FORMAT:  # format 1: the fingerprint only
+                aad = key_sha256.encode("ascii")
+            else:
+                raise ValueError("format")
+            der = self._aead.decrypt(_unb64(record["nonce"]), _unb64(record["sealed"]), aad)
         except FileNotFoundError:
             raise StateError(f"{path}: the escrow has no key {key_sha256[:16]}…") from None
         except (InvalidTag, OSError, ValueError, KeyError, TypeError):
-            raise StateError(f"{path}: escrowed key is damaged or not for this escrow") from None
+            raise StateError(
+                f"{path}: escrowed key is damaged, altered or not for this escrow"
+            ) from None
         # The AEAD tag proves this is the key we sealed: OpenSSL's slow RSA check adds nothing.
         key = serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=True)
         if not isinstance(key, rsa.RSAPrivateKey) or public_key_fingerprint(key) != key_sha256:
             raise StateError(f"{path}: escrowed key does not match its fingerprint")
-        return key
+        return key, entity, der, version
+
+    def upgrade(self, entities: dict[str, str]) -> int:
+        """Rewrite the format 1 key files in the current format, whose associated data seals
+        the entity too. `entities` maps a key fingerprint to the entity the state records for
+        it, which wins over the file's unauthenticated claim; a file the state does not know
+        keeps format 1. The keyring then records that the pass was made, so that it runs once.
+        Returns how many files were rewritten."""
+        done = 0
+        for fingerprint in self.fingerprints():
+            owner = entities.get(fingerprint)
+            if owner is None:
+                continue
+            try:
+                with self.folder.joinpath(f"{fingerprint}.key").open("rb") as handle:
+                    if KEY_FORMAT.encode() in handle.read(MAX_FILE_BYTES):
+                        continue
+                _, _, der, version = self._open(fingerprint)
+            except (OSError, StateError):
+                continue  # damaged: reported by whatever needs the key, not rewritten here
+            if version == FORMAT:
+                self._seal(fingerprint, der, owner)
+                done += 1
+        ring = dict(self._ring, key_files=KEY_FORMAT)
+        _write(self.folder / KEYRING, json.dumps(ring).encode(), "the escrow keyring")
+        self._ring = ring
+        return done
 
     @staticmethod
     def sealed_serial(folder: Path, key_sha256: str) -> int | None:

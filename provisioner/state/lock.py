@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,21 @@ def hold(state_dir: Path, command: str, timeout: float = 0.0) -> Iterator[str | 
     """Hold the state lock; waits up to `timeout` seconds, else raises LockError naming the
     holder. Yields a note when a stale holder record (dead process) was replaced."""
     path = state_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        what = (
+            "is a folder, not the lock file"
+            if isinstance(exc, IsADirectoryError)
+            else f"cannot be opened ({exc.strerror or exc})"
+        )
+        raise LockError(
+            f"{path}: {what}; the state lock must be a file this tool can create there: "
+            "move whatever is at that name away, then run the command again"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LockError(f"{path}: is not a regular file; move it away, then run again")
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -65,13 +80,17 @@ def hold(state_dir: Path, command: str, timeout: float = 0.0) -> Iterator[str | 
                 "started": clock.iso(clock.now()),
             }
         )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.encode(), 0)
-        os.fsync(fd)
+        # The holder record only informs a second command; the flock is the lock. On a full
+        # disk it cannot be written, and the command must still reach the real error.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record.encode(), 0)
+            os.fsync(fd)
         try:
             yield note
         finally:
-            os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
