@@ -171,7 +171,8 @@ CASES = [
         expect=["! conflict conflict ws1"],
     ),
     Case(
-        "not ours: a file that does not open with the password is a conflict, entity left alone",
+        "not ours: a file that does not open with the password is a conflict; other copies "
+        "are still repaired",
         entity(),
         GENS,
         (COPIES[0],),
@@ -180,10 +181,10 @@ CASES = [
             (NAS.name, COPIES[0].path): None,
         },
         foreign={(WS1.name, COPIES[1].path): Foreign(True, False)},
-        expect=["! conflict conflict ws1"],
+        expect=["+ write-copy missing nas", "! conflict conflict ws1"],
     ),
     Case(
-        "not ours: a file where the first generation goes is a conflict (lost state)",
+        "not ours: a file where the first generation goes is a conflict, nothing is created",
         observed={(NAS.name, "/srv/nas/ville.g1.p12"): FileFacts(10, "x", 0o600)},
         foreign={(NAS.name, "/srv/nas/ville.g1.p12"): Foreign(True, True, "c1", "k1", "V")},
         expect=["! conflict conflict nas"],
@@ -410,7 +411,7 @@ def test_planner(case: Case) -> None:
     result = plan(
         Desired(manifest, {"ville": case.password_id}, moved_from=case.moved_from),
         Recorded("lineage", 3, case.generations, {(c.target, c.path): c for c in case.copies}),
-        Observed(observed, case.unreachable, case.foreign, case.escrow_keys),
+        Observed(observed, case.unreachable, foreign=case.foreign, escrow_keys=case.escrow_keys),
         case.now,
     )
     got = [f"{a.symbol} {a.kind} {a.reason} {a.target or '-'}" for a in result.actions]
