@@ -372,6 +372,13 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
     escrow_keys = (
         Escrow.list_keys(session.escrow_dir) if Escrow.exists(session.escrow_dir) else None
     )
+    if escrow_keys is not None and session.escrow is not None:
+        # Unlocked (plan, apply): each key's AEAD tag is checked, so a damaged key file is
+        # taken back from a copy like a missing one. Status and check see presence only.
+        checked = {g.key_sha256 for g in session.recorded.generations if desired.in_scope(g.entity)}
+        escrow_keys = frozenset(
+            fp for fp in escrow_keys if fp not in checked or session.escrow.intact(fp)
+        )
     return Observed(files, unreachable, folders, foreign, escrow_keys)
 
 

@@ -391,3 +391,17 @@ def test_recover_binds_the_consultations_again(cli: Runner, quickstart: Path) ->
     # Without the file, the bound generation 1 stays on the workstations (its guard is back).
     planned = cli("plan", quickstart, env=RENEWAL)
     assert "remove g1 on ws-" not in planned.stdout, planned.stdout
+
+
+def test_damaged_escrow_key_is_seen_by_plan_and_taken_back(cli: Runner, quickstart: Path) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    key = sorted((state_dir(quickstart) / "escrow").glob("*.key"))[0]
+    record = json.loads(key.read_text())
+    sealed = record["sealed"]
+    record["sealed"] = sealed[:40] + ("A" if sealed[40] != "A" else "B") + sealed[41:]
+    key.write_text(json.dumps(record))
+    planned = cli("plan", quickstart)
+    assert "[escrow-missing]" in planned.stdout, planned.stdout
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    converged(cli, quickstart)
+    assert cli("rehearse", quickstart).returncode == 0
