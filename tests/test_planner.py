@@ -207,6 +207,15 @@ CASES = [
         expect=["! conflict conflict ws1"],
     ),
     Case(
+        "a recorded copy damaged in place (its size, no longer opening) is repaired",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, COPIES[1].path): FileFacts(2700, "other", 0o600)},
+        foreign={(WS1.name, COPIES[1].path): Foreign(True, False)},
+        expect=["~ write-copy drifted ws1"],
+    ),
+    Case(
         "a recorded copy damaged beyond PKCS#12 is repaired",
         entity(),
         GENS,

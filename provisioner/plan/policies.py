@@ -157,9 +157,12 @@ def unrecorded(ctx: CopyContext) -> Reason | None:
 def drifted(ctx: CopyContext) -> Reason | None:
     r = ctx.recorded
     if r is not None and ctx.observed is not None and ctx.observed.sha256 != r.sha256:
-        # Changed since it was written: repaired only when no key can be lost by it (damaged,
-        # or holding a key the escrow keeps); anything else may be someone's key.
-        if ctx.foreign is not None and ctx.foreign.pkcs12 and not _holds_known_key(ctx):
+        # Changed since it was written: repaired only when no key can be lost by it: not a
+        # PKCS#12 any more, or damaged in place (the size it was written with, and it no longer
+        # opens), or holding a key this state keeps. Anything else may be someone's key.
+        f = ctx.foreign
+        damaged_in_place = f is not None and not f.readable and ctx.observed.size == r.size
+        if f is not None and f.pkcs12 and not damaged_in_place and not _holds_known_key(ctx):
             return _not_ours(ctx, "the file was replaced since it was written")
         return Reason(
             "drifted", f"content differs from what was written on {r.written_at:%Y-%m-%d %H:%M}"
