@@ -84,6 +84,20 @@ def evaluate(
             )
         else:
             pending_by_entity.setdefault(a.entity, []).append(a.reason)
+    bound = {(v.entity, v.generation): v for v in plan.consultations if v.is_open and v.generation}
+    for a in plan.actions:
+        view = bound.get((a.entity, a.generation))
+        if a.kind == CONFLICT and view is not None and a.target in manifest.workstations:
+            findings.append(
+                Finding(
+                    CRITICAL,
+                    a.entity,
+                    "bound-missing",
+                    f"generation {a.generation} bound to consultation {view.describe()}: "
+                    f"{a.target}: {a.path} holds a file this state did not write, not that key; "
+                    "the agents there cannot open those bids",
+                )
+            )
     for entity_id, paths in sorted(conflicts_by_entity.items()):
         findings.append(
             Finding(

@@ -398,7 +398,11 @@ def apply(
         )
         if run.lock_note and not as_json:
             typer.echo(f"Note: {run.lock_note}", err=True)
-        if run.result is None and (not run.plan.actionable or run.plan.refusals) and show:
+        if (
+            run.result is None
+            and (not run.plan.actionable or run.plan.refusals or run.plan.conflicts)
+            and show
+        ):
             typer.echo(render_plan(run.plan, colour=_colour()))
         elif run.plan.refusals and quiet:
             for refusal in run.plan.refusals:

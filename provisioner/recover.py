@@ -27,6 +27,7 @@ from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError
 from provisioner.manifest.model import SELF_SIGNED, Entity, Target
 from provisioner.plan.planner import parse_copy_name, resolve_target
+from provisioner.state.escrow import Escrow
 from provisioner.state.records import (
     CURRENT,
     RETIRED,
@@ -69,6 +70,9 @@ class Recovery:
     orphans: list[str] = field(default_factory=list)  # escrowed keys with no certificate
     unreachable: list[str] = field(default_factory=list)
     lineage: str | None = None  # the escrow's lineage the state takes back
+    # The serial the state moves to, past the newest key the escrow sealed: keys kept in the
+    # escrow that no generation uses (an interrupted apply) must not look newer than the state.
+    serial: int | None = None
     home: str | None = None
 
     @property
@@ -80,6 +84,7 @@ class Recovery:
             or self.dropped
             or self.escrow_keys
             or self.lineage
+            or self.serial is not None
             or self.home
         )
 
@@ -148,6 +153,9 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
         g.key_sha256 for g in out.generations
     }
     out.orphans = sorted(escrowed - known_keys)
+    newest = max((Escrow.sealed_serial(session.escrow_dir, fp) or 0 for fp in escrowed), default=0)
+    if session.db is not None and newest > session.db.serial():
+        out.serial = newest
     return out
 
 
@@ -363,6 +371,8 @@ def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
             change.set_meta("lineage", recovery.lineage)
         if recovery.home is not None:
             change.set_meta("home", recovery.home)
+        if recovery.serial is not None:
+            change.set_meta("serial", str(recovery.serial))  # bumped once more on commit
         # Retire first: one current generation per entity, enforced by an index.
         for g, status in recovery.statuses:
             change.set_status(g.id, status, now)
@@ -400,6 +410,11 @@ def render(recovery: Recovery) -> str:
         lines.append(f"  ~ the state takes back the escrow's lineage {recovery.lineage}")
     if recovery.home:
         lines.append(f"  ~ the state's home becomes {recovery.home}")
+    if recovery.serial is not None:
+        lines.append(
+            f"  ~ the state's serial moves past {recovery.serial}, the escrow's newest key "
+            "(so that keys it keeps are not taken for a newer state)"
+        )
     for g in sorted(recovery.generations, key=lambda g: (g.entity, g.number)):
         lines.append(
             f'  + {g.entity}: generation {g.number} "{g.designation}" ({g.status}), certificate '

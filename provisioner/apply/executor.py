@@ -171,6 +171,9 @@ class Executor:
         self.pool = pool or TransportPool()
         self.own_pool = pool is None
         self.failed_targets: set[tuple[str, str]] = set()  # (entity, target) where a write failed
+        # (entity, generation) a write failed for, anywhere: its other copies are not removed
+        # (a bound key moving to a workstation that cannot be written stays where it is).
+        self.failed_generations: set[tuple[str, int]] = set()
         self.skipped_entities: set[str] = set()
 
     # ------------------------------------------------------------------ run
@@ -654,6 +657,7 @@ class Executor:
 
     def record_failure(self, action: Action, message: str) -> None:
         self.failed_targets.add((action.entity, action.target or ""))
+        self.failed_generations.add((action.entity, action.generation))
         self.result.outcomes.append(Outcome(action, False, message))
         with self.db.change() as change:
             change.audit(
@@ -671,6 +675,11 @@ class Executor:
             if (action.entity, action.target) in self.failed_targets:
                 self.result.outcomes.append(
                     Outcome(action, False, "kept: the replacement copy did not land on this target")
+                )
+                continue
+            if (action.entity, action.generation) in self.failed_generations:
+                self.result.outcomes.append(
+                    Outcome(action, False, "kept: a copy of this generation failed elsewhere")
                 )
                 continue
             try:

@@ -82,8 +82,10 @@ def apply_manifest(
         session.open_state(create=True)
         observed = observe(session, parallel)
         plan = make_plan(session, observed, clock.now())
-        if not plan.actionable or plan.refusals:
-            session.discard_created()  # a run that does nothing leaves no new state behind
+        if not plan.actionable or plan.refusals or (session.created and plan.conflicts):
+            # A run that does nothing leaves no new state behind; nor does a new state that
+            # meets files it did not write (the state was lost: `recover`, not a new start).
+            session.discard_created()
             return ApplyRun(plan, None, note)
         issuers = _load_issuers(session, plan)
         if not confirm(plan):

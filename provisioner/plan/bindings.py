@@ -43,7 +43,8 @@ def find_generation_in(
     history: Mapping[str, tuple[str, ...]] | None = None,
 ) -> RecordedGeneration | None:
     """The generation of `entity` a key reference (designation or fingerprint) names: by its
-    certificate, else by its current designation, else by a designation it had before."""
+    certificate, else by its current designation, else by a designation it had before, else
+    by the common name inside its certificate when exactly one generation has it."""
     kind, _, value = key_ref.partition(":")
     ordered = sorted((g for g in generations if g.entity == entity), key=lambda g: g.number)
     for g in ordered:
@@ -55,6 +56,12 @@ def find_generation_in(
         for g in ordered:
             if any(d.casefold() == value.casefold() for d in history.get(g.id, ())):
                 return g
+    if kind == "designation":
+        # The certificate's own name: a designation renamed while its history was lost (a
+        # recovered state) still names the generation whose certificate carries it, if one.
+        by_cn = [g for g in ordered if g.common_name.casefold() == value.casefold()]
+        if len(by_cn) == 1:
+            return by_cn[0]
     return None
 
 
@@ -63,7 +70,9 @@ def names(recorded: Recorded, g: RecordedGeneration, key_ref: str) -> bool:
     kind, _, value = key_ref.partition(":")
     if kind == "sha256":
         return g.cert_sha256 == value
-    return any(d.casefold() == value.casefold() for d in recorded.names_of(g))
+    return value.casefold() == g.common_name.casefold() or any(
+        d.casefold() == value.casefold() for d in recorded.names_of(g)
+    )
 
 
 def bound_generation(recorded: Recorded, rec: RecordedConsultation) -> RecordedGeneration | None:

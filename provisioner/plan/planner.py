@@ -63,7 +63,7 @@ def parse_copy_name(name: str) -> tuple[str, int] | None:
     if not name.endswith(".p12"):
         return None
     entity, sep, number = name[: -len(".p12")].rpartition(".g")
-    if not sep or not entity or not number.isdigit():
+    if not sep or not entity or not number.isdigit() or number != str(int(number)):
         return None
     return entity, int(number)
 
@@ -82,7 +82,9 @@ def paths_to_observe(desired: Desired, recorded: Recorded) -> dict[str, set[str]
         if entity.state == "present":
             for target in entity.targets:
                 paths = wanted.setdefault(target.name, set())
-                for n in every if target.role == "location" else live:
+                # Every generation's path, retired ones included: one brought back for a
+                # consultation must not be written over a file someone put there since.
+                for n in every:
                     paths.add(file_path(target, copy_file_name(entity.id, n)))
     for copy in recorded.copies.values():
         if desired.in_scope(copy.entity) and desired.manifest.entity(copy.entity) is not None:
@@ -155,9 +157,10 @@ class _Planner:
                     "copied-tree",
                     f"this state was made in {self.desired.moved_from} and is used from "
                     f"elsewhere (a copied or moved tree): {self.moved_away} removal"
-                    f"{'s are' if self.moved_away > 1 else ' is'} held back, since the copies "
-                    "it recorded may be the original tree's. If the tree was moved, not copied, "
-                    "run `provisioner recover --moved MANIFEST` to make this its home",
+                    f"{'s or rewrites are' if self.moved_away > 1 else ' or rewrite is'} held "
+                    "back, since the copies it recorded may be the original tree's. If the "
+                    "tree was moved, not copied, run `provisioner recover --moved MANIFEST` to "
+                    "make this its home",
                 )
             )
         self.actions.extend(
@@ -246,12 +249,17 @@ class _Planner:
         retiring: set[str] = set()
         if reason is not None:
             number = next_number(self.recorded, entity.id)
-            designation = entity.key.designation_for(number, self.now.year)
+            designation = self.unique_designation(entity, number, self.now.year, None)
             spec = entity.key
             not_after = self.now + dt.timedelta(days=spec.validity_days)
             attributes = [
                 ("designation", designation),
-                ("common_name", spec.common_name_for(number, self.now.year)),
+                (
+                    "common_name",
+                    designation
+                    if spec.common_name is None
+                    else spec.common_name_for(number, self.now.year),
+                ),
                 ("key", f"RSA {spec.size}"),
                 ("issuer", spec.issuer),
                 ("valid_until", f"{not_after:%Y-%m-%d}"),
@@ -280,7 +288,9 @@ class _Planner:
             )
             keep.insert(0, (number, designation, None))
         elif current is not None:
-            wanted = entity.key.designation_for(current.number, current.created_at.year)
+            wanted = self.unique_designation(
+                entity, current.number, current.created_at.year, current.id
+            )
             if current.origin == "adopted":
                 wanted = current.designation
             if current.designation != wanted:
@@ -340,6 +350,19 @@ class _Planner:
                     )
                     return
         self.plan_copies(entity, keep, retiring)
+
+    def unique_designation(self, entity: Entity, number: int, year: int, itself: str | None) -> str:
+        """The manifest's designation for generation `number`, made unique among the names
+        the entity's other generations have had (a `{year}` template repeats within a year):
+        a consultation naming it must name one generation."""
+        name = entity.key.designation_for(number, year)
+        taken = {
+            d.casefold()
+            for g in self.recorded.generations_of(entity.id)
+            if g.id != itself
+            for d in self.recorded.names_of(g)
+        }
+        return name if name.casefold() not in taken else f"{name} ({number})"
 
     def next_path_conflicts(self, entity: Entity) -> None:
         """A file where the next generation's copy will go is not ours (a state older than
@@ -667,6 +690,14 @@ class _Planner:
                             path=path,
                         )
                     )
+                elif (
+                    reason is not None
+                    and self.desired.moved_from is not None
+                    and reason.code != "missing"
+                ):
+                    # Away from home, a file at a recorded path may be the original tree's
+                    # copy (absolute target paths): it is not rewritten either.
+                    self.moved_away += 1
                 elif reason is not None:
                     self.actions.append(
                         Action(
@@ -719,7 +750,7 @@ class _Planner:
 
     def sync_line(self, entity: Entity) -> str:
         if entity.state == "absent":
-            return f"{entity.id}: absent, nothing of it is left on any target"
+            return f"{entity.id}: absent, on no workstation (its shared locations keep every generation)"
         current = self.recorded.current(entity.id)
         if current is None:
             return f"{entity.id}: no generation and no reachable target"
@@ -734,7 +765,7 @@ class _Planner:
 
 
 def _safe_beside_conflict(action: Action) -> bool:
-    if action.kind in (CONFLICT, ESCROW):
+    if action.kind in (CONFLICT, ESCROW, RENAME):  # a rename changes the state only
         return True
     return action.kind == WRITE and action.reason != "new-generation"
 

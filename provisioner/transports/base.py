@@ -71,10 +71,11 @@ def as_leftover(name: str, present: Collection[str] = ()) -> Leftover | None:
     return Leftover(name, final, not name.startswith(".provisioner-tmp-"), final in present)
 
 
-def folder_facts(mode: int, names: list[str]) -> FolderFacts:
-    """FolderFacts from a folder's mode and the names it holds."""
+def folder_facts(mode: int, names: list[str], *, moves_aside: bool = True) -> FolderFacts:
+    """FolderFacts from a folder's mode and the names it holds. `moves_aside`: whether this
+    transport ever moves a copy aside (SSH); elsewhere a `.old-…` name is someone else's."""
     # A substring test first: the no-op plan lists every target folder.
-    candidates = [n for n in names if ".provisioner-tmp-" in n or OLD_MARK in n]
+    candidates = [n for n in names if ".provisioner-tmp-" in n or (moves_aside and OLD_MARK in n)]
     if not candidates:
         return FolderFacts(mode)
     present = set(names)

@@ -110,7 +110,7 @@ class LocalTransport:
             info = os.lstat(folder)
             if not stat.S_ISDIR(info.st_mode):
                 return None  # reported where a copy is written or observed
-            return folder_facts(stat.S_IMODE(info.st_mode), os.listdir(folder))
+            return folder_facts(stat.S_IMODE(info.st_mode), os.listdir(folder), moves_aside=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
