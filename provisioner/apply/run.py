@@ -68,6 +68,15 @@ def _execute(
     ).run()
 
 
+def _every_entity_conflicts(session: Session, plan: Plan) -> bool:
+    present = {
+        e.id
+        for e in session.manifest.entities
+        if e.state == "present" and session.desired().in_scope(e.id)
+    }
+    return bool(present) and present <= set(plan.conflicted_entities())
+
+
 def apply_manifest(
     session: Session,
     *,
@@ -82,9 +91,11 @@ def apply_manifest(
         session.open_state(create=True)
         observed = observe(session, parallel)
         plan = make_plan(session, observed, clock.now())
-        if not plan.actionable or plan.refusals or (session.created and plan.conflicts):
+        lost = bool(session.created) and _every_entity_conflicts(session, plan)
+        if not plan.actionable or plan.refusals or lost:
             # A run that does nothing leaves no new state behind; nor does a new state that
-            # meets files it did not write (the state was lost: `recover`, not a new start).
+            # meets files it did not write for every entity (the state was lost: `recover`,
+            # not a new start).
             session.discard_created()
             return ApplyRun(plan, None, note)
         issuers = _load_issuers(session, plan)

@@ -750,7 +750,10 @@ class _Planner:
 
     def sync_line(self, entity: Entity) -> str:
         if entity.state == "absent":
-            return f"{entity.id}: absent, on no workstation (its shared locations keep every generation)"
+            return (
+                f"{entity.id}: absent, on no workstation "
+                "(its shared locations keep every generation)"
+            )
         current = self.recorded.current(entity.id)
         if current is None:
             return f"{entity.id}: no generation and no reachable target"

@@ -161,7 +161,9 @@ def drifted(ctx: CopyContext) -> Reason | None:
         # PKCS#12 any more, or damaged in place (the size it was written with, and it no longer
         # opens), or holding a key this state keeps. Anything else may be someone's key.
         f = ctx.foreign
-        damaged_in_place = f is not None and not f.readable and ctx.observed.size == r.size
+        damaged_in_place = (
+            f is not None and f.tried and not f.readable and ctx.observed.size == r.size
+        )
         if f is not None and f.pkcs12 and not damaged_in_place and not _holds_known_key(ctx):
             return _not_ours(ctx, "the file was replaced since it was written")
         return Reason(
