@@ -527,6 +527,17 @@ def check(
     except Exception as exc:  # a probe that cannot conclude says UNKNOWN, whatever the cause
         if not isinstance(exc, ProvisionerError) and os.environ.get("PROVISIONER_DEBUG"):
             raise
+        from provisioner.errors import UnitError
+
+        if isinstance(exc, UnitError):
+            # Not a probe that cannot judge: the escrow or the state every key rests on is
+            # broken or lost, which puts every bound key at risk.
+            line = f"PROVISIONER CRITICAL - {str(exc).splitlines()[0]}"
+            if as_json:
+                typer.echo(json.dumps(probe.to_json(probe.CRITICAL, line, []), indent=2))
+            else:
+                typer.echo(line)
+            raise typer.Exit(probe.CRITICAL) from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not isinstance(exc, ProvisionerError):
             first = f"internal error: {type(exc).__name__}: {first}"

@@ -18,7 +18,7 @@ from provisioner.errors import (
     ManifestError,
     ProvisionerError,
     SecretError,
-    StateError,
+    UnitError,
 )
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import Manifest
@@ -213,14 +213,14 @@ class Session:
         sealed = Escrow.sealed_files(folder)
         if not Escrow.exists(folder):
             if sealed:
-                raise StateError(
+                raise UnitError(
                     f"{folder}: keyring.json is missing but {len(sealed)} sealed key file(s) are "
                     "there: a new keyring would never open them. Restore keyring.json from the "
                     "backup of this state folder; if it is lost for good, move the escrow folder "
                     f"aside and {recover} to rebuild it from the copies"
                 )
             if self.recorded.generations:
-                raise StateError(
+                raise UnitError(
                     f"{folder}: the escrow is missing while the state records "
                     f"{len(self.recorded.generations)} generations; restore it from the backup "
                     f"of this state folder, or {recover} to rebuild it from the copies"
@@ -229,7 +229,7 @@ class Session:
         lineage = self.escrow.lineage if self.escrow is not None else Escrow.read_lineage(folder)
         if self.db is None or not self.recorded.lineage:
             if sealed:
-                raise StateError(
+                raise UnitError(
                     f"{self.state_dir}: there is no state, but the escrow holds {len(sealed)} "
                     "key(s): the state was lost or moved. Nothing is created over it: point "
                     f"--state-dir at the right folder, or {recover} to rebuild the state from "
@@ -237,7 +237,7 @@ class Session:
                 )
             return
         if lineage is not None and lineage != self.recorded.lineage:
-            raise StateError(
+            raise UnitError(
                 f"{folder}: the escrow belongs to another state (lineage {lineage}; the state "
                 f"is {self.recorded.lineage}): state and escrow must come from the same backup. "
                 f"Restore them together, or {recover} to rebuild the state around this escrow"
@@ -251,7 +251,7 @@ class Session:
             if (Escrow.sealed_serial(folder, fp) or 0) > (self.db.serial() if self.db else 0)
         ]
         if newer:
-            raise StateError(
+            raise UnitError(
                 f"{folder}: the escrow holds {len(newer)} key(s) sealed after this state's last "
                 f"change (serial {self.recorded.serial}) that the state does not know: the state "
                 f"is older than its escrow (restored from a backup?). {recover} to take the "

@@ -75,6 +75,11 @@ class StateError(ProvisionerError):
     """The state database or escrow is unusable."""
 
 
+class UnitError(StateError):
+    """State and escrow are not one unit (lost state, missing keyring, another lineage, a
+    state older than its escrow): nothing runs until `recover` or a restore."""
+
+
 class LockError(ProvisionerError):
     """Another apply holds the state lock."""
 

@@ -120,6 +120,8 @@ def test_missing_keyring_beside_sealed_keys_is_refused_never_replaced(
         assert done.returncode == 1, command
         assert "keyring.json is missing but 2 sealed key file(s) are there" in done.stderr
     assert not (escrow / "keyring.json").exists(), "a second keyring was created"
+    probe = cli("check", quickstart)
+    assert probe.returncode == 2 and "PROVISIONER CRITICAL - " in probe.stdout, probe.stdout
 
 
 def test_escrow_of_another_lineage_is_refused(
