@@ -123,6 +123,10 @@ PENDING_FIXES: dict[str, str] = {
     "renaming_keeps_the_key": (
         "issue 15: changing only the designation (no common_name) makes a new key 'X (2)'"
     ),
+    "world_drops_a_stray_file": (
+        "issue 14: a file the program did not write, at the path of a copy it is about to "
+        "write (a new generation, a new workstation), is overwritten (foreign_files_untouched)"
+    ),
     "world_loses_the_state": (
         "issue 14: with the state folder empty, apply makes new keys and overwrites every copy "
         "of the old ones (no_key_lost, foreign_files_untouched fail)"
@@ -259,6 +263,9 @@ class Binding:
     key_sha256: str | None = None
     certificate: x509.Certificate | None = None
     bid: bytes | None = None
+
+    def __repr__(self) -> str:  # how a drawn consultation reads in a failing history
+        return f"Binding({self.reference!r}, {self.entity!r}, {self.designation!r})"
 
 
 @dataclass
@@ -1039,6 +1046,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         self.m.foreign.pop(copy, None)
         copy.unlink()
 
+    @enabled("world_drops_a_stray_file")
     @rule(data=st.data(), place=st.sampled_from(WORKSTATIONS + LOCATIONS), then_apply=st.booleans())
     @followed_by_apply
     def world_drops_a_stray_file(self, data: st.DataObject, place: str, then_apply: bool) -> None:

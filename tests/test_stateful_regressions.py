@@ -135,3 +135,11 @@ def test_check_is_critical_when_a_bound_copy_is_deleted(h: ProvisionerHistory) -
 def test_designation_only_change_keeps_the_key(h: ProvisionerHistory) -> None:
     h.rename_designation(data=Choose("commune-a"), keep_common_name=False, then_apply=True)
     holds(h, "renaming_keeps_the_key")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: a stray file at a new copy's path is overwritten")
+def test_stray_file_where_a_new_generation_goes_is_kept(h: ProvisionerHistory) -> None:
+    h.change_issuer(data=Choose("commune-a"), **NO)
+    h.world_drops_a_stray_file(data=Choose("commune-a", 2), place="ws-a", **NO)
+    h.apply()
+    holds(h, "foreign_files_untouched")
