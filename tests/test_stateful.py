@@ -103,9 +103,10 @@ PENDING_FIXES: dict[str, str] = {
         "issue 14: a deleted escrow key file is not observed; its key is then lost when the "
         "copies go (state: absent, retirement) (no_key_lost fails)"
     ),
-    "world_deletes_a_retired_copy_on_a_shared_location": (
-        "issue 14: a retired generation's copy deleted from a shared location is never "
-        "restored (every_generation_on_every_shared_location fails)"
+    "world_damages_a_copy_on_a_shared_location": (
+        "issue 14: a retired generation's copy deleted or garbled on a shared location (or "
+        "damaged while current, then retired by the same apply) is never restored "
+        "(every_generation_on_every_shared_location fails)"
     ),
     "rename_a_bound_designation": (
         "issue 15: renaming the designation of a generation bound to an open consultation "
@@ -1003,48 +1004,61 @@ class ProvisionerHistory(RuleBasedStateMachine):
         )
         return not rows or rows[0][0] == "retired"
 
-    def pick_copy(self, data: st.DataObject) -> Path | None:
+    def pick_copy(self, data: st.DataObject, how: str, on_locations: bool) -> Path | None:
         copies = [
-            p for p in self.copies() if p not in self.m.strays and not self.retired_on_a_location(p)
+            p
+            for p in self.copies()
+            if p not in self.m.strays
+            and (p.parent.name in LOCATIONS) == on_locations
+            and (how == "chmod" or self._holders_left({p}))
         ]
         if not copies:
             return None
         return data.draw(st.sampled_from(copies), label="copy")
 
-    @rule(
-        data=st.data(), how=st.sampled_from(("delete", "garble", "chmod")), then_apply=st.booleans()
-    )
-    @followed_by_apply
-    def world_damages_a_copy(self, data: st.DataObject, how: str, then_apply: bool) -> None:
-        self.m.renamed.clear()
-        copy = self.pick_copy(data)
-        if copy is None or (how != "chmod" and not self._holders_left({copy})):
-            return
+    def damage(self, copy: Path, how: str) -> None:
         self.world_event()
+        self.m.renamed.clear()
         self.m.foreign.pop(copy, None)
         if how == "delete":
             copy.unlink()
         elif how == "garble":
-            data_ = bytearray(copy.read_bytes())
-            data_[len(data_) // 2] ^= 0xFF
-            copy.write_bytes(bytes(data_))
+            content = bytearray(copy.read_bytes())
+            content[len(content) // 2] ^= 0xFF
+            copy.write_bytes(bytes(content))
         else:
             copy.chmod(0o644)
 
-    @enabled("world_deletes_a_retired_copy_on_a_shared_location")
+    @rule(
+        data=st.data(), how=st.sampled_from(("delete", "garble", "chmod")), then_apply=st.booleans()
+    )
+    @followed_by_apply
+    def world_damages_a_copy_on_a_workstation(
+        self, data: st.DataObject, how: str, then_apply: bool
+    ) -> None:
+        copy = self.pick_copy(data, how, on_locations=False)
+        if copy is not None:
+            self.damage(copy, how)
+
     @rule(data=st.data(), then_apply=st.booleans())
     @followed_by_apply
-    def world_deletes_a_retired_copy_on_a_shared_location(
+    def world_chmods_a_copy_on_a_shared_location(
         self, data: st.DataObject, then_apply: bool
     ) -> None:
-        retired = [p for p in self.copies() if self.retired_on_a_location(p)]
-        retired = [p for p in retired if p not in self.m.strays and self._holders_left({p})]
-        if not retired:
-            return
-        copy = data.draw(st.sampled_from(retired), label="copy")
-        self.world_event()
-        self.m.foreign.pop(copy, None)
-        copy.unlink()
+        copy = self.pick_copy(data, "chmod", on_locations=True)
+        if copy is not None:
+            self.damage(copy, "chmod")
+
+    @enabled("world_damages_a_copy_on_a_shared_location")
+    @rule(data=st.data(), how=st.sampled_from(("delete", "garble")), then_apply=st.booleans())
+    @followed_by_apply
+    def world_damages_a_copy_on_a_shared_location(
+        self, data: st.DataObject, how: str, then_apply: bool
+    ) -> None:
+        """Delete or garble a copy on a shared location, retired generations' included."""
+        copy = self.pick_copy(data, how, on_locations=True)
+        if copy is not None:
+            self.damage(copy, how)
 
     @enabled("world_drops_a_stray_file")
     @rule(data=st.data(), place=st.sampled_from(WORKSTATIONS + LOCATIONS), then_apply=st.booleans())
