@@ -152,3 +152,13 @@ def test_share_copy_deleted_then_retired_by_the_same_apply(h: ProvisionerHistory
     h.change_key_size(data=Choose("commune-a"), size=3072, **NO)
     h.apply()
     holds(h, "every_generation_on_every_shared_location")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: a retired copy's mode on a share is not observed")
+def test_retired_copy_made_readable_on_a_share_is_repaired(h: ProvisionerHistory) -> None:
+    h.change_key_size(data=Choose("commune-a"), size=3072, then_apply=True)
+    retired = h.target_dir("share-1") / "commune-a.g1.p12"
+    assert h.retired_on_a_location(retired)
+    h.world_damages_a_copy_on_a_shared_location(data=Choose(retired), how="chmod", **NO)
+    h.apply()
+    holds(h, "copies_are_private")
