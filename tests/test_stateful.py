@@ -128,6 +128,11 @@ PENDING_FIXES: dict[str, str] = {
         "issue 14: a file the program did not write, at the path of a copy it is about to "
         "write (a new generation, a new workstation), is overwritten (foreign_files_untouched)"
     ),
+    "set_entity_absent": (
+        "issue 14: `state: absent` removes the copies from the shared locations (against "
+        "docs/CONCEPTS.md); back to present, the old generations never return there "
+        "(every_generation_on_every_shared_location fails)"
+    ),
     "world_loses_the_state": (
         "issue 14: with the state folder empty, apply makes new keys and overwrites every copy "
         "of the old ones (no_key_lost, foreign_files_untouched fail)"
@@ -785,14 +790,25 @@ class ProvisionerHistory(RuleBasedStateMachine):
         del self.m.entities[entity]
         self.write_inputs()
 
-    @rule(data=st.data(), absent=st.booleans())
-    def set_entity_state(self, data: st.DataObject, absent: bool) -> None:
+    @enabled("set_entity_absent")
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def set_entity_absent(self, data: st.DataObject, then_apply: bool) -> None:
+        """`state: absent` for an entity no open consultation is bound to."""
+        self.m.renamed.clear()
+        self.operator_step()
+        free = [e for e in sorted(self.m.entities) if not self.open_consultations(e)]
+        if free:
+            self.m.entities[data.draw(st.sampled_from(free), label="entity")].state = "absent"
+            self.write_inputs()
+
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def set_entity_present(self, data: st.DataObject, then_apply: bool) -> None:
         self.m.renamed.clear()
         self.operator_step()
         entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
-        if absent and self.open_consultations(entity):
-            return
-        self.m.entities[entity].state = "absent" if absent else "present"
+        self.m.entities[entity].state = "present"
         self.write_inputs()
 
     @rule(
@@ -963,7 +979,9 @@ class ProvisionerHistory(RuleBasedStateMachine):
         bound = [c for c in self.m.consultations.values() if c.in_file and c.key_sha256]
         if not bound:
             return
-        c = data.draw(st.sampled_from(bound), label="consultation")
+        c = self.m.consultations[
+            data.draw(st.sampled_from([c.reference for c in bound]), label="consultation")
+        ]
         rows = self.state_rows(
             f"SELECT designation FROM generations WHERE key_sha256 = '{c.key_sha256}'"
         )
@@ -978,7 +996,9 @@ class ProvisionerHistory(RuleBasedStateMachine):
         opened = [c for c in self.m.consultations.values() if c.status != "closed" and c.in_file]
         if not opened:
             return
-        c = data.draw(st.sampled_from(opened), label="consultation")
+        c = self.m.consultations[
+            data.draw(st.sampled_from([c.reference for c in opened]), label="consultation")
+        ]
         c.status = "closed"
         self.write_inputs()
 
@@ -989,7 +1009,9 @@ class ProvisionerHistory(RuleBasedStateMachine):
         listed = [c for c in self.m.consultations.values() if c.in_file]
         if not listed:
             return
-        c = data.draw(st.sampled_from(listed), label="consultation")
+        c = self.m.consultations[
+            data.draw(st.sampled_from([c.reference for c in listed]), label="consultation")
+        ]
         c.in_file = False
         self.write_inputs()
 
