@@ -169,3 +169,11 @@ def test_absent_then_present_keeps_every_generation_on_the_share(h: ProvisionerH
     h.set_entity_present(data=Choose("commune-a"), then_apply=True)
     assert h.m.last_apply_ok
     holds(h, "every_generation_on_every_shared_location")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: a new shared location gets no retired generation")
+def test_new_shared_location_receives_every_generation(h: ProvisionerHistory) -> None:
+    h.change_key_size(data=Choose("commune-a"), size=3072, then_apply=True)
+    h.add_a_shared_location_to_an_entity(data=Choose("commune-a"), name="share-2", then_apply=True)
+    assert h.m.last_apply_ok
+    holds(h, "every_generation_on_every_shared_location")
