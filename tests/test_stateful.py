@@ -1421,8 +1421,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
 # ---------------------------------------------------------------- profiles
 
 BOUNDED = settings(
-    max_examples=int(os.environ.get("PROVISIONER_STATEFUL_EXAMPLES", "6")),
-    stateful_step_count=20,
+    max_examples=int(os.environ.get("PROVISIONER_STATEFUL_EXAMPLES", "12")),
+    stateful_step_count=25,
     derandomize=True,
     database=None,
     deadline=None,
@@ -1434,7 +1434,13 @@ BOUNDED = settings(
 
 def test_bounded_profile() -> None:
     """Random histories with a fixed seed (make test): a failure replays as is."""
+    start = time.monotonic()
+    ProvisionerHistory.histories = ProvisionerHistory.steps = 0
     run_state_machine_as_test(ProvisionerHistory, settings=BOUNDED)
+    print(
+        f"\nstateful bounded profile: {ProvisionerHistory.histories} histories, "
+        f"{ProvisionerHistory.steps} commands in {time.monotonic() - start:.0f} s"
+    )
 
 
 @pytest.mark.slow
