@@ -1257,8 +1257,10 @@ class ProvisionerHistory(RuleBasedStateMachine):
         )
         assert not lost, f"keys no longer recoverable from escrow or any copy: {lost}"
 
-    def bound_keys_missing(self) -> list[tuple[Binding, str]]:
-        """(consultation, target) pairs where the bound key is not held or does not open."""
+    def bound_keys_missing(self, any_password: bool = False) -> list[tuple[Binding, str]]:
+        """(consultation, target) pairs where the bound key is not held or does not open its
+        bid with the entity's password (with any password it ever had, if `any_password`:
+        a copy waiting for a re-encoding is drift, not a missing key)."""
         out: list[tuple[Binding, str]] = []
         for c in self.m.consultations.values():
             spec = self.m.entities.get(c.entity)
@@ -1268,14 +1270,14 @@ class ProvisionerHistory(RuleBasedStateMachine):
                 continue
             assert c.bid is not None and c.certificate is not None
             cert_der = c.certificate.public_bytes(serialization.Encoding.DER)
+            passwords = self.m.passwords_ever[c.entity] if any_password else {spec.password}
             for target in sorted(self.workstations_of(c.entity) | set(spec.locations)):
-                held = self.keys_in(self.target_dir(target), {c.entity: {spec.password}})
+                held = self.keys_in(self.target_dir(target), {c.entity: passwords})
                 opened = any(
-                    _opens_bid(
-                        hashlib.sha256(data).hexdigest(), data, spec.password, c.bid, cert_der
-                    )
+                    _opens_bid(hashlib.sha256(data).hexdigest(), data, password, c.bid, cert_der)
                     for p in held.get(c.key_sha256, [])
                     if (data := p.read_bytes())
+                    for password in passwords
                 )
                 if not opened:
                     out.append((c, target))
@@ -1311,7 +1313,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if pending("check_critical_when_a_bound_key_is_missing") or self.m.state_in_doubt:
             return
         window = self.m.now + dt.timedelta(days=WARNING_WINDOW_DAYS)
-        at_risk = {c.reference for c, _ in self.bound_keys_missing() if c.opening <= window}
+        at_risk = {c.reference for c, _ in self.bound_keys_missing(True) if c.opening <= window}
         if not at_risk:
             return
         done = self.run("check", str(self.manifest))
