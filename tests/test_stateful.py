@@ -147,7 +147,7 @@ PENDING_FIXES: dict[str, str] = {
 }
 
 START = dt.datetime(2027, 1, 4, 9, 0, tzinfo=dt.UTC)
-VALIDITY_DAYS = 400
+VALIDITY_DAYS = 120  # short, so that clock moves reach renewals often
 RENEW_BEFORE_DAYS = 30
 WARNING_WINDOW_DAYS = 30  # `check`: a bound key at risk this close to the opening is CRITICAL
 ENTITY_IDS = ("commune-a", "syndicat-b", "office-c")
