@@ -902,12 +902,13 @@ class ProvisionerHistory(RuleBasedStateMachine):
     def _rename(self, entity: str, keep_common_name: bool) -> None:
         spec = self.m.entities[entity]
         self.m.counter += 1
-        if keep_common_name:
-            spec.common_name = spec.common_name or spec.designation
+        found = self.current(entity)
+        if keep_common_name:  # pinned to the CN the current certificate has
+            cns = found[1].subject.get_attributes_for_oid(NameOID.COMMON_NAME) if found else []
+            spec.common_name = str(cns[0].value) if cns else spec.designation
         else:
             spec.common_name = None
         spec.designation = f"{spec.designation.split(' v')[0]} v{self.m.counter}"
-        found = self.current(entity)
         if found is not None and not self.m.state_in_doubt:
             key_sha = public_key_fingerprint(found[1].public_key())  # type: ignore[arg-type]
             self.m.renamed.setdefault(entity, key_sha)
