@@ -795,6 +795,9 @@ class ProvisionerHistory(RuleBasedStateMachine):
             return
         entity = data.draw(st.sampled_from(sorted(candidates)), label="entity")
         del self.m.entities[entity]
+        for c in self.m.consultations.values():
+            if c.entity == entity:  # its closed consultations leave the export with it
+                c.in_file = False
         self.write_inputs()
 
     @enabled("set_entity_absent")
@@ -909,9 +912,12 @@ class ProvisionerHistory(RuleBasedStateMachine):
         else:
             spec.common_name = None
         spec.designation = f"{spec.designation.split(' v')[0]} v{self.m.counter}"
+        # A key due for renewal is rightly replaced at the next apply: only others count.
         if found is not None and not self.m.state_in_doubt:
-            key_sha = public_key_fingerprint(found[1].public_key())  # type: ignore[arg-type]
-            self.m.renamed.setdefault(entity, key_sha)
+            renewal = found[1].not_valid_after_utc - dt.timedelta(days=RENEW_BEFORE_DAYS)
+            if self.m.now < renewal:
+                key_sha = public_key_fingerprint(found[1].public_key())  # type: ignore[arg-type]
+                self.m.renamed.setdefault(entity, key_sha)
         self.write_inputs()
 
     @rule(data=st.data(), then_apply=st.booleans())
