@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+# The long randomized suites: the stateful scenario suite's long profile (stopped after
+# PROVISIONER_STATEFUL_MINUTES, default 25) and the randomized kills of tests/test_crash.py.
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -q -s -m slow tests/test_stateful.py tests/test_crash.py
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -1,0 +1,1479 @@
+"""Stateful scenario suite: random histories of operator actions and world events, with the
+safety invariants checked after every step.
+
+A `hypothesis.stateful.RuleBasedStateMachine` drives the real program through histories of
+operator actions (apply, plan, status, check, rehearse, export, recover, manifest and
+consultation edits, clock moves) and world events (copies deleted, garbled or chmod-ed, stray
+files, escrow files lost, the state lost or restored from an older backup, temporaries left,
+an apply killed at a fault point). A small reference model records what the world knows for
+certain: every key the program ever generated (read from the state and its certificates), the
+consultations the platform bound and a CMS bid encrypted to each at its binding, the files the
+program did not write (in this state's lineage), every secret. After each step the invariants
+below are checked against the files themselves.
+
+How it drives the program: in-process, through the typer app and `typer.testing.CliRunner`
+(the same argument parsing, commands, rendering and exit codes as a user gets; `main()` only
+adds a umask, which the runner sets too, and ends with `os._exit`, which a test cannot call).
+A subprocess costs about 0.4 s of interpreter and import start-up per command, more than most
+steps' work; in-process a step costs tens of milliseconds plus its key generations. Only
+`kill an apply at a fault point` runs a real subprocess: `provisioner.faults` reads
+PROVISIONER_FAULT_INJECT at import and SIGKILLs its own process.
+
+Cheap settings that change nothing the invariants look at: RSA 2048 (3072 sometimes, as a key
+size change), three entities at most, three workstations, two shared locations, the legacy
+profile sometimes. The clock moves with PROVISIONER_NOW.
+
+Profiles: `make test` runs a bounded, derandomized profile (fixed seed: a failure replays);
+`make test-slow` runs `test_long_profile` (PROVISIONER_STATEFUL_HISTORIES histories, default
+1,000, of up to 30 steps, stopped after PROVISIONER_STATEFUL_MINUTES minutes).
+
+Checks that fail on today's code because of defects whose fixes are being built (issues 14
+and 15) are listed, with the issue, in PENDING_FIXES: a listed invariant is not asserted and a
+listed rule is not drawn. Remove a name from PENDING_FIXES once its fix is merged; never
+weaken a check instead. PROVISIONER_STATEFUL_PENDING=check runs every rule and check anyway.
+
+Adding a rule: a method decorated with `@rule(...)` (and `@precondition` when it needs a
+state), that does one operator action or world event and updates the model (`self.m`). A rule
+that destroys files must keep every known key recoverable somewhere (`_holders_left`): the
+world may be hostile, but the suite judges the program, not the weather. Adding an invariant:
+a method decorated with `@invariant()`, named after what it promises, with a one-line
+docstring, that reads the files (not the program's own report) and asserts with a message
+naming the entity, file or consultation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import hashlib
+import os
+import secrets
+import shutil
+import sqlite3
+import stat
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from typer.testing import CliRunner
+
+from provisioner.atomic import TMP_MARK
+from provisioner.cli import app
+from provisioner.crypto import cms, pkcs12
+from provisioner.crypto.keys import public_key_fingerprint
+from provisioner.errors import ProvisionerError
+from provisioner.state.escrow import Escrow
+from tests.conftest import run_cli
+
+# Checks (invariant or rule names) that fail on the code as it is, each with the issue whose
+# fix makes it pass. The lead removes a name once that fix is merged; nothing else skips a
+# check. See the module docstring.
+PENDING_FIXES: dict[str, str] = {
+    "world_deletes_the_keyring": (
+        "issue 14: with escrow/keyring.json missing, apply creates a new keyring beside keys "
+        "sealed under the old one (never_a_second_keyring fails)"
+    ),
+    "world_restores_an_older_state": (
+        "issue 14: after an older state backup is restored, apply re-creates newer generations "
+        "under the same file names (foreign_files_untouched, no_key_lost fail)"
+    ),
+    "world_deletes_an_escrow_key_file": (
+        "issue 14: a deleted escrow key file is not observed; its key is then lost when the "
+        "copies go (state: absent, retirement) (no_key_lost fails)"
+    ),
+    "world_damages_a_copy_on_a_shared_location": (
+        "issue 14: a retired generation's copy deleted, garbled or chmod-ed on a shared "
+        "location (or damaged while current, then retired by the same apply) is never "
+        "observed nor restored (every_generation_on_every_shared_location, copies_are_private)"
+    ),
+    "rename_a_bound_designation": (
+        "issue 15: renaming the designation of a generation bound to an open consultation "
+        "lifts its guard; at the renewal it leaves the workstations "
+        "(bound_keys_everywhere_after_apply fails)"
+    ),
+    "platform_renames_the_key_in_its_export": (
+        "issue 15: a consultations export naming the bound key by its new designation is "
+        "refused as a rebinding (sound_history_applies fails)"
+    ),
+    "check_critical_when_a_bound_key_is_missing": (
+        "issue 15: check says WARNING '1 change(s) pending (missing)' without naming the "
+        "consultation when a bound key's copy is gone near the opening"
+    ),
+    "renaming_keeps_the_key": (
+        "issue 15: changing only the designation (no common_name) makes a new key 'X (2)'"
+    ),
+    "world_drops_a_stray_file": (
+        "issue 14: a file the program did not write, at the path of a copy it is about to "
+        "write (a new generation, a new workstation), is overwritten (foreign_files_untouched)"
+    ),
+    "set_entity_absent": (
+        "issue 14: `state: absent` removes the copies from the shared locations (against "
+        "docs/CONCEPTS.md); back to present, the old generations never return there "
+        "(every_generation_on_every_shared_location fails)"
+    ),
+    "add_a_shared_location_to_an_entity": (
+        "issue 14: a shared location added to an entity receives its live generations only, "
+        "never the retired ones (every_generation_on_every_shared_location fails)"
+    ),
+    "world_loses_the_state": (
+        "issue 14: with the state folder empty, apply makes new keys and overwrites every copy "
+        "of the old ones (no_key_lost, foreign_files_untouched fail)"
+    ),
+    "no_secret_in_child_environments": (
+        "issue 16 (part A): hooks inherit the whole environment, escrow passphrase included"
+    ),
+}
+
+START = dt.datetime(2027, 1, 4, 9, 0, tzinfo=dt.UTC)
+VALIDITY_DAYS = 120  # short, so that clock moves reach renewals often
+RENEW_BEFORE_DAYS = 30
+WARNING_WINDOW_DAYS = 30  # `check`: a bound key at risk this close to the opening is CRITICAL
+ENTITY_IDS = ("commune-a", "syndicat-b", "office-c")
+WORKSTATIONS = ("ws-a", "ws-b", "ws-c")
+LOCATIONS = ("share-1", "share-2")
+FAULT_POINTS = (
+    "after-keygen",
+    "after-escrow",
+    "mid-commit",
+    "after-commit",
+    "mid-distribution",
+    "mid-rename",
+    "after-remove",
+)
+ESCROW_ENV = "PROVISIONER_ESCROW_PASSPHRASE"
+HOOK = """import json, os, sys
+sys.stdin.read()
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hook-env.jsonl"), "a") as f:
+    f.write(json.dumps(dict(os.environ)) + "\\n")
+"""
+COMMANDS = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+if os.environ.get("PROVISIONER_STATEFUL_PENDING") == "check":
+    PENDING_FIXES.clear()  # to see what still fails, once fixes are merged
+
+
+def pending(name: str) -> bool:
+    return name in PENDING_FIXES
+
+
+def enabled(name: str) -> Any:
+    """A precondition: the rule is drawn unless PENDING_FIXES lists it."""
+    return precondition(lambda _self: not pending(name))
+
+
+def followed_by_apply(step: Any) -> Any:
+    """The rule, then `apply` when it drew then_apply=True: edits and events meet an apply
+    often, as in real life, without the history needing a separate apply step."""
+
+    @functools.wraps(step)
+    def run(self: ProvisionerHistory, **kwargs: Any) -> None:
+        step(self, **kwargs)
+        if kwargs["then_apply"]:
+            self.apply()
+
+    return run
+
+
+# ---------------------------------------------------------------- fixtures of the world
+
+
+@cache
+def certificate_authority() -> tuple[bytes, bytes]:
+    """A small CA (PEM certificate, PEM key) for the `issuer` edits, made once per run."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Stateful Test CA")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(START - dt.timedelta(days=1))
+        .not_valid_after(START + dt.timedelta(days=3650 * 3))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+@dataclass
+class EntitySpec:
+    """What the manifest says of one entity."""
+
+    designation: str
+    password: str
+    common_name: str | None = None
+    profile: str = "modern"
+    size: int = 2048
+    issuer: str = "self-signed"
+    state: str = "present"
+    workstations: list[str] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KnownKey:
+    """A key the program generated or adopted, as its certificate shows it."""
+
+    entity: str
+    certificate: x509.Certificate
+
+
+@dataclass
+class Binding:
+    """A consultation as the platform knows it, and the bid a company encrypted at binding."""
+
+    reference: str
+    entity: str
+    designation: str
+    deadline: dt.datetime
+    opening: dt.datetime
+    status: str = "open"
+    in_file: bool = True
+    key_sha256: str | None = None
+    certificate: x509.Certificate | None = None
+    bid: bytes | None = None
+
+    def __repr__(self) -> str:  # how a drawn consultation reads in a failing history
+        return f"Binding({self.reference!r}, {self.entity!r}, {self.designation!r})"
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Model:
+    """What must hold, known independently of the program's state."""
+
+    now: dt.datetime = START
+    entities: dict[str, EntitySpec] = field(default_factory=dict)
+    group: list[str] = field(default_factory=lambda: ["ws-b"])
+    keys: dict[str, KnownKey] = field(default_factory=dict)
+    passwords_ever: dict[str, set[str]] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+    consultations: dict[str, Binding] = field(default_factory=dict)
+    foreign: dict[Path, bytes] = field(default_factory=dict)  # not written by this lineage
+    strays: set[Path] = field(default_factory=set)
+    backups: list[Path] = field(default_factory=list)
+    state_in_doubt: bool = False  # lost or restored: apply may refuse until `recover`
+    escrow_in_doubt: bool = False  # keyring or a key file lost
+    last_apply_ok: bool = False
+    world_changed_since_apply: bool = False
+    outputs: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)  # entity -> key before a rename
+    counter: int = 0
+
+
+# ---------------------------------------------------------------- caches (pure functions)
+
+
+@cache
+def _decoded(digest: str, data: bytes, password: str) -> str | None:
+    """Public key fingerprint in a PKCS#12 opened with `password`; None if it does not open."""
+    try:
+        return public_key_fingerprint(pkcs12.decode(data, password).key)
+    except Exception:
+        return None
+
+
+def p12_key(data: bytes, passwords: set[str] | list[str]) -> str | None:
+    digest = hashlib.sha256(data).hexdigest()
+    for password in sorted(passwords):
+        found = _decoded(digest, data, password)
+        if found is not None:
+            return found
+    return None
+
+
+@cache
+def _opens_bid(digest: str, data: bytes, password: str, bid: bytes, cert_der: bytes) -> bool:
+    try:
+        bundle = pkcs12.decode(data, password)
+        cert = x509.load_der_x509_certificate(cert_der)
+        return cms.open_bid(bid, cert, bundle.key).startswith(b"bid ")
+    except Exception:
+        return False
+
+
+_UNLOCKED: dict[tuple[str, str], Escrow | None] = {}
+
+
+def escrow_for(folder: Path, passphrase: str) -> Escrow | None:
+    """The escrow in `folder` unlocked with its current keyring (cached by keyring bytes)."""
+    try:
+        ring = (folder / "keyring.json").read_bytes()
+    except OSError:
+        return None
+    key = (hashlib.sha256(ring).hexdigest(), passphrase)
+    if key not in _UNLOCKED:
+        try:
+            _UNLOCKED[key] = Escrow.unlock(folder, passphrase)
+        except ProvisionerError:
+            _UNLOCKED[key] = None
+    escrow = _UNLOCKED[key]
+    return None if escrow is None else Escrow(folder, escrow._data_key)
+
+
+_SEALED: dict[tuple[str, str], bool] = {}
+
+
+def sealed_opens(escrow: Escrow, path: Path) -> bool:
+    """The escrow key file at `path` decrypts with `escrow`'s data key to its fingerprint."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    key = (hashlib.sha256(escrow._data_key + data).hexdigest(), path.stem)
+    if key not in _SEALED:
+        try:
+            escrow.get(path.stem)
+            _SEALED[key] = True
+        except ProvisionerError:
+            _SEALED[key] = False
+    return _SEALED[key]
+
+
+# ---------------------------------------------------------------- the machine
+
+
+class ProvisionerHistory(RuleBasedStateMachine):
+    """One installation's life: a manifest, a state, targets, and everything that happens."""
+
+    histories = 0
+    steps = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).histories += 1
+        self.root = Path(tempfile.mkdtemp(prefix="provisioner-stateful-"))
+        self.m = Model()
+        self.passphrase = f"Escrow-{secrets.token_hex(8)}"
+        self.m.secrets.add(self.passphrase)
+        cert, key = certificate_authority()
+        (self.root / "ca").mkdir()
+        (self.root / "ca" / "ca.pem").write_bytes(cert)
+        (self.root / "ca" / "ca.key").write_bytes(key)
+        (self.root / "secrets").mkdir()
+        (self.root / "plans").mkdir()
+        (self.root / "exports").mkdir()
+        (self.root / "backups").mkdir()
+        (self.root / "hook.py").write_text(HOOK)
+        for name in WORKSTATIONS + LOCATIONS:
+            (self.root / "targets" / name).mkdir(parents=True)
+        for i, entity in enumerate(ENTITY_IDS[:2]):
+            self._add_entity(entity, profile="legacy" if i else "modern")
+        self.write_inputs()
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ------------------------------------------------------------ inputs
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.yaml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".provisioner"
+
+    def target_dir(self, name: str) -> Path:
+        return self.root / "targets" / name
+
+    def _add_entity(self, entity: str, profile: str = "modern") -> None:
+        password = f"Pw-{entity}-{secrets.token_hex(6)}"
+        self.m.secrets.add(password)
+        self.m.passwords_ever.setdefault(entity, set()).add(password)
+        label = entity.split("-")[0].capitalize() + " " + entity.split("-")[1].upper()
+        self.m.entities[entity] = EntitySpec(
+            designation=label,
+            password=password,
+            profile=profile,
+            workstations=["ws-a", "grp"],
+            locations=["share-1"],
+        )
+
+    def present(self) -> list[str]:
+        return sorted(e for e, s in self.m.entities.items() if s.state == "present")
+
+    def workstations_of(self, entity: str) -> set[str]:
+        out: set[str] = set()
+        for name in self.m.entities[entity].workstations:
+            out.update(self.m.group if name == "grp" else [name])
+        return out
+
+    def write_inputs(self) -> None:
+        entities = []
+        for entity, spec in self.m.entities.items():
+            (self.root / "secrets" / f"{entity}.pass").write_text(spec.password + "\n")
+            key: dict[str, Any] = {
+                "designation": spec.designation,
+                "size": spec.size,
+                "pkcs12_profile": spec.profile,
+                "issuer": spec.issuer,
+            }
+            if spec.common_name is not None:
+                key["common_name"] = spec.common_name
+            entities.append(
+                {
+                    "id": entity,
+                    "name": entity.replace("-", " ").title(),
+                    "state": spec.state,
+                    "key": key,
+                    "password": {"file": f"secrets/{entity}.pass"},
+                    "shared_locations": list(spec.locations),
+                    "workstations": list(spec.workstations),
+                }
+            )
+        manifest = {
+            "version": 1,
+            "defaults": {
+                "key": {"algorithm": "RSA", "size": 2048},
+                "validity_days": VALIDITY_DAYS,
+                "renew_before_days": RENEW_BEFORE_DAYS,
+                "password_policy": {"min_length": 12},
+                "subject": {"organization": "Stateful", "country": "FR"},
+            },
+            "escrow": {"passphrase": {"env": ESCROW_ENV}},
+            "issuers": [{"name": "ca", "certificate": "ca/ca.pem", "private_key": "ca/ca.key"}],
+            "consultations": "consultations.yaml",
+            "hooks": {
+                "renewed": [[sys.executable, "hook.py"]],
+                "distributed": [[sys.executable, "hook.py"]],
+            },
+            "inventory": {
+                "locations": [
+                    {"name": n, "transport": "local", "path": f"targets/{n}"} for n in LOCATIONS
+                ],
+                "workstations": [
+                    {"name": n, "transport": "local", "path": f"targets/{n}"} for n in WORKSTATIONS
+                ],
+                "groups": {"grp": list(self.m.group)},
+            },
+            "entities": entities,
+        }
+        self.manifest.write_text(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True))
+        rows = []
+        for c in self.m.consultations.values():
+            if not c.in_file:
+                continue
+            rows.append(
+                {
+                    "reference": c.reference,
+                    "entity": c.entity,
+                    "designation": c.designation,
+                    "status": c.status,
+                    "deadline": c.deadline.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "opening": c.opening.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            )
+        (self.root / "consultations.yaml").write_text(
+            yaml.safe_dump({"version": 1, "consultations": rows}, sort_keys=False)
+        )
+
+    # ------------------------------------------------------------ running the program
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PROVISIONER_NOW": self.m.now.isoformat(),
+            ESCROW_ENV: self.passphrase,
+            "COLUMNS": "200",
+        }
+
+    def run(self, *args: str) -> Outcome:
+        """One command in this process, as `provisioner ARGS` would run it."""
+        type(self).steps += 1
+        runner = CliRunner()
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("PROVISIONER_")}
+        env.update(self.env())
+        old = os.umask(0o077)
+        try:
+            res = runner.invoke(app, list(args), env=env)
+        finally:
+            os.umask(old)
+        out, err = res.stdout, res.stderr
+        code = res.exit_code
+        exc = res.exception
+        if isinstance(exc, ProvisionerError):
+            code, err = exc.exit_code, err + f"Error: {exc}\n"
+        elif exc is not None and not isinstance(exc, SystemExit):
+            raise AssertionError(
+                f"provisioner {' '.join(args)} crashed: {type(exc).__name__}: {exc}\n{out}{err}"
+            ) from exc
+        self.m.outputs.append(out + err)
+        self.harvest()
+        return Outcome(code, out, err)
+
+    def run_killed(self, fault: str) -> Outcome:
+        """`apply --auto-approve` in a subprocess that SIGKILLs itself at `fault`."""
+        type(self).steps += 1
+        done = run_cli(
+            "apply",
+            "--auto-approve",
+            self.manifest,
+            env={**self.env(), "PROVISIONER_FAULT_INJECT": fault},
+        )
+        self.m.outputs.append(done.stdout + done.stderr)
+        self.harvest()
+        return Outcome(done.returncode, done.stdout, done.stderr)
+
+    # ------------------------------------------------------------ reading the world
+
+    def state_rows(self, query: str) -> list[tuple[Any, ...]]:
+        path = self.state_dir / "state.db"
+        if not path.is_file() or path.stat().st_size == 0:
+            return []
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                return list(conn.execute(query))
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return []
+
+    def harvest(self) -> None:
+        """Learn every key the state records, and the bindings it made (first one wins)."""
+        for entity, key_sha, cert_der in self.state_rows(
+            "SELECT entity, key_sha256, certificate FROM generations"
+        ):
+            if key_sha not in self.m.keys:
+                self.m.keys[key_sha] = KnownKey(entity, x509.load_der_x509_certificate(cert_der))
+        for reference, key_sha, cert_der in self.state_rows(
+            "SELECT c.reference, g.key_sha256, g.certificate FROM consultations c "
+            "JOIN generations g ON g.id = c.generation"
+        ):
+            c = self.m.consultations.get(reference)
+            if c is None or c.key_sha256 is not None:
+                continue
+            cert = x509.load_der_x509_certificate(cert_der)
+            c.key_sha256, c.certificate = key_sha, cert
+            c.bid = cms.encrypt_bid(cert, f"bid for {reference}".encode())
+
+    def current(self, entity: str) -> tuple[str, x509.Certificate] | None:
+        """(designation, certificate) of the entity's current generation in the state."""
+        rows = self.state_rows(
+            "SELECT designation, certificate FROM generations "
+            f"WHERE entity = '{entity}' AND status = 'current'"
+        )
+        if not rows:
+            return None
+        return rows[0][0], x509.load_der_x509_certificate(rows[0][1])
+
+    def copies(self) -> list[Path]:
+        """Every PKCS#12 on every target."""
+        return sorted(p for p in (self.root / "targets").rglob("*.p12") if p.is_file())
+
+    def files_on_targets(self) -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in (self.root / "targets").rglob("*") if p.is_file()}
+
+    def keys_in(self, folder: Path, passwords: dict[str, set[str]]) -> dict[str, list[Path]]:
+        """Key fingerprint -> the PKCS#12 files in `folder` holding it."""
+        out: dict[str, list[Path]] = {}
+        for p in sorted(folder.glob("*.p12")):
+            entity = p.name.split(".")[0]
+            with contextlib.suppress(OSError):
+                found = p12_key(p.read_bytes(), passwords.get(entity, set()))
+                if found is not None:
+                    out.setdefault(found, []).append(p)
+        return out
+
+    def escrowed(self) -> set[str]:
+        """Keys the escrow folder gives back with its own keyring and the passphrase."""
+        folder = self.state_dir / "escrow"
+        escrow = escrow_for(folder, self.passphrase)
+        if escrow is None:
+            return set()
+        return {p.stem for p in folder.glob("*.key") if sealed_opens(escrow, p)}
+
+    def holders(
+        self, skip: frozenset[Path] | set[Path] = frozenset(), escrow: bool = True
+    ) -> dict[str, int]:
+        """Key fingerprint -> how many places give it back (escrow counts one)."""
+        count: dict[str, int] = {}
+        for p in self.copies():
+            if p in skip:
+                continue
+            entity = p.name.split(".")[0]
+            found = p12_key(p.read_bytes(), self.m.passwords_ever.get(entity, set()))
+            if found is not None:
+                count[found] = count.get(found, 0) + 1
+        if escrow:
+            for sha in self.escrowed():
+                count[sha] = count.get(sha, 0) + 1
+        return count
+
+    def _holders_left(
+        self, skip: frozenset[Path] | set[Path] = frozenset(), escrow: bool = True
+    ) -> bool:
+        """Every known key still has a holder once `skip` (and the escrow, if not `escrow`) go."""
+        left = self.holders(skip, escrow)
+        return all(left.get(sha, 0) > 0 for sha in self.m.keys)
+
+    def world_event(self) -> None:
+        self.m.world_changed_since_apply = True
+        self.m.last_apply_ok = False
+
+    def operator_step(self) -> None:
+        self.m.last_apply_ok = False
+
+    # ------------------------------------------------------------ operator: commands
+
+    @initialize()
+    def first_apply(self) -> None:
+        done = self.run("apply", "--auto-approve", str(self.manifest))
+        assert done.code == 0, done.out + done.err
+        self.m.last_apply_ok = True
+        self.m.world_changed_since_apply = False
+
+    @rule()
+    def apply(self) -> None:
+        done = self.run("apply", "--auto-approve", str(self.manifest))
+        if done.code == 0:
+            self.m.last_apply_ok = True
+            self.m.world_changed_since_apply = False
+        else:
+            self.m.last_apply_ok = False
+            self.sound_history_applies(done)
+            self.refusal_names_recover(done)
+
+    @rule(save=st.booleans())
+    def plan(self, save: bool) -> None:
+        self.operator_step()
+        args = ["plan", "--detailed-exitcode", str(self.manifest)]
+        if save:
+            self.m.counter += 1
+            args += ["--out", str(self.root / "plans" / f"p{self.m.counter}.json")]
+        done = self.run(*args)
+        assert done.code in (0, 1, 2), done.out + done.err
+
+    @rule()
+    def status(self) -> None:
+        self.operator_step()
+        done = self.run("status", str(self.manifest))
+        assert done.code in (0, 1), done.out + done.err
+
+    @rule()
+    def check(self) -> None:
+        self.operator_step()
+        done = self.run("check", str(self.manifest))
+        assert done.code in (0, 1, 2, 3), done.out + done.err
+
+    @rule()
+    def rehearse(self) -> None:
+        self.operator_step()
+        done = self.run("rehearse", str(self.manifest))
+        assert done.code in (0, 1), done.out + done.err
+
+    @rule(data=st.data())
+    def export_with_a_new_password(self, data: st.DataObject) -> None:
+        self.operator_step()
+        present = self.present()
+        if not present:
+            return
+        entity = data.draw(st.sampled_from(present), label="entity")
+        password = f"Export-{secrets.token_hex(6)}"
+        self.m.secrets.add(password)
+        self.m.counter += 1
+        pw_file = self.root / "secrets" / f"export{self.m.counter}.pass"
+        pw_file.write_text(password + "\n")
+        out = self.root / "exports" / f"{entity}-{self.m.counter}.p12"
+        done = self.run(
+            "export", str(self.manifest), entity, "--out", str(out), "--password-file", str(pw_file)
+        )
+        if done.code == 0:
+            found = p12_key(out.read_bytes(), {password})
+            assert found in self.m.keys, f"export of {entity} holds no key this tool made"
+
+    @enabled("recover")
+    @rule()
+    def recover(self) -> None:
+        """The operator's decision after a lost or older state (issue 14's command)."""
+        self.operator_step()
+        if "recover" not in COMMANDS:
+            return
+        done = self.run("recover", str(self.manifest), "--auto-approve")
+        if done.code == 0:
+            self.m.state_in_doubt = False
+            self.m.escrow_in_doubt = False
+            self.m.foreign = {p: b for p, b in self.m.foreign.items() if p in self.m.strays}
+
+    # ------------------------------------------------------------ clock
+
+    @rule(days=st.integers(1, 60), then_apply=st.booleans())
+    @followed_by_apply
+    def clock_moves_days(self, days: int, then_apply: bool) -> None:
+        self.m.renamed.clear()
+        self.operator_step()
+        self.m.now += dt.timedelta(days=days)
+
+    @rule(data=st.data(), past_expiry=st.booleans(), then_apply=st.booleans())
+    @followed_by_apply
+    def clock_moves_to_renewal_or_expiry(
+        self, data: st.DataObject, past_expiry: bool, then_apply: bool
+    ) -> None:
+        self.m.renamed.clear()
+        self.operator_step()
+        currents = [e for e in self.present() if self.current(e)]
+        if not currents:
+            return
+        entity = data.draw(st.sampled_from(currents), label="entity")
+        found = self.current(entity)
+        assert found is not None
+        not_after = found[1].not_valid_after_utc
+        target = (
+            not_after + dt.timedelta(days=1)
+            if past_expiry
+            else not_after - dt.timedelta(days=RENEW_BEFORE_DAYS - 1)
+        )
+        self.m.now = max(self.m.now, target)
+
+    # ------------------------------------------------------------ manifest edits
+
+    @rule()
+    def add_entity(self) -> None:
+        self.operator_step()
+        for entity in ENTITY_IDS:
+            if entity not in self.m.entities:
+                self._add_entity(entity)
+                self.write_inputs()
+                return
+
+    @rule(data=st.data())
+    def remove_entity(self, data: st.DataObject) -> None:
+        self.m.renamed.clear()
+        self.operator_step()
+        candidates = [e for e in self.m.entities if not self.open_consultations(e)]
+        if len(self.m.entities) < 2 or not candidates:
+            return
+        entity = data.draw(st.sampled_from(sorted(candidates)), label="entity")
+        del self.m.entities[entity]
+        for c in self.m.consultations.values():
+            if c.entity == entity:  # its closed consultations leave the export with it
+                c.in_file = False
+        self.write_inputs()
+
+    @enabled("set_entity_absent")
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def set_entity_absent(self, data: st.DataObject, then_apply: bool) -> None:
+        """`state: absent` for an entity no open consultation is bound to."""
+        self.m.renamed.clear()
+        self.operator_step()
+        free = [e for e in sorted(self.m.entities) if not self.open_consultations(e)]
+        if free:
+            self.m.entities[data.draw(st.sampled_from(free), label="entity")].state = "absent"
+            self.write_inputs()
+
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def set_entity_present(self, data: st.DataObject, then_apply: bool) -> None:
+        self.m.renamed.clear()
+        self.operator_step()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        self.m.entities[entity].state = "present"
+        self.write_inputs()
+
+    @rule(
+        data=st.data(),
+        name=st.sampled_from((*WORKSTATIONS, "grp")),
+        add=st.booleans(),
+        then_apply=st.booleans(),
+    )
+    @followed_by_apply
+    def edit_entity_workstations(
+        self, data: st.DataObject, name: str, add: bool, then_apply: bool
+    ) -> None:
+        self.operator_step()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        spec = self.m.entities[entity]
+        if add and name not in spec.workstations:
+            spec.workstations.append(name)
+        elif not add and name in spec.workstations and len(spec.workstations) > 1:
+            spec.workstations.remove(name)
+        self.write_inputs()
+
+    @rule(name=st.sampled_from(WORKSTATIONS), add=st.booleans(), then_apply=st.booleans())
+    @followed_by_apply
+    def edit_group_member(self, name: str, add: bool, then_apply: bool) -> None:
+        self.operator_step()
+        if add and name not in self.m.group:
+            self.m.group.append(name)
+        elif not add and name in self.m.group and len(self.m.group) > 1:
+            self.m.group.remove(name)
+        self.write_inputs()
+
+    @enabled("add_a_shared_location_to_an_entity")
+    @rule(data=st.data(), name=st.sampled_from(LOCATIONS), then_apply=st.booleans())
+    @followed_by_apply
+    def add_a_shared_location_to_an_entity(
+        self, data: st.DataObject, name: str, then_apply: bool
+    ) -> None:
+        self.operator_step()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        spec = self.m.entities[entity]
+        if name not in spec.locations:
+            spec.locations.append(name)
+            self.write_inputs()
+
+    @rule(data=st.data(), name=st.sampled_from(LOCATIONS), then_apply=st.booleans())
+    @followed_by_apply
+    def remove_a_shared_location_from_an_entity(
+        self, data: st.DataObject, name: str, then_apply: bool
+    ) -> None:
+        self.operator_step()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        spec = self.m.entities[entity]
+        if name in spec.locations and len(spec.locations) > 1:
+            spec.locations.remove(name)
+            self.write_inputs()
+
+    @rule(data=st.data(), keep_common_name=st.booleans(), then_apply=st.booleans())
+    @followed_by_apply
+    def rename_designation(
+        self, data: st.DataObject, keep_common_name: bool, then_apply: bool
+    ) -> None:
+        """A new désignation for a key no open consultation is bound to; with
+        keep_common_name the CN stays as it was (pinned), else it follows the designation."""
+        self.operator_step()
+        free = [e for e in sorted(self.m.entities) if not self.open_consultations(e)]
+        if not free:
+            return
+        self._rename(data.draw(st.sampled_from(free), label="entity"), keep_common_name)
+
+    @enabled("rename_a_bound_designation")
+    @rule(data=st.data(), keep_common_name=st.booleans(), then_apply=st.booleans())
+    @followed_by_apply
+    def rename_a_bound_designation(
+        self, data: st.DataObject, keep_common_name: bool, then_apply: bool
+    ) -> None:
+        """A new désignation for a key an open consultation is bound to (allowed by the
+        platform's guide); the binding follows the certificate."""
+        self.operator_step()
+        bound = [e for e in sorted(self.m.entities) if self.open_consultations(e)]
+        if not bound:
+            return
+        self._rename(data.draw(st.sampled_from(bound), label="entity"), keep_common_name)
+
+    def _rename(self, entity: str, keep_common_name: bool) -> None:
+        spec = self.m.entities[entity]
+        self.m.counter += 1
+        found = self.current(entity)
+        if keep_common_name:  # pinned to the CN the current certificate has
+            cns = found[1].subject.get_attributes_for_oid(NameOID.COMMON_NAME) if found else []
+            spec.common_name = str(cns[0].value) if cns else spec.designation
+        else:
+            spec.common_name = None
+        spec.designation = f"{spec.designation.split(' v')[0]} v{self.m.counter}"
+        # A key due for renewal is rightly replaced at the next apply: only others count.
+        if found is not None and not self.m.state_in_doubt:
+            renewal = found[1].not_valid_after_utc - dt.timedelta(days=RENEW_BEFORE_DAYS)
+            if self.m.now < renewal:
+                key_sha = public_key_fingerprint(found[1].public_key())  # type: ignore[arg-type]
+                self.m.renamed.setdefault(entity, key_sha)
+        self.write_inputs()
+
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def change_password(self, data: st.DataObject, then_apply: bool) -> None:
+        self.operator_step()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        password = f"Pw-{entity}-{secrets.token_hex(6)}"
+        self.m.secrets.add(password)
+        self.m.passwords_ever.setdefault(entity, set()).add(password)
+        self.m.entities[entity].password = password
+        self.write_inputs()
+
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def change_profile(self, data: st.DataObject, then_apply: bool) -> None:
+        self.operator_step()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        spec = self.m.entities[entity]
+        spec.profile = "legacy" if spec.profile == "modern" else "modern"
+        self.write_inputs()
+
+    @rule(data=st.data(), size=st.sampled_from((2048, 3072)), then_apply=st.booleans())
+    @followed_by_apply
+    def change_key_size(self, data: st.DataObject, size: int, then_apply: bool) -> None:
+        self.m.renamed.clear()
+        self.operator_step()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        self.m.entities[entity].size = size
+        self.write_inputs()
+
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def change_issuer(self, data: st.DataObject, then_apply: bool) -> None:
+        self.m.renamed.clear()
+        self.operator_step()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        spec = self.m.entities[entity]
+        spec.issuer = "ca" if spec.issuer == "self-signed" else "self-signed"
+        self.write_inputs()
+
+    # ------------------------------------------------------------ consultations
+
+    def open_consultations(self, entity: str) -> list[Binding]:
+        return [
+            c for c in self.m.consultations.values() if c.entity == entity and c.status != "closed"
+        ]
+
+    @rule(
+        data=st.data(),
+        deadline_in=st.integers(2, 60),
+        opening_after=st.integers(0, 10),
+        then_apply=st.booleans(),
+    )
+    @followed_by_apply
+    def add_consultation(
+        self, data: st.DataObject, deadline_in: int, opening_after: int, then_apply: bool
+    ) -> None:
+        """The platform binds a new consultation to the entity's current key, by designation."""
+        self.operator_step()
+        if self.m.state_in_doubt:
+            return  # the operator reads the designation from a state it trusts
+        currents = [e for e in self.present() if self.current(e)]
+        if not currents:
+            return
+        entity = data.draw(st.sampled_from(currents), label="entity")
+        found = self.current(entity)
+        assert found is not None
+        self.m.counter += 1
+        reference = f"C-{self.m.counter}"
+        deadline = self.m.now + dt.timedelta(days=deadline_in)
+        self.m.consultations[reference] = Binding(
+            reference, entity, found[0], deadline, deadline + dt.timedelta(days=opening_after)
+        )
+        self.write_inputs()
+
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def platform_renames_the_key_in_its_export(self, data: st.DataObject, then_apply: bool) -> None:
+        """The export shows the bound key under the name the state now gives it."""
+        self.operator_step()
+        bound = [c for c in self.m.consultations.values() if c.in_file and c.key_sha256]
+        if not bound:
+            return
+        c = self.m.consultations[
+            data.draw(st.sampled_from([c.reference for c in bound]), label="consultation")
+        ]
+        rows = self.state_rows(
+            f"SELECT designation FROM generations WHERE key_sha256 = '{c.key_sha256}'"
+        )
+        if rows and rows[0][0] != c.designation:
+            c.designation = rows[0][0]
+            self.write_inputs()
+
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def close_consultation(self, data: st.DataObject, then_apply: bool) -> None:
+        self.operator_step()
+        opened = [c for c in self.m.consultations.values() if c.status != "closed" and c.in_file]
+        if not opened:
+            return
+        c = self.m.consultations[
+            data.draw(st.sampled_from([c.reference for c in opened]), label="consultation")
+        ]
+        c.status = "closed"
+        self.write_inputs()
+
+    @rule(data=st.data())
+    def drop_consultation_from_the_file(self, data: st.DataObject) -> None:
+        """The export forgets a row: the consultation keeps its last known status."""
+        self.operator_step()
+        listed = [c for c in self.m.consultations.values() if c.in_file]
+        if not listed:
+            return
+        c = self.m.consultations[
+            data.draw(st.sampled_from([c.reference for c in listed]), label="consultation")
+        ]
+        c.in_file = False
+        self.write_inputs()
+
+    # ------------------------------------------------------------ world events
+
+    def retired_on_a_location(self, path: Path) -> bool:
+        """A copy of a retired generation on a shared location (the only copy it keeps)."""
+        if path.parent.name not in LOCATIONS:
+            return False
+        entity, number = path.name.split(".")[0], path.name.split(".")[1].removeprefix("g")
+        rows = self.state_rows(
+            f"SELECT status FROM generations WHERE entity = '{entity}' AND number = '{number}'"
+        )
+        return not rows or rows[0][0] == "retired"
+
+    def pick_copy(self, data: st.DataObject, how: str, on_locations: bool) -> Path | None:
+        copies = [
+            p
+            for p in self.copies()
+            if p not in self.m.strays
+            and (p.parent.name in LOCATIONS) == on_locations
+            and (how == "chmod" or self._holders_left({p}))
+        ]
+        if not copies:
+            return None
+        return data.draw(st.sampled_from(copies), label="copy")
+
+    def damage(self, copy: Path, how: str) -> None:
+        self.world_event()
+        self.m.renamed.clear()
+        self.m.foreign.pop(copy, None)
+        if how == "delete":
+            copy.unlink()
+        elif how == "garble":
+            content = bytearray(copy.read_bytes())
+            content[len(content) // 2] ^= 0xFF
+            copy.write_bytes(bytes(content))
+        else:
+            copy.chmod(0o644)
+
+    @rule(
+        data=st.data(), how=st.sampled_from(("delete", "garble", "chmod")), then_apply=st.booleans()
+    )
+    @followed_by_apply
+    def world_damages_a_copy_on_a_workstation(
+        self, data: st.DataObject, how: str, then_apply: bool
+    ) -> None:
+        copy = self.pick_copy(data, how, on_locations=False)
+        if copy is not None:
+            self.damage(copy, how)
+
+    @enabled("world_damages_a_copy_on_a_shared_location")
+    @rule(
+        data=st.data(), how=st.sampled_from(("delete", "garble", "chmod")), then_apply=st.booleans()
+    )
+    @followed_by_apply
+    def world_damages_a_copy_on_a_shared_location(
+        self, data: st.DataObject, how: str, then_apply: bool
+    ) -> None:
+        """Delete, garble or chmod a copy on a shared location, retired generations' included."""
+        copy = self.pick_copy(data, how, on_locations=True)
+        if copy is not None:
+            self.damage(copy, how)
+
+    @enabled("world_drops_a_stray_file")
+    @rule(data=st.data(), place=st.sampled_from(WORKSTATIONS + LOCATIONS), then_apply=st.booleans())
+    @followed_by_apply
+    def world_drops_a_stray_file(self, data: st.DataObject, place: str, then_apply: bool) -> None:
+        """A file the program did not write, where one of its copies would go."""
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        numbers = [
+            n
+            for (n,) in self.state_rows(f"SELECT number FROM generations WHERE entity = '{entity}'")
+        ]
+        number = data.draw(st.sampled_from([*numbers, max(numbers, default=0) + 1]), label="g")
+        path = self.target_dir(place) / f"{entity}.g{number}.p12"
+        if path.exists():
+            return
+        self.world_event()
+        content = b"not a key this tool wrote " + secrets.token_bytes(16)
+        path.write_bytes(content)
+        self.m.foreign[path] = content
+        self.m.strays.add(path)
+
+    @rule(data=st.data())
+    def operator_removes_a_stray_file(self, data: st.DataObject) -> None:
+        """The explicit decision the program asks for when a foreign file blocks a copy."""
+        if not self.m.strays:
+            return
+        path = data.draw(st.sampled_from(sorted(self.m.strays)), label="stray")
+        self.world_event()
+        self.m.strays.discard(path)
+        self.m.foreign.pop(path, None)
+        path.unlink(missing_ok=True)
+
+    @enabled("world_deletes_an_escrow_key_file")
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def world_deletes_an_escrow_key_file(self, data: st.DataObject, then_apply: bool) -> None:
+        files = sorted((self.state_dir / "escrow").glob("*.key"))
+        if not files:
+            return
+        path = data.draw(st.sampled_from(files), label="key file")
+        saved = path.read_bytes()
+        path.unlink()
+        if not self._holders_left():
+            path.write_bytes(saved)  # the last holder: the world spares it
+            return
+        self.world_event()
+        self.m.escrow_in_doubt = True
+
+    @enabled("world_deletes_the_keyring")
+    @rule(then_apply=st.booleans())
+    @followed_by_apply
+    def world_deletes_the_keyring(self, then_apply: bool) -> None:
+        ring = self.state_dir / "escrow" / "keyring.json"
+        if not ring.exists() or not self._holders_left(escrow=False):
+            return
+        self.world_event()
+        ring.unlink()
+        self.m.escrow_in_doubt = True
+
+    @rule()
+    def world_takes_a_backup_of_the_state(self) -> None:
+        """The operator's nightly backup of the state folder (escrow included)."""
+        if not self.state_dir.is_dir():
+            return
+        self.m.counter += 1
+        dest = self.root / "backups" / f"b{self.m.counter}"
+        shutil.copytree(self.state_dir, dest)
+        self.m.backups.append(dest)
+
+    def lineage_foreign(self) -> None:
+        """After a state loss or restore: a file at a path the state (now) never wrote is not its.
+
+        A path it recorded holds one generation of its lineage (the name carries the number),
+        so rewriting it cannot cost a key; a path it never wrote may hold a key made later."""
+        recorded = {
+            self.target_dir(t) / Path(p).name
+            for t, p in self.state_rows("SELECT target, path FROM copies")
+        }
+        for path, content in self.files_on_targets().items():
+            if TMP_MARK in path.name or path in self.m.foreign or path in recorded:
+                continue
+            self.m.foreign[path] = content
+
+    @enabled("world_loses_the_state")
+    @rule(then_apply=st.booleans())
+    @followed_by_apply
+    def world_loses_the_state(self, then_apply: bool) -> None:
+        """The admin host's disk: the state folder comes back empty, escrow included."""
+        if not self.state_dir.is_dir() or not self._holders_left(escrow=False):
+            return
+        self.world_event()
+        shutil.rmtree(self.state_dir)
+        self.state_dir.mkdir(mode=0o700)
+        self.m.state_in_doubt = True
+        self.m.escrow_in_doubt = True
+        self.lineage_foreign()
+
+    @enabled("world_restores_an_older_state")
+    @rule(data=st.data(), then_apply=st.booleans())
+    @followed_by_apply
+    def world_restores_an_older_state(self, data: st.DataObject, then_apply: bool) -> None:
+        if not self.m.backups:
+            return
+        backup = data.draw(st.sampled_from(self.m.backups), label="backup")
+        # Keys only the current escrow holds would be lost by the world, not the program.
+        escrowed_now = self.escrowed()
+        if not self._holders_left(escrow=False):
+            backup_escrow = escrow_for(backup / "escrow", self.passphrase)
+            in_backup = (
+                {p.stem for p in (backup / "escrow").glob("*.key")} if backup_escrow else set()
+            )
+            left = self.holders(escrow=False)
+            if any(left.get(k, 0) == 0 and k not in in_backup for k in escrowed_now):
+                return
+        self.world_event()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        shutil.copytree(backup, self.state_dir)
+        self.m.state_in_doubt = True
+        self.lineage_foreign()
+
+    @rule(place=st.sampled_from(WORKSTATIONS + LOCATIONS))
+    def world_leaves_a_temporary_file(self, place: str) -> None:
+        """What an interrupted write leaves behind."""
+        self.world_event()
+        self.m.counter += 1
+        name = f"commune-a.g1.p12{TMP_MARK}{self.m.counter:06x}"
+        (self.target_dir(place) / name).write_bytes(b"partial " + secrets.token_bytes(32))
+
+    @rule(point=st.sampled_from(FAULT_POINTS), nth=st.integers(1, 3))
+    def world_kills_an_apply(self, point: str, nth: int) -> None:
+        """A power cut: apply SIGKILLed at a fault point (or finishing when never reached)."""
+        self.m.renamed.clear()
+        self.world_event()
+        done = self.run_killed(f"{point}:{nth}")
+        assert done.code in (-9, 0, 1), done.out + done.err
+
+    # ------------------------------------------------------------ checks
+
+    def sound_history_applies(self, done: Outcome) -> None:
+        """apply exits 0 when nothing in the history gives it a reason to refuse."""
+        if pending("sound_history_applies"):
+            return
+        if self.m.state_in_doubt or self.m.escrow_in_doubt or self.m.strays:
+            return
+        raise AssertionError(f"apply refused on a sound history:\n{done.out}{done.err}")
+
+    def refusal_names_recover(self, done: Outcome) -> None:
+        """An apply refused after a lost or older state names the command that recovers it."""
+        if pending("refusal_names_recover") or "recover" not in COMMANDS:
+            return
+        if self.m.state_in_doubt and not self.m.strays:
+            assert "provisioner recover" in done.out + done.err, done.out + done.err
+
+    @invariant()
+    def no_key_lost(self) -> None:
+        """Invariant 1: every key ever generated is in the escrow or in a copy that opens."""
+        if pending("no_key_lost"):
+            return
+        left = self.holders()
+        lost = sorted(
+            f"{k.entity} {sha[:12]} ({k.certificate.subject.rfc4514_string()})"
+            for sha, k in self.m.keys.items()
+            if left.get(sha, 0) == 0
+        )
+        assert not lost, f"keys no longer recoverable from escrow or any copy: {lost}"
+
+    def bound_keys_missing(self, any_password: bool = False) -> list[tuple[Binding, str]]:
+        """(consultation, target) pairs where the bound key is not held or does not open its
+        bid with the entity's password (with any password it ever had, if `any_password`:
+        a copy waiting for a re-encoding is drift, not a missing key)."""
+        out: list[tuple[Binding, str]] = []
+        for c in self.m.consultations.values():
+            spec = self.m.entities.get(c.entity)
+            if c.status == "closed" or c.key_sha256 is None or spec is None:
+                continue
+            if spec.state != "present":
+                continue
+            assert c.bid is not None and c.certificate is not None
+            cert_der = c.certificate.public_bytes(serialization.Encoding.DER)
+            passwords = self.m.passwords_ever[c.entity] if any_password else {spec.password}
+            for target in sorted(self.workstations_of(c.entity) | set(spec.locations)):
+                held = self.keys_in(self.target_dir(target), {c.entity: passwords})
+                opened = any(
+                    _opens_bid(hashlib.sha256(data).hexdigest(), data, password, c.bid, cert_der)
+                    for p in held.get(c.key_sha256, [])
+                    if (data := p.read_bytes())
+                    for password in passwords
+                )
+                if not opened:
+                    out.append((c, target))
+        return out
+
+    @invariant()
+    def bound_keys_everywhere_after_apply(self) -> None:
+        """Invariant 2: after a 0 apply, each bound key is on all its targets and opens its bid."""
+        if pending("bound_keys_everywhere_after_apply") or not self.m.last_apply_ok:
+            return
+        missing = [f"{c.reference} ({c.entity}) on {t}" for c, t in self.bound_keys_missing()]
+        assert not missing, f"bound key missing or not opening its bid: {missing}"
+
+    @invariant()
+    def foreign_files_untouched(self) -> None:
+        """Invariant 3: a file this state's lineage did not write is never modified or removed."""
+        if pending("foreign_files_untouched"):
+            return
+        changed = []
+        for path, content in sorted(self.m.foreign.items()):
+            try:
+                now = path.read_bytes()
+            except FileNotFoundError:
+                changed.append(f"{path.relative_to(self.root)} removed")
+                continue
+            if now != content:
+                changed.append(f"{path.relative_to(self.root)} overwritten")
+        assert not changed, f"files this state did not write were touched: {changed}"
+
+    @invariant()
+    def check_critical_when_a_bound_key_is_missing(self) -> None:
+        """Invariant 4: `check` exits 2 naming the consultation if 2 fails near its opening."""
+        if pending("check_critical_when_a_bound_key_is_missing") or self.m.state_in_doubt:
+            return
+        window = self.m.now + dt.timedelta(days=WARNING_WINDOW_DAYS)
+        at_risk = {c.reference for c, _ in self.bound_keys_missing(True) if c.opening <= window}
+        if not at_risk:
+            return
+        done = self.run("check", str(self.manifest))
+        assert done.code == 2, (
+            f"check exit {done.code} while {sorted(at_risk)} at risk:\n{done.out}"
+        )
+        unnamed = [r for r in sorted(at_risk) if r not in done.out]
+        assert not unnamed, f"check does not name {unnamed}:\n{done.out}"
+
+    @invariant()
+    def every_generation_on_every_shared_location(self) -> None:
+        """Invariant 5: after a 0 apply, every generation ever made is on its shared locations."""
+        if pending("every_generation_on_every_shared_location") or not self.m.last_apply_ok:
+            return
+        missing = []
+        for location in LOCATIONS:
+            held = self.keys_in(self.target_dir(location), self.m.passwords_ever)
+            for sha, k in sorted(self.m.keys.items()):
+                spec = self.m.entities.get(k.entity)
+                if spec is None or spec.state != "present" or location not in spec.locations:
+                    continue
+                if sha not in held:
+                    missing.append(
+                        f"{k.entity} {k.certificate.subject.rfc4514_string()} on {location}"
+                    )
+        assert not missing, f"generations without a copy on their shared location: {missing}"
+
+    @invariant()
+    def no_secret_in_outputs_or_files(self) -> None:
+        """Invariant 6: no password or passphrase in any output, state, plan, audit or file."""
+        if pending("no_secret_in_outputs_or_files"):
+            return
+        texts = {"output": "\n".join(self.m.outputs)}
+        for path in self.root.rglob("*"):
+            rel = path.relative_to(self.root)
+            if rel.parts[0] in ("secrets",) or path.name == "hook-env.jsonl":
+                continue
+            if path.is_file() and path.suffix != ".p12":
+                texts[str(rel)] = path.read_bytes().decode("latin-1")
+        leaks = [f"{where}" for where, text in texts.items() for s in self.m.secrets if s in text]
+        assert not leaks, f"a secret appears in: {sorted(set(leaks))}"
+
+    @invariant()
+    def no_secret_in_child_environments(self) -> None:
+        """Invariant 6: hooks (child processes) see no password or escrow passphrase."""
+        if pending("no_secret_in_child_environments"):
+            return
+        dump = self.root / "hook-env.jsonl"
+        if not dump.exists():
+            return
+        text = dump.read_text()
+        leaked = sorted(s[:6] + "…" for s in self.m.secrets if s in text)
+        assert not leaked, f"a hook's environment holds secrets starting {leaked}"
+
+    @invariant()
+    def second_apply_plans_nothing(self) -> None:
+        """Invariant 7: right after an apply that exits 0, `plan --detailed-exitcode` exits 0."""
+        if pending("second_apply_plans_nothing") or not self.m.last_apply_ok:
+            return
+        if self.m.world_changed_since_apply:
+            return
+        done = self.run("plan", "--detailed-exitcode", str(self.manifest))
+        assert done.code == 0, f"the apply after a successful one has work:\n{done.out}{done.err}"
+
+    @invariant()
+    def never_a_second_keyring(self) -> None:
+        """Every escrow key file opens with the keyring beside it (never a second keyring)."""
+        if pending("never_a_second_keyring"):
+            return
+        folder = self.state_dir / "escrow"
+        escrow = escrow_for(folder, self.passphrase)
+        if escrow is None:
+            return
+        foreign = sorted(p.stem[:12] for p in folder.glob("*.key") if not sealed_opens(escrow, p))
+        assert not foreign, f"escrow key files sealed under another keyring: {foreign}"
+
+    @invariant()
+    def renaming_keeps_the_key(self) -> None:
+        """After apply exits 0, a designation change alone has kept the entity's key."""
+        if not self.m.last_apply_ok or not self.m.renamed:
+            return
+        renamed, self.m.renamed = self.m.renamed, {}
+        if pending("renaming_keeps_the_key"):
+            return
+        changed = []
+        for entity, key_sha in sorted(renamed.items()):
+            found = self.current(entity)
+            if found is not None:
+                now = public_key_fingerprint(found[1].public_key())  # type: ignore[arg-type]
+                if now != key_sha:
+                    changed.append(f"{entity}: a new key {found[0]!r}")
+        assert not changed, f"a designation change made a new key: {changed}"
+
+    @invariant()
+    def copies_are_private(self) -> None:
+        """After apply exits 0, every copy of a present entity is mode 0600."""
+        if not self.m.last_apply_ok:
+            return
+        present = set(self.present())
+        loose = [
+            str(p.relative_to(self.root))
+            for p in self.copies()
+            if p not in self.m.strays
+            and p.name.split(".")[0] in present
+            and stat.S_IMODE(p.stat().st_mode) & 0o077
+        ]
+        assert not loose, f"copies readable by others after apply: {loose}"
+
+
+# ---------------------------------------------------------------- profiles
+
+BOUNDED = settings(
+    max_examples=int(os.environ.get("PROVISIONER_STATEFUL_EXAMPLES", "12")),
+    stateful_step_count=25,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=(Phase.explicit, Phase.generate, Phase.shrink, Phase.explain),
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
+
+
+def test_bounded_profile() -> None:
+    """Random histories with a fixed seed (make test): a failure replays as is."""
+    start = time.monotonic()
+    ProvisionerHistory.histories = ProvisionerHistory.steps = 0
+    run_state_machine_as_test(ProvisionerHistory, settings=BOUNDED)
+    print(
+        f"\nstateful bounded profile: {ProvisionerHistory.histories} histories, "
+        f"{ProvisionerHistory.steps} commands in {time.monotonic() - start:.0f} s"
+    )
+
+
+@pytest.mark.slow
+def test_long_profile() -> None:
+    """At least PROVISIONER_STATEFUL_HISTORIES histories of up to 30 steps, within
+    PROVISIONER_STATEFUL_MINUTES minutes (make test-slow)."""
+    wanted = int(os.environ.get("PROVISIONER_STATEFUL_HISTORIES", "1000"))
+    cap = float(os.environ.get("PROVISIONER_STATEFUL_MINUTES", "25")) * 60
+    start = time.monotonic()
+    ProvisionerHistory.histories = ProvisionerHistory.steps = 0
+    batch = settings(
+        BOUNDED,
+        max_examples=10,
+        stateful_step_count=30,
+        derandomize=False,
+        phases=(Phase.generate, Phase.shrink, Phase.explain),
+    )
+    while ProvisionerHistory.histories < wanted and time.monotonic() - start < cap:
+        run_state_machine_as_test(ProvisionerHistory, settings=batch)
+    elapsed = time.monotonic() - start
+    print(
+        f"\nstateful long profile: {ProvisionerHistory.histories} histories, "
+        f"{ProvisionerHistory.steps} commands in {elapsed:.0f} s"
+    )
