@@ -90,61 +90,7 @@ from tests.conftest import run_cli
 # Checks (invariant or rule names) that fail on the code as it is, each with the issue whose
 # fix makes it pass. The lead removes a name once that fix is merged; nothing else skips a
 # check. See the module docstring.
-PENDING_FIXES: dict[str, str] = {
-    "world_deletes_the_keyring": (
-        "issue 14: with escrow/keyring.json missing, apply creates a new keyring beside keys "
-        "sealed under the old one (never_a_second_keyring fails)"
-    ),
-    "world_restores_an_older_state": (
-        "issue 14: after an older state backup is restored, apply re-creates newer generations "
-        "under the same file names (foreign_files_untouched, no_key_lost fail)"
-    ),
-    "world_deletes_an_escrow_key_file": (
-        "issue 14: a deleted escrow key file is not observed; its key is then lost when the "
-        "copies go (state: absent, retirement) (no_key_lost fails)"
-    ),
-    "world_damages_a_copy_on_a_shared_location": (
-        "issue 14: a retired generation's copy deleted, garbled or chmod-ed on a shared "
-        "location (or damaged while current, then retired by the same apply) is never "
-        "observed nor restored (every_generation_on_every_shared_location, copies_are_private)"
-    ),
-    "rename_a_bound_designation": (
-        "issue 15: renaming the designation of a generation bound to an open consultation "
-        "lifts its guard; at the renewal it leaves the workstations "
-        "(bound_keys_everywhere_after_apply fails)"
-    ),
-    "platform_renames_the_key_in_its_export": (
-        "issue 15: a consultations export naming the bound key by its new designation is "
-        "refused as a rebinding (sound_history_applies fails)"
-    ),
-    "check_critical_when_a_bound_key_is_missing": (
-        "issue 15: check says WARNING '1 change(s) pending (missing)' without naming the "
-        "consultation when a bound key's copy is gone near the opening"
-    ),
-    "renaming_keeps_the_key": (
-        "issue 15: changing only the designation (no common_name) makes a new key 'X (2)'"
-    ),
-    "world_drops_a_stray_file": (
-        "issue 14: a file the program did not write, at the path of a copy it is about to "
-        "write (a new generation, a new workstation), is overwritten (foreign_files_untouched)"
-    ),
-    "set_entity_absent": (
-        "issue 14: `state: absent` removes the copies from the shared locations (against "
-        "docs/CONCEPTS.md); back to present, the old generations never return there "
-        "(every_generation_on_every_shared_location fails)"
-    ),
-    "add_a_shared_location_to_an_entity": (
-        "issue 14: a shared location added to an entity receives its live generations only, "
-        "never the retired ones (every_generation_on_every_shared_location fails)"
-    ),
-    "world_loses_the_state": (
-        "issue 14: with the state folder empty, apply makes new keys and overwrites every copy "
-        "of the old ones (no_key_lost, foreign_files_untouched fail)"
-    ),
-    "no_secret_in_child_environments": (
-        "issue 16 (part A): hooks inherit the whole environment, escrow passphrase included"
-    ),
-}
+PENDING_FIXES: dict[str, str] = {}
 
 START = dt.datetime(2027, 1, 4, 9, 0, tzinfo=dt.UTC)
 VALIDITY_DAYS = 120  # short, so that clock moves reach renewals often

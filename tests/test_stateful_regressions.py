@@ -1,9 +1,9 @@
 """Histories the stateful suite (tests/test_stateful.py) found, kept as plain tests.
 
 Each test replays one shrunk history through the same machine, rule by rule, and asserts the
-invariant it broke. Those whose fix is being built elsewhere are marked xfail(strict=True) with
-the issue: when the fix lands the test passes, strict xfail turns that into a failure, and the
-mark (and the matching PENDING_FIXES entry in tests/test_stateful.py) must be removed.
+invariant it broke (issues 14, 15 and 16 fixed them; each failed on the code before). A history
+found whose fix is still to be built is marked xfail(strict=True) with its issue, and its rule
+or check listed in PENDING_FIXES in tests/test_stateful.py, until the fix lands.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ def holds(h: ProvisionerHistory, *names: str) -> None:
 NO = {"then_apply": False}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a lost state makes apply overwrite every copy")
 def test_lost_state_then_apply_keeps_every_key(h: ProvisionerHistory) -> None:
     h.world_loses_the_state(**NO)
     h.apply()
@@ -59,7 +58,6 @@ def test_lost_state_then_apply_keeps_every_key(h: ProvisionerHistory) -> None:
     holds(h, "foreign_files_untouched", "no_key_lost")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: apply seals keys under a second keyring")
 def test_missing_keyring_is_never_replaced(h: ProvisionerHistory) -> None:
     h.world_deletes_the_keyring(**NO)
     h.world_kills_an_apply(point="after-keygen", nth=1)
@@ -67,7 +65,6 @@ def test_missing_keyring_is_never_replaced(h: ProvisionerHistory) -> None:
     holds(h, "never_a_second_keyring")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: an older state re-creates newer generations")
 def test_older_state_restored_after_a_renewal(h: ProvisionerHistory) -> None:
     h.world_takes_a_backup_of_the_state()
     h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, **NO)
@@ -79,7 +76,6 @@ def test_older_state_restored_after_a_renewal(h: ProvisionerHistory) -> None:
     holds(h, "foreign_files_untouched", "no_key_lost")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: an escrow key file deleted is never observed")
 def test_deleted_escrow_key_then_absent_entity_keeps_the_key(h: ProvisionerHistory) -> None:
     key_file = next(
         p
@@ -91,7 +87,6 @@ def test_deleted_escrow_key_then_absent_entity_keeps_the_key(h: ProvisionerHisto
     holds(h, "no_key_lost")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a retired copy on a shared location is assumed")
 def test_retired_copy_deleted_from_a_shared_location_comes_back(h: ProvisionerHistory) -> None:
     h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, **NO)
     h.apply()
@@ -102,7 +97,6 @@ def test_retired_copy_deleted_from_a_shared_location_comes_back(h: ProvisionerHi
     holds(h, "every_generation_on_every_shared_location")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: renaming a bound key lifts its guard")
 def test_renamed_bound_key_survives_the_renewal(h: ProvisionerHistory) -> None:
     h.add_consultation(data=Choose("commune-a"), deadline_in=50, opening_after=10, then_apply=True)
     h.rename_a_bound_designation(data=Choose("commune-a"), keep_common_name=True, then_apply=True)
@@ -112,7 +106,6 @@ def test_renamed_bound_key_survives_the_renewal(h: ProvisionerHistory) -> None:
     holds(h, "bound_keys_everywhere_after_apply", "check_critical_when_a_bound_key_is_missing")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: the export naming the renamed key is refused")
 def test_platform_export_with_the_new_name_is_accepted(h: ProvisionerHistory) -> None:
     h.add_consultation(data=Choose("commune-a"), deadline_in=50, opening_after=10, then_apply=True)
     h.rename_a_bound_designation(data=Choose("commune-a"), keep_common_name=True, then_apply=True)
@@ -122,7 +115,6 @@ def test_platform_export_with_the_new_name_is_accepted(h: ProvisionerHistory) ->
     h.apply()  # sound_history_applies: no reason to refuse
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: check says WARNING for a missing bound key")
 def test_check_is_critical_when_a_bound_copy_is_deleted(h: ProvisionerHistory) -> None:
     h.add_consultation(data=Choose("commune-a"), deadline_in=10, opening_after=5, then_apply=True)
     copy = h.target_dir("ws-a") / "commune-a.g1.p12"
@@ -130,13 +122,11 @@ def test_check_is_critical_when_a_bound_copy_is_deleted(h: ProvisionerHistory) -
     holds(h, "check_critical_when_a_bound_key_is_missing")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: a designation change makes a new key")
 def test_designation_only_change_keeps_the_key(h: ProvisionerHistory) -> None:
     h.rename_designation(data=Choose("commune-a"), keep_common_name=False, then_apply=True)
     holds(h, "renaming_keeps_the_key")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a stray file at a new copy's path is overwritten")
 def test_stray_file_where_a_new_generation_goes_is_kept(h: ProvisionerHistory) -> None:
     h.change_issuer(data=Choose("commune-a"), **NO)
     h.world_drops_a_stray_file(data=Choose("commune-a", 2), place="ws-a", **NO)
@@ -144,7 +134,6 @@ def test_stray_file_where_a_new_generation_goes_is_kept(h: ProvisionerHistory) -
     holds(h, "foreign_files_untouched")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a current copy deleted, then retired, is lost")
 def test_share_copy_deleted_then_retired_by_the_same_apply(h: ProvisionerHistory) -> None:
     copy = h.target_dir("share-1") / "commune-a.g1.p12"
     h.world_damages_a_copy_on_a_shared_location(data=Choose(copy), how="delete", **NO)
@@ -153,7 +142,6 @@ def test_share_copy_deleted_then_retired_by_the_same_apply(h: ProvisionerHistory
     holds(h, "every_generation_on_every_shared_location")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a retired copy's mode on a share is not observed")
 def test_retired_copy_made_readable_on_a_share_is_repaired(h: ProvisionerHistory) -> None:
     h.change_key_size(data=Choose("commune-a"), size=3072, then_apply=True)
     retired = h.target_dir("share-1") / "commune-a.g1.p12"
@@ -163,7 +151,6 @@ def test_retired_copy_made_readable_on_a_share_is_repaired(h: ProvisionerHistory
     holds(h, "copies_are_private")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: state: absent empties the shared locations")
 def test_absent_then_present_keeps_every_generation_on_the_share(h: ProvisionerHistory) -> None:
     h.set_entity_absent(data=Choose("commune-a"), then_apply=True)
     h.set_entity_present(data=Choose("commune-a"), then_apply=True)
@@ -171,7 +158,6 @@ def test_absent_then_present_keeps_every_generation_on_the_share(h: ProvisionerH
     holds(h, "every_generation_on_every_shared_location")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a new shared location gets no retired generation")
 def test_new_shared_location_receives_every_generation(h: ProvisionerHistory) -> None:
     h.change_key_size(data=Choose("commune-a"), size=3072, then_apply=True)
     h.add_a_shared_location_to_an_entity(data=Choose("commune-a"), name="share-2", then_apply=True)
