@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from provisioner.apply.executor import chain_digest
 from provisioner.atomic import write_private
@@ -18,14 +17,6 @@ from provisioner.engine import Session
 from provisioner.errors import ProvisionerError
 from provisioner.manifest.model import SELF_SIGNED, Entity
 from provisioner.state.records import CURRENT, RETAINED, RecordedGeneration
-
-
-def _attr(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
-    values = cert.subject.get_attributes_for_oid(oid)
-    if not values:
-        return None
-    value = values[0].value
-    return value if isinstance(value, str) else value.decode()
 
 
 def check_adoptable(
@@ -161,11 +152,7 @@ def adopt(
         common_name=certificates.common_name(cert),
         issuer=SELF_SIGNED if self_signed else f"external:{cert.issuer.rfc4514_string()}",
         key_size=bundle.key.key_size,
-        subject=(
-            _attr(cert, NameOID.ORGANIZATION_NAME),
-            _attr(cert, NameOID.ORGANIZATIONAL_UNIT_NAME),
-            _attr(cert, NameOID.COUNTRY_NAME),
-        ),
+        subject=certificates.subject_triple(cert),
         certificate=certificates.certificate_der(cert),
         chain=b"".join(certificates.certificate_pem(c) for c in bundle.chain),
         cert_sha256=fingerprint,

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from provisioner.apply.executor import chain_digest
 from provisioner.crypto import certificates, pkcs12
@@ -87,14 +86,6 @@ class Recovery:
             or self.serial is not None
             or self.home
         )
-
-
-def _attr(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
-    values = cert.subject.get_attributes_for_oid(oid)
-    if not values:
-        return None
-    value = values[0].value
-    return value if isinstance(value, str) else value.decode()
 
 
 def _issuer_name(session: Session, cert: x509.Certificate) -> tuple[str, str]:
@@ -335,11 +326,7 @@ def _generation(
         common_name=certificates.common_name(cert),
         issuer=issuer,
         key_size=f.bundle.key.key_size,
-        subject=(
-            _attr(cert, NameOID.ORGANIZATION_NAME),
-            _attr(cert, NameOID.ORGANIZATIONAL_UNIT_NAME),
-            _attr(cert, NameOID.COUNTRY_NAME),
-        ),
+        subject=certificates.subject_triple(cert),
         certificate=certificates.certificate_der(cert),
         chain=b"".join(certificates.certificate_pem(c) for c in f.bundle.chain),
         cert_sha256=f.cert_sha256,
@@ -466,7 +453,9 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
     """Record the consultations' bindings again from the consultations file, as the next
     apply would, so that a bound generation keeps its guard even if that apply is run without
     the file. Returns how many were recorded."""
-    from provisioner.apply.executor import Executor
+    from dataclasses import replace
+
+    from provisioner.apply.run import execute_plan
     from provisioner.engine import make_plan, observe
     from provisioner.plan.model import BIND, CONSULT
 
@@ -475,17 +464,9 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
         return 0
     session.recorded = session.db.snapshot()
     plan = make_plan(session, observe(session, parallel), now)
-    actions = [a for a in plan.actions if a.kind in (BIND, CONSULT)]
+    actions = tuple(a for a in plan.actions if a.kind in (BIND, CONSULT))
     if not actions or plan.refusals:
         return 0
-    Executor(
-        desired=session.desired(),
-        recorded=session.recorded,
-        db=session.db,
-        escrow=session.escrow,
-        passwords=session.passwords,
-        plan=plan,
-        now=now,
-        pool=session.pool,
-    ).bind(actions)
+    # Only the bindings of the plan are carried out: nothing is written to any target.
+    execute_plan(session, replace(plan, actions=actions), parallel, None, {})
     return sum(a.kind == BIND for a in actions)

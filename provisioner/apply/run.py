@@ -45,7 +45,7 @@ def _load_issuers(session: Session, plan: Plan) -> dict[str, CertificateAuthorit
     return {name: load_issuer(session.manifest.issuers[name]) for name in sorted(needed)}
 
 
-def _execute(
+def execute_plan(
     session: Session,
     plan: Plan,
     parallel: int,
@@ -101,7 +101,7 @@ def apply_manifest(
         issuers = _load_issuers(session, plan)
         if not confirm(plan):
             return ApplyRun(plan, None, note)
-        return ApplyRun(plan, _execute(session, plan, parallel, progress, issuers), note)
+        return ApplyRun(plan, execute_plan(session, plan, parallel, progress, issuers), note)
 
 
 def apply_saved(
@@ -150,7 +150,8 @@ def apply_saved(
         if not plan.actionable or plan.refusals:
             return session, ApplyRun(plan, None, note)
         issuers = _load_issuers(session, plan)
-        return session, ApplyRun(plan, _execute(session, plan, parallel, progress, issuers), note)
+        result = execute_plan(session, plan, parallel, progress, issuers)
+        return session, ApplyRun(plan, result, note)
 
 
 def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) -> None:

@@ -160,3 +160,20 @@ def common_name(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     value = names[0].value if names else ""
     return value if isinstance(value, str) else value.decode()
+
+
+def subject_triple(cert: x509.Certificate) -> tuple[str | None, str | None, str | None]:
+    """The subject's O, OU and C, as the state records them for a generation."""
+
+    def one(oid: x509.ObjectIdentifier) -> str | None:
+        values = cert.subject.get_attributes_for_oid(oid)
+        if not values:
+            return None
+        value = values[0].value
+        return value if isinstance(value, str) else value.decode()
+
+    return (
+        one(NameOID.ORGANIZATION_NAME),
+        one(NameOID.ORGANIZATIONAL_UNIT_NAME),
+        one(NameOID.COUNTRY_NAME),
+    )

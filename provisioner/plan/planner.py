@@ -377,17 +377,14 @@ class _Planner:
     def conflict(self, entity: Entity, number: int, target: str, path: str, what: str) -> None:
         foreign = self.observed.foreign.get((target, path))
         inside = foreign.describe() if foreign is not None else "a symlink or special file"
+        message = f"a file this state did not write stands {what} ({inside}): left as it is"
+        self.conflict_action(entity, number, target, path, message)
+
+    def conflict_action(
+        self, entity: Entity, number: int, target: str, path: str, message: str
+    ) -> None:
         self.actions.append(
-            Action(
-                CONFLICT,
-                "!",
-                entity.id,
-                number,
-                CONFLICT_REASON,
-                f"a file this state did not write stands {what} ({inside}): left as it is",
-                target=target,
-                path=path,
-            )
+            Action(CONFLICT, "!", entity.id, number, CONFLICT_REASON, message, target, path)
         )
 
     def check_escrow(self, entity: Entity) -> None:
@@ -678,18 +675,7 @@ class _Planner:
                 )
                 reason = first_reason(COPY_CHECKS, ctx)
                 if reason is not None and reason.code == CONFLICT_REASON:
-                    self.actions.append(
-                        Action(
-                            CONFLICT,
-                            "!",
-                            entity.id,
-                            number,
-                            reason.code,
-                            reason.message,
-                            target=target.name,
-                            path=path,
-                        )
-                    )
+                    self.conflict_action(entity, number, target.name, path, reason.message)
                 elif (
                     reason is not None
                     and self.desired.moved_from is not None
