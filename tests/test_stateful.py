@@ -254,6 +254,9 @@ class Model:
     world_changed_since_apply: bool = False
     outputs: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)  # entity -> key before a rename
+    # Entities whose key size or issuer changed since the last apply that exited 0: their
+    # next apply rightly makes a new key, renamed or not.
+    spec_pending: set[str] = field(default_factory=set)
     counter: int = 0
 
 
@@ -625,6 +628,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if done.code == 0:
             self.m.last_apply_ok = True
             self.m.world_changed_since_apply = False
+            self.m.spec_pending.clear()
         else:
             self.m.last_apply_ok = False
             self.sound_history_applies(done)
@@ -859,7 +863,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
             spec.common_name = None
         spec.designation = f"{spec.designation.split(' v')[0]} v{self.m.counter}"
         # A key due for renewal is rightly replaced at the next apply: only others count.
-        if found is not None and not self.m.state_in_doubt:
+        if found is not None and not self.m.state_in_doubt and entity not in self.m.spec_pending:
             renewal = found[1].not_valid_after_utc - dt.timedelta(days=RENEW_BEFORE_DAYS)
             if self.m.now < renewal:
                 key_sha = public_key_fingerprint(found[1].public_key())  # type: ignore[arg-type]
@@ -892,6 +896,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         self.m.renamed.clear()
         self.operator_step()
         entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        self.m.spec_pending.add(entity)
         self.m.entities[entity].size = size
         self.write_inputs()
 
@@ -902,6 +907,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         self.operator_step()
         entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
         spec = self.m.entities[entity]
+        self.m.spec_pending.add(entity)
         spec.issuer = "ca" if spec.issuer == "self-signed" else "self-signed"
         self.write_inputs()
 

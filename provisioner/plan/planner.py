@@ -537,15 +537,20 @@ class _Planner:
                             + " but no workstation holds it: no agent could open those bids",
                         )
                     )
-                for name in self.missing_from(entity, g) if held else ():
+                for target in self.missing_from(entity, g) if held else ():
+                    where = (
+                        f"workstation {target.name}: no agent there could open those bids"
+                        if target.role == "workstation"
+                        else f"shared location {target.name}: the copy that must never be "
+                        "lost is not there"
+                    )
                     self.warnings.append(
                         Warning(
                             entity.id,
                             "bound-missing",
                             f'generation {g.number} "{g.designation}" is bound to '
                             + ", ".join(v.describe() for v in views)
-                            + f" but is missing from workstation {name}: no agent there "
-                            "could open those bids (apply restores it)",
+                            + f" but is missing from {where} (apply restores it)",
                         )
                     )
         current = self.recorded.current(entity.id)
@@ -563,18 +568,18 @@ class _Planner:
                     )
                 )
 
-    def missing_from(self, entity: Entity, g: RecordedGeneration) -> list[str]:
-        """The reachable workstations of `entity` observed without generation `g`'s copy (a
-        retired generation's copies were removed from them; its paths are not observed)."""
+    def missing_from(self, entity: Entity, g: RecordedGeneration) -> list[Target]:
+        """The reachable workstations and shared locations of `entity` observed without
+        generation `g`'s copy."""
         out = []
-        for t in entity.workstations:
+        for t in entity.targets:
             if t.name in self.observed.unreachable:
                 continue
             key = (t.name, file_path(t, copy_file_name(entity.id, g.number)))
             if self.observed.files.get(key) is None and (
                 key in self.observed.files or g.status == RETIRED
             ):
-                out.append(t.name)
+                out.append(t)
         return out
 
     def warn_dates(self, entity: Entity, g: RecordedGeneration, view: ConsultationView) -> None:
