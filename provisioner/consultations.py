@@ -66,6 +66,10 @@ def parse_date(text: str) -> dt.datetime:
         value = dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0))
     else:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    # Dates are shifted by time zones and compared with validity periods: years at the edge of
+    # what Python represents would overflow there, and no consultation lives in them.
+    if not 1900 <= value.year <= 9000:
+        raise ValueError(f"year {value.year} is outside 1900-9000")
     return value if value.tzinfo else value.replace(tzinfo=PARIS)
 
 

@@ -141,3 +141,18 @@ def test_a_renamed_bound_generation_keeps_its_binding_through_recover(
     kept = p12_files(quickstart)
     assert "workstations/ws-accueil/commune-exemple.g1.p12" in kept
     assert "workstations/ws-marches/commune-exemple.g1.p12" in kept
+
+
+def test_a_date_at_the_edge_of_time_is_a_located_error(cli: Runner, quickstart: Path) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    c = quickstart.parent / "c.csv"
+    c.write_text(
+        "reference;title;entity;designation;status;deadline;opening\n"
+        "T-1;V;commune-exemple;Commune Exemple;open;9999-12-31T23:59:59Z;\n"
+    )
+    for command in ("plan", "status", "check"):
+        done = cli(command, "--consultations", c, quickstart)
+        assert done.returncode in (1, 3), done.stdout + done.stderr
+        assert "Internal error" not in done.stdout + done.stderr
+        assert "internal error" not in done.stdout + done.stderr
+        assert "c.csv:2" in done.stdout + done.stderr, done.stdout + done.stderr
