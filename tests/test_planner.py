@@ -225,12 +225,22 @@ CASES = [
         expect=["~ write-copy drifted ws1"],
     ),
     Case(
-        "a changed copy of a retired generation is not removed: conflict",
+        "a copy of a retired generation replaced by someone's PKCS#12 is not removed: conflict",
         entity(),
         (generation(1, RETIRED), generation(2)),
         (copy(NAS), copy(WS1), copy(NAS, 2), copy(WS1, 2)),
         observed={(WS1.name, copy(WS1).path): FileFacts(10, "other", 0o600)},
+        foreign={(WS1.name, copy(WS1).path): Foreign(True, False)},
         expect=["! conflict conflict ws1"],
+    ),
+    Case(
+        "a copy of a retired generation damaged in place is removed",
+        entity(),
+        (generation(1, RETIRED), generation(2)),
+        (copy(NAS), copy(WS1), copy(NAS, 2), copy(WS1, 2)),
+        observed={(WS1.name, copy(WS1).path): FileFacts(2700, "other", 0o600)},
+        foreign={(WS1.name, copy(WS1).path): Foreign(True, False)},
+        expect=["- remove-copy retired ws1"],
     ),
     Case(
         "a retired generation's copy gone from the shared location is written again",

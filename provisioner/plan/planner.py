@@ -34,6 +34,7 @@ from provisioner.plan.policies import (
     GENERATION_CHECKS,
     CopyContext,
     GenerationContext,
+    changed_but_ours,
     first_reason,
 )
 from provisioner.state.records import (
@@ -439,7 +440,19 @@ class _Planner:
         """A recorded copy may be removed only while it is what was written (a changed file
         is not ours any more: conflict), and not from a state found away from its home."""
         facts = self.observed.files.get((copy.target, copy.path))
-        if facts is not None and (facts.symlink or facts.sha256 != copy.sha256):
+        generation = self.recorded.generation(copy.generation_id)
+        if facts is not None and (
+            facts.symlink
+            or (
+                facts.sha256 != copy.sha256
+                and not changed_but_ours(
+                    self.observed.foreign.get((copy.target, copy.path)),
+                    facts,
+                    copy,
+                    generation.key_sha256 if generation else "",
+                )
+            )
+        ):
             self.conflict(entity, number, copy.target, copy.path, "where a copy to remove was")
             return False
         if self.desired.moved_from is not None:

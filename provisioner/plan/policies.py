@@ -70,7 +70,11 @@ def spec_changed(ctx: GenerationContext) -> Reason | None:
     wanted_cn = spec.common_name_for(g.number, g.created_at.year)
     # A CN that only follows the designation does not force a new key: the designation is a
     # name, changed by renaming the generation; the next generation carries the new CN.
-    if spec.common_name is not None and g.common_name != wanted_cn:
+    # A common_name written as the certificate has it (the generation's " (n)" included) is
+    # that certificate's name, not a change.
+    literal = (spec.common_name or "").replace("{n}", str(g.number))
+    literal = literal.replace("{year}", str(g.created_at.year))
+    if spec.common_name is not None and g.common_name not in (wanted_cn, literal):
         changes.append(f"common name {g.common_name!r} -> {wanted_cn!r}")
     subject = (spec.subject.organization, spec.subject.organizational_unit, spec.subject.country)
     if tuple(g.subject) != subject:
@@ -141,6 +145,19 @@ def _holds_known_key(ctx: CopyContext) -> bool:
     )
 
 
+def changed_but_ours(
+    f: Foreign | None, observed: FileFacts, record: RecordedCopy, key_sha256: str
+) -> bool:
+    """A recorded copy whose bytes changed may still be replaced or removed when no key can be
+    lost by it: not a PKCS#12 any more, damaged in place (the size it was written with, and it
+    no longer opens), a copy this state wrote, or holding a key this state keeps."""
+    if f is None or not f.pkcs12 or f.written_here:
+        return True
+    if f.tried and not f.readable and observed.size == record.size:
+        return True
+    return f.readable and (f.key_sha256 == key_sha256 or (f.known and f.escrowed))
+
+
 def unrecorded(ctx: CopyContext) -> Reason | None:
     if ctx.recorded is not None:
         return None
@@ -160,11 +177,7 @@ def drifted(ctx: CopyContext) -> Reason | None:
         # Changed since it was written: repaired only when no key can be lost by it: not a
         # PKCS#12 any more, or damaged in place (the size it was written with, and it no longer
         # opens), or holding a key this state keeps. Anything else may be someone's key.
-        f = ctx.foreign
-        damaged_in_place = (
-            f is not None and f.tried and not f.readable and ctx.observed.size == r.size
-        )
-        if f is not None and f.pkcs12 and not damaged_in_place and not _holds_known_key(ctx):
+        if not changed_but_ours(ctx.foreign, ctx.observed, r, ctx.generation.key_sha256):
             return _not_ours(ctx, "the file was replaced since it was written")
         return Reason(
             "drifted", f"content differs from what was written on {r.written_at:%Y-%m-%d %H:%M}"
