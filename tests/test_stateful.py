@@ -1128,13 +1128,20 @@ class ProvisionerHistory(RuleBasedStateMachine):
         """After a state loss or restore: a file at a path the state (now) never wrote is not its.
 
         A path it recorded holds one generation of its lineage (the name carries the number),
-        so rewriting it cannot cost a key; a path it never wrote may hold a key made later."""
+        and so does a path named after a generation it records (a lineage never gives a number
+        to two keys): rewriting them cannot cost a key. A path named after a number it does not
+        know may hold a key made later."""
         recorded = {
             self.target_dir(t) / Path(p).name
             for t, p in self.state_rows("SELECT target, path FROM copies")
         }
+        known = {
+            f"{e}.g{n}.p12" for e, n in self.state_rows("SELECT entity, number FROM generations")
+        }
         for path, content in self.files_on_targets().items():
             if TMP_MARK in path.name or path in self.m.foreign or path in recorded:
+                continue
+            if path.name in known:
                 continue
             self.m.foreign[path] = content
 
