@@ -695,7 +695,9 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if "recover" not in COMMANDS:
             return
         done = self.run("recover", str(self.manifest), "--auto-approve")
-        if done.code == 0:
+        # A copy recover could not open (garbled while the state was lost) stays in doubt:
+        # nothing can tell it from someone's file, so apply rightly leaves it alone.
+        if done.code == 0 and "Not recovered:" not in done.out:
             self.m.state_in_doubt = False
             self.m.escrow_in_doubt = False
             self.m.foreign = {p: b for p, b in self.m.foreign.items() if p in self.m.strays}
