@@ -134,14 +134,13 @@ def not_a_file(ctx: CopyContext) -> Reason | None:
     return None
 
 
-def _holds_known_key(ctx: CopyContext) -> bool:
+def holds_known_key(f: Foreign | None, key_sha256: str) -> bool:
     """Replacing the file loses nothing: it is a copy this state wrote elsewhere, or holds
-    this generation's key, or the key of another generation this state records."""
-    f = ctx.foreign
+    the key `key_sha256`, or the key of another generation this state records."""
     if f is None:
         return False
     return f.written_here or (
-        f.readable and (f.key_sha256 == ctx.generation.key_sha256 or (f.known and f.escrowed))
+        f.readable and (f.key_sha256 == key_sha256 or (f.known and f.escrowed))
     )
 
 
@@ -151,17 +150,17 @@ def changed_but_ours(
     """A recorded copy whose bytes changed may still be replaced or removed when no key can be
     lost by it: not a PKCS#12 any more, damaged in place (the size it was written with, and it
     no longer opens), a copy this state wrote, or holding a key this state keeps."""
-    if f is None or not f.pkcs12 or f.written_here:
+    if f is None or not f.pkcs12:
         return True
     if f.tried and not f.readable and observed.size == record.size:
         return True
-    return f.readable and (f.key_sha256 == key_sha256 or (f.known and f.escrowed))
+    return holds_known_key(f, key_sha256)
 
 
 def unrecorded(ctx: CopyContext) -> Reason | None:
     if ctx.recorded is not None:
         return None
-    if _holds_known_key(ctx):
+    if holds_known_key(ctx.foreign, ctx.generation.key_sha256):
         assert ctx.foreign is not None
         return Reason(
             "unrecorded",
