@@ -9,9 +9,9 @@ from pathlib import Path
 
 from cryptography import x509
 
-from provisioner.apply.executor import chain_digest
 from provisioner.atomic import write_private
 from provisioner.crypto import certificates, pkcs12
+from provisioner.crypto.certificates import chain_digest
 from provisioner.crypto.keys import certificate_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import ProvisionerError

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provisioner.apply.executor import chain_digest
 from provisioner.crypto import certificates, pkcs12
+from provisioner.crypto.certificates import chain_digest
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError
@@ -457,16 +457,16 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
 
     from provisioner.apply.run import execute_plan
     from provisioner.engine import make_plan, observe
-    from provisioner.plan.model import BIND, CONSULT
+    from provisioner.plan.actions import BindConsultation, UpdateConsultation
 
     assert session.db is not None and session.escrow is not None
     if session.consultations is None:
         return 0
     session.recorded = session.db.snapshot()
     plan = make_plan(session, observe(session, parallel), now)
-    actions = tuple(a for a in plan.actions if a.kind in (BIND, CONSULT))
+    actions = tuple(a for a in plan.actions if isinstance(a, BindConsultation | UpdateConsultation))
     if not actions or plan.refusals:
         return 0
     # Only the bindings of the plan are carried out: nothing is written to any target.
     execute_plan(session, replace(plan, actions=actions), parallel, None, {})
-    return sum(a.kind == BIND for a in actions)
+    return sum(isinstance(a, BindConsultation) for a in actions)

@@ -11,7 +11,6 @@ escrow). No copy of a key is written before the key is in the escrow and the sta
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import queue
 import time
 import uuid
@@ -19,34 +18,34 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provisioner import clock, faults
+from provisioner import faults
 from provisioner.apply.keygen import EncodeJob, Workers
 from provisioner.crypto import certificates
+from provisioner.crypto.certificates import chain_digest
 from provisioner.crypto.keys import certificate_fingerprint
 from provisioner.errors import ProvisionerError, TransportError
 from provisioner.manifest.model import SELF_SIGNED, Entity, Issuer
-from provisioner.plan.bindings import find_generation_in
-from provisioner.plan.model import (
-    BIND,
-    CHAIN,
-    CLEAR,
-    CONSULT,
-    CREATE,
-    ESCROW,
-    REMOVE,
-    RENAME,
-    RETAIN,
-    RETIRE,
-    SECURE,
-    WRITE,
+from provisioner.plan.actions import (
     Action,
-    Desired,
-    Plan,
+    BindConsultation,
+    ClearLeftover,
+    CreateGeneration,
+    RemoveCopy,
+    RenameGeneration,
+    RestoreEscrow,
+    RetainGeneration,
+    RetireGeneration,
+    SecureFolder,
+    UpdateChain,
+    UpdateConsultation,
+    WriteCopy,
 )
+from provisioner.plan.bindings import find_generation_in
+from provisioner.plan.model import Desired, Plan
 from provisioner.plan.planner import resolve_target
 from provisioner.secrets import resolve
 from provisioner.state.db import Change, StateDB
@@ -64,10 +63,10 @@ from provisioner.transports import TransportPool
 from provisioner.transports.base import (
     FileFacts,
     Transport,
-    as_leftover,
-    folder_of,
     target_spec,
 )
+
+T = TypeVar("T")
 
 FLUSH_EVERY = 200
 FLUSH_SECONDS = 0.5
@@ -95,10 +94,6 @@ class ApplyResult:
 
 
 ProgressFn = Callable[[str, int, int], None]
-
-
-def chain_digest(chain: tuple[x509.Certificate, ...]) -> str:
-    return hashlib.sha256(b"".join(certificates.certificate_der(c) for c in chain)).hexdigest()
 
 
 def load_issuer(issuer: Issuer) -> certificates.CertificateAuthority:
@@ -153,16 +148,16 @@ class Executor:
         # chain and password are final then): (entity, number) -> bytes to come.
         self.encoding: dict[tuple[str, int], Future[bytes]] = {}
         # The copies to write, by generation: (entity, number) -> write actions.
-        self._writes: dict[tuple[str, int], list[Action]] = {}
+        self._writes: dict[tuple[str, int], list[WriteCopy]] = {}
         for a in plan.actions:
-            if a.kind == WRITE:
+            if isinstance(a, WriteCopy):
                 self._writes.setdefault((a.entity, a.generation), []).append(a)
         # Writes in flight (threads) and written copies waiting for their state commit; the
         # copies of a new generation start as soon as its encoding is done, during `create`.
         self._writers: ThreadPoolExecutor | None = None
-        self._inflight: dict[Future[FileFacts], tuple[Action, RecordedCopy]] = {}
+        self._inflight: dict[Future[FileFacts], tuple[WriteCopy, RecordedCopy]] = {}
         self._finished: queue.SimpleQueue[Future[FileFacts]] = queue.SimpleQueue()
-        self._pending: list[tuple[Action, RecordedCopy]] = []
+        self._pending: list[tuple[WriteCopy, RecordedCopy]] = []
         self._last_flush = time.monotonic()
         self._written = 0
         self._to_write = sum(len(group) for group in self._writes.values())
@@ -179,21 +174,23 @@ class Executor:
     # ------------------------------------------------------------------ run
 
     def run(self) -> ApplyResult:
-        by_kind: dict[str, list[Action]] = {}
-        for action in self.plan.actions:
-            by_kind.setdefault(action.kind, []).append(action)
+        actions = self.plan.actions
+
+        def of(*kinds: type[T]) -> list[T]:
+            return [a for a in actions if isinstance(a, kinds)]
+
         try:
-            self.folders(by_kind.get(SECURE, []) + by_kind.get(CLEAR, []))
+            self.folders(of(SecureFolder, ClearLeftover))
             # Conflicts are not actions: the planner left their entities alone.
-            self.restore_escrow(by_kind.get(ESCROW, []))
-            self.create(by_kind.get(CREATE, []), by_kind.get(RETAIN, []))
-            self.bind(by_kind.get(BIND, []) + by_kind.get(CONSULT, []))
-            self.retain(by_kind.get(RETAIN, []))
-            self.rename(by_kind.get(RENAME, []))
-            self.update_chains(by_kind.get(CHAIN, []))
-            self.write(by_kind.get(WRITE, []))
-            self.remove(by_kind.get(REMOVE, []))
-            self.retire(by_kind.get(RETIRE, []))
+            self.restore_escrow(of(RestoreEscrow))
+            self.create(of(CreateGeneration), of(RetainGeneration))
+            self.bind(of(BindConsultation, UpdateConsultation))
+            self.retain(of(RetainGeneration))
+            self.rename(of(RenameGeneration))
+            self.update_chains(of(UpdateChain))
+            self.write(of(WriteCopy))
+            self.remove(of(RemoveCopy))
+            self.retire(of(RetireGeneration))
         finally:
             self.workers.close()
             if self._writers is not None:
@@ -202,7 +199,7 @@ class Executor:
                 self.pool.close()
         return self.result
 
-    def restore_escrow(self, actions: list[Action]) -> None:
+    def restore_escrow(self, actions: list[RestoreEscrow]) -> None:
         """Take a missing escrowed key back from an intact copy: read through its transport,
         opened with the entity's password, checked against the recorded key fingerprint."""
         from provisioner.crypto import pkcs12
@@ -239,22 +236,18 @@ class Executor:
 
     # ------------------------------------------------------------------ target folders
 
-    def folders(self, actions: list[Action]) -> None:
+    def folders(self, actions: list[SecureFolder | ClearLeftover]) -> None:
         """Close target folders others may enter and clear what interrupted writes left, before
         anything is written there (a put-back copy may then be replaced as planned)."""
         for action in actions:
             assert action.target is not None and action.path is not None
             try:
                 transport = self.transport(action.target)
-                if action.kind == SECURE:
+                if isinstance(action, SecureFolder):
                     transport.secure_folder(action.path)
                     event = "folder-secured"
                 else:
-                    folder = folder_of(transport.target, action.path)
-                    name = action.path[len(folder) :].lstrip("/\\")
-                    leftover = as_leftover(name)
-                    assert leftover is not None
-                    transport.clear_leftover(folder, leftover)
+                    transport.clear_leftover(action.folder, action.leftover)
                     event = "leftover-cleared"
             except ProvisionerError as exc:
                 self.result.outcomes.append(Outcome(action, False, str(exc)))
@@ -264,27 +257,26 @@ class Executor:
 
     # ------------------------------------------------------------------ consultations
 
-    def bind(self, actions: list[Action]) -> None:
+    def bind(self, actions: list[BindConsultation | UpdateConsultation]) -> None:
         """Record new bindings and consultation news in one transaction (after new generations,
         so that a binding names a key created by this very run)."""
         if not actions:
             return
         with self.db.change() as change:
             for action in actions:
-                attrs = dict(action.attributes)
-                reference = attrs["reference"]
+                reference = action.reference
                 g = self.generations.get((action.entity, action.generation))
                 if not action.generation:  # bound by name to a key this run may have created
                     g = find_generation_in(
                         self.generations.values(),
                         action.entity,
-                        attrs["key"],
+                        action.key_ref,
                         self.recorded.designations,
                     )
                 rec = self.recorded.consultations.get(reference)
                 if rec is not None and rec.generation_id is not None:
                     g = self.recorded.generation(rec.generation_id)  # bound by identity
-                status = attrs["status"]
+                status = action.status
                 closed_at = None
                 if status == "closed":
                     closed_at = rec.closed_at if rec and rec.closed_at else self.now
@@ -292,22 +284,24 @@ class Executor:
                     RecordedConsultation(
                         reference=reference,
                         entity=action.entity,
-                        key_ref=rec.key_ref if rec else attrs["key"],
+                        key_ref=rec.key_ref if rec else action.key_ref,
                         generation_id=g.id if g else (rec.generation_id if rec else None),
                         cert_sha256=g.cert_sha256 if g else (rec.cert_sha256 if rec else None),
-                        title=attrs.get("title", ""),
+                        title=action.title,
                         status=status,
-                        deadline=clock.parse(attrs["deadline"]) if "deadline" in attrs else None,
-                        opening=clock.parse(attrs["opening"]) if "opening" in attrs else None,
+                        deadline=action.deadline,
+                        opening=action.opening,
                         bound_at=rec.bound_at if rec else self.now,
                         closed_at=closed_at,
                     )
                 )
                 change.audit(
-                    "consultation-bound" if action.kind == BIND else "consultation-updated",
+                    "consultation-bound"
+                    if isinstance(action, BindConsultation)
+                    else "consultation-updated",
                     action.entity,
                     reference=reference,
-                    key=attrs["key"],
+                    key=action.key_ref,
                     generation=action.generation,
                     status=status,
                 )
@@ -315,13 +309,13 @@ class Executor:
 
     # ------------------------------------------------------------------ generations
 
-    def retain(self, actions: list[Action]) -> None:
+    def retain(self, actions: list[RetainGeneration]) -> None:
         """Keep generations bound to open consultations: a generation replaced in this run was
         already marked retained with its replacement; a retired one is brought back."""
         for action in actions:
             g = self.generations.get((action.entity, action.generation))
             if g is not None and g.status == RETIRED:
-                self.set_status(g, RETAINED, consultations=action.attribute("consultations"))
+                self.set_status(g, RETAINED, consultations=", ".join(action.consultations))
             self.result.outcomes.append(Outcome(action, True))
 
     def set_status(self, g: RecordedGeneration, status: str, **detail: object) -> None:
@@ -343,12 +337,12 @@ class Executor:
         )
         self.generations[(g.entity, g.number)] = replace(g, status=status)
 
-    def create(self, actions: list[Action], retains: list[Action]) -> None:
+    def create(self, actions: list[CreateGeneration], retains: list[RetainGeneration]) -> None:
         if not actions:
             return
         retained = {(a.entity, a.generation) for a in retains}
         issuers = self.issuers
-        ready: list[tuple[Action, Entity, certificates.CertificateAuthority | None]] = []
+        ready: list[tuple[CreateGeneration, Entity, certificates.CertificateAuthority | None]] = []
         for action in actions:
             entity = self.entity(action.entity)
             name = entity.key.issuer
@@ -383,7 +377,7 @@ class Executor:
             self.collect(wait=False)
             self.progress("generating keys", i + 1, len(ready))
 
-    def fail_entity(self, action: Action, message: str) -> None:
+    def fail_entity(self, action: CreateGeneration, message: str) -> None:
         self.result.outcomes.append(Outcome(action, False, message))
         self.skipped_entities.add(action.entity)
         with self.db.change() as change:
@@ -393,16 +387,14 @@ class Executor:
 
     def create_one(
         self,
-        action: Action,
+        action: CreateGeneration,
         entity: Entity,
         ca: certificates.CertificateAuthority | None,
         key: rsa.RSAPrivateKey,
         retained: set[tuple[str, int]],
     ) -> RecordedGeneration:
         spec = entity.key
-        common_name = action.attribute("common_name") or spec.common_name_for(
-            action.generation, self.now.year
-        )
+        common_name = action.common_name
         cert = certificates.build_certificate(
             key,
             certificates.CertificateSpec(
@@ -423,8 +415,7 @@ class Executor:
             id=uuid.uuid4().hex,
             entity=entity.id,
             number=action.generation,
-            designation=action.attribute("designation")
-            or spec.designation_for(action.generation, self.now.year),
+            designation=action.designation,
             common_name=common_name,
             issuer=spec.issuer,
             key_size=spec.size,
@@ -467,10 +458,10 @@ class Executor:
         self.result.outcomes.append(Outcome(action, True))
         return generation
 
-    def update_chains(self, actions: list[Action]) -> None:
+    def update_chains(self, actions: list[UpdateChain]) -> None:
         for action in actions:
             g = self.generations[(action.entity, action.generation)]
-            pem, digest = self.desired.chain_updates[g.id]
+            pem, digest = action.chain_pem, action.chain_sha256
             with self.db.change() as change:
                 change.set_chain(g.id, pem, digest)
                 change.audit(
@@ -481,10 +472,10 @@ class Executor:
             )
             self.result.outcomes.append(Outcome(action, True))
 
-    def rename(self, actions: list[Action]) -> None:
+    def rename(self, actions: list[RenameGeneration]) -> None:
         for action in actions:
             g = self.generations[(action.entity, action.generation)]
-            designation = action.attribute("designation") or g.designation
+            designation = action.designation
             with self.db.change() as change:
                 change.set_designation(g.id, designation)
                 change.audit(
@@ -513,10 +504,10 @@ class Executor:
     def encode_job(self, g: RecordedGeneration, key: rsa.RSAPrivateKey) -> EncodeJob:
         entity = self.entity(g.entity)
         password = self.passwords[g.entity]
-        return (key, g.certificate, g.chain, g.designation, password, entity.key.profile)
+        return EncodeJob(key, g.certificate, g.chain, g.designation, password, entity.key.profile)
 
     def encode_groups(
-        self, groups: dict[tuple[str, int], list[Action]]
+        self, groups: dict[tuple[str, int], list[WriteCopy]]
     ) -> dict[tuple[str, int], tuple[Future[bytes], str] | str]:
         """One PKCS#12 per generation, across cores: the encodings queued when the generation
         was created, the others now. A failure (key missing from the escrow...) is returned as
@@ -538,11 +529,11 @@ class Executor:
                 continue
             job = jobs[group]
             encoding = queued.get(group) or self.workers.encode(job, inline=inline)
-            out[group] = (encoding, self.escrow.password_id(group[0], job[4]))
+            out[group] = (encoding, self.escrow.password_id(group[0], job.password))
         return out
 
-    def write(self, actions: list[Action]) -> None:
-        groups: dict[tuple[str, int], list[Action]] = {}
+    def write(self, actions: list[WriteCopy]) -> None:
+        groups: dict[tuple[str, int], list[WriteCopy]] = {}
         for action in actions:
             if action.entity in self.skipped_entities:
                 self.result.outcomes.append(Outcome(action, False, "its generation failed"))
@@ -564,7 +555,7 @@ class Executor:
         self.collect(wait=True)
 
     def start_writes(
-        self, group: tuple[str, int], actions: list[Action], encoding: Future[bytes]
+        self, group: tuple[str, int], actions: list[WriteCopy], encoding: Future[bytes]
     ) -> None:
         """Write the copies of one generation, in threads, once its PKCS#12 is encoded."""
         self._started.add(group)
@@ -630,11 +621,11 @@ class Executor:
             self.flush(self._pending)
             self._pending = []
 
-    def _write_one(self, action: Action, data: bytes) -> FileFacts:
+    def _write_one(self, action: WriteCopy, data: bytes) -> FileFacts:
         assert action.target is not None and action.path is not None
         return self.transport(action.target).write(action.path, data)
 
-    def flush(self, pending: list[tuple[Action, RecordedCopy]]) -> None:
+    def flush(self, pending: list[tuple[WriteCopy, RecordedCopy]]) -> None:
         if not pending:
             return
         with self.db.change() as change:
@@ -655,7 +646,7 @@ class Executor:
                 )
         self.result.outcomes.extend(Outcome(action, True) for action, _ in pending)
 
-    def record_failure(self, action: Action, message: str) -> None:
+    def record_failure(self, action: WriteCopy, message: str) -> None:
         self.failed_targets.add((action.entity, action.target or ""))
         self.failed_generations.add((action.entity, action.generation))
         self.result.outcomes.append(Outcome(action, False, message))
@@ -669,7 +660,7 @@ class Executor:
                 error=message,
             )
 
-    def remove(self, actions: list[Action]) -> None:
+    def remove(self, actions: list[RemoveCopy]) -> None:
         for action in actions:
             assert action.target is not None and action.path is not None
             if (action.entity, action.target) in self.failed_targets:
@@ -701,7 +692,7 @@ class Executor:
                 )
             self.result.outcomes.append(Outcome(action, True))
 
-    def retire(self, actions: list[Action]) -> None:
+    def retire(self, actions: list[RetireGeneration]) -> None:
         for action in actions:
             g = self.generations.get((action.entity, action.generation))
             if g is None:

@@ -21,7 +21,8 @@ from provisioner.engine import (
 from provisioner.errors import StalePlanError
 from provisioner.manifest.model import SELF_SIGNED
 from provisioner.plan import saved as saved_plans
-from provisioner.plan.model import CREATE, Plan
+from provisioner.plan.actions import CreateGeneration
+from provisioner.plan.model import Plan
 from provisioner.plan.render import plan_json
 from provisioner.state import lock
 
@@ -38,7 +39,7 @@ def _load_issuers(session: Session, plan: Plan) -> dict[str, CertificateAuthorit
     signs with these (their password sources run once)."""
     needed = set()
     for action in plan.actions:
-        if action.kind == CREATE:
+        if isinstance(action, CreateGeneration):
             entity = session.manifest.entity(action.entity)
             if entity is not None and entity.key.issuer != SELF_SIGNED:
                 needed.add(entity.key.issuer)
