@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provisioner.crypto import certificates, pkcs12
+from provisioner.apply.generations import generation_from_certificate
+from provisioner.crypto import pkcs12
 from provisioner.crypto.certificates import chain_digest
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
@@ -318,22 +318,14 @@ def _generation(
     cert = f.bundle.certificate
     issuer, origin = _issuer_name(session, cert)
     not_before = cert.not_valid_before_utc
-    return RecordedGeneration(
-        id=uuid.uuid4().hex,
+    return generation_from_certificate(
+        cert,
+        f.bundle.chain,
         entity=entity.id,
         number=number,
         designation=f.bundle.friendly_name or entity.key.designation_for(number, now.year),
-        common_name=certificates.common_name(cert),
         issuer=issuer,
-        key_size=f.bundle.key.key_size,
-        subject=certificates.subject_triple(cert),
-        certificate=certificates.certificate_der(cert),
-        chain=b"".join(certificates.certificate_pem(c) for c in f.bundle.chain),
-        cert_sha256=f.cert_sha256,
         key_sha256=f.key_sha256,
-        chain_sha256=chain_digest(f.bundle.chain),
-        not_before=not_before,
-        not_after=cert.not_valid_after_utc,
         status=RETIRED,
         origin=origin,
         # Certificates are backdated five minutes: this gives back the creation instant.
