@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from provisioner.apply.executor import chain_digest
+from provisioner.apply.generations import generation_from_certificate
 from provisioner.atomic import write_private
 from provisioner.crypto import certificates, pkcs12
 from provisioner.crypto.keys import certificate_fingerprint
@@ -144,22 +143,14 @@ def adopt(
             f"{taken[name.casefold()].number}'s; give --designation with a name of its own"
         )
     key_sha256 = session.escrow.put(bundle.key, entity.id, session.db.serial())  # escrow first
-    generation = RecordedGeneration(
-        id=uuid.uuid4().hex,
+    generation = generation_from_certificate(
+        cert,
+        bundle.chain,
         entity=entity.id,
         number=number,
         designation=name,
-        common_name=certificates.common_name(cert),
         issuer=SELF_SIGNED if self_signed else f"external:{cert.issuer.rfc4514_string()}",
-        key_size=bundle.key.key_size,
-        subject=certificates.subject_triple(cert),
-        certificate=certificates.certificate_der(cert),
-        chain=b"".join(certificates.certificate_pem(c) for c in bundle.chain),
-        cert_sha256=fingerprint,
         key_sha256=key_sha256,
-        chain_sha256=chain_digest(bundle.chain),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
         status=RETAINED if retained else CURRENT,
         origin="adopted",
         created_at=now,

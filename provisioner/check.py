@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioner.manifest.model import Manifest
-from provisioner.plan.model import CONFLICT, ESCROW, Plan
+from provisioner.plan.actions import Conflict, RestoreEscrow
+from provisioner.plan.model import Plan
 from provisioner.state.records import Recorded
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -68,9 +69,9 @@ def evaluate(
     pending_by_entity: dict[str, list[str]] = {}
     conflicts_by_entity: dict[str, list[str]] = {}
     for a in plan.actions:
-        if a.kind == CONFLICT:
+        if isinstance(a, Conflict):
             conflicts_by_entity.setdefault(a.entity, []).append(f"{a.target}: {a.path}")
-        elif a.kind == ESCROW:
+        elif isinstance(a, RestoreEscrow):
             # Until apply takes it back, the key lives only in the copies.
             findings.append(
                 Finding(
@@ -87,7 +88,7 @@ def evaluate(
     bound = {(v.entity, v.generation): v for v in plan.consultations if v.is_open and v.generation}
     for a in plan.actions:
         view = bound.get((a.entity, a.generation))
-        if a.kind == CONFLICT and view is not None and a.target in manifest.workstations:
+        if isinstance(a, Conflict) and view is not None and a.target in manifest.workstations:
             findings.append(
                 Finding(
                     CRITICAL,

@@ -75,7 +75,7 @@ class Session:
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
 
-        from provisioner.apply.executor import chain_digest
+        from provisioner.crypto.certificates import chain_digest
 
         out: dict[str, tuple[bytes, str]] = {}
         for name, issuer in self.manifest.issuers.items():

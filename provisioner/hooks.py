@@ -15,7 +15,8 @@ from typing import Any
 from provisioner import children, clock
 from provisioner.apply.executor import ApplyResult
 from provisioner.manifest.model import Manifest
-from provisioner.plan.model import CREATE, WRITE, Plan
+from provisioner.plan.actions import CreateGeneration, WriteCopy
+from provisioner.plan.model import Plan
 
 HOOK_TIMEOUT = 60.0
 EVENTS = ("renewed", "distributed", "failed", "warning")
@@ -29,7 +30,9 @@ def events(plan: Plan, result: ApplyResult) -> list[tuple[str, dict[str, Any]]]:
     for view in plan.consultations:
         if view.is_open:
             keeping.setdefault(view.entity, []).append(view.reference)
-    reasons = {(a.entity, a.generation): a.reason for a in plan.actions if a.kind == CREATE}
+    reasons = {
+        (a.entity, a.generation): a.reason for a in plan.actions if isinstance(a, CreateGeneration)
+    }
     for g in result.created:
         out.append(
             (
@@ -51,7 +54,7 @@ def events(plan: Plan, result: ApplyResult) -> list[tuple[str, dict[str, Any]]]:
         )
     written: dict[str, list[dict[str, Any]]] = {}
     for o in result.outcomes:
-        if o.ok and o.action.kind == WRITE:
+        if o.ok and isinstance(o.action, WriteCopy):
             written.setdefault(o.action.entity, []).append(
                 {
                     "target": o.action.target,

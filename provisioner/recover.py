@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provisioner.apply.executor import chain_digest
-from provisioner.crypto import certificates, pkcs12
+from provisioner.apply.generations import generation_from_certificate
+from provisioner.crypto import pkcs12
+from provisioner.crypto.certificates import chain_digest
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError
@@ -318,22 +318,14 @@ def _generation(
     cert = f.bundle.certificate
     issuer, origin = _issuer_name(session, cert)
     not_before = cert.not_valid_before_utc
-    return RecordedGeneration(
-        id=uuid.uuid4().hex,
+    return generation_from_certificate(
+        cert,
+        f.bundle.chain,
         entity=entity.id,
         number=number,
         designation=f.bundle.friendly_name or entity.key.designation_for(number, now.year),
-        common_name=certificates.common_name(cert),
         issuer=issuer,
-        key_size=f.bundle.key.key_size,
-        subject=certificates.subject_triple(cert),
-        certificate=certificates.certificate_der(cert),
-        chain=b"".join(certificates.certificate_pem(c) for c in f.bundle.chain),
-        cert_sha256=f.cert_sha256,
         key_sha256=f.key_sha256,
-        chain_sha256=chain_digest(f.bundle.chain),
-        not_before=not_before,
-        not_after=cert.not_valid_after_utc,
         status=RETIRED,
         origin=origin,
         # Certificates are backdated five minutes: this gives back the creation instant.
@@ -457,16 +449,16 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
 
     from provisioner.apply.run import execute_plan
     from provisioner.engine import make_plan, observe
-    from provisioner.plan.model import BIND, CONSULT
+    from provisioner.plan.actions import BindConsultation, UpdateConsultation
 
     assert session.db is not None and session.escrow is not None
     if session.consultations is None:
         return 0
     session.recorded = session.db.snapshot()
     plan = make_plan(session, observe(session, parallel), now)
-    actions = tuple(a for a in plan.actions if a.kind in (BIND, CONSULT))
+    actions = tuple(a for a in plan.actions if isinstance(a, BindConsultation | UpdateConsultation))
     if not actions or plan.refusals:
         return 0
     # Only the bindings of the plan are carried out: nothing is written to any target.
     execute_plan(session, replace(plan, actions=actions), parallel, None, {})
-    return sum(a.kind == BIND for a in actions)
+    return sum(isinstance(a, BindConsultation) for a in actions)

@@ -9,7 +9,15 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.manifest.model import Manifest
-from provisioner.plan.model import CLEAR, CONFLICT, REMOVE, SECURE, WRITE, Action, Plan
+from provisioner.plan.actions import (
+    Action,
+    ClearLeftover,
+    Conflict,
+    RemoveCopy,
+    SecureFolder,
+    WriteCopy,
+)
+from provisioner.plan.model import Plan
 from provisioner.state.records import Recorded
 
 
@@ -69,7 +77,11 @@ def build(
             for g in recorded.generations_of(entity.id)
         )
         number_of = {g.id: g.number for g in recorded.generations_of(entity.id)}
-        pending = {(a.target, a.path): a for a in actions if a.kind in (WRITE, REMOVE, CONFLICT)}
+        pending = {
+            (a.target, a.path): a
+            for a in actions
+            if isinstance(a, WriteCopy | RemoveCopy | Conflict)
+        }
         copies: dict[tuple[str, str], CopyStatus] = {}
         for c in recorded.copies_of(entity.id):
             found = pending.get((c.target, c.path))
@@ -85,7 +97,9 @@ def build(
                 copies[(target, path)] = CopyStatus(target, path, a.generation, a.reason, a.message)
         ready = not actions
         # A conflict is what the operator must decide first: it leads.
-        first = next((a for a in actions if a.kind == CONFLICT), actions[0] if actions else None)
+        first = next(
+            (a for a in actions if isinstance(a, Conflict)), actions[0] if actions else None
+        )
         reason = "up to date" if first is None else f"{first.reason}: {first.message}"
         unreachable = [
             error for t in entity.targets if (error := errors_by_target.get(t.name)) is not None
@@ -167,7 +181,7 @@ def render(statuses: list[EntityStatus]) -> str:
 
 def folder_actions(plan: Plan) -> list[Action]:
     """The pending actions on target folders: permissions to close, leftovers to clear."""
-    return [a for a in plan.actions if a.kind in (SECURE, CLEAR)]
+    return [a for a in plan.actions if isinstance(a, SecureFolder | ClearLeftover)]
 
 
 def folders_json(plan: Plan) -> list[dict[str, Any]]:

@@ -18,15 +18,37 @@ import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from itertools import islice
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provisioner.crypto.keys import generate_key
 
-# (key, certificate DER, chain PEM, friendly name, password, profile)
-EncodeJob = tuple[rsa.RSAPrivateKey, bytes, bytes, str, str, str]
+
+@dataclass(frozen=True, slots=True)
+class EncodeJob:
+    """What one PKCS#12 encoding needs (the password is a secret: never shown or logged)."""
+
+    key: rsa.RSAPrivateKey
+    certificate: bytes  # DER
+    chain: bytes  # PEM, the issuer's certificates ("" when self-signed)
+    friendly_name: str
+    password: str = field(repr=False)
+    profile: str
+
+
+class _Payload(NamedTuple):
+    """An EncodeJob as it crosses the pipe to a worker: the key as PKCS#8 DER."""
+
+    key_der: bytes
+    certificate: bytes
+    chain: bytes
+    friendly_name: str
+    password: str
+    profile: str
 
 
 def _generate_der(size: int) -> bytes:
@@ -48,15 +70,19 @@ def _load(der: bytes) -> rsa.RSAPrivateKey:
     return key
 
 
-def _encode(job: tuple[bytes, bytes, bytes, str, str, str]) -> bytes:
+def _encode(job: _Payload) -> bytes:
     from cryptography import x509
 
     from provisioner.crypto import pkcs12
 
-    key_der, cert_der, chain_pem, name, password, profile = job
-    chain = tuple(x509.load_pem_x509_certificates(chain_pem)) if chain_pem else ()
+    chain = tuple(x509.load_pem_x509_certificates(job.chain)) if job.chain else ()
     return pkcs12.encode(
-        _load(key_der), x509.load_der_x509_certificate(cert_der), chain, name, password, profile
+        _load(job.key_der),
+        x509.load_der_x509_certificate(job.certificate),
+        chain,
+        job.friendly_name,
+        job.password,
+        job.profile,
     )
 
 
@@ -122,8 +148,9 @@ class Workers:
     def encode(self, job: EncodeJob, *, inline: bool = False) -> Future[bytes]:
         """The PKCS#12 of `job`: queued behind the work already submitted, or made here and now
         when `inline` (a few encodings are not worth starting worker processes)."""
-        key, cert_der, chain_pem, name, password, profile = job
-        payload = (_der(key), cert_der, chain_pem, name, password, profile)
+        payload = _Payload(
+            _der(job.key), job.certificate, job.chain, job.friendly_name, job.password, job.profile
+        )
         if self.size < 2 or (inline and self._pool is None):
             done: Future[bytes] = Future()
             try:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner import clock
-from provisioner.apply.executor import ApplyResult, Executor, ProgressFn, load_issuer
+from provisioner.apply.executor import ApplyResult, Executor, ProgressFn
+from provisioner.apply.generations import load_issuer
 from provisioner.atomic import make_private_dirs
 from provisioner.crypto.certificates import CertificateAuthority
 from provisioner.engine import (
@@ -21,7 +22,8 @@ from provisioner.engine import (
 from provisioner.errors import StalePlanError
 from provisioner.manifest.model import SELF_SIGNED
 from provisioner.plan import saved as saved_plans
-from provisioner.plan.model import CREATE, Plan
+from provisioner.plan.actions import CreateGeneration
+from provisioner.plan.model import Plan
 from provisioner.plan.render import plan_json
 from provisioner.state import lock
 
@@ -38,10 +40,8 @@ def _load_issuers(session: Session, plan: Plan) -> dict[str, CertificateAuthorit
     signs with these (their password sources run once)."""
     needed = set()
     for action in plan.actions:
-        if action.kind == CREATE:
-            entity = session.manifest.entity(action.entity)
-            if entity is not None and entity.key.issuer != SELF_SIGNED:
-                needed.add(entity.key.issuer)
+        if isinstance(action, CreateGeneration) and action.issuer != SELF_SIGNED:
+            needed.add(action.issuer)
     return {name: load_issuer(session.manifest.issuers[name]) for name in sorted(needed)}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -154,6 +155,11 @@ def certificate_pem(cert: x509.Certificate) -> bytes:
 def certificate_der(cert: x509.Certificate) -> bytes:
     """DER (`.cer`): what the platform's key registry receives for a designation."""
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+def chain_digest(chain: tuple[x509.Certificate, ...]) -> str:
+    """SHA-256 of a chain's DER certificates, in order: what a copy records of its chain."""
+    return hashlib.sha256(b"".join(certificate_der(c) for c in chain)).hexdigest()
 
 
 def common_name(cert: x509.Certificate) -> str:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from provisioner.consultations import Consultation
-from provisioner.plan.model import BIND, CONSULT, Action, ConsultationView, Desired
+from provisioner.plan.actions import BindConsultation, ReasonCode, UpdateConsultation
+from provisioner.plan.model import ConsultationView, Desired
 from provisioner.state.records import Recorded, RecordedConsultation, RecordedGeneration
 
 
 @dataclass
 class Bindings:
     views: list[ConsultationView] = field(default_factory=list)
-    actions: list[Action] = field(default_factory=list)
+    actions: list[BindConsultation | UpdateConsultation] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
 
     def holders(self) -> dict[str, list[ConsultationView]]:
@@ -129,18 +131,31 @@ def _view(rec: RecordedConsultation, recorded: Recorded) -> ConsultationView:
     )
 
 
-def _attributes(
-    c: Consultation | RecordedConsultation, key: str | None = None
-) -> tuple[tuple[str, str], ...]:
+ConsultationActionT = TypeVar("ConsultationActionT", BindConsultation, UpdateConsultation)
+
+
+def _news(
+    kind: type[ConsultationActionT],
+    c: Consultation | RecordedConsultation,
+    generation: int,
+    reason: ReasonCode,
+    message: str,
+    key: str | None = None,
+) -> ConsultationActionT:
     """What an apply needs to record a consultation (no secret: names and dates); `key` is the
     reference recorded at binding time, which an update keeps."""
-    key = key or c.key_ref
-    attrs = [("reference", c.reference), ("title", c.title), ("key", key), ("status", c.status)]
-    if c.deadline:
-        attrs.append(("deadline", c.deadline.isoformat()))
-    if c.opening:
-        attrs.append(("opening", c.opening.isoformat()))
-    return tuple(attrs)
+    return kind(
+        entity=c.entity,
+        generation=generation,
+        reason=reason,
+        message=message,
+        reference=c.reference,
+        title=c.title,
+        key_ref=key or c.key_ref,
+        status=c.status,
+        deadline=c.deadline,
+        opening=c.opening,
+    )
 
 
 def merge(desired: Desired, recorded: Recorded) -> Bindings:
@@ -178,14 +193,12 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
                 else f"{c.key_ref}, a key this tool does not manage"
             )
             out.actions.append(
-                Action(
-                    BIND,
-                    "+",
-                    c.entity,
+                _news(
+                    BindConsultation,
+                    c,
                     g.number if g else 0,
-                    "new-binding",
+                    ReasonCode.NEW_BINDING,
                     f"consultation {c.reference} is bound to {what} (definitive)",
-                    attributes=_attributes(c),
                 )
             )
         else:
@@ -198,16 +211,15 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
                 changes.append("title or dates updated")
             if changes:
                 out.actions.append(
-                    Action(
-                        CONSULT,
-                        "~",
-                        c.entity,
+                    _news(
+                        UpdateConsultation,
+                        c,
                         g.number if g else 0,
-                        "closed"
+                        ReasonCode.CLOSED
                         if c.status == "closed" and rec.status != "closed"
-                        else "consultation-updated",
+                        else ReasonCode.CONSULTATION_UPDATED,
                         f"consultation {c.reference}: {'; '.join(changes)}",
-                        attributes=_attributes(c, rec.key_ref),
+                        rec.key_ref,
                     )
                 )
         out.views.append(
@@ -233,14 +245,12 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
         if rec.generation_id is None and g is not None:
             # Bound before its key was managed (adopted or created later): record the link.
             out.actions.append(
-                Action(
-                    CONSULT,
-                    "~",
-                    rec.entity,
+                _news(
+                    UpdateConsultation,
+                    rec,
                     g.number,
-                    "consultation-updated",
+                    ReasonCode.CONSULTATION_UPDATED,
                     f"consultation {reference}: its key is now managed: generation {g.number}",
-                    attributes=_attributes(rec),
                 )
             )
             view = replace(view, generation_id=g.id, generation=g.number, designation=g.designation)

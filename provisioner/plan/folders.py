@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provisioner.manifest.model import Target
-from provisioner.plan.model import CLEAR, SECURE, Action, Desired, Observed, Reason
+from provisioner.plan.actions import ClearLeftover, Reason, ReasonCode, SecureFolder
+from provisioner.plan.model import Desired, Observed
 from provisioner.transports.base import FolderFacts, Leftover, file_path, folder_of, in_folder
 
 
@@ -15,7 +16,7 @@ def folder_permissions(target: Target, folder: str, facts: FolderFacts) -> Reaso
     posix = target.transport == "local" or folder.startswith("/")
     if posix and facts.mode & 0o077:
         return Reason(
-            "folder-permissions",
+            ReasonCode.FOLDER_PERMISSIONS,
             f"folder mode {facts.mode:04o} lets others reach the copies: set to 0700",
         )
     return None
@@ -23,15 +24,17 @@ def folder_permissions(target: Target, folder: str, facts: FolderFacts) -> Reaso
 
 def leftover_reason(leftover: Leftover) -> Reason:
     if not leftover.moved_aside:
-        return Reason("leftover", f"temporary of an interrupted write of {leftover.final}: removed")
+        return Reason(
+            ReasonCode.LEFTOVER, f"temporary of an interrupted write of {leftover.final}: removed"
+        )
     if leftover.final_exists:
         return Reason(
-            "leftover",
+            ReasonCode.LEFTOVER,
             f"previous copy moved aside by an interrupted replace of {leftover.final}, which is "
             "in place: removed",
         )
     return Reason(
-        "leftover",
+        ReasonCode.LEFTOVER,
         f"previous copy moved aside by an interrupted replace: put back as {leftover.final}, "
         "a name nothing holds",
     )
@@ -41,10 +44,10 @@ def plan_folders(
     desired: Desired,
     observed: Observed,
     resolve: Callable[[str], Target | None],
-) -> list[Action]:
+) -> list[SecureFolder | ClearLeftover]:
     """Actions for the observed folders of reachable targets: `~ secure folder` when group or
     other may enter a declared target folder, `-` (or `~` for a put-back) per leftover."""
-    actions: list[Action] = []
+    actions: list[SecureFolder | ClearLeftover] = []
     for (name, folder), facts in sorted(observed.folders.items()):
         target = resolve(name)
         if facts is None or target is None or name in observed.unreachable:
@@ -54,22 +57,27 @@ def plan_folders(
             reason = folder_permissions(declared, folder, facts)
             if reason is not None:
                 actions.append(
-                    Action(SECURE, "~", "", 0, reason.code, reason.message, name, folder)
+                    SecureFolder(
+                        entity="",
+                        generation=0,
+                        reason=reason.code,
+                        message=reason.message,
+                        target=name,
+                        path=folder,
+                    )
                 )
         for leftover in facts.leftovers:
             reason = leftover_reason(leftover)
-            putback = leftover.moved_aside and not leftover.final_exists
             actions.append(
-                Action(
-                    CLEAR,
-                    "~" if putback else "-",
-                    "",
-                    0,
-                    reason.code,
-                    reason.message,
-                    name,
-                    in_folder(target, folder, leftover.name),
-                    attributes=(("final", leftover.final),),
+                ClearLeftover(
+                    entity="",
+                    generation=0,
+                    reason=reason.code,
+                    message=reason.message,
+                    target=name,
+                    path=in_folder(target, folder, leftover.name),
+                    folder=folder,
+                    leftover=leftover,
                 )
             )
     return actions

@@ -8,54 +8,8 @@ from dataclasses import dataclass, field
 from provisioner import clock
 from provisioner.consultations import Consultation
 from provisioner.manifest.model import Manifest
+from provisioner.plan.actions import Action, Change, Conflict
 from provisioner.transports.base import FileFacts, FolderFacts
-
-# Action kinds.
-CREATE = "create-generation"
-RENAME = "update-designation"
-RETAIN = "retain-generation"
-RETIRE = "retire-generation"
-WRITE = "write-copy"
-REMOVE = "remove-copy"
-CHAIN = "update-chain"
-BIND = "bind-consultation"
-CONSULT = "update-consultation"
-# A file this state did not write stands where a copy goes (or a recorded copy changed under
-# us): never replaced or removed; apply leaves the whole entity alone.
-CONFLICT = "conflict"
-# A generation's escrowed key file is missing: it is taken back from an intact copy.
-ESCROW = "restore-escrow"
-SECURE = "secure-folder"  # a target folder others may enter: mode 0700
-CLEAR = "clear-leftover"  # a file an interrupted write left: removed, or put back
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """Why a check fired: a short code carried to the plan and JSON, and a sentence."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One step of a plan. `generation` is the number of the generation concerned."""
-
-    kind: str
-    symbol: str  # "+", "~", "-", "-/+", "!" (conflict: nothing done)
-    entity: str
-    generation: int
-    reason: str
-    message: str
-    target: str | None = None
-    path: str | None = None
-    attributes: tuple[tuple[str, str], ...] = ()
-
-    def attribute(self, name: str) -> str | None:
-        for key, value in self.attributes:
-            if key == name:
-                return value
-        return None
 
 
 @dataclass(frozen=True)
@@ -64,7 +18,6 @@ class Desired:
 
     manifest: Manifest
     password_ids: dict[str, str | None]  # entity -> keyed password fingerprint (None: unknown)
-    chains: dict[str, str] = field(default_factory=dict)  # issuer -> sha256 of its chain
     limit: frozenset[str] | None = None
     consultations: tuple[Consultation, ...] | None = None  # None: no consultations file
     notice_days: int = 30  # warn this many days before a renewal or an expiry
@@ -128,7 +81,9 @@ class Observed:
 
 
 @dataclass(frozen=True, slots=True)
-class Warning:
+class PlanWarning:
+    """Something a reviewer must know that apply does not change (severity: check.py)."""
+
     entity: str | None
     code: str
     message: str
@@ -172,7 +127,7 @@ class Plan:
 
     now: dt.datetime
     actions: tuple[Action, ...]
-    warnings: tuple[Warning, ...]
+    warnings: tuple[PlanWarning, ...]
     errors: tuple[str, ...]
     in_sync: tuple[str, ...]  # one line per entity with nothing to do, saying why
     refusals: tuple[str, ...] = ()  # guards that forbid applying this plan at all
@@ -185,18 +140,20 @@ class Plan:
     @property
     def actionable(self) -> bool:
         """Something apply would do (conflicts are left alone)."""
-        return any(a.kind != CONFLICT for a in self.actions)
+        return any(not isinstance(a, Conflict) for a in self.actions)
 
     @property
-    def conflicts(self) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if a.kind == CONFLICT)
+    def conflicts(self) -> tuple[Conflict, ...]:
+        return tuple(a for a in self.actions if isinstance(a, Conflict))
 
     def conflicted_entities(self) -> list[str]:
-        return sorted({a.entity for a in self.actions if a.kind == CONFLICT})
+        return sorted({a.entity for a in self.conflicts})
 
     def counts(self) -> tuple[int, int, int]:
-        """(to create, to update, to remove); conflicts are not counted: nothing is done."""
-        create = sum(a.symbol == "+" for a in self.actions)
-        update = sum(a.symbol in ("~", "-/+") for a in self.actions)
-        remove = sum(a.symbol == "-" for a in self.actions)
+        """(to create, to update, to remove); a replacement is an update, and conflicts are not
+        counted: nothing is done."""
+        changes = [a.change for a in self.actions]
+        create = changes.count(Change.CREATE)
+        update = changes.count(Change.UPDATE) + changes.count(Change.REPLACE)
+        remove = changes.count(Change.REMOVE)
         return create, update, remove

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from provisioner.manifest.model import Entity, Target
-from provisioner.plan.model import Foreign, Reason
+from provisioner.plan.actions import Reason, ReasonCode
+from provisioner.plan.model import Foreign
 from provisioner.state.records import RecordedCopy, RecordedGeneration
 from provisioner.transports.base import FileFacts
 
@@ -31,14 +32,16 @@ class GenerationContext:
 
 def no_generation(ctx: GenerationContext) -> Reason | None:
     if ctx.current is None:
-        return Reason("missing", "no bi-clé yet: create the first generation")
+        return Reason(ReasonCode.MISSING, "no bi-clé yet: create the first generation")
     return None
 
 
 def expired(ctx: GenerationContext) -> Reason | None:
     g = ctx.current
     if g is not None and ctx.now >= g.not_after:
-        return Reason("expired", f"generation {g.number} expired on {g.not_after:%Y-%m-%d}")
+        return Reason(
+            ReasonCode.EXPIRED, f"generation {g.number} expired on {g.not_after:%Y-%m-%d}"
+        )
     return None
 
 
@@ -50,7 +53,7 @@ def renewal_due(ctx: GenerationContext) -> Reason | None:
     if ctx.now >= due:
         days = (g.not_after - ctx.now).days
         return Reason(
-            "renewal-due",
+            ReasonCode.RENEWAL_DUE,
             f"generation {g.number} expires on {g.not_after:%Y-%m-%d} ({days} days left), inside "
             f"the {ctx.entity.key.renew_before_days}-day renewal window",
         )
@@ -81,7 +84,7 @@ def spec_changed(ctx: GenerationContext) -> Reason | None:
         changes.append("subject O/OU/C changed")
     if changes:
         return Reason(
-            "spec-changed",
+            ReasonCode.SPEC_CHANGED,
             "the manifest asks for a different certificate: "
             + "; ".join(changes)
             + " (forces a new generation)",
@@ -112,24 +115,22 @@ class CopyContext:
     foreign: Foreign | None = None  # what the file holds, when the state did not write it
 
 
-CONFLICT = "conflict"
-
-
 def _not_ours(ctx: CopyContext, what: str) -> Reason:
     inside = ctx.foreign.describe() if ctx.foreign is not None else "content unknown"
-    return Reason(CONFLICT, f"{what} ({inside}): left as it is")
+    return Reason(ReasonCode.CONFLICT, f"{what} ({inside}): left as it is")
 
 
 def missing(ctx: CopyContext) -> Reason | None:
     if ctx.observed is None:
-        return Reason("missing", "no file there")
+        return Reason(ReasonCode.MISSING, "no file there")
     return None
 
 
 def not_a_file(ctx: CopyContext) -> Reason | None:
     if ctx.observed is not None and ctx.observed.symlink:
         return Reason(
-            CONFLICT, "a symlink or special file stands where the copy belongs: left as it is"
+            ReasonCode.CONFLICT,
+            "a symlink or special file stands where the copy belongs: left as it is",
         )
     return None
 
@@ -163,7 +164,7 @@ def unrecorded(ctx: CopyContext) -> Reason | None:
     if holds_known_key(ctx.foreign, ctx.generation.key_sha256):
         assert ctx.foreign is not None
         return Reason(
-            "unrecorded",
+            ReasonCode.UNRECORDED,
             f"the state has no record of writing this file ({ctx.foreign.describe()}): "
             "replaced, no key is lost",
         )
@@ -179,10 +180,11 @@ def drifted(ctx: CopyContext) -> Reason | None:
         if not changed_but_ours(ctx.foreign, ctx.observed, r, ctx.generation.key_sha256):
             return _not_ours(ctx, "the file was replaced since it was written")
         return Reason(
-            "drifted", f"content differs from what was written on {r.written_at:%Y-%m-%d %H:%M}"
+            ReasonCode.DRIFTED,
+            f"content differs from what was written on {r.written_at:%Y-%m-%d %H:%M}",
         )
     if r is not None and r.generation_id != ctx.generation.id:
-        return Reason("drifted", "holds another generation's key")
+        return Reason(ReasonCode.DRIFTED, "holds another generation's key")
     return None
 
 
@@ -190,14 +192,18 @@ def permissions(ctx: CopyContext) -> Reason | None:
     # Windows OpenSSH reports synthetic modes; only POSIX targets are compared.
     posix = ctx.target.transport == "local" or ctx.path.startswith("/")
     if posix and ctx.observed is not None and ctx.observed.mode & 0o077:
-        return Reason("permissions", f"mode {ctx.observed.mode:04o} lets others read the key")
+        return Reason(
+            ReasonCode.PERMISSIONS, f"mode {ctx.observed.mode:04o} lets others read the key"
+        )
     return None
 
 
 def password_changed(ctx: CopyContext) -> Reason | None:
     r = ctx.recorded
     if r is not None and ctx.password_id is not None and r.password_id != ctx.password_id:
-        return Reason("password-changed", "the entity's password changed (same key, re-encoded)")
+        return Reason(
+            ReasonCode.PASSWORD_CHANGED, "the entity's password changed (same key, re-encoded)"
+        )
     return None
 
 
@@ -205,7 +211,7 @@ def profile_changed(ctx: CopyContext) -> Reason | None:
     r = ctx.recorded
     if r is not None and r.profile != ctx.profile:
         return Reason(
-            "profile-changed",
+            ReasonCode.PROFILE_CHANGED,
             f"PKCS#12 profile {r.profile} -> {ctx.profile} (same key, re-encoded)",
         )
     return None
@@ -215,7 +221,8 @@ def friendly_name_changed(ctx: CopyContext) -> Reason | None:
     r = ctx.recorded
     if r is not None and r.friendly_name != ctx.friendly_name:
         return Reason(
-            "friendly-name-changed", f"friendly name {r.friendly_name!r} -> {ctx.friendly_name!r}"
+            ReasonCode.FRIENDLY_NAME_CHANGED,
+            f"friendly name {r.friendly_name!r} -> {ctx.friendly_name!r}",
         )
     return None
 
@@ -223,7 +230,7 @@ def friendly_name_changed(ctx: CopyContext) -> Reason | None:
 def chain_changed(ctx: CopyContext) -> Reason | None:
     r = ctx.recorded
     if r is not None and r.chain_sha256 != ctx.generation.chain_sha256:
-        return Reason("chain-changed", "the issuer chain changed (same key, re-encoded)")
+        return Reason(ReasonCode.CHAIN_CHANGED, "the issuer chain changed (same key, re-encoded)")
     return None
 
 

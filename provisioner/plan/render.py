@@ -5,23 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner import clock
-from provisioner.plan.model import (
-    BIND,
-    CHAIN,
-    CLEAR,
-    CONFLICT,
-    CONSULT,
-    CREATE,
-    ESCROW,
-    REMOVE,
-    RENAME,
-    RETAIN,
-    RETIRE,
-    SECURE,
-    WRITE,
+from provisioner.plan.actions import (
+    SENSITIVE,
     Action,
-    Plan,
+    BindConsultation,
+    ClearLeftover,
+    Conflict,
+    CreateGeneration,
+    RemoveCopy,
+    RenameGeneration,
+    RestoreEscrow,
+    RetainGeneration,
+    RetireGeneration,
+    SecureFolder,
+    UpdateChain,
+    UpdateConsultation,
+    WriteCopy,
 )
+from provisioner.plan.model import Plan
 
 FORMAT_VERSION = 1
 
@@ -35,11 +36,11 @@ def action_json(action: Action) -> dict[str, Any]:
         "symbol": action.symbol,
         "entity": action.entity,
         "generation": action.generation,
-        "reason": action.reason,
+        "reason": action.reason.value,
         "message": action.message,
         "target": action.target,
         "path": action.path,
-        "attributes": dict(action.attributes),
+        "attributes": dict(action.attributes()),
     }
 
 
@@ -81,30 +82,35 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 
 def _label(action: Action) -> str:
-    if action.kind in (BIND, CONSULT):
-        verb = "bind" if action.kind == BIND else "update"
-        return f"consultation {action.attribute('reference')}: {verb}"
-    if action.kind == CREATE:
-        return f"generation {action.generation}: create"
-    if action.kind == RENAME:
-        return f"generation {action.generation}: update designation"
-    if action.kind == CHAIN:
-        return f"generation {action.generation}: update issuer chain"
-    if action.kind == RETIRE:
-        return f"generation {action.generation}: retire"
-    if action.kind == RETAIN:
-        return f"generation {action.generation}: retain"
-    if action.kind == ESCROW:
-        return f"generation {action.generation}: restore escrowed key from {action.target}"
-    if action.kind == CONFLICT:
-        return f"conflict g{action.generation} on {action.target}: {action.path}"
-    if action.kind == SECURE:
-        return f"secure folder on {action.target}: {action.path}"
-    if action.kind == CLEAR:
-        verb = "remove" if action.symbol == "-" else "put back"
-        return f"{verb} leftover on {action.target}: {action.path}"
-    verb = {WRITE: "write" if action.symbol == "+" else "rewrite", REMOVE: "remove"}[action.kind]
-    return f"{verb} g{action.generation} on {action.target}: {action.path}"
+    match action:
+        case BindConsultation():
+            return f"consultation {action.reference}: bind"
+        case UpdateConsultation():
+            return f"consultation {action.reference}: update"
+        case CreateGeneration():
+            return f"generation {action.generation}: create"
+        case RenameGeneration():
+            return f"generation {action.generation}: update designation"
+        case UpdateChain():
+            return f"generation {action.generation}: update issuer chain"
+        case RetireGeneration():
+            return f"generation {action.generation}: retire"
+        case RetainGeneration():
+            return f"generation {action.generation}: retain"
+        case RestoreEscrow():
+            return f"generation {action.generation}: restore escrowed key from {action.target}"
+        case Conflict():
+            return f"conflict g{action.generation} on {action.target}: {action.path}"
+        case SecureFolder():
+            return f"secure folder on {action.target}: {action.path}"
+        case ClearLeftover():
+            verb = "put back" if action.puts_back else "remove"
+            return f"{verb} leftover on {action.target}: {action.path}"
+        case WriteCopy():
+            verb = "write" if action.symbol == "+" else "rewrite"
+            return f"{verb} g{action.generation} on {action.target}: {action.path}"
+        case RemoveCopy():
+            return f"remove g{action.generation} on {action.target}: {action.path}"
 
 
 def unobserved(plan: Plan) -> str:
@@ -175,12 +181,13 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
                 f"  {paint(action.symbol, f'{action.symbol:>3}')} {_label(action)}"
                 f"  [{action.reason}] {action.message}"
             )
-            if action.kind in (CREATE, RENAME):
-                width = max((len(k) for k, _ in action.attributes), default=0)
-                for key, value in action.attributes:
+            if isinstance(action, CreateGeneration | RenameGeneration):
+                attributes = action.attributes()
+                width = max((len(k) for k, _ in attributes), default=0)
+                for key, value in attributes:
                     shown = (
                         value
-                        if value == "(sensitive)"
+                        if value == SENSITIVE
                         else f'"{value}"'
                         if key in ("designation", "common_name")
                         else value

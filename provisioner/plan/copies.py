@@ -1,0 +1,174 @@
+"""The copies an entity's targets must hold, and the escrow they can restore. Pure.
+
+Live generations go to every declared target, every generation ever made to the shared
+locations; a copy check (policies.py) decides each path; copies no longer wanted are removed
+while they are what was written. A missing escrowed key is taken back from an intact copy."""
+
+from __future__ import annotations
+
+from provisioner.manifest.model import Entity
+from provisioner.plan.actions import ReasonCode, RemoveCopy, RestoreEscrow, WriteCopy
+from provisioner.plan.context import Fresh, Kept, Planning
+from provisioner.plan.model import PlanWarning
+from provisioner.plan.paths import copy_file_name, next_number
+from provisioner.plan.policies import COPY_CHECKS, CopyContext, first_reason
+from provisioner.state.records import RETIRED
+from provisioner.transports.base import file_path
+
+
+def next_path_conflicts(p: Planning, entity: Entity) -> None:
+    """A file where the next generation's copy will go is not ours (a state older than
+    its targets, a copied tree): say so now, not on renewal day."""
+    number = next_number(p.recorded, entity.id)
+    for target in entity.targets:
+        path = file_path(target, copy_file_name(entity.id, number))
+        facts = p.observed.files.get((target.name, path))
+        if facts is not None:
+            p.conflict(entity, number, target.name, path, "where its next generation goes")
+
+
+def check_escrow(p: Planning, entity: Entity) -> None:
+    """Every generation's key must be in the escrow: one that is missing is taken back
+    from an intact copy that opens with the current password, else reported."""
+    present = p.observed.escrow_keys
+    if present is None:
+        return
+    password_id = p.desired.password_ids.get(entity.id)
+    for g in p.recorded.generations_of(entity.id):
+        if g.key_sha256 in present:
+            continue
+        source = next(
+            (
+                c
+                for c in sorted(p.copies_of(entity.id), key=lambda c: (c.target, c.path))
+                if c.generation_id == g.id
+                and (password_id is None or c.password_id == password_id)
+                and c.target not in p.observed.unreachable
+                and (facts := p.observed.files.get((c.target, c.path))) is not None
+                and facts.sha256 == c.sha256
+            ),
+            None,
+        )
+        if source is not None:
+            p.actions.append(
+                RestoreEscrow(
+                    entity=entity.id,
+                    generation=g.number,
+                    reason=ReasonCode.ESCROW_MISSING,
+                    message="the escrowed private key is missing: taken back from the copy on "
+                    f"{source.target}",
+                    target=source.target,
+                    path=source.path,
+                )
+            )
+        else:
+            p.warnings.append(
+                PlanWarning(
+                    entity.id,
+                    "escrow-missing",
+                    f'generation {g.number} "{g.designation}": its private key is missing '
+                    "from the escrow and no intact copy that opens with the current password "
+                    "was observed; restore the escrow from a backup, or run `provisioner "
+                    "recover` (docs/RECOVERY.md)",
+                )
+            )
+
+
+def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring: set[str]) -> None:
+    """Write the copies of the kept generations to every declared target where a copy check
+    fires (every generation to shared locations), and remove the copies no longer wanted."""
+    wanted_paths: set[tuple[str, str]] = set()
+    password_id = p.desired.password_ids.get(entity.id)
+    # Shared locations keep every generation ever made, retired ones included: each is
+    # checked like a live copy and written again when it is missing.
+    kept = {held.number for held in keep}
+    archive: list[Fresh | Kept] = [
+        Kept(g, g.designation) for g in p.recorded.generations_of(entity.id) if g.number not in kept
+    ]
+    for target in entity.targets:
+        if target.name in p.observed.unreachable:
+            continue
+        for held in keep + archive if target.role == "location" else keep:
+            number = held.number
+            path = file_path(target, copy_file_name(entity.id, number))
+            wanted_paths.add((target.name, path))
+            if isinstance(held, Fresh):
+                if p.observed.files.get((target.name, path)) is not None:
+                    p.conflict(entity, number, target.name, path, "where its new copy goes")
+                    continue
+                p.actions.append(
+                    WriteCopy(
+                        entity=entity.id,
+                        generation=number,
+                        reason=ReasonCode.NEW_GENERATION,
+                        message="copy of the new generation",
+                        target=target.name,
+                        path=path,
+                        role=target.role,
+                    )
+                )
+                continue
+            ctx = CopyContext(
+                target=target,
+                path=path,
+                generation=held.generation,
+                observed=p.observed.files.get((target.name, path)),
+                recorded=p.recorded.copies.get((target.name, path)),
+                profile=entity.key.profile,
+                password_id=password_id,
+                friendly_name=held.designation,
+                foreign=p.observed.foreign.get((target.name, path)),
+            )
+            reason = first_reason(COPY_CHECKS, ctx)
+            if reason is not None and reason.code == ReasonCode.CONFLICT:
+                p.conflict_action(entity, number, target.name, path, reason.message)
+            elif (
+                reason is not None
+                and p.desired.moved_from is not None
+                and reason.code != ReasonCode.MISSING
+            ):
+                # Away from home, a file at a recorded path may be the original tree's
+                # copy (absolute target paths): it is not rewritten either.
+                p.moved_away += 1
+            elif reason is not None:
+                p.actions.append(
+                    WriteCopy(
+                        entity=entity.id,
+                        generation=number,
+                        reason=reason.code,
+                        message=reason.message,
+                        target=target.name,
+                        path=path,
+                        role=target.role,
+                    )
+                )
+    declared = {t.name: t for t in entity.targets}
+    for copy in sorted(p.copies_of(entity.id), key=lambda c: (c.target, c.path)):
+        if (copy.target, copy.path) in wanted_paths or copy.target in p.observed.unreachable:
+            continue
+        generation = p.recorded.generation(copy.generation_id)
+        number = generation.number if generation else 0
+        old = generation is None or generation.status == RETIRED or generation.id in retiring
+        holder = declared.get(copy.target)
+        if holder is not None and holder.role == "location" and old:
+            continue  # shared locations keep every generation: the copy that is never lost
+        if holder is None:
+            code = ReasonCode.DECOMMISSIONED
+            message = "the target is no longer declared for the entity"
+        elif old:
+            code = ReasonCode.RETIRED
+            message = "the generation is retired; the key stays in the escrow"
+        else:
+            code, message = ReasonCode.MOVED, "the target's folder changed"
+        if not p.removable(entity, copy, number):
+            continue
+        p.actions.append(
+            RemoveCopy(
+                entity=entity.id,
+                generation=number,
+                reason=code,
+                message=message,
+                target=copy.target,
+                path=copy.path,
+            )
+        )

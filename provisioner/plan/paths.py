@@ -1,0 +1,62 @@
+"""Where copies go: their file names, the paths a plan observes, targets by name. Pure."""
+
+from __future__ import annotations
+
+from provisioner.manifest.model import Target
+from provisioner.plan.model import Desired
+from provisioner.state.records import CURRENT, RETAINED, Recorded
+from provisioner.transports.base import file_path, target_from_spec
+
+LIVE = (CURRENT, RETAINED)
+
+
+def copy_file_name(entity: str, number: int) -> str:
+    """The PKCS#12 file name of generation `number` of `entity` on every target."""
+    return f"{entity}.g{number}.p12"
+
+
+def next_number(recorded: Recorded, entity: str) -> int:
+    return max((g.number for g in recorded.generations_of(entity)), default=0) + 1
+
+
+def parse_copy_name(name: str) -> tuple[str, int] | None:
+    """(entity, number) from a copy's file name `<entity>.g<number>.p12`, else None."""
+    if not name.endswith(".p12"):
+        return None
+    entity, sep, number = name[: -len(".p12")].rpartition(".g")
+    if not sep or not entity or not number.isdigit() or number != str(int(number)):
+        return None
+    return entity, int(number)
+
+
+def paths_to_observe(desired: Desired, recorded: Recorded) -> dict[str, set[str]]:
+    """Per target name, the paths the planner will ask about: live and next generations on
+    every target, every generation on shared locations, and every recorded copy."""
+    wanted: dict[str, set[str]] = {}
+    for entity in desired.manifest.entities:
+        if not desired.in_scope(entity.id):
+            continue
+        generations = recorded.generations_of(entity.id)
+        live = [g.number for g in generations if g.status in LIVE]
+        live.append(next_number(recorded, entity.id))
+        every = [g.number for g in generations] + [live[-1]]
+        if entity.state == "present":
+            for target in entity.targets:
+                paths = wanted.setdefault(target.name, set())
+                # Every generation's path, retired ones included: one brought back for a
+                # consultation must not be written over a file someone put there since.
+                for n in every:
+                    paths.add(file_path(target, copy_file_name(entity.id, n)))
+    for copy in recorded.copies.values():
+        if desired.in_scope(copy.entity) and desired.manifest.entity(copy.entity) is not None:
+            wanted.setdefault(copy.target, set()).add(copy.path)
+    return wanted
+
+
+def resolve_target(desired: Desired, recorded: Recorded, name: str) -> Target | None:
+    """A target by name: from the manifest, else as last recorded in the state."""
+    manifest = desired.manifest
+    target = manifest.workstations.get(name) or manifest.locations.get(name)
+    if target is None and name in recorded.targets:
+        target = target_from_spec(recorded.targets[name])
+    return target

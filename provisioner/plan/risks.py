@@ -1,0 +1,128 @@
+"""Warnings about keys and the consultations bound to them: dates that put bids at risk, a
+bound generation no workstation holds or missing from a target, a renewal coming. Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from provisioner import clock
+from provisioner.manifest.model import Entity, Target
+from provisioner.plan.actions import Action, CreateGeneration, RemoveCopy, WriteCopy
+from provisioner.plan.context import Planning
+from provisioner.plan.model import ConsultationView, PlanWarning
+from provisioner.plan.paths import copy_file_name
+from provisioner.state.records import RETIRED, RecordedGeneration
+from provisioner.transports.base import file_path
+
+
+def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
+    """Warnings about keys and consultations, each with the consultation and its dates;
+    `actions` are the entity's own, planned just before."""
+    if entity.state != "present":
+        return
+    planned = {(a.target, a.generation) for a in actions if isinstance(a, WriteCopy)}
+    removed = {(a.target, a.path) for a in actions if isinstance(a, RemoveCopy)}
+    for g in p.recorded.generations_of(entity.id):
+        views = p.holders.get(g.id, [])
+        for view in views:
+            warn_dates(p, entity, g, view)
+        if views:
+            held = any(
+                c.generation_id == g.id
+                and p.role_of(c.target) == "workstation"
+                and (c.target, c.path) not in removed
+                for c in p.recorded.copies_of(entity.id)
+            ) or any((t.name, g.number) in planned for t in entity.workstations)
+            if not held:
+                p.warnings.append(
+                    PlanWarning(
+                        entity.id,
+                        "bound-unheld",
+                        f'generation {g.number} "{g.designation}" is bound to '
+                        + ", ".join(v.describe() for v in views)
+                        + " but no workstation holds it: no agent could open those bids",
+                    )
+                )
+            for target in missing_from(p, entity, g) if held else ():
+                where = (
+                    f"workstation {target.name}: no agent there could open those bids"
+                    if target.role == "workstation"
+                    else f"shared location {target.name}: the copy that must never be "
+                    "lost is not there"
+                )
+                p.warnings.append(
+                    PlanWarning(
+                        entity.id,
+                        "bound-missing",
+                        f'generation {g.number} "{g.designation}" is bound to '
+                        + ", ".join(v.describe() for v in views)
+                        + f" but is missing from {where} (apply restores it)",
+                    )
+                )
+    current = p.recorded.current(entity.id)
+    renewing = any(isinstance(a, CreateGeneration) for a in actions)
+    if current is not None and not renewing:
+        renew_on = current.not_after - dt.timedelta(days=entity.key.renew_before_days)
+        if renew_on - p.now <= dt.timedelta(days=p.desired.notice_days):
+            p.warnings.append(
+                PlanWarning(
+                    entity.id,
+                    "renewal-soon",
+                    f'generation {current.number} "{current.designation}" expires on '
+                    f"{current.not_after:%Y-%m-%d}; a new generation will be created from "
+                    f"{renew_on:%Y-%m-%d}: plan its upload to the platform",
+                )
+            )
+
+
+def missing_from(p: Planning, entity: Entity, g: RecordedGeneration) -> list[Target]:
+    """The reachable workstations and shared locations of `entity` observed without
+    generation `g`'s copy."""
+    out = []
+    for t in entity.targets:
+        if t.name in p.observed.unreachable:
+            continue
+        key = (t.name, file_path(t, copy_file_name(entity.id, g.number)))
+        if p.observed.files.get(key) is None and (key in p.observed.files or g.status == RETIRED):
+            out.append(t)
+    return out
+
+
+def warn_dates(p: Planning, entity: Entity, g: RecordedGeneration, view: ConsultationView) -> None:
+    """Dates that put a bound generation at risk; the severity is in the code (check.py):
+    at risk while bids can be deposited or before the opening, else a reminder."""
+    accepting = view.status == "open" and (view.deadline is None or p.now < view.deadline)
+    before_opening = view.opening is not None and p.now < view.opening
+    name = f'generation {g.number} "{g.designation}"'
+    if g.not_after <= p.now:
+        if accepting:
+            code = "expired-accepting-bids"
+            risk = "still accepts bids: companies cannot encrypt to an expired certificate"
+        elif before_opening:
+            code, risk = "expired-before-opening", "has not been opened yet"
+        else:
+            code, risk = "expired-bound", f"is still {view.status}"
+        p.warnings.append(
+            PlanWarning(
+                entity.id,
+                code,
+                f"{name} expired on {g.not_after:%Y-%m-%d}; consultation {view.describe()}, "
+                f"bound to it, {risk}. Keep this key to open its bids; new consultations "
+                "must use the current generation",
+            )
+        )
+        return
+    for code, label, when, live in (
+        ("expires-before-deadline", "deadline for bids", view.deadline, accepting),
+        ("expires-before-opening", "opening", view.opening, before_opening),
+    ):
+        if live and when is not None and g.not_after < when:
+            p.warnings.append(
+                PlanWarning(
+                    entity.id,
+                    code,
+                    f"{name} expires on {g.not_after:%Y-%m-%d}, before the {label} of "
+                    f"consultation {view.describe()} on {clock.day(when)}",
+                )
+            )
+            return
