@@ -49,7 +49,6 @@ from provisioner.plan.model import (
 )
 from provisioner.plan.planner import resolve_target
 from provisioner.secrets import resolve
-from provisioner.state.db import Change, StateDB
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import (
     CURRENT,
@@ -60,6 +59,7 @@ from provisioner.state.records import (
     RecordedCopy,
     RecordedGeneration,
 )
+from provisioner.state.store import StateChange, StateStore
 from provisioner.transports import TransportPool
 from provisioner.transports.base import (
     FileFacts,
@@ -124,7 +124,7 @@ class Executor:
         *,
         desired: Desired,
         recorded: Recorded,
-        db: StateDB,
+        db: StateStore,
         escrow: Escrow,
         passwords: dict[str, str],
         plan: Plan,
@@ -330,7 +330,7 @@ class Executor:
             self.record_status(change, g, status, **detail)
 
     def record_status(
-        self, change: Change, g: RecordedGeneration, status: str, **detail: object
+        self, change: StateChange, g: RecordedGeneration, status: str, **detail: object
     ) -> None:
         """A generation's new status and its audit record, inside `change`."""
         change.set_status(g.id, status, self.now)
