@@ -8,8 +8,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from provisioner import clock
 from provisioner.apply.generations import generation_from_certificate
-from provisioner.atomic import write_private
+from provisioner.atomic import make_private_dirs, write_private
 from provisioner.crypto import certificates, pkcs12
 from provisioner.crypto.keys import certificate_fingerprint
 from provisioner.engine import Session
@@ -71,6 +72,52 @@ def designation_of(
     return wanted
 
 
+def run(
+    manifest: Path,
+    entity_id: str,
+    pkcs12_file: Path,
+    *,
+    password_env: str | None,
+    password_file: Path | None,
+    designation: str | None,
+    retained: bool,
+    state_dir: Path | None,
+    lock_timeout: float,
+) -> Adopted:
+    """`provisioner adopt`: the file is decoded and checked once, before anything is written;
+    then, under the lock, its key is escrowed and the generation recorded."""
+    from provisioner.engine import load_inputs, open_state
+    from provisioner.secrets import from_options
+    from provisioner.state.store import hold
+
+    inputs = load_inputs(manifest, state_dir, [entity_id])
+    entity = inputs.manifest.entity(entity_id)
+    assert entity is not None
+    password = from_options(password_env, password_file, "password") or inputs.passwords.get(
+        entity_id
+    )
+    if password is None:
+        raise ProvisionerError(
+            f"no password for {pkcs12_file}: give --password-env or --password-file"
+        )
+    try:
+        data = pkcs12_file.read_bytes()
+    except OSError as exc:
+        raise ProvisionerError(f"cannot read {pkcs12_file}: {exc.strerror}") from None
+    now = clock.now()
+    try:  # refuse a bad or unusable file before anything is written
+        bundle = pkcs12.decode(data, password)
+        check_adoptable(entity, bundle.certificate, now, retained=retained)
+    except ProvisionerError as exc:
+        raise ProvisionerError(f"{pkcs12_file}: cannot adopt: {exc}") from None
+    make_private_dirs(inputs.state_dir)
+    with (
+        hold(inputs.state_dir, "adopt", lock_timeout),
+        open_state(inputs, create=True) as session,
+    ):
+        return adopt(session, entity, bundle, designation=designation, retained=retained, now=now)
+
+
 @dataclass(frozen=True)
 class Adopted:
     generation: RecordedGeneration
@@ -103,17 +150,15 @@ def _notice(
 def adopt(
     session: Session,
     entity: Entity,
-    data: bytes,
-    password: str,
+    bundle: pkcs12.Bundle,
     *,
     designation: str | None,
     retained: bool,
     now: dt.datetime,
 ) -> Adopted:
-    """Check the PKCS#12 (password, key/certificate match, usable for encryption), escrow its
-    key, record it; the notice says how its designation was chosen."""
+    """Check the decoded PKCS#12 (not already recorded, usable for encryption, a name of its
+    own), escrow its key, record it; the notice says how its designation was chosen."""
     assert session.db is not None and session.escrow is not None
-    bundle = pkcs12.decode(data, password)
     fingerprint = certificate_fingerprint(bundle.certificate)
     gens = session.recorded.generations_of(entity.id)
     for g in gens:

@@ -117,3 +117,17 @@ def policy_problem(password: str, policy: PasswordPolicy) -> str | None:
     if len(set(password)) < max(4, len(password) // 4):
         return "password is too repetitive"
     return None
+
+
+def from_options(env: str | None, file: Path | None, what: str) -> str | None:
+    """A secret given on the command line as `--WHAT-env NAME` or `--WHAT-file PATH` (never
+    its value); None when neither is given."""
+    from provisioner.errors import Location, ProvisionerError
+
+    if env and file:
+        raise ProvisionerError(f"give either --{what}-env or --{what}-file, not both")
+    if env:
+        return resolve(SecretRef("env", env, Path.cwd(), Location(f"--{what}-env")), what)
+    if file:
+        return resolve(SecretRef("file", str(file), Path.cwd(), Location(f"--{what}-file")), what)
+    return None

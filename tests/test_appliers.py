@@ -19,7 +19,7 @@ from provisioner.apply.context import RunContext
 from provisioner.apply.executor import STEPS
 from provisioner.crypto import certificates, pkcs12
 from provisioner.crypto.keys import certificate_fingerprint, generate_key, public_key_fingerprint
-from provisioner.engine import Session, load_session, make_plan, observe
+from provisioner.engine import Session, load_inputs, make_plan, observe, open_state
 from provisioner.plan.actions import (
     ACTION_KINDS,
     BindConsultation,
@@ -38,10 +38,8 @@ from tests.engine_helpers import PASSWORDS, state_rows
 
 @pytest.fixture
 def session(quickstart: Path) -> Iterator[Session]:
-    session = load_session(quickstart, None)
-    session.open_state(create=True)
-    yield session
-    session.close()
+    with open_state(load_inputs(quickstart, None), create=True) as session:
+        yield session
 
 
 def context(session: Session, plan: Plan) -> RunContext:

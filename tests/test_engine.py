@@ -250,7 +250,7 @@ def test_a_no_op_plan_opens_no_pkcs12(
     from cryptography.hazmat.primitives.serialization import pkcs12 as backend
 
     from provisioner import clock
-    from provisioner.engine import load_session, make_plan, observe
+    from provisioner.engine import load_inputs, make_plan, observe, open_state
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("a no-op plan decrypted a PKCS#12")
@@ -258,12 +258,8 @@ def test_a_no_op_plan_opens_no_pkcs12(
     monkeypatch.setattr(backend, "load_pkcs12", forbidden)
     monkeypatch.setattr(backend, "load_key_and_certificates", forbidden)
     monkeypatch.setattr(pkcs12, "decode", forbidden)
-    session = load_session(quickstart, None)
-    try:
-        session.open_state(create=False)
+    with open_state(load_inputs(quickstart, None), create=False) as session:
         result = make_plan(session, observe(session), clock.now())
-    finally:
-        session.close()
     assert not result.changes and len(result.in_sync) == 2
 
 

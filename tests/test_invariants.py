@@ -15,7 +15,7 @@ import pytest
 from provisioner import atomic, clock
 from provisioner.apply.executor import Executor
 from provisioner.crypto import pkcs12
-from provisioner.engine import load_session, make_plan, observe
+from provisioner.engine import load_inputs, make_plan, observe, open_state
 from provisioner.state.escrow import Escrow
 from tests.conftest import Runner
 from tests.engine_helpers import ESCROW_PASSPHRASE, PASSWORDS, p12_files, serial, state_rows
@@ -31,22 +31,20 @@ class FailingEscrow(Escrow):
 def test_invariant_1_escrow_first_no_key_is_recorded_or_distributed_before_escrow(
     quickstart: Path,
 ) -> None:
-    session = load_session(quickstart, None)
-    session.open_state(create=True)
-    assert session.db is not None and session.escrow is not None
-    plan = make_plan(session, observe(session), clock.now())
-    failing = FailingEscrow(session.escrow.folder, session.escrow._data_key)
-    with pytest.raises(OSError, match="No space left"):
-        Executor(
-            desired=session.desired(),
-            recorded=session.recorded,
-            db=session.db,
-            escrow=failing,
-            passwords=session.passwords,
-            plan=plan,
-            now=clock.now(),
-        ).run()
-    session.close()
+    with open_state(load_inputs(quickstart, None), create=True) as session:
+        assert session.db is not None and session.escrow is not None
+        plan = make_plan(session, observe(session), clock.now())
+        failing = FailingEscrow(session.escrow.folder, session.escrow._data_key)
+        with pytest.raises(OSError, match="No space left"):
+            Executor(
+                desired=session.desired(),
+                recorded=session.recorded,
+                db=session.db,
+                escrow=failing,
+                passwords=session.passwords,
+                plan=plan,
+                now=clock.now(),
+            ).run()
     assert state_rows(quickstart, "SELECT * FROM generations") == []
     assert p12_files(quickstart) == {} if (quickstart.parent / "demo-out").exists() else True
 

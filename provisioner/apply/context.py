@@ -17,9 +17,9 @@ from provisioner.manifest.model import Entity
 from provisioner.plan.actions import Action
 from provisioner.plan.model import Desired, Plan
 from provisioner.plan.paths import resolve_target
-from provisioner.state.db import Change, StateDB
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import Recorded, RecordedGeneration
+from provisioner.state.store import StateChange, StateStore
 from provisioner.transports import TransportPool
 from provisioner.transports.base import Transport
 
@@ -68,7 +68,7 @@ class RunContext:
 
     desired: Desired
     recorded: Recorded
-    db: StateDB
+    db: StateStore
     escrow: Escrow
     passwords: dict[str, str]
     plan: Plan
@@ -117,7 +117,7 @@ class RunContext:
             self.record_status(change, g, status, **detail)
 
     def record_status(
-        self, change: Change, g: RecordedGeneration, status: str, **detail: object
+        self, change: StateChange, g: RecordedGeneration, status: str, **detail: object
     ) -> None:
         """A generation's new status and its audit record, inside `change`."""
         change.set_status(g.id, status, self.now)

@@ -40,9 +40,9 @@ from provisioner.plan.actions import (
     WriteCopy,
 )
 from provisioner.plan.model import Desired, Plan
-from provisioner.state.db import StateDB
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import Recorded
+from provisioner.state.store import StateStore
 from provisioner.transports import TransportPool
 
 __all__ = ["STEPS", "ApplyResult", "Executor", "Outcome", "ProgressFn", "Step"]
@@ -83,7 +83,7 @@ class Executor:
         *,
         desired: Desired,
         recorded: Recorded,
-        db: StateDB,
+        db: StateStore,
         escrow: Escrow,
         passwords: dict[str, str],
         plan: Plan,

@@ -12,12 +12,14 @@ from provisioner.apply.generations import load_issuer
 from provisioner.atomic import make_private_dirs
 from provisioner.crypto.certificates import CertificateAuthority
 from provisioner.engine import (
+    Inputs,
     Session,
     inputs_digest,
-    load_session,
+    load_inputs,
     make_plan,
     observe,
     observed_digest,
+    open_state,
 )
 from provisioner.errors import StalePlanError
 from provisioner.manifest.model import SELF_SIGNED
@@ -25,7 +27,7 @@ from provisioner.plan import saved as saved_plans
 from provisioner.plan.actions import CreateGeneration
 from provisioner.plan.model import Plan
 from provisioner.plan.render import plan_json
-from provisioner.state import lock
+from provisioner.state.store import hold
 
 
 @dataclass
@@ -78,17 +80,19 @@ def _every_entity_conflicts(session: Session, plan: Plan) -> bool:
 
 
 def apply_manifest(
-    session: Session,
+    inputs: Inputs,
     *,
     confirm: Callable[[Plan], bool],
     lock_timeout: float,
     parallel: int,
     progress: ProgressFn | None = None,
 ) -> ApplyRun:
-    """Plan under the lock, ask `confirm`, then execute."""
-    make_private_dirs(session.state_dir)
-    with lock.hold(session.state_dir, "apply", lock_timeout) as note:
-        session.open_state(create=True)
+    """Plan under the lock, ask `confirm`, then execute; the state is closed on every path."""
+    make_private_dirs(inputs.state_dir)
+    with (
+        hold(inputs.state_dir, "apply", lock_timeout) as note,
+        open_state(inputs, create=True) as session,
+    ):
         observed = observe(session, parallel)
         plan = make_plan(session, observed, clock.now())
         lost = bool(session.created) and _every_entity_conflicts(session, plan)
@@ -110,23 +114,23 @@ def apply_saved(
     lock_timeout: float,
     parallel: int,
     progress: ProgressFn | None = None,
-    on_loaded: Callable[[Session], None] | None = None,
-) -> tuple[Session, ApplyRun]:
-    """Execute a saved plan exactly, or refuse it as stale."""
+) -> tuple[Inputs, ApplyRun]:
+    """Execute a saved plan exactly, or refuse it as stale; the state is closed on every
+    path (the inputs are returned for the hooks)."""
     saved = saved_plans.read(path)
-    session = load_session(
+    inputs = load_inputs(
         saved.manifest, saved.state_dir, saved.limit, consultations=saved.consultations
     )
-    if on_loaded is not None:
-        on_loaded(session)
-    if inputs_digest(session, saved.salt) != saved.inputs_sha256:
+    if inputs_digest(inputs, saved.salt) != saved.inputs_sha256:
         raise StalePlanError(
             f"stale plan {path}: the manifest, a file it references or a secret changed since "
             "the plan was made; make a new plan"
         )
-    make_private_dirs(session.state_dir)
-    with lock.hold(session.state_dir, f"apply {path}", lock_timeout) as note:
-        session.open_state(create=True)
+    make_private_dirs(inputs.state_dir)
+    with (
+        hold(inputs.state_dir, f"apply {path}", lock_timeout) as note,
+        open_state(inputs, create=True) as session,
+    ):
         recorded = session.recorded
         if saved.lineage is not None and recorded.lineage != saved.lineage:
             raise StalePlanError(
@@ -148,10 +152,10 @@ def apply_saved(
         if not saved_plans.same_actions(saved, plan):
             raise StalePlanError(f"stale plan {path}: the plan no longer matches; make a new plan")
         if not plan.actionable or plan.refusals:
-            return session, ApplyRun(plan, None, note)
+            return inputs, ApplyRun(plan, None, note)
         issuers = _load_issuers(session, plan)
         result = execute_plan(session, plan, parallel, progress, issuers)
-        return session, ApplyRun(plan, result, note)
+        return inputs, ApplyRun(plan, result, note)
 
 
 def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) -> None:
@@ -164,7 +168,7 @@ def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) ->
             lineage=session.recorded.lineage,
             serial=session.recorded.serial,
             salt=salt,
-            inputs_sha256=inputs_digest(session, salt),
+            inputs_sha256=inputs_digest(session.inputs, salt),
             observed_sha256=observed_sha256,
             limit=sorted(session.limit) if session.limit else None,
             consultations=session.consultations_path,

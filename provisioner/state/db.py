@@ -1,14 +1,16 @@
-"""The state database: one SQLite file, versioned schema, lineage and serial, audit log."""
+"""The state database: one SQLite file, versioned schema, lineage and serial, audit log.
+
+The embedded default behind the state interface of `state/store.py`: `StateDB` is a
+`StateStore`, `Change` a `StateChange`. The schema and its triggers are in `schema.py`, the
+snapshot reader in `snapshot.py`, the mutations of a transaction in `change.py`."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import errno
-import getpass
 import json
 import os
-import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -18,136 +20,12 @@ from typing import Any
 from provisioner import clock, faults
 from provisioner.atomic import DIR_MODE, FILE_MODE, make_private_dirs
 from provisioner.errors import StateError
-from provisioner.state.records import (
-    Recorded,
-    RecordedConsultation,
-    RecordedCopy,
-    RecordedGeneration,
-)
+from provisioner.state.change import Change, _iso_local, actor
+from provisioner.state.records import Recorded
+from provisioner.state.schema import MIGRATIONS, SCHEMA_VERSION, _statements
+from provisioner.state.snapshot import read_snapshot
 
 DB_NAME = "state.db"
-
-# Each entry migrates from version i to i+1; PRAGMA user_version holds the version reached.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE generations (
-        id TEXT PRIMARY KEY,
-        entity TEXT NOT NULL,
-        number INTEGER NOT NULL,
-        designation TEXT NOT NULL,
-        common_name TEXT NOT NULL,
-        issuer TEXT NOT NULL,
-        key_size INTEGER NOT NULL,
-        subject TEXT NOT NULL,
-        certificate BLOB NOT NULL,
-        chain BLOB NOT NULL,
-        cert_sha256 TEXT NOT NULL,
-        key_sha256 TEXT NOT NULL,
-        chain_sha256 TEXT NOT NULL,
-        not_before TEXT NOT NULL,
-        not_after TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('current', 'retained', 'retired')),
-        origin TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        retired_at TEXT,
-        UNIQUE (entity, number)
-    );
-    CREATE UNIQUE INDEX one_current ON generations (entity) WHERE status = 'current';
-    CREATE TABLE copies (
-        target TEXT NOT NULL,
-        path TEXT NOT NULL,
-        entity TEXT NOT NULL,
-        generation TEXT NOT NULL REFERENCES generations (id),
-        sha256 TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        profile TEXT NOT NULL,
-        password_id TEXT NOT NULL,
-        friendly_name TEXT NOT NULL,
-        chain_sha256 TEXT NOT NULL,
-        written_at TEXT NOT NULL,
-        PRIMARY KEY (target, path)
-    );
-    CREATE TABLE targets (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        entity TEXT,
-        detail TEXT NOT NULL
-    );
-    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    """,
-    # v2: consultations and their definitive bindings to a key generation.
-    """
-    CREATE TABLE consultations (
-        reference TEXT PRIMARY KEY,
-        entity TEXT NOT NULL,
-        key_ref TEXT NOT NULL,
-        generation TEXT REFERENCES generations (id),
-        title TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('open', 'opening', 'closed')),
-        deadline TEXT,
-        opening TEXT,
-        bound_at TEXT NOT NULL,
-        closed_at TEXT
-    );
-    CREATE TRIGGER binding_is_definitive BEFORE UPDATE OF entity, key_ref, generation
-        ON consultations
-        WHEN OLD.entity IS NOT NEW.entity OR OLD.key_ref IS NOT NEW.key_ref
-            OR (OLD.generation IS NOT NULL AND OLD.generation IS NOT NEW.generation)
-        BEGIN SELECT RAISE(ABORT, 'a consultation binding is definitive'); END;
-    CREATE TRIGGER consultations_are_kept BEFORE DELETE ON consultations
-        BEGIN SELECT RAISE(ABORT, 'consultations are never deleted from the state'); END;
-    """,
-    # v3: a binding names its generation by certificate (cert_sha256, checked against the
-    # generation); key_ref stays as the file first wrote it. Every designation a generation has
-    # had is kept, so a file naming a former one still refers to the same generation.
-    """
-    CREATE TABLE designations (
-        generation TEXT NOT NULL REFERENCES generations (id),
-        designation TEXT NOT NULL,
-        since TEXT NOT NULL,
-        PRIMARY KEY (generation, designation)
-    );
-    INSERT INTO designations (generation, designation, since)
-        SELECT id, designation, created_at FROM generations;
-    CREATE TRIGGER designations_are_kept BEFORE DELETE ON designations
-        BEGIN SELECT RAISE(ABORT, 'the designation history is kept'); END;
-    ALTER TABLE consultations ADD COLUMN cert_sha256 TEXT;
-    UPDATE consultations SET cert_sha256 =
-        (SELECT g.cert_sha256 FROM generations g WHERE g.id = consultations.generation);
-    DROP TRIGGER binding_is_definitive;
-    CREATE TRIGGER binding_is_definitive BEFORE UPDATE OF entity, key_ref, generation, cert_sha256
-        ON consultations
-        WHEN OLD.entity IS NOT NEW.entity OR OLD.key_ref IS NOT NEW.key_ref
-            OR (OLD.generation IS NOT NULL AND OLD.generation IS NOT NEW.generation)
-            OR (OLD.cert_sha256 IS NOT NULL AND OLD.cert_sha256 IS NOT NEW.cert_sha256)
-        BEGIN SELECT RAISE(ABORT, 'a consultation binding is definitive'); END;
-    CREATE TRIGGER binding_names_its_certificate_on_insert BEFORE INSERT ON consultations
-        WHEN NEW.generation IS NOT NULL AND NEW.cert_sha256 IS NOT
-            (SELECT cert_sha256 FROM generations WHERE id = NEW.generation)
-        BEGIN SELECT RAISE(ABORT, 'a binding names its generation by certificate'); END;
-    CREATE TRIGGER binding_names_its_certificate BEFORE UPDATE ON consultations
-        WHEN NEW.generation IS NOT NULL AND NEW.cert_sha256 IS NOT
-            (SELECT cert_sha256 FROM generations WHERE id = NEW.generation)
-        BEGIN SELECT RAISE(ABORT, 'a binding names its generation by certificate'); END;
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def actor() -> str:
-    """Who acts, for the audit log: user@host and pid."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
 def _disk_full(path: Path, exc: BaseException) -> bool:
@@ -271,104 +149,12 @@ class StateDB:
         try:
             self.conn.execute("BEGIN")
             try:
-                return self._read()
+                return read_snapshot(self.conn)
             finally:
                 self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             self._rollback()
             raise _failure(self.path, exc, "cannot read the state") from None
-
-    def _read(self) -> Recorded:
-        meta = dict(self.conn.execute("SELECT key, value FROM meta"))
-        generations = tuple(
-            RecordedGeneration(
-                id=r[0],
-                entity=r[1],
-                number=r[2],
-                designation=r[3],
-                common_name=r[4],
-                issuer=r[5],
-                key_size=r[6],
-                subject=tuple(json.loads(r[7])),
-                certificate=bytes(r[8]),
-                chain=bytes(r[9]),
-                cert_sha256=r[10],
-                key_sha256=r[11],
-                chain_sha256=r[12],
-                not_before=clock.parse(r[13]),
-                not_after=clock.parse(r[14]),
-                status=r[15],
-                origin=r[16],
-                created_at=clock.parse(r[17]),
-            )
-            for r in self.conn.execute(
-                "SELECT id, entity, number, designation, common_name, issuer, key_size, subject,"
-                " certificate, chain, cert_sha256, key_sha256, chain_sha256, not_before,"
-                " not_after, status, origin, created_at FROM generations ORDER BY entity, number"
-            )
-        )
-        # The copies of one generation repeat its entity, ids, profile, names and write time:
-        # one object each instead of one per copy (tens of MB at 100,000 copies).
-        shared: dict[str, str] = {}
-        one = shared.setdefault
-        stamps: dict[str, dt.datetime] = {}
-        copies: dict[tuple[str, str], RecordedCopy] = {}
-        for r in self.conn.execute(
-            "SELECT target, path, entity, generation, sha256, size, profile, password_id,"
-            " friendly_name, chain_sha256, written_at FROM copies"
-        ):
-            target = one(r[0], r[0])
-            written_at = stamps.get(r[10])
-            if written_at is None:
-                written_at = stamps[r[10]] = clock.parse(r[10])
-            copies[(target, r[1])] = RecordedCopy(
-                target=target,
-                path=r[1],
-                entity=one(r[2], r[2]),
-                generation_id=one(r[3], r[3]),
-                sha256=r[4],
-                size=r[5],
-                profile=one(r[6], r[6]),
-                password_id=one(r[7], r[7]),
-                friendly_name=one(r[8], r[8]),
-                chain_sha256=one(r[9], r[9]),
-                written_at=written_at,
-            )
-        targets = dict(self.conn.execute("SELECT name, spec FROM targets"))
-        consultations = {
-            r[0]: RecordedConsultation(
-                reference=r[0],
-                entity=r[1],
-                key_ref=r[2],
-                generation_id=r[3],
-                title=r[4],
-                status=r[5],
-                deadline=_date(r[6]),
-                opening=_date(r[7]),
-                bound_at=clock.parse(r[8]),
-                closed_at=_date(r[9]),
-                cert_sha256=r[10],
-            )
-            for r in self.conn.execute(
-                "SELECT reference, entity, key_ref, generation, title, status, deadline,"
-                " opening, bound_at, closed_at, cert_sha256 FROM consultations"
-            )
-        }
-        designations: dict[str, tuple[str, ...]] = {}
-        for generation, designation in self.conn.execute(
-            "SELECT generation, designation FROM designations ORDER BY since, rowid"
-        ):
-            designations[generation] = (*designations.get(generation, ()), designation)
-        return Recorded(
-            lineage=meta.get("lineage"),
-            serial=int(meta.get("serial", "0")),
-            generations=generations,
-            copies=copies,
-            targets=targets,
-            consultations=consultations,
-            designations=designations,
-            home=meta.get("home"),
-        )
 
     @contextlib.contextmanager
     def change(self) -> Iterator[Change]:
@@ -443,162 +229,12 @@ def _date(value: str | None) -> dt.datetime | None:
     return clock.parse(value) if value else None
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return clock.iso(value) if value else None
-
-
-def _iso_local(value: dt.datetime | None) -> str | None:
-    return clock.local_iso(value) if value else None
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration script into statements, keeping trigger bodies whole."""
-    out: list[str] = []
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                out.append(buffer.strip())
-            buffer = ""
-    return out
-
-
-class Change:
-    """Mutations inside one transaction."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.actor = actor()
-
-    def audit(self, action: str, entity: str | None, **detail: Any) -> None:
-        """Append an audit record; callers pass identifiers and fingerprints, never secrets."""
-        self.conn.execute(
-            "INSERT INTO audit (at, actor, action, entity, detail) VALUES (?, ?, ?, ?, ?)",
-            (
-                clock.iso(clock.now()),
-                self.actor,
-                action,
-                entity,
-                json.dumps(detail, sort_keys=True, default=str),
-            ),
-        )
-
-    def add_generation(self, g: RecordedGeneration) -> None:
-        self.conn.execute(
-            "INSERT INTO generations (id, entity, number, designation, common_name, issuer,"
-            " key_size, subject, certificate, chain, cert_sha256, key_sha256, chain_sha256,"
-            " not_before, not_after, status, origin, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                g.id,
-                g.entity,
-                g.number,
-                g.designation,
-                g.common_name,
-                g.issuer,
-                g.key_size,
-                json.dumps(list(g.subject)),
-                g.certificate,
-                g.chain,
-                g.cert_sha256,
-                g.key_sha256,
-                g.chain_sha256,
-                clock.iso(g.not_before),
-                clock.iso(g.not_after),
-                g.status,
-                g.origin,
-                clock.iso(g.created_at),
-            ),
-        )
-        self.conn.execute(
-            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
-            (g.id, g.designation, clock.iso(g.created_at)),
-        )
-
-    def add_former_designation(
-        self, generation_id: str, designation: str, since: dt.datetime
-    ) -> None:
-        """Record a name the generation had before it came under management (adopt)."""
-        self.conn.execute(
-            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
-            (generation_id, designation, clock.iso(since)),
-        )
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
-    def set_status(self, generation_id: str, status: str, at: dt.datetime) -> None:
-        self.conn.execute(
-            "UPDATE generations SET status = ?, retired_at = ? WHERE id = ?",
-            (status, clock.iso(at) if status == "retired" else None, generation_id),
-        )
-
-    def set_chain(self, generation_id: str, chain: bytes, chain_sha256: str) -> None:
-        self.conn.execute(
-            "UPDATE generations SET chain = ?, chain_sha256 = ? WHERE id = ?",
-            (chain, chain_sha256, generation_id),
-        )
-
-    def set_designation(self, generation_id: str, designation: str) -> None:
-        """Rename a generation; its former names stay in the designation history."""
-        self.conn.execute(
-            "UPDATE generations SET designation = ? WHERE id = ?", (designation, generation_id)
-        )
-        self.conn.execute(
-            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
-            (generation_id, designation, clock.iso(clock.now())),
-        )
-
-    def put_copy(self, c: RecordedCopy) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO copies (target, path, entity, generation, sha256, size,"
-            " profile, password_id, friendly_name, chain_sha256, written_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                c.target,
-                c.path,
-                c.entity,
-                c.generation_id,
-                c.sha256,
-                c.size,
-                c.profile,
-                c.password_id,
-                c.friendly_name,
-                c.chain_sha256,
-                clock.iso(c.written_at),
-            ),
-        )
-
-    def delete_copy(self, target: str, path: str) -> None:
-        self.conn.execute("DELETE FROM copies WHERE target = ? AND path = ?", (target, path))
-
-    def put_consultation(self, c: RecordedConsultation) -> None:
-        """Record a consultation, or update its status and dates; the binding itself is
-        protected by a trigger and cannot change."""
-        self.conn.execute(
-            "INSERT INTO consultations (reference, entity, key_ref, generation, title, status,"
-            " deadline, opening, bound_at, closed_at, cert_sha256)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (reference) DO UPDATE SET entity = excluded.entity,"
-            " key_ref = excluded.key_ref, generation = excluded.generation,"
-            " cert_sha256 = excluded.cert_sha256,"
-            " title = excluded.title, status = excluded.status, deadline = excluded.deadline,"
-            " opening = excluded.opening, closed_at = excluded.closed_at",
-            (
-                c.reference,
-                c.entity,
-                c.key_ref,
-                c.generation_id,
-                c.title,
-                c.status,
-                _iso_local(c.deadline),
-                _iso_local(c.opening),
-                clock.iso(c.bound_at),
-                _iso(c.closed_at),
-                c.cert_sha256,
-            ),
-        )
-
-    def put_target(self, name: str, spec: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO targets (name, spec) VALUES (?, ?)", (name, spec))
+__all__ = [
+    "DB_NAME",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Change",
+    "StateDB",
+    "_statements",
+    "actor",
+]

@@ -140,6 +140,46 @@ def _wrap(passphrase: str, data_key: bytes) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True)
+class EscrowListing:
+    """One listing of an escrow folder, read once per run and handed to whatever needs it
+    (the unit check, the planner's escrow observation, `check`): no passphrase needed."""
+
+    folder: Path
+    keyring: bool  # keyring.json is a file there
+    sealed: tuple[str, ...]  # names of the sealed key files, readable or not
+    keys: frozenset[str]  # fingerprints of the key files present and not empty
+
+    @classmethod
+    def read(cls, folder: Path) -> EscrowListing:
+        """One scandir of `folder` (and one stat per key file); a missing folder is empty."""
+        keyring = False
+        sealed: list[str] = []
+        keys: set[str] = set()
+        try:
+            with os.scandir(folder) as entries:
+                for e in entries:
+                    if e.name == KEYRING:
+                        keyring = e.is_file()
+                    elif e.name.endswith(".key"):
+                        sealed.append(e.name)
+                        if (
+                            e.is_file(follow_symlinks=False)
+                            and e.stat(follow_symlinks=False).st_size > 0
+                        ):
+                            keys.add(e.name[: -len(".key")])
+        except (FileNotFoundError, NotADirectoryError):
+            return cls(folder, False, (), frozenset())
+        except OSError as exc:
+            raise StateError(f"{folder}: cannot list the escrow: {exc.strerror}") from None
+        return cls(folder, keyring, tuple(sorted(sealed)), frozenset(keys))
+
+    def named(self) -> set[str]:
+        """Fingerprints a key file is named after, empty or not (`check` needs no secret:
+        presence by name)."""
+        return {name[: -len(".key")] for name in self.sealed}
+
+
 class Escrow:
     """An unlocked escrow folder."""
 
@@ -166,35 +206,6 @@ class Escrow:
             raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
         return lineage if isinstance(lineage, str) else None
 
-    @staticmethod
-    def sealed_files(folder: Path) -> list[str]:
-        """Names of the sealed key files in `folder`, readable or not (no unlock needed)."""
-        try:
-            return sorted(e.name for e in os.scandir(folder) if e.name.endswith(".key"))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except OSError as exc:
-            raise StateError(f"{folder}: cannot list the escrow: {exc.strerror}") from None
-
-    def observe_keys(self) -> frozenset[str]:
-        return self.list_keys(self.folder)
-
-    @staticmethod
-    def list_keys(folder: Path) -> frozenset[str]:
-        """Fingerprints of the key files present and not empty: one listing, one stat each
-        (no passphrase needed; `rehearse` and `export` open them)."""
-        try:
-            with os.scandir(folder) as entries:
-                return frozenset(
-                    e.name[: -len(".key")]
-                    for e in entries
-                    if e.name.endswith(".key")
-                    and e.is_file(follow_symlinks=False)
-                    and e.stat(follow_symlinks=False).st_size > 0
-                )
-        except OSError as exc:
-            raise StateError(f"{folder}: cannot list the escrow: {exc.strerror}") from None
-
     @classmethod
     def unlock(cls, folder: Path, passphrase: str) -> Escrow:
         """Open an existing escrow; StateError when the passphrase is wrong or files are bad."""
@@ -220,7 +231,7 @@ class Escrow:
         start one in a folder holding sealed keys (they would never open again)."""
         if cls.exists(folder):
             raise StateError(f"{folder / KEYRING}: an escrow already exists")
-        sealed = cls.sealed_files(folder)
+        sealed = EscrowListing.read(folder).sealed
         if sealed:
             raise StateError(
                 f"{folder}: keyring.json is missing but {len(sealed)} sealed key file(s) are "
@@ -296,9 +307,6 @@ class Escrow:
             "sealed": _b64(sealed),
         }
         _write(self.path_for(fingerprint), json.dumps(record).encode(), "the escrowed key")
-
-    def has(self, key_sha256: str) -> bool:
-        return self.path_for(key_sha256).is_file()
 
     @staticmethod
     def has_key(folder: Path, key_sha256: str) -> bool:

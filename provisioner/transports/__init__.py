@@ -53,8 +53,3 @@ class TransportPool:
                         conn.close()
             self._connections.clear()
             self._transports.clear()
-
-
-def open_transport(target: Target) -> Transport:
-    """A transport for `target` alone (callers that do not share a pool)."""
-    return TransportPool().get(target)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provisioner.apply.generations import generation_from_certificate
 from provisioner.crypto import pkcs12
@@ -26,6 +24,7 @@ from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError
 from provisioner.manifest.model import SELF_SIGNED, Entity, Target
 from provisioner.plan.planner import parse_copy_name, resolve_target
+from provisioner.recover.report import FoundCopy, Recovery, render
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import (
     CURRENT,
@@ -34,58 +33,6 @@ from provisioner.state.records import (
     RecordedGeneration,
 )
 from provisioner.transports.base import file_path, target_spec
-
-
-@dataclass(frozen=True)
-class FoundCopy:
-    """A PKCS#12 found on a target that opens with its entity's password."""
-
-    entity: str
-    number: int  # from the file name
-    target: Target
-    path: str
-    sha256: str
-    size: int
-    bundle: pkcs12.Bundle
-    cert_sha256: str
-    key_sha256: str
-
-
-@dataclass
-class Recovery:
-    """What `recover` will record, and what it could not account for."""
-
-    generations: list[RecordedGeneration] = field(default_factory=list)  # new to the state
-    statuses: list[tuple[RecordedGeneration, str]] = field(default_factory=list)
-    copies: list[RecordedCopy] = field(default_factory=list)
-    # Records of retired generations' workstation copies that are gone: an apply the state
-    # forgot had removed them.
-    dropped: list[RecordedCopy] = field(default_factory=list)
-    targets: dict[str, Target] = field(default_factory=dict)
-    escrow_keys: dict[str, tuple[str, rsa.RSAPrivateKey]] = field(default_factory=dict)
-    unreadable: list[str] = field(default_factory=list)
-    clashes: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)  # generations no surviving copy holds
-    orphans: list[str] = field(default_factory=list)  # escrowed keys with no certificate
-    unreachable: list[str] = field(default_factory=list)
-    lineage: str | None = None  # the escrow's lineage the state takes back
-    # The serial the state moves to, past the newest key the escrow sealed: keys kept in the
-    # escrow that no generation uses (an interrupted apply) must not look newer than the state.
-    serial: int | None = None
-    home: str | None = None
-
-    @property
-    def changes(self) -> bool:
-        return bool(
-            self.generations
-            or self.statuses
-            or self.copies
-            or self.dropped
-            or self.escrow_keys
-            or self.lineage
-            or self.serial is not None
-            or self.home
-        )
 
 
 def _issuer_name(session: Session, cert: x509.Certificate) -> tuple[str, str]:
@@ -129,7 +76,7 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
     if recorded.home != here and (moved or (recorded.home is None and session.moved_from is None)):
         out.home = here
     by_cert = {g.cert_sha256: g for g in recorded.generations}
-    escrowed = session.escrow.observe_keys()
+    escrowed = session.escrow_listing.keys
     for entity in session.manifest.entities:
         if entity.state != "present" or not session.desired().in_scope(entity.id):
             continue
@@ -382,65 +329,6 @@ def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
             session.escrow.set_lineage(lineage)
 
 
-def render(recovery: Recovery) -> str:
-    """The recovery plan, as a reviewer reads it."""
-    lines: list[str] = []
-    if recovery.lineage:
-        lines.append(f"  ~ the state takes back the escrow's lineage {recovery.lineage}")
-    if recovery.home:
-        lines.append(f"  ~ the state's home becomes {recovery.home}")
-    if recovery.serial is not None:
-        lines.append(
-            f"  ~ the state's serial moves past {recovery.serial}, the escrow's newest key "
-            "(so that keys it keeps are not taken for a newer state)"
-        )
-    for g in sorted(recovery.generations, key=lambda g: (g.entity, g.number)):
-        lines.append(
-            f'  + {g.entity}: generation {g.number} "{g.designation}" ({g.status}), certificate '
-            f"sha256:{g.cert_sha256[:16]}, valid until {g.not_after:%Y-%m-%d}"
-        )
-    for g, status in recovery.statuses:
-        lines.append(
-            f'  ~ {g.entity}: generation {g.number} "{g.designation}": {g.status} -> {status} '
-            "(a newer generation was found on the targets)"
-        )
-    for key_sha256, (entity, _) in sorted(recovery.escrow_keys.items()):
-        lines.append(f"  + {entity}: key sha256:{key_sha256[:16]} back into the escrow")
-    for c in sorted(recovery.copies, key=lambda c: (c.entity, c.target, c.path)):
-        lines.append(f"  + {c.entity}: copy on {c.target}: {c.path}")
-    for c in sorted(recovery.dropped, key=lambda c: (c.entity, c.target, c.path)):
-        lines.append(
-            f"  - {c.entity}: record of {c.target}: {c.path} (a retired generation's copy, "
-            "already removed from the workstation)"
-        )
-    problems = [
-        *(f"lost: {line}" for line in recovery.lost),
-        *(f"left as it is: {line}" for line in recovery.clashes),
-        *(f"does not open with the entity's password: {line}" for line in recovery.unreadable),
-        *(f"not observed: {line}" for line in recovery.unreachable),
-        *(
-            f"the escrow holds key sha256:{k[:16]} that no recorded or recovered generation uses "
-            "(an interrupted apply, a generation whose certificate is lost, or a copy left as "
-            "it is above): kept in the escrow"
-            for k in recovery.orphans
-        ),
-    ]
-    if problems:
-        lines.append("")
-        lines.append("Not recovered:")
-        lines += [f"  ! {p}" for p in problems]
-    head = (
-        "provisioner recover will record the following:"
-        if recovery.changes
-        else "Nothing to recover: the state already records every copy found."
-    )
-    summary = (
-        f"Recover: {len(recovery.generations)} generations, {len(recovery.copies)} copies, "
-        f"{len(recovery.escrow_keys)} keys back into the escrow; {len(recovery.lost)} lost."
-    )
-    return "\n".join([head, *lines, "", summary])
-
-
 def bind(session: Session, parallel: int, now: dt.datetime) -> int:
     """Record the consultations' bindings again from the consultations file, as the next
     apply would, so that a bound generation keeps its guard even if that apply is run without
@@ -452,9 +340,9 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
     from provisioner.plan.actions import BindConsultation, UpdateConsultation
 
     assert session.db is not None and session.escrow is not None
-    if session.consultations is None:
+    if session.inputs.consultations is None:
         return 0
-    session.recorded = session.db.snapshot()
+    session.refresh()
     plan = make_plan(session, observe(session, parallel), now)
     actions = tuple(a for a in plan.actions if isinstance(a, BindConsultation | UpdateConsultation))
     if not actions or plan.refusals:
@@ -462,3 +350,6 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
     # Only the bindings of the plan are carried out: nothing is written to any target.
     execute_plan(session, replace(plan, actions=actions), parallel, None, {})
     return sum(isinstance(a, BindConsultation) for a in actions)
+
+
+__all__ = ["FoundCopy", "Recovery", "bind", "record", "render", "scan"]

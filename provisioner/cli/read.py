@@ -1,0 +1,246 @@
+"""The commands that change nothing: validate, plan, status, check, rehearse. Each wrapper
+parses, calls one function, renders, and picks the exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from provisioner import clock
+from provisioner.cli.app import (
+    ConsultationsOpt,
+    JsonOpt,
+    LimitOpt,
+    ManifestArg,
+    ParallelOpt,
+    StateDirOpt,
+    colour,
+    warnings,
+)
+from provisioner.errors import Diagnostic, ManifestError
+from provisioner.manifest.loader import read_manifest
+
+
+def _diag_json(d: Diagnostic) -> dict[str, Any]:
+    return {
+        "severity": d.severity,
+        "file": d.location.file,
+        "line": d.location.line,
+        "column": d.location.column,
+        "message": d.message,
+    }
+
+
+def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
+    """Check a manifest and the files it references. Exit 0 when valid, 1 when not."""
+    try:
+        model, found = read_manifest(manifest)
+        if model.consultations is not None:
+            from provisioner.consultations import read_consultations
+
+            read_consultations(model.consultations, {e.id for e in model.entities})
+    except ManifestError as exc:
+        diagnostics = exc.diagnostics
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "valid": False,
+                        "errors": [_diag_json(d) for d in diagnostics if d.severity == "error"],
+                        "warnings": [_diag_json(d) for d in diagnostics if d.severity == "warning"],
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            for d in diagnostics:
+                typer.echo(str(d), err=True)
+            count = sum(d.severity == "error" for d in diagnostics)
+            typer.echo(f"{manifest}: invalid ({count} error{'s' if count != 1 else ''})", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "valid": True,
+                    "errors": [],
+                    "warnings": [_diag_json(d) for d in found],
+                    "entities": len(model.entities),
+                    "workstations": len(model.workstations),
+                    "locations": len(model.locations),
+                },
+                indent=2,
+            )
+        )
+        return
+    warnings(found)
+    typer.echo(
+        f"{manifest}: valid ({len(model.entities)} entities, {len(model.workstations)} "
+        f"workstations, {len(model.locations)} shared locations"
+        f"{f', {len(found)} warnings' if found else ''})"
+    )
+
+
+def plan(
+    manifest: ManifestArg,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Save the plan to FILE for `provisioner apply FILE`.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode",
+            help="Exit 0 when nothing is to do, 2 when there are changes, 1 on error.",
+        ),
+    ] = False,
+    limit: LimitOpt = None,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also list what is already in sync.")
+    ] = False,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """Show what apply would do, and why. Changes nothing."""
+    from provisioner import commands
+    from provisioner.engine import load_inputs
+    from provisioner.plan.render import plan_json, render_plan
+
+    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
+    if not as_json:
+        warnings(inputs.diagnostics)
+    result = commands.plan(inputs, parallel=parallel, out=out)
+    if as_json:
+        typer.echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(render_plan(result, colour=colour(), verbose=verbose))
+        if out is not None and not result.refusals:
+            typer.echo(f"\nSaved the plan to {out}. Apply exactly it with: provisioner apply {out}")
+        elif out is not None:
+            typer.echo(f"\nThe plan is refused: nothing was saved to {out}.", err=True)
+    if result.errors or result.refusals or result.conflicts:
+        raise typer.Exit(1)
+    if detailed_exitcode and result.changes:
+        raise typer.Exit(2)
+
+
+def status(
+    manifest: ManifestArg,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """Keys, generations, validity, and the state of every copy, per entity."""
+    from provisioner import commands
+    from provisioner import status as report
+
+    seen = commands.status(manifest, state_dir, parallel=parallel, consultations=consultations)
+    statuses = report.build(seen.manifest, seen.recorded, seen.plan, seen.now)
+    if as_json:
+        from provisioner.plan.render import plan_json
+
+        document = plan_json(seen.plan)
+        typer.echo(
+            json.dumps(
+                {
+                    "now": clock.iso(seen.now),
+                    "entities": report.to_json(statuses),
+                    "folders": report.folders_json(seen.plan),
+                    "consultations": document["consultations"],
+                    "warnings": document["warnings"],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        typer.echo(report.render(statuses), nl=False)
+        typer.echo(report.render_folders(seen.plan), nl=False)
+        typer.echo(report.render_consultations(seen.plan), nl=False)
+
+
+def check(
+    manifest: ManifestArg,
+    as_json: JsonOpt = False,
+    warn_days: Annotated[
+        int,
+        typer.Option(
+            "--warn-days", min=0, help="WARNING when a current key expires within this many days."
+        ),
+    ] = 30,
+    critical_days: Annotated[
+        int,
+        typer.Option(
+            "--critical-days",
+            min=0,
+            help="CRITICAL when a current key expires within this many days.",
+        ),
+    ] = 7,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """Monitoring probe (Nagios/Icinga): CRITICAL when bids of a consultation not closed are at
+    risk (its key missing from a workstation or the escrow, expired or expiring before the
+    deadline or the opening), WARNING for what can wait (renewal near, drift apply repairs).
+
+    Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no state, unreadable input). Needs no secret.
+    The table is in docs/RUNBOOK.md."""
+    from provisioner import check as probe
+    from provisioner import commands
+
+    verdict = commands.check(
+        manifest,
+        state_dir,
+        parallel=parallel,
+        consultations=consultations,
+        warn_days=warn_days,
+        critical_days=critical_days,
+    )
+    if as_json:
+        document = probe.to_json(verdict.code, verdict.line, verdict.findings)
+        # (a probe that could not conclude prints its JSON ASCII-escaped, as it always has)
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=verdict.inconclusive))
+    else:
+        typer.echo(verdict.line)
+        for f in verdict.findings:
+            who = f"{f.entity}: " if f.entity else ""
+            typer.echo(f"{probe.NAMES[f.severity]}: {who}[{f.code}] {f.message}")
+    raise typer.Exit(verdict.code)
+
+
+def rehearse(
+    manifest: ManifestArg,
+    limit: LimitOpt = None,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """Rehearse the opening of bids: encrypt a test bid to every current generation and every
+    generation bound to an open consultation, then open it with each distributed copy and with
+    the escrowed key; every other generation's escrowed key is decrypted and checked.
+
+    Exit 0 only when every copy and every escrowed key opens."""
+    from provisioner import commands
+    from provisioner import rehearse as rehearsal
+
+    results = commands.rehearse(
+        manifest, state_dir, limit, parallel=parallel, consultations=consultations
+    )
+    if as_json:
+        typer.echo(json.dumps(rehearsal.to_json(results), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(rehearsal.render(results))
+    raise typer.Exit(0 if results and all(r.opened for r in results) else 1)

@@ -1,0 +1,269 @@
+"""The commands that write: rekey, trust, recover, adopt, export (apply is in apply.py).
+Each wrapper parses, calls one function, renders, and picks the exit code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from provisioner.cli.app import (
+    ConsultationsOpt,
+    EntityArg,
+    LimitOpt,
+    LockTimeoutOpt,
+    ManifestArg,
+    ParallelOpt,
+    PasswordEnvOpt,
+    PasswordFileOpt,
+    StateDirOpt,
+    ask_yes,
+    fail,
+)
+
+
+def rekey(
+    manifest: ManifestArg,
+    new_passphrase_env: Annotated[
+        str | None,
+        typer.Option(
+            "--new-passphrase-env",
+            metavar="NAME",
+            show_default=False,
+            help="Environment variable holding the new escrow passphrase.",
+        ),
+    ] = None,
+    new_passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--new-passphrase-file",
+            metavar="PATH",
+            show_default=False,
+            help="File whose first line is the new escrow passphrase.",
+        ),
+    ] = None,
+    state_dir: StateDirOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+) -> None:
+    """Rotate the escrow passphrase: unlock with the manifest's current passphrase, rewrap the
+    escrow's data key under the new one. Then point the manifest's escrow.passphrase at the
+    new secret. The escrowed keys themselves are not rewritten."""
+    from provisioner import commands
+    from provisioner.secrets import from_options
+
+    new = from_options(new_passphrase_env, new_passphrase_file, "new-passphrase")
+    if new is None:
+        fail("give --new-passphrase-env or --new-passphrase-file")
+    escrow_dir = commands.rekey(manifest, state_dir, new, lock_timeout=lock_timeout)
+    typer.echo(
+        f"The escrow in {escrow_dir} now opens with the new passphrase. Update "
+        "escrow.passphrase in the manifest (or the secret it names) before the next run."
+    )
+
+
+def trust(
+    manifest: ManifestArg,
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="SSH targets to trust (default: every SSH target).",
+            metavar="[TARGET]...",
+            show_default=False,
+        ),
+    ] = None,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint",
+            help="Record only if the host key has this SHA-256 "
+            "fingerprint (SHA256:...), as the machine's administrator gave it.",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="Record unknown keys without asking (only on a network you trust)."
+        ),
+    ] = False,
+) -> None:
+    """Record the host keys of SSH targets in the known_hosts files the manifest names.
+
+    Unknown keys are shown with their fingerprint and recorded after confirmation; a key that
+    differs from the recorded one is never replaced here (remove the old line by hand once the
+    change is explained)."""
+    from provisioner.manifest.loader import read_manifest
+    from provisioner.transports.trust import chosen_targets
+    from provisioner.transports.trust import trust as record_keys
+
+    model, _ = read_manifest(manifest)
+    problems = record_keys(
+        chosen_targets(model, targets),
+        fingerprint=fingerprint,
+        yes=yes,
+        say=lambda line, error: typer.echo(line, err=error),
+        confirm=typer.confirm if sys.stdin.isatty() else None,
+    )
+    raise typer.Exit(1 if problems else 0)
+
+
+def recover(
+    manifest: ManifestArg,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")
+    ] = False,
+    limit: LimitOpt = None,
+    state_dir: StateDirOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+    consultations: ConsultationsOpt = None,
+    parallel: ParallelOpt = 8,
+    moved: Annotated[
+        bool,
+        typer.Option(
+            "--moved",
+            help="The tree (manifest and state) was moved, not copied: make this state folder "
+            "its home, so that removals are no longer held back.",
+        ),
+    ] = False,
+) -> None:
+    """Rebuild a lost, empty or older state, and a lost escrow, from the copies on the shared
+    locations and workstations: each copy that opens with its entity's password is recorded
+    (newer generations are taken back, never re-created) and its key returns to the escrow.
+    Consultations (from the manifest's file or --consultations) are bound again. Shows what
+    it will record and asks first; changes no file on any target, and writes nothing when
+    declined."""
+    from provisioner.recover import command
+
+    def confirm() -> bool:
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            fail("recover needs confirmation: run it in a terminal or add --auto-approve")
+        if not ask_yes("\nRecord this? Only 'yes' will be accepted to approve"):
+            typer.echo("Recover cancelled.")
+            return False
+        return True
+
+    code = command.run(
+        manifest,
+        state_dir,
+        limit,
+        consultations=consultations,
+        moved=moved,
+        lock_timeout=lock_timeout,
+        parallel=parallel,
+        show=typer.echo,
+        confirm=confirm,
+    )
+    raise typer.Exit(code)
+
+
+def adopt(
+    manifest: ManifestArg,
+    entity: EntityArg,
+    pkcs12_file: Annotated[
+        Path,
+        typer.Argument(help="PKCS#12 (.p12/.pfx) to adopt.", metavar="FILE", show_default=False),
+    ],
+    password_env: PasswordEnvOpt = None,
+    password_file: PasswordFileOpt = None,
+    designation: Annotated[
+        str | None,
+        typer.Option(
+            "--designation",
+            help="Its désignation on the platform (default: the manifest's for a current "
+            "generation, the file's friendly name for --retained).",
+            show_default=False,
+        ),
+    ] = None,
+    retained: Annotated[
+        bool,
+        typer.Option(
+            "--retained",
+            help="Adopt an older key kept for its consultations, beside the current generation.",
+        ),
+    ] = False,
+    state_dir: StateDirOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+) -> None:
+    """Bring an existing bi-clé (a PKCS#12 exported from Windows or the platform) under
+    management: checks its password and that key and certificate match, escrows the key."""
+    from provisioner.adopt import run
+
+    adopted = run(
+        manifest,
+        entity,
+        pkcs12_file,
+        password_env=password_env,
+        password_file=password_file,
+        designation=designation,
+        retained=retained,
+        state_dir=state_dir,
+        lock_timeout=lock_timeout,
+    )
+    if adopted.notice:
+        typer.echo(adopted.notice)
+    g = adopted.generation
+    typer.echo(
+        f"Adopted {pkcs12_file} as generation {g.number} ({g.status}) of {entity}: "
+        f'"{g.designation}", valid until {g.not_after:%Y-%m-%d}, '
+        f"certificate SHA-256 {g.cert_sha256}.\nRun `provisioner plan` to see its "
+        "distribution."
+    )
+
+
+def export(
+    manifest: ManifestArg,
+    entity: EntityArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="File to write.", metavar="PATH", show_default=False)
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="p12: PKCS#12 with the private key (from the escrow); pem or der "
+            "(.cer): the public certificate to upload to the platform under its désignation.",
+        ),
+    ] = "p12",
+    generation: Annotated[
+        int | None,
+        typer.Option(
+            "--generation", help="Generation number (default: the current one).", show_default=False
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="PKCS#12 profile: modern or legacy (default: the entity's).",
+            show_default=False,
+        ),
+    ] = None,
+    password_env: PasswordEnvOpt = None,
+    password_file: PasswordFileOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite PATH.")] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Hand-export an entity's PKCS#12 (any profile, new password allowed) or its public
+    certificate, for a one-off workstation or the platform upload."""
+    from provisioner import commands
+
+    done = commands.export(
+        manifest,
+        entity,
+        out,
+        fmt=fmt,
+        generation=generation,
+        profile=profile,
+        password_env=password_env,
+        password_file=password_file,
+        force=force,
+        state_dir=state_dir,
+    )
+    g = done.generation
+    typer.echo(
+        f'Wrote the {done.what} of {entity} generation {g.number} "{g.designation}" to {out}.'
+    )

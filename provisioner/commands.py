@@ -1,0 +1,233 @@
+"""The flows of the commands that have no module of their own: one function per command,
+taking plain arguments and returning what the CLI renders (or raising ProvisionerError, which
+the CLI prints as `Error: ...` with exit 1). No output, no prompt and no exit code here.
+
+Bigger commands keep their flow beside their concern: `apply/run.py` (apply), `recover/`
+(recover), `adopt.py` (adopt), `transports/trust.py` (trust)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from provisioner import clock
+from provisioner.check import Finding
+from provisioner.engine import Inputs, load_inputs, observe_and_plan, observed_digest, open_state
+from provisioner.errors import ProvisionerError, UnitError
+from provisioner.manifest.model import Manifest
+from provisioner.plan.model import Plan
+from provisioner.state.records import Recorded, RecordedGeneration
+
+if TYPE_CHECKING:
+    from provisioner.rehearse import CopyResult
+
+
+def plan(inputs: Inputs, *, parallel: int, out: Path | None) -> Plan:
+    """Observe and plan without the lock; save the plan to `out` unless it is refused."""
+    with open_state(inputs, create=False) as session:
+        observed, result = observe_and_plan(session, parallel, clock.now())
+        if out is not None and not result.refusals:
+            from provisioner.apply.run import save_plan
+
+            save_plan(session, result, observed_digest(observed), out)
+    return result
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What status and rehearse render: the plan against the recorded state at `now`."""
+
+    now: dt.datetime
+    manifest: Manifest
+    recorded: Recorded
+    plan: Plan
+
+
+def status(
+    manifest: Path, state_dir: Path | None, *, parallel: int, consultations: Path | None
+) -> Observation:
+    inputs = load_inputs(manifest, state_dir, need_secrets=False, consultations=consultations)
+    with open_state(inputs, create=False, unlock=False) as session:
+        now = clock.now()
+        _, result = observe_and_plan(session, parallel, now)
+        return Observation(now, session.manifest, session.recorded, result)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A monitoring probe's answer: its exit code, first line and findings."""
+
+    code: int
+    line: str
+    findings: list[Finding]
+    inconclusive: bool = False  # the probe itself failed (UNKNOWN, or CRITICAL for the unit)
+
+
+def check(
+    manifest: Path,
+    state_dir: Path | None,
+    *,
+    parallel: int,
+    consultations: Path | None,
+    warn_days: int,
+    critical_days: int,
+) -> Verdict:
+    """The probe's verdict; a probe that cannot conclude says UNKNOWN, whatever the cause,
+    and a broken state/escrow unit is CRITICAL (every bound key rests on it)."""
+    from provisioner import check as probe
+
+    try:
+        inputs = load_inputs(manifest, state_dir, need_secrets=False, consultations=consultations)
+        with open_state(inputs, create=False, unlock=False) as session:
+            if session.db is None:
+                raise ProvisionerError(
+                    f"{session.state_dir}: no state there, so nothing can be judged: apply first, "
+                    "or recover a lost state (docs/RECOVERY.md)"
+                )
+            now = clock.now()
+            _, result = observe_and_plan(session, parallel, now)
+            findings = probe.evaluate(
+                session.manifest,
+                session.recorded,
+                result,
+                now,
+                session.escrow_listing.named(),  # presence by name: no secret needed
+                probe.Thresholds(warn_days, critical_days),
+            )
+            code, line = probe.summary(findings, session.manifest, session.recorded, now)
+    except Exception as exc:
+        if not isinstance(exc, ProvisionerError) and os.environ.get("PROVISIONER_DEBUG"):
+            raise
+        if isinstance(exc, UnitError):
+            line = f"PROVISIONER CRITICAL - {str(exc).splitlines()[0]}"
+            return Verdict(probe.CRITICAL, line, [], inconclusive=True)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not isinstance(exc, ProvisionerError):
+            first = f"internal error: {type(exc).__name__}: {first}"
+        return Verdict(probe.UNKNOWN, f"PROVISIONER UNKNOWN - {first}", [], inconclusive=True)
+    return Verdict(code, line, findings)
+
+
+def rehearse(
+    manifest: Path,
+    state_dir: Path | None,
+    limit: list[str] | None,
+    *,
+    parallel: int,
+    consultations: Path | None,
+) -> list[CopyResult]:
+    """Rehearse the opening of bids with every copy and escrowed key (see rehearse.py)."""
+    from provisioner import rehearse as rehearsal
+
+    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
+    with open_state(inputs, create=False) as session:
+        if session.db is None:
+            raise ProvisionerError(f"no state in {session.state_dir}: nothing has been applied yet")
+        now = clock.now()
+        _, result = observe_and_plan(session, parallel, now)
+        return rehearsal.rehearse(
+            session.manifest,
+            session.recorded,
+            result,
+            dict(session.passwords),
+            session.pool,
+            now,
+            session.limit,
+            session.escrow,
+        )
+
+
+def rekey(manifest: Path, state_dir: Path | None, new: str, *, lock_timeout: float) -> Path:
+    """Rotate the escrow passphrase (the manifest's is the current one); returns the escrow
+    folder."""
+    from provisioner.secrets import resolve
+    from provisioner.state import rekey as rotation
+    from provisioner.state.store import hold
+
+    rotation.check_new_passphrase(new)
+    inputs = load_inputs(manifest, state_dir, need_secrets=False)
+    current = resolve(inputs.manifest.escrow_passphrase, "escrow passphrase")
+    if new == current:
+        raise ProvisionerError("the new passphrase is the current one")
+    if not inputs.escrow_dir.is_dir():
+        raise ProvisionerError(f"no escrow in {inputs.state_dir}: nothing to rekey")
+    inputs = _with_passphrase(inputs, current)
+    with (
+        hold(inputs.state_dir, "rekey", lock_timeout),
+        open_state(inputs, create=False) as session,
+    ):
+        if session.escrow is None or session.db is None:
+            raise ProvisionerError(f"no escrow in {session.escrow_dir}")
+        rotation.rotate(session.escrow, session.db, new)
+    return inputs.escrow_dir
+
+
+def _with_passphrase(inputs: Inputs, passphrase: str) -> Inputs:
+    from dataclasses import replace
+
+    return replace(inputs, escrow_passphrase=passphrase)
+
+
+@dataclass(frozen=True)
+class Exported:
+    generation: RecordedGeneration
+    what: str  # "PKCS#12" or "certificate (PEM)"...
+
+
+def export(
+    manifest: Path,
+    entity: str,
+    out: Path,
+    *,
+    fmt: str,
+    generation: int | None,
+    profile: str | None,
+    password_env: str | None,
+    password_file: Path | None,
+    force: bool,
+    state_dir: Path | None,
+) -> Exported:
+    """Hand-export a PKCS#12 (from the escrow; the password from --password-env or
+    --password-file, else the entity's) or the public certificate of one generation."""
+    from provisioner.adopt import export as write_export
+    from provisioner.adopt import pick_generation
+    from provisioner.secrets import from_options, policy_problem
+
+    if fmt not in ("p12", "pem", "der"):
+        raise ProvisionerError(f"--format must be p12, pem or der, not {fmt!r}")
+    if profile is not None and profile not in ("modern", "legacy"):
+        raise ProvisionerError(f"--profile must be modern or legacy, not {profile!r}")
+    if out.exists() and not force:
+        raise ProvisionerError(f"{out} exists; add --force to overwrite it")
+    inputs = load_inputs(manifest, state_dir, [entity], need_secrets=fmt == "p12")
+    target = inputs.manifest.entity(entity)
+    assert target is not None
+    password = None
+    if fmt == "p12":
+        password = from_options(password_env, password_file, "password") or inputs.passwords.get(
+            entity
+        )
+        if password is None:
+            raise ProvisionerError(
+                f"entity {entity} is absent: give --password-env or --password-file"
+            )
+        problem = policy_problem(password, target.password_policy)
+        if problem:
+            raise ProvisionerError(f"the export password is refused: {problem}")
+    with open_state(inputs, create=False, unlock=fmt == "p12") as session:
+        if session.db is None:
+            raise ProvisionerError(f"no state in {session.state_dir}: run apply first")
+        g = pick_generation(session, target, generation)
+        write_export(
+            session,
+            target,
+            g,
+            out,
+            kind=fmt,
+            password=password,
+            profile=profile or target.key.profile,
+        )
+    return Exported(g, "PKCS#12" if fmt == "p12" else f"certificate ({fmt.upper()})")

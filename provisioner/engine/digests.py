@@ -1,0 +1,52 @@
+"""Digests that tie a saved plan to what it was made from: the inputs (keyed, so the plan
+file holds nothing brute-forceable) and the observed files."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from provisioner.engine.inputs import Inputs
+from provisioner.plan.model import Observed
+
+
+def inputs_digest(inputs: Inputs, salt: bytes) -> str:
+    """A digest of the manifest, the files it references and the secrets' values, keyed by the
+    escrow passphrase so the plan file holds nothing that could be brute-forced."""
+    h = hashlib.sha256()
+    files = [inputs.manifest.path]
+    for issuer in inputs.manifest.issuers.values():
+        files += [issuer.certificate, issuer.private_key]
+    if inputs.consultations_path is not None:
+        files.append(inputs.consultations_path)
+    for path in files:
+        h.update(str(path).encode() + b"\0")
+        try:
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            h.update(b"(unreadable)")
+    key = hashlib.scrypt(inputs.escrow_passphrase.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for entity, password in sorted(inputs.passwords.items()):
+        mac.update(entity.encode() + b"\0" + password.encode() + b"\0")
+    h.update(mac.digest())
+    h.update(repr(sorted(inputs.limit or ())).encode())
+    return h.hexdigest()
+
+
+def observed_digest(observed: Observed) -> str:
+    h = hashlib.sha256()
+    for (target, path), facts in sorted(observed.files.items()):
+        h.update(f"{target}\0{path}\0".encode())
+        h.update(
+            b"-"
+            if facts is None
+            else f"{facts.sha256}:{facts.size}:{facts.mode}:{facts.symlink}".encode()
+        )
+    for (target, folder), found in sorted(observed.folders.items()):
+        h.update(f"folder\0{target}\0{folder}\0".encode())
+        if found is not None:
+            h.update(f"{found.mode}:{[(x.name, x.final_exists) for x in found.leftovers]}".encode())
+    for name, reason in sorted(observed.unreachable.items()):
+        h.update(f"unreachable\0{name}\0{reason}".encode())
+    return h.hexdigest()

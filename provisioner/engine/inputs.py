@@ -1,0 +1,125 @@
+"""A command's inputs, read and checked before anything is opened or written: the manifest,
+the consultations, every secret, and where the state lives. Frozen once loaded."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner.consultations import Consultation, read_consultations
+from provisioner.errors import Diagnostic, Location, ManifestError, SecretError
+from provisioner.manifest.loader import read_manifest
+from provisioner.manifest.model import Manifest
+from provisioner.secrets import policy_problem, resolve
+
+STATE_ENV = "PROVISIONER_STATE_DIR"
+DEFAULT_PARALLEL = 8
+
+
+def state_dir_for(manifest_path: Path, option: Path | None) -> Path:
+    """--state-dir, else $PROVISIONER_STATE_DIR, else `.provisioner/` beside the manifest."""
+    if option is not None:
+        return option.resolve()
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV]).resolve()
+    return manifest_path.resolve().parent / ".provisioner"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a command reads before it opens the state; never changed afterwards."""
+
+    manifest: Manifest
+    diagnostics: tuple[Diagnostic, ...]
+    state_dir: Path
+    escrow_passphrase: str
+    passwords: dict[str, str]  # entity -> password (never changed once loaded)
+    limit: frozenset[str] | None
+    consultations_path: Path | None = None
+    consultations: tuple[Consultation, ...] | None = None
+    notice_days: int = 30
+
+    @property
+    def escrow_dir(self) -> Path:
+        return self.state_dir / "escrow"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value this run holds (hooks must never see one)."""
+        return (self.escrow_passphrase, *self.passwords.values())
+
+
+def load_inputs(
+    manifest_path: Path,
+    state_dir: Path | None,
+    limit: list[str] | None = None,
+    *,
+    need_secrets: bool = True,
+    consultations: Path | None = None,
+) -> Inputs:
+    """Read and check the manifest, the limit and every secret; writes nothing."""
+    manifest, diagnostics = read_manifest(manifest_path)
+    declared = {e.id for e in manifest.entities}
+    unknown = [name for name in (limit or []) if name not in declared]
+    if unknown:
+        raise ManifestError(
+            [
+                Diagnostic(
+                    "error",
+                    Location(str(manifest_path)),
+                    f"--limit: unknown entit{'ies' if len(unknown) > 1 else 'y'} "
+                    + ", ".join(unknown),
+                )
+            ]
+        )
+    scope = frozenset(limit) if limit else None
+    consultations_path = consultations.resolve() if consultations else manifest.consultations
+    bindings = None
+    if consultations_path is not None:
+        bindings = tuple(read_consultations(consultations_path, declared))
+    passphrase = resolve(manifest.escrow_passphrase, "escrow passphrase") if need_secrets else ""
+    passwords = _passwords(manifest, scope, passphrase) if need_secrets else {}
+    return Inputs(
+        manifest,
+        tuple(diagnostics),
+        state_dir_for(manifest_path, state_dir),
+        passphrase,
+        passwords,
+        scope,
+        consultations_path,
+        bindings,
+    )
+
+
+def _passwords(manifest: Manifest, scope: frozenset[str] | None, passphrase: str) -> dict[str, str]:
+    """Every present entity's password in scope, checked against its policy; all problems are
+    reported at once (SecretError)."""
+    passwords: dict[str, str] = {}
+    problems: list[str] = []
+    # A reference shared by several entities (one password file for a whole region, one
+    # command) is read once per run.
+    known: dict[tuple[str, object, Path], str] = {}
+    for entity in manifest.entities:
+        if entity.state != "present" or (scope is not None and entity.id not in scope):
+            continue
+        ref = entity.password
+        source = (ref.kind, ref.value, ref.base_dir)
+        password = known.get(source)
+        if password is None:
+            try:
+                password = resolve(ref, f"entity {entity.id} password", (passphrase,))
+            except SecretError as exc:
+                problems.append(str(exc))
+                continue
+            known[source] = password
+        problem = policy_problem(password, entity.password_policy)
+        if problem:
+            problems.append(
+                f"{entity.password.location}: entity {entity.id}: the password "
+                f"from {entity.password.describe()} is refused: {problem}"
+            )
+            continue
+        passwords[entity.id] = password
+    if problems:
+        raise SecretError("\n".join(problems))
+    return passwords

@@ -1,0 +1,296 @@
+"""The open state of one command: the state database, the unlocked escrow, the snapshot they
+record and the targets' transports, opened by `open_state` and closed on every path.
+
+State and escrow are one unit (invariant 9): `open_state` refuses a pair that is not, naming
+`provisioner recover`, and creates neither over the other's remains."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from provisioner.engine.inputs import Inputs
+from provisioner.errors import UnitError
+from provisioner.manifest.model import Manifest
+from provisioner.plan.model import Desired
+from provisioner.state.db import DB_NAME
+from provisioner.state.escrow import KEYRING, Escrow, EscrowListing
+from provisioner.state.records import Recorded
+from provisioner.state.store import StateStore, open_store
+from provisioner.transports import TransportPool
+from provisioner.transports.base import target_from_spec
+
+
+class Session:
+    """What a command works with once the state is open. The inputs are frozen; `recorded`
+    and `escrow_listing` change only through `refresh` (a new snapshot), and `desired` is
+    computed once per snapshot (the password ids are computed once per command)."""
+
+    def __init__(
+        self,
+        inputs: Inputs,
+        db: StateStore | None,
+        escrow: Escrow | None,
+        recorded: Recorded,
+        listing: EscrowListing,
+        *,
+        created: tuple[Path, ...],
+        moved_from: str | None,
+    ) -> None:
+        self.inputs = inputs
+        self.db = db
+        self.escrow = escrow
+        self.recorded = recorded
+        self.escrow_listing = listing
+        self.created = created  # what opening the state created this run (a state, a keyring)
+        self.moved_from = moved_from  # the state's home, when it is used from elsewhere
+        self.pool = TransportPool()
+        self._password_ids: dict[str, str | None] = {
+            entity: (escrow.password_id(entity, pw) if escrow else None)
+            for entity, pw in inputs.passwords.items()
+        }
+        self._desired = self._make_desired()
+
+    # The inputs a command reads most, named as before.
+    @property
+    def manifest(self) -> Manifest:
+        return self.inputs.manifest
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        return self.inputs.passwords
+
+    @property
+    def state_dir(self) -> Path:
+        return self.inputs.state_dir
+
+    @property
+    def escrow_dir(self) -> Path:
+        return self.inputs.escrow_dir
+
+    @property
+    def limit(self) -> frozenset[str] | None:
+        return self.inputs.limit
+
+    @property
+    def consultations_path(self) -> Path | None:
+        return self.inputs.consultations_path
+
+    def desired(self) -> Desired:
+        return self._desired
+
+    def _make_desired(self) -> Desired:
+        from provisioner.engine.chains import chain_updates
+
+        inputs = self.inputs
+        return Desired(
+            inputs.manifest,
+            self._password_ids,
+            limit=inputs.limit,
+            consultations=inputs.consultations,
+            notice_days=inputs.notice_days,
+            chain_updates=chain_updates(inputs.manifest, self.recorded)
+            if inputs.manifest.issuers and self.db is not None
+            else {},
+            moved_from=self.moved_from,
+        )
+
+    def refresh(self) -> None:
+        """Read the state again (an apply committed meanwhile, or this command recorded):
+        a new snapshot, a new listing of the escrow taken after it, `desired` against them."""
+        assert self.db is not None
+        self.recorded = self.db.snapshot()
+        self.escrow_listing = EscrowListing.read(self.escrow_dir)
+        self._desired = self._make_desired()
+
+    def discard_created(self) -> None:
+        """Remove what opening the state created and nothing else (a refused or declined run
+        leaves no state and no keyring behind)."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        _remove(self.created)
+        self.created = ()
+
+    def close(self) -> None:
+        self.pool.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
+def _remove(created: tuple[Path, ...] | list[Path]) -> None:
+    for path in created:
+        for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def open_state(
+    inputs: Inputs, *, create: bool, unlock: bool = True, recovering: bool = False
+) -> Iterator[Session]:
+    """Open the state database and unlock the escrow (creating them when `create`), refuse a
+    state and escrow that are not one unit, and close both whatever happens.
+
+    `recovering` lets `recover` through to rebuild: no unit check, and an escrow is created
+    when there is none (Escrow.create refuses a folder of sealed keys no keyring opens). The
+    escrow's scrypt (about 0.1 s, outside the GIL) runs in a thread while this one reads the
+    state snapshot."""
+    session = _open(inputs, create=create, unlock=unlock, recovering=recovering)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _open(inputs: Inputs, *, create: bool, unlock: bool, recovering: bool) -> Session:
+    escrow_dir = inputs.escrow_dir
+    db_path = inputs.state_dir / DB_NAME
+    had_db = db_path.exists()
+    had_escrow = escrow_dir.exists()
+    created: list[Path] = []
+    db: StateStore | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=1) as background:
+            unlocking = (
+                background.submit(Escrow.unlock, escrow_dir, inputs.escrow_passphrase)
+                if unlock and Escrow.exists(escrow_dir)
+                else None
+            )
+            db = open_store(inputs.state_dir, create=False, migrate=create)
+            recorded = db.snapshot() if db is not None else Recorded(None, 0)
+            # Listed once, after the snapshot: the escrow is written first, so every key the
+            # snapshot records is in the listing.
+            listing = EscrowListing.read(escrow_dir)
+            # Sealed keys without a state: a lost state, never a new start (nothing created).
+            if db is None and create and (recovering or not listing.sealed):
+                db = open_store(inputs.state_dir, create=True, migrate=True)
+                assert db is not None
+                recorded = db.snapshot()
+                if not had_db:
+                    created.append(db_path)
+            escrow = unlocking.result() if unlocking is not None else None
+        if not recovering:
+            check_unit(inputs, db, escrow, recorded, listing)
+        moved_from = None
+        if db is not None:
+            moved_from = _settle_home(inputs, db, recorded, create=create)
+            if create and escrow is not None and escrow.needs_upgrade:
+                # Once, under the lock: old key files get the entity sealed in, the state's.
+                escrow.upgrade({g.key_sha256: g.entity for g in recorded.generations})
+        if unlock and create and escrow is None and (db is not None or recovering):
+            escrow = Escrow.create(escrow_dir, inputs.escrow_passphrase, recorded.lineage)
+            created.append(escrow_dir if not had_escrow else escrow_dir / KEYRING)
+            listing = EscrowListing.read(escrow_dir)  # the new keyring is there
+        elif escrow is not None and escrow.lineage is None and create and recorded.lineage:
+            escrow.set_lineage(recorded.lineage)
+    except BaseException:
+        if db is not None:
+            db.close()
+        if recovering:  # a failed recover leaves nothing it created behind
+            _remove(created)
+        raise
+    return Session(
+        inputs, db, escrow, recorded, listing, created=tuple(created), moved_from=moved_from
+    )
+
+
+def _settle_home(inputs: Inputs, db: StateStore, recorded: Recorded, *, create: bool) -> str | None:
+    """The state's home is the folder it was made in. Found elsewhere (a copied or moved
+    tree), removals are held back (the home returned) until `recover --moved` says it moved.
+    A state from before homes were recorded is taken for copied when a declared local
+    target's recorded folder is the same path under another root."""
+    here = str(inputs.state_dir.resolve())
+    home = recorded.home
+    if home is None:
+        home = _legacy_home(inputs.manifest, recorded)
+        if home is None and create:
+            db.set_meta("home", here)
+            return None
+    if home is not None and home != here:
+        return home
+    return None
+
+
+def _legacy_home(manifest: Manifest, recorded: Recorded) -> str | None:
+    root = str(manifest.path.resolve().parent)
+    for name, spec in sorted(recorded.targets.items()):
+        declared = manifest.workstations.get(name) or manifest.locations.get(name)
+        if declared is None or declared.transport != "local":
+            continue
+        was = target_from_spec(spec).path
+        now = declared.path
+        if was == now or not now.startswith(root + os.sep):
+            continue
+        tail = now[len(root) :]
+        if was.endswith(tail):
+            return was[: -len(tail)]
+    return None
+
+
+def check_unit(
+    inputs: Inputs,
+    db: StateStore | None,
+    escrow: Escrow | None,
+    recorded: Recorded,
+    listing: EscrowListing,
+) -> None:
+    """Refuse a state and an escrow that are not one unit (invariant 9)."""
+    folder = inputs.escrow_dir
+    recover = f"run `provisioner recover {inputs.manifest.path}` (docs/RECOVERY.md)"
+    sealed = listing.sealed
+    if not listing.keyring:
+        if sealed:
+            raise UnitError(
+                f"{folder}: keyring.json is missing but {len(sealed)} sealed key file(s) are "
+                "there: a new keyring would never open them. Restore keyring.json from the "
+                "backup of this state folder; if it is lost for good, move the escrow folder "
+                f"aside and {recover} to rebuild it from the copies"
+            )
+        if recorded.generations:
+            raise UnitError(
+                f"{folder}: the escrow is missing while the state records "
+                f"{len(recorded.generations)} generations; restore it from the backup "
+                f"of this state folder, or {recover} to rebuild it from the copies"
+            )
+        return
+    lineage = escrow.lineage if escrow is not None else Escrow.read_lineage(folder)
+    if db is None or not recorded.lineage:
+        if sealed:
+            raise UnitError(
+                f"{inputs.state_dir}: there is no state, but the escrow holds {len(sealed)} "
+                "key(s): the state was lost or moved. Nothing is created over it: point "
+                f"--state-dir at the right folder, or {recover} to rebuild the state from "
+                "the escrow and the copies"
+            )
+        return
+    if lineage is not None and lineage != recorded.lineage:
+        raise UnitError(
+            f"{folder}: the escrow belongs to another state (lineage {lineage}; the state "
+            f"is {recorded.lineage}): state and escrow must come from the same backup. "
+            f"Restore them together, or {recover} to rebuild the state around this escrow"
+        )
+    known = {g.key_sha256 for g in recorded.generations}
+    unknown = sorted(listing.keys - known)
+    committed = db.serial() if unknown else 0
+    newer = [
+        fp
+        for fp in unknown
+        # The serial as committed now: a key an apply sealed while this snapshot was read
+        # is not newer than the state (plan takes no lock).
+        if (Escrow.sealed_serial(folder, fp) or 0) > committed
+    ]
+    if newer:
+        raise UnitError(
+            f"{folder}: the escrow holds {len(newer)} key(s) sealed after this state's last "
+            f"change (serial {recorded.serial}) that the state does not know: the state "
+            f"is older than its escrow (restored from a backup?). {recover} to take the "
+            "newer generations back"
+        )

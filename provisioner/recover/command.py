@@ -1,0 +1,56 @@
+"""`provisioner recover`: scan the copies, show what will be recorded, ask, record, bind the
+consultations again. A declined, refused or empty run leaves nothing it created behind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from provisioner import clock
+from provisioner.atomic import make_private_dirs
+from provisioner.engine import load_inputs, open_state
+from provisioner.recover import bind, record, render, scan
+from provisioner.state.store import hold
+
+
+def run(
+    manifest: Path,
+    state_dir: Path | None,
+    limit: list[str] | None,
+    *,
+    consultations: Path | None,
+    moved: bool,
+    lock_timeout: float,
+    parallel: int,
+    show: Callable[[str], None],
+    confirm: Callable[[], bool],
+) -> int:
+    """The exit code: 0 when recorded or nothing to recover, 1 when declined. `show` prints
+    the recovery plan and the outcome; `confirm` asks before anything is recorded."""
+    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
+    make_private_dirs(inputs.state_dir)
+    with (
+        hold(inputs.state_dir, "recover", lock_timeout),
+        open_state(inputs, create=True, recovering=True) as session,
+    ):
+        recorded = False
+        try:
+            now = clock.now()
+            found = scan(session, now, moved=moved)
+            show(render(found))
+            if not found.changes:
+                return 0
+            if not confirm():
+                return 1
+            record(session, found, now)
+            recorded = True
+            bound = bind(session, parallel, now)
+            show(
+                "Recovered"
+                + (f"; {bound} consultation binding(s) recorded again" if bound else "")
+                + ". Run `provisioner plan` to see what is left to repair."
+            )
+            return 0
+        finally:
+            if not recorded:
+                session.discard_created()  # declined, refused or nothing found: nothing written

@@ -1,0 +1,171 @@
+"""The mutations of one SQLite write transaction (`StateDB.change()`), and who makes them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+import sqlite3
+from typing import Any
+
+from provisioner import clock
+from provisioner.state.records import RecordedConsultation, RecordedCopy, RecordedGeneration
+
+
+def actor() -> str:
+    """Who acts, for the audit log: user@host and pid."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+class Change:
+    """Mutations inside one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.actor = actor()
+
+    def audit(self, action: str, entity: str | None, **detail: Any) -> None:
+        """Append an audit record; callers pass identifiers and fingerprints, never secrets."""
+        self.conn.execute(
+            "INSERT INTO audit (at, actor, action, entity, detail) VALUES (?, ?, ?, ?, ?)",
+            (
+                clock.iso(clock.now()),
+                self.actor,
+                action,
+                entity,
+                json.dumps(detail, sort_keys=True, default=str),
+            ),
+        )
+
+    def add_generation(self, g: RecordedGeneration) -> None:
+        self.conn.execute(
+            "INSERT INTO generations (id, entity, number, designation, common_name, issuer,"
+            " key_size, subject, certificate, chain, cert_sha256, key_sha256, chain_sha256,"
+            " not_before, not_after, status, origin, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                g.id,
+                g.entity,
+                g.number,
+                g.designation,
+                g.common_name,
+                g.issuer,
+                g.key_size,
+                json.dumps(list(g.subject)),
+                g.certificate,
+                g.chain,
+                g.cert_sha256,
+                g.key_sha256,
+                g.chain_sha256,
+                clock.iso(g.not_before),
+                clock.iso(g.not_after),
+                g.status,
+                g.origin,
+                clock.iso(g.created_at),
+            ),
+        )
+        self.conn.execute(
+            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
+            (g.id, g.designation, clock.iso(g.created_at)),
+        )
+
+    def add_former_designation(
+        self, generation_id: str, designation: str, since: dt.datetime
+    ) -> None:
+        """Record a name the generation had before it came under management (adopt)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
+            (generation_id, designation, clock.iso(since)),
+        )
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def set_status(self, generation_id: str, status: str, at: dt.datetime) -> None:
+        self.conn.execute(
+            "UPDATE generations SET status = ?, retired_at = ? WHERE id = ?",
+            (status, clock.iso(at) if status == "retired" else None, generation_id),
+        )
+
+    def set_chain(self, generation_id: str, chain: bytes, chain_sha256: str) -> None:
+        self.conn.execute(
+            "UPDATE generations SET chain = ?, chain_sha256 = ? WHERE id = ?",
+            (chain, chain_sha256, generation_id),
+        )
+
+    def set_designation(self, generation_id: str, designation: str) -> None:
+        """Rename a generation; its former names stay in the designation history."""
+        self.conn.execute(
+            "UPDATE generations SET designation = ? WHERE id = ?", (designation, generation_id)
+        )
+        self.conn.execute(
+            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
+            (generation_id, designation, clock.iso(clock.now())),
+        )
+
+    def put_copy(self, c: RecordedCopy) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO copies (target, path, entity, generation, sha256, size,"
+            " profile, password_id, friendly_name, chain_sha256, written_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                c.target,
+                c.path,
+                c.entity,
+                c.generation_id,
+                c.sha256,
+                c.size,
+                c.profile,
+                c.password_id,
+                c.friendly_name,
+                c.chain_sha256,
+                clock.iso(c.written_at),
+            ),
+        )
+
+    def delete_copy(self, target: str, path: str) -> None:
+        self.conn.execute("DELETE FROM copies WHERE target = ? AND path = ?", (target, path))
+
+    def put_consultation(self, c: RecordedConsultation) -> None:
+        """Record a consultation, or update its status and dates; the binding itself is
+        protected by a trigger and cannot change."""
+        self.conn.execute(
+            "INSERT INTO consultations (reference, entity, key_ref, generation, title, status,"
+            " deadline, opening, bound_at, closed_at, cert_sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (reference) DO UPDATE SET entity = excluded.entity,"
+            " key_ref = excluded.key_ref, generation = excluded.generation,"
+            " cert_sha256 = excluded.cert_sha256,"
+            " title = excluded.title, status = excluded.status, deadline = excluded.deadline,"
+            " opening = excluded.opening, closed_at = excluded.closed_at",
+            (
+                c.reference,
+                c.entity,
+                c.key_ref,
+                c.generation_id,
+                c.title,
+                c.status,
+                _iso_local(c.deadline),
+                _iso_local(c.opening),
+                clock.iso(c.bound_at),
+                _iso(c.closed_at),
+                c.cert_sha256,
+            ),
+        )
+
+    def put_target(self, name: str, spec: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO targets (name, spec) VALUES (?, ?)", (name, spec))
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return clock.iso(value) if value else None
+
+
+def _iso_local(value: dt.datetime | None) -> str | None:
+    return clock.local_iso(value) if value else None
