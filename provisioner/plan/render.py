@@ -107,6 +107,11 @@ def _label(action: Action) -> str:
     return f"{verb} g{action.generation} on {action.target}: {action.path}"
 
 
+def action_label(action: Action) -> str:
+    """What an action does, worded as in `plan` (`write g2 on ws-01: C:/...`)."""
+    return _label(action)
+
+
 def unobserved(plan: Plan) -> str:
     """`2 targets could not be observed`, or "" when every target was."""
     n = len(plan.errors)
