@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, REPO, run_cli
+from tests.conftest import EXAMPLES, REPO, Runner, run_cli
 from tests.engine_helpers import serial, state_rows
 from tests.test_consultations import CREATED, IN_WINDOW
 
@@ -341,6 +341,22 @@ def test_self_contained_no_secret_french_dates(site: Path, page: tuple[Path, str
     assert "@page{size:A4" in text
 
 
+def test_french_formats_in_paris_time() -> None:
+    import datetime as dt
+
+    from provisioner.report import fr
+
+    utc = dt.UTC
+    # Summer and winter offsets; a date the file gave without a time is midnight in Paris.
+    assert fr.date_time(dt.datetime(2028, 7, 14, 10, 0, tzinfo=utc)) == "14/07/2028 12:00"
+    assert fr.date_time(dt.datetime(2028, 12, 20, 11, 0, tzinfo=utc)) == "20/12/2028 12:00"
+    assert fr.date_time(dt.datetime(2028, 8, 2, 22, 0, tzinfo=utc)) == "03/08/2028"
+    assert fr.date(dt.datetime(2028, 12, 31, 23, 30, tzinfo=utc)) == "01/01/2029"
+    assert fr.month(dt.datetime(2027, 2, 1, tzinfo=utc)) == "févr. 2027"
+    assert fr.number(1234567) == "1\u202f234\u202f567" and fr.number(-999) == "-999"
+    assert fr.days(1) == "1 day" and fr.days(1500) == "1\u202f500 days"
+
+
 # ---------------------------------------------------------------- what it writes
 
 
@@ -392,6 +408,32 @@ def test_refuses_to_overwrite_a_file_that_is_not_a_report(site: Path, tmp_path: 
     done = report(site, tmp_path / "no-such-folder" / "r.html")
     assert done.returncode == 1 and "no such folder for the report" in done.stderr
     assert not (tmp_path / "no-such-folder").exists()
+
+
+def test_an_unreadable_plan_is_refused_before_anything_is_written(
+    site: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "r.html"
+    done = report(site, out, "--plan", site)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"Error: {site}: unreadable plan file")
+    assert not out.exists()
+
+
+def test_before_the_first_apply_it_reports_and_creates_no_state(
+    cli: Runner, quickstart: Path
+) -> None:
+    out = quickstart.parent / "first.html"
+    done = cli("report", quickstart, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert not (quickstart.parent / ".provisioner").exists()
+    assert not (quickstart.parent / "demo-out").exists()
+    dom = Tree(out.read_text()).root
+    assert "(no state yet)" in dom.one("header").one("p", "meta").all_text()
+    for entity in ("commune-exemple", "syndicat-eaux"):
+        section = dom.one("section", id=f"e-{entity}")
+        assert section.one("text", "none").all_text() == "no bi-clé recorded yet"
+        assert "[no-key] no bi-clé yet: run provisioner apply" in section.all_text()
 
 
 def test_replaces_a_previous_report(site: Path, tmp_path: Path) -> None:

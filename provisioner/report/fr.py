@@ -58,22 +58,7 @@ def number(value: int) -> str:
     return sign + NNBSP.join(reversed(groups))
 
 
-def decimal(value: float, places: int = 1) -> str:
-    """`1,5` (decimal comma)."""
-    whole, _, fraction = f"{abs(value):.{places}f}".partition(".")
-    text = number(int(whole)) + ("," + fraction if fraction else "")
-    return ("-" if value < 0 else "") + text
-
-
 def days(value: int) -> str:
-    """`1 jour`, `42 jours`."""
-    return f"{number(value)} jour{'s' if abs(value) > 1 else ''}"
-
-
-def size(n_bytes: int) -> str:
-    """`1,2 Mo`, `340 ko`, as French software writes sizes."""
-    if n_bytes >= 1_000_000:
-        return f"{decimal(n_bytes / 1_000_000)} Mo"
-    if n_bytes >= 1_000:
-        return f"{number(round(n_bytes / 1_000))} ko"
-    return f"{number(n_bytes)} o"
+    """`1 day`, `1 234 days`: the page's words are English like the tool's, its numbers
+    French."""
+    return f"{number(value)} day{'s' if abs(value) != 1 else ''}"
