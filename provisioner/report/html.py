@@ -472,6 +472,8 @@ def index(page: Page) -> str:
         valid = (
             f"g{current.number} until {fr.date(current.not_after)}" if current else "no bi-clé yet"
         )
+        if e.state == "absent":
+            valid = "state: absent"
         rows.append(
             f'<tr data-key="{esc(f"{e.id} {e.name}".lower())}" data-sev="{e.severity}">'
             f'<td><a href="#e-{esc(e.id)}">{esc(e.id)}</a></td><td>{esc(e.name)}</td>'
