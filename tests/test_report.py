@@ -500,6 +500,16 @@ def test_a_plan_of_another_state_is_refused(site: Path, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "the plan was computed for the state" in done.stderr
     assert not out.exists()
+    # The same plan made to look like this state's, its actions damaged: a message, no trace.
+    document = json.loads(saved.read_text())
+    document["state_dir"] = str(site.parent / ".provisioner")
+    document["lineage"] = None
+    document["plan"]["actions"] = [{"kind": "write-copy"}]
+    saved.write_text(json.dumps(document))
+    done = report(site, out, "--plan", saved)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"Error: {saved}: unreadable plan file: KeyError(")
+    assert "Traceback" not in done.stderr and not out.exists()
 
 
 # ---------------------------------------------------------------- in a real browser

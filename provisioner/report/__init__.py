@@ -12,7 +12,7 @@ from pathlib import Path
 
 from provisioner import check as probe
 from provisioner import clock
-from provisioner.errors import ProvisionerError
+from provisioner.errors import ProvisionerError, StalePlanError
 from provisioner.plan.model import Plan, Warning
 from provisioner.plan.render import summary_line
 from provisioner.plan.saved import SavedPlan
@@ -127,17 +127,21 @@ def _plan_view(
             f"state is {recorded.lineage})"
         )
     document = saved.plan
-    actions = model.actions_from_json(document)
-    plan = Plan(
-        now=saved.now,
-        actions=actions,
-        warnings=tuple(
-            Warning(w.get("entity"), w["code"], w["message"]) for w in document.get("warnings", [])
-        ),
-        errors=tuple(document.get("errors", [])),
-        in_sync=tuple(document.get("in_sync", [])),
-        refusals=tuple(document.get("refusals", [])),
-    )
+    try:
+        actions = model.actions_from_json(document)
+        plan = Plan(
+            now=saved.now,
+            actions=actions,
+            warnings=tuple(
+                Warning(w.get("entity"), w["code"], w["message"])
+                for w in document.get("warnings", [])
+            ),
+            errors=tuple(str(e) for e in document.get("errors", [])),
+            in_sync=tuple(str(e) for e in document.get("in_sync", [])),
+            refusals=tuple(str(e) for e in document.get("refusals", [])),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise StalePlanError(f"{plan_path}: unreadable plan file: {exc!r}") from None
     stale = ""
     if saved.serial != recorded.serial or saved.lineage != recorded.lineage:
         stale = (
