@@ -62,6 +62,7 @@ def test_cli_help_lists_every_command() -> None:
         "export",
         "trust",
         "rekey",
+        "report",
     ):
         assert re.search(rf"^\s+{command}\s", done.stdout, flags=re.M), command
         assert command in (REPO / "README.md").read_text()

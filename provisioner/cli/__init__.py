@@ -33,6 +33,7 @@ for command in (
     write.recover,
     write.adopt,
     write.export,
+    read.report,
 ):
     app.command()(command)
 

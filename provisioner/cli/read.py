@@ -244,3 +244,22 @@ def rehearse(
     else:
         typer.echo(rehearsal.render(results))
     raise typer.Exit(0 if results and all(r.opened for r in results) else 1)
+
+
+def report(
+    manifest: ManifestArg,
+    out: Annotated[Path, typer.Option(help="HTML file to write.", metavar="FILE")],
+    plan: Annotated[Path | None, typer.Option(help="A saved plan.", metavar="PLAN")] = None,
+    state_dir: StateDirOpt = None,
+    parallel: ParallelOpt = 8,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """One self-contained HTML page: each entity's bi-clés on a timeline with its consultations,
+    copies by target, warnings (check's rules), last audit events, and with --plan a saved
+    plan's changes. Needs no secret; writes FILE only (absent, or a previous report)."""
+    from provisioner.report import write_report
+
+    done = write_report(manifest, out, plan_path=plan, state_dir=state_dir, parallel=parallel,
+                        consultations=consultations)  # fmt: skip
+    typer.echo(f"Wrote the report of {done.entities} entities to {out} ({done.size} bytes).")
+    typer.echo(done.check_line)

@@ -9,8 +9,10 @@ from provisioner.plan.actions import (
     SENSITIVE,
     Action,
     BindConsultation,
+    Change,
     ClearLeftover,
     Conflict,
+    ConsultationAction,
     CreateGeneration,
     RemoveCopy,
     RenameGeneration,
@@ -81,63 +83,99 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
+def line_label(
+    kind: str, generation: int, symbol: str, target: str | None, path: str | None, reference: str
+) -> str:
+    """What an action does, worded as in `plan` (`write g2 on ws-01: C:/...`), from the fields
+    its JSON keeps too, so that a saved plan's lines read the same (`provisioner report`)."""
+    match kind:
+        case BindConsultation.kind:
+            return f"consultation {reference}: bind"
+        case UpdateConsultation.kind:
+            return f"consultation {reference}: update"
+        case CreateGeneration.kind:
+            return f"generation {generation}: create"
+        case RenameGeneration.kind:
+            return f"generation {generation}: update designation"
+        case UpdateChain.kind:
+            return f"generation {generation}: update issuer chain"
+        case RetireGeneration.kind:
+            return f"generation {generation}: retire"
+        case RetainGeneration.kind:
+            return f"generation {generation}: retain"
+        case RestoreEscrow.kind:
+            return f"generation {generation}: restore escrowed key from {target}"
+        case Conflict.kind:
+            return f"conflict g{generation} on {target}: {path}"
+        case SecureFolder.kind:
+            return f"secure folder on {target}: {path}"
+        case ClearLeftover.kind:
+            verb = "put back" if symbol == Change.UPDATE.symbol else "remove"
+            return f"{verb} leftover on {target}: {path}"
+        case WriteCopy.kind:
+            verb = "write" if symbol == Change.CREATE.symbol else "rewrite"
+            return f"{verb} g{generation} on {target}: {path}"
+        case RemoveCopy.kind:
+            return f"remove g{generation} on {target}: {path}"
+    return f"{kind} g{generation}"
+
+
 def _label(action: Action) -> str:
-    match action:
-        case BindConsultation():
-            return f"consultation {action.reference}: bind"
-        case UpdateConsultation():
-            return f"consultation {action.reference}: update"
-        case CreateGeneration():
-            return f"generation {action.generation}: create"
-        case RenameGeneration():
-            return f"generation {action.generation}: update designation"
-        case UpdateChain():
-            return f"generation {action.generation}: update issuer chain"
-        case RetireGeneration():
-            return f"generation {action.generation}: retire"
-        case RetainGeneration():
-            return f"generation {action.generation}: retain"
-        case RestoreEscrow():
-            return f"generation {action.generation}: restore escrowed key from {action.target}"
-        case Conflict():
-            return f"conflict g{action.generation} on {action.target}: {action.path}"
-        case SecureFolder():
-            return f"secure folder on {action.target}: {action.path}"
-        case ClearLeftover():
-            verb = "put back" if action.puts_back else "remove"
-            return f"{verb} leftover on {action.target}: {action.path}"
-        case WriteCopy():
-            verb = "write" if action.symbol == "+" else "rewrite"
-            return f"{verb} g{action.generation} on {action.target}: {action.path}"
-        case RemoveCopy():
-            return f"remove g{action.generation} on {action.target}: {action.path}"
+    reference = action.reference if isinstance(action, ConsultationAction) else ""
+    return line_label(
+        action.kind, action.generation, action.symbol, action.target, action.path, reference
+    )
+
+
+def action_label(action: Action) -> str:
+    """What an action does, worded as in `plan` (`write g2 on ws-01: C:/...`)."""
+    return _label(action)
+
+
+def unobserved_text(errors: int) -> str:
+    """`2 targets could not be observed`, or "" when every target was."""
+    if not errors:
+        return ""
+    return f"{errors} target{'s' if errors > 1 else ''} could not be observed"
 
 
 def unobserved(plan: Plan) -> str:
     """`2 targets could not be observed`, or "" when every target was."""
-    n = len(plan.errors)
-    if not n:
-        return ""
-    return f"{n} target{'s' if n > 1 else ''} could not be observed"
+    return unobserved_text(len(plan.errors))
+
+
+def summary_text(
+    *,
+    refusals: int,
+    counts: tuple[int, int, int],
+    conflicts: int,
+    conflicted: list[str],
+    errors: int,
+) -> str:
+    """The plan's summary line from its figures (those `plan --json` keeps in "summary")."""
+    if refusals:
+        guards = f"{refusals} guards forbid" if refusals > 1 else "a guard forbids"
+        return f"Plan refused: {guards} applying it; nothing will be done."
+    create, update, remove = counts
+    line = f"Plan: {create} to create, {update} to update, {remove} to remove."
+    if conflicted:
+        line += (
+            f" {conflicts} conflict{'s' if conflicts > 1 else ''}: apply leaves "
+            f"{', '.join(conflicted)} alone (files this state did not write)."
+        )
+    if errors:
+        line += f" {unobserved_text(errors).capitalize()}: nothing is known of them."
+    return line
 
 
 def summary_line(plan: Plan) -> str:
-    if plan.refusals:
-        n = len(plan.refusals)
-        guards = f"{n} guards forbid" if n > 1 else "a guard forbids"
-        return f"Plan refused: {guards} applying it; nothing will be done."
-    create, update, remove = plan.counts()
-    line = f"Plan: {create} to create, {update} to update, {remove} to remove."
-    entities = plan.conflicted_entities()
-    if entities:
-        n = len(plan.conflicts)
-        line += (
-            f" {n} conflict{'s' if n > 1 else ''}: apply leaves "
-            f"{', '.join(entities)} alone (files this state did not write)."
-        )
-    if plan.errors:
-        line += f" {unobserved(plan).capitalize()}: nothing is known of them."
-    return line
+    return summary_text(
+        refusals=len(plan.refusals),
+        counts=plan.counts(),
+        conflicts=len(plan.conflicts),
+        conflicted=plan.conflicted_entities(),
+        errors=len(plan.errors),
+    )
 
 
 def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
