@@ -16,7 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent / "provisioner"
 # Highest first; the same table as docs/ARCHITECTURE.md.
 LAYERS: list[tuple[str, ...]] = [
     ("provisioner.cli", "provisioner.__main__"),
-    ("provisioner.commands", "provisioner.apply.run", "provisioner.recover", "provisioner.adopt"),
+    (
+        "provisioner.commands",
+        "provisioner.apply.run",
+        "provisioner.recover",
+        "provisioner.adopt",
+        "provisioner.report",
+    ),
     ("provisioner.status", "provisioner.check", "provisioner.rehearse", "provisioner.hooks"),
     ("provisioner.apply",),
     ("provisioner.engine",),
