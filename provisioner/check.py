@@ -186,6 +186,33 @@ def evaluate(
     return sorted(findings, key=lambda f: -f.severity)
 
 
+def with_stores(
+    findings: list[Finding], session: Any, parallel: int, now: dt.datetime, warn_days: int
+) -> list[Finding]:
+    """`findings` and what the key stores' receipts say (workstations whose manifest names a
+    store): a generation bound to a consultation not closed that an agent's store lacks is
+    CRITICAL when its opening (else its deadline) falls within `warn_days`; WARNING otherwise."""
+    from provisioner import receipts
+
+    states = receipts.survey(
+        session.manifest, session.recorded, session.consultations, session.pool, parallel
+    )
+    added = list(findings)
+    for s in states:
+        if s.installed or s.state == receipts.UNREACHABLE:  # unreachable: one finding already
+            continue
+        dues = [b.due for b in s.bound]
+        soon = any(d is None or (d - now).days <= warn_days for d in dues)
+        what = f'generation {s.generation} "{s.designation}" {s.target} [{s.user}]: {s.detail}'
+        if s.bound and soon:
+            refs = ", ".join(b.reference for b in s.bound)
+            message = f"{what}; bound to {refs}: the agent could not open those bids"
+            added.append(Finding(CRITICAL, s.entity, "bound-not-in-store", message))
+        else:
+            added.append(Finding(WARNING, s.entity, "not-in-store", f"{what}: import it"))
+    return sorted(added, key=lambda f: -f.severity)
+
+
 def summary(
     findings: list[Finding], manifest: Manifest, recorded: Recorded, now: dt.datetime
 ) -> tuple[int, str]:

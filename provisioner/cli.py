@@ -435,6 +435,7 @@ def status(
     consultations: ConsultationsOpt = None,
 ) -> None:
     """Keys, generations, validity, and the state of every copy, per entity."""
+    from provisioner import receipts
     from provisioner import status as status_mod
     from provisioner.engine import load_session, observe_and_plan
 
@@ -444,6 +445,9 @@ def status(
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
         statuses = status_mod.build(session.manifest, session.recorded, result, now)
+        stores = receipts.survey(
+            session.manifest, session.recorded, session.consultations, session.pool, parallel
+        )
     finally:
         session.close()
     if as_json:
@@ -456,6 +460,7 @@ def status(
                     "now": clock.iso(now),
                     "entities": status_mod.to_json(statuses),
                     "folders": status_mod.folders_json(result),
+                    "stores": receipts.to_json(stores),
                     "consultations": document["consultations"],
                     "warnings": document["warnings"],
                 },
@@ -466,6 +471,7 @@ def status(
     else:
         typer.echo(status_mod.render(statuses), nl=False)
         typer.echo(status_mod.render_folders(result), nl=False)
+        typer.echo(receipts.render(stores), nl=False)
         typer.echo(status_mod.render_consultations(result), nl=False)
 
 
@@ -521,6 +527,7 @@ def check(
                 escrowed,
                 probe.Thresholds(warn_days, critical_days),
             )
+            findings = probe.with_stores(findings, session, parallel, now, warn_days)
             code, line = probe.summary(findings, session.manifest, session.recorded, now)
         finally:
             session.close()
@@ -571,6 +578,7 @@ def rehearse(
     the escrowed key; every other generation's escrowed key is decrypted and checked.
 
     Exit 0 only when every copy and every escrowed key opens."""
+    from provisioner import receipts
     from provisioner import rehearse as rehearsal
     from provisioner.engine import load_session, observe_and_plan
 
@@ -591,12 +599,21 @@ def rehearse(
             session.limit,
             session.escrow,
         )
+        stores = receipts.survey(
+            session.manifest,
+            session.recorded,
+            session.consultations,
+            session.pool,
+            parallel,
+            session.limit,
+        )
     finally:
         session.close()
     if as_json:
-        typer.echo(json.dumps(rehearsal.to_json(results), indent=2, ensure_ascii=False))
+        document = rehearsal.to_json(results) | {"stores": receipts.to_json(stores)}
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        typer.echo(rehearsal.render(results))
+        typer.echo(receipts.render(stores) + rehearsal.render(results))
     raise typer.Exit(0 if results and all(r.opened for r in results) else 1)
 
 
@@ -1025,6 +1042,27 @@ def export(
         session.close()
     what = "PKCS#12" if fmt == "p12" else f"certificate ({fmt.upper()})"
     typer.echo(f'Wrote the {what} of {entity} generation {g.number} "{g.designation}" to {out}.')
+
+
+@app.command()
+def inventory(
+    manifest: ManifestArg,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """Workstations, groups and the copies each must hold in its agents' key stores (keep or
+    remove, thumbprints, bound consultations), for a distribution engine: `--json` is the
+    contract of schemas/inventory.schema.json read by the Ansible collection (ansible/).
+
+    Reads the manifest and the state only: no target is contacted, no secret is read."""
+    from provisioner import inventory as inv
+
+    document = inv.run(manifest, state_dir, consultations)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(inv.render(document), nl=False)
 
 
 def main() -> None:

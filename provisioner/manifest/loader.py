@@ -10,6 +10,7 @@ from typing import Any
 
 from provisioner.errors import Diagnostic, Location, ManifestError
 from provisioner.inputs import InputFileError, read_regular
+from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.schema import dotted, is_valid, validate
 from provisioner.manifest.yamlpos import MAX_BYTES, Positions, load_yaml
@@ -90,6 +91,7 @@ class _Checker:
     def __init__(self, positions: Positions, base_dir: Path) -> None:
         self.pos = positions
         self.child_env = m.MINIMAL_ENVIRONMENT  # set by read_manifest before secrets are built
+        self.raw_groups: dict[str, Any] = {}  # as written: lists or {members, install}
         self.base_dir = base_dir
         self.base = str(base_dir)
         self.found: list[tuple[str, tuple[str | int, ...], bool, str]] = []
@@ -215,9 +217,11 @@ def _targets(
 
 
 def _expand_groups(
-    c: _Checker, groups: dict[str, list[str]], workstations: dict[str, m.Target]
+    c: _Checker, raw_groups: dict[str, Any], workstations: dict[str, m.Target]
 ) -> dict[str, tuple[str, ...]]:
     """Resolve groups to workstation names (groups may contain groups), reporting cycles."""
+    c.raw_groups = raw_groups
+    groups = {name: inst.group_members(raw) for name, raw in raw_groups.items()}
     for name in groups:
         if name in workstations:
             c.error(
@@ -251,14 +255,14 @@ def _visit(
         elif member in groups:
             if member in (*trail, name):
                 c.error(
-                    ("inventory", "groups", name, i),
+                    inst.member_path(c.raw_groups, name, i),
                     f"group cycle: {' -> '.join((*trail, name, member))}",
                 )
                 continue
             members.extend(_visit(c, groups, workstations, resolved, member, (*trail, name)))
         else:
             c.error(
-                ("inventory", "groups", name, i),
+                inst.member_path(c.raw_groups, name, i),
                 f"'{member}' is neither a workstation nor a group",
             )
     resolved[name] = tuple(dict.fromkeys(members))
@@ -322,6 +326,7 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
     workstations = _targets(c, inventory.get("workstations", []), "workstation", "workstations")
     locations = _targets(c, inventory.get("locations", []), "location", "locations")
     groups = _expand_groups(c, inventory.get("groups", {}), workstations)
+    workstations = inst.settle(c, inventory, workstations, groups)
 
     entities: list[m.Entity] = []
     seen_ids: set[str] = set()
