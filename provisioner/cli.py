@@ -498,8 +498,9 @@ def check(
     consultations: ConsultationsOpt = None,
 ) -> None:
     """Monitoring probe (Nagios/Icinga): CRITICAL when bids of a consultation not closed are at
-    risk (its key missing from a workstation or the escrow, expired or expiring before the
-    deadline or the opening), WARNING for what can wait (renewal near, drift apply repairs).
+    risk (its key missing from a workstation, an agent's key store near the opening, or the
+    escrow, expired or expiring before the deadline or the opening), WARNING for what can wait
+    (renewal near, drift apply repairs, a key not yet imported in an agent's store).
 
     Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no state, unreadable input). Needs no secret.
     The table is in docs/RUNBOOK.md."""

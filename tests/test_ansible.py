@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -263,7 +264,9 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert receipt["stores"][0]["store"] == f"nss:{nss}"
     assert receipt["stores"][0]["private_key"] is True
     secret = (tmp_path / "secrets" / "commune-exemple.pass").read_text().strip()
+    schema = json.loads((REPO / "schemas" / "receipt.schema.json").read_text())
     for f in folder.glob("*.receipt.json"):
+        jsonschema.validate(json.loads(f.read_text()), schema)
         assert secret not in f.read_text()
         assert f.stat().st_mode & 0o077 == 0, f
     assert secret not in done.stdout + done.stderr

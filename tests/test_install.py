@@ -8,11 +8,12 @@ import json
 import os
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import FILE_ONLY
-from tests.conftest import EXAMPLES, Runner
+from tests.conftest import EXAMPLES, REPO, Runner
 
 HEAD = """version: 1
 defaults: {key: {size: 2048}}
@@ -171,6 +172,7 @@ def test_inventory_lists_each_host_its_copies_keep_and_remove(cli: Runner, tmp_p
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["format_version"] == 1
+    jsonschema.validate(doc, json.loads((REPO / "schemas" / "inventory.schema.json").read_text()))
     assert doc["groups"] == {"marches": ["ws-m1", "ws-m2"]}
     assert sorted(doc["hosts"]) == ["ws-accueil", "ws-m1", "ws-m2"]
     ders = {}
@@ -245,3 +247,81 @@ def test_inventory_lists_each_host_its_copies_keep_and_remove(cli: Runner, tmp_p
     )
     assert (g1["state"], g1["reason"]) == ("remove", "retired")
     assert not os.path.exists(tmp_path / "out" / "ws-m1" / "commune-exemple.g1.p12")
+
+
+def test_status_reads_receipts_and_believes_only_those_of_the_recorded_certificate(
+    cli: Runner, tmp_path: Path
+) -> None:
+    path = write(tmp_path, INVENTORY)
+    assert cli("apply", "--auto-approve", path).returncode == 0
+    doc = json.loads(cli("inventory", "--json", path).stdout)
+    copy = doc["hosts"]["ws-m1"]["copies"][0]
+    folder = tmp_path / "out" / "ws-m1"
+    receipt = folder / "commune-exemple.g1.receipt.json"
+
+    def stores() -> dict[str, tuple[str, str]]:
+        done = cli("status", "--json", path)
+        assert done.returncode == 0, done.stderr
+        return {
+            s["user"]: (s["state"], s["detail"])
+            for s in json.loads(done.stdout)["stores"]
+            if s["target"] == "ws-m1"
+        }
+
+    def leave(**changes: object) -> None:
+        entries = [
+            {
+                "user": "alice",
+                "store": "nss:/srv/nss/alice",
+                "installed_at": "2027-01-02T03:04:05Z",
+                "private_key": True,
+            },
+        ]
+        document = {
+            "format_version": 1,
+            "entity": "commune-exemple",
+            "generation": 1,
+            "thumbprint_sha1": copy["thumbprint_sha1"],
+            "cert_sha256": copy["cert_sha256"],
+            "stores": entries,
+        } | changes
+        jsonschema.validate(
+            document, json.loads((REPO / "schemas" / "receipt.schema.json").read_text())
+        )
+        receipt.write_text(json.dumps(document))
+
+    assert stores() == {
+        "alice": ("not-imported", "file present, not imported"),
+        "bob": ("not-imported", "file present, not imported"),
+    }
+    leave()
+    found = stores()
+    assert found["alice"][0] == "installed"
+    assert found["alice"][1].startswith("in the store of user alice since 2027-01-02 03:04")
+    assert found["bob"][0] == "not-imported"
+    text = cli("status", path).stdout
+    assert "ok             commune-exemple g1 ws-m1 [alice]: in the store of user alice" in text
+    leave(thumbprint_sha1="00" * 20)  # a receipt for another certificate proves nothing
+    assert stores()["alice"][0] == "other-key"
+    leave(
+        stores=[
+            {
+                "user": "alice",
+                "store": "nss:/x",
+                "installed_at": "2027-01-02T03:04:05Z",
+                "private_key": False,
+            }
+        ]
+    )
+    assert stores()["alice"][0] == "no-private-key"
+    receipt.write_text("{not json")
+    assert stores()["alice"][0] == "unreadable"
+    receipt.unlink()
+    (folder / "commune-exemple.g1.p12").unlink()
+    assert stores()["alice"] == ("missing", "file absent, not imported")
+    # Workstations on `store: file` are never judged by receipts.
+    assert not [
+        s
+        for s in json.loads(cli("status", "--json", path).stdout)["stores"]
+        if s["target"] == "ws-m2"
+    ]

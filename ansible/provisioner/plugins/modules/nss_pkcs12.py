@@ -116,6 +116,20 @@ def probe(module, database, nickname):
     return thumbprints, has_key
 
 
+def nicknames_holding(module, database, thumbprint, nickname):
+    """The nicknames under which the database holds the certificate `thumbprint`: the given
+    one first, then any other (the generation may have been imported under a former name)."""
+    certutil = _tool(module, "certutil")
+    rc, out, _ = module.run_command([certutil, "-L", "-d", f"sql:{database}"])
+    names = [nickname]
+    if rc == 0:
+        for line in out.splitlines():
+            match = re.match(r"^(.*?)\s+([A-Za-z]*,[A-Za-z]*,[A-Za-z]*)$", line)
+            if match and match.group(1).strip() and match.group(1).strip() not in names:
+                names.append(match.group(1).strip())
+    return [n for n in names if thumbprint in probe(module, database, n)[0]]
+
+
 def ensure_database(module, database):
     if os.path.exists(os.path.join(database, "cert9.db")):
         return False
@@ -176,15 +190,15 @@ def main():
     if module.params["state"] == "absent":
         if not os.path.exists(os.path.join(database, "cert9.db")):
             module.exit_json(changed=False, thumbprint_sha1=None, private_key=False, store=store)
-        thumbprints, _ = probe(module, database, nickname)
-        if wanted not in thumbprints:
-            # Absent, or the nickname names another certificate: that one is not ours to remove.
+        # By thumbprint: a nickname naming another certificate is not ours to remove.
+        holding = nicknames_holding(module, database, wanted, nickname)
+        if not holding:
             module.exit_json(changed=False, thumbprint_sha1=None, private_key=False, store=store)
         if not module.check_mode:
-            remove(module, database, nickname)
-            thumbprints, has_key = probe(module, database, nickname)
-            if wanted in thumbprints:
-                module.fail_json(msg=f"{nickname} is still in {database} after certutil -F/-D")
+            for name in holding:
+                remove(module, database, name)
+            if nicknames_holding(module, database, wanted, nickname):
+                module.fail_json(msg=f"{wanted} is still in {database} after certutil -F/-D")
         module.exit_json(changed=True, thumbprint_sha1=None, private_key=False, store=store)
 
     changed = ensure_database(module, database)
