@@ -187,7 +187,12 @@ def evaluate(
 
 
 def with_stores(
-    findings: list[Finding], session: Any, parallel: int, now: dt.datetime, warn_days: int
+    findings: list[Finding],
+    session: Any,
+    plan: Plan,
+    parallel: int,
+    now: dt.datetime,
+    warn_days: int,
 ) -> list[Finding]:
     """`findings` and what the key stores' receipts say (workstations whose manifest names a
     store): a generation bound to a consultation not closed that an agent's store lacks is
@@ -195,7 +200,12 @@ def with_stores(
     from provisioner import receipts
 
     states = receipts.survey(
-        session.manifest, session.recorded, session.consultations, session.pool, parallel
+        session.manifest,
+        session.recorded,
+        session.consultations,
+        session.pool,
+        parallel,
+        errors=tuple(plan.errors),
     )
     added = list(findings)
     for s in states:

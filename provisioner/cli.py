@@ -446,7 +446,12 @@ def status(
         _, result = observe_and_plan(session, parallel, now)
         statuses = status_mod.build(session.manifest, session.recorded, result, now)
         stores = receipts.survey(
-            session.manifest, session.recorded, session.consultations, session.pool, parallel
+            session.manifest,
+            session.recorded,
+            session.consultations,
+            session.pool,
+            parallel,
+            errors=tuple(result.errors),
         )
     finally:
         session.close()
@@ -528,7 +533,7 @@ def check(
                 escrowed,
                 probe.Thresholds(warn_days, critical_days),
             )
-            findings = probe.with_stores(findings, session, parallel, now, warn_days)
+            findings = probe.with_stores(findings, session, result, parallel, now, warn_days)
             code, line = probe.summary(findings, session.manifest, session.recorded, now)
         finally:
             session.close()
@@ -607,6 +612,7 @@ def rehearse(
             session.pool,
             parallel,
             session.limit,
+            tuple(result.errors),
         )
     finally:
         session.close()

@@ -233,11 +233,15 @@ def survey(
     pool: TransportPool,
     parallel: int = 8,
     limit: frozenset[str] | None = None,
+    errors: tuple[str, ...] = (),
 ) -> list[StoreState]:
     """For each workstation whose manifest says the key must be in a store, each agent user,
     and each live generation (current, or bound to a consultation not closed) of the entities
-    it holds: what its receipt says."""
+    it holds: what its receipt says. Targets the plan could not observe (`errors`, "NAME: why")
+    are not contacted again: a host down costs its connect timeout once per run, not once per
+    receipt."""
     bindings = open_bindings(recorded, consultations)
+    down = {e.split(":", 1)[0]: e for e in errors}
     jobs: list[tuple[Target, RecordedGeneration, tuple[Bound, ...]]] = []
     for entity in manifest.entities:
         if entity.state != "present" or (limit is not None and entity.id not in limit):
@@ -252,8 +256,27 @@ def survey(
                 jobs.extend((target, g, tuple(bindings.get(g.id, ()))) for g in live)
     if not jobs:
         return []
+
+    def judge(job: tuple[Target, RecordedGeneration, tuple[Bound, ...]]) -> list[StoreState]:
+        target, g, bound = job
+        if target.name in down:
+            return [
+                StoreState(
+                    g.entity,
+                    g.number,
+                    g.designation,
+                    target.name,
+                    user,
+                    UNREACHABLE,
+                    down[target.name],
+                    bound,
+                )
+                for user in target.install.store_users()
+            ]
+        return _judge(target, g, bound, pool)
+
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as workers:
-        results = list(workers.map(lambda job: _judge(job[0], job[1], job[2], pool), jobs))
+        results = list(workers.map(judge, jobs))
     return [s for found in results for s in found]
 
 

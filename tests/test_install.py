@@ -325,3 +325,38 @@ def test_status_reads_receipts_and_believes_only_those_of_the_recorded_certifica
         for s in json.loads(cli("status", "--json", path).stdout)["stores"]
         if s["target"] == "ws-m2"
     ]
+
+
+def test_a_store_workstation_down_is_reported_once_not_waited_for_per_receipt(
+    cli: Runner, tmp_path: Path
+) -> None:
+    import socket
+    import time
+
+    hung = socket.socket()  # accepts TCP (the kernel's backlog), never speaks SSH
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    port = hung.getsockname()[1]
+    (tmp_path / "known_hosts").write_text("")
+    down = (
+        "    - name: ws-down\n      transport: ssh\n      host: 127.0.0.1\n"
+        f"      port: {port}\n      user: agent\n      known_hosts: known_hosts\n"
+        "      path: /srv/provisioner\n      connect_timeout: 2\n"
+        "      install: {store: nss, users: [alice, bob, carol]}\n"
+    )
+    path = write(tmp_path, INVENTORY.replace("  groups:\n", down + "  groups:\n", 1))
+    path.write_text(
+        path.read_text().replace("[marches, ws-accueil]", "[marches, ws-accueil, ws-down]")
+    )
+    assert cli("apply", "--auto-approve", path).returncode == 1  # ws-down: partial failure
+    started = time.monotonic()
+    done = cli("status", "--json", path)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    found = [s for s in json.loads(done.stdout)["stores"] if s["target"] == "ws-down"]
+    assert [s["user"] for s in found] == ["alice", "bob", "carol"]
+    assert {s["state"] for s in found} == {"unreachable"}
+    hung.close()
+    # The plan's attempt (2 s), not one more per agent store (3 x 2 s more): the survey
+    # skips a target the plan found down.
+    assert elapsed < 5.5, elapsed
