@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -90,12 +91,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _manifest(tmp_path: Path, sshd: SshServer) -> Path:
+def _manifest(tmp_path: Path, sshd: SshServer, agent: str | None = None) -> Path:
     for name in ("escrow.pass", "commune-exemple.pass", "syndicat-eaux.pass"):
         (tmp_path / "secrets").mkdir(exist_ok=True)
         shutil.copy(EXAMPLES / "secrets" / name, tmp_path / "secrets" / name)
     known = sshd.known_hosts(tmp_path / "known_hosts")
     nss = f"{sshd.root}/nss-{tmp_path.name}/{{user}}"
+    # A workstation whose agent is another account than the connection's (become, for real).
+    local = (
+        f"    - name: ws-local\n      transport: local\n      path: ws-local\n"
+        f"      install: {{store: nss, users: [{agent}]}}\n"
+        if agent
+        else ""
+    )
+    also = ", ws-local" if agent else ""
     path = tmp_path / "manifest.yaml"
     path.write_text(
         f"""version: 1
@@ -120,7 +129,7 @@ inventory:
       path: ws-windows
       install: {{store: windows, users: ['CORP\\agent1', 'CORP\\agent2']}}
     - {{name: ws-files, transport: local, path: ws-files}}
-  groups:
+{local}  groups:
     marches-linux:
       members: [ws-linux]
       install: {{store: nss, users: [{sshd.user}], nss_database: "{nss}"}}
@@ -131,13 +140,13 @@ entities:
     key: {{designation: Commune Exemple}}
     password: {{file: secrets/commune-exemple.pass}}
     shared_locations: [share]
-    workstations: [service.marches, ws-files]
+    workstations: [service.marches, ws-files{also}]
   - id: syndicat-eaux
     name: Syndicat des Eaux
     key: {{designation: Syndicat Eaux}}
     password: {{file: secrets/syndicat-eaux.pass}}
     shared_locations: [share]
-    workstations: [marches-linux]
+    workstations: [marches-linux{also}]
 """
     )
     (tmp_path / "consultations.yaml").write_text("version: 1\nconsultations: []\n")
@@ -161,10 +170,29 @@ def _ansible(
     )
 
 
-def _recap(output: str) -> dict[str, int]:
-    """The PLAY RECAP counters of ws-linux."""
-    line = next(x for x in output.splitlines() if x.startswith("ws-linux"))
+def _recap(output: str, host: str) -> dict[str, int]:
+    """The PLAY RECAP counters of `host`."""
+    line = next(x for x in output.splitlines() if x.startswith(f"{host} "))
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def _agent_user() -> str | None:
+    """An unprivileged agent account (created once) with no NSS database yet, when the tests
+    run as root; None otherwise (the become part is then not run)."""
+    if os.geteuid() != 0:
+        return None
+    name = "provisioner-agent"
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/sh", name],
+            check=True,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(name)
+    shutil.rmtree(Path(entry.pw_dir) / ".pki", ignore_errors=True)
+    return name
 
 
 def _certutil(*args: str) -> str:
@@ -238,11 +266,20 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
 ) -> None:
     _need("certutil")
     _need("pk12util")
-    manifest = _manifest(tmp_path, sshd)
+    agent = _agent_user()
+    manifest = _manifest(tmp_path, sshd, agent)
     nss = Path(f"{sshd.root}/nss-{tmp_path.name}/{sshd.user}")
     folder = Path(f"{sshd.root}/ws-{tmp_path.name}")
-    inventory = tmp_path / "provisioner.yml"
+    # The provisioner inventory gives hosts and copies; how to reach a local-folder
+    # workstation comes from a second source, as AWX would add it.
+    (tmp_path / "connection.yml").write_text(
+        "all:\n  hosts:\n    ws-local:\n      ansible_connection: local\n"
+        "      ansible_become_method: ansible.builtin.su\n"
+    )
+    sources = ("-i", tmp_path / "provisioner.yml", "-i", tmp_path / "connection.yml")
+    hosts = "ws-linux:ws-local" if agent else "ws-linux"
     playbook = "provisioner.keystore.agent_stores"
+    agent_nss = Path(pwd.getpwnam(agent).pw_dir) / ".pki" / "nssdb" if agent else None
 
     def env(now: str) -> dict[str, str]:
         return {"PROVISIONER_NOW": now}
@@ -252,9 +289,7 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert f"ws-linux [{sshd.user}]: file present, not imported" in before.stdout
 
     # Run 1: the NSS database is created for the agent, both current keys imported.
-    done = _ansible(
-        collection, "ansible-playbook", "-i", inventory, "-l", "ws-linux", playbook, now=CREATED
-    )
+    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=CREATED)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (nss / "cert9.db").is_file()
     keys = _certutil("-K", "-d", f"sql:{nss}")
@@ -270,6 +305,15 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
         assert secret not in f.read_text()
         assert f.stat().st_mode & 0o077 == 0, f
     assert secret not in done.stdout + done.stderr
+    if agent_nss is not None:  # imported as the agent, who owns the database
+        assert (agent_nss / "cert9.db").stat().st_uid == pwd.getpwnam(agent).pw_uid
+        keys = _certutil("-K", "-d", f"sql:{agent_nss}")
+        assert "Commune Exemple" in keys and "Syndicat Eaux" in keys, keys
+        receipt = json.loads((tmp_path / "ws-local" / "syndicat-eaux.g1.receipt.json").read_text())
+        assert (receipt["stores"][0]["user"], receipt["stores"][0]["store"]) == (
+            agent,
+            f"nss:{agent_nss}",
+        )
 
     # AO-1 binds generation 1 of the commune, opened within the warning window; both entities
     # renew: the commune's generation 1 is retained, the syndicat's retired.
@@ -281,11 +325,9 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert done.returncode == 0, done.stdout + done.stderr
 
     # Run 2: the new generations imported, the bound one kept, the retired one removed.
-    done = _ansible(
-        collection, "ansible-playbook", "-i", inventory, "-l", "ws-linux", playbook, now=LATER
-    )
+    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=LATER)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _recap(done.stdout)["failed"] == 0
+    assert all(_recap(done.stdout, host)["failed"] == 0 for host in hosts.split(":"))
     keys = _certutil("-K", "-d", f"sql:{nss}")
     assert "Commune Exemple (2)" in keys and "Syndicat Eaux (2)" in keys, keys
     certs = _certutil("-L", "-d", f"sql:{nss}")
@@ -293,15 +335,20 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert not re.search(r"^Syndicat Eaux\s+u,u,u$", certs, re.M), certs  # retired: removed
     assert not (folder / "syndicat-eaux.g1.receipt.json").exists()
     assert (folder / "commune-exemple.g1.receipt.json").exists()
+    if agent_nss is not None:
+        certs = _certutil("-L", "-d", f"sql:{agent_nss}")
+        assert re.search(r"^Commune Exemple\s+u,u,u$", certs, re.M), certs
+        assert re.search(r"^Syndicat Eaux \(2\)\s+u,u,u$", certs, re.M), certs
+        assert not re.search(r"^Syndicat Eaux\s+u,u,u$", certs, re.M), certs
+        assert not (tmp_path / "ws-local" / "syndicat-eaux.g1.receipt.json").exists()
     since = json.loads((folder / "commune-exemple.g1.receipt.json").read_text())["stores"][0]
 
     # Run 3: nothing to change, and a first import keeps its time.
-    done = _ansible(
-        collection, "ansible-playbook", "-i", inventory, "-l", "ws-linux", playbook, now=LATER
-    )
+    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=LATER)
     assert done.returncode == 0, done.stdout + done.stderr
-    recap = _recap(done.stdout)
-    assert (recap["changed"], recap["failed"]) == (0, 0), done.stdout
+    for host in hosts.split(":"):
+        recap = _recap(done.stdout, host)
+        assert (recap["changed"], recap["failed"]) == (0, 0), done.stdout
     assert (
         json.loads((folder / "commune-exemple.g1.receipt.json").read_text())["stores"][0] == since
     )
@@ -315,6 +362,10 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
         f"syndicat-eaux g2 ws-linux [{sshd.user}]: in the store of user {sshd.user} since",
     ):
         assert line in status.stdout, status.stdout
+    if agent:
+        assert f"syndicat-eaux g2 ws-local [{agent}]: in the store of user {agent} since" in (
+            status.stdout
+        )
     stores = json.loads(cli("status", "--json", manifest, env=env(LATER)).stdout)["stores"]
     assert {
         (s["entity"], s["generation"], s["state"]) for s in stores if s["target"] == "ws-linux"

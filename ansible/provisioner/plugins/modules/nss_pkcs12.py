@@ -31,8 +31,14 @@ options:
     type: str
     required: true
   path:
-    description: The PKCS#12 file on the host (state=present).
+    description: The PKCS#12 file on the host, readable by the user the module runs as
+      (state=present; or give O(content)).
     type: path
+  content:
+    description: The PKCS#12 itself, base64 (a slurp result's C(content)), for a module run
+      as an agent who may not read the copy's folder; written to a private temporary folder
+      of that user, removed at once.
+    type: str
   password:
     description: "Its password (state=present). Use the task with C(no_log: true)."
     type: str
@@ -71,6 +77,7 @@ store:
   returned: always
 """
 
+import base64
 import os
 import re
 import shutil
@@ -145,10 +152,15 @@ def ensure_database(module, database):
     return True
 
 
-def import_pkcs12(module, database, path, password):
+def import_pkcs12(module, database, path, content, password):
     pk12util = _tool(module, "pk12util")
     folder = tempfile.mkdtemp(prefix="provisioner-nss-")  # 0700
     try:
+        if content is not None:
+            path = os.path.join(folder, "bundle.p12")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
         secret = os.path.join(folder, "password")
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -177,10 +189,12 @@ def main():
             "nickname": {"type": "str", "required": True},
             "thumbprint_sha1": {"type": "str", "required": True},
             "path": {"type": "path"},
+            "content": {"type": "str", "no_log": True},
             "password": {"type": "str", "no_log": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         },
-        required_if=[("state", "present", ("path", "password"))],
+        required_if=[("state", "present", ("password",)), ("state", "present", ("path", "content"), True)],
+        mutually_exclusive=[("path", "content")],
         supports_check_mode=True,
     )
     database = module.params["database"]
@@ -207,10 +221,16 @@ def main():
         module.exit_json(changed=changed, thumbprint_sha1=wanted, private_key=True, store=store)
     if module.check_mode:
         module.exit_json(changed=True, thumbprint_sha1=None, private_key=False, store=store)
-    path = module.params["path"]
-    if not os.path.isfile(path):
+    path, content = module.params["path"], None
+    if module.params["content"] is not None:
+        try:
+            content = base64.b64decode(module.params["content"], validate=True)
+        except ValueError:
+            module.fail_json(msg="content is not base64 (give a slurp result's content)")
+        path = "the given content"
+    elif not os.path.isfile(path):
         module.fail_json(msg=f"{path}: no PKCS#12 there (file present on the host?)")
-    import_pkcs12(module, database, path, module.params["password"])
+    import_pkcs12(module, database, path, content, module.params["password"])
     thumbprints, has_key = probe(module, database, nickname)
     if wanted not in thumbprints:
         module.fail_json(
