@@ -46,10 +46,12 @@ def _copies_for(
     manifest: Manifest,
     recorded: Recorded,
     bound: dict[str, list[Bound]],
+    listed: set[str],
+    held: set[str],
 ) -> list[HostCopy]:
+    """The generations `host` must hold or let go: those of the entities listing it
+    (`listed`) and of those whose copies the state records there (`held`)."""
     out: list[HostCopy] = []
-    listed = {e.id for e in manifest.entities if host in e.workstations}
-    held = {c.entity for c in recorded.copies.values() if c.target == host.name}
     for entity_id in sorted(listed | held):
         entity = manifest.entity(entity_id)
         for g in recorded.generations_of(entity_id):
@@ -102,12 +104,21 @@ def build(
 ) -> dict[str, Any]:
     """The inventory document (format_version 1, schemas/inventory.schema.json)."""
     bound = open_bindings(recorded, consultations)
+    # Indexed once: a region has thousands of workstations and entities.
+    listing: dict[str, set[str]] = {}
+    for e in manifest.entities:
+        for w in e.workstations:
+            listing.setdefault(w.name, set()).add(e.id)
+    holding: dict[str, set[str]] = {}
+    for rc in recorded.copies.values():
+        holding.setdefault(rc.target, set()).add(rc.entity)
     hosts: dict[str, Any] = {}
     for name, host in sorted(manifest.workstations.items()):
         install = host.install
         windows = install.store == STORE_WINDOWS
         copies = []
-        for c in _copies_for(host, manifest, recorded, bound):
+        listed, held = listing.get(name, set()), holding.get(name, set())
+        for c in _copies_for(host, manifest, recorded, bound, listed, held):
             g = c.generation
             file_name = copy_file_name(g.entity, g.number)
             recorded_copy = recorded.copies.get((host.name, file_path(host, file_name)))
