@@ -444,3 +444,22 @@ def _tasks(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield item
         for key in ("block", "always", "rescue"):
             yield from _tasks(item.get(key, []))
+
+
+def test_every_task_given_a_password_or_a_pkcs12_is_no_log() -> None:
+    """The role's tasks whose module arguments carry an entity password or PKCS#12 bytes
+    hide their arguments and results (no_log), on Linux and on Windows."""
+    tasks = REPO / "ansible" / "provisioner" / "roles" / "agent_stores" / "tasks"
+    secret_bearing = 0
+    for file in sorted(tasks.glob("*.yml")):
+        for task in _tasks(yaml.safe_load(file.read_text())):
+            module = next(
+                (k for k in task if "." in k and k not in ("ansible.builtin.include_tasks",)), None
+            )
+            if module is None:
+                continue
+            args = json.dumps(task[module])
+            if "password" in args or ".content" in args or "agent_stores_pkcs12" in str(task):
+                secret_bearing += 1
+                assert task.get("no_log") is True, f"{file.name}: {task['name']}"
+    assert secret_bearing == 5  # two slurps, the NSS and Windows imports, the Windows staging
