@@ -1,8 +1,11 @@
 """The Ansible collection of ansible/provisioner, built and installed from its tarball into a
 temporary path, driven for real: `ansible-inventory --list` from a manifest, and the NSS path
-of the agent_stores role by `ansible-playbook` over the loopback sshd fixture (the agent user
-is the SSH user, so no `become` is needed here), three runs in all. The Windows tasks cannot
-run here: ansible-lint (production profile) and `ansible-doc` check them."""
+of the agent_stores role by `ansible-playbook`, three runs in all, on two hosts at once:
+`ws-linux` over SSH to the loopback sshd fixture (its agent is the SSH user: the fixture
+admits one user and has no sudo), and, when the tests run as root, `ws-local` reached with
+`ansible_connection=local` whose agent is another account, so the import really runs as that
+agent (`become` with su). The Windows tasks cannot run here: ansible-lint (production
+profile) and `ansible-doc` check them."""
 
 from __future__ import annotations
 
