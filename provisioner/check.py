@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner.manifest.model import Manifest
 from provisioner.plan.actions import Conflict, RestoreEscrow
 from provisioner.plan.model import Plan
 from provisioner.state.records import Recorded
+
+if TYPE_CHECKING:
+    from provisioner.engine import Session
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -185,6 +188,43 @@ def evaluate(
     for w in plan.warnings:
         findings.append(Finding(_SEVERITY.get(w.code, WARNING), w.entity, w.code, w.message))
     return sorted(findings, key=lambda f: -f.severity)
+
+
+def with_stores(
+    findings: list[Finding],
+    session: Session,
+    plan: Plan,
+    parallel: int,
+    now: dt.datetime,
+    warn_days: int,
+) -> list[Finding]:
+    """`findings` and what the key stores' receipts say (workstations whose manifest names a
+    store): a generation bound to a consultation not closed that an agent's store lacks is
+    CRITICAL when its opening (else its deadline) falls within `warn_days`; WARNING otherwise."""
+    from provisioner import receipts
+
+    states = receipts.survey(
+        session.manifest,
+        session.recorded,
+        session.inputs.consultations,
+        session.pool,
+        parallel,
+        errors=tuple(plan.errors),
+    )
+    added = list(findings)
+    for s in states:
+        if s.installed or s.state == receipts.UNREACHABLE:  # unreachable: one finding already
+            continue
+        dues = [b.due for b in s.bound]
+        soon = any(d is None or (d - now).days <= warn_days for d in dues)
+        what = f'generation {s.generation} "{s.designation}" {s.target} [{s.user}]: {s.detail}'
+        if s.bound and soon:
+            refs = ", ".join(b.reference for b in s.bound)
+            message = f"{what}; bound to {refs}: the agent could not open those bids"
+            added.append(Finding(CRITICAL, s.entity, "bound-not-in-store", message))
+        else:
+            added.append(Finding(WARNING, s.entity, "not-in-store", f"{what}: import it"))
+    return sorted(added, key=lambda f: -f.severity)
 
 
 def summary(

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from provisioner import clock
+from provisioner import clock, receipts
 from provisioner.check import Finding
 from provisioner.engine import Inputs, load_inputs, observe_and_plan, observed_digest, open_state
 from provisioner.errors import ProvisionerError, UnitError
 from provisioner.manifest.model import Manifest
 from provisioner.plan.model import Plan
+from provisioner.receipts import StoreState
 from provisioner.state.records import Recorded, RecordedGeneration
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Observation:
     manifest: Manifest
     recorded: Recorded
     plan: Plan
+    stores: list[StoreState]  # what the agents' key stores' receipts say (receipts.py)
 
 
 def status(
@@ -53,7 +55,15 @@ def status(
     with open_state(inputs, create=False, unlock=False) as session:
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
-        return Observation(now, session.manifest, session.recorded, result)
+        stores = receipts.survey(
+            session.manifest,
+            session.recorded,
+            inputs.consultations,
+            session.pool,
+            parallel,
+            errors=tuple(result.errors),
+        )
+        return Observation(now, session.manifest, session.recorded, result, stores)
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,7 @@ def check(
                 session.escrow_listing.named(),  # presence by name: no secret needed
                 probe.Thresholds(warn_days, critical_days),
             )
+            findings = probe.with_stores(findings, session, result, parallel, now, warn_days)
             code, line = probe.summary(findings, session.manifest, session.recorded, now)
     except Exception as exc:
         if not isinstance(exc, ProvisionerError) and os.environ.get("PROVISIONER_DEBUG"):
@@ -118,8 +129,9 @@ def rehearse(
     *,
     parallel: int,
     consultations: Path | None,
-) -> list[CopyResult]:
-    """Rehearse the opening of bids with every copy and escrowed key (see rehearse.py)."""
+) -> tuple[list[CopyResult], list[StoreState]]:
+    """Rehearse the opening of bids with every copy and escrowed key (see rehearse.py), and
+    what the agents' key stores' receipts say."""
     from provisioner import rehearse as rehearsal
 
     inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
@@ -128,7 +140,7 @@ def rehearse(
             raise ProvisionerError(f"no state in {session.state_dir}: nothing has been applied yet")
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
-        return rehearsal.rehearse(
+        results = rehearsal.rehearse(
             session.manifest,
             session.recorded,
             result,
@@ -138,6 +150,16 @@ def rehearse(
             session.limit,
             session.escrow,
         )
+        stores = receipts.survey(
+            session.manifest,
+            session.recorded,
+            inputs.consultations,
+            session.pool,
+            parallel,
+            session.limit,
+            tuple(result.errors),
+        )
+        return results, stores
 
 
 def rekey(manifest: Path, state_dir: Path | None, new: str, *, lock_timeout: float) -> Path:

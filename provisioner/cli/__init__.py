@@ -34,6 +34,7 @@ for command in (
     write.adopt,
     write.export,
     read.report,
+    read.inventory,
 ):
     app.command()(command)
 

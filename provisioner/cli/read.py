@@ -142,7 +142,7 @@ def status(
     consultations: ConsultationsOpt = None,
 ) -> None:
     """Keys, generations, validity, and the state of every copy, per entity."""
-    from provisioner import commands
+    from provisioner import commands, receipts
     from provisioner import status as report
 
     seen = commands.status(manifest, state_dir, parallel=parallel, consultations=consultations)
@@ -157,6 +157,7 @@ def status(
                     "now": clock.iso(seen.now),
                     "entities": report.to_json(statuses),
                     "folders": report.folders_json(seen.plan),
+                    "stores": receipts.to_json(seen.stores),
                     "consultations": document["consultations"],
                     "warnings": document["warnings"],
                 },
@@ -167,6 +168,7 @@ def status(
     else:
         typer.echo(report.render(statuses), nl=False)
         typer.echo(report.render_folders(seen.plan), nl=False)
+        typer.echo(receipts.render(seen.stores), nl=False)
         typer.echo(report.render_consultations(seen.plan), nl=False)
 
 
@@ -192,8 +194,9 @@ def check(
     consultations: ConsultationsOpt = None,
 ) -> None:
     """Monitoring probe (Nagios/Icinga): CRITICAL when bids of a consultation not closed are at
-    risk (its key missing from a workstation or the escrow, expired or expiring before the
-    deadline or the opening), WARNING for what can wait (renewal near, drift apply repairs).
+    risk (its key missing from a workstation, an agent's key store near the opening, or the
+    escrow, expired or expiring before the deadline or the opening), WARNING for what can wait
+    (renewal near, drift apply repairs, a key not yet imported in an agent's store).
 
     Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no state, unreadable input). Needs no secret.
     The table is in docs/RUNBOOK.md."""
@@ -233,16 +236,17 @@ def rehearse(
     the escrowed key; every other generation's escrowed key is decrypted and checked.
 
     Exit 0 only when every copy and every escrowed key opens."""
-    from provisioner import commands
+    from provisioner import commands, receipts
     from provisioner import rehearse as rehearsal
 
-    results = commands.rehearse(
+    results, stores = commands.rehearse(
         manifest, state_dir, limit, parallel=parallel, consultations=consultations
     )
     if as_json:
-        typer.echo(json.dumps(rehearsal.to_json(results), indent=2, ensure_ascii=False))
+        document = rehearsal.to_json(results) | {"stores": receipts.to_json(stores)}
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        typer.echo(rehearsal.render(results))
+        typer.echo(receipts.render(stores) + rehearsal.render(results))
     raise typer.Exit(0 if results and all(r.opened for r in results) else 1)
 
 
@@ -263,3 +267,23 @@ def report(
                         consultations=consultations)  # fmt: skip
     typer.echo(f"Wrote the report of {done.entities} entities to {out} ({done.size} bytes).")
     typer.echo(done.check_line)
+
+
+def inventory(
+    manifest: ManifestArg,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    consultations: ConsultationsOpt = None,
+) -> None:
+    """Workstations, groups and the copies each must hold in its agents' key stores (keep or
+    remove, thumbprints, bound consultations), for a distribution engine: `--json` is the
+    contract of schemas/inventory.schema.json read by the Ansible collection (ansible/).
+
+    Reads the manifest and the state only: no target is contacted, no secret is read."""
+    from provisioner import inventory as inv
+
+    document = inv.run(manifest, state_dir, consultations)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(inv.render(document), nl=False)

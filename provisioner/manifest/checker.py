@@ -22,6 +22,7 @@ class Checker:
     def __init__(self, positions: Positions, base_dir: Path) -> None:
         self.pos = positions
         self.child_env = m.MINIMAL_ENVIRONMENT  # set by read_manifest before secrets are built
+        self.raw_groups: dict[str, Any] = {}  # as written: lists or {members, install}
         self.base_dir = base_dir
         self.base = str(base_dir)
         self.found: list[tuple[str, tuple[str | int, ...], bool, str]] = []

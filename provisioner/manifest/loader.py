@@ -8,6 +8,7 @@ from typing import Any
 
 from provisioner.errors import Diagnostic, Location, ManifestError
 from provisioner.inputs import InputFileError, read_regular
+from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
 from provisioner.manifest.names import _shown, file_name_problem
@@ -90,6 +91,7 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
     workstations = targets(c, inventory.get("workstations", []), "workstation", "workstations")
     locations = targets(c, inventory.get("locations", []), "location", "locations")
     groups = expand_groups(c, inventory.get("groups", {}), workstations)
+    workstations = inst.settle(c, inventory, workstations, groups)
 
     entities: list[m.Entity] = []
     seen_ids: set[str] = set()

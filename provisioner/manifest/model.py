@@ -71,6 +71,39 @@ class Issuer:
     location: Location
 
 
+STORE_FILE = "file"
+STORE_WINDOWS = "windows"
+STORE_NSS = "nss"
+DEFAULT_NSS_DATABASE = "/home/{user}/.pki/nssdb"  # Chromium's (and Firefox's on some distros)
+
+
+@dataclass(frozen=True, slots=True)
+class Install:
+    """Where a workstation's agents must find the key, beyond the PKCS#12 file: `file` (the
+    copy only), `windows` (the certificate store of each agent user, or LocalMachine), `nss`
+    (each agent's NSS database, Firefox/Chromium). The tool writes the copy; a distribution
+    engine (the Ansible role in ansible/) imports it and leaves a receipt the tool reads."""
+
+    store: str = STORE_FILE
+    users: tuple[str, ...] = ()
+    windows_location: str = "CurrentUser"  # or "LocalMachine"
+    exportable: bool = False
+    nss_database: str = DEFAULT_NSS_DATABASE  # {user} is replaced by each agent user
+
+    @property
+    def in_store(self) -> bool:
+        return self.store != STORE_FILE
+
+    def store_users(self) -> tuple[str, ...]:
+        """Whose store must hold the key: each agent, or the machine's store once."""
+        if self.store == STORE_WINDOWS and self.windows_location == "LocalMachine":
+            return ("LocalMachine",)
+        return self.users
+
+
+FILE_ONLY = Install()
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A workstation or shared location reached through a transport."""
@@ -87,6 +120,7 @@ class Target:
     key_passphrase: SecretRef | None = None
     known_hosts: Path | None = None
     connect_timeout: float = 10.0
+    install: Install = FILE_ONLY  # workstations only
 
     @property
     def address(self) -> str:

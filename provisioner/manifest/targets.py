@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
 
@@ -43,9 +44,11 @@ def targets(c: Checker, raw: list[dict[str, Any]], role: str, section: str) -> d
 
 
 def expand_groups(
-    c: Checker, groups: dict[str, list[str]], workstations: dict[str, m.Target]
+    c: Checker, raw_groups: dict[str, Any], workstations: dict[str, m.Target]
 ) -> dict[str, tuple[str, ...]]:
     """Resolve groups to workstation names (groups may contain groups), reporting cycles."""
+    c.raw_groups = raw_groups
+    groups = {name: inst.group_members(raw) for name, raw in raw_groups.items()}
     for name in groups:
         if name in workstations:
             c.error(
@@ -79,14 +82,14 @@ def _visit(
         elif member in groups:
             if member in (*trail, name):
                 c.error(
-                    ("inventory", "groups", name, i),
+                    inst.member_path(c.raw_groups, name, i),
                     f"group cycle: {' -> '.join((*trail, name, member))}",
                 )
                 continue
             members.extend(_visit(c, groups, workstations, resolved, member, (*trail, name)))
         else:
             c.error(
-                ("inventory", "groups", name, i),
+                inst.member_path(c.raw_groups, name, i),
                 f"'{member}' is neither a workstation nor a group",
             )
     resolved[name] = tuple(dict.fromkeys(members))

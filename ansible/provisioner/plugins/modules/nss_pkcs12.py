@@ -1,0 +1,246 @@
+#!/usr/bin/python
+# Copyright: provisioner maintainers
+# MIT License
+"""A PKCS#12 bi-clé in an NSS database (Firefox, Chromium), through pk12util and certutil."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nss_pkcs12
+short_description: Import a PKCS#12 into an NSS database, or remove it, checked by thumbprint
+description:
+  - Imports a PKCS#12 file into an NSS database with C(pk12util), the password given in a file
+    of mode 0600 in a private temporary folder (removed at once), never on a command line; then
+    checks with C(certutil) that the database holds the certificate of the expected SHA-1
+    thumbprint under the nickname, with its private key.
+  - Idempotent by comparison - nothing is done when the database already holds that
+    certificate and its key; C(state=absent) removes the certificate and its key only when the
+    certificate under the nickname has the given thumbprint.
+  - Creates the database (empty password, as the browsers do) when C(database) holds none.
+options:
+  database:
+    description: The NSS database folder (without C(sql:)).
+    type: path
+    required: true
+  nickname:
+    description: The certificate's nickname (the PKCS#12 friendly name).
+    type: str
+    required: true
+  thumbprint_sha1:
+    description: SHA-1 of the certificate, hex (colons allowed).
+    type: str
+    required: true
+  path:
+    description: The PKCS#12 file on the host, readable by the user the module runs as
+      (state=present; or give O(content)).
+    type: path
+  content:
+    description: The PKCS#12 itself, base64 (a slurp result's C(content)), for a module run
+      as an agent who may not read the copy's folder; written to a private temporary folder
+      of that user, removed at once.
+    type: str
+  password:
+    description: "Its password (state=present). Use the task with C(no_log: true)."
+    type: str
+  state:
+    description: present or absent.
+    type: str
+    choices: [present, absent]
+    default: present
+author:
+  - provisioner maintainers
+"""
+
+EXAMPLES = r"""
+- name: Import the current bi-clé
+  provisioner.keystore.nss_pkcs12:
+    database: /home/agent/.pki/nssdb
+    nickname: Commune Exemple
+    thumbprint_sha1: 0F3A0ADEFC3C91728620934210E8D87E5BB0B74B
+    path: /srv/provisioner/commune-exemple.g1.p12
+    password: "{{ lookup('provisioner.keystore.password', 'commune-exemple', manifest=provisioner_manifest) }}"
+  no_log: true
+"""
+
+RETURN = r"""
+thumbprint_sha1:
+  description: SHA-1 of the certificate the database holds under the nickname (upper-case hex), if any.
+  type: str
+  returned: always
+private_key:
+  description: Whether the database holds the private key of that certificate.
+  type: bool
+  returned: always
+store:
+  description: C(nss:DATABASE), as receipts name it.
+  type: str
+  returned: always
+"""
+
+import base64
+import os
+import re
+import shutil
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+_HEX = re.compile(r"^([0-9A-F]{2}:)*[0-9A-F]{2}$")
+
+
+def _normal(thumbprint):
+    return thumbprint.replace(":", "").strip().upper()
+
+
+def _tool(module, name):
+    found = shutil.which(name) or module.get_bin_path(name)
+    if not found:
+        module.fail_json(msg=f"{name} is not installed (Debian/Ubuntu: libnss3-tools; RHEL: nss-tools)")
+    return found
+
+
+def probe(module, database, nickname):
+    """(SHA-1 thumbprints under `nickname`, whether a private key has that nickname)."""
+    certutil = _tool(module, "certutil")
+    rc, out, _ = module.run_command([certutil, "-L", "-d", f"sql:{database}", "-n", nickname])
+    thumbprints = set()
+    if rc == 0:
+        lines = out.splitlines()
+        for i, line in enumerate(lines):
+            if line.strip().startswith("Fingerprint (SHA1):") and i + 1 < len(lines):
+                value = lines[i + 1].strip().upper()
+                if _HEX.match(value):
+                    thumbprints.add(_normal(value))
+    rc, out, _ = module.run_command([certutil, "-K", "-d", f"sql:{database}"], data="")
+    has_key = False
+    if rc == 0:
+        for line in out.splitlines():
+            # "<  0> rsa      <key id>   NICKNAME" (or "NSS Certificate DB:NICKNAME")
+            match = re.match(r"^<\s*\d+>\s+\S+\s+[0-9a-fA-F]+\s+(.*)$", line)
+            name = match.group(1).strip() if match else None
+            if name in (nickname, f"NSS Certificate DB:{nickname}"):
+                has_key = True
+    return thumbprints, has_key
+
+
+def nicknames_holding(module, database, thumbprint, nickname):
+    """The nicknames under which the database holds the certificate `thumbprint`: the given
+    one first, then any other (the generation may have been imported under a former name)."""
+    certutil = _tool(module, "certutil")
+    rc, out, _ = module.run_command([certutil, "-L", "-d", f"sql:{database}"])
+    names = [nickname]
+    if rc == 0:
+        for line in out.splitlines():
+            match = re.match(r"^(.*?)\s+([A-Za-z]*,[A-Za-z]*,[A-Za-z]*)$", line)
+            if match and match.group(1).strip() and match.group(1).strip() not in names:
+                names.append(match.group(1).strip())
+    return [n for n in names if thumbprint in probe(module, database, n)[0]]
+
+
+def ensure_database(module, database):
+    if os.path.exists(os.path.join(database, "cert9.db")):
+        return False
+    if module.check_mode:
+        return True
+    os.makedirs(database, mode=0o700, exist_ok=True)
+    certutil = _tool(module, "certutil")
+    rc, _, err = module.run_command(
+        [certutil, "-N", "-d", f"sql:{database}", "--empty-password"]
+    )
+    if rc != 0:
+        module.fail_json(msg=f"certutil -N {database}: {err.strip()}")
+    return True
+
+
+def import_pkcs12(module, database, path, content, password):
+    pk12util = _tool(module, "pk12util")
+    folder = tempfile.mkdtemp(prefix="provisioner-nss-")  # 0700
+    try:
+        if content is not None:
+            path = os.path.join(folder, "bundle.p12")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+        secret = os.path.join(folder, "password")
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(password)
+        rc, out, err = module.run_command(
+            [pk12util, "-i", path, "-d", f"sql:{database}", "-w", secret]
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if rc != 0:
+        # pk12util's message never holds the password (it was given in a file).
+        module.fail_json(msg=f"pk12util could not import {path}: {(err or out).strip()}")
+
+
+def remove(module, database, nickname):
+    certutil = _tool(module, "certutil")
+    # -F removes the private key and its certificate; -D what remains of the certificate.
+    module.run_command([certutil, "-F", "-d", f"sql:{database}", "-n", nickname], data="")
+    module.run_command([certutil, "-D", "-d", f"sql:{database}", "-n", nickname])
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "database": {"type": "path", "required": True},
+            "nickname": {"type": "str", "required": True},
+            "thumbprint_sha1": {"type": "str", "required": True},
+            "path": {"type": "path"},
+            "content": {"type": "str", "no_log": True},
+            "password": {"type": "str", "no_log": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        },
+        required_if=[("state", "present", ("password",)), ("state", "present", ("path", "content"), True)],
+        mutually_exclusive=[("path", "content")],
+        supports_check_mode=True,
+    )
+    database = module.params["database"]
+    nickname = module.params["nickname"]
+    wanted = _normal(module.params["thumbprint_sha1"])
+    store = f"nss:{database}"
+    if module.params["state"] == "absent":
+        if not os.path.exists(os.path.join(database, "cert9.db")):
+            module.exit_json(changed=False, thumbprint_sha1=None, private_key=False, store=store)
+        # By thumbprint: a nickname naming another certificate is not ours to remove.
+        holding = nicknames_holding(module, database, wanted, nickname)
+        if not holding:
+            module.exit_json(changed=False, thumbprint_sha1=None, private_key=False, store=store)
+        if not module.check_mode:
+            for name in holding:
+                remove(module, database, name)
+            if nicknames_holding(module, database, wanted, nickname):
+                module.fail_json(msg=f"{wanted} is still in {database} after certutil -F/-D")
+        module.exit_json(changed=True, thumbprint_sha1=None, private_key=False, store=store)
+
+    changed = ensure_database(module, database)
+    thumbprints, has_key = probe(module, database, nickname) if not changed else (set(), False)
+    if wanted in thumbprints and has_key:
+        module.exit_json(changed=changed, thumbprint_sha1=wanted, private_key=True, store=store)
+    if module.check_mode:
+        module.exit_json(changed=True, thumbprint_sha1=None, private_key=False, store=store)
+    path, content = module.params["path"], None
+    if module.params["content"] is not None:
+        try:
+            content = base64.b64decode(module.params["content"], validate=True)
+        except ValueError:
+            module.fail_json(msg="content is not base64 (give a slurp result's content)")
+        path = "the given content"
+    elif not os.path.isfile(path):
+        module.fail_json(msg=f"{path}: no PKCS#12 there (file present on the host?)")
+    import_pkcs12(module, database, path, content, module.params["password"])
+    thumbprints, has_key = probe(module, database, nickname)
+    if wanted not in thumbprints:
+        module.fail_json(
+            msg=f"{path} imported, but {database} holds no certificate {wanted} under "
+            f"'{nickname}' (found {', '.join(sorted(thumbprints)) or 'none'}): wrong file?"
+        )
+    if not has_key:
+        module.fail_json(msg=f"{database}: '{nickname}' was imported without its private key")
+    module.exit_json(changed=True, thumbprint_sha1=wanted, private_key=True, store=store)
+
+
+if __name__ == "__main__":
+    main()

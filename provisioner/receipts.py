@@ -1,0 +1,314 @@
+"""Receipts of key stores: what a distribution engine (the Ansible role of ansible/provisioner,
+or a script run by GPO/Intune) leaves beside the copies once it has imported a generation into
+the agents' stores, and what `status`, `check` and `rehearse` make of them.
+
+A receipt is `<entity>.g<N>.receipt.json` in the workstation's folder, beside the copy
+`<entity>.g<N>.p12` (format in docs/CONCEPTS.md, schemas/receipt.schema.json). It holds the
+certificate's thumbprints, and per store the user, the store and the time of the import; never
+a secret. The tool only reads receipts: a receipt is a claim of the host, checked against the
+certificate the state records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner import clock
+from provisioner.consultations import Consultation
+from provisioner.errors import ProvisionerError
+from provisioner.manifest.model import Manifest, Target
+from provisioner.state.records import Recorded, RecordedGeneration
+from provisioner.transports import TransportPool
+from provisioner.transports.base import file_path
+
+RECEIPT_FORMAT = 1
+MAX_RECEIPT_BYTES = 64 * 1024
+
+# What a store holds of a generation, per agent user.
+INSTALLED = "installed"  # the receipt names this certificate, with its private key
+NOT_IMPORTED = "not-imported"  # the copy is on the workstation, no receipt for this user
+MISSING = "missing"  # neither the copy nor a receipt
+OTHER_KEY = "other-key"  # the receipt names another certificate
+NO_PRIVATE_KEY = "no-private-key"  # imported, but the store holds the certificate alone
+UNREADABLE = "unreadable"  # the receipt is not a receipt
+UNREACHABLE = "unreachable"
+
+
+def windows_thumbprint(certificate_der: bytes) -> str:
+    """The certificate's thumbprint as Windows shows it: SHA-1 of the DER, upper-case hex."""
+    return hashlib.sha1(certificate_der, usedforsecurity=False).hexdigest().upper()
+
+
+def receipt_name(entity: str, number: int) -> str:
+    return f"{entity}.g{number}.receipt.json"
+
+
+def receipt_path(target: Target, entity: str, number: int) -> str:
+    """Where the receipt of generation `number` of `entity` lives on `target`."""
+    return file_path(target, receipt_name(entity, number))
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A consultation not closed bound to a generation, and when its key is needed."""
+
+    reference: str
+    due: dt.datetime | None  # the opening of bids, else the deadline
+
+
+def open_bindings(
+    recorded: Recorded, consultations: tuple[Consultation, ...] | None
+) -> dict[str, list[Bound]]:
+    """Generation id -> the consultations not closed bound to it. The state and the
+    consultations file both count: a consultation either one calls open keeps its key."""
+    out: dict[str, dict[str, Bound]] = {}
+    for c in recorded.consultations.values():
+        if c.status != "closed" and c.generation_id is not None:
+            out.setdefault(c.generation_id, {})[c.reference] = Bound(
+                c.reference, c.opening or c.deadline
+            )
+    by_cert = {g.cert_sha256: g for g in recorded.generations}
+    by_name = {(g.entity, name): g for g in recorded.generations for name in recorded.names_of(g)}
+    for f in consultations or ():
+        if not f.is_open:
+            continue
+        g = (
+            by_cert.get(f.certificate_sha256)
+            if f.certificate_sha256
+            else by_name.get((f.entity, f.designation or ""))
+        )
+        if g is not None and g.entity == f.entity:
+            out.setdefault(g.id, {}).setdefault(
+                f.reference, Bound(f.reference, f.opening or f.deadline)
+            )
+    return {gid: sorted(refs.values(), key=lambda b: b.reference) for gid, refs in out.items()}
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    user: str
+    store: str
+    installed_at: dt.datetime
+    private_key: bool
+
+
+@dataclass(frozen=True)
+class Receipt:
+    entity: str
+    generation: int
+    thumbprint_sha1: str
+    cert_sha256: str
+    stores: tuple[StoreEntry, ...]
+
+
+class ReceiptError(ProvisionerError):
+    pass
+
+
+def parse(data: bytes, where: str) -> Receipt:
+    """A receipt from its bytes; ReceiptError naming `where` when it is not one."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+        if raw.get("format_version") != RECEIPT_FORMAT:
+            raise ValueError(f"format_version {raw.get('format_version')!r} is not 1")
+        stores = tuple(
+            StoreEntry(
+                str(s["user"]),
+                str(s["store"]),
+                clock.parse(str(s["installed_at"])),
+                s["private_key"] is True,
+            )
+            for s in raw["stores"]
+        )
+        return Receipt(
+            str(raw["entity"]),
+            int(raw["generation"]),
+            str(raw["thumbprint_sha1"]).upper().replace(":", ""),
+            str(raw["cert_sha256"]).lower().replace(":", ""),
+            stores,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise ReceiptError(f"{where}: not a receipt: {exc}") from None
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """Whether one agent's store holds one generation, as its workstation's receipt says."""
+
+    entity: str
+    generation: int
+    designation: str
+    target: str
+    user: str
+    state: str
+    detail: str
+    bound: tuple[Bound, ...]
+    since: dt.datetime | None = None
+
+    @property
+    def installed(self) -> bool:
+        return self.state == INSTALLED
+
+
+def _judge(
+    target: Target,
+    g: RecordedGeneration,
+    bound: tuple[Bound, ...],
+    pool: TransportPool,
+) -> list[StoreState]:
+    from provisioner.plan.planner import copy_file_name
+
+    users = target.install.store_users()
+
+    def each(state: str, detail: str, since: dict[str, dt.datetime] | None = None) -> list[Any]:
+        return [
+            StoreState(
+                g.entity,
+                g.number,
+                g.designation,
+                target.name,
+                user,
+                state,
+                detail,
+                bound,
+                (since or {}).get(user),
+            )
+            for user in users
+        ]
+
+    where = receipt_path(target, g.entity, g.number)
+    try:
+        transport = pool.get(target)
+        facts = transport.observe(where)
+        receipt = None
+        if facts is not None:
+            if facts.size > MAX_RECEIPT_BYTES:
+                return each(UNREADABLE, f"{where}: receipt larger than 64 KiB")
+            receipt = parse(transport.read(where), where)
+        copy_present = transport.observe(file_path(target, copy_file_name(g.entity, g.number)))
+    except ReceiptError as exc:
+        return each(UNREADABLE, str(exc))
+    except ProvisionerError as exc:
+        return each(UNREACHABLE, str(exc))
+    file_state = "file present, not imported" if copy_present else "file absent, not imported"
+    if receipt is None:
+        return each(NOT_IMPORTED if copy_present else MISSING, file_state)
+    if (
+        receipt.cert_sha256 != g.cert_sha256
+        or receipt.thumbprint_sha1 != windows_thumbprint(g.certificate)
+        or (receipt.entity, receipt.generation) != (g.entity, g.number)
+    ):
+        return each(
+            OTHER_KEY,
+            f"{where} names certificate SHA-1 {receipt.thumbprint_sha1}, not this generation's",
+        )
+    out: list[StoreState] = []
+    entries = {e.user: e for e in receipt.stores}
+    for user in users:
+        entry = entries.get(user)
+        if entry is None:
+            state, detail, since = (NOT_IMPORTED if copy_present else MISSING), file_state, None
+        elif not entry.private_key:
+            state, detail, since = (
+                NO_PRIVATE_KEY,
+                f"{entry.store}: certificate without its private key",
+                entry.installed_at,
+            )
+        else:
+            who = "the machine store" if user == "LocalMachine" else f"the store of user {user}"
+            state, since = INSTALLED, entry.installed_at
+            detail = f"in {who} since {entry.installed_at:%Y-%m-%d %H:%M} ({entry.store})"
+        out.append(
+            StoreState(
+                g.entity, g.number, g.designation, target.name, user, state, detail, bound, since
+            )
+        )
+    return out
+
+
+def survey(
+    manifest: Manifest,
+    recorded: Recorded,
+    consultations: tuple[Consultation, ...] | None,
+    pool: TransportPool,
+    parallel: int = 8,
+    limit: frozenset[str] | None = None,
+    errors: tuple[str, ...] = (),
+) -> list[StoreState]:
+    """For each workstation whose manifest says the key must be in a store, each agent user,
+    and each live generation (current, or bound to a consultation not closed) of the entities
+    it holds: what its receipt says. Targets the plan could not observe (`errors`, "NAME: why")
+    are not contacted again: a host down costs its connect timeout once per run, not once per
+    receipt."""
+    bindings = open_bindings(recorded, consultations)
+    down = {e.split(":", 1)[0]: e for e in errors}
+    jobs: list[tuple[Target, RecordedGeneration, tuple[Bound, ...]]] = []
+    for entity in manifest.entities:
+        if entity.state != "present" or (limit is not None and entity.id not in limit):
+            continue
+        live = [
+            g
+            for g in recorded.generations_of(entity.id)
+            if g.status == "current" or g.id in bindings
+        ]
+        for target in entity.workstations:
+            if target.install.in_store:
+                jobs.extend((target, g, tuple(bindings.get(g.id, ()))) for g in live)
+    if not jobs:
+        return []
+
+    def judge(job: tuple[Target, RecordedGeneration, tuple[Bound, ...]]) -> list[StoreState]:
+        target, g, bound = job
+        if target.name in down:
+            return [
+                StoreState(
+                    g.entity,
+                    g.number,
+                    g.designation,
+                    target.name,
+                    user,
+                    UNREACHABLE,
+                    down[target.name],
+                    bound,
+                )
+                for user in target.install.store_users()
+            ]
+        return _judge(target, g, bound, pool)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as workers:
+        results = list(workers.map(judge, jobs))
+    return [s for found in results for s in found]
+
+
+def render(states: list[StoreState]) -> str:
+    """`Key stores:` and one line per agent store, for status and rehearse."""
+    if not states:
+        return ""
+    lines = ["Key stores:"]
+    for s in states:
+        mark = "ok" if s.installed else s.state
+        lines.append(f"  {mark:<14} {s.entity} g{s.generation} {s.target} [{s.user}]: {s.detail}")
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(states: list[StoreState]) -> list[dict[str, Any]]:
+    return [
+        {
+            "entity": s.entity,
+            "generation": s.generation,
+            "designation": s.designation,
+            "target": s.target,
+            "user": s.user,
+            "state": s.state,
+            "detail": s.detail,
+            "since": clock.iso(s.since) if s.since else None,
+            "consultations": [b.reference for b in s.bound],
+        }
+        for s in states
+    ]

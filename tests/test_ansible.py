@@ -1,0 +1,468 @@
+"""The Ansible collection of ansible/provisioner, built and installed from its tarball into a
+temporary path, driven for real: `ansible-inventory --list` from a manifest, and the NSS path
+of the agent_stores role by `ansible-playbook`, three runs in all, on two hosts at once:
+`ws-linux` over SSH to the loopback sshd fixture (its agent is the SSH user: the fixture
+admits one user and has no sudo), and, when the tests run as root, `ws-local` reached with
+`ansible_connection=local` whose agent is another account, so the import really runs as that
+agent (`become` with su). The Windows tasks cannot run here: ansible-lint (production
+profile) and `ansible-doc` check them."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLES, REPO, Runner
+from tests.sshd import SshServer
+
+BIN = Path(sys.executable).parent
+CREATED = "2026-01-10T09:00:00Z"
+RENEWED = "2027-12-15T09:00:00Z"  # in the 60-day window of a 730-day key: generation 2
+LATER = "2027-12-16T09:00:00Z"
+
+
+def _need(program: str) -> str:
+    found = shutil.which(program, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{program} is not installed: pip install -e '.[test]' / .ci/run")
+        pytest.skip(f"{program} is not installed (pip install -e '.[test]'; apt libnss3-tools)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The collection built with ansible-galaxy and installed offline from its tarball; the
+    environment of the ansible commands that use it."""
+    galaxy = _need("ansible-galaxy")
+    base = tmp_path_factory.mktemp("ansible")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "ANSIBLE_"))},
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_HOME": str(base / "home"),
+        "ANSIBLE_COLLECTIONS_PATH": str(base / "collections"),
+        "ANSIBLE_LOCAL_TEMP": str(base / "tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1",  # an inventory error is an error
+        "ANSIBLE_PIPELINING": "1",  # module arguments (a password) go over stdin, not a file
+        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+    }
+    done = subprocess.run(
+        [galaxy, "collection", "build", REPO / "ansible" / "provisioner", "--output-path", base],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    tarball = base / "provisioner-keystore-1.0.0.tar.gz"
+    assert tarball.is_file(), done.stdout
+    done = subprocess.run(
+        [galaxy, "collection", "install", "--offline", tarball, "-p", base / "collections"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    installed = base / "collections" / "ansible_collections" / "provisioner" / "keystore"
+    assert (installed / "plugins" / "inventory" / "provisioner.py").is_file()
+    yield env | {"COLLECTION": str(installed)}
+
+
+def _plain(value: Any) -> Any:
+    """ansible-inventory's JSON without ansible-core 2.19's `__ansible_unsafe` wrappers (the
+    plugin's values are untrusted: a designation is never templated)."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _manifest(tmp_path: Path, sshd: SshServer, agent: str | None = None) -> Path:
+    for name in ("escrow.pass", "commune-exemple.pass", "syndicat-eaux.pass"):
+        (tmp_path / "secrets").mkdir(exist_ok=True)
+        shutil.copy(EXAMPLES / "secrets" / name, tmp_path / "secrets" / name)
+    known = sshd.known_hosts(tmp_path / "known_hosts")
+    nss = f"{sshd.root}/nss-{tmp_path.name}/{{user}}"
+    # A workstation whose agent is another account than the connection's (become, for real).
+    local = (
+        f"    - name: ws-local\n      transport: local\n      path: ws-local\n"
+        f"      install: {{store: nss, users: [{agent}]}}\n"
+        if agent
+        else ""
+    )
+    also = ", ws-local" if agent else ""
+    path = tmp_path / "manifest.yaml"
+    path.write_text(
+        f"""version: 1
+defaults: {{key: {{size: 2048}}}}
+escrow: {{passphrase: {{file: secrets/escrow.pass}}}}
+consultations: consultations.yaml
+inventory:
+  locations:
+    - {{name: share, transport: local, path: share}}
+  workstations:
+    - name: ws-linux
+      transport: ssh
+      host: 127.0.0.1
+      port: {sshd.port}
+      user: {sshd.user}
+      key_file: {sshd.client_key}
+      known_hosts: {known}
+      path: {sshd.root}/ws-{tmp_path.name}
+      connect_timeout: 5
+    - name: ws-windows
+      transport: local
+      path: ws-windows
+      install: {{store: windows, users: ['CORP\\agent1', 'CORP\\agent2']}}
+    - {{name: ws-files, transport: local, path: ws-files}}
+{local}  groups:
+    marches-linux:
+      members: [ws-linux]
+      install: {{store: nss, users: [{sshd.user}], nss_database: "{nss}"}}
+    service.marches: [marches-linux, ws-windows]
+entities:
+  - id: commune-exemple
+    name: Commune d'Exemple
+    key: {{designation: Commune Exemple}}
+    password: {{file: secrets/commune-exemple.pass}}
+    shared_locations: [share]
+    workstations: [service.marches, ws-files{also}]
+  - id: syndicat-eaux
+    name: Syndicat des Eaux
+    key: {{designation: Syndicat Eaux}}
+    password: {{file: secrets/syndicat-eaux.pass}}
+    shared_locations: [share]
+    workstations: [marches-linux{also}]
+"""
+    )
+    (tmp_path / "consultations.yaml").write_text("version: 1\nconsultations: []\n")
+    (tmp_path / "provisioner.yml").write_text(
+        f"plugin: provisioner.keystore.provisioner\nmanifest: manifest.yaml\n"
+        f"executable: {BIN / 'provisioner'}\n"
+    )
+    return path
+
+
+def _ansible(
+    collection: dict[str, str], program: str, *args: str | Path, now: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_need(program), *map(str, args)],
+        env=collection | {"PROVISIONER_NOW": now},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _recap(output: str, host: str) -> dict[str, int]:
+    """The PLAY RECAP counters of `host`."""
+    line = next(x for x in output.splitlines() if x.startswith(f"{host} "))
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def _agent_user() -> str | None:
+    """An unprivileged agent account (created once) with no NSS database yet, when the tests
+    run as root; None otherwise (the become part is then not run)."""
+    if os.geteuid() != 0:
+        return None
+    name = "provisioner-agent"
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/sh", name],
+            check=True,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(name)
+    shutil.rmtree(Path(entry.pw_dir) / ".pki", ignore_errors=True)
+    return name
+
+
+def _certutil(*args: str) -> str:
+    return subprocess.run(
+        ["certutil", *args], capture_output=True, text=True, check=False, input=""
+    ).stdout
+
+
+def test_inventory_plugin_lists_hosts_groups_and_copies(
+    collection: dict[str, str], sshd: SshServer, tmp_path: Path, cli: Runner
+) -> None:
+    manifest = _manifest(tmp_path, sshd)
+    assert (
+        cli("apply", "--auto-approve", manifest, env={"PROVISIONER_NOW": CREATED}).returncode == 0
+    )
+    done = _ansible(
+        collection, "ansible-inventory", "-i", tmp_path / "provisioner.yml", "--list", now=CREATED
+    )
+    assert done.returncode == 0, done.stderr
+    listed = _plain(json.loads(done.stdout))
+    tool = json.loads(cli("inventory", "--json", manifest, env={"PROVISIONER_NOW": CREATED}).stdout)
+    hostvars = listed["_meta"]["hostvars"]
+    assert hostvars, done.stderr
+    assert sorted(hostvars) == ["ws-files", "ws-linux", "ws-windows"]
+    # Groups of the manifest, named as Ansible accepts them, and one group per store.
+    assert listed["marches_linux"]["hosts"] == ["ws-linux"]
+    assert sorted(listed["service_marches"]["hosts"]) == ["ws-linux", "ws-windows"]
+    assert listed["provisioner_nss"]["hosts"] == ["ws-linux"]
+    assert listed["provisioner_windows"]["hosts"] == ["ws-windows"]
+    assert listed["provisioner_file"]["hosts"] == ["ws-files"]
+    linux = hostvars["ws-linux"]
+    assert (linux["ansible_host"], linux["ansible_port"]) == ("127.0.0.1", sshd.port)
+    assert linux["ansible_user"] == sshd.user
+    assert linux["ansible_ssh_private_key_file"] == str(sshd.client_key)
+    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in linux["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in linux["ansible_ssh_common_args"]
+    assert linux["provisioner_install"]["store"] == "nss"
+    assert linux["provisioner_install"]["users"] == [sshd.user]
+    assert linux["provisioner_manifest"] == str(manifest)
+    windows = hostvars["ws-windows"]
+    assert "ansible_host" not in windows  # the manifest gives no connection for a local folder
+    assert windows["provisioner_install"] == {
+        "store": "windows",
+        "users": ["CORP\\agent1", "CORP\\agent2"],
+        "windows_location": "CurrentUser",
+        "exportable": False,
+        "nss_database": None,
+    }
+    assert hostvars["ws-files"]["provisioner_install"]["store"] == "file"
+    for name in hostvars:
+        # Host by host, the copies are the tool's own document, thumbprints included.
+        assert hostvars[name]["provisioner_copies"] == tool["hosts"][name]["copies"], name
+    copies = {(c["entity"], c["generation"]): c for c in linux["provisioner_copies"]}
+    assert sorted(copies) == [("commune-exemple", 1), ("syndicat-eaux", 1)]
+    g1 = copies[("commune-exemple", 1)]
+    assert g1["host_path"] == f"{sshd.root}/ws-{tmp_path.name}/commune-exemple.g1.p12"
+    assert g1["controller_path"] == str(tmp_path / "share" / "commune-exemple.g1.p12")
+    assert re.fullmatch(r"[0-9A-F]{40}", g1["thumbprint_sha1"])
+    assert (g1["state"], g1["consultations"]) == ("keep", [])
+    # A manifest the tool refuses is an inventory error naming the place, not an empty list.
+    manifest.write_text(manifest.read_text().replace("users: [", "users: [[", 1))
+    done = _ansible(
+        collection, "ansible-inventory", "-i", tmp_path / "provisioner.yml", "--list", now=CREATED
+    )
+    assert done.returncode != 0
+    assert "manifest.yaml:" in done.stderr
+
+
+def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
+    collection: dict[str, str], sshd: SshServer, tmp_path: Path, cli: Runner
+) -> None:
+    _need("certutil")
+    _need("pk12util")
+    agent = _agent_user()
+    manifest = _manifest(tmp_path, sshd, agent)
+    nss = Path(f"{sshd.root}/nss-{tmp_path.name}/{sshd.user}")
+    folder = Path(f"{sshd.root}/ws-{tmp_path.name}")
+    # The provisioner inventory gives hosts and copies; how to reach a local-folder
+    # workstation comes from a second source, as AWX would add it.
+    (tmp_path / "connection.yml").write_text(
+        "all:\n  hosts:\n    ws-local:\n      ansible_connection: local\n"
+        "      ansible_become_method: ansible.builtin.su\n"
+    )
+    sources = ("-i", tmp_path / "provisioner.yml", "-i", tmp_path / "connection.yml")
+    hosts = "ws-linux:ws-local" if agent else "ws-linux"
+    playbook = "provisioner.keystore.agent_stores"
+    agent_nss = Path(pwd.getpwnam(agent).pw_dir) / ".pki" / "nssdb" if agent else None
+
+    def env(now: str) -> dict[str, str]:
+        return {"PROVISIONER_NOW": now}
+
+    assert cli("apply", "--auto-approve", manifest, env=env(CREATED)).returncode == 0
+    before = cli("status", manifest, env=env(CREATED))
+    assert f"ws-linux [{sshd.user}]: file present, not imported" in before.stdout
+
+    # Run 1: the NSS database is created for the agent, both current keys imported.
+    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=CREATED)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (nss / "cert9.db").is_file()
+    keys = _certutil("-K", "-d", f"sql:{nss}")
+    assert "Commune Exemple" in keys and "Syndicat Eaux" in keys, keys
+    receipt = json.loads((folder / "commune-exemple.g1.receipt.json").read_text())
+    assert receipt["stores"][0]["user"] == sshd.user
+    assert receipt["stores"][0]["store"] == f"nss:{nss}"
+    assert receipt["stores"][0]["private_key"] is True
+    secret = (tmp_path / "secrets" / "commune-exemple.pass").read_text().strip()
+    schema = json.loads((REPO / "schemas" / "receipt.schema.json").read_text())
+    for f in folder.glob("*.receipt.json"):
+        jsonschema.validate(json.loads(f.read_text()), schema)
+        assert secret not in f.read_text()
+        assert f.stat().st_mode & 0o077 == 0, f
+    assert secret not in done.stdout + done.stderr
+    if agent_nss is not None:  # imported as the agent, who owns the database
+        assert (agent_nss / "cert9.db").stat().st_uid == pwd.getpwnam(agent).pw_uid
+        keys = _certutil("-K", "-d", f"sql:{agent_nss}")
+        assert "Commune Exemple" in keys and "Syndicat Eaux" in keys, keys
+        receipt = json.loads((tmp_path / "ws-local" / "syndicat-eaux.g1.receipt.json").read_text())
+        assert (receipt["stores"][0]["user"], receipt["stores"][0]["store"]) == (
+            agent,
+            f"nss:{agent_nss}",
+        )
+
+    # AO-1 binds generation 1 of the commune, opened within the warning window; both entities
+    # renew: the commune's generation 1 is retained, the syndicat's retired.
+    (tmp_path / "consultations.yaml").write_text(
+        "version: 1\nconsultations:\n  - {reference: AO-1, entity: commune-exemple, "
+        "designation: Commune Exemple, status: open, deadline: 2027-12-30, opening: 2028-01-02}\n"
+    )
+    done = cli("apply", "--auto-approve", manifest, env=env(RENEWED))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    # Run 2: the new generations imported, the bound one kept, the retired one removed.
+    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=LATER)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(_recap(done.stdout, host)["failed"] == 0 for host in hosts.split(":"))
+    keys = _certutil("-K", "-d", f"sql:{nss}")
+    assert "Commune Exemple (2)" in keys and "Syndicat Eaux (2)" in keys, keys
+    certs = _certutil("-L", "-d", f"sql:{nss}")
+    assert re.search(r"^Commune Exemple\s+u,u,u$", certs, re.M), certs  # bound to AO-1: kept
+    assert not re.search(r"^Syndicat Eaux\s+u,u,u$", certs, re.M), certs  # retired: removed
+    assert not (folder / "syndicat-eaux.g1.receipt.json").exists()
+    assert (folder / "commune-exemple.g1.receipt.json").exists()
+    if agent_nss is not None:
+        certs = _certutil("-L", "-d", f"sql:{agent_nss}")
+        assert re.search(r"^Commune Exemple\s+u,u,u$", certs, re.M), certs
+        assert re.search(r"^Syndicat Eaux \(2\)\s+u,u,u$", certs, re.M), certs
+        assert not re.search(r"^Syndicat Eaux\s+u,u,u$", certs, re.M), certs
+        assert not (tmp_path / "ws-local" / "syndicat-eaux.g1.receipt.json").exists()
+    since = json.loads((folder / "commune-exemple.g1.receipt.json").read_text())["stores"][0]
+
+    # Run 3: nothing to change, and a first import keeps its time.
+    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=LATER)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for host in hosts.split(":"):
+        recap = _recap(done.stdout, host)
+        assert (recap["changed"], recap["failed"]) == (0, 0), done.stdout
+    assert (
+        json.loads((folder / "commune-exemple.g1.receipt.json").read_text())["stores"][0] == since
+    )
+
+    # The tool reads the receipts: status says whose store holds what, check is content.
+    status = cli("status", manifest, env=env(LATER))
+    assert status.returncode == 0, status.stderr
+    for line in (
+        f"commune-exemple g1 ws-linux [{sshd.user}]: in the store of user {sshd.user} since",
+        f"commune-exemple g2 ws-linux [{sshd.user}]: in the store of user {sshd.user} since",
+        f"syndicat-eaux g2 ws-linux [{sshd.user}]: in the store of user {sshd.user} since",
+    ):
+        assert line in status.stdout, status.stdout
+    if agent:
+        assert f"syndicat-eaux g2 ws-local [{agent}]: in the store of user {agent} since" in (
+            status.stdout
+        )
+    stores = json.loads(cli("status", "--json", manifest, env=env(LATER)).stdout)["stores"]
+    assert {
+        (s["entity"], s["generation"], s["state"]) for s in stores if s["target"] == "ws-linux"
+    } == {
+        ("commune-exemple", 1, "installed"),
+        ("commune-exemple", 2, "installed"),
+        ("syndicat-eaux", 2, "installed"),
+    }
+
+    # ws-windows (no Windows here) is not imported: check says so; ws-linux is content.
+    def linux_findings(args: tuple[str, ...]) -> tuple[int, list[tuple[str, str]]]:
+        done = cli("check", "--json", *args, manifest, env=env(LATER))
+        found = json.loads(done.stdout)["findings"]
+        return done.returncode, [
+            (f["severity"], f["code"]) for f in found if "ws-linux" in f["message"]
+        ]
+
+    assert linux_findings(()) == (2, [])
+
+    # The bound generation's receipt is lost (the store was wiped): with AO-1 opening in 17
+    # days, within the 30-day warning window, that is CRITICAL; rehearse says so too.
+    (folder / "commune-exemple.g1.receipt.json").unlink()
+    assert linux_findings(()) == (2, [("CRITICAL", "bound-not-in-store")])
+    check = cli("check", manifest, env=env(LATER))
+    assert f"ws-linux [{sshd.user}]: file present, not imported; bound to AO-1" in check.stdout
+    # With the opening beyond the window, the same gap is a WARNING.
+    assert linux_findings(("--warn-days", "7")) == (1, [("WARNING", "not-in-store")])
+    rehearse = cli("rehearse", manifest, env=env(LATER))
+    assert f"commune-exemple g1 ws-linux [{sshd.user}]: file present, not imported" in (
+        rehearse.stdout
+    )
+
+
+def test_windows_tasks_pass_ansible_lint_and_match_win_certificate_store(
+    collection: dict[str, str],
+) -> None:
+    installed = Path(collection["COLLECTION"])
+    done = subprocess.run(
+        [_need("ansible-lint"), "--offline", "--profile", "production", "."],
+        cwd=installed,
+        env=collection,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(
+        _ansible(
+            collection, "ansible-doc", "-j", "ansible.windows.win_certificate_store", now=CREATED
+        ).stdout
+    )["ansible.windows.win_certificate_store"]["doc"]["options"]
+    tasks = installed / "roles" / "agent_stores" / "tasks"
+    used = 0
+    for file in tasks.glob("windows*.yml"):
+        for task in _tasks(yaml.safe_load(file.read_text())):
+            args = task.get("ansible.windows.win_certificate_store")
+            if args is None:
+                continue
+            used += 1
+            for name, value in args.items():
+                assert name in doc, f"{file.name}: {task['name']}: unknown option {name}"
+                choices = doc[name].get("choices")
+                if choices and "{{" not in str(value):
+                    assert value in choices, f"{file.name}: {name}: {value} not in {choices}"
+            assert args.get("store_name") == "My"
+            if args.get("state") == "present":
+                assert task.get("no_log") is True, task["name"]  # the password
+                assert task.get("become_method") == "ansible.builtin.runas"
+                assert "key_exportable" in args and "password" in args
+    assert used == 2  # one import, one removal
+
+
+def _tasks(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for item in items or []:
+        yield item
+        for key in ("block", "always", "rescue"):
+            yield from _tasks(item.get(key, []))
+
+
+def test_every_task_given_a_password_or_a_pkcs12_is_no_log() -> None:
+    """The role's tasks whose module arguments carry an entity password or PKCS#12 bytes
+    hide their arguments and results (no_log), on Linux and on Windows."""
+    tasks = REPO / "ansible" / "provisioner" / "roles" / "agent_stores" / "tasks"
+    secret_bearing = 0
+    for file in sorted(tasks.glob("*.yml")):
+        for task in _tasks(yaml.safe_load(file.read_text())):
+            module = next(
+                (k for k in task if "." in k and k not in ("ansible.builtin.include_tasks",)), None
+            )
+            if module is None:
+                continue
+            args = json.dumps(task[module])
+            if "password" in args or ".content" in args or "agent_stores_pkcs12" in str(task):
+                secret_bearing += 1
+                assert task.get("no_log") is True, f"{file.name}: {task['name']}"
+    assert secret_bearing == 5  # two slurps, the NSS and Windows imports, the Windows staging

@@ -1,0 +1,362 @@
+"""Key store settings of the manifest (`install`), `provisioner inventory`, and the receipts
+that status, check and rehearse read (what the agents' stores hold)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from provisioner.manifest.loader import read_manifest
+from provisioner.manifest.model import FILE_ONLY
+from tests.conftest import EXAMPLES, REPO, Runner
+
+HEAD = """version: 1
+defaults: {key: {size: 2048}}
+escrow: {passphrase: {file: secrets/escrow.pass}}
+"""
+
+
+def write(tmp_path: Path, inventory: str, entities: str | None = None) -> Path:
+    """A manifest with `inventory` (YAML, indented under `inventory:`)."""
+    secrets = tmp_path / "secrets"
+    if not secrets.exists():
+        secrets.mkdir()
+        for name in ("escrow.pass", "commune-exemple.pass"):
+            (secrets / name).write_text((EXAMPLES / "secrets" / name).read_text())
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        HEAD
+        + "inventory:\n"
+        + inventory
+        + (
+            entities
+            or """entities:
+  - id: commune-exemple
+    name: Commune
+    key: {designation: Commune Exemple}
+    password: {file: secrets/commune-exemple.pass}
+    shared_locations: [share]
+    workstations: [marches, ws-accueil]
+"""
+        )
+    )
+    return path
+
+
+INVENTORY = """  locations:
+    - {name: share, transport: local, path: out/share}
+  workstations:
+    - name: ws-accueil
+      transport: local
+      path: out/ws-accueil
+      install: {store: windows, users: ['CORP\\agent1'], exportable: true}
+    - {name: ws-m1, transport: local, path: out/ws-m1}
+    - name: ws-m2
+      transport: local
+      path: out/ws-m2
+      install: {store: file}
+  groups:
+    marches:
+      members: [ws-m1, ws-m2]
+      install: {store: nss, users: [alice, bob], nss_database: "/srv/nss/{user}"}
+"""
+
+
+def test_install_settings_come_from_the_workstation_else_its_groups(tmp_path: Path) -> None:
+    manifest, _ = read_manifest(write(tmp_path, INVENTORY))
+    accueil = manifest.workstations["ws-accueil"].install
+    assert (accueil.store, accueil.users, accueil.exportable) == (
+        "windows",
+        ("CORP\\agent1",),
+        True,
+    )
+    assert accueil.windows_location == "CurrentUser"
+    m1 = manifest.workstations["ws-m1"].install
+    assert (m1.store, m1.users, m1.nss_database) == ("nss", ("alice", "bob"), "/srv/nss/{user}")
+    # Its own `install: {store: file}` wins over the group's.
+    assert manifest.workstations["ws-m2"].install == FILE_ONLY
+    entity = manifest.entity("commune-exemple")
+    assert entity is not None
+    assert [t.name for t in entity.workstations] == ["ws-m1", "ws-m2", "ws-accueil"]
+
+
+@pytest.mark.parametrize(
+    ("inventory", "place", "message"),
+    [
+        (
+            INVENTORY.replace("{store: nss, users: [alice, bob], ", "{store: nss, "),
+            "m.yaml:20:16",
+            "missing required key 'users'",
+        ),
+        (
+            INVENTORY.replace("exportable: true}", "nss_database: /x}"),
+            "m.yaml:11:57",
+            "nss_database does not apply to store 'windows'",
+        ),
+        (
+            INVENTORY.replace("/srv/nss/{user}", "nss/{user}"),
+            "m.yaml:20:64",
+            "must be an absolute folder path",
+        ),
+        (
+            INVENTORY.replace(
+                "path: out/share}", "path: out/share, install: {store: windows, users: [a]}}"
+            ),
+            "m.yaml:6:",
+            "install applies to workstations only",
+        ),
+        (
+            INVENTORY.replace("members: [ws-m1, ws-m2]", "members: [ws-m1, ws-nope]"),
+            "m.yaml:19:24",
+            "'ws-nope' is neither a workstation nor a group",
+        ),
+        (
+            INVENTORY + "    all-ws:\n      members: [ws-m1]\n"
+            "      install: {store: windows, users: [carol]}\n",
+            "m.yaml:23:16",
+            "workstation 'ws-m1' gets different install settings from groups 'marches' and "
+            "'all-ws'",
+        ),
+    ],
+    ids=[
+        "nss-without-users",
+        "misplaced-option",
+        "relative-nss",
+        "on-location",
+        "member",
+        "conflict",
+    ],
+)
+def test_bad_install_settings_are_refused_at_their_place(
+    cli: Runner, tmp_path: Path, inventory: str, place: str, message: str
+) -> None:
+    path = write(tmp_path, inventory)
+    done = cli("validate", path, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert place in done.stderr and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def sha1(der: bytes) -> str:
+    return hashlib.sha1(der).hexdigest().upper()
+
+
+def test_inventory_lists_each_host_its_copies_keep_and_remove(cli: Runner, tmp_path: Path) -> None:
+    """After a renewal the retired generation is `remove`; a generation bound to an open
+    consultation stays `keep` (bound) on every workstation, with its references."""
+    path = write(tmp_path, INVENTORY)
+    created = "2026-01-10T09:00:00Z"
+    assert cli("apply", "--auto-approve", path, env={"PROVISIONER_NOW": created}).returncode == 0
+    (tmp_path / "c.yaml").write_text(
+        "version: 1\nconsultations:\n  - {reference: AO-1, entity: commune-exemple,"
+        " designation: Commune Exemple,"
+        " status: open, deadline: 2028-06-01, opening: 2028-06-02}\n"
+    )
+    renew = "2027-12-15T09:00:00Z"  # within the 60-day window of a 730-day key: generation 2
+    done = cli(
+        "apply",
+        "--auto-approve",
+        path,
+        "--consultations",
+        tmp_path / "c.yaml",
+        env={"PROVISIONER_NOW": renew},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    later = "2027-12-16T09:00:00Z"
+    done = cli("inventory", "--json", path, env={"PROVISIONER_NOW": later})
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["format_version"] == 1
+    jsonschema.validate(doc, json.loads((REPO / "schemas" / "inventory.schema.json").read_text()))
+    assert doc["groups"] == {"marches": ["ws-m1", "ws-m2"]}
+    assert sorted(doc["hosts"]) == ["ws-accueil", "ws-m1", "ws-m2"]
+    ders = {}
+    for n in (1, 2):
+        out = tmp_path / f"g{n}.cer"
+        done = cli(
+            "export",
+            path,
+            "commune-exemple",
+            "--format",
+            "der",
+            "--generation",
+            str(n),
+            "--out",
+            out,
+        )
+        assert done.returncode == 0, done.stderr
+        ders[n] = out.read_bytes()
+    for name, store in (("ws-accueil", "windows"), ("ws-m1", "nss"), ("ws-m2", "file")):
+        host = doc["hosts"][name]
+        assert host["install"]["store"] == store, name
+        copies = {c["generation"]: c for c in host["copies"]}
+        assert sorted(copies) == [1, 2], name
+        g1, g2 = copies[1], copies[2]
+        assert (g2["state"], g2["reason"]) == ("keep", "current")
+        assert (g1["state"], g1["reason"], g1["consultations"]) == ("keep", "bound", ["AO-1"])
+        for n, c in copies.items():
+            assert c["thumbprint_sha1"] == sha1(ders[n]), (name, n)
+            assert c["cert_sha256"] == hashlib.sha256(ders[n]).hexdigest()
+            assert c["controller_path"] == str(
+                tmp_path / "out" / name / f"commune-exemple.g{n}.p12"
+            )
+            assert c["receipt_path"].endswith(f"/out/{name}/commune-exemple.g{n}.receipt.json")
+    assert doc["hosts"]["ws-accueil"]["install"]["exportable"] is True
+    assert doc["hosts"]["ws-m1"]["install"]["users"] == ["alice", "bob"]
+    # The consultation closes: generation 1 may leave the stores.
+    closed = (tmp_path / "c.yaml").read_text().replace("status: open", "status: closed")
+    (tmp_path / "c.yaml").write_text(closed)
+    done = cli(
+        "inventory",
+        "--json",
+        path,
+        "--consultations",
+        tmp_path / "c.yaml",
+        env={"PROVISIONER_NOW": later},
+    )
+    doc = json.loads(done.stdout)
+    g1 = next(c for c in doc["hosts"]["ws-m1"]["copies"] if c["generation"] == 1)
+    # The state still records AO-1 open until the next apply: the key stays.
+    assert g1["state"] == "keep"
+    assert (
+        cli(
+            "apply",
+            "--auto-approve",
+            path,
+            "--consultations",
+            tmp_path / "c.yaml",
+            env={"PROVISIONER_NOW": later},
+        ).returncode
+        == 0
+    )
+    done = cli(
+        "inventory",
+        "--json",
+        path,
+        "--consultations",
+        tmp_path / "c.yaml",
+        env={"PROVISIONER_NOW": later},
+    )
+    g1 = next(
+        c for c in json.loads(done.stdout)["hosts"]["ws-m1"]["copies"] if c["generation"] == 1
+    )
+    assert (g1["state"], g1["reason"]) == ("remove", "retired")
+    assert not os.path.exists(tmp_path / "out" / "ws-m1" / "commune-exemple.g1.p12")
+
+
+def test_status_reads_receipts_and_believes_only_those_of_the_recorded_certificate(
+    cli: Runner, tmp_path: Path
+) -> None:
+    path = write(tmp_path, INVENTORY)
+    assert cli("apply", "--auto-approve", path).returncode == 0
+    doc = json.loads(cli("inventory", "--json", path).stdout)
+    copy = doc["hosts"]["ws-m1"]["copies"][0]
+    folder = tmp_path / "out" / "ws-m1"
+    receipt = folder / "commune-exemple.g1.receipt.json"
+
+    def stores() -> dict[str, tuple[str, str]]:
+        done = cli("status", "--json", path)
+        assert done.returncode == 0, done.stderr
+        return {
+            s["user"]: (s["state"], s["detail"])
+            for s in json.loads(done.stdout)["stores"]
+            if s["target"] == "ws-m1"
+        }
+
+    def leave(**changes: object) -> None:
+        entries = [
+            {
+                "user": "alice",
+                "store": "nss:/srv/nss/alice",
+                "installed_at": "2027-01-02T03:04:05Z",
+                "private_key": True,
+            },
+        ]
+        document = {
+            "format_version": 1,
+            "entity": "commune-exemple",
+            "generation": 1,
+            "thumbprint_sha1": copy["thumbprint_sha1"],
+            "cert_sha256": copy["cert_sha256"],
+            "stores": entries,
+        } | changes
+        jsonschema.validate(
+            document, json.loads((REPO / "schemas" / "receipt.schema.json").read_text())
+        )
+        receipt.write_text(json.dumps(document))
+
+    assert stores() == {
+        "alice": ("not-imported", "file present, not imported"),
+        "bob": ("not-imported", "file present, not imported"),
+    }
+    leave()
+    found = stores()
+    assert found["alice"][0] == "installed"
+    assert found["alice"][1].startswith("in the store of user alice since 2027-01-02 03:04")
+    assert found["bob"][0] == "not-imported"
+    text = cli("status", path).stdout
+    assert "ok             commune-exemple g1 ws-m1 [alice]: in the store of user alice" in text
+    leave(thumbprint_sha1="00" * 20)  # a receipt for another certificate proves nothing
+    assert stores()["alice"][0] == "other-key"
+    leave(
+        stores=[
+            {
+                "user": "alice",
+                "store": "nss:/x",
+                "installed_at": "2027-01-02T03:04:05Z",
+                "private_key": False,
+            }
+        ]
+    )
+    assert stores()["alice"][0] == "no-private-key"
+    receipt.write_text("{not json")
+    assert stores()["alice"][0] == "unreadable"
+    receipt.unlink()
+    (folder / "commune-exemple.g1.p12").unlink()
+    assert stores()["alice"] == ("missing", "file absent, not imported")
+    # Workstations on `store: file` are never judged by receipts.
+    assert not [
+        s
+        for s in json.loads(cli("status", "--json", path).stdout)["stores"]
+        if s["target"] == "ws-m2"
+    ]
+
+
+def test_a_store_workstation_down_is_reported_once_not_waited_for_per_receipt(
+    cli: Runner, tmp_path: Path
+) -> None:
+    import socket
+    import time
+
+    hung = socket.socket()  # accepts TCP (the kernel's backlog), never speaks SSH
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    port = hung.getsockname()[1]
+    (tmp_path / "known_hosts").write_text("")
+    down = (
+        "    - name: ws-down\n      transport: ssh\n      host: 127.0.0.1\n"
+        f"      port: {port}\n      user: agent\n      known_hosts: known_hosts\n"
+        "      path: /srv/provisioner\n      connect_timeout: 2\n"
+        "      install: {store: nss, users: [alice, bob, carol]}\n"
+    )
+    path = write(tmp_path, INVENTORY.replace("  groups:\n", down + "  groups:\n", 1))
+    path.write_text(
+        path.read_text().replace("[marches, ws-accueil]", "[marches, ws-accueil, ws-down]")
+    )
+    assert cli("apply", "--auto-approve", path).returncode == 1  # ws-down: partial failure
+    started = time.monotonic()
+    done = cli("status", "--json", path)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    found = [s for s in json.loads(done.stdout)["stores"] if s["target"] == "ws-down"]
+    assert [s["user"] for s in found] == ["alice", "bob", "carol"]
+    assert {s["state"] for s in found} == {"unreachable"}
+    hung.close()
+    # The plan's attempt (2 s), not one more per agent store (3 x 2 s more): the survey
+    # skips a target the plan found down.
+    assert elapsed < 5.5, elapsed
