@@ -192,6 +192,8 @@ def _targets(
         if item["transport"] == "local":
             target_path = c.local_str(item["path"], (*path, "path"))
             out[name] = m.Target(name, role, "local", target_path, c.pos.at(path))
+        elif item["transport"] == "smb":
+            out[name] = _smb_target(c, item, role, path)
         else:
             passphrase = item.get("key_passphrase")
             key_file = item.get("key_file")
@@ -212,6 +214,39 @@ def _targets(
                 connect_timeout=float(item.get("connect_timeout", 10.0)),
             )
     return out
+
+
+def _smb_target(
+    c: _Checker, item: dict[str, Any], role: str, path: tuple[str | int, ...]
+) -> m.Target:
+    folder = item["path"]
+    if "\\" in folder or not folder.startswith("/"):
+        c.error(
+            (*path, "path"),
+            f"smb path {folder!r} is the folder inside the share, from its root, with forward "
+            "slashes (/Provisioner/keys, or / for the root)",
+        )
+    else:
+        for part in folder.split("/"):
+            problem = file_name_problem(part) if part else None
+            if problem or part in (".", ".."):
+                c.error((*path, "path"), f"smb path {folder!r}: {problem or 'unsafe part'}")
+                break
+    return m.Target(
+        item["name"],
+        role,
+        "smb",
+        folder.rstrip("/") or "/",
+        c.pos.at(path),
+        host=item["host"],
+        port=item.get("port", 445),
+        user=item["user"],
+        connect_timeout=float(item.get("connect_timeout", 10.0)),
+        share=item["share"],
+        password=c.secret(item["password"], (*path, "password")),
+        readers=item.get("readers"),
+        encrypt=item.get("encrypt", True),
+    )
 
 
 def _expand_groups(
@@ -272,6 +307,7 @@ def _secret_refs(doc: dict[str, Any]) -> list[dict[str, Any]]:
     inventory = doc.get("inventory", {})
     for section in ("workstations", "locations"):
         refs += [t["key_passphrase"] for t in inventory.get(section, []) if "key_passphrase" in t]
+        refs += [t["password"] for t in inventory.get(section, []) if "password" in t]
     refs += [e["password"] for e in doc["entities"]]
     return refs
 

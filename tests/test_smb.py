@@ -1,0 +1,229 @@
+"""The smb transport against a real Samba server on loopback (SMB3 encryption required)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import Runner
+from tests.smbd import SmbServer
+from tests.sshd import free_port
+
+PASSWORD = "Smb-Test-Password-42!"
+NEW_PASSWORD = "Smb-Test-Password-43!"
+ENV = {"ESCROW": "Escrow-Passphrase-For-Smb-Tests", "PW": PASSWORD}
+
+
+def manifest(
+    tmp_path: Path,
+    server: SmbServer,
+    *,
+    password: str | None = None,
+    down: bool = False,
+    readers: str | None = None,
+) -> Path:
+    (tmp_path / "smb-password").write_text(password or server.password)
+    places = [("backup", "127.0.0.1", server.port)]
+    if down:
+        places.append(("backup-down", "127.0.0.1", free_port()))
+    lines = [
+        "version: 1",
+        "defaults: {key: {size: 2048}}",
+        "escrow: {passphrase: {env: ESCROW}}",
+        "inventory:",
+        "  workstations: [{name: ws-a, transport: local, path: ws-a}]",
+        "  locations:",
+    ]
+    for name, host, port in places:
+        extra = f", readers: {readers}" if readers else ""
+        lines.append(
+            f"    - {{name: {name}, transport: smb, host: {host}, port: {port}, "
+            f"share: {server.share}, user: {server.user}, password: {{file: smb-password}}, "
+            f"path: /{tmp_path.name}/{name}, connect_timeout: 3{extra}}}"
+        )
+    lines += [
+        "entities:",
+        "  - id: ville",
+        "    name: Ville",
+        "    key: {designation: Ville}",
+        "    password: {env: PW}",
+        f"    shared_locations: [{', '.join(p[0] for p in places)}]",
+        "    workstations: [ws-a]",
+    ]
+    path = tmp_path / "m.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def share_copy(server: SmbServer, tmp_path: Path, name: str = "backup") -> Path:
+    return server.root / tmp_path.name / name / "ville.g1.p12"
+
+
+def opens_with_openssl(path: Path, password: str) -> bool:
+    done = subprocess.run(
+        ["openssl", "pkcs12", "-in", str(path), "-noout", "-passin", "env:P12PW"],
+        env={"P12PW": password, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+    )
+    return done.returncode == 0
+
+
+def test_apply_writes_encrypted_share_copies_and_a_second_plan_is_a_no_op(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = share_copy(smbd, tmp_path)
+    assert opens_with_openssl(copy, PASSWORD)
+    again = cli("plan", "--detailed-exitcode", m, env=ENV)
+    assert again.returncode == 0, again.stdout
+    assert os.listdir(copy.parent) == ["ville.g1.p12"]  # no temporary left behind
+    # Another account of the server is refused the copy (its ACL names the tool's account).
+    assert smbd.fetch_as_other(f"{tmp_path.name}/backup/ville.g1.p12") is None
+
+
+def test_a_deleted_and_a_garbled_share_copy_are_repaired(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    assert cli("apply", "--auto-approve", m, env=ENV).returncode == 0
+    copy = share_copy(smbd, tmp_path)
+    copy.unlink()
+    planned = cli("plan", m, env=ENV)
+    assert f"+ write g1 on backup: /{tmp_path.name}/backup/ville.g1.p12  [missing]" in (
+        planned.stdout
+    )
+    assert cli("apply", "--auto-approve", m, env=ENV).returncode == 0
+    assert opens_with_openssl(copy, PASSWORD)
+    size = copy.stat().st_size
+    copy.write_bytes(b"\0" * size)  # damaged in place: same size, no longer a PKCS#12
+    planned = cli("plan", m, env=ENV)
+    assert "~ rewrite g1 on backup" in planned.stdout and "[drifted]" in planned.stdout
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert opens_with_openssl(copy, PASSWORD)
+    assert cli("plan", "--detailed-exitcode", m, env=ENV).returncode == 0
+
+
+def test_a_write_killed_after_the_upload_leaves_the_old_copy_then_is_cleared(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    assert cli("apply", "--auto-approve", m, env=ENV).returncode == 0
+    copy = share_copy(smbd, tmp_path)
+    before = copy.read_bytes()
+    changed = {**ENV, "PW": NEW_PASSWORD}
+    killed = cli(
+        "apply", "--auto-approve", m, env={**changed, "PROVISIONER_FAULT_INJECT": "smb-uploaded"}
+    )
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert copy.read_bytes() == before  # the old copy whole at the final name, never a part
+    left = [n for n in os.listdir(copy.parent) if n.startswith(".provisioner-tmp-")]
+    assert len(left) == 1
+    planned = cli("plan", m, env=changed)
+    assert f"leftover on backup: /{tmp_path.name}/backup/{left[0]}  [leftover]" in planned.stdout
+    done = cli("apply", "--auto-approve", m, env=changed)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert os.listdir(copy.parent) == ["ville.g1.p12"]
+    assert opens_with_openssl(copy, NEW_PASSWORD)
+    assert cli("plan", "--detailed-exitcode", m, env=changed).returncode == 0
+
+
+def test_a_first_write_killed_leaves_no_file_at_the_final_name(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    killed = cli(
+        "apply", "--auto-approve", m, env={**ENV, "PROVISIONER_FAULT_INJECT": "smb-uploaded"}
+    )
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert not share_copy(smbd, tmp_path).exists()
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert os.listdir(share_copy(smbd, tmp_path).parent) == ["ville.g1.p12"]
+
+
+def test_a_wrong_password_names_the_target_and_the_others_converge(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd, password="not-the-password")
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 1
+    assert (
+        f"backup: cannot observe the target: authentication refused for "
+        f"{smbd.user}@127.0.0.1:{smbd.port} (wrong user or password?)" in done.stdout
+    )
+    assert "not-the-password" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert opens_with_openssl(tmp_path / "ws-a" / "ville.g1.p12", PASSWORD)
+    assert not share_copy(smbd, tmp_path).exists()
+
+
+def test_a_server_down_fails_its_copies_only(cli: Runner, smbd: SmbServer, tmp_path: Path) -> None:
+    m = manifest(tmp_path, smbd, down=True)
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 1
+    assert "backup-down: cannot observe the target: cannot connect to 127.0.0.1:" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert opens_with_openssl(share_copy(smbd, tmp_path), PASSWORD)
+    assert opens_with_openssl(tmp_path / "ws-a" / "ville.g1.p12", PASSWORD)
+
+
+def test_a_copy_others_may_read_is_reported_and_its_acl_tightened(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    assert cli("apply", "--auto-approve", m, env=ENV).returncode == 0
+    copy = share_copy(smbd, tmp_path)
+    inside = f"{tmp_path.name}/backup/ville.g1.p12"
+    # Loosened on the server (Samba maps the file's NT ACL to its POSIX permissions): the
+    # transport sees it through SMB as an allow entry for Everyone, and anyone may read it.
+    # (the folders too: Samba checks traversal, where Windows by default does not)
+    for path in (copy, copy.parent, copy.parent.parent):
+        os.chmod(path, 0o644 if path == copy else 0o755)
+    assert smbd.fetch_as_other(inside) == copy.read_bytes()
+    planned = cli("plan", m, env=ENV)
+    assert (
+        f"~ rewrite g1 on backup: /{inside}  [permissions] readable by S-1-1-0 (Everyone)"
+        in planned.stdout
+    )
+    assert ": ACL set back to the tool's account alone" in planned.stdout
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert smbd.fetch_as_other(inside) is None
+    assert cli("plan", "--detailed-exitcode", m, env=ENV).returncode == 0
+
+
+def test_the_declared_readers_group_may_read_and_nobody_else(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    group = smbd.readers_sid  # a group the server's other account belongs to
+    m = manifest(tmp_path, smbd, readers=group)
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = share_copy(smbd, tmp_path)
+    assert smbd.fetch_as_other(f"{tmp_path.name}/backup/ville.g1.p12") == copy.read_bytes()
+    assert cli("plan", "--detailed-exitcode", m, env=ENV).returncode == 0
+    os.chmod(copy, 0o644)
+    planned = cli("plan", m, env=ENV)
+    assert (
+        f"[permissions] readable by S-1-1-0 (Everyone): ACL set back to the tool's account "
+        f"and {group}" in planned.stdout
+    )
+
+
+def test_a_file_the_tool_did_not_write_on_the_share_is_a_conflict_left_alone(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    copy = share_copy(smbd, tmp_path)
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"somebody's own file")
+    for folder in (copy.parent.parent, copy.parent):
+        os.chown(folder, os.stat(smbd.root).st_uid, -1)
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert "! conflict g1 on backup" in done.stdout, done.stdout
+    assert "a file this state did not write" in done.stdout
+    assert copy.read_bytes() == b"somebody's own file"
