@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
+from provisioner.errors import Location
+from provisioner.manifest.model import SecretRef, Target
+from provisioner.transports.base import FileFacts
 from tests.conftest import Runner
 from tests.smbd import SmbServer
 from tests.sshd import free_port
 
 PASSWORD = "Smb-Test-Password-42!"
 NEW_PASSWORD = "Smb-Test-Password-43!"
+LOC = Location("m.yaml", 1, 1)
 ENV = {"ESCROW": "Escrow-Passphrase-For-Smb-Tests", "PW": PASSWORD}
 
 
@@ -227,3 +233,113 @@ def test_a_file_the_tool_did_not_write_on_the_share_is_a_conflict_left_alone(
     assert "! conflict g1 on backup" in done.stdout, done.stdout
     assert "a file this state did not write" in done.stdout
     assert copy.read_bytes() == b"somebody's own file"
+
+
+def test_the_planner_compares_an_smb_copys_readers_not_its_mode() -> None:
+    from provisioner.plan.policies import CopyContext, permissions
+    from tests.test_planner import copy, generation
+
+    owner, group = "S-1-5-21-1-2-3-1001", "S-1-5-21-1-2-3-1105"
+    target = Target(
+        "backup",
+        "location",
+        "smb",
+        "/keys",
+        LOC,
+        host="nas",
+        port=445,
+        user="svc",
+        share="partage",
+        readers=group,
+    )
+    record = copy(target)
+
+    def reason(facts: FileFacts) -> str | None:
+        ctx = CopyContext(target, record.path, generation(), facts, record, "modern", "pw1", "V")
+        found = permissions(ctx)
+        return None if found is None else found.message
+
+    assert reason(FileFacts(1, "x", 0o777, owner=owner, readers=(owner, group))) is None
+    assert reason(FileFacts(1, "x", 0, owner=owner, readers=(owner, "S-1-1-0", group))) == (
+        "readable by S-1-1-0 (Everyone): ACL set back to the tool's account and S-1-5-21-1-2-3-1105"
+    )
+    # No security descriptor from the server: nothing to compare (docs/SECURITY.md says so).
+    assert reason(FileFacts(1, "x", 0)) is None
+
+
+def test_a_server_that_never_answers_times_out_naming_the_target(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        m = manifest(tmp_path, smbd)
+        text = m.read_text().replace(f"port: {smbd.port}", f"port: {port}")
+        m.write_text(text)
+        started = time.monotonic()
+        done = cli("apply", "--auto-approve", m, env=ENV)
+        elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    assert (
+        f"backup: cannot observe the target: cannot connect to 127.0.0.1:{port}: no SMB answer "
+        "within 3 s" in done.stdout
+    )
+    assert done.stderr == ""  # smbprotocol's own logging never reaches the terminal
+    assert elapsed < 60
+    assert opens_with_openssl(tmp_path / "ws-a" / "ville.g1.p12", PASSWORD)
+
+
+def test_the_connection_is_shared_and_comes_back_after_a_server_restart(
+    smbd: SmbServer, tmp_path: Path
+) -> None:
+    from provisioner.transports import TransportPool
+
+    def target(name: str) -> Target:
+        return Target(
+            name,
+            "location",
+            "smb",
+            f"/{tmp_path.name}/{name}",
+            LOC,
+            host="127.0.0.1",
+            port=smbd.port,
+            user=smbd.user,
+            share=smbd.share,
+            password=SecretRef("env", "SMB_PW", tmp_path, LOC),
+            connect_timeout=3,
+        )
+
+    os.environ["SMB_PW"] = smbd.password
+    pool = TransportPool()
+    try:
+        one, two = pool.get(target("one")), pool.get(target("two"))
+        assert one.conn is two.conn  # one connection for the server
+        one.write(f"/{tmp_path.name}/one/a.g1.p12", b"first")
+        smbd.restart()  # the session dies with the server process
+        two.write(f"/{tmp_path.name}/two/a.g1.p12", b"second")
+        facts = one.observe(f"/{tmp_path.name}/one/a.g1.p12")
+        assert facts is not None and facts.size == 5
+    finally:
+        pool.close()
+        del os.environ["SMB_PW"]
+    assert (smbd.root / tmp_path.name / "two" / "a.g1.p12").read_bytes() == b"second"
+
+
+def test_smb_targets_are_validated_naming_the_place(cli: Runner, tmp_path: Path) -> None:
+    head = "version: 1\nescrow: {passphrase: {env: ESCROW}}\ninventory:\n  locations:\n"
+    m = tmp_path / "m.yaml"
+    m.write_text(
+        head + "    - {name: backup, transport: smb, host: nas, share: keys, user: svc,\n"
+        "       password: {env: SMB_PW}, path: 'keys\\\\ville'}\nentities: []\n"
+    )
+    done = cli("validate", m)
+    assert done.returncode == 1
+    assert f"{m}:6:39: error: inventory.locations[0].path: " in done.stderr
+    assert "is the folder inside the share, from its root, with forward slashes" in done.stderr
+    m.write_text(head + "    - {name: other, transport: smb, host: nas, share: keys, path: /x}\n")
+    done = cli("validate", m)
+    assert done.returncode == 1
+    assert f"{m}:5:7: error: inventory.locations[0]: missing required key 'password'" in (
+        done.stderr
+    )

@@ -115,6 +115,8 @@ class _Planner:
         self.in_sync: list[str] = []
         self.refusals: list[str] = []
         self.moved_away = 0
+        # target -> (folder, mode) where the filesystem fixes file modes (a CIFS mount)
+        self.fixed_modes: dict[str, tuple[str, int]] = {}
         self.bindings = merge(desired, recorded)
         self.holders = self.bindings.holders()
 
@@ -151,6 +153,17 @@ class _Planner:
                         "declare it with `state: absent` to remove its copies",
                     )
                 )
+        for name, (folder, mode) in sorted(self.fixed_modes.items()):
+            self.warnings.append(
+                Warning(
+                    None,
+                    "mode-fixed",
+                    f"{name}: the filesystem holding {folder} fixes file modes (a CIFS mount's "
+                    f"file_mode, a FAT disk): its copies show mode {mode:04o}, which chmod "
+                    "cannot change, so who may read them is neither checked nor set here; "
+                    "declare the share with `transport: smb` to set and check each copy's ACL",
+                )
+            )
         if self.moved_away:
             self.warnings.append(
                 Warning(
@@ -692,6 +705,9 @@ class _Planner:
                     foreign=self.observed.foreign.get((target.name, path)),
                 )
                 reason = first_reason(COPY_CHECKS, ctx)
+                facts = ctx.observed
+                if facts is not None and facts.mode_fixed and facts.mode & 0o077:
+                    self.fixed_modes.setdefault(target.name, (target.path, facts.mode))
                 if reason is not None and reason.code == CONFLICT_REASON:
                     self.conflict_action(entity, number, target.name, path, reason.message)
                 elif (

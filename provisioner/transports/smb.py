@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import secrets
 import socket
 import threading
@@ -93,6 +94,16 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
+def silence_library_logging() -> None:
+    """smbprotocol logs a dropped connection from its receiver thread through Python's
+    last-resort handler (stderr); the transport reports failures itself, one line per target."""
+    for name in ("smbprotocol", "smbclient", "spnego"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+
+
 class SmbConnection:
     """One SMB connection and session to a server, for one account, shared by every target
     on it (smbprotocol multiplexes the trees of several shares on it)."""
@@ -107,6 +118,7 @@ class SmbConnection:
         self.lock = threading.RLock()
         self.cache: dict[str, Any] = {}
         self.connected = False
+        silence_library_logging()
 
     @property
     def name(self) -> str:
@@ -155,7 +167,7 @@ class SmbConnection:
                             f"{self.name}: the server cannot encrypt (SMB3 encryption is "
                             "required; `encrypt: false` only on a network you trust)"
                         ) from None
-                    if timed_out:
+                    if timed_out or "timeout" in why.lower():
                         raise TransportError(
                             f"cannot connect to {self.host}:{self.port}: no SMB answer within "
                             f"{self.timeout:g} s"
