@@ -152,7 +152,9 @@ def _spawn(config: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"smbd did not listen on 127.0.0.1:{port} within 20 s")
 
 
-def start() -> SmbServer:
+def start(*, encrypt: bool = True) -> SmbServer:
+    """Start a server; `encrypt=False` gives one limited to SMB 2.1, which cannot encrypt
+    (an old NAS), signing still mandatory."""
     user, uid, gid = _user()
     other, _, _ = _user(OTHER_USER)
     readers_gid = _readers_group()
@@ -175,8 +177,12 @@ def start() -> SmbServer:
         f"log file = {base / 'log' / 'smbd.log'}\nlog level = 1\n"
         f"passdb backend = tdbsam:{base / 'private' / 'passdb.tdb'}\n"
         "server role = standalone server\nmap to guest = never\n"
-        "server min protocol = SMB3\nserver smb encrypt = required\n"
-        "server signing = mandatory\n"
+        + (
+            "server min protocol = SMB3\nserver smb encrypt = required\n"
+            if encrypt
+            else "server max protocol = SMB2_10\nserver smb encrypt = off\n"
+        )
+        + "server signing = mandatory\n"
         "load printers = no\nprinting = bsd\nprintcap name = /dev/null\ndisable spoolss = yes\n"
         "disable netbios = yes\nrpc start on demand helpers = yes\n"
         f"[{SHARE}]\npath = {root}\nread only = no\nbrowseable = yes\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 from provisioner.errors import Location
 from provisioner.manifest.model import SecretRef, Target
 from provisioner.transports.base import FileFacts
+from tests import smbd as smbd_helpers
 from tests.conftest import Runner
 from tests.smbd import SmbServer
 from tests.sshd import free_port
@@ -343,3 +344,46 @@ def test_smb_targets_are_validated_naming_the_place(cli: Runner, tmp_path: Path)
     assert f"{m}:5:7: error: inventory.locations[0]: missing required key 'password'" in (
         done.stderr
     )
+
+
+def test_a_server_that_cannot_encrypt_is_refused_unless_the_target_allows_it(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    old = smbd_helpers.start(encrypt=False)  # SMB 2.1 only: no encryption, signing mandatory
+    try:
+        m = manifest(tmp_path, old)
+        done = cli("apply", "--auto-approve", m, env=ENV)
+        assert done.returncode == 1
+        assert (
+            f"backup: cannot observe the target: {old.user}@127.0.0.1:{old.port}: the server "
+            "cannot encrypt (SMB3 encryption is required" in done.stdout
+        ), done.stdout
+        assert not share_copy(old, tmp_path).exists()
+        m.write_text(
+            m.read_text().replace("connect_timeout: 3", "connect_timeout: 3, encrypt: false")
+        )
+        done = cli("apply", "--auto-approve", m, env=ENV)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert opens_with_openssl(share_copy(old, tmp_path), PASSWORD)
+    finally:
+        old.remove()
+
+
+def test_a_workstation_reached_through_its_administrative_share(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    text = m.read_text().replace(
+        "  workstations: [{name: ws-a, transport: local, path: ws-a}]",
+        f"  workstations: [{{name: ws-a, transport: smb, host: 127.0.0.1, port: {smbd.port}, "
+        f"share: {smbd.share}, user: {smbd.user}, password: {{file: smb-password}}, "
+        f"path: /{tmp_path.name}/ProgramData/Provisioner}}]",
+    )
+    m.write_text(text)
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    on_ws = smbd.root / tmp_path.name / "ProgramData" / "Provisioner" / "ville.g1.p12"
+    assert opens_with_openssl(on_ws, PASSWORD)
+    rehearsed = cli("rehearse", m, env=ENV)
+    assert rehearsed.returncode == 0, rehearsed.stdout + rehearsed.stderr
+    assert cli("plan", "--detailed-exitcode", m, env=ENV).returncode == 0
