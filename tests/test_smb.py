@@ -387,3 +387,16 @@ def test_a_workstation_reached_through_its_administrative_share(
     rehearsed = cli("rehearse", m, env=ENV)
     assert rehearsed.returncode == 0, rehearsed.stdout + rehearsed.stderr
     assert cli("plan", "--detailed-exitcode", m, env=ENV).returncode == 0
+
+
+def test_a_saved_plan_is_stale_once_a_copys_acl_changed(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    assert cli("apply", "--auto-approve", m, env=ENV).returncode == 0
+    saved = tmp_path / "reviewed.plan"
+    assert cli("plan", "--out", saved, m, env=ENV).returncode == 0
+    os.chmod(share_copy(smbd, tmp_path), 0o644)  # same bytes, Everyone may read now
+    done = cli("apply", saved, env=ENV)
+    assert done.returncode == 1
+    assert "stale" in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
