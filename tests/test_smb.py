@@ -400,3 +400,17 @@ def test_a_saved_plan_is_stale_once_a_copys_acl_changed(
     done = cli("apply", saved, env=ENV)
     assert done.returncode == 1
     assert "stale" in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
+
+
+def test_a_share_the_server_does_not_offer_is_named(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    m = manifest(tmp_path, smbd)
+    m.write_text(m.read_text().replace(f"share: {smbd.share},", "share: nosuch,"))
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 1
+    assert (
+        "backup: cannot observe the target: the share 'nosuch' does not exist on 127.0.0.1"
+        in done.stdout
+    ), done.stdout
+    assert opens_with_openssl(tmp_path / "ws-a" / "ville.g1.p12", PASSWORD)

@@ -76,6 +76,7 @@ READ_AND_LIST = 0x001200A9  # FILE_GENERIC_READ | FILE_EXECUTE (traverse), for f
 _INHERIT = 0x01 | 0x02  # OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE
 
 _ACCESS_DENIED = 0xC0000022
+_NO_SHARE = (0xC00000CC, 0xC0000225)  # BAD_NETWORK_NAME, NOT_FOUND
 _ERRORS = (OSError, SMBException, ValueError, EOFError)
 
 
@@ -209,6 +210,12 @@ class SmbConnection:
         self._reset()
 
 
+def _missing(exc: SMBOSError) -> bool:
+    """No such file or folder. smbclient maps a missing share to ENOENT too (Samba answers
+    STATUS_NOT_FOUND to the DFS referral asked for it): that one is not a missing file."""
+    return exc.errno == 2 and exc.ntstatus not in _NO_SHARE
+
+
 def _dead_link(exc: BaseException) -> bool:
     if isinstance(exc, SMBOSError):
         return False  # a file status (not found, denied, in use...)
@@ -335,7 +342,7 @@ class SmbTransport:
         if isinstance(exc, ProvisionerError):
             return TransportError(f"{self.target.name}: {exc}")
         if isinstance(exc, (BadNetworkName,)) or (
-            isinstance(exc, SMBOSError) and exc.ntstatus == 0xC00000CC
+            isinstance(exc, SMBOSError) and exc.ntstatus in _NO_SHARE
         ):
             return TransportError(
                 f"{self.target.name}: the share {self.target.share!r} does not exist on "
@@ -363,7 +370,7 @@ class SmbTransport:
             try:
                 info = smbclient.lstat(self._unc(path), **self.conn.options)
             except SMBOSError as exc:
-                if exc.errno == 2:  # ENOENT (name or folder missing)
+                if _missing(exc):
                     return None
                 raise
             special = info.st_file_attributes & (0x10 | 0x400)  # DIRECTORY, REPARSE_POINT
@@ -446,7 +453,7 @@ class SmbTransport:
                         f"something that is not a file stands at {self._show(path)}; move it away"
                     )
             except SMBOSError as exc:
-                if exc.errno != 2:
+                if not _missing(exc):
                     raise
             self._makedirs(folder)
             tmp = f"{folder}/{TMP_MARK}{name}.{secrets.token_hex(4)}"
@@ -510,7 +517,7 @@ class SmbTransport:
         try:
             return sorted(smbclient.listdir(self._unc(folder), **self.conn.options))
         except SMBOSError as exc:
-            if exc.errno in (2, 20):  # ENOENT, ENOTDIR
+            if _missing(exc) or exc.errno == 20:  # ENOTDIR
                 return None
             raise
 
@@ -525,7 +532,7 @@ class SmbTransport:
             try:
                 smbclient.remove(self._unc(path), **self.conn.options)
             except SMBOSError as exc:
-                if exc.errno != 2:
+                if not _missing(exc):
                     raise
 
         try:
