@@ -3,8 +3,9 @@ parallel (--parallel 8).
 
 20 entities x 10 shared locations, each location a folder of the same share of one real smbd
 (tests/smbd.py: SMB3 encryption and signing required), all reached through one connection.
-Medians of 5 runs of the whole command. Measures a no-op plan (observe 200 files: size, SHA-256 and security descriptor each) and an
-apply that rewrites all 200 copies (every copy deleted on the server first).
+Medians of 5 runs of the whole command. Measures a no-op plan (observe 200 files: size,
+SHA-256 and security descriptor each) and an apply that rewrites all 200 copies (every copy
+deleted on the server first).
 
     .venv/bin/python bench/smb_bench.py      # as root (smbd must run as root)
 """
