@@ -80,9 +80,6 @@ def run() -> list[str]:
     server = smbd.start()
     folder = Path(tempfile.mkdtemp(prefix="provisioner-smb-bench-"))
     rows = [
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {platform.platform()}",
-        "",
         "| scenario (200 copies, one Samba share) | --parallel 1 | --parallel 8 |",
         "|---|---|---|",
     ]
@@ -113,4 +110,10 @@ def run() -> list[str]:
 
 
 if __name__ == "__main__":
+    load = os.getloadavg()[0]
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {platform.platform()}; load average {load:.1f}"
+    )
     print("\n".join(run()))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")

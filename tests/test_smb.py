@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from provisioner.errors import Location
+import pytest
+
+from provisioner.errors import Location, TransportError
 from provisioner.manifest.model import SecretRef, Target
 from provisioner.transports.base import FileFacts
 from tests import smbd as smbd_helpers
@@ -414,3 +417,32 @@ def test_a_share_the_server_does_not_offer_is_named(
         in done.stdout
     ), done.stdout
     assert opens_with_openssl(tmp_path / "ws-a" / "ville.g1.p12", PASSWORD)
+
+
+def test_a_server_that_stops_answering_mid_run_fails_within_the_operation_timeout(
+    smbd: SmbServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioner.transports import smb
+
+    monkeypatch.setattr(smb, "OPERATION_TIMEOUT", 4.0)  # 60 s in use
+    hung = smbd_helpers.start()
+    try:
+        target = Target(
+            "backup", "location", "smb", "/d", LOC, host="127.0.0.1", port=hung.port,
+            user=hung.user, share=hung.share, connect_timeout=3,
+        )  # fmt: skip
+        transport = smb.SmbTransport(target, smb.SmbConnection(target, hung.password))
+        transport.write("/d/ville.g1.p12", b"bytes")
+        time.sleep(3)  # the receiver's first wait, begun while connecting, is over
+        assert transport.observe("/d/ville.g1.p12") is not None
+        assert hung.process is not None
+        os.killpg(hung.process.pid, signal.SIGSTOP)  # the server hangs, connections open
+        started = time.monotonic()
+        with pytest.raises(TransportError) as failed:
+            transport.observe("/d/ville.g1.p12")
+        assert time.monotonic() - started < 20
+        assert str(failed.value).startswith(f"backup: cannot connect to 127.0.0.1:{hung.port}")
+    finally:
+        if hung.process is not None:
+            os.killpg(hung.process.pid, signal.SIGCONT)
+        hung.remove()

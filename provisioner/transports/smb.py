@@ -150,6 +150,7 @@ class SmbConnection:
                 started = time.monotonic()
                 try:
                     smbclient.register_session(self.host, **self.options)
+                    self._bound_waits()
                     self.connected = True
                     return
                 except (LogonFailure, SMBAuthenticationError):
@@ -181,6 +182,15 @@ class SmbConnection:
                     time.sleep(delay)
                     delay *= 2
             raise AssertionError("unreachable")
+
+    def _bound_waits(self) -> None:
+        """A server that stops answering mid-operation fails it within about OPERATION_TIMEOUT
+        s: smbprotocol's receiver sends an echo after a silence of `_receive_timeout` (600 s by
+        default) and closes the connection, failing what waits on it, when that echo too goes
+        unanswered; half the operation timeout each."""
+        for connection in self.cache.values():
+            if hasattr(connection, "_receive_timeout"):
+                connection._receive_timeout = max(1, int(OPERATION_TIMEOUT / 2))
 
     def run(self, op: Callable[[], T]) -> T:
         """Run an operation; if the connection died (server restarted), reconnect once.
