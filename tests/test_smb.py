@@ -267,6 +267,10 @@ def test_the_planner_compares_an_smb_copys_readers_not_its_mode() -> None:
     assert reason(FileFacts(1, "x", 0, owner=owner, readers=(owner, "S-1-1-0", group))) == (
         "readable by S-1-1-0 (Everyone): ACL set back to the tool's account and S-1-5-21-1-2-3-1105"
     )
+    # The declared group was added to the manifest after the copy was written.
+    assert reason(FileFacts(1, "x", 0, owner=owner, readers=(owner,))) == (
+        "S-1-5-21-1-2-3-1105 (readers) may not read it: ACL set to let it"
+    )
     # No security descriptor from the server: nothing to compare (docs/SECURITY.md says so).
     assert reason(FileFacts(1, "x", 0)) is None
 

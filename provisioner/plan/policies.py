@@ -213,6 +213,11 @@ def acl_readers(ctx: CopyContext) -> Reason | None:
         )
         readers = ", ".join(sid_name(s) for s in others)
         return Reason("permissions", f"readable by {readers}: ACL set back to {wanted}")
+    group = ctx.target.readers
+    if group and o.readers and group not in o.readers and group != o.owner:
+        return Reason(
+            "permissions", f"{sid_name(group)} (readers) may not read it: ACL set to let it"
+        )
     return None
 
 
