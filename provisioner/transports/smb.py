@@ -68,6 +68,7 @@ T = TypeVar("T")
 
 # Security information asked and set (MS-DTYP 2.4.7).
 _OWNER, _GROUP, _DACL = 0x1, 0x2, 0x4
+_PROTECTED_DACL = 0x80000000
 # Rights that let a SID read a file's bytes: FILE_READ_DATA, GENERIC_READ, GENERIC_ALL.
 _READS = 0x00000001 | 0x80000000 | 0x10000000
 FULL_CONTROL = 0x001F01FF
@@ -303,7 +304,10 @@ def set_dacl(raw: SMBRawIO, descriptor: bytes) -> None:
     request = SMB2SetInfoRequest()
     request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
     request["file_info_class"] = 0
-    request["additional_information"] = _DACL
+    # Windows applies the descriptor's "protected" flag only when asked for it explicitly
+    # (smbprotocol's flag list lacks PROTECTED_DACL_SECURITY_INFORMATION).
+    request["additional_information"].flag_strict = False
+    request["additional_information"] = _DACL | _PROTECTED_DACL
     request["file_id"] = raw.fd.file_id
     request["buffer"] = descriptor
 
