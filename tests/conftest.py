@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import smbd as smbd_helpers
 from tests import sshd as sshd_helpers
+from tests.smbd import SmbServer
 from tests.sshd import SshServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,3 +81,15 @@ def sshd_without_posix_rename() -> Iterator[SshServer]:
     server = sshd_helpers.start(sftp_options="-P posix-rename")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def smbd() -> Iterator[SmbServer]:
+    """A real Samba server on 127.0.0.1 (SMB3 encryption required) for the module's tests."""
+    if not smbd_helpers.available():
+        if os.environ.get("CI"):
+            pytest.fail("smbd is not installed (or not root): .ci/run must install samba")
+        pytest.skip("smbd is not installed or the tests do not run as root (apt-get install samba)")
+    server = smbd_helpers.start()
+    yield server
+    server.remove()

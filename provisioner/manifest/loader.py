@@ -41,6 +41,7 @@ def _secret_refs(doc: dict[str, Any]) -> list[dict[str, Any]]:
     inventory = doc.get("inventory", {})
     for section in ("workstations", "locations"):
         refs += [t["key_passphrase"] for t in inventory.get(section, []) if "key_passphrase" in t]
+        refs += [t["password"] for t in inventory.get(section, []) if "password" in t]
     refs += [e["password"] for e in doc["entities"]]
     return refs
 

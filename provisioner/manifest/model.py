@@ -110,8 +110,8 @@ class Target:
 
     name: str
     role: str  # "workstation" | "location"
-    transport: str  # "local" | "ssh"
-    path: str  # local: absolute path; ssh: remote path with forward slashes
+    transport: str  # "local" | "ssh" | "smb"
+    path: str  # local: absolute path; ssh: remote path; smb: folder in the share, "/" first
     location: Location
     host: str | None = None
     port: int = 22
@@ -121,10 +121,16 @@ class Target:
     known_hosts: Path | None = None
     connect_timeout: float = 10.0
     install: Install = FILE_ONLY  # workstations only
+    share: str | None = None  # smb
+    password: SecretRef | None = None  # smb: the user's password
+    readers: str | None = None  # smb: SID of the group that may read the copies
+    encrypt: bool = True  # smb: SMB3 encryption required
 
     @property
     def address(self) -> str:
         """Human name of where files land, e.g. `ws-01 (local /srv/x)`."""
+        if self.transport == "smb":
+            return f"//{self.user}@{self.host}:{self.port}/{self.share}{self.path.rstrip('/')}"
         if self.transport == "ssh":
             sep = "" if self.path.startswith("/") else "/"
             return f"{self.user}@{self.host}:{self.port}{sep}{self.path}"

@@ -8,6 +8,7 @@ from typing import Any
 from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
+from provisioner.manifest.names import file_name_problem
 
 
 def targets(c: Checker, raw: list[dict[str, Any]], role: str, section: str) -> dict[str, m.Target]:
@@ -21,6 +22,8 @@ def targets(c: Checker, raw: list[dict[str, Any]], role: str, section: str) -> d
         if item["transport"] == "local":
             target_path = c.local_str(item["path"], (*path, "path"))
             out[name] = m.Target(name, role, "local", target_path, c.pos.at(path))
+        elif item["transport"] == "smb":
+            out[name] = _smb_target(c, item, role, path)
         else:
             passphrase = item.get("key_passphrase")
             key_file = item.get("key_file")
@@ -41,6 +44,39 @@ def targets(c: Checker, raw: list[dict[str, Any]], role: str, section: str) -> d
                 connect_timeout=float(item.get("connect_timeout", 10.0)),
             )
     return out
+
+
+def _smb_target(
+    c: Checker, item: dict[str, Any], role: str, path: tuple[str | int, ...]
+) -> m.Target:
+    folder = item["path"]
+    if "\\" in folder or not folder.startswith("/"):
+        c.error(
+            (*path, "path"),
+            f"smb path {folder!r} is the folder inside the share, from its root, with forward "
+            "slashes (/Provisioner/keys, or / for the root)",
+        )
+    else:
+        for part in folder.split("/"):
+            problem = file_name_problem(part) if part else None
+            if problem or part in (".", ".."):
+                c.error((*path, "path"), f"smb path {folder!r}: {problem or 'unsafe part'}")
+                break
+    return m.Target(
+        item["name"],
+        role,
+        "smb",
+        folder.rstrip("/") or "/",
+        c.pos.at(path),
+        host=item["host"],
+        port=item.get("port", 445),
+        user=item["user"],
+        connect_timeout=float(item.get("connect_timeout", 10.0)),
+        share=item["share"],
+        password=c.secret(item["password"], (*path, "password")),
+        readers=item.get("readers"),
+        encrypt=item.get("encrypt", True),
+    )
 
 
 def expand_groups(

@@ -49,6 +49,8 @@ class Planning:
     in_sync: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     moved_away: int = 0  # removals or rewrites held back away from the state's home
+    # target -> (folder, mode) where the filesystem fixes file modes (a CIFS mount)
+    fixed_modes: dict[str, tuple[str, int]] = field(default_factory=dict)
     bindings: Bindings = field(init=False)
     holders: dict[str, list[ConsultationView]] = field(init=False)
 

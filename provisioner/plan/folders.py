@@ -13,7 +13,8 @@ from provisioner.transports.base import FolderFacts, Leftover, file_path, folder
 
 def folder_permissions(target: Target, folder: str, facts: FolderFacts) -> Reason | None:
     # Windows OpenSSH reports synthetic modes; only POSIX folders are compared.
-    posix = target.transport == "local" or folder.startswith("/")
+    # SMB folders are not compared: each copy carries its own protected ACL.
+    posix = target.transport == "local" or (target.transport == "ssh" and folder.startswith("/"))
     if posix and facts.mode & 0o077:
         return Reason(
             ReasonCode.FOLDER_PERMISSIONS,

@@ -84,6 +84,17 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
                     "declare it with `state: absent` to remove its copies",
                 )
             )
+    for name, (folder, mode) in sorted(p.fixed_modes.items()):
+        p.warnings.append(
+            PlanWarning(
+                None,
+                "mode-fixed",
+                f"{name}: the filesystem holding {folder} fixes file modes (a CIFS mount's "
+                f"file_mode, a FAT disk): its copies show mode {mode:04o}, which chmod "
+                "cannot change, so who may read them is neither checked nor set here; "
+                "declare the share with `transport: smb` to set and check each copy's ACL",
+            )
+        )
     if p.moved_away:
         p.warnings.append(
             PlanWarning(

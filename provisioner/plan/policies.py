@@ -16,7 +16,7 @@ from provisioner.manifest.model import Entity, Target
 from provisioner.plan.actions import Reason, ReasonCode
 from provisioner.plan.model import Foreign
 from provisioner.state.records import RecordedCopy, RecordedGeneration
-from provisioner.transports.base import FileFacts
+from provisioner.transports.base import FileFacts, sid_name
 
 ContextT = TypeVar("ContextT")
 
@@ -189,11 +189,39 @@ def drifted(ctx: CopyContext) -> Reason | None:
 
 
 def permissions(ctx: CopyContext) -> Reason | None:
+    if ctx.target.transport == "smb":
+        return acl_readers(ctx)
     # Windows OpenSSH reports synthetic modes; only POSIX targets are compared.
     posix = ctx.target.transport == "local" or ctx.path.startswith("/")
+    if posix and ctx.observed is not None and ctx.observed.mode_fixed:
+        return None  # the filesystem fixes the mode (a CIFS mount): one warning per target
     if posix and ctx.observed is not None and ctx.observed.mode & 0o077:
         return Reason(
             ReasonCode.PERMISSIONS, f"mode {ctx.observed.mode:04o} lets others read the key"
+        )
+    return None
+
+
+def acl_readers(ctx: CopyContext) -> Reason | None:
+    """SMB: anyone but the file's owner (the tool's account) and the declared readers group
+    that the file's ACL lets read it."""
+    o = ctx.observed
+    if o is None:
+        return None
+    others = [sid for sid in o.readers if sid not in (o.owner, ctx.target.readers)]
+    if others:
+        wanted = (
+            f"the tool's account and {sid_name(ctx.target.readers)}"
+            if ctx.target.readers
+            else "the tool's account alone"
+        )
+        readers = ", ".join(sid_name(s) for s in others)
+        return Reason(ReasonCode.PERMISSIONS, f"readable by {readers}: ACL set back to {wanted}")
+    group = ctx.target.readers
+    if group and o.readers and group not in o.readers and group != o.owner:
+        return Reason(
+            ReasonCode.PERMISSIONS,
+            f"{sid_name(group)} (readers) may not read it: ACL set to let it",
         )
     return None
 

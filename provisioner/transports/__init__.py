@@ -10,8 +10,8 @@ from provisioner.transports.local import LocalTransport
 
 
 class TransportPool:
-    """One transport per target for a whole run (observation and execution); SSH targets on
-    the same host, port and user share one connection."""
+    """One transport per target for a whole run (observation and execution); SSH (and SMB)
+    targets on the same host, port and user share one connection."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -31,6 +31,9 @@ class TransportPool:
         if target.transport == "local":
             return LocalTransport(target)
         from provisioner.secrets import resolve
+
+        if target.transport == "smb":
+            return self._open_smb(target)
         from provisioner.transports.ssh import SshConnection, SshTransport
 
         key = (target.host or "", target.port, target.user or "", str(target.key_file))
@@ -43,13 +46,24 @@ class TransportPool:
             self._connections[key] = conn
         return SshTransport(target, conn)
 
+    def _open_smb(self, target: Target) -> Transport:
+        from provisioner.secrets import resolve
+        from provisioner.transports.smb import SmbConnection, SmbTransport
+
+        key = ("smb:" + (target.host or ""), target.port, target.user or "", str(target.encrypt))
+        conn = self._connections.get(key)
+        if not isinstance(conn, SmbConnection):
+            assert target.password is not None
+            conn = SmbConnection(target, resolve(target.password, f"{target.name} password"))
+            self._connections[key] = conn
+        return SmbTransport(target, conn)
+
     def close(self) -> None:
         with self._lock:
-            if self._connections:  # paramiko is imported only by runs that use SSH
-                from provisioner.transports.ssh import SshConnection
-
-                for conn in self._connections.values():
-                    if isinstance(conn, SshConnection):
-                        conn.close()
+            # paramiko and smbprotocol are imported only by runs that use them
+            for conn in self._connections.values():
+                closer = getattr(conn, "close", None)
+                if closer is not None:
+                    closer()
             self._connections.clear()
             self._transports.clear()

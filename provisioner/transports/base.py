@@ -23,6 +23,12 @@ class FileFacts:
     sha256: str
     mode: int
     symlink: bool = False
+    # SMB: the file's owner and the SIDs its ACL lets read it (observed where the server
+    # reports a security descriptor); empty elsewhere, where `mode` tells.
+    owner: str = ""
+    readers: tuple[str, ...] = ()
+    # local: the filesystem fixes the mode (a CIFS mount's file_mode): chmod cannot change it
+    mode_fixed: bool = False
 
 
 # Files this tool leaves in a target folder when a write is interrupted: the temporary of an
@@ -35,6 +41,30 @@ _LEFTOVER = re.compile(
     r"\.old-[0-9a-f]{8}\Z"
 )
 OLD_MARK = ".old-"
+
+
+_WELL_KNOWN_SIDS = {
+    "S-1-1-0": "Everyone",
+    "S-1-5-7": "Anonymous",
+    "S-1-5-11": "Authenticated Users",
+    "S-1-5-18": "SYSTEM",
+    "S-1-5-32-544": "Administrators",
+    "S-1-5-32-545": "Users",
+    "S-1-5-32-546": "Guests",
+}
+
+
+def sid_name(sid: str) -> str:
+    """A SID as a reader knows it: `S-1-1-0 (Everyone)`; domain and Samba Unix SIDs as is."""
+    if sid in _WELL_KNOWN_SIDS:
+        return f"{sid} ({_WELL_KNOWN_SIDS[sid]})"
+    if sid.startswith("S-1-5-21-") and sid.rsplit("-", 1)[-1] == "513":
+        return f"{sid} (Domain Users)"
+    if sid.startswith("S-1-22-2-"):
+        return f"{sid} (Unix group {sid.rsplit('-', 1)[-1]})"
+    if sid.startswith("S-1-22-1-"):
+        return f"{sid} (Unix user {sid.rsplit('-', 1)[-1]})"
+    return sid
 
 
 def leftover_final(name: str) -> str | None:
@@ -156,35 +186,47 @@ def target_spec(target: Target) -> str:
             }
         )
 
-    return json.dumps(
-        {
-            "name": target.name,
-            "role": target.role,
-            "transport": target.transport,
-            "path": target.path,
-            "host": target.host,
-            "port": target.port,
-            "user": target.user,
-            "key_file": str(target.key_file) if target.key_file else None,
-            "key_passphrase": ref(target.key_passphrase),
-            "known_hosts": str(target.known_hosts) if target.known_hosts else None,
-            "connect_timeout": target.connect_timeout,
-        },
-        sort_keys=True,
-    )
+    spec: dict[str, object] = {
+        "name": target.name,
+        "role": target.role,
+        "transport": target.transport,
+        "path": target.path,
+        "host": target.host,
+        "port": target.port,
+        "user": target.user,
+        "key_file": str(target.key_file) if target.key_file else None,
+        "key_passphrase": ref(target.key_passphrase),
+        "known_hosts": str(target.known_hosts) if target.known_hosts else None,
+        "connect_timeout": target.connect_timeout,
+    }
+    if target.transport == "smb":  # only there: the specs of other targets stay as recorded
+        spec.update(
+            share=target.share,
+            password=ref(target.password),
+            readers=target.readers,
+            encrypt=target.encrypt,
+        )
+    return json.dumps(spec, sort_keys=True)
 
 
 def target_from_spec(spec: str) -> Target:
     """Rebuild a Target recorded with `target_spec`."""
     d = json.loads(spec)
-    passphrase = None
-    if d.get("key_passphrase"):
-        raw = dict(d["key_passphrase"])
-        base = Path(raw.pop("base_dir"))
+
+    def secret_ref(recorded: dict[str, object] | None) -> SecretRef | None:
+        if not recorded:
+            return None
+        raw = dict(recorded)
+        base = Path(str(raw.pop("base_dir")))
         kind, value = next(iter(raw.items()))
-        passphrase = SecretRef(
-            kind, tuple(value) if isinstance(value, list) else value, base, Location("state")
+        return SecretRef(
+            kind,
+            tuple(value) if isinstance(value, list) else str(value),
+            base,
+            Location("state"),
         )
+
+    passphrase = secret_ref(d.get("key_passphrase"))
     return Target(
         name=d["name"],
         role=d["role"],
@@ -192,10 +234,14 @@ def target_from_spec(spec: str) -> Target:
         path=d["path"],
         location=Location("state"),
         host=d.get("host"),
-        port=d.get("port") or 22,
+        port=d.get("port") or (445 if d["transport"] == "smb" else 22),
         user=d.get("user"),
         key_file=Path(d["key_file"]) if d.get("key_file") else None,
         key_passphrase=passphrase,
         known_hosts=Path(d["known_hosts"]) if d.get("known_hosts") else None,
         connect_timeout=float(d.get("connect_timeout") or 10.0),
+        share=d.get("share"),
+        password=secret_ref(d.get("password")),
+        readers=d.get("readers"),
+        encrypt=d.get("encrypt", True),
     )

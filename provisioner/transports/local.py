@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.atomic import DIR_MODE, fsync_dir, write_private
@@ -13,13 +14,82 @@ from provisioner.errors import TransportError
 from provisioner.manifest.model import Target
 from provisioner.transports.base import FileFacts, FolderFacts, Leftover, folder_facts
 
+# Filesystems whose file modes come from mount options, not from chmod: a CIFS/SMB mount
+# (file_mode=), FAT and exFAT (fmask=). A CIFS mount keeps modes only with one of KEEPS_MODES.
+FIXED_MODE_FILESYSTEMS = frozenset({"cifs", "smb3", "vfat", "msdos", "exfat"})
+KEEPS_MODES = frozenset({"cifsacl", "modefromsid", "posix", "unix"})
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One line of /proc/self/mountinfo: where, what filesystem, with which options."""
+
+    point: str
+    fstype: str
+    options: frozenset[str]
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """The mounts of a mountinfo text (proc(5)): mount point, filesystem type, and the mount
+    and superblock options together (a CIFS mount's `file_mode` and `cifsacl` are there)."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 6:
+            continue
+        tail = line.split(" - ", 1)[1].split()
+        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        options = {o.split("=", 1)[0] for o in fields[5].split(",")}
+        if len(tail) >= 3:
+            options |= {o.split("=", 1)[0] for o in tail[2].split(",")}
+        mounts.append(Mount(point, tail[0] if tail else "", frozenset(options)))
+    return mounts
+
+
+def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
+    """The mount holding `path` (absolute, symlinks resolved): the longest mount point."""
+    best: Mount | None = None
+    for mount in mounts:
+        prefix = mount.point.rstrip("/") + "/"
+        if (path == mount.point or path.startswith(prefix) or mount.point == "/") and (
+            best is None or len(mount.point) >= len(best.point)
+        ):
+            best = mount
+    return best
+
+
+def mode_is_fixed(mount: Mount | None) -> bool:
+    """Whether chmod cannot change file modes on `mount`: a CIFS mount without an option that
+    maps modes (cifsacl, modefromsid, SMB3 POSIX or Unix extensions), FAT, exFAT."""
+    if mount is None or mount.fstype not in FIXED_MODE_FILESYSTEMS:
+        return False
+    return not (mount.fstype in ("cifs", "smb3") and mount.options & KEEPS_MODES)
+
+
+def _fixed_here(folder: str) -> bool:
+    """Whether the filesystem that holds `folder` (or its nearest existing parent) fixes
+    file modes, as /proc/self/mountinfo says (False where there is none: not Linux)."""
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return False
+    return mode_is_fixed(mount_of(os.path.realpath(folder), parse_mountinfo(text)))
+
 
 class LocalTransport:
-    __slots__ = ("_checked", "target")
+    __slots__ = ("_checked", "_mode_fixed", "target")
 
     def __init__(self, target: Target) -> None:
         self.target = target
         self._checked = False
+        # Whether chmod has no effect where the copies live: from the mount table at the first
+        # observation, or seen after a write's chmod (a filesystem the table does not tell).
+        self._mode_fixed: bool | None = None
+
+    def mode_fixed(self) -> bool:
+        if self._mode_fixed is None:
+            self._mode_fixed = _fixed_here(self.target.path)
+        return self._mode_fixed
 
     def _fail(self, action: str, path: str, exc: OSError) -> TransportError:
         reason = exc.strerror or str(exc)
@@ -61,7 +131,9 @@ class LocalTransport:
                 while chunk := os.read(fd, 1 << 20):
                     digest.update(chunk)
                     size += len(chunk)
-            return FileFacts(size, digest.hexdigest(), stat.S_IMODE(info.st_mode))
+            mode = stat.S_IMODE(info.st_mode)
+            fixed = bool(mode & 0o077) and self.mode_fixed()
+            return FileFacts(size, digest.hexdigest(), mode, mode_fixed=fixed)
         except OSError as exc:
             raise self._fail("read", path, exc) from None
         finally:
@@ -75,7 +147,16 @@ class LocalTransport:
             raise TransportError(f"{self.target.name}: {exc}") from None
         except OSError as exc:
             raise self._fail("write", path, exc) from None
-        return FileFacts(len(data), hashlib.sha256(data).hexdigest(), 0o600)
+        # Observed, not assumed: a filesystem that ignores chmod keeps its own mode.
+        try:
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+        except OSError as exc:
+            raise self._fail("inspect", path, exc) from None
+        if mode & 0o077:
+            self._mode_fixed = True
+        return FileFacts(
+            len(data), hashlib.sha256(data).hexdigest(), mode, mode_fixed=bool(mode & 0o077)
+        )
 
     def read(self, path: str) -> bytes:
         try:
