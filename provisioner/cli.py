@@ -18,6 +18,14 @@ from provisioner import __version__, clock
 from provisioner.errors import Diagnostic, ManifestError, ProvisionerError
 from provisioner.manifest.loader import read_manifest
 
+try:  # typer 0.28 vendors click; earlier versions use it
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - typer < 0.28
+    from click.exceptions import (  # type: ignore[import-not-found,no-redef,unused-ignore]
+        ClickException,
+        UsageError,
+    )
+
 app = typer.Typer(
     name="provisioner",
     help=(
@@ -365,6 +373,7 @@ def apply(
         raise typer.Exit(_render_result(run, as_json, quiet))
 
     session = load_session(manifest, state_dir, limit, consultations=consultations)
+    cancelled: list[bool] = []
 
     def confirm(p: Any) -> bool:
         if show or not auto_approve:
@@ -382,7 +391,8 @@ def apply(
             show_default=False,
         )
         if answer.strip() != "yes":
-            typer.echo("Apply cancelled.")
+            typer.echo("Apply cancelled.", err=True)
+            cancelled.append(True)
             return False
         return True
 
@@ -410,6 +420,8 @@ def apply(
         _notify(session, run)
     finally:
         session.close()
+    if cancelled:  # like Terraform: nothing was applied, so not a success
+        raise typer.Exit(1)
     raise typer.Exit(_render_result(run, as_json, quiet))
 
 
@@ -1035,10 +1047,21 @@ def main() -> None:
     # collect the young generation less often.
     gc.set_threshold(50_000, 50, 100)
     try:
-        # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself.
-        app(prog_name="provisioner")
+        # Not standalone: click would exit 2 on a usage error, the code that means "changes
+        # pending" under --detailed-exitcode. typer.Exit(n) comes back as n.
+        code = app(prog_name="provisioner", standalone_mode=False)
     except SystemExit as exc:
         _leave(exc.code)
+    except UsageError as exc:  # unknown option, missing argument, bad value
+        exc.show()
+        # A probe's usage error is UNKNOWN (3) to the monitoring, as for any input it cannot use.
+        _leave(3 if exc.ctx is not None and exc.ctx.info_name == "check" else 1)
+    except ClickException as exc:
+        exc.show()
+        _leave(1)
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("\nAborted.", err=True)
+        _leave(1)
     except ProvisionerError as exc:
         typer.echo(f"Error: {exc}", err=True)
         _leave(exc.exit_code)
@@ -1050,6 +1073,11 @@ def main() -> None:
             "`provisioner plan` to see what remains, or the command again.",
             err=True,
         )
+        from provisioner.progress import done_so_far
+
+        done = done_so_far()
+        if done:
+            typer.echo(f"Done before the interruption: {done}; the rest was not done.", err=True)
         _leave(130)
     except Exception as exc:  # a genuine bug: say so in one line unless debugging
         if os.environ.get("PROVISIONER_DEBUG"):
@@ -1059,7 +1087,7 @@ def main() -> None:
             err=True,
         )
         _leave(1)
-    _leave(0)
+    _leave(code if isinstance(code, int) else 0)
 
 
 class Interrupted(BaseException):
