@@ -136,7 +136,12 @@ def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
         if model.consultations is not None:
             from provisioner.consultations import read_consultations
 
-            read_consultations(model.consultations, {e.id for e in model.entities})
+            read_consultations(
+                model.consultations,
+                {e.id for e in model.entities},
+                model.consultations_format,
+                warnings,
+            )
     except ManifestError as exc:
         diagnostics = exc.diagnostics
         if as_json:

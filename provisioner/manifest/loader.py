@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from provisioner.errors import Diagnostic, Location, ManifestError
+from provisioner.exports import ExportFormat, normalise
 from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest import model as m
 from provisioner.manifest.schema import dotted, is_valid, validate
@@ -417,10 +418,18 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
         )
 
     consultations = None
-    if "consultations" in doc:
-        consultations = c.local_path(doc["consultations"], ("consultations",))
+    raw_source = doc.get("consultations", {})
+    source: dict[str, Any] = {"file": raw_source} if isinstance(raw_source, str) else raw_source
+    if "file" in source:
+        where = ("consultations",) if isinstance(raw_source, str) else ("consultations", "file")
+        consultations = c.local_path(source["file"], where)
         if not consultations.is_file():
-            c.error(("consultations",), f"file not found: {consultations}")
+            c.error(where, f"file not found: {consultations}")
+    columns: dict[str, str] = source.get("columns", {})
+    for field, header in columns.items():
+        twin = [f for f, h in columns.items() if f < field and normalise(h) == normalise(header)]
+        if twin:
+            c.error(("consultations", "columns", field), f"{header!r} is also the {twin[0]} column")
 
     return m.Manifest(
         path=manifest_path,
@@ -432,6 +441,9 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
         locations=locations,
         entities=tuple(entities),
         consultations=consultations,
+        consultations_format=ExportFormat(
+            columns=tuple(columns.items()), statuses=tuple(source.get("statuses", {}).items())
+        ),
         hooks={
             event: tuple(tuple(argv) for argv in commands)
             for event, commands in doc.get("hooks", {}).items()
