@@ -133,6 +133,12 @@ def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
     """Check a manifest and the files it references. Exit 0 when valid, 1 when not."""
     try:
         model, warnings = read_manifest(manifest)
+        from provisioner.manifest.references import check_files
+
+        referenced = check_files(model)  # metadata only: no secret is read
+        if any(d.severity == "error" for d in referenced):
+            raise ManifestError(referenced + warnings)
+        warnings += referenced
         if model.consultations is not None:
             from provisioner.consultations import read_consultations
 
@@ -975,6 +981,7 @@ def export(
         str,
         typer.Option(
             "--format",
+            metavar="[p12|pem|der]",
             help="p12: PKCS#12 with the private key (from the escrow); pem or der "
             "(.cer): the public certificate to upload to the platform under its désignation.",
         ),
@@ -989,7 +996,9 @@ def export(
         str | None,
         typer.Option(
             "--profile",
-            help="PKCS#12 profile: modern or legacy (default: the entity's).",
+            metavar="[modern|legacy]",
+            help="PKCS#12 profile: modern (AES-256, PBKDF2) or legacy (3DES, for Windows "
+            "Server 2016 and older); default: the entity's.",
             show_default=False,
         ),
     ] = None,
@@ -1042,6 +1051,26 @@ def export(
         session.close()
     what = "PKCS#12" if fmt == "p12" else f"certificate ({fmt.upper()})"
     typer.echo(f'Wrote the {what} of {entity} generation {g.number} "{g.designation}" to {out}.')
+
+
+# One line each in `provisioner --help` (click cuts a longer first sentence with "..."):
+# at most 60 characters, so that the list fits 80 columns.
+SUMMARIES = {
+    "validate": "Check a manifest and the files it references.",
+    "plan": "Show what apply would do, and why. Changes nothing.",
+    "apply": "Create or renew keys, escrow them, write and remove copies.",
+    "status": "Keys, generations, validity and every copy, per entity.",
+    "check": "Monitoring probe (Nagios/Icinga): OK, WARNING, CRITICAL.",
+    "rehearse": "Rehearse bid opening: every copy must open a test bid.",
+    "rekey": "Rotate the escrow passphrase.",
+    "trust": "Record SSH host keys in the manifest's known_hosts files.",
+    "recover": "Rebuild a lost or older state and escrow from the copies.",
+    "adopt": "Bring an existing bi-clé (PKCS#12) under management.",
+    "export": "Export a PKCS#12, or the certificate for the platform.",
+}
+for _command in app.registered_commands:
+    _name = str(_command.name or getattr(_command.callback, "__name__", ""))
+    _command.short_help = _command.short_help or SUMMARIES.get(_name)
 
 
 def main() -> None:

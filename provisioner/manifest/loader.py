@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -215,6 +217,17 @@ def _targets(
     return out
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'ws-marches'?)`, or the few names there are; computed on errors only."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    if 0 < len(names) <= 8:
+        return f" (known: {', '.join(names)})"
+    return ""
+
+
 def _expand_groups(
     c: _Checker, groups: dict[str, list[str]], workstations: dict[str, m.Target]
 ) -> dict[str, tuple[str, ...]]:
@@ -260,7 +273,8 @@ def _visit(
         else:
             c.error(
                 ("inventory", "groups", name, i),
-                f"'{member}' is neither a workstation nor a group",
+                f"'{member}' is neither a workstation nor a group"
+                + _did_you_mean(member, [*workstations, *groups]),
             )
     resolved[name] = tuple(dict.fromkeys(members))
     return resolved[name]
@@ -360,7 +374,10 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
             )
         issuer = rk.get("issuer", m.SELF_SIGNED)
         if issuer != m.SELF_SIGNED and issuer not in issuers:
-            c.error((*path, "key", "issuer"), f"unknown issuer '{issuer}'")
+            c.error(
+                (*path, "key", "issuer"),
+                f"unknown issuer '{issuer}'{_did_you_mean(issuer, [m.SELF_SIGNED, *issuers])}",
+            )
         spec = m.KeySpec(
             designation=designation,
             common_name=common_name,
@@ -386,7 +403,10 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
             if name in locations:
                 shared.append(locations[name])
             else:
-                c.error((*path, "shared_locations", j), f"unknown shared location '{name}'")
+                c.error(
+                    (*path, "shared_locations", j),
+                    f"unknown shared location '{name}'{_did_you_mean(name, locations)}",
+                )
         held: list[str] = []
         for j, name in enumerate(raw.get("workstations", [])):
             if name in workstations:
@@ -395,7 +415,9 @@ def _build(c: _Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
                 held.extend(groups[name])
             else:
                 c.error(
-                    (*path, "workstations", j), f"'{name}' is neither a workstation nor a group"
+                    (*path, "workstations", j),
+                    f"'{name}' is neither a workstation nor a group"
+                    + _did_you_mean(name, [*workstations, *groups]),
                 )
         state = raw.get("state", "present")
         if state == "present" and not shared:
