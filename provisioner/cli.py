@@ -1053,6 +1053,37 @@ def export(
     typer.echo(f'Wrote the {what} of {entity} generation {g.number} "{g.designation}" to {out}.')
 
 
+@app.command()
+def audit(
+    manifest: ManifestArg,
+    limit: LimitOpt = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option("--action", help="Only this action (repeatable).", show_default=False),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="From this date (JJ/MM/AAAA, ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this date, included.")] = None,
+    last: Annotated[int | None, typer.Option(min=1, help="Only the newest N.")] = None,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """The state's audit log, oldest first: who made, wrote, bound or removed what, and when.
+
+    Reads no secret and writes nothing. Example: provisioner audit region.yaml --limit
+    commune-a --since 01/01/2027"""
+    from provisioner import audit as audit_log
+    from provisioner.engine import state_dir_for
+
+    done = audit_log.run(
+        state_dir_for(manifest, state_dir), limit, action, since, until, last, as_json
+    )
+    if done.out:
+        typer.echo(done.out)
+    if done.err:
+        typer.echo(done.err, err=True)
+    raise typer.Exit(done.code)
+
+
 # One line each in `provisioner --help` (click cuts a longer first sentence with "..."):
 # at most 60 characters, so that the list fits 80 columns.
 SUMMARIES = {
@@ -1067,6 +1098,7 @@ SUMMARIES = {
     "recover": "Rebuild a lost or older state and escrow from the copies.",
     "adopt": "Bring an existing bi-clé (PKCS#12) under management.",
     "export": "Export a PKCS#12, or the certificate for the platform.",
+    "audit": "The audit log: who changed what, and when.",
 }
 for _command in app.registered_commands:
     _name = str(_command.name or getattr(_command.callback, "__name__", ""))

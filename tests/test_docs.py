@@ -126,6 +126,7 @@ def test_cli_help_lists_every_command() -> None:
         "export",
         "trust",
         "rekey",
+        "audit",
     ):
         assert re.search(rf"^\s+{command}\s", done.stdout, flags=re.M), command
         assert command in (REPO / "README.md").read_text()
