@@ -1069,8 +1069,7 @@ def audit(
 ) -> None:
     """The state's audit log, oldest first: who made, wrote, bound or removed what, and when.
 
-    Reads no secret and writes nothing. Example: provisioner audit region.yaml --limit
-    commune-a --since 01/01/2027"""
+    Reads no secret and writes nothing."""
     from provisioner import audit as audit_log
     from provisioner.engine import state_dir_for
 
@@ -1100,9 +1099,28 @@ SUMMARIES = {
     "export": "Export a PKCS#12, or the certificate for the platform.",
     "audit": "The audit log: who changed what, and when.",
 }
+# One example at the end of each command's --help (tests/test_validate_files.py runs each
+# with --help appended, so an option renamed here fails a test).
+EXAMPLES = {
+    "validate": "provisioner validate region.yaml",
+    "plan": "provisioner plan region.yaml --out change.plan --detailed-exitcode",
+    "apply": "provisioner apply change.plan",
+    "status": "provisioner status region.yaml --json",
+    "check": "provisioner check region.yaml --warn-days 30 --critical-days 7",
+    "rehearse": "provisioner rehearse region.yaml --limit commune-a",
+    "rekey": "provisioner rekey region.yaml --new-passphrase-env NEW_ESCROW_PASSPHRASE",
+    "trust": "provisioner trust region.yaml ws-01 --fingerprint SHA256:...",
+    "recover": "provisioner recover region.yaml",
+    "adopt": "provisioner adopt region.yaml commune-a old.pfx --password-env OLD_PW",
+    "export": "provisioner export region.yaml commune-a --format der --out commune-a.cer",
+    "audit": "provisioner audit region.yaml --limit commune-a --since 01/01/2027",
+}
 for _command in app.registered_commands:
     _name = str(_command.name or getattr(_command.callback, "__name__", ""))
     _command.short_help = _command.short_help or SUMMARIES.get(_name)
+    if _name in EXAMPLES and not _command.epilog:
+        # A paragraph that starts with \b is printed as written, not rewrapped, by click.
+        _command.epilog = f"\b\nExample:\n  {EXAMPLES[_name]}"
 
 
 def main() -> None:

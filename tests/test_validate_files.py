@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -136,3 +137,16 @@ def test_help_lists_choices_and_whole_summaries(cli: Runner) -> None:
     export = cli("export", "--help", env={"COLUMNS": "80"}).stdout
     assert "--format [p12|pem|der]" in export
     assert "--profile [modern|legacy]" in export
+
+
+def test_every_command_shows_one_example_that_parses(cli: Runner) -> None:
+    from provisioner.cli import EXAMPLES, app
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
+    assert names == set(EXAMPLES)
+    for name, example in EXAMPLES.items():
+        shown = cli(name, "--help", env={"COLUMNS": "80"})
+        assert f"Example:\n    {example}\n" in shown.stdout, name
+        # Its options exist: click refuses an unknown option before it reaches --help.
+        parsed = cli(*shlex.split(example)[1:], "--help")
+        assert parsed.returncode == 0, f"{example}: {parsed.stderr}"
