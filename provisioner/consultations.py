@@ -15,21 +15,24 @@ from pathlib import Path
 
 from provisioner.clock import PARIS
 from provisioner.errors import Diagnostic, Location, ManifestError
-from provisioner.manifest.schema import validate
-from provisioner.manifest.yamlpos import MAX_BYTES, decode, load_yaml
-
-STATUSES = ("open", "opening", "closed")
-COLUMNS = (
-    "reference",
-    "title",
-    "entity",
-    "designation",
-    "certificate_sha256",
-    "status",
-    "deadline",
-    "opening",
+from provisioner.exports import (
+    DEFAULT_FORMAT,
+    STATUSES,
+    ExportFormat,
+    decode_export,
+    delimiter_of,
+    field_columns,
+    map_header,
+    near_misses,
+    normalise,
 )
-_FR_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2})[:h](\d{2}))?$")
+from provisioner.manifest.schema import validate
+from provisioner.manifest.yamlpos import MAX_BYTES, load_yaml
+
+# JJ/MM/AAAA, then optionally HH:MM (or 12h00, "à 12h00", with seconds as Excel writes them).
+_FR_DATE = re.compile(
+    r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:(?:\s+(?:à\s+)?|T)(\d{1,2})[:h](\d{2})(?::(\d{2}))?)?$"
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,10 @@ def parse_date(text: str) -> dt.datetime:
     text = text.strip()
     match = _FR_DATE.match(text)
     if match:
-        day, month, year, hour, minute = match.groups()
-        value = dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0))
+        day, month, year, hour, minute, second = match.groups()
+        value = dt.datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0)
+        )
     else:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     # Dates are shifted by time zones and compared with validity periods: years at the edge of
@@ -91,8 +96,8 @@ def _build(
                     Diagnostic(
                         "error",
                         date_location.get(field, location),
-                        f"{field}: {value!r} is not a date (YYYY-MM-DD, "
-                        "ISO 8601 date-time, or DD/MM/YYYY [HH:MM])",
+                        f"{field}: {value!r} is not a date (JJ/MM/AAAA [HH:MM], "
+                        "YYYY-MM-DD or an ISO 8601 date-time)",
                     )
                 )
                 return None
@@ -132,67 +137,76 @@ def _from_yaml(data: bytes, display: str) -> list[Consultation]:
     return out
 
 
-def _from_csv(data: bytes, display: str) -> list[Consultation]:
-    text = decode(data, display)
-    sample = text[:4096]
-    delimiter = ";" if sample.count(";") > sample.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = [h.strip() for h in (reader.fieldnames or [])]
+def _from_csv(
+    data: bytes, display: str, fmt: ExportFormat, notes: list[Diagnostic]
+) -> list[Consultation]:
+    text = decode_export(data, display, notes)
+    lines = text.split("\n")
+    delimiter = delimiter_of(lines[0])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    names = next(reader, [])
+    header = map_header(names, fmt, display, field_columns(lines[0], delimiter))
+    notes.extend(near_misses(header, display))
     errors: list[Diagnostic] = []
-    unknown = [h for h in header if h not in COLUMNS]
-    missing = [h for h in ("reference", "entity", "status") if h not in header]
-    if unknown or missing or not ("designation" in header or "certificate_sha256" in header):
-        hint = []
-        if unknown:
-            hint.append(f"unknown column(s) {', '.join(unknown)}")
-        if missing:
-            hint.append(f"missing column(s) {', '.join(missing)}")
-        if not ("designation" in header or "certificate_sha256" in header):
-            hint.append("a designation or certificate_sha256 column is required")
-        raise ManifestError(
-            [
-                Diagnostic(
-                    "error",
-                    Location(display, 1, 1),
-                    "header: " + "; ".join(hint) + f" (columns: {', '.join(COLUMNS)})",
-                )
-            ]
-        )
     out: list[Consultation] = []
+    end = reader.line_num
     for row in reader:
-        line = reader.line_num
+        line, end = end + 1, reader.line_num  # a quoted field may span lines
+        columns = field_columns(lines[line - 1].rstrip("\r"), delimiter)
         where = Location(display, line)
-        clean = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        if None in row:
-            errors.append(Diagnostic("error", where, "more fields than the header has"))
+
+        def at(field: str, row_line: int = line, starts: list[int] = columns) -> Location:
+            index = header.index_of(field)
+            column = starts[index] if index is not None and index < len(starts) else None
+            return Location(display, row_line, column)
+
+        def refuse(field: str, message: str, row_line: int = line) -> None:
+            index = header.index_of(field)
+            name = names[index].strip() if index is not None else field
+            label = name if normalise(name) == normalise(field) else f"{name} ({field})"
+            errors.append(Diagnostic("error", at(field, row_line), f"{label}: {message}"))
+
+        if not any(cell.strip() for cell in row):
             continue
-        if not any(clean.values()):
-            continue
-        for field in ("reference", "entity", "status"):
-            if not clean.get(field):
-                errors.append(Diagnostic("error", where, f"{field}: missing value"))
-        if clean.get("status") and clean["status"] not in STATUSES:
+        if len(row) > len(names):
             errors.append(
                 Diagnostic(
                     "error",
-                    where,
-                    f"status: {clean['status']!r} is not one of {', '.join(STATUSES)}",
+                    Location(
+                        display, line, columns[len(names)] if len(columns) > len(names) else None
+                    ),
+                    f"{len(row)} fields where the header has {len(names)} (a {delimiter!r} "
+                    "inside a value must be quoted)",
                 )
             )
+            continue
+        clean = {
+            field: row[index].strip() for index, field in header.fields.items() if index < len(row)
+        }
+        for field in ("reference", "entity", "status"):
+            if not clean.get(field):
+                refuse(field, "missing value")
+        if clean.get("status"):
+            status = fmt.status(clean["status"])
+            if status is None:
+                refuse(
+                    "status",
+                    f"{clean['status']!r} is not one of {', '.join(STATUSES)} (nor a word the "
+                    "tool knows for them; map it in the manifest: consultations: {statuses: "
+                    f"{{{clean['status']!r}: open}}}})",
+                )
+            else:
+                clean["status"] = status
         if bool(clean.get("designation")) == bool(clean.get("certificate_sha256")):
             errors.append(
                 Diagnostic("error", where, "give exactly one of designation and certificate_sha256")
             )
         fp = clean.get("certificate_sha256", "").replace(":", "")
         if fp and not re.fullmatch(r"[0-9A-Fa-f]{64}", fp):
-            errors.append(
-                Diagnostic(
-                    "error", where, "certificate_sha256: not a SHA-256 fingerprint (64 hex digits)"
-                )
-            )
-        if any(d.location == where for d in errors):
+            refuse("certificate_sha256", "not a SHA-256 fingerprint (64 hex digits)")
+        if any(d.location.file == display and d.location.line == line for d in errors):
             continue
-        built = _build(clean, where, errors, {})
+        built = _build(clean, where, errors, {f: at(f) for f in ("deadline", "opening")})
         if built is not None:
             out.append(built)
     if errors:
@@ -200,8 +214,14 @@ def _from_csv(data: bytes, display: str) -> list[Consultation]:
     return out
 
 
-def read_consultations(path: Path, entities: set[str] | None = None) -> list[Consultation]:
-    """Load and check a consultations file; every problem is reported with file:line."""
+def read_consultations(
+    path: Path,
+    entities: set[str] | None = None,
+    fmt: ExportFormat = DEFAULT_FORMAT,
+    notes: list[Diagnostic] | None = None,
+) -> list[Consultation]:
+    """Load and check a consultations file; every problem is reported with file:line (and the
+    column for a CSV). Warnings (a Windows-1252 file, a misspelt column) go to `notes`."""
     display = str(path)
     try:
         if path.stat().st_size > MAX_BYTES:
@@ -214,7 +234,7 @@ def read_consultations(path: Path, entities: set[str] | None = None) -> list[Con
             [Diagnostic("error", Location(display), f"cannot read: {exc.strerror or exc}")]
         ) from None
     if path.suffix.lower() == ".csv":
-        items = _from_csv(data, display)
+        items = _from_csv(data, display, fmt, [] if notes is None else notes)
     else:
         items = _from_yaml(data, display)
     errors: list[Diagnostic] = []

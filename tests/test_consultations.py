@@ -241,8 +241,8 @@ def test_consultations_file_errors_name_their_place(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         read_consultations(csv, {"x"})
     text = str(info.value)
-    assert f"{csv}:3: error: status: 'ouvert' is not one of open, opening, closed" in text
-    assert f"{csv}:5: error: deadline: '31/02/2026' is not a date" in text
+    assert f"{csv}:3:28: error: status: 'ouvert' is not one of open, opening, closed" in text
+    assert f"{csv}:5:32: error: deadline: '31/02/2026' is not a date" in text
     good = tmp_path / "good.csv"
     good.write_text(
         "reference,entity,designation,status,deadline,opening\n"

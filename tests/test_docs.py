@@ -19,7 +19,42 @@ def sh_blocks(doc: Path) -> list[str]:
     return re.findall(r"```sh\n(.*?)```", doc.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("name", ["HOWTO.md", "RUNBOOK.md"])
+def test_howto_pasted_into_a_fresh_shell(tmp_path: Path) -> None:
+    """The HOWTO as a reader pastes it: one bash session, started in the checkout, with an
+    empty home folder and no virtualenv on PATH (its First run puts the venv there)."""
+    blocks = sh_blocks(REPO / "docs" / "HOWTO.md")
+    assert "make .venv/.installed" in blocks[0] and "cd ~/" in blocks[0]
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "VIRTUAL"))}
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != venv_bin
+    )
+    env["HOME"] = str(tmp_path)
+    assert subprocess.run(
+        ["bash", "-c", "command -v provisioner"], env=env, capture_output=True, check=False
+    ).returncode, "provisioner must not be on PATH before the First run block"
+    script = "set -euo pipefail\n" + "".join(
+        f"echo '::block {i + 1}' >&2\n{block}" for i, block in enumerate(blocks)
+    )
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    reached = re.findall(r"::block (\d+)", done.stderr)
+    last = int(reached[-1]) if reached else 0
+    assert done.returncode == 0, (
+        f"HOWTO.md block {last}:\n{blocks[last - 1]}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    )
+    assert last == len(blocks)
+    assert (tmp_path / "provisioner-first-run" / ".provisioner" / "state.db").is_file()
+
+
+@pytest.mark.parametrize("name", ["RUNBOOK.md"])
 def test_documented_commands_run(name: str, tmp_path: Path) -> None:
     blocks = sh_blocks(REPO / "docs" / name)
     assert len(blocks) >= 2
@@ -38,6 +73,35 @@ def test_documented_commands_run(name: str, tmp_path: Path) -> None:
             check=False,
         )
         assert done.returncode == 0, f"{name} block {i + 1}:\n{block}\n{done.stdout}{done.stderr}"
+
+
+def test_first_manifest_backup_recipe_runs(quickstart: Path) -> None:
+    """FIRST-MANIFEST.md's backup and its test, in one shell session after a first apply: the
+    copy taken under the tool's lock plans and rehearses as the state itself."""
+    blocks = sh_blocks(REPO / "docs" / "FIRST-MANIFEST.md")
+    assert len(blocks) == 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    first = subprocess.run(
+        ["provisioner", "apply", "--auto-approve", "-q", str(quickstart)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    done = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + "".join(blocks)],
+        cwd=quickstart.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("2\n")  # state.db and keyring.json in the copy
+    assert re.search(r"^Rehearsal: \d+ copies opened the test bid, 0 failed\.$", done.stdout, re.M)
 
 
 def test_manifest_reference_matches_the_schema() -> None:
@@ -63,6 +127,9 @@ def test_cli_help_lists_every_command() -> None:
         "trust",
         "rekey",
         "report",
+        "audit",
+        "inventory",
+        "recover",
     ):
         assert re.search(rf"^\s+{command}\s", done.stdout, flags=re.M), command
         assert command in (REPO / "README.md").read_text()

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
         "provisioner.adopt",
         "provisioner.report",
         "provisioner.inventory",
+        "provisioner.audit",
     ),
     (
         "provisioner.status",

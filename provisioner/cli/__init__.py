@@ -21,6 +21,14 @@ from provisioner.cli import apply, read, write
 from provisioner.cli.app import app
 from provisioner.errors import ProvisionerError
 
+try:  # typer 0.28 vendors click; earlier versions use it
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - typer < 0.28
+    from click.exceptions import (  # type: ignore[import-not-found,no-redef,assignment,unused-ignore]
+        ClickException,
+        UsageError,
+    )
+
 for command in (
     read.validate,
     read.plan,
@@ -33,10 +41,54 @@ for command in (
     write.recover,
     write.adopt,
     write.export,
+    read.audit,
     read.report,
     read.inventory,
 ):
     app.command()(command)
+
+# One line each in `provisioner --help` (click cuts a longer first sentence with "..."):
+# at most 60 characters, so that the list fits 80 columns.
+SUMMARIES = {
+    "validate": "Check a manifest and the files it references.",
+    "plan": "Show what apply would do, and why. Changes nothing.",
+    "apply": "Create or renew keys, escrow them, write and remove copies.",
+    "status": "Keys, generations, validity and every copy, per entity.",
+    "check": "Monitoring probe (Nagios/Icinga): OK, WARNING, CRITICAL.",
+    "rehearse": "Rehearse bid opening: every copy must open a test bid.",
+    "rekey": "Rotate the escrow passphrase.",
+    "trust": "Record SSH host keys in the manifest's known_hosts files.",
+    "recover": "Rebuild a lost or older state and escrow from the copies.",
+    "adopt": "Bring an existing bi-clé (PKCS#12) under management.",
+    "export": "Export a PKCS#12, or the certificate for the platform.",
+    "audit": "The audit log: who changed what, and when.",
+    "report": "One HTML page: keys and consultations on a timeline.",
+    "inventory": "Hosts and the copies their key stores must hold.",
+}
+# One example at the end of each command's --help (tests/test_validate_files.py runs each
+# with --help appended, so an option renamed here fails a test).
+EXAMPLES = {
+    "validate": "provisioner validate region.yaml",
+    "plan": "provisioner plan region.yaml --out change.plan --detailed-exitcode",
+    "apply": "provisioner apply change.plan",
+    "status": "provisioner status region.yaml --json",
+    "check": "provisioner check region.yaml --warn-days 30 --critical-days 7",
+    "rehearse": "provisioner rehearse region.yaml --limit commune-a",
+    "rekey": "provisioner rekey region.yaml --new-passphrase-env NEW_ESCROW_PASSPHRASE",
+    "trust": "provisioner trust region.yaml ws-01 --fingerprint SHA256:...",
+    "recover": "provisioner recover region.yaml",
+    "adopt": "provisioner adopt region.yaml commune-a old.pfx --password-env OLD_PW",
+    "export": "provisioner export region.yaml commune-a --format der --out commune-a.cer",
+    "audit": "provisioner audit region.yaml --limit commune-a --since 01/01/2027",
+    "report": "provisioner report region.yaml --out report.html --plan change.plan",
+    "inventory": "provisioner inventory region.yaml --json",
+}
+for _command in app.registered_commands:
+    _name = str(_command.name or getattr(_command.callback, "__name__", ""))
+    _command.short_help = _command.short_help or SUMMARIES.get(_name)
+    if _name in EXAMPLES and not _command.epilog:
+        # A paragraph that starts with \b is printed as written, not rewrapped, by click.
+        _command.epilog = f"\b\nExample:\n  {EXAMPLES[_name]}"
 
 __all__ = ["app", "main"]
 
@@ -49,10 +101,21 @@ def main() -> None:
     # collect the young generation less often.
     gc.set_threshold(50_000, 50, 100)
     try:
-        # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself.
-        app(prog_name="provisioner")
+        # Not standalone: click would exit 2 on a usage error, the code that means "changes
+        # pending" under --detailed-exitcode. typer.Exit(n) comes back as n.
+        code = app(prog_name="provisioner", standalone_mode=False)
     except SystemExit as exc:
         _leave(exc.code)
+    except UsageError as exc:  # unknown option, missing argument, bad value
+        exc.show()
+        # A probe's usage error is UNKNOWN (3) to the monitoring, as for any input it cannot use.
+        _leave(3 if exc.ctx is not None and exc.ctx.info_name == "check" else 1)
+    except ClickException as exc:
+        exc.show()
+        _leave(1)
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("\nAborted.", err=True)
+        _leave(1)
     except ProvisionerError as exc:
         typer.echo(f"Error: {exc}", err=True)
         _leave(exc.exit_code)
@@ -64,6 +127,11 @@ def main() -> None:
             "`provisioner plan` to see what remains, or the command again.",
             err=True,
         )
+        from provisioner.progress import done_so_far
+
+        done = done_so_far()
+        if done:
+            typer.echo(f"Done before the interruption: {done}; the rest was not done.", err=True)
         _leave(130)
     except Exception as exc:  # a genuine bug: say so in one line unless debugging
         if os.environ.get("PROVISIONER_DEBUG"):
@@ -73,7 +141,7 @@ def main() -> None:
             err=True,
         )
         _leave(1)
-    _leave(0)
+    _leave(code if isinstance(code, int) else 0)
 
 
 class Interrupted(BaseException):

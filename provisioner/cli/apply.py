@@ -81,6 +81,7 @@ def apply(
         raise typer.Exit(render_result(run, as_json, quiet))
 
     inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
+    cancelled: list[bool] = []
 
     def confirm(p: Plan) -> bool:
         if show or not auto_approve:
@@ -95,7 +96,8 @@ def apply(
         if not ask_yes(
             "\nDo you want to perform these actions? Only 'yes' will be accepted to approve"
         ):
-            typer.echo("Apply cancelled.")
+            typer.echo("Apply cancelled.", err=True)
+            cancelled.append(True)
             return False
         return True
 
@@ -116,6 +118,8 @@ def apply(
         for refusal in run.plan.refusals:
             typer.echo(f"Refused: {refusal}", err=True)
     notify(inputs, run)
+    if cancelled:  # like Terraform: nothing was applied, so not a success
+        raise typer.Exit(1)
     raise typer.Exit(render_result(run, as_json, quiet))
 
 

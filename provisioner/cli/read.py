@@ -38,10 +38,21 @@ def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
     """Check a manifest and the files it references. Exit 0 when valid, 1 when not."""
     try:
         model, found = read_manifest(manifest)
+        from provisioner.manifest.references import check_files
+
+        referenced = check_files(model)  # metadata only: no secret is read
+        if any(d.severity == "error" for d in referenced):
+            raise ManifestError(referenced + found)
+        found += referenced
         if model.consultations is not None:
             from provisioner.consultations import read_consultations
 
-            read_consultations(model.consultations, {e.id for e in model.entities})
+            read_consultations(
+                model.consultations,
+                {e.id for e in model.entities},
+                model.consultations_format,
+                found,
+            )
     except ManifestError as exc:
         diagnostics = exc.diagnostics
         if as_json:
@@ -287,3 +298,32 @@ def inventory(
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
         typer.echo(inv.render(document), nl=False)
+
+
+def audit(
+    manifest: ManifestArg,
+    limit: LimitOpt = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option("--action", help="Only this action (repeatable).", show_default=False),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="From this date (JJ/MM/AAAA, ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this date, included.")] = None,
+    last: Annotated[int | None, typer.Option(min=1, help="Only the newest N.")] = None,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """The state's audit log, oldest first: who made, wrote, bound or removed what, and when.
+
+    Reads no secret and writes nothing."""
+    from provisioner import audit as audit_log
+    from provisioner.engine import state_dir_for
+
+    done = audit_log.run(
+        state_dir_for(manifest, state_dir), limit, action, since, until, last, as_json
+    )
+    if done.out:
+        typer.echo(done.out)
+    if done.err:
+        typer.echo(done.err, err=True)
+    raise typer.Exit(done.code)

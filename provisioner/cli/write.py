@@ -224,6 +224,7 @@ def export(
         str,
         typer.Option(
             "--format",
+            metavar="[p12|pem|der]",
             help="p12: PKCS#12 with the private key (from the escrow); pem or der "
             "(.cer): the public certificate to upload to the platform under its désignation.",
         ),
@@ -238,7 +239,9 @@ def export(
         str | None,
         typer.Option(
             "--profile",
-            help="PKCS#12 profile: modern or legacy (default: the entity's).",
+            metavar="[modern|legacy]",
+            help="PKCS#12 profile: modern (AES-256, PBKDF2) or legacy (3DES, for Windows "
+            "Server 2016 and older); default: the entity's.",
             show_default=False,
         ),
     ] = None,

@@ -76,7 +76,11 @@ def load_inputs(
     consultations_path = consultations.resolve() if consultations else manifest.consultations
     bindings = None
     if consultations_path is not None:
-        bindings = tuple(read_consultations(consultations_path, declared))
+        bindings = tuple(
+            read_consultations(
+                consultations_path, declared, manifest.consultations_format, diagnostics
+            )
+        )
     passphrase = resolve(manifest.escrow_passphrase, "escrow passphrase") if need_secrets else ""
     passwords = _passwords(manifest, scope, passphrase) if need_secrets else {}
     return Inputs(

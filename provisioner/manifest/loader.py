@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.errors import Diagnostic, Location, ManifestError
+from provisioner.exports import ExportFormat, normalise
 from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
-from provisioner.manifest.names import _shown, file_name_problem
+from provisioner.manifest.names import _shown, did_you_mean, file_name_problem
 from provisioner.manifest.schema import is_valid, validate
 from provisioner.manifest.targets import expand_groups, targets
 from provisioner.manifest.yamlpos import MAX_BYTES, load_yaml
@@ -130,7 +131,10 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
             )
         issuer = rk.get("issuer", m.SELF_SIGNED)
         if issuer != m.SELF_SIGNED and issuer not in issuers:
-            c.error((*path, "key", "issuer"), f"unknown issuer '{issuer}'")
+            c.error(
+                (*path, "key", "issuer"),
+                f"unknown issuer '{issuer}'{did_you_mean(issuer, [m.SELF_SIGNED, *issuers])}",
+            )
         spec = m.KeySpec(
             designation=designation,
             common_name=common_name,
@@ -156,7 +160,10 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
             if name in locations:
                 shared.append(locations[name])
             else:
-                c.error((*path, "shared_locations", j), f"unknown shared location '{name}'")
+                c.error(
+                    (*path, "shared_locations", j),
+                    f"unknown shared location '{name}'{did_you_mean(name, locations)}",
+                )
         held: list[str] = []
         for j, name in enumerate(raw.get("workstations", [])):
             if name in workstations:
@@ -165,7 +172,9 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
                 held.extend(groups[name])
             else:
                 c.error(
-                    (*path, "workstations", j), f"'{name}' is neither a workstation nor a group"
+                    (*path, "workstations", j),
+                    f"'{name}' is neither a workstation nor a group"
+                    + did_you_mean(name, [*workstations, *groups]),
                 )
         state = raw.get("state", "present")
         if state == "present" and not shared:
@@ -188,10 +197,18 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
         )
 
     consultations = None
-    if "consultations" in doc:
-        consultations = c.local_path(doc["consultations"], ("consultations",))
+    raw_source = doc.get("consultations", {})
+    source: dict[str, Any] = {"file": raw_source} if isinstance(raw_source, str) else raw_source
+    if "file" in source:
+        where = ("consultations",) if isinstance(raw_source, str) else ("consultations", "file")
+        consultations = c.local_path(source["file"], where)
         if not consultations.is_file():
-            c.error(("consultations",), f"file not found: {consultations}")
+            c.error(where, f"file not found: {consultations}")
+    columns: dict[str, str] = source.get("columns", {})
+    for field, header in columns.items():
+        twin = [f for f, h in columns.items() if f < field and normalise(h) == normalise(header)]
+        if twin:
+            c.error(("consultations", "columns", field), f"{header!r} is also the {twin[0]} column")
 
     return m.Manifest(
         path=manifest_path,
@@ -203,6 +220,9 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
         locations=locations,
         entities=tuple(entities),
         consultations=consultations,
+        consultations_format=ExportFormat(
+            columns=tuple(columns.items()), statuses=tuple(source.get("statuses", {}).items())
+        ),
         hooks={
             event: tuple(tuple(argv) for argv in commands)
             for event, commands in doc.get("hooks", {}).items()

@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from provisioner.errors import Location
+from provisioner.exports import DEFAULT_FORMAT, ExportFormat
 
 DEFAULT_KEY_SIZE = 3072
 DEFAULT_VALIDITY_DAYS = 730
@@ -201,6 +202,7 @@ class Manifest:
     consultations: Path | None
     hooks: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     child_env: ChildEnvironment = MINIMAL_ENVIRONMENT
+    consultations_format: ExportFormat = DEFAULT_FORMAT  # a platform export's own names
 
     @cached_property
     def _entities(self) -> dict[str, Entity]:

@@ -3,8 +3,10 @@ names), and the file names Windows refuses."""
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
+from collections.abc import Iterable
 
 _WINDOWS_ABS = re.compile(r"^[A-Za-z]:/")
 # Characters a name may not hold: control (NUL included), format (bidi overrides, zero-width),
@@ -71,3 +73,14 @@ def file_name_problem(name: str) -> str | None:
     if len(name.encode("utf-8")) > 100:
         return f"'{name[:20]}...' is longer than 100 bytes"
     return None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'ws-marches'?)`, or the few names there are; computed on errors only."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    if 0 < len(names) <= 8:
+        return f" (known: {', '.join(names)})"
+    return ""

@@ -37,6 +37,8 @@ def _type(schema: dict[str, Any], root: dict[str, Any]) -> str:
     if schema.get("x-kind") == "secret":
         return "secret reference"
     kind = schema.get("type")
+    if isinstance(kind, list):  # a path, or a mapping with more settings
+        return " or ".join("mapping" if k == "object" else str(k) for k in kind)
     if kind == "array":
         return f"list of {_type(schema.get('items', {}), root)}"
     if kind == "object":
@@ -71,8 +73,9 @@ def _section(
             )
             target = sub.get("items", sub) if sub.get("type") == "array" else sub
             target = _resolve(target, root)
+            kinds = target.get("type")
             if (
-                target.get("type") == "object"
+                (kinds == "object" or (isinstance(kinds, list) and "object" in kinds))
                 and target.get("properties")
                 and target.get("x-kind") != "secret"
             ):

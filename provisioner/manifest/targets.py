@@ -8,7 +8,7 @@ from typing import Any
 from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
-from provisioner.manifest.names import file_name_problem
+from provisioner.manifest.names import did_you_mean, file_name_problem
 
 
 def targets(c: Checker, raw: list[dict[str, Any]], role: str, section: str) -> dict[str, m.Target]:
@@ -126,7 +126,8 @@ def _visit(
         else:
             c.error(
                 inst.member_path(c.raw_groups, name, i),
-                f"'{member}' is neither a workstation nor a group",
+                f"'{member}' is neither a workstation nor a group"
+                + did_you_mean(member, [*workstations, *groups]),
             )
     resolved[name] = tuple(dict.fromkeys(members))
     return resolved[name]

@@ -1,0 +1,207 @@
+"""`provisioner audit`: the state's append-only audit log, read without sqlite3.
+
+Every change the tool records (a generation made, a copy written or removed, a binding, a
+recovery, a rekey...) has an audit record: when (UTC), who (user@host and pid), what, which
+entity, and details that are identifiers and fingerprints, never secrets. This module reads
+them, filtered by entity, date and action; it needs no secret and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisioner import clock
+from provisioner.consultations import parse_date
+from provisioner.errors import StateError
+from provisioner.state.db import DB_NAME, StateDB
+
+FORMAT_VERSION = 1
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$|^\d{1,2}/\d{1,2}/\d{4}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit record as stored."""
+
+    number: int
+    at: dt.datetime
+    actor: str
+    action: str
+    entity: str | None
+    detail: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.number,
+            "at": clock.iso(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "entity": self.entity,
+            "detail": self.detail,
+        }
+
+    def line(self) -> str:
+        details = " ".join(f"{k}={_shown(v)}" for k, v in sorted(self.detail.items()))
+        return "  ".join(
+            part
+            for part in (clock.iso(self.at), self.action, self.entity or "-", details, self.actor)
+            if part
+        )
+
+
+def _shown(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return json.dumps(text) if (not text or any(c.isspace() for c in text)) else text
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The period asked for: `since` included, `until` excluded."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def period(since: str | None, until: str | None) -> Bounds:
+    """`--since` / `--until` as given: a date (JJ/MM/AAAA or YYYY-MM-DD, the whole day in Paris
+    time, `until` included) or an ISO 8601 date-time. ValueError names the bad one."""
+
+    def parse(option: str, text: str) -> dt.datetime:
+        try:
+            return parse_date(text)
+        except ValueError:
+            raise ValueError(
+                f"{option} {text!r} is not a date (JJ/MM/AAAA, YYYY-MM-DD or ISO 8601 date-time)"
+            ) from None
+
+    start = parse("--since", since) if since else None
+    end = parse("--until", until) if until else None
+    if end is not None and until and _DATE_ONLY.match(until.strip()):
+        end += dt.timedelta(days=1)  # the whole day named
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"--until {until} is not after --since {since}")
+    return Bounds(start, end)
+
+
+def read_audit(
+    state_dir: Path,
+    entities: list[str] | None = None,
+    actions: list[str] | None = None,
+    bounds: Bounds = Bounds(),  # frozen, never mutated
+    last: int | None = None,
+) -> list[AuditRecord]:
+    """The records of the state in `state_dir`, oldest first, filtered; StateError when there
+    is no state there. `last` keeps only the newest N (after filtering)."""
+    db = StateDB.open(state_dir, create=False, migrate=False)
+    if db is None:
+        raise StateError(f"{state_dir / DB_NAME}: no state there, so no audit log")
+    try:
+        rows = db.conn.execute(
+            "SELECT id, at, actor, action, entity, detail FROM audit ORDER BY id"
+        ).fetchall()
+    finally:
+        db.close()
+    wanted_entities = set(entities or [])
+    wanted_actions = set(actions or [])
+    out: list[AuditRecord] = []
+    for number, at, actor, action, entity, detail in rows:
+        when = clock.parse(at)
+        if wanted_entities and entity not in wanted_entities:
+            continue
+        if wanted_actions and action not in wanted_actions:
+            continue
+        if bounds.since is not None and when < bounds.since:
+            continue
+        if bounds.until is not None and when >= bounds.until:
+            continue
+        out.append(AuditRecord(number, when, actor, action, entity, json.loads(detail)))
+    return out[-last:] if last else out
+
+
+def known_names(state_dir: Path) -> tuple[set[str], set[str]]:
+    """Every entity and action the log names: to say "did you mean" for a filter."""
+    db = StateDB.open(state_dir, create=False, migrate=False)
+    if db is None:
+        return set(), set()
+    try:
+        rows = db.conn.execute("SELECT DISTINCT entity, action FROM audit").fetchall()
+    finally:
+        db.close()
+    return {e for e, _ in rows if e}, {a for _, a in rows}
+
+
+def render(records: list[AuditRecord]) -> str:
+    """One line per record (UTC time, action, entity, details, actor), oldest first."""
+    if not records:
+        return "No audit record matches."
+    return "\n".join(r.line() for r in records)
+
+
+def document(records: list[AuditRecord], state_dir: Path, bounds: Bounds) -> dict[str, Any]:
+    """The `--json` output (schemas/audit.schema.json)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "state_dir": str(state_dir),
+        "since": clock.iso(bounds.since) if bounds.since else None,
+        "until": clock.iso(bounds.until) if bounds.until else None,
+        "records": [r.as_json() for r in records],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the command prints and its exit code: the CLI only writes them out."""
+
+    code: int
+    out: str
+    err: str = ""
+
+
+def _unknown(kind: str, asked: list[str], known: set[str]) -> list[str]:
+    problems = []
+    for name in asked:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"no audit record names the {kind} '{name}'{hint}")
+    return problems
+
+
+def run(
+    state_dir: Path,
+    entities: list[str] | None,
+    actions: list[str] | None,
+    since: str | None,
+    until: str | None,
+    last: int | None,
+    as_json: bool,
+) -> Outcome:
+    """`provisioner audit`: 0 with the records (possibly none for the period), 1 when there
+    is no state, a filter names an entity or action the log has never seen, or a date is
+    not one. With `as_json`, one JSON document on stdout either way."""
+
+    def failed(message: str) -> Outcome:
+        if as_json:
+            body = {"format_version": FORMAT_VERSION, "error": {"message": message}}
+            return Outcome(1, json.dumps(body, indent=2), f"Error: {message}")
+        return Outcome(1, "", f"Error: {message}")
+
+    try:
+        bounds = period(since, until)
+        known_entities, known_actions = known_names(state_dir)
+        problems = _unknown("entity", entities or [], known_entities)
+        problems += _unknown("action", actions or [], known_actions)
+        if problems and (known_entities or known_actions):
+            return failed("; ".join(problems))
+        records = read_audit(state_dir, entities, actions, bounds, last)
+    except (ValueError, StateError) as exc:
+        return failed(str(exc))
+    if as_json:
+        return Outcome(0, json.dumps(document(records, state_dir, bounds), indent=2))
+    return Outcome(0, render(records))

@@ -1,0 +1,93 @@
+"""Exit codes as Terraform's: 0 success or no changes, 1 error (usage errors included), 2 changes
+pending only under `plan --detailed-exitcode`; a declined apply is 1; Ctrl-C is 130."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Runner
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "--detailed-exitcode", "--limt", "x"],  # the issue's typo
+        ["plan", "--detailed-exitcode", "--parallel", "0"],  # a value out of range
+        ["plan", "--detailed-exitcode"],  # the manifest missing
+        ["nosuch"],  # no such command
+        ["apply", "--nosuch"],
+    ],
+)
+def test_a_usage_error_is_an_error_not_changes_pending(
+    cli: Runner, quickstart: Path, args: list[str]
+) -> None:
+    extra = [] if args == ["nosuch"] or args[-1] == "--detailed-exitcode" else [quickstart]
+    done = cli(*args, *extra)
+    assert done.returncode == 1, done.stderr
+    assert "Error:" in done.stderr and "Traceback" not in done.stderr
+    # The HOWTO's idiom for scheduled plans does not take a typo for "changes pending".
+    idiom = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m provisioner {' '.join(args)} || [ $? -eq 2 ]"],
+        capture_output=True,
+        check=False,
+    )
+    assert idiom.returncode != 0
+
+
+def test_a_usage_error_of_the_probe_is_unknown(cli: Runner, quickstart: Path) -> None:
+    done = cli("check", "--warn-days", "soon", quickstart)
+    assert done.returncode == 3, done.stderr
+
+
+def test_detailed_exitcode_two_only_for_changes(cli: Runner, quickstart: Path) -> None:
+    assert cli("plan", quickstart).returncode == 0
+    assert cli("plan", "--detailed-exitcode", quickstart).returncode == 2
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0
+    assert cli("--version").returncode == 0
+    assert cli("plan", "--help").returncode == 0
+
+
+def run_in_terminal(args: list[str], answer: str, cwd: Path) -> tuple[int, str, str]:
+    """Run the CLI with a terminal on standard input (apply asks only there) and type `answer`."""
+    main, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", *args],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        text=True,
+    )
+    os.close(terminal)
+    time.sleep(0.5)
+    os.write(main, answer.encode() + b"\n")
+    out, err = process.communicate(timeout=120)
+    os.close(main)
+    return process.returncode, out, err
+
+
+def test_a_declined_apply_exits_1_and_changes_nothing(quickstart: Path) -> None:
+    code, out, err = run_in_terminal(["apply", str(quickstart)], "no", quickstart.parent)
+    assert code == 1, out + err
+    assert "Apply cancelled." in err
+    assert "Plan: " in out
+    assert not (quickstart.parent / "demo-out").exists()
+    code, out, err = run_in_terminal(["apply", str(quickstart)], "yes", quickstart.parent)
+    assert code == 0, out + err
+    assert list((quickstart.parent / "demo-out").rglob("*.p12"))
+
+
+def test_the_readme_table_lists_the_exit_codes() -> None:
+    readme = (REPO / "README.md").read_text()
+    for row in ("| 130 |", "Apply cancelled", "--detailed-exitcode"):
+        assert row in readme
