@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from provisioner import __version__, clock
+from provisioner import __version__, clock, exit_codes
 from provisioner.errors import Diagnostic, ManifestError, ProvisionerError
 from provisioner.manifest.loader import read_manifest
 
@@ -198,7 +198,8 @@ def plan(
         bool,
         typer.Option(
             "--detailed-exitcode",
-            help="Exit 0 when nothing is to do, 2 when there are changes, 1 on error.",
+            help="Exit 0 when nothing is to do, 2 when there are changes, 1 on error, 4 when "
+            "some targets could not be observed (the others were).",
         ),
     ] = False,
     limit: LimitOpt = None,
@@ -209,7 +210,9 @@ def plan(
     ] = False,
     consultations: ConsultationsOpt = None,
 ) -> None:
-    """Show what apply would do, and why. Changes nothing."""
+    """Show what apply would do, and why. Changes nothing.
+
+    Exit 0, 1 on error or when no target could be observed, 4 when some could not."""
     from provisioner.engine import load_session, observe_and_plan, observed_digest
     from provisioner.plan.render import plan_json, render_plan
 
@@ -219,6 +222,7 @@ def plan(
             _warnings(session)
         session.open_state(create=False)
         observed, result = observe_and_plan(session, parallel, clock.now())
+        in_scope = exit_codes.targets_in_scope(session)
         if out is not None and not result.refusals:
             from provisioner.apply.run import save_plan
 
@@ -233,13 +237,10 @@ def plan(
             typer.echo(f"\nSaved the plan to {out}. Apply exactly it with: provisioner apply {out}")
         elif out is not None:
             typer.echo(f"\nThe plan is refused: nothing was saved to {out}.", err=True)
-    if result.errors or result.refusals or result.conflicts:
-        raise typer.Exit(1)
-    if detailed_exitcode and result.changes:
-        raise typer.Exit(2)
+    raise typer.Exit(exit_codes.plan_code(result, in_scope, detailed_exitcode))
 
 
-def _render_result(run: Any, as_json: bool, quiet: bool = False) -> int:
+def _render_result(run: Any, in_scope: frozenset[str], as_json: bool, quiet: bool = False) -> int:
     from provisioner.plan.render import action_json, plan_json
 
     result = run.result
@@ -257,7 +258,7 @@ def _render_result(run: Any, as_json: bool, quiet: bool = False) -> int:
                 ensure_ascii=False,
             )
         )
-        return 1 if failures or run.plan.errors or run.plan.refusals or run.plan.conflicts else 0
+        return exit_codes.apply_code(run.plan, len(failures), in_scope)
     if quiet:
         for error in run.plan.errors:
             typer.echo(f"Error: {error}", err=True)
@@ -305,7 +306,7 @@ def _render_result(run: Any, as_json: bool, quiet: bool = False) -> int:
             "or restored, else move those files away.",
             err=True,
         )
-    return 1 if failures or run.plan.errors or run.plan.refusals or run.plan.conflicts else 0
+    return exit_codes.apply_code(run.plan, len(failures), in_scope)
 
 
 @app.command()
@@ -338,7 +339,11 @@ def apply(
 
     Given a manifest, shows the plan and asks for confirmation unless --auto-approve. Given a
     saved plan, does exactly what it says without asking, or refuses it as stale. Hooks
-    declared in the manifest are run afterwards."""
+    declared in the manifest are run afterwards.
+
+    Exit 0 when every target converged; 4 (partial) when some targets could not be reached
+    and every other one converged (the next run tries them again); 1 on error, a failed
+    action, a guard or conflict, or when no target could be reached."""
     from provisioner.apply.run import apply_manifest, apply_saved
     from provisioner.engine import load_session
     from provisioner.plan import saved as saved_plans
@@ -360,9 +365,10 @@ def apply(
             if show:
                 typer.echo(render_plan(run.plan, colour=_colour()))
             _notify(session, run)
+            in_scope = exit_codes.targets_in_scope(session)
         finally:
             session.close()
-        raise typer.Exit(_render_result(run, as_json, quiet))
+        raise typer.Exit(_render_result(run, in_scope, as_json, quiet))
 
     session = load_session(manifest, state_dir, limit, consultations=consultations)
 
@@ -408,9 +414,10 @@ def apply(
             for refusal in run.plan.refusals:
                 typer.echo(f"Refused: {refusal}", err=True)
         _notify(session, run)
+        in_scope = exit_codes.targets_in_scope(session)
     finally:
         session.close()
-    raise typer.Exit(_render_result(run, as_json, quiet))
+    raise typer.Exit(_render_result(run, in_scope, as_json, quiet))
 
 
 def _notify(session: Any, run: Any) -> None:
@@ -465,6 +472,7 @@ def status(
         )
     else:
         typer.echo(status_mod.render(statuses), nl=False)
+        typer.echo(status_mod.render_unreachable(result), nl=False)
         typer.echo(status_mod.render_folders(result), nl=False)
         typer.echo(status_mod.render_consultations(result), nl=False)
 
@@ -570,7 +578,8 @@ def rehearse(
     generation bound to an open consultation, then open it with each distributed copy and with
     the escrowed key; every other generation's escrowed key is decrypted and checked.
 
-    Exit 0 only when every copy and every escrowed key opens."""
+    Exit 0 only when every copy and every escrowed key opens; 4 when every copy read opened
+    but some targets could not be reached; 1 otherwise."""
     from provisioner import rehearse as rehearsal
     from provisioner.engine import load_session, observe_and_plan
 
@@ -597,7 +606,7 @@ def rehearse(
         typer.echo(json.dumps(rehearsal.to_json(results), indent=2, ensure_ascii=False))
     else:
         typer.echo(rehearsal.render(results))
-    raise typer.Exit(0 if results and all(r.opened for r in results) else 1)
+    raise typer.Exit(exit_codes.rehearse_code((r.target, r.opened, r.reason) for r in results))
 
 
 @app.command()
@@ -1034,6 +1043,9 @@ def main() -> None:
     # Region-scale runs allocate hundreds of thousands of long-lived objects and few cycles:
     # collect the young generation less often.
     gc.set_threshold(50_000, 50, 100)
+    from provisioner.transports.logs import keep_off_terminal
+
+    keep_off_terminal()  # a library's own logging never reaches the operator's terminal
     try:
         # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself.
         app(prog_name="provisioner")
