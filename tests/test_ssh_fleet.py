@@ -259,3 +259,58 @@ def test_hung_hosts_are_connected_in_parallel_and_once_per_host(
     finally:
         for h in hung:
             h.stop()
+
+
+def test_each_kind_of_unreachable_host_is_named_and_tried_once_per_run(
+    fleet: SshServer, tmp_path: Path
+) -> None:
+    from provisioner.errors import Location
+    from provisioner.manifest.model import Target
+    from provisioner.transports import TransportPool
+    from provisioner.transports.ssh import Unreachable
+
+    known = fleet.known_hosts(tmp_path / "known_hosts", REACHABLE)
+    # known_hosts expecting another key for this address: a changed host key.
+    impostor = tmp_path / "impostor_hosts"
+    other_key = " ".join(fleet.client_key.with_suffix(".pub").read_text().split()[:2])
+    impostor.write_text(f"[{REACHABLE[1]}]:{fleet.port} {other_key}\n")
+    silent, banner = Hung(f"{NET}.40", "silent"), Hung(f"{NET}.41", "banner")
+    cases = {
+        "refused": (f"{NET}.42", refusing(f"{NET}.42"), fleet.client_key, known),
+        "no SSH banner": (silent.host, silent.port, fleet.client_key, known),
+        "SSH handshake stalled": (banner.host, banner.port, fleet.client_key, known),
+        "auth failed": (REACHABLE[0], fleet.port, fleet.other_key, known),
+        "host key mismatch": (REACHABLE[1], fleet.port, fleet.client_key, impostor),
+    }
+    pool = TransportPool()
+    try:
+        for kind, (host, port, key, hosts_file) in cases.items():
+            target = Target(
+                name=f"ws-{kind.replace(' ', '-')}",
+                role="workstation",
+                transport="ssh",
+                path=str(fleet.root / tmp_path.name),
+                location=Location("test"),
+                host=host,
+                port=port,
+                user=fleet.user,
+                key_file=key,
+                known_hosts=hosts_file,
+                connect_timeout=1.0,
+            )
+            transport = pool.get(target)
+            with pytest.raises(Unreachable) as first:
+                transport.observe(f"{target.path}/x.p12")
+            assert first.value.kind == kind, (kind, str(first.value))
+            # The same run never tries that host again: at once, the same reason.
+            begin = time.monotonic()
+            with pytest.raises(Unreachable) as again:
+                pool.get(target).read(f"{target.path}/x.p12")
+            assert time.monotonic() - begin < 0.5
+            assert again.value.kind == kind
+            assert str(first.value).split(": ", 1)[1] in str(again.value)
+        assert (silent.accepted, banner.accepted) == (1, 1)
+    finally:
+        pool.close()
+        silent.stop()
+        banner.stop()

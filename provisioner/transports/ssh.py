@@ -90,6 +90,8 @@ class SshTransport:
         self.conn = connection
 
     def _fail(self, action: str, path: str, exc: BaseException) -> TransportError:
+        if isinstance(exc, Unreachable):  # keeps its kind
+            return Unreachable(exc.kind, f"{self.target.name}: {exc}")
         if isinstance(exc, ProvisionerError):
             return TransportError(f"{self.target.name}: {exc}")
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -1,0 +1,235 @@
+"""A fleet over SSH with unresponsive workstations: 500 workstations, 25 % of them unreachable,
+at --parallel 32 and --parallel 1.
+
+What is simulated, on one machine (loopback; Linux routes all of 127.0.0.0/8 to it):
+- 375 reachable workstations, each on its own loopback address, served by 25 real OpenSSH
+  servers (sshd listens on at most 16 addresses each: 15 per server here); each workstation
+  is its own SSH connection (its own address), with its own folder;
+- 125 unreachable ones: 63 refusing (nothing listens: connection refused at once), 31 silent
+  (a listener that accepts TCP and never speaks SSH) and 31 stalled (it sends an SSH banner,
+  then nothing). Only the 62 hung ones cost a timeout; a switched-off machine on a real network
+  (SYN dropped) would cost one too, here it cannot be simulated on loopback;
+- 50 entities, each on 10 of the workstations (one copy per workstation), RSA 2048;
+  connect_timeout 2 s on every workstation.
+Client, the 25 servers and the listeners share the same cores.
+
+Per --parallel: a first apply (50 keys, 375 copies written, 125 targets listed), a no-op
+plan, and a second apply (nothing to write; the 125 are tried again). The bound is the same
+run on the 375 reachable workstations alone, plus ceil(62 / parallel) x 2 s.
+
+`python bench/fleet_bench.py` prints the table; `--write` also replaces its section of
+docs/PERFORMANCE.md (the full `make bench` takes over an hour).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import sshd  # noqa: E402
+from tests.listeners import Hung, refusing  # noqa: E402
+
+WORKSTATIONS, ENTITIES, PER_ENTITY = 500, 50, 10
+REACHABLE, REFUSING, SILENT, STALLED = 375, 63, 31, 31
+PER_SERVER = 15
+TIMEOUT = 2
+ENV = {**os.environ, "ESCROW": "Bench-Escrow-Passphrase-1", "PW": "Bench-Password-123!"}
+SECTION = "## Unreachable workstations at fleet scale (SSH, loopback)"
+
+
+def address(i: int) -> str:
+    return f"127.77.{i // 250}.{i % 250 + 1}"
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.servers: list[sshd.SshServer] = []
+        self.hung: list[Hung] = []
+        # (name, host, port, key_file, folder) per workstation
+        self.rows: list[tuple[str, str, int, Path | None, str]] = []
+
+    def start(self) -> None:
+        hosts = [address(i) for i in range(WORKSTATIONS)]
+        reachable = hosts[:REACHABLE]
+        for start in range(0, REACHABLE, PER_SERVER):
+            group = tuple(reachable[start : start + PER_SERVER])
+            server = sshd.start(group)
+            self.servers.append(server)
+            for host in group:
+                name = f"ws{len(self.rows):03d}"
+                self.rows.append((name, host, server.port, server.client_key, str(server.root)))
+        rest = hosts[REACHABLE:]
+        key = self.servers[0].client_key
+        for host in rest[:REFUSING]:
+            self.rows.append((f"ws{len(self.rows):03d}", host, refusing(host), key, "/nowhere"))
+        for kind, count, offset in (
+            ("silent", SILENT, REFUSING),
+            ("banner", STALLED, REFUSING + SILENT),
+        ):
+            for host in rest[offset : offset + count]:
+                listener = Hung(host, kind)
+                self.hung.append(listener)
+                self.rows.append((f"ws{len(self.rows):03d}", host, listener.port, key, "/nowhere"))
+
+    def known_hosts(self, path: Path) -> Path:
+        path.write_text(
+            "".join(f"[{h}]:{s.port} {s.host_key_line}\n" for s in self.servers for h in s.hosts)
+        )
+        return path
+
+    def stop(self) -> None:
+        for listener in self.hung:
+            listener.stop()
+        for server in self.servers:
+            server.stop()
+
+
+def write_manifest(
+    folder: Path, fleet: Fleet, rows: list[tuple[str, str, int, Path | None, str]]
+) -> Path:
+    known = fleet.known_hosts(folder / "known_hosts")
+    user = fleet.servers[0].user
+    lines = [
+        "version: 1",
+        "defaults: {key: {size: 2048}}",
+        "escrow: {passphrase: {env: ESCROW}}",
+        "inventory:",
+        "  locations: [{name: nas, transport: local, path: nas}]",
+        "  workstations:",
+    ]
+    for name, host, port, key, root in rows:
+        lines.append(
+            f"    - {{name: {name}, transport: ssh, host: {host}, port: {port}, user: {user}, "
+            f"key_file: {key}, known_hosts: {known}, path: {root}/{folder.name}/{name}, "
+            f"connect_timeout: {TIMEOUT}}}"
+        )
+    lines.append("entities:")
+    # Entity e holds a copy on workstations e, e + 50, e + 100, ...: every entity has some of
+    # the unreachable ones, as a real region's groups would.
+    for e in range(ENTITIES):
+        mine = [rows[i][0] for i in range(e, len(rows), ENTITIES)][:PER_ENTITY]
+        lines.append(
+            f"  - {{id: e{e}, name: E{e}, key: {{designation: E{e}}}, password: {{env: PW}}, "
+            f"shared_locations: [nas], workstations: [{', '.join(mine)}]}}"
+        )
+    path = folder / "m.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def timed(*args: str) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "provisioner", *args], env=ENV, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 2, 4) or "Traceback" in done.stderr:
+        raise SystemExit(
+            f"provisioner {' '.join(args)} exit {done.returncode}:\n"
+            f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+    return elapsed, done.returncode, done.stdout
+
+
+def scenario(
+    fleet: Fleet, rows: list[tuple[str, str, int, Path | None, str]], parallel: int
+) -> dict[str, tuple[float, int]]:
+    folder = Path(tempfile.mkdtemp(prefix="provisioner-fleet-bench-"))
+    try:
+        m = str(write_manifest(folder, fleet, rows))
+        p = ("--parallel", str(parallel))
+        out: dict[str, tuple[float, int]] = {}
+        first, code, text = timed("apply", "--auto-approve", "--quiet", *p, m)
+        out["first apply"] = (first, code)
+        plan, code, text = timed("plan", *p, m)
+        out["no-op plan"] = (plan, code)
+        if len(rows) == WORKSTATIONS:
+            listed = len(re.findall(r"^  ! ws\d+: cannot observe the target", text, re.M))
+            assert listed == WORKSTATIONS - REACHABLE, (listed, text[-2000:])
+        again, code, _ = timed("apply", "--auto-approve", "--quiet", *p, m)
+        out["second apply"] = (again, code)
+        return out
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        for server in fleet.servers:
+            shutil.rmtree(server.root / folder.name, ignore_errors=True)
+
+
+def run() -> list[str]:
+    if not sshd.available():
+        return ["Fleet benchmark skipped: sshd is not installed."]
+    fleet = Fleet()
+    try:
+        fleet.start()
+        hung = SILENT + STALLED
+        rows = [
+            "| --parallel | command | 500 workstations (125 unreachable) | exit | "
+            "the 375 reachable alone | "
+            f"difference | ceil({hung} / parallel) x {TIMEOUT} s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for parallel in (32, 1):
+            full = scenario(fleet, fleet.rows, parallel)
+            alone = scenario(fleet, fleet.rows[:REACHABLE], parallel)
+            bound = math.ceil(hung / parallel) * TIMEOUT
+            for name, (elapsed, code) in full.items():
+                base = alone[name][0]
+                rows.append(
+                    f"| {parallel} | {name} | {elapsed:.1f} s | {code} | {base:.1f} s | "
+                    f"{elapsed - base:+.1f} s | {bound} s |"
+                )
+    finally:
+        fleet.stop()
+    return rows
+
+
+def section(rows: list[str], command: str) -> list[str]:
+    load = os.getloadavg()
+    return [
+        SECTION,
+        "",
+        "`bench/fleet_bench.py` (its docstring says exactly what is simulated): 500 workstations,",
+        "each on its own loopback address; 375 served by 25 real sshd (15 addresses each), 63",
+        "refusing, 31 accepting TCP and never speaking SSH, 31 sending an SSH banner then",
+        "stalling; 50 entities x 10 workstations, one copy per workstation, RSA 2048,",
+        f"`connect_timeout: {TIMEOUT}`. One run of each command (the --parallel 1 runs take",
+        "minutes); the same commands on the 375 reachable workstations alone give the",
+        "reachable work, and the difference is what the unreachable ones cost. Refusing hosts",
+        "cost nothing; each hung one costs one timeout per run, `--parallel` at a time.",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{command}`, load average",
+        f"{load[0]:.1f} at the end on a shared 2-core machine (other jobs running).",
+        "",
+        *rows,
+        "",
+    ]
+
+
+def write(rows: list[str], command: str) -> None:
+    path = ROOT / "docs" / "PERFORMANCE.md"
+    text = path.read_text()
+    new = "\n".join(section(rows, command))
+    if SECTION in text:
+        head, tail = text.split(SECTION, 1)
+        rest = tail.split("\n## ", 1)
+        text = head + new + ("\n## " + rest[1] if len(rest) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + new
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    table = run()
+    print("\n".join(table))
+    if "--write" in sys.argv:
+        write(table, "python bench/fleet_bench.py --write")
