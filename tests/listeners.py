@@ -1,16 +1,16 @@
 """Unresponsive workstations on loopback addresses, for the tests and the fleet benchmark.
 
 Linux routes all of 127.0.0.0/8 to loopback, so each simulated workstation gets its own
-address. Three kinds of unreachable host:
+address. Four kinds of unreachable host:
 
 - `refusing(host)`: nothing listens there (the port is checked free): the connect is refused,
   as a machine that is up without its SSH server;
+- `Dropping(host)`: the TCP connect is never answered (a listener whose accept queue is kept
+  full: the kernel drops further SYNs), as a switched-off machine or a firewall that drops;
 - `Hung(host, "silent")`: accepts the TCP connection and never says a word (a hung server or
   a middlebox);
 - `Hung(host, "banner")`: sends an SSH banner, then stalls (a server stuck after accept).
 
-A switched-off machine on a real network drops the SYN (the connect times out) rather than
-refusing; on loopback the kernel answers, so "timed out" is simulated by the hung kinds.
 """
 
 from __future__ import annotations
@@ -27,6 +27,30 @@ def refusing(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+class Dropping:
+    """A port on `host` where connects time out: a listener with a backlog of 0 whose queue is
+    filled by two connections it never accepts, so the kernel drops every later SYN."""
+
+    def __init__(self, host: str) -> None:
+        self._sock = socket.socket()
+        self._sock.bind((host, 0))
+        self._sock.listen(0)
+        self.host = host
+        self.port = int(self._sock.getsockname()[1])
+        self._fill: list[socket.socket] = []
+        for _ in range(2):
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect((host, self.port))
+            self._fill.append(s)
+
+    def stop(self) -> None:
+        for s in self._fill:
+            s.close()
+        self._sock.close()
 
 
 class Hung:

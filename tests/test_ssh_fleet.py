@@ -22,7 +22,7 @@ import pytest
 from provisioner.crypto import pkcs12
 from tests import sshd as sshd_helpers
 from tests.conftest import Runner
-from tests.listeners import Hung, refusing
+from tests.listeners import Dropping, Hung, refusing
 from tests.sshd import SshServer
 
 PASSWORD = "Fleet-Test-Password-42!"
@@ -30,7 +30,7 @@ ENV = {"ESCROW": "Escrow-Passphrase-For-Fleet-Tests", "PW": PASSWORD}
 NET = "127.0.18"  # addresses of this module's workstations (all of 127/8 is loopback)
 REACHABLE = tuple(f"{NET}.{i}" for i in range(1, 7))
 TIMEOUT = 4  # connect_timeout of every workstation, seconds
-# Upper bound of a run with 4 or 6 hung hosts at --parallel 6 or 8: one round of the timeout
+# Upper bound of a run with 5 or 6 hosts that time out at --parallel 6 or 8: one round of the timeout
 # plus up to 10 s for the reachable work and process start on a loaded machine. Connecting
 # one host after the other would take at least 4 x TIMEOUT = 16 s.
 BOUND = TIMEOUT + 10
@@ -115,6 +115,7 @@ def test_down_and_hung_workstations_bounded_listed_once_retried_and_partial(
     late.halt()
     silent = [Hung(f"{NET}.{i}", "silent") for i in (9, 10)]
     banner = [Hung(f"{NET}.{i}", "banner") for i in (11, 12)]
+    off = Dropping(f"{NET}.13")  # switched off: the TCP connect is never answered
     try:
         workstations = [(f"ok{i}", host, fleet.port) for i, host in enumerate(REACHABLE)]
         workstations += [
@@ -123,12 +124,14 @@ def test_down_and_hung_workstations_bounded_listed_once_retried_and_partial(
         ]
         workstations += [(f"mute{i}", h.host, h.port) for i, h in enumerate(silent)]
         workstations += [(f"stall{i}", h.host, h.port) for i, h in enumerate(banner)]
+        workstations += [("ws-off", off.host, off.port)]
         m = write_manifest(
             tmp_path, fleet, workstations, extra_known=(late,), keys={"late": late.client_key}
         )
         reasons = {
             "late": f"cannot connect to {NET}.7:{late.port}: Connection refused",
             "down": f"cannot connect to {NET}.8:",
+            "ws-off": f"cannot connect to {off.host}:{off.port}: timed out after {TIMEOUT} s",
             **{
                 f"mute{i}": f"cannot connect to {h.host}:{h.port}: the server sent no SSH banner "
                 f"within {TIMEOUT} s"
@@ -150,7 +153,7 @@ def test_down_and_hung_workstations_bounded_listed_once_retried_and_partial(
             assert out.count(f"{name}: cannot observe the target") == 1, out
             assert f"{name}: cannot observe the target: {reason}" in out
         assert "Connection refused" in out.split("down: cannot observe the target:")[1]
-        assert "Apply incomplete: 8 actions done; 6 targets could not be observed" in out
+        assert "Apply incomplete: 8 actions done; 7 targets could not be observed" in out
         for i in range(6):
             copy = fleet.root / tmp_path.name / f"ok{i}" / "ville.g1.p12"
             assert pkcs12.decode(copy.read_bytes(), PASSWORD).friendly_name == "Ville"
@@ -185,13 +188,14 @@ def test_down_and_hung_workstations_bounded_listed_once_retried_and_partial(
         out = again.stdout
         assert again.returncode == 4, out
         assert "late: cannot observe the target" not in out
-        assert "Apply incomplete: 1 actions done; 5 targets could not be observed" in out
+        assert "Apply incomplete: 1 actions done; 6 targets could not be observed" in out
         copy = remote / "late" / "ville.g1.p12"  # the same machine, another sshd
         assert pkcs12.decode(copy.read_bytes(), PASSWORD).friendly_name == "Ville"
         assert [h.accepted for h in silent + banner] == [6, 6, 6, 6]
     finally:
         for h in silent + banner:
             h.stop()
+        off.stop()
         late.stop()
 
 
@@ -275,8 +279,10 @@ def test_each_kind_of_unreachable_host_is_named_and_tried_once_per_run(
     other_key = " ".join(fleet.client_key.with_suffix(".pub").read_text().split()[:2])
     impostor.write_text(f"[{REACHABLE[1]}]:{fleet.port} {other_key}\n")
     silent, banner = Hung(f"{NET}.40", "silent"), Hung(f"{NET}.41", "banner")
+    dropping = Dropping(f"{NET}.43")
     cases = {
         "refused": (f"{NET}.42", refusing(f"{NET}.42"), fleet.client_key, known),
+        "timed out": (dropping.host, dropping.port, fleet.client_key, known),
         "no SSH banner": (silent.host, silent.port, fleet.client_key, known),
         "SSH handshake stalled": (banner.host, banner.port, fleet.client_key, known),
         "auth failed": (REACHABLE[0], fleet.port, fleet.other_key, known),
@@ -314,3 +320,4 @@ def test_each_kind_of_unreachable_host_is_named_and_tried_once_per_run(
         pool.close()
         silent.stop()
         banner.stop()
+        dropping.stop()
