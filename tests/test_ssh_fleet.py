@@ -30,9 +30,9 @@ ENV = {"ESCROW": "Escrow-Passphrase-For-Fleet-Tests", "PW": PASSWORD}
 NET = "127.0.18"  # addresses of this module's workstations (all of 127/8 is loopback)
 REACHABLE = tuple(f"{NET}.{i}" for i in range(1, 7))
 TIMEOUT = 4  # connect_timeout of every workstation, seconds
-# Upper bound of a run with 5 or 6 hosts that time out at --parallel 6 or 8: one round of the timeout
-# plus up to 10 s for the reachable work and process start on a loaded machine. Connecting
-# one host after the other would take at least 4 x TIMEOUT = 16 s.
+# Upper bound of a run with 5 or 6 hosts that time out, at --parallel 6 or 8: one round of
+# the timeout plus up to 10 s for the reachable work and process start on a loaded machine.
+# Connecting one host after the other would take at least 5 x TIMEOUT = 20 s.
 BOUND = TIMEOUT + 10
 # Library noise that must never reach the operator (paramiko's logger and thread deaths).
 NOISE = ("Traceback", "Exception (client)", "EOFError", "Bad file descriptor", "paramiko")
