@@ -5,17 +5,18 @@ What is simulated, on one machine (loopback; Linux routes all of 127.0.0.0/8 to 
 - 375 reachable workstations, each on its own loopback address, served by 25 real OpenSSH
   servers (sshd listens on at most 16 addresses each: 15 per server here); each workstation
   is its own SSH connection (its own address), with its own folder;
-- 125 unreachable ones: 63 refusing (nothing listens: connection refused at once), 31 silent
-  (a listener that accepts TCP and never speaks SSH) and 31 stalled (it sends an SSH banner,
-  then nothing). Only the 62 hung ones cost a timeout; a switched-off machine on a real network
-  (SYN dropped) would cost one too, here it cannot be simulated on loopback;
+- 125 unreachable ones: 50 refusing (nothing listens: connection refused at once), 25
+  switched off (the TCP connect is never answered: a listener whose accept queue is kept full,
+  so the kernel drops the SYN, as a machine that is off or a dropping firewall), 25 silent (a
+  listener that accepts TCP and never speaks SSH) and 25 stalled (it sends an SSH banner, then
+  nothing). The 75 that do not refuse each cost a timeout;
 - 50 entities, each on 10 of the workstations (one copy per workstation), RSA 2048;
   connect_timeout 2 s on every workstation.
 Client, the 25 servers and the listeners share the same cores.
 
 Per --parallel: a first apply (50 keys, 375 copies written, 125 targets listed), a no-op
 plan, and a second apply (nothing to write; the 125 are tried again). The bound is the same
-run on the 375 reachable workstations alone, plus ceil(62 / parallel) x 2 s.
+run on the 375 reachable workstations alone, plus ceil(75 / parallel) x 2 s.
 
 `python bench/fleet_bench.py` prints the table; `--write` also replaces its section of
 docs/PERFORMANCE.md (the full `make bench` takes over an hour).
@@ -38,10 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import sshd  # noqa: E402
-from tests.listeners import Hung, refusing  # noqa: E402
+from tests.listeners import Dropping, Hung, refusing  # noqa: E402
 
 WORKSTATIONS, ENTITIES, PER_ENTITY = 500, 50, 10
-REACHABLE, REFUSING, SILENT, STALLED = 375, 63, 31, 31
+REACHABLE, REFUSING, DROPPING, SILENT, STALLED = 375, 50, 25, 25, 25
 PER_SERVER = 15
 TIMEOUT = 2
 ENV = {**os.environ, "ESCROW": "Bench-Escrow-Passphrase-1", "PW": "Bench-Password-123!"}
@@ -55,7 +56,7 @@ def address(i: int) -> str:
 class Fleet:
     def __init__(self) -> None:
         self.servers: list[sshd.SshServer] = []
-        self.hung: list[Hung] = []
+        self.hung: list[Hung | Dropping] = []
         # (name, host, port, key_file, folder) per workstation
         self.rows: list[tuple[str, str, int, Path | None, str]] = []
 
@@ -73,9 +74,13 @@ class Fleet:
         key = self.servers[0].client_key
         for host in rest[:REFUSING]:
             self.rows.append((f"ws{len(self.rows):03d}", host, refusing(host), key, "/nowhere"))
+        for host in rest[REFUSING : REFUSING + DROPPING]:
+            off = Dropping(host)
+            self.hung.append(off)
+            self.rows.append((f"ws{len(self.rows):03d}", host, off.port, key, "/nowhere"))
         for kind, count, offset in (
-            ("silent", SILENT, REFUSING),
-            ("banner", STALLED, REFUSING + SILENT),
+            ("silent", SILENT, REFUSING + DROPPING),
+            ("banner", STALLED, REFUSING + DROPPING + SILENT),
         ):
             for host in rest[offset : offset + count]:
                 listener = Hung(host, kind)
@@ -172,7 +177,7 @@ def run() -> list[str]:
     fleet = Fleet()
     try:
         fleet.start()
-        hung = SILENT + STALLED
+        hung = DROPPING + SILENT + STALLED
         rows = [
             "| --parallel | command | 500 workstations (125 unreachable) | exit | "
             "the 375 reachable alone | "
@@ -200,13 +205,15 @@ def section(rows: list[str], command: str) -> list[str]:
         SECTION,
         "",
         "`bench/fleet_bench.py` (its docstring says exactly what is simulated): 500 workstations,",
-        "each on its own loopback address; 375 served by 25 real sshd (15 addresses each), 63",
-        "refusing, 31 accepting TCP and never speaking SSH, 31 sending an SSH banner then",
-        "stalling; 50 entities x 10 workstations, one copy per workstation, RSA 2048,",
+        "each on its own loopback address; 375 served by 25 real sshd (15 addresses each), 50",
+        "refusing, 25 switched off (the TCP connect is never answered), 25 accepting TCP and",
+        "never speaking SSH, 25 sending an SSH banner then stalling; 50 entities x 10",
+        "workstations, one copy per workstation, RSA 2048, a local shared location,",
         f"`connect_timeout: {TIMEOUT}`. One run of each command (the --parallel 1 runs take",
         "minutes); the same commands on the 375 reachable workstations alone give the",
         "reachable work, and the difference is what the unreachable ones cost. Refusing hosts",
-        "cost nothing; each hung one costs one timeout per run, `--parallel` at a time.",
+        "cost nothing; each of the 75 others costs one timeout per run, `--parallel` at a time",
+        "(overlapping the reachable work, so the difference can be below the last column).",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{command}`, load average",
         f"{load[0]:.1f} at the end on a shared 2-core machine (other jobs running).",
         "",
