@@ -271,13 +271,15 @@ def test_each_kind_of_unreachable_host_is_named_and_tried_once_per_run(
     from provisioner.errors import Location
     from provisioner.manifest.model import Target
     from provisioner.transports import TransportPool
-    from provisioner.transports.ssh import Unreachable
+    from provisioner.transports.base import Unreachable
 
     known = fleet.known_hosts(tmp_path / "known_hosts", REACHABLE)
     # known_hosts expecting another key for this address: a changed host key.
     impostor = tmp_path / "impostor_hosts"
     other_key = " ".join(fleet.client_key.with_suffix(".pub").read_text().split()[:2])
     impostor.write_text(f"[{REACHABLE[1]}]:{fleet.port} {other_key}\n")
+    stranger = tmp_path / "no_entry_hosts"  # nothing recorded for that address
+    stranger.write_text(f"[{REACHABLE[0]}]:{fleet.port} {fleet.host_key_line}\n")
     silent, banner = Hung(f"{NET}.40", "silent"), Hung(f"{NET}.41", "banner")
     dropping = Dropping(f"{NET}.43")
     cases = {
@@ -287,6 +289,7 @@ def test_each_kind_of_unreachable_host_is_named_and_tried_once_per_run(
         "SSH handshake stalled": (banner.host, banner.port, fleet.client_key, known),
         "auth failed": (REACHABLE[0], fleet.port, fleet.other_key, known),
         "host key mismatch": (REACHABLE[1], fleet.port, fleet.client_key, impostor),
+        "host key unknown": (REACHABLE[2], fleet.port, fleet.client_key, stranger),
     }
     pool = TransportPool()
     try:

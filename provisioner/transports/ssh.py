@@ -36,13 +36,18 @@ from provisioner import faults
 from provisioner.atomic import TMP_MARK
 from provisioner.errors import ProvisionerError, TransportError
 from provisioner.manifest.model import Target
-from provisioner.transports.base import FileFacts, FolderFacts, Leftover, folder_facts
+from provisioner.transports.base import (
+    FileFacts,
+    FolderFacts,
+    Leftover,
+    Unreachable,
+    folder_facts,
+)
 from provisioner.transports.logs import silence_library_logging
 from provisioner.transports.ssh_connection import (
     CONNECT_ATTEMPTS,
     OPERATION_TIMEOUT,
     SshConnection,
-    Unreachable,
 )
 from provisioner.transports.ssh_hostkeys import (
     fingerprint,

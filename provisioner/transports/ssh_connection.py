@@ -22,6 +22,18 @@ from paramiko.pkey import UnknownKeyType
 
 from provisioner.errors import TransportError
 from provisioner.manifest.model import Target
+from provisioner.transports.base import (
+    AUTH_FAILED,
+    CLIENT_KEY,
+    HANDSHAKE_STALLED,
+    HOST_KEY_MISMATCH,
+    HOST_KEY_UNKNOWN,
+    NETWORK,
+    NO_BANNER,
+    REFUSED,
+    TIMED_OUT,
+    Unreachable,
+)
 from provisioner.transports.logs import silence_library_logging
 from provisioner.transports.ssh_hostkeys import _Refuse, fingerprint, known_hosts_name
 from provisioner.transports.ssh_sftp import SftpStatusError, _Sftp
@@ -29,25 +41,6 @@ from provisioner.transports.ssh_sftp import SftpStatusError, _Sftp
 OPERATION_TIMEOUT = 60.0
 CONNECT_ATTEMPTS = 3
 T = TypeVar("T")
-
-# Why a host could not be reached, as `Unreachable.kind` says it.
-REFUSED = "refused"
-TIMED_OUT = "timed out"
-NO_BANNER = "no SSH banner"
-HANDSHAKE_STALLED = "SSH handshake stalled"
-AUTH_FAILED = "auth failed"
-HOST_KEY_MISMATCH = "host key mismatch"
-HOST_KEY_UNKNOWN = "host key unknown"
-NETWORK = "network error"
-CLIENT_KEY = "client key"
-
-
-class Unreachable(TransportError):
-    """A host this run could not connect to, with the kind of failure (`REFUSED`, ...)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class SshConnection:
@@ -80,9 +73,10 @@ class SshConnection:
     def _connect_once(self) -> None:
         client = paramiko.SSHClient()
         if self.known_hosts is None or not self.known_hosts.is_file():
-            raise TransportError(
+            raise Unreachable(
+                HOST_KEY_UNKNOWN,
                 f"known_hosts file {self.known_hosts} not found: record the "
-                "host key with `provisioner trust` first"
+                "host key with `provisioner trust` first",
             )
         client.load_host_keys(str(self.known_hosts))
         client.set_missing_host_key_policy(_Refuse())

@@ -10,6 +10,7 @@ from pathlib import Path
 import paramiko
 
 from provisioner.errors import TransportError
+from provisioner.transports.base import HOST_KEY_UNKNOWN, Unreachable
 from provisioner.transports.logs import silence_library_logging
 
 
@@ -43,9 +44,10 @@ class _Refuse(paramiko.MissingHostKeyPolicy):
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
-        raise TransportError(
+        raise Unreachable(
+            HOST_KEY_UNKNOWN,
             f"unknown host key for {hostname}: {fingerprint(key)}; verify it with the "
-            "machine's administrator, then record it with `provisioner trust`"
+            "machine's administrator, then record it with `provisioner trust`",
         )
 
 
