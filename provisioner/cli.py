@@ -465,6 +465,7 @@ def status(
                     "folders": status_mod.folders_json(result),
                     "consultations": document["consultations"],
                     "warnings": document["warnings"],
+                    "errors": document["errors"],  # targets not reached, once each
                 },
                 indent=2,
                 ensure_ascii=False,

@@ -12,6 +12,7 @@ of targets on it)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -192,6 +193,20 @@ def test_down_and_hung_workstations_bounded_listed_once_retried_and_partial(
         copy = remote / "late" / "ville.g1.p12"  # the same machine, another sshd
         assert pkcs12.decode(copy.read_bytes(), PASSWORD).friendly_name == "Ville"
         assert [h.accepted for h in silent + banner] == [6, 6, 6, 6]
+
+        # Switched off again: status does not call its copy "ok" from the record.
+        late.halt()
+        status = cli("status", "--json", m, env=ENV)
+        assert status.returncode == 0, status.stdout + status.stderr
+        document = json.loads(status.stdout)
+        assert (
+            sum(e.startswith("late: cannot observe the target:") for e in document["errors"]) == 1
+        )
+        assert len(document["errors"]) == 7
+        (entity,) = document["entities"]
+        states = {c["target"]: c["state"] for c in entity["copies"]}
+        assert states["late"] == "unreachable" and states["ok0"] == "ok", states
+        assert entity["ready"] is False and "late" in entity["reason"]
     finally:
         for h in silent + banner:
             h.stop()
