@@ -18,8 +18,12 @@ Per --parallel: a first apply (50 keys, 375 copies written, 125 targets listed),
 plan, and a second apply (nothing to write; the 125 are tried again). The bound is the same
 run on the 375 reachable workstations alone, plus ceil(75 / parallel) x 2 s.
 
-`python bench/fleet_bench.py` prints the table; `--write` also replaces its section of
-docs/PERFORMANCE.md (the full `make bench` takes over an hour).
+Then no-op plans at --parallel 32 back to back on the whole fleet, the reachable alone and the
+unreachable alone (the load of a shared machine drifts between runs minutes apart).
+
+`python bench/fleet_bench.py` prints the tables; `--write` also replaces its section of
+docs/PERFORMANCE.md (the full `make bench` takes over an hour); `--plans` runs only the
+back-to-back plans (with `--write`: replaces only that part).
 """
 
 from __future__ import annotations
@@ -199,6 +203,53 @@ def run() -> list[str]:
     return rows
 
 
+INTERLEAVED = "### No-op plans at --parallel 32, back to back"
+
+
+def plan_rows(rounds: int = 2) -> list[str]:
+    """No-op plans at --parallel 32 on the whole fleet, the 375 reachable alone and the 125
+    unreachable alone, one after the other (`rounds` times): the machine's load drifts between
+    the runs of the main table, minutes apart; back to back, the three compare."""
+    fleet = Fleet()
+    rows = [
+        "| round | 500 workstations | the 375 reachable alone | the 125 unreachable alone |",
+        "|---|---|---|---|",
+    ]
+    try:
+        fleet.start()
+        sets = (fleet.rows, fleet.rows[:REACHABLE], fleet.rows[REACHABLE:])
+        for n in range(1, rounds + 1):
+            cells = []
+            for chosen in sets:
+                folder = Path(tempfile.mkdtemp(prefix="provisioner-fleet-bench-"))
+                try:
+                    m = str(write_manifest(folder, fleet, chosen))
+                    elapsed, code, _ = timed("plan", "--parallel", "32", m)
+                    cells.append(f"{elapsed:.1f} s (exit {code})")
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+            rows.append(f"| {n} | {' | '.join(cells)} |")
+    finally:
+        fleet.stop()
+    return rows
+
+
+def interleaved(rows: list[str], command: str) -> list[str]:
+    return [
+        INTERLEAVED,
+        "",
+        f"`{command}` (the plan is a fresh state's: it observes every target and writes",
+        f"nothing). The ceil(75 / 32) x {TIMEOUT} s = 6 s of timeouts come after the reachable",
+        "work (targets are observed in name order, the unreachable ones last here), so the",
+        "whole fleet takes about the reachable work plus the unreachable ones alone (which",
+        "include the process start, about 1.5 s). Load average "
+        f"{os.getloadavg()[0]:.1f} at the end.",
+        "",
+        *rows,
+        "",
+    ]
+
+
 def section(rows: list[str], command: str) -> list[str]:
     load = os.getloadavg()
     return [
@@ -212,8 +263,10 @@ def section(rows: list[str], command: str) -> list[str]:
         f"`connect_timeout: {TIMEOUT}`. One run of each command (the --parallel 1 runs take",
         "minutes); the same commands on the 375 reachable workstations alone give the",
         "reachable work, and the difference is what the unreachable ones cost. Refusing hosts",
-        "cost nothing; each of the 75 others costs one timeout per run, `--parallel` at a time",
-        "(overlapping the reachable work, so the difference can be below the last column).",
+        "cost nothing; each of the 75 others costs one timeout per run, `--parallel` at a time.",
+        "The runs of this table are minutes apart on a shared machine whose load drifts: the",
+        "--parallel 32 differences above the last column are mostly that (see the back-to-back",
+        "plans below); at --parallel 1 the difference is the 75 timeouts one after the other.",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{command}`, load average",
         f"{load[0]:.1f} at the end on a shared 2-core machine (other jobs running).",
         "",
@@ -222,10 +275,18 @@ def section(rows: list[str], command: str) -> list[str]:
     ]
 
 
-def write(rows: list[str], command: str) -> None:
+def write(rows: list[str], command: str, plans: list[str] | None = None) -> None:
+    """Replace the fleet section of docs/PERFORMANCE.md (`rows`), or only its back-to-back
+    plans (`plans`, with `rows` empty)."""
     path = ROOT / "docs" / "PERFORMANCE.md"
     text = path.read_text()
+    if not rows and plans is not None:
+        head, _, _ = text.partition(INTERLEAVED)
+        path.write_text(head.rstrip("\n") + "\n\n" + "\n".join(interleaved(plans, command)))
+        return
     new = "\n".join(section(rows, command))
+    if plans is not None:
+        new = new.rstrip("\n") + "\n\n" + "\n".join(interleaved(plans, command))
     if SECTION in text:
         head, tail = text.split(SECTION, 1)
         rest = tail.split("\n## ", 1)
@@ -236,7 +297,14 @@ def write(rows: list[str], command: str) -> None:
 
 
 if __name__ == "__main__":
-    table = run()
-    print("\n".join(table))
-    if "--write" in sys.argv:
-        write(table, "python bench/fleet_bench.py --write")
+    if "--plans" in sys.argv:  # only the back-to-back plans (about 3 minutes)
+        plans = plan_rows()
+        print("\n".join(plans))
+        if "--write" in sys.argv:
+            write([], "python bench/fleet_bench.py --plans --write", plans)
+    else:
+        table = run()
+        plans = plan_rows()
+        print("\n".join([*table, "", *plans]))
+        if "--write" in sys.argv:
+            write(table, "python bench/fleet_bench.py --write", plans)

@@ -137,6 +137,7 @@ def main() -> None:
         *ssh_bench.run(),
         "",
         *fleet_bench.section(fleet_bench.run(), "python bench/run.py"),
+        *fleet_bench.interleaved(fleet_bench.plan_rows(), "python bench/run.py"),
     ]
     OUT.write_text("\n".join(lines))
     print("\n".join(lines))
