@@ -1,6 +1,8 @@
 """`make bench`: measure and write docs/PERFORMANCE.md (machine, command, medians).
 
-Scenarios: crypto primitives (key generation per size, PKCS#12 encode/decode per profile).
+Scenarios: crypto primitives (key generation per size, PKCS#12 encode/decode per profile),
+region scale (bench/scale.py), distribution over SSH (bench/ssh_bench.py), unreachable
+workstations at fleet scale (bench/fleet_bench.py; alone: `make bench-fleet`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fleet_bench
 import scale
 import smb_bench
 import ssh_bench
@@ -89,7 +92,8 @@ def main() -> None:
     lines = [
         "# Performance",
         "",
-        "Written by `make bench` (`python bench/run.py`); do not edit by hand.",
+        "Written by `make bench` (`python bench/run.py`); do not edit by hand. `make bench-fleet`",
+        "rewrites only the last section.",
         "",
         f"- Machine: {machine()}",
         f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
@@ -144,6 +148,8 @@ def main() -> None:
         "",
         *smb_bench.run(),
         "",
+        *fleet_bench.section(fleet_bench.run(), "python bench/run.py"),
+        *fleet_bench.interleaved(fleet_bench.plan_rows(), "python bench/run.py"),
     ]
     OUT.write_text("\n".join(lines))
     print("\n".join(lines))

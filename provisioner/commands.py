@@ -26,15 +26,18 @@ if TYPE_CHECKING:
     from provisioner.rehearse import CopyResult
 
 
-def plan(inputs: Inputs, *, parallel: int, out: Path | None) -> Plan:
-    """Observe and plan without the lock; save the plan to `out` unless it is refused."""
+def plan(inputs: Inputs, *, parallel: int, out: Path | None) -> tuple[Plan, frozenset[str]]:
+    """Observe and plan without the lock; save the plan to `out` unless it is refused.
+    Returns the plan and the targets it observes (for the exit code, exit_codes.py)."""
+    from provisioner.exit_codes import targets_in_scope
+
     with open_state(inputs, create=False) as session:
         observed, result = observe_and_plan(session, parallel, clock.now())
         if out is not None and not result.refusals:
             from provisioner.apply.run import save_plan
 
             save_plan(session, result, observed_digest(observed), out)
-    return result
+        return result, targets_in_scope(session)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ class CopyResult:
     target: str
     path: str
     opened: bool
-    reason: str  # "opened", "missing", "unreadable", "wrong password", "wrong key", "expired"
+    # "opened", "missing", "unreadable", "wrong password", "wrong key", "expired", "unreachable"
+    reason: str
     detail: str
 
 
@@ -96,6 +97,9 @@ def rehearse(
     jobs: list[tuple[bytes, str, bytes, bytes, str, bytes]] = []
     slots: list[tuple[CopyResult, list[str]]] = []  # template, consultations holding it
     results: list[CopyResult] = []
+    # A target the plan could not observe is not tried again (one timeout per run): its
+    # copies are reported unreachable, with the reason.
+    unreached = {e.split(":", 1)[0]: e.split(": ", 1)[-1] for e in plan.errors}
     for entity in manifest.entities:
         if entity.state != "present" or (limit is not None and entity.id not in limit):
             continue
@@ -127,6 +131,9 @@ def rehearse(
                             f"the certificate expired on {g.not_after:%Y-%m-%d}",
                         )
                     )
+                    continue
+                if target.name in unreached:
+                    results.append(_with(base, False, "unreachable", unreached[target.name]))
                     continue
                 try:
                     data = pool.get(target).read(path)

@@ -85,12 +85,15 @@ def build(
         copies: dict[tuple[str, str], CopyStatus] = {}
         for c in recorded.copies_of(entity.id):
             found = pending.get((c.target, c.path))
+            error = errors_by_target.get(c.target)
+            if error is not None:  # not looked at: never reported "ok"
+                state, detail = "unreachable", error.split(": ", 1)[-1]
+            elif found is not None:
+                state, detail = found.reason, found.message
+            else:
+                state, detail = "ok", f"written {c.written_at:%Y-%m-%d %H:%M}"
             copies[(c.target, c.path)] = CopyStatus(
-                c.target,
-                c.path,
-                number_of.get(c.generation_id, 0),
-                found.reason if found else "ok",
-                found.message if found else f"written {c.written_at:%Y-%m-%d %H:%M}",
+                c.target, c.path, number_of.get(c.generation_id, 0), state, detail
             )
         for (target, path), a in pending.items():
             if (target, path) not in copies and target is not None and path is not None:
@@ -101,12 +104,10 @@ def build(
             (a for a in actions if isinstance(a, Conflict)), actions[0] if actions else None
         )
         reason = "up to date" if first is None else f"{first.reason}: {first.message}"
-        unreachable = [
-            error for t in entity.targets if (error := errors_by_target.get(t.name)) is not None
-        ]
-        if unreachable:
-            ready = False
-            reason = unreachable[0]
+        unreached = [t.name for t in entity.targets if t.name in errors_by_target]
+        if unreached:
+            ready = False  # the reasons are listed once, under "Targets not reached"
+            reason = f"not reached: {', '.join(unreached)}"
         out.append(
             EntityStatus(
                 entity.id,
@@ -189,6 +190,22 @@ def folders_json(plan: Plan) -> list[dict[str, Any]]:
         {"target": a.target, "path": a.path, "state": a.reason, "detail": a.message}
         for a in folder_actions(plan)
     ]
+
+
+def render_unreachable(plan: Plan) -> str:
+    """Each target the run could not observe, once, with the reason."""
+    if not plan.errors:
+        return ""
+    return (
+        "\n".join(
+            [
+                "Targets not reached (tried again at the next run):",
+                *(f"  {error}" for error in plan.errors),
+                "",
+            ]
+        )
+        + "\n"
+    )
 
 
 def render_folders(plan: Plan) -> str:

@@ -32,10 +32,20 @@ class SshServer:
     root: Path  # a folder the test user may write
     base: Path
     process: subprocess.Popen[bytes]
+    hosts: tuple[str, ...] = HOSTS
 
     def known_hosts(self, path: Path, hosts: tuple[str, ...] = HOSTS) -> Path:
         path.write_text("".join(f"[{h}]:{self.port} {self.host_key_line}\n" for h in hosts))
         return path
+
+    def halt(self) -> None:
+        """Stop the server, keeping its keys and configuration (a machine switched off)."""
+        self.process.terminate()
+        self.process.wait(timeout=5)
+
+    def resume(self) -> None:
+        """Start a halted server again, same keys, addresses and port."""
+        self.process = _launch(self.base / "sshd_config", self.port, self.hosts)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -80,9 +90,12 @@ def _user() -> tuple[str, int, int]:
     return entry.pw_name, entry.pw_uid, entry.pw_gid
 
 
-def start(hosts: tuple[str, ...] = HOSTS, sftp_options: str = "") -> SshServer:
-    """Start a server; `sftp_options` are given to internal-sftp (`-P posix-rename` denies
-    that extension, as a locked-down server does)."""
+def start(
+    hosts: tuple[str, ...] = HOSTS, sftp_options: str = "", port: int | None = None
+) -> SshServer:
+    """Start a server on `hosts` (at most 16: sshd's limit of listening sockets) and `port`
+    (default: a free one); `sftp_options` are given to internal-sftp (`-P posix-rename`
+    denies that extension, as a locked-down server does)."""
     user, uid, gid = _user()
     base = Path(tempfile.mkdtemp(prefix="provisioner-sshd-"))
     os.chmod(base, 0o755)
@@ -94,7 +107,7 @@ def start(hosts: tuple[str, ...] = HOSTS, sftp_options: str = "") -> SshServer:
     root = base / "remote"
     root.mkdir(mode=0o755)
     os.chown(root, uid, gid)
-    port = free_port()
+    port = port or free_port()
     config = base / "sshd_config"
     config.write_text(
         f"Port {port}\n"
@@ -109,6 +122,25 @@ def start(hosts: tuple[str, ...] = HOSTS, sftp_options: str = "") -> SshServer:
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    process = _launch(config, port, hosts)
+    host_key_line = " ".join((base / "host_key.pub").read_text().split()[:2])
+    for key in ("client_key", "other_key"):
+        os.chmod(base / key, 0o600)
+    return SshServer(
+        port,
+        user,
+        base / "client_key",
+        base / "other_key",
+        host_key_line,
+        root,
+        base,
+        process,
+        hosts,
+    )
+
+
+def _launch(config: Path, port: int, hosts: tuple[str, ...]) -> subprocess.Popen[bytes]:
+    """Run sshd on `config` and wait until it accepts connections on the first address."""
     process = subprocess.Popen(
         [SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -119,13 +151,8 @@ def start(hosts: tuple[str, ...] = HOSTS, sftp_options: str = "") -> SshServer:
                 f"sshd exited: {process.stderr.read().decode() if process.stderr else ''}"
             )
         try:
-            with socket.create_connection(("127.0.0.2", port), timeout=0.2):
+            with socket.create_connection((hosts[0], port), timeout=0.2):
                 break
         except OSError:
             time.sleep(0.05)
-    host_key_line = " ".join((base / "host_key.pub").read_text().split()[:2])
-    for key in ("client_key", "other_key"):
-        os.chmod(base / key, 0o600)
-    return SshServer(
-        port, user, base / "client_key", base / "other_key", host_key_line, root, base, process
-    )
+    return process

@@ -89,5 +89,5 @@ def test_a_declined_apply_exits_1_and_changes_nothing(quickstart: Path) -> None:
 
 def test_the_readme_table_lists_the_exit_codes() -> None:
     readme = (REPO / "README.md").read_text()
-    for row in ("| 130 |", "Apply cancelled", "--detailed-exitcode"):
+    for row in ("130 when interrupted", "Apply cancelled", "--detailed-exitcode", "4 (partial)"):
         assert row in readme

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
         "provisioner.rehearse",
         "provisioner.hooks",
         "provisioner.receipts",
+        "provisioner.exit_codes",
     ),
     ("provisioner.apply",),
     ("provisioner.engine",),

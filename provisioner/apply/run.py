@@ -22,6 +22,7 @@ from provisioner.engine import (
     open_state,
 )
 from provisioner.errors import StalePlanError
+from provisioner.exit_codes import targets_in_scope
 from provisioner.manifest.model import SELF_SIGNED
 from provisioner.plan import saved as saved_plans
 from provisioner.plan.actions import CreateGeneration
@@ -35,6 +36,7 @@ class ApplyRun:
     plan: Plan
     result: ApplyResult | None  # None when nothing was done (no changes or not confirmed)
     lock_note: str | None = None
+    in_scope: frozenset[str] = frozenset()  # the targets the run observes (exit_codes.py)
 
 
 def _load_issuers(session: Session, plan: Plan) -> dict[str, CertificateAuthority]:
@@ -95,17 +97,19 @@ def apply_manifest(
     ):
         observed = observe(session, parallel)
         plan = make_plan(session, observed, clock.now())
+        scope = targets_in_scope(session)
         lost = bool(session.created) and _every_entity_conflicts(session, plan)
         if not plan.actionable or plan.refusals or lost:
             # A run that does nothing leaves no new state behind; nor does a new state that
             # meets files it did not write for every entity (the state was lost: `recover`,
             # not a new start).
             session.discard_created()
-            return ApplyRun(plan, None, note)
+            return ApplyRun(plan, None, note, scope)
         issuers = _load_issuers(session, plan)
         if not confirm(plan):
-            return ApplyRun(plan, None, note)
-        return ApplyRun(plan, execute_plan(session, plan, parallel, progress, issuers), note)
+            return ApplyRun(plan, None, note, scope)
+        result = execute_plan(session, plan, parallel, progress, issuers)
+        return ApplyRun(plan, result, note, scope)
 
 
 def apply_saved(
@@ -151,11 +155,12 @@ def apply_saved(
         plan = make_plan(session, observed, saved.now)
         if not saved_plans.same_actions(saved, plan):
             raise StalePlanError(f"stale plan {path}: the plan no longer matches; make a new plan")
+        scope = targets_in_scope(session)
         if not plan.actionable or plan.refusals:
-            return inputs, ApplyRun(plan, None, note)
+            return inputs, ApplyRun(plan, None, note, scope)
         issuers = _load_issuers(session, plan)
         result = execute_plan(session, plan, parallel, progress, issuers)
-        return inputs, ApplyRun(plan, result, note)
+        return inputs, ApplyRun(plan, result, note, scope)
 
 
 def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) -> None:

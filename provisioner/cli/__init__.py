@@ -100,6 +100,9 @@ def main() -> None:
     # Region-scale runs allocate hundreds of thousands of long-lived objects and few cycles:
     # collect the young generation less often.
     gc.set_threshold(50_000, 50, 100)
+    from provisioner.transports.logs import keep_off_terminal
+
+    keep_off_terminal()  # a library's own logging never reaches the operator's terminal
     try:
         # Not standalone: click would exit 2 on a usage error, the code that means "changes
         # pending" under --detailed-exitcode. typer.Exit(n) comes back as n.

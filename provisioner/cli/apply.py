@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from provisioner import exit_codes
 from provisioner.cli.app import (
     ConsultationsOpt,
     JsonOpt,
@@ -57,7 +58,11 @@ def apply(
 
     Given a manifest, shows the plan and asks for confirmation unless --auto-approve. Given a
     saved plan, does exactly what it says without asking, or refuses it as stale. Hooks
-    declared in the manifest are run afterwards."""
+    declared in the manifest are run afterwards.
+
+    Exit 0 when every target converged; 4 (partial) when some targets could not be reached
+    and every other one converged (the next run tries them again); 1 on error, a failed
+    action, a guard or conflict, or when no target could be reached."""
     from provisioner.apply.run import apply_manifest, apply_saved
     from provisioner.engine import load_inputs
     from provisioner.plan import saved as saved_plans
@@ -154,7 +159,7 @@ def render_result(run: ApplyRun, as_json: bool, quiet: bool = False) -> int:
                 ensure_ascii=False,
             )
         )
-        return 1 if failures or run.plan.errors or run.plan.refusals or run.plan.conflicts else 0
+        return exit_codes.apply_code(run.plan, len(failures), run.in_scope)
     if quiet:
         for error in run.plan.errors:
             typer.echo(f"Error: {error}", err=True)
@@ -202,4 +207,4 @@ def render_result(run: ApplyRun, as_json: bool, quiet: bool = False) -> int:
             "or restored, else move those files away.",
             err=True,
         )
-    return 1 if failures or run.plan.errors or run.plan.refusals or run.plan.conflicts else 0
+    return exit_codes.apply_code(run.plan, len(failures), run.in_scope)

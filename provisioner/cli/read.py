@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from provisioner import clock
+from provisioner import clock, exit_codes
 from provisioner.cli.app import (
     ConsultationsOpt,
     JsonOpt,
@@ -111,7 +111,8 @@ def plan(
         bool,
         typer.Option(
             "--detailed-exitcode",
-            help="Exit 0 when nothing is to do, 2 when there are changes, 1 on error.",
+            help="Exit 0 when nothing is to do, 2 when there are changes, 1 on error, 4 when "
+            "some targets could not be observed (the others were).",
         ),
     ] = False,
     limit: LimitOpt = None,
@@ -122,7 +123,9 @@ def plan(
     ] = False,
     consultations: ConsultationsOpt = None,
 ) -> None:
-    """Show what apply would do, and why. Changes nothing."""
+    """Show what apply would do, and why. Changes nothing.
+
+    Exit 0, 1 on error or when no target could be observed, 4 when some could not."""
     from provisioner import commands
     from provisioner.engine import load_inputs
     from provisioner.plan.render import plan_json, render_plan
@@ -130,7 +133,7 @@ def plan(
     inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
     if not as_json:
         warnings(inputs.diagnostics)
-    result = commands.plan(inputs, parallel=parallel, out=out)
+    result, in_scope = commands.plan(inputs, parallel=parallel, out=out)
     if as_json:
         typer.echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
     else:
@@ -139,10 +142,7 @@ def plan(
             typer.echo(f"\nSaved the plan to {out}. Apply exactly it with: provisioner apply {out}")
         elif out is not None:
             typer.echo(f"\nThe plan is refused: nothing was saved to {out}.", err=True)
-    if result.errors or result.refusals or result.conflicts:
-        raise typer.Exit(1)
-    if detailed_exitcode and result.changes:
-        raise typer.Exit(2)
+    raise typer.Exit(exit_codes.plan_code(result, in_scope, detailed_exitcode))
 
 
 def status(
@@ -171,6 +171,7 @@ def status(
                     "stores": receipts.to_json(seen.stores),
                     "consultations": document["consultations"],
                     "warnings": document["warnings"],
+                    "errors": document["errors"],  # targets not reached, once each
                 },
                 indent=2,
                 ensure_ascii=False,
@@ -178,6 +179,7 @@ def status(
         )
     else:
         typer.echo(report.render(statuses), nl=False)
+        typer.echo(report.render_unreachable(seen.plan), nl=False)
         typer.echo(report.render_folders(seen.plan), nl=False)
         typer.echo(receipts.render(seen.stores), nl=False)
         typer.echo(report.render_consultations(seen.plan), nl=False)
@@ -246,7 +248,8 @@ def rehearse(
     generation bound to an open consultation, then open it with each distributed copy and with
     the escrowed key; every other generation's escrowed key is decrypted and checked.
 
-    Exit 0 only when every copy and every escrowed key opens."""
+    Exit 0 only when every copy and every escrowed key opens; 4 when every copy read opened
+    but some targets could not be reached; 1 otherwise."""
     from provisioner import commands, receipts
     from provisioner import rehearse as rehearsal
 
@@ -258,7 +261,7 @@ def rehearse(
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
         typer.echo(receipts.render(stores) + rehearsal.render(results))
-    raise typer.Exit(0 if results and all(r.opened for r in results) else 1)
+    raise typer.Exit(exit_codes.rehearse_code((r.target, r.opened, r.reason) for r in results))
 
 
 def report(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from provisioner.errors import Location
+from provisioner.errors import Location, TransportError
 from provisioner.manifest.model import SecretRef, Target
 
 
@@ -111,6 +111,27 @@ def folder_facts(mode: int, names: list[str], *, moves_aside: bool = True) -> Fo
     present = set(names)
     found = (as_leftover(name, present) for name in sorted(candidates))
     return FolderFacts(mode, tuple(x for x in found if x is not None))
+
+
+# Why a target's host could not be reached, as `Unreachable.kind` says it.
+REFUSED = "refused"
+TIMED_OUT = "timed out"
+NO_BANNER = "no SSH banner"
+HANDSHAKE_STALLED = "SSH handshake stalled"
+AUTH_FAILED = "auth failed"
+HOST_KEY_MISMATCH = "host key mismatch"
+HOST_KEY_UNKNOWN = "host key unknown"
+NETWORK = "network error"
+CLIENT_KEY = "client key"
+
+
+class Unreachable(TransportError):
+    """A host this run could not connect to, with the kind of failure (`REFUSED`, ...); the
+    message says it in words. The run does not try that host again."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Transport(Protocol):
