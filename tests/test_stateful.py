@@ -1152,6 +1152,11 @@ class ProvisionerHistory(RuleBasedStateMachine):
         known = {
             f"{e}.g{n}.p12" for e, n in self.state_rows("SELECT entity, number FROM generations")
         }
+        # The same rule for files an earlier loss marked: a restored state that records them
+        # (or their generation) wrote them in its lineage before the loss.
+        for path in list(self.m.foreign):
+            if path not in self.m.strays and (path in recorded or path.name in known):
+                del self.m.foreign[path]
         for path, content in self.files_on_targets().items():
             if TMP_MARK in path.name or path in self.m.foreign or path in recorded:
                 continue
