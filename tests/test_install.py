@@ -348,7 +348,7 @@ def test_a_store_workstation_down_is_reported_once_not_waited_for_per_receipt(
     path.write_text(
         path.read_text().replace("[marches, ws-accueil]", "[marches, ws-accueil, ws-down]")
     )
-    assert cli("apply", "--auto-approve", path).returncode == 1  # ws-down: partial failure
+    assert cli("apply", "--auto-approve", path).returncode == 4  # ws-down: partial failure
     started = time.monotonic()
     done = cli("status", "--json", path)
     elapsed = time.monotonic() - started
@@ -360,3 +360,66 @@ def test_a_store_workstation_down_is_reported_once_not_waited_for_per_receipt(
     # The plan's attempt (2 s), not one more per agent store (3 x 2 s more): the survey
     # skips a target the plan found down.
     assert elapsed < 5.5, elapsed
+
+
+def test_the_report_shows_each_agent_store_as_its_receipt_says(cli: Runner, tmp_path: Path) -> None:
+    """`provisioner report`: "in the store ... since" from a receipt, "file present, not
+    imported" without one (issue 21: copies by target, in store where known)."""
+    from html.parser import HTMLParser
+
+    path = write(tmp_path, INVENTORY)
+    assert cli("apply", "--auto-approve", path).returncode == 0
+    copy = json.loads(cli("inventory", "--json", path).stdout)["hosts"]["ws-m1"]["copies"][0]
+    (tmp_path / "out" / "ws-m1" / "commune-exemple.g1.receipt.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "entity": "commune-exemple",
+                "generation": 1,
+                "thumbprint_sha1": copy["thumbprint_sha1"],
+                "cert_sha256": copy["cert_sha256"],
+                "stores": [
+                    {
+                        "user": "alice",
+                        "store": "nss:/srv/nss/alice",
+                        "installed_at": "2027-01-02T03:04:05Z",
+                        "private_key": True,
+                    }
+                ],
+            }
+        )
+    )
+    out = tmp_path / "report.html"
+    done = cli("report", path, "--out", out)
+    assert done.returncode == 0, done.stderr
+
+    class Rows(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[tuple[str, list[str]]] = []
+            self.cls: str | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            cls = dict(attrs).get("class") or ""
+            if tag == "tr" and cls.startswith("store "):
+                self.cls = cls
+                self.rows.append((cls, []))
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "tr":
+                self.cls = None
+
+        def handle_data(self, data: str) -> None:
+            if self.cls is not None and data.strip():
+                self.rows[-1][1].append(data.strip())
+
+    parser = Rows()
+    parser.feed(out.read_text())
+    rows = {" ".join(cells[:2]): (cls, cells) for cls, cells in parser.rows}
+    cls, cells = rows["ws-m1 alice"]
+    assert cls == "store installed"
+    assert "in the store since 02/01/2027 04:04" in cells, cells  # Paris time
+    cls, cells = rows["ws-m1 bob"]
+    assert cls == "store not-imported"
+    assert "file present, not imported" in cells
+    assert "ws-m2 alice" not in rows  # store: file is never judged by receipts

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner import check as probe
-from provisioner import clock
+from provisioner import clock, receipts
 from provisioner.errors import ProvisionerError, StalePlanError
 from provisioner.plan.actions import Conflict
 from provisioner.plan.render import summary_text
@@ -83,9 +83,22 @@ def write_report(
             session.escrow_listing.named(),  # presence by name: no secret needed
             probe.Thresholds(),
         )
+        stores = receipts.survey(
+            session.manifest,
+            session.recorded,
+            inputs.consultations,
+            session.pool,
+            parallel,
+            errors=tuple(result.errors),
+        )
+        findings = probe.with_stores(
+            findings, session, result, parallel, now, probe.Thresholds().warn_days
+        )
         code, line = probe.summary(findings, session.manifest, session.recorded, now)
         audit = model.read_audit(session.state_dir / DB_NAME) if session.db is not None else {}
-        entities = model.build(session.manifest, session.recorded, result, findings, audit, now)
+        entities = model.build(
+            session.manifest, session.recorded, result, findings, audit, now, stores
+        )
         plan_view = None
         if saved is not None and plan_path is not None:
             plan_view = _plan_view(saved, plan_path, session.state_dir, session.recorded)

@@ -377,6 +377,38 @@ def copies_table(e: EntityReport) -> str:
     )
 
 
+STORE_WORD = {
+    "installed": "in the store",
+    "not-imported": "file present, not imported",
+    "missing": "missing",
+    "other-key": "another key",
+    "no-private-key": "no private key",
+    "unreadable": "receipt unreadable",
+    "unreachable": "unreachable",
+}
+
+
+def stores_table(e: EntityReport) -> str:
+    """The agents' key stores (magasins de certificats), as their receipts say: "in the store
+    of user X since T" or why not (receipts.py; check's rules colour the consultations)."""
+    if not e.stores:
+        return ""
+    rows = []
+    for s in sorted(e.stores, key=lambda s: (s.target, s.user, -s.generation)):
+        word = STORE_WORD.get(s.state, s.state)
+        if s.installed and s.since is not None:
+            word += f" since {fr.date_time(s.since)}"
+        bound = ", ".join(b.reference for b in s.bound)
+        rows.append(
+            f'<tr class="store {esc(s.state)}"><th>{esc(s.target)} <small>{esc(s.user)}</small>'
+            f"</th><td>g{s.generation}</td><td>{esc(word)}</td><td>{esc(bound)}</td></tr>"
+        )
+    return (
+        '<table class="stores"><thead><tr><th>key stores (agent)</th><th>generation</th>'
+        f"<th>state</th><th>bound to</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
 def findings_list(findings: tuple[check.Finding, ...]) -> str:
     if not findings:
         return ""
@@ -458,6 +490,7 @@ def entity_section(e: EntityReport, page: Page, scale: Scale) -> str:
         + generations_table(e, page.now)
         + consultations_table(e)
         + copies_table(e)
+        + stores_table(e)
         + findings_list(e.findings)
         + changes
         + audit_table(e.audit)
@@ -587,6 +620,8 @@ td.copy.present{color:var(--ok)}td.copy.missing,td.copy.conflict{color:#fff;back
 td.copy.drifted{color:#000;background:#ffe08a}
 td.copy.remove{color:#777;text-decoration:line-through}
 td.copy.none{color:#bbb}td.copy.planned{color:#1a5593}td.risk{color:var(--crit);font-weight:700}
+tr.store.installed td{color:var(--ok)}
+tr.store:not(.installed):not(.unreachable) td{color:var(--crit);font-weight:600}
 tr.crit td:first-child{border-left:3px solid var(--crit)}
 tr.warn td:first-child{border-left:3px solid var(--warn)}
 ul.findings{margin:6px 0;padding-left:18px}ul.plan{margin:6px 0;padding-left:0;list-style:none}

@@ -17,6 +17,7 @@ from provisioner.manifest.model import Manifest
 from provisioner.plan.actions import RemoveCopy
 from provisioner.plan.model import ConsultationView, Plan
 from provisioner.plan.render import line_label
+from provisioner.receipts import StoreState
 from provisioner.state.records import Recorded
 
 AUDIT_PER_ENTITY = 3
@@ -93,6 +94,7 @@ class EntityReport:
     copies: tuple[CopyCell, ...]
     findings: tuple[check.Finding, ...]
     audit: tuple[AuditEvent, ...]
+    stores: tuple[StoreState, ...] = ()  # the agents' key stores, where the manifest names one
 
 
 def mentions(message: str, view: ConsultationView) -> bool:
@@ -164,8 +166,13 @@ def build(
     findings: list[check.Finding],
     audit: dict[str | None, list[AuditEvent]],
     now: dt.datetime,
+    stores: list[StoreState] | None = None,
 ) -> list[EntityReport]:
-    """One report per entity of the manifest, in its order."""
+    """One report per entity of the manifest, in its order; `stores` is what the agents'
+    key stores' receipts say (receipts.survey)."""
+    in_stores: dict[str, list[StoreState]] = {}
+    for state in stores or ():
+        in_stores.setdefault(state.entity, []).append(state)
     statuses = {s.id: s for s in status.build(manifest, recorded, plan, now)}
     removals = {(a.target, a.path) for a in plan.actions if isinstance(a, RemoveCopy)}
     by_entity: dict[str, list[check.Finding]] = {}
@@ -216,6 +223,7 @@ def build(
                 copies=copy_cells(manifest, s, removals),
                 findings=tuple(own),
                 audit=tuple(audit.get(entity.id, ())),
+                stores=tuple(in_stores.get(entity.id, ())),
             )
         )
     return out
