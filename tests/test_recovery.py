@@ -27,6 +27,11 @@ def state_dir(manifest: Path) -> Path:
     return manifest.parent / ".provisioner"
 
 
+def key_fingerprints_of_rows(manifest: Path) -> set[str]:
+    """The keys the state records."""
+    return {row[0] for row in state_rows(manifest, "SELECT key_sha256 FROM generations")}
+
+
 def converged(cli: Runner, manifest: Path, env: dict[str, str] | None = None) -> None:
     done = cli("plan", "--detailed-exitcode", manifest, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -295,6 +300,9 @@ def test_state_db_older_than_its_escrow_is_refused_then_recovered(
         done = cli(*command, quickstart, env=RENEWAL)
         assert done.returncode == 1
         assert "the state is older than its escrow" in done.stderr, done.stderr
+        # Both renewed keys, the first one included: it was sealed at the backup's serial.
+        new = len(set(keys.values()) - key_fingerprints_of_rows(quickstart))
+        assert new == 2 and f"holds {new} key(s) sealed since" in done.stderr, done.stderr
     assert cli("recover", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
     converged(cli, quickstart, RENEWAL)
     assert key_fingerprints(quickstart) == keys

@@ -280,16 +280,17 @@ def check_unit(
     known = {g.key_sha256 for g in recorded.generations}
     unknown = sorted(listing.keys - known)
     committed = db.serial() if unknown else 0
-    newer = [
-        fp
-        for fp in unknown
-        # The serial as committed now: a key an apply sealed while this snapshot was read
-        # is not newer than the state (plan takes no lock).
-        if (Escrow.sealed_serial(folder, fp) or 0) > committed
-    ]
+    serials = {fp: Escrow.sealed_serial(folder, fp) or 0 for fp in unknown}
+    # The serial as committed now: a key an apply sealed while this snapshot was read is not
+    # newer than the state (plan takes no lock).
+    newer = [fp for fp in unknown if serials[fp] > committed]
     if newer:
+        # A key sealed by the first apply after a backup carries the backup's serial (it is
+        # sealed before its transaction commits, as a crash's leftover is): once the state is
+        # known to be older, those count too.
+        count = sum(serial >= committed for serial in serials.values())
         raise UnitError(
-            f"{folder}: the escrow holds {len(newer)} key(s) sealed after this state's last "
+            f"{folder}: the escrow holds {count} key(s) sealed since this state's last "
             f"change (serial {recorded.serial}) that the state does not know: the state "
             f"is older than its escrow (restored from a backup?). {recover} to take the "
             "newer generations back"

@@ -69,8 +69,14 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
                     entity.id,
                     "renewal-soon",
                     f'generation {current.number} "{current.designation}" expires on '
-                    f"{current.not_after:%Y-%m-%d}; a new generation will be created from "
-                    f"{renew_on:%Y-%m-%d}: plan its upload to the platform",
+                    f"{current.not_after:%Y-%m-%d}; a new generation will be created "
+                    + (
+                        f"from {renew_on:%Y-%m-%d}"
+                        if renew_on > p.now
+                        else "by the next apply (its renewal date, "
+                        f"{renew_on:%Y-%m-%d}, has passed)"
+                    )
+                    + ": plan its upload to the platform",
                 )
             )
 
