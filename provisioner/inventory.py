@@ -14,6 +14,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.consultations import Consultation
+from provisioner.errors import ProvisionerError
 from provisioner.manifest.model import STORE_NSS, STORE_WINDOWS, Entity, Manifest, Target
 from provisioner.plan.paths import copy_file_name
 from provisioner.receipts import Bound, open_bindings, receipt_path, windows_thumbprint
@@ -186,6 +187,13 @@ def run(manifest_path: Path, state_dir: Path | None, consultations: Path | None)
 
     inputs = load_inputs(manifest_path, state_dir, need_secrets=False, consultations=consultations)
     with open_state(inputs, create=False, unlock=False) as session:
+        if session.db is None:
+            # An empty inventory would tell a distribution engine that no store must hold
+            # anything: a wrong --state-dir must fail, not pass for "nothing to do".
+            raise ProvisionerError(
+                f"no state in {session.state_dir}: nothing has been applied there yet (apply "
+                "first, or give --state-dir the folder the tool's state is in)"
+            )
         return build(
             session.manifest,
             session.recorded,

@@ -423,3 +423,14 @@ def test_the_report_shows_each_agent_store_as_its_receipt_says(cli: Runner, tmp_
     assert cls == "store not-imported"
     assert "file present, not imported" in cells
     assert "ws-m2 alice" not in rows  # store: file is never judged by receipts
+
+
+def test_inventory_without_a_state_fails_instead_of_listing_nothing(
+    cli: Runner, tmp_path: Path
+) -> None:
+    """A wrong --state-dir must not hand a distribution engine an empty inventory."""
+    path = write(tmp_path, INVENTORY)
+    done = cli("inventory", "--json", path, "--state-dir", tmp_path / "elsewhere")
+    assert done.returncode == 1
+    assert f"no state in {tmp_path / 'elsewhere'}" in done.stderr, done.stderr
+    assert not (tmp_path / "elsewhere").exists()
