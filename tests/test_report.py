@@ -408,6 +408,15 @@ def test_refuses_to_overwrite_a_file_that_is_not_a_report(site: Path, tmp_path: 
     done = report(site, tmp_path / "no-such-folder" / "r.html")
     assert done.returncode == 1 and "no such folder for the report" in done.stderr
     assert not (tmp_path / "no-such-folder").exists()
+    # A page that starts as a report and goes on with someone's notes is not one any more.
+    previous = tmp_path / "r.html"
+    assert report(site, previous).returncode == 0
+    assert report(site, previous).returncode == 0  # a previous report is replaced
+    edited = previous.read_bytes()[:300] + b"USER DATA\n"
+    previous.write_bytes(edited)
+    done = report(site, previous)
+    assert done.returncode == 1 and "is not a report" in done.stderr
+    assert previous.read_bytes() == edited
 
 
 def test_an_unreadable_plan_is_refused_before_anything_is_written(

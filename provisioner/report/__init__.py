@@ -46,9 +46,11 @@ def refuse_overwrite(out: Path) -> None:
     try:
         with out.open("rb") as handle:
             head = handle.read(HEAD_BYTES)
+            handle.seek(max(0, out.stat().st_size - len(html.END)))
+            tail = handle.read()
     except OSError as exc:
         raise ProvisionerError(f"{out}: cannot read it to check what it is: {exc}") from None
-    if html.GENERATOR.encode() not in head:
+    if html.GENERATOR.encode() not in head or tail != html.END.encode():
         raise ProvisionerError(
             f"{out}: exists and is not a report written by `provisioner report`: it is left "
             "as it is; choose another --out, or move that file away"

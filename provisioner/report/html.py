@@ -29,6 +29,9 @@ from provisioner.report.model import (
 
 # The first bytes of every report: how `report --out` recognises a file it may replace.
 GENERATOR = '<meta name="generator" content="provisioner report">'
+# ...and its last: a file that starts like a report but goes on with something else (a page
+# saved and then edited, notes appended) is not one.
+END = "<!-- end of the provisioner report -->\n"
 
 SEVERITY_CLASS = {check.OK: "ok", check.WARNING: "warn", check.CRITICAL: "crit"}
 SEVERITY_WORD = {check.OK: "OK", check.WARNING: "WARNING", check.CRITICAL: "CRITICAL"}
@@ -722,5 +725,5 @@ def render(page: Page) -> str:
         '<footer><p class="meta">Written by <code>provisioner report</code>: it reads the state '
         "and observes the targets, holds no secret, and fetches nothing.</p></footer>"
     )
-    body.append(f"<script>{SCRIPT}</script></body></html>\n")
+    body.append(f"<script>{SCRIPT}</script></body></html>\n{END}")
     return "".join(body)
