@@ -146,7 +146,10 @@ def _from_csv(
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     names = next(reader, [])
     header = map_header(names, fmt, display, field_columns(lines[0], delimiter))
-    notes.extend(near_misses(header, display))
+    misses = list(near_misses(header, display))
+    if any(d.severity == "error" for d in misses):
+        raise ManifestError(misses)
+    notes.extend(misses)
     errors: list[Diagnostic] = []
     out: list[Consultation] = []
     end = reader.line_num

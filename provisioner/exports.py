@@ -290,8 +290,9 @@ def map_header(names: list[str], fmt: ExportFormat, display: str, columns: list[
 
 def near_misses(header: Header, display: str) -> Iterable[Diagnostic]:
     """A column the tool does not read, named like a field it has not found (`Date limite de
-    remise`, `Statu`): a warning, so a misspelt column does not go unseen. Other columns of
-    the export are ignored without a word."""
+    remise`, `Statu`): a warning, so a misspelt column does not go unseen, and an error for
+    the deadline and the opening, whose dates would be lost. Other columns of the export are
+    ignored without a word."""
     found = set(header.fields.values())
     for name in header.ignored:
         for field, aliases in ALIASES.items():
@@ -301,10 +302,14 @@ def near_misses(header: Header, display: str) -> Iterable[Diagnostic]:
                 normalise(name), [normalise(a) for a in aliases], n=1, cutoff=0.75
             )
             if close:
+                # A date column read as nothing would drop the deadline or the opening that
+                # check compares with the key's expiry: an error, not a warning.
+                dates = field in ("deadline", "opening")
                 yield Diagnostic(
-                    "warning",
+                    "error" if dates else "warning",
                     Location(display, 1),
                     f"column {name!r} is not read: did you mean the {field} column? (name it "
-                    f"in the manifest: consultations: {{columns: {{{field}: {name!r}}}}})",
+                    f"in the manifest: consultations: {{columns: {{{field}: {name!r}}}}})"
+                    + (": its dates would be lost" if dates else ""),
                 )
                 break

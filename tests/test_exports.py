@@ -127,15 +127,31 @@ def test_another_platform_s_names_come_from_the_manifest(tmp_path: Path) -> None
 def test_a_misspelt_column_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "export.csv"
     path.write_text(
+        "Référence;Entité;Désignation;Statut;Date limite de remise des plis;Intitul\n"
+        "A-1;commune-exemple;Commune Exemple;open;20/12/2026;Travaux\n"
+    )
+    (item,), notes = read(path)
+    assert item.deadline is not None and not item.title
+    (note,) = notes
+    assert note.severity == "warning"
+    assert "column 'Intitul' is not read: did you mean the title column?" in note.message
+
+
+def test_a_misspelt_date_column_is_refused(tmp_path: Path) -> None:
+    """A deadline read as nothing would hide a key expiring before it (red team, 2026-11-27)."""
+    path = tmp_path / "export.csv"
+    path.write_text(
         "Référence;Entité;Désignation;Statut;Date limite de remise des pli\n"
         "A-1;commune-exemple;Commune Exemple;open;20/12/2026\n"
     )
-    (item,), notes = read(path)
-    assert item.deadline is None
-    (note,) = notes
+    with pytest.raises(ManifestError) as refused:
+        read(path)
+    (error,) = refused.value.diagnostics
+    assert error.severity == "error"
     assert "column 'Date limite de remise des pli' is not read: did you mean the deadline" in (
-        note.message
+        error.message
     )
+    assert "its dates would be lost" in error.message
 
 
 @pytest.mark.parametrize(
