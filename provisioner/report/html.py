@@ -7,25 +7,21 @@ joins keep it fast without a new dependency (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 from functools import cached_property
-from html import escape
 
 from provisioner import check
-from provisioner.clock import PARIS
 from provisioner.plan.actions import CreateGeneration, RenameGeneration
 from provisioner.report import fr
+from provisioner.report.assets import CSS, LEGEND, SCRIPT, csp, esc
 from provisioner.report.model import (
     AuditEvent,
-    ConsultationMarker,
     CopyCell,
     EntityReport,
-    GenerationView,
     PlanLine,
 )
+from provisioner.report.timeline import Scale, axis, page_scale, timeline
 
 # The first bytes of every report: how `report --out` recognises a file it may replace.
 GENERATOR = '<meta name="generator" content="provisioner report">'
@@ -45,20 +41,6 @@ COPY_WORD = {
     "planned": "to write",
 }
 ROLE_WORD = {"workstation": "poste agent", "location": "emplacement partagé", "": "(left)"}
-
-# Timeline geometry, in SVG user units (the drawing scales to the page's width).
-WIDTH = 1000
-LEFT = 8
-RIGHT = 8
-AXIS = 22
-GEN_ROW = 24
-CONS_ROW = 20
-BAR = 14
-GRID_DEPTH = 4000  # below the tallest timeline (a generation or consultation row is 20-24)
-
-
-def esc(value: object) -> str:
-    return escape(str(value), quote=True)
 
 
 @dataclass(frozen=True)
@@ -94,187 +76,6 @@ class Page:
     general: tuple[check.Finding, ...]  # findings of no entity (targets, refusals)
     general_audit: tuple[AuditEvent, ...]
     plan: PlanView | None
-
-
-# ---------------------------------------------------------------- timeline (SVG)
-
-
-class Scale:
-    """Dates to x positions over a span of moments and today, padded."""
-
-    def __init__(self, moments: list[dt.datetime], now: dt.datetime) -> None:
-        first = min([*moments, now])
-        last = max([*moments, now])
-        span = last - first
-        if span < dt.timedelta(days=90):
-            pad = (dt.timedelta(days=90) - span) / 2 + dt.timedelta(days=15)
-        else:
-            pad = span * 0.04
-        self.start = first - pad
-        self.end = last + pad
-        self.seconds = (self.end - self.start).total_seconds()
-
-    def x(self, when: dt.datetime) -> float:
-        return LEFT + (when - self.start).total_seconds() / self.seconds * (WIDTH - LEFT - RIGHT)
-
-
-def _n(value: float) -> str:
-    """A coordinate: whole units (a thousandth of the width) are finer than print shows."""
-    return str(round(value))
-
-
-def ticks(scale: Scale) -> list[tuple[dt.datetime, bool]]:
-    """Month starts in Paris time (every 1, 3, 6 or 12 months as the span allows), each
-    with whether it opens a year."""
-    months = scale.seconds / (30.44 * 86400)
-    step = next((s for s in (1, 3, 6, 12, 24, 60) if months / s <= 12), 120)
-    start = fr.paris(scale.start)
-    year, month = start.year, start.month
-    out: list[tuple[dt.datetime, bool]] = []
-    while True:
-        month += 1
-        if month > 12:
-            year, month = year + 1, 1
-        if (year * 12 + month - 1) % step:
-            continue
-        when = dt.datetime(year, month, 1, tzinfo=PARIS)
-        if when >= scale.end:
-            return out
-        out.append((when, month == 1))
-
-
-def page_scale(entities: tuple[EntityReport, ...], now: dt.datetime) -> Scale:
-    """One time axis for every entity, so that a reader scanning down the page compares them:
-    the live generations' validity and every consultation's dates (retired generations are
-    history: their bars may run off the left edge; the table gives their dates)."""
-    moments: list[dt.datetime] = []
-    retired: list[dt.datetime] = []
-    for e in entities:
-        for g in e.generations:
-            (retired if g.status == "retired" else moments).extend((g.not_before, g.not_after))
-        for c in e.consultations:
-            moments += [d for d in (c.deadline, c.opening) if d is not None]
-    return Scale(moments or retired, now)
-
-
-def axis(scale: Scale, now: dt.datetime) -> str:
-    """The grid, its labels and today's line, defined once and drawn in every timeline by
-    `<use>` (at 1,000 entities, one copy per timeline weighed a megabyte). Lines run down to
-    GRID_DEPTH; each timeline's viewBox cuts them at its height."""
-    labels: list[str] = []
-    grid: dict[bool, list[str]] = {False: [], True: []}
-    for when, year in ticks(scale):
-        x = _n(scale.x(when))
-        grid[year].append(f"M{x} {AXIS - 4}V{GRID_DEPTH}")
-        label = str(when.year) if year else fr.month(when)
-        labels.append(f'<text class="tick" x="{x}" y="{AXIS - 8}">{esc(label)}</text>')
-    paths = "".join(
-        f'<path class="tick{" year" if year else ""}" d="{"".join(moves)}"/>'
-        for year, moves in grid.items()
-        if moves
-    )
-    x = _n(scale.x(now))
-    return (
-        '<svg class="defs" aria-hidden="true"><defs>'
-        f'<g id="grid">{"".join(labels)}{paths}</g>'
-        f'<g id="today" class="today" data-date="{fr.date(now)}"><line x1="{x}" x2="{x}" '
-        f'y1="{AXIS - 4}" y2="{GRID_DEPTH}"/><title>today {esc(fr.date_time(now))}</title></g>'
-        "</defs></svg>"
-    )
-
-
-def timeline(e: EntityReport, scale: Scale) -> str:
-    rows = len(e.generations) + len(e.consultations)
-    height = AXIS + len(e.generations) * GEN_ROW + len(e.consultations) * CONS_ROW + 8
-    if not rows:
-        height = AXIS + GEN_ROW
-    parts = [
-        f'<svg class="timeline" viewBox="0 0 {WIDTH} {height}" role="img" '
-        f'aria-label="{esc(e.id)}: timeline"><use href="#grid"/>'
-    ]
-    bar_y: dict[int, float] = {}
-    for i, g in enumerate(e.generations):
-        y = AXIS + i * GEN_ROW + 4
-        bar_y[g.number] = y + BAR / 2
-        parts.append(generation_bar(g, scale, y))
-    top = AXIS + len(e.generations) * GEN_ROW
-    for j, c in enumerate(e.consultations):
-        parts.append(consultation_row(c, scale, top + j * CONS_ROW + CONS_ROW / 2, bar_y))
-    if not rows:
-        parts.append(
-            f'<text class="none" x="{WIDTH // 2}" y="{AXIS + 15}">no bi-clé recorded yet</text>'
-        )
-    parts.append('<use class="today" href="#today"/></svg>')
-    return "".join(parts)
-
-
-def generation_bar(g: GenerationView, scale: Scale, y: float) -> str:
-    x0, x1 = scale.x(g.not_before), scale.x(g.not_after)
-    r0 = max(scale.x(g.renew_from), x0)
-    label = f"g{g.number} « {g.designation} » until {fr.date(g.not_after)}"
-    if x1 < LEFT + 40:  # a retired generation before the axis: named at its left edge
-        label = "◂ " + label
-    if x0 > WIDTH * 0.6:
-        text = f'<text x="{_n(x1 - 4)}" y="{_n(y + BAR - 3)}" class="end">{esc(label)}</text>'
-    else:
-        text = f'<text x="{_n(max(x0, LEFT) + 4)}" y="{_n(y + BAR - 3)}">{esc(label)}</text>'
-    title = (
-        f"g{g.number} {g.status}, valid {fr.date(g.not_before)} – {fr.date(g.not_after)}, "
-        f"renewal from {fr.date(g.renew_from)}"
-    )
-    return (
-        f'<g class="gen {esc(g.status)}" data-generation="{g.number}" '
-        f'data-not-before="{fr.date(g.not_before)}" data-not-after="{fr.date(g.not_after)}">'
-        f"<title>{esc(title)}</title>"
-        f'<rect class="bar" x="{_n(x0)}" y="{_n(y)}" width="{_n(max(x1 - x0, 1))}" '
-        f'height="{BAR}" rx="2"/>'
-        f'<rect class="renew" x="{_n(r0)}" y="{_n(y)}" width="{_n(max(x1 - r0, 0))}" '
-        f'height="{BAR}"/>{text}</g>'
-    )
-
-
-def consultation_row(c: ConsultationMarker, scale: Scale, y: float, bar_y: dict[int, float]) -> str:
-    risk = " risk" if c.severity >= check.CRITICAL else " warn" if c.severity else ""
-    attrs = (
-        f'class="cons {esc(c.status)}{risk}" data-reference="{esc(c.reference)}" '
-        f'data-generation="{c.generation}"'
-    )
-    if c.deadline:
-        attrs += f' data-deadline="{esc(fr.date_time(c.deadline))}"'
-    if c.opening:
-        attrs += f' data-opening="{esc(fr.date_time(c.opening))}"'
-    bound = f"g{c.generation} « {c.designation} »" if c.generation else f"{c.key_ref} (not managed)"
-    parts = [f"<g {attrs}><title>{esc(c.reference)} → {esc(bound)}</title>"]
-    xs = [scale.x(d) for d in (c.deadline, c.opening) if d is not None]
-    if len(xs) == 2:
-        parts.append(
-            f'<line class="span" x1="{_n(xs[0])}" x2="{_n(xs[1])}" y1="{_n(y)}" y2="{_n(y)}"/>'
-        )
-    link_y = bar_y.get(c.generation)
-    if link_y is not None and xs:
-        link = " risk" if c.binding_risk else ""
-        parts.append(
-            f'<line class="link{link}" x1="{_n(xs[0])}" x2="{_n(xs[0])}" y1="{_n(link_y)}" '
-            f'y2="{_n(y)}"/>'
-        )
-    if c.deadline:
-        x = scale.x(c.deadline)
-        cls = " risk" if c.deadline_risk or c.binding_risk else ""
-        parts.append(f'<path class="deadline{cls}" d="M{_n(x)} {_n(y - 6)}l6 6-6 6-6-6z"/>')
-    if c.opening:
-        x = scale.x(c.opening)
-        cls = " risk" if c.opening_risk or c.binding_risk else ""
-        parts.append(f'<circle class="opening{cls}" cx="{_n(x)}" cy="{_n(y)}" r="5"/>')
-    if xs:
-        right = max(xs)
-        if right > WIDTH * 0.7:
-            parts.append(
-                f'<text class="end" x="{_n(min(xs) - 9)}" y="{_n(y + 4)}">{esc(c.reference)}</text>'
-            )
-        else:
-            parts.append(f'<text x="{_n(right + 9)}" y="{_n(y + 4)}">{esc(c.reference)}</text>')
-    parts.append("</g>")
-    return "".join(parts)
 
 
 # ---------------------------------------------------------------- tables
@@ -560,119 +361,6 @@ def plan_section(plan: PlanView) -> str:
         'replace, <code class="sym conflict">!</code> conflict (nothing done).</p></section>'
     )
     return "".join(parts)
-
-
-LEGEND = (
-    '<svg class="legend" viewBox="0 0 1000 24" role="img" aria-label="legend">'
-    '<g class="gen current"><rect class="bar" x="0" y="5" width="40" height="14"/></g>'
-    '<text x="46" y="16">current</text>'
-    '<g class="gen retained"><rect class="bar" x="110" y="5" width="40" height="14"/></g>'
-    '<text x="156" y="16">retained</text>'
-    '<g class="gen retired"><rect class="bar" x="230" y="5" width="40" height="14"/></g>'
-    '<text x="276" y="16">retired</text>'
-    '<rect class="renew" x="340" y="5" width="40" height="14"/>'
-    '<text x="386" y="16">renewal window</text>'
-    '<path class="deadline" d="M510 6l6 6-6 6-6-6z"/>'
-    '<text x="522" y="16">date limite de remise des plis</text>'
-    '<circle class="opening" cx="722" cy="12" r="5"/><text x="733" y="16">ouverture des plis</text>'
-    '<path class="deadline risk" d="M865 6l6 6-6 6-6-6z"/><text x="877" y="16">at risk</text>'
-    '<g class="today"><line x1="950" x2="950" y1="2" y2="22"/></g>'
-    '<text x="956" y="16">today</text></svg>'
-)
-
-CSS = """
-:root{--cur:#2a6fb0;--ret:#d08b16;--old:#9aa0a6;--crit:#c62828;--warn:#b26a00;--ok:#2e7d32;
---line:#d5d9de;color-scheme:light}
-*{box-sizing:border-box}
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
-margin:0 auto;max-width:1100px;padding:0 16px 40px;color:#1c1f23;background:#fff}
-h1{font-size:22px;margin:18px 0 4px}h2{font-size:17px;margin:0 0 4px}
-h3{font-size:14px;margin:8px 0 2px}
-a{color:#1a5593}code{font:12px ui-monospace,Menlo,Consolas,monospace}
-table{border-collapse:collapse;margin:6px 0;width:100%;font-size:12.5px}
-th,td{border-bottom:1px solid var(--line);padding:2px 6px;text-align:left;vertical-align:top}
-thead th{background:#f3f5f7;font-weight:600}
-.sev{display:inline-block;border-radius:3px;padding:0 5px;font-size:11px;font-weight:700;color:#fff}
-.sev.ok{background:var(--ok)}.sev.warn{background:var(--warn)}.sev.crit{background:var(--crit)}
-.summary{font-weight:600}.meta{color:#555;margin:0}
-section.entity{border-top:2px solid var(--line);padding:10px 0 6px;content-visibility:auto;
-contain-intrinsic-size:auto 520px}
-section.entity:target{outline:3px solid #7aa7d8;outline-offset:4px}
-.ready.yes{color:var(--ok);margin:0}.ready.no{color:var(--warn);margin:0}
-.name{font-weight:400;color:#444}.absent{font-size:12px;color:#777}.former{color:#777}
-svg.timeline{width:100%;height:auto;display:block;margin:6px 0}
-svg.defs{position:absolute;width:0;height:0;overflow:hidden}
-svg{font:12px system-ui,"DejaVu Sans",sans-serif}svg.legend{width:100%;height:auto;max-height:28px}
-svg text{fill:#1c1f23}svg text.end{text-anchor:end}text.tick{font-size:10px;fill:#666}
-svg text.none{text-anchor:middle;fill:#777}
-path.tick{stroke:#eceff2;fill:none}path.tick.year{stroke:#c9ced4}
-.gen .bar{fill:var(--cur);fill-opacity:.28;stroke:var(--cur)}
-.gen.retained .bar{fill:var(--ret);stroke:var(--ret)}
-.gen.retired .bar{fill:var(--old);stroke:var(--old)}
-.renew{fill:rgba(0,0,0,.16);stroke:none}
-.today line{stroke:#6a1b9a;stroke-width:2;stroke-dasharray:4 3}
-.cons line.span{stroke:#555;stroke-width:1.5}
-.cons line.link{stroke:#555;stroke-dasharray:2 2}
-.cons line.link.risk{stroke:var(--crit);stroke-width:1.5}
-.deadline{fill:#fff;stroke:#333;stroke-width:1.5}.opening{fill:#333}
-.deadline.risk{fill:var(--crit);stroke:var(--crit)}.opening.risk{fill:var(--crit);stroke:var(--crit)}
-.cons.risk text{fill:var(--crit);font-weight:700}.cons.warn text{fill:var(--warn)}
-.cons.closed{opacity:.55}
-td.copy{text-align:center;font-weight:600}
-td.copy.present{color:var(--ok)}td.copy.missing,td.copy.conflict{color:#fff;background:var(--crit)}
-td.copy.drifted{color:#000;background:#ffe08a}
-td.copy.remove{color:#777;text-decoration:line-through}
-td.copy.none{color:#bbb}td.copy.planned{color:#1a5593}td.risk{color:var(--crit);font-weight:700}
-tr.store.installed td{color:var(--ok)}
-tr.store:not(.installed):not(.unreachable) td{color:var(--crit);font-weight:600}
-tr.crit td:first-child{border-left:3px solid var(--crit)}
-tr.warn td:first-child{border-left:3px solid var(--warn)}
-ul.findings{margin:6px 0;padding-left:18px}ul.plan{margin:6px 0;padding-left:0;list-style:none}
-li.crit{color:var(--crit)}li.warn{color:#6b4200}
-code.sym{font-weight:700;display:inline-block;min-width:2.2em;text-align:right}
-.add .sym,code.sym.add{color:#1b7f2a}.change .sym,code.sym.change{color:#a06800}
-.destroy .sym,code.sym.destroy{color:var(--crit)}.replace .sym,code.sym.replace{color:#8e24aa}
-.conflict .sym,code.sym.conflict{color:#a06800}
-dl.attrs{display:grid;grid-template-columns:max-content auto;gap:0 8px;margin:2px 0 4px 3em;
-font-size:12px}
-dl.attrs dt{color:#555}dl.attrs dd{margin:0}
-.stale{padding:4px 8px;border:1px solid var(--crit);color:var(--crit)}
-table.audit{font-size:11.5px;color:#444}
-p.top{text-align:right;margin:0;font-size:12px}
-p.filter input{font:inherit;padding:2px 6px;width:22em}
-@media print{
-@page{size:A4;margin:12mm 10mm}
-body{max-width:none;padding:0;font-size:10.5pt}
-*{-webkit-print-color-adjust:exact;print-color-adjust:exact}
-p.filter,p.top{display:none}
-section.entity{content-visibility:visible;break-inside:auto}
-section.entity[hidden]{display:none}
-h2,h3{break-after:avoid}svg,table,tr{break-inside:avoid}
-a{color:inherit;text-decoration:none}
-}
-"""
-
-SCRIPT = """(function(){
-var f=document.getElementById("filter"),l=document.getElementById("level"),
-o=document.getElementById("shown"),
-s=document.querySelectorAll("section.entity,#index tbody tr");
-function apply(){var q=f.value.trim().toLowerCase(),m=+l.value,n=0,i,e,h;
-for(i=0;i<s.length;i++){e=s[i];
-h=(q&&e.getAttribute("data-key").indexOf(q)<0)||+e.getAttribute("data-sev")<m;
-e.hidden=!!h;if(!h&&e.tagName==="SECTION")n++;}
-o.textContent=(q||m)?n+" shown":"";}
-f.addEventListener("input",apply);l.addEventListener("change",apply);
-var m=/^#filter=(.*)$/.exec(location.hash);if(m){f.value=decodeURIComponent(m[1]);apply();}
-document.documentElement.setAttribute("data-ready","1");
-})();"""
-
-
-def csp() -> str:
-    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
-    return (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
-    )
 
 
 def render(page: Page) -> str:
