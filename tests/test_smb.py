@@ -426,9 +426,9 @@ def test_a_share_the_server_does_not_offer_is_named(
 def test_a_server_that_stops_answering_mid_run_fails_within_the_operation_timeout(
     smbd: SmbServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioner.transports import smb
+    from provisioner.transports import smb, smb_connection
 
-    monkeypatch.setattr(smb, "OPERATION_TIMEOUT", 4.0)  # 60 s in use
+    monkeypatch.setattr(smb_connection, "OPERATION_TIMEOUT", 4.0)  # 60 s in use
     hung = smbd_helpers.start()
     try:
         target = Target(

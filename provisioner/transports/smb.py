@@ -22,38 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import secrets
-import socket
-import threading
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import smbclient
-from smbclient._io import SMBFileTransaction, SMBRawIO
+from smbclient._io import SMBRawIO
 from smbprotocol.exceptions import (
     BadNetworkName,
-    LogonFailure,
-    SMBAuthenticationError,
-    SMBException,
     SMBOSError,
-    SMBResponseException,
 )
 from smbprotocol.open import (
     FilePipePrinterAccessMask,
-    InfoType,
-    SMB2QueryInfoRequest,
-    SMB2QueryInfoResponse,
-    SMB2SetInfoRequest,
-)
-from smbprotocol.security_descriptor import (
-    AccessAllowedAce,
-    AceType,
-    AclPacket,
-    SDControl,
-    SIDPacket,
-    SMB2CreateSDBuffer,
 )
 
 from provisioner import faults
@@ -61,24 +39,18 @@ from provisioner.atomic import TMP_MARK
 from provisioner.errors import ProvisionerError, TransportError
 from provisioner.manifest.model import Target
 from provisioner.transports.base import FileFacts, FolderFacts, Leftover, folder_facts
-
-CONNECT_ATTEMPTS = 3
-OPERATION_TIMEOUT = 60.0
-T = TypeVar("T")
-
-# Security information asked and set (MS-DTYP 2.4.7).
-_OWNER, _GROUP, _DACL = 0x1, 0x2, 0x4
-_PROTECTED_DACL = 0x80000000
-# Rights that let a SID read a file's bytes: FILE_READ_DATA, GENERIC_READ, GENERIC_ALL.
-_READS = 0x00000001 | 0x80000000 | 0x10000000
-FULL_CONTROL = 0x001F01FF
-READ = 0x00120089  # FILE_GENERIC_READ
-READ_AND_LIST = 0x001200A9  # FILE_GENERIC_READ | FILE_EXECUTE (traverse), for folders
-_INHERIT = 0x01 | 0x02  # OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE
+from provisioner.transports.smb_acl import owner_and_readers, private_dacl, query_security, set_dacl
+from provisioner.transports.smb_connection import (
+    SMB_ERRORS,
+    SmbConnection,
+    reason_of,
+    silence_library_logging,
+)
 
 _ACCESS_DENIED = 0xC0000022
 _NO_SHARE = (0xC00000CC, 0xC0000225)  # BAD_NETWORK_NAME, NOT_FOUND
-_ERRORS = (OSError, SMBException, ValueError, EOFError)
+
+__all__ = ["SmbConnection", "SmbTransport", "silence_library_logging", "unc"]
 
 
 def unc(target: Target, path: str = "") -> str:
@@ -88,260 +60,10 @@ def unc(target: Target, path: str = "") -> str:
     return f"{root}\\{inside}" if inside else root
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, SMBOSError):
-        return exc.strerror or str(exc)
-    if isinstance(exc, SMBResponseException):
-        return exc.message.split(": ", 1)[-1] if exc.message else type(exc).__name__
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-
-
-def silence_library_logging() -> None:
-    """smbprotocol logs a dropped connection from its receiver thread through Python's
-    last-resort handler (stderr); the transport reports failures itself, one line per target."""
-    for name in ("smbprotocol", "smbclient", "spnego"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-            logger.addHandler(logging.NullHandler())
-        logger.propagate = False
-
-
-class SmbConnection:
-    """One SMB connection and session to a server, for one account, shared by every target
-    on it (smbprotocol multiplexes the trees of several shares on it)."""
-
-    def __init__(self, target: Target, password: str) -> None:
-        self.host = target.host or ""
-        self.port = target.port
-        self.user = target.user or ""
-        self.encrypt = target.encrypt
-        self.timeout = target.connect_timeout
-        self._password = password
-        self.lock = threading.RLock()
-        self.cache: dict[str, Any] = {}
-        self.connected = False
-        silence_library_logging()
-
-    @property
-    def name(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """What every smbclient call gets: this connection's own cache and credentials."""
-        return {
-            "username": self.user,
-            "password": self._password,
-            "port": self.port,
-            "encrypt": self.encrypt,
-            "connection_timeout": self.timeout,
-            "connection_cache": self.cache,
-            "auth_protocol": "ntlm",
-            "require_signing": True,
-        }
-
-    def connect(self) -> None:
-        """Open the session, with bounded retries for transient faults (a reset while the
-        server starts); a refused password or a missing share fails at once."""
-        with self.lock:
-            if self.connected:
-                return
-            delay = 0.5
-            for attempt in range(1, CONNECT_ATTEMPTS + 1):
-                started = time.monotonic()
-                try:
-                    smbclient.register_session(self.host, **self.options)
-                    self._bound_waits()
-                    self.connected = True
-                    return
-                except (LogonFailure, SMBAuthenticationError):
-                    self._reset()
-                    raise TransportError(
-                        f"authentication refused for {self.name} (wrong user or password?)"
-                    ) from None
-                except _ERRORS as exc:
-                    self._reset()
-                    why = _reason(exc.__cause__ or exc) if isinstance(exc, ValueError) else ""
-                    why = why or _reason(exc)
-                    refused = "refused" in why.lower()
-                    timed_out = time.monotonic() - started >= self.timeout
-                    if "encrypt" in why.lower():
-                        raise TransportError(
-                            f"{self.name}: the server cannot encrypt (SMB3 encryption is "
-                            "required; `encrypt: false` only on a network you trust)"
-                        ) from None
-                    if timed_out or "timeout" in why.lower():
-                        raise TransportError(
-                            f"cannot connect to {self.host}:{self.port}: no SMB answer within "
-                            f"{self.timeout:g} s"
-                        ) from None
-                    if refused or attempt == CONNECT_ATTEMPTS:
-                        tries = "" if refused else f" after {attempt} attempts"
-                        raise TransportError(
-                            f"cannot connect to {self.host}:{self.port}{tries}: {why}"
-                        ) from None
-                    time.sleep(delay)
-                    delay *= 2
-            raise AssertionError("unreachable")
-
-    def _bound_waits(self) -> None:
-        """A server that stops answering mid-operation fails it within about OPERATION_TIMEOUT
-        s: smbprotocol's receiver sends an echo after a silence of `_receive_timeout` (600 s by
-        default) and closes the connection, failing what waits on it, when that echo too goes
-        unanswered; half the operation timeout each."""
-        for connection in self.cache.values():
-            if hasattr(connection, "_receive_timeout"):
-                connection._receive_timeout = max(1, int(OPERATION_TIMEOUT / 2))
-
-    def run(self, op: Callable[[], T]) -> T:
-        """Run an operation; if the connection died (server restarted), reconnect once.
-        Operations are serialised on the connection: run at once from several threads,
-        smbprotocol fails them with "requires 1 credits but only 0 credits are available"
-        (measured with --parallel 8 on Samba 4.17)."""
-        self.connect()
-        try:
-            with self.lock:
-                return op()
-        except _ERRORS as exc:
-            if not _dead_link(exc):
-                raise
-            self._reset()
-            self.connect()
-            with self.lock:
-                return op()
-
-    def _reset(self) -> None:
-        with self.lock:
-            with contextlib.suppress(*_ERRORS):
-                smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self.cache)
-            self.cache.clear()
-            self.connected = False
-
-    def close(self) -> None:
-        self._reset()
-
-
 def _missing(exc: SMBOSError) -> bool:
     """No such file or folder. smbclient maps a missing share to ENOENT too (Samba answers
     STATUS_NOT_FOUND to the DFS referral asked for it): that one is not a missing file."""
     return exc.errno == 2 and exc.ntstatus not in _NO_SHARE
-
-
-def _dead_link(exc: BaseException) -> bool:
-    if isinstance(exc, SMBOSError):
-        return False  # a file status (not found, denied, in use...)
-    if isinstance(exc, (ConnectionError, EOFError, socket.timeout, TimeoutError)):
-        return True
-    text = str(exc).lower()
-    return any(w in text for w in ("connection", "closed", "session", "socket", "broken pipe"))
-
-
-# ---------------------------------------------------------------- security descriptors
-
-
-def query_security(raw: SMBRawIO) -> SMB2CreateSDBuffer | None:
-    """The security descriptor (owner, group, DACL) of an open file; None when the server
-    gives none."""
-    request = SMB2QueryInfoRequest()
-    request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
-    request["output_buffer_length"] = 65536
-    request["additional_information"] = _OWNER | _GROUP | _DACL
-    request["file_id"] = raw.fd.file_id
-
-    def receive(sent: Any) -> bytes:
-        response = raw.fd.connection.receive(sent)
-        parsed = SMB2QueryInfoResponse()
-        parsed.unpack(response["data"].get_value())
-        return bytes(parsed["buffer"].get_value())
-
-    transaction = SMBFileTransaction(raw)
-    transaction += (request, receive)
-    try:
-        transaction.commit()
-    except SMBOSError as exc:
-        if exc.ntstatus in (0xC00000BB, 0xC0000002):  # NOT_SUPPORTED, NOT_IMPLEMENTED
-            return None
-        raise
-    data = transaction.results[0] if transaction.results else b""
-    if not data:
-        return None
-    descriptor = SMB2CreateSDBuffer()
-    descriptor.unpack(data)
-    return descriptor
-
-
-def _sid(text: str) -> SIDPacket:
-    sid = SIDPacket()
-    sid.from_string(text)
-    return sid
-
-
-def _ace(sid: str, mask: int, flags: int = 0) -> AccessAllowedAce:
-    ace = AccessAllowedAce()
-    ace["ace_flags"] = flags
-    ace["mask"] = mask
-    ace["sid"] = _sid(sid)
-    return ace
-
-
-def private_dacl(owner: str, readers: str | None, *, folder: bool = False) -> bytes:
-    """A self-relative security descriptor holding only a protected DACL: full control to
-    `owner`, read to `readers` (read and traverse for a folder, inherited by what it holds)."""
-    flags = _INHERIT if folder else 0
-    aces = [_ace(owner, FULL_CONTROL, flags)]
-    if readers is not None and readers != owner:
-        aces.append(_ace(readers, READ_AND_LIST if folder else READ, flags))
-    acl = AclPacket()
-    acl["aces"] = aces
-    descriptor = SMB2CreateSDBuffer()
-    descriptor["control"].set_flag(SDControl.SELF_RELATIVE)
-    descriptor["control"].set_flag(SDControl.DACL_PROTECTED)
-    descriptor.set_dacl(acl)
-    return bytes(descriptor.pack())
-
-
-def set_dacl(raw: SMBRawIO, descriptor: bytes) -> None:
-    request = SMB2SetInfoRequest()
-    request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
-    request["file_info_class"] = 0
-    # Windows applies the descriptor's "protected" flag only when asked for it explicitly
-    # (smbprotocol's flag list lacks PROTECTED_DACL_SECURITY_INFORMATION).
-    request["additional_information"].flag_strict = False
-    request["additional_information"] = _DACL | _PROTECTED_DACL
-    request["file_id"] = raw.fd.file_id
-    request["buffer"] = descriptor
-
-    def receive(sent: Any) -> None:
-        raw.fd.connection.receive(sent)
-
-    transaction = SMBFileTransaction(raw)
-    transaction += (request, receive)
-    transaction.commit()
-
-
-def owner_and_readers(descriptor: SMB2CreateSDBuffer | None) -> tuple[str, tuple[str, ...]]:
-    """The owner SID and the SIDs an allow entry lets read the data (deny entries are not
-    subtracted: a reader they exclude is still reported, the safe side)."""
-    if descriptor is None:
-        return "", ()
-    owner = descriptor.get_owner()
-    dacl = descriptor.get_dacl()
-    readers: list[str] = []
-    if dacl is None:  # no DACL at all: everyone has every right
-        return str(owner or ""), ("S-1-1-0",)
-    for ace in dacl["aces"].get_value():
-        if not isinstance(ace, AccessAllowedAce):
-            continue
-        if ace["ace_type"].get_value() != AceType.ACCESS_ALLOWED_ACE_TYPE:
-            continue
-        if ace["ace_flags"].get_value() & 0x08:  # INHERIT_ONLY: not this file's
-            continue
-        if ace["mask"].get_value() & _READS:
-            readers.append(str(ace["sid"].get_value()))
-    return str(owner or ""), tuple(dict.fromkeys(readers))
-
-
-# ---------------------------------------------------------------- the transport
 
 
 class SmbTransport:
@@ -364,7 +86,7 @@ class SmbTransport:
             )
         return TransportError(
             f"{self.target.name}: cannot {action} {self._show(path)} on {self.conn.host}: "
-            f"{_reason(exc)}"
+            f"{reason_of(exc)}"
         )
 
     def _show(self, path: str) -> str:
@@ -409,7 +131,7 @@ class SmbTransport:
 
         try:
             return self.conn.run(op)
-        except (*_ERRORS, ProvisionerError) as exc:
+        except (*SMB_ERRORS, ProvisionerError) as exc:
             raise self._fail("inspect", path, exc) from None
 
     def _makedirs(self, folder: str) -> None:
@@ -503,14 +225,14 @@ class SmbTransport:
                     self._protect(path)
                     smbclient.replace(self._unc(tmp), self._unc(path), **self.conn.options)
             except BaseException:
-                with contextlib.suppress(*_ERRORS):
+                with contextlib.suppress(*SMB_ERRORS):
                     smbclient.remove(self._unc(tmp), **self.conn.options)
                 raise
             return owner
 
         try:
             owner = self.conn.run(op)
-        except (*_ERRORS, ProvisionerError) as exc:
+        except (*SMB_ERRORS, ProvisionerError) as exc:
             raise self._fail("write", path, exc) from None
         readers = (owner,) + ((self.target.readers,) if self.target.readers else ())
         return FileFacts(
@@ -524,7 +246,7 @@ class SmbTransport:
 
         try:
             return self.conn.run(op)
-        except (*_ERRORS, ProvisionerError) as exc:
+        except (*SMB_ERRORS, ProvisionerError) as exc:
             raise self._fail("read", path, exc) from None
 
     def _listdir(self, folder: str) -> list[str] | None:
@@ -538,7 +260,7 @@ class SmbTransport:
     def names(self) -> list[str]:
         try:
             return self.conn.run(lambda: self._listdir(self.target.path) or [])
-        except (*_ERRORS, ProvisionerError) as exc:
+        except (*SMB_ERRORS, ProvisionerError) as exc:
             raise self._fail("list", self.target.path, exc) from None
 
     def remove(self, path: str) -> None:
@@ -551,7 +273,7 @@ class SmbTransport:
 
         try:
             self.conn.run(op)
-        except (*_ERRORS, ProvisionerError) as exc:
+        except (*SMB_ERRORS, ProvisionerError) as exc:
             raise self._fail("remove", path, exc) from None
 
     def observe_folder(self, folder: str) -> FolderFacts | None:
@@ -559,14 +281,14 @@ class SmbTransport:
         # protected DACL, which the folder's entries do not reach.
         try:
             names = self.conn.run(lambda: self._listdir(folder))
-        except (*_ERRORS, ProvisionerError) as exc:
+        except (*SMB_ERRORS, ProvisionerError) as exc:
             raise self._fail("list", folder, exc) from None
         return None if names is None else folder_facts(0o700, names, moves_aside=False)
 
     def secure_folder(self, folder: str) -> None:
         try:
             self.conn.run(lambda: self._protect(folder, folder=True))
-        except (*_ERRORS, ProvisionerError) as exc:
+        except (*SMB_ERRORS, ProvisionerError) as exc:
             raise self._fail("set the access of", folder, exc) from None
 
     def clear_leftover(self, folder: str, leftover: Leftover) -> None:
