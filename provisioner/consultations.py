@@ -141,7 +141,8 @@ def _from_csv(
     data: bytes, display: str, fmt: ExportFormat, notes: list[Diagnostic]
 ) -> list[Consultation]:
     text = decode_export(data, display, notes)
-    lines = text.split("\n")
+    # Lines as the csv module ends them (\r\n, \r or \n), so that its line numbers index them.
+    lines = re.split(r"\r\n|\r|\n", text)
     delimiter = delimiter_of(lines[0])
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     names = next(reader, [])
@@ -155,7 +156,7 @@ def _from_csv(
     end = reader.line_num
     for row in reader:
         line, end = end + 1, reader.line_num  # a quoted field may span lines
-        columns = field_columns(lines[line - 1].rstrip("\r"), delimiter)
+        columns = field_columns(lines[line - 1] if line <= len(lines) else "", delimiter)
         where = Location(display, line)
 
         def at(field: str, row_line: int = line, starts: list[int] = columns) -> Location:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from provisioner.consultations import read_consultations
@@ -89,6 +89,7 @@ CSV_BITS = [
     st.lists(st.sampled_from(CSV_BITS) | st.text(max_size=6), max_size=40),
     st.sampled_from([".csv", ".yaml"]),
 )
+@example(parts=["\r", "reference"], suffix=".csv")  # a lone \r ends a CSV line (was IndexError)
 def test_consultations_loader_never_crashes(tmp_path: Path, parts: list[str], suffix: str) -> None:
     path = tmp_path / f"c{suffix}"
     text = "".join(parts)
