@@ -72,9 +72,12 @@ def apply(
                 "--limit, --state-dir and --consultations come from the saved plan; do not "
                 "give them again"
             )
-        inputs, run = apply_saved(
-            manifest, lock_timeout=lock_timeout, parallel=parallel, progress=progress
-        )
+        try:
+            inputs, run = apply_saved(
+                manifest, lock_timeout=lock_timeout, parallel=parallel, progress=progress
+            )
+        finally:
+            progress.close()
         if show:
             typer.echo(render_plan(run.plan, colour=colour(), verbose=OUTPUT.verbose))
         notify(inputs, run)
@@ -105,9 +108,12 @@ def apply(
 
     if show:
         warnings(inputs.diagnostics)
-    run = apply_manifest(
-        inputs, confirm=confirm, lock_timeout=lock_timeout, parallel=parallel, progress=progress
-    )
+    try:
+        run = apply_manifest(
+            inputs, confirm=confirm, lock_timeout=lock_timeout, parallel=parallel, progress=progress
+        )
+    finally:
+        progress.close()  # the live display ends before anything else is printed
     if run.lock_note and not as_json:
         typer.echo(f"Note: {run.lock_note}", err=True)
     if (
