@@ -238,3 +238,17 @@ def test_global_quiet_and_verbose(cli: Runner, quickstart: Path) -> None:
     assert "commune-exemple" in after and len(after.splitlines()) == len(verbose_plan.splitlines())
     both = cli("-q", "plan", quickstart, "-v")
     assert both.returncode == 1 and "exclude each other" in both.stderr
+
+
+def test_quiet_lasts_one_invocation(quickstart: Path) -> None:
+    """The app called twice in one process (as the stateful suite does): -q is not kept."""
+    from typer.testing import CliRunner
+
+    from provisioner.cli import app
+
+    runner = CliRunner()
+    env = {"COLUMNS": "200"}
+    quiet = runner.invoke(app, ["plan", str(quickstart), "-q"], env=env)
+    again = runner.invoke(app, ["plan", str(quickstart)], env=env)
+    assert quiet.exit_code == 0 and len(quiet.stdout.splitlines()) == 1
+    assert again.exit_code == 0 and len(again.stdout.splitlines()) > 1

@@ -152,7 +152,9 @@ def _root(
     """Declarative provisioning of bi-clés de chiffrement."""
     if quiet and verbose:
         raise typer.BadParameter("--quiet and --verbose exclude each other")
-    OUTPUT.quiet, OUTPUT.verbose = OUTPUT.quiet or quiet, OUTPUT.verbose or verbose
+    # Runs first, before the command's own -q/-v: a fresh context for each invocation (the
+    # tests call the app many times in one process).
+    OUTPUT.quiet, OUTPUT.verbose = quiet, verbose
 
 
 class CommandFailed(ProvisionerError):
