@@ -18,7 +18,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.consultations import parse_date
-from provisioner.errors import StateError
+from provisioner.errors import StateError, error_document
 from provisioner.state.db import DB_NAME, StateDB
 
 FORMAT_VERSION = 1
@@ -188,7 +188,7 @@ def run(
 
     def failed(message: str) -> Outcome:
         if as_json:
-            body = {"format_version": FORMAT_VERSION, "error": {"message": message}}
+            body = error_document("audit", 1, "error", message)
             return Outcome(1, json.dumps(body, indent=2), f"Error: {message}")
         return Outcome(1, "", f"Error: {message}")
 

@@ -228,11 +228,18 @@ def with_stores(
 
 
 def summary(
-    findings: list[Finding], manifest: Manifest, recorded: Recorded, now: dt.datetime
+    findings: list[Finding],
+    manifest: Manifest,
+    recorded: Recorded,
+    now: dt.datetime,
+    limit: frozenset[str] | None = None,
 ) -> tuple[int, str]:
-    """Exit code and the first line: `PROVISIONER STATE - text | perfdata`."""
+    """Exit code and the first line: `PROVISIONER STATE - text | perfdata`; with `limit`,
+    the counts are of those entities only."""
     code = max((f.severity for f in findings), default=OK)
-    present = [e for e in manifest.entities if e.state == "present"]
+    present = [
+        e for e in manifest.entities if e.state == "present" and (limit is None or e.id in limit)
+    ]
     days = [(g.not_after - now).days for e in present if (g := recorded.current(e.id)) is not None]
     crit = sum(f.severity == CRITICAL for f in findings)
     warn = sum(f.severity == WARNING for f in findings)
@@ -241,7 +248,7 @@ def summary(
         who = f"{first.entity}: " if first.entity else ""
         text = f"{crit} critical, {warn} warning(s); {who}{first.message}"
     else:
-        copies = len(recorded.copies)
+        copies = sum(limit is None or c.entity in limit for c in recorded.copies.values())
         soonest = min(days) if days else None
         text = f"{len(present)} entities, {copies} copies in sync" + (
             f", earliest expiry in {soonest} days" if soonest is not None else ""

@@ -52,9 +52,16 @@ class Observation:
 
 
 def status(
-    manifest: Path, state_dir: Path | None, *, parallel: int, consultations: Path | None
+    manifest: Path,
+    state_dir: Path | None,
+    limit: list[str] | None = None,
+    *,
+    parallel: int,
+    consultations: Path | None,
 ) -> Observation:
-    inputs = load_inputs(manifest, state_dir, need_secrets=False, consultations=consultations)
+    inputs = load_inputs(
+        manifest, state_dir, limit, need_secrets=False, consultations=consultations
+    )
     with open_state(inputs, create=False, unlock=False) as session:
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
@@ -64,6 +71,7 @@ def status(
             inputs.consultations,
             session.pool,
             parallel,
+            session.limit,
             errors=tuple(result.errors),
         )
         return Observation(now, session.manifest, session.recorded, result, stores)
@@ -82,6 +90,7 @@ class Verdict:
 def check(
     manifest: Path,
     state_dir: Path | None,
+    limit: list[str] | None = None,
     *,
     parallel: int,
     consultations: Path | None,
@@ -93,7 +102,9 @@ def check(
     from provisioner import check as probe
 
     try:
-        inputs = load_inputs(manifest, state_dir, need_secrets=False, consultations=consultations)
+        inputs = load_inputs(
+            manifest, state_dir, limit, need_secrets=False, consultations=consultations
+        )
         with open_state(inputs, create=False, unlock=False) as session:
             if session.db is None:
                 raise ProvisionerError(
@@ -111,7 +122,11 @@ def check(
                 probe.Thresholds(warn_days, critical_days),
             )
             findings = probe.with_stores(findings, session, result, parallel, now, warn_days)
-            code, line = probe.summary(findings, session.manifest, session.recorded, now)
+            if session.limit is not None:  # the entities asked for, and what concerns all
+                findings = [f for f in findings if f.entity is None or f.entity in session.limit]
+            code, line = probe.summary(
+                findings, session.manifest, session.recorded, now, session.limit
+            )
     except Exception as exc:
         if not isinstance(exc, ProvisionerError) and os.environ.get("PROVISIONER_DEBUG"):
             raise

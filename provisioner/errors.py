@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +91,39 @@ class StalePlanError(ProvisionerError):
 
 class TransportError(ProvisionerError):
     """A target could not be read or written."""
+
+
+def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
+    return {
+        "severity": d.severity,
+        "file": d.location.file,
+        "line": d.location.line,
+        "column": d.location.column,
+        "message": d.message,
+    }
+
+
+def error_document(
+    command: str | None, code: int, kind: str, exc: BaseException | str, **extra: Any
+) -> dict[str, Any]:
+    """What every command prints under `--json` when it fails (the `failure` of each
+    schemas/*.schema.json): `kind` is usage, error, aborted, interrupted or internal; `error`
+    says where (file, line, column) when that is known, `errors` lists every diagnostic."""
+    diagnostics = exc.diagnostics if isinstance(exc, ManifestError) else []
+    errors = [diagnostic_json(d) for d in diagnostics if d.severity == "error"]
+    first = errors[0] if errors else None
+    error: dict[str, Any] = {
+        "kind": kind,
+        "message": first["message"] if first else (str(exc) or type(exc).__name__),
+        "file": first["file"] if first else None,
+        "line": first["line"] if first else None,
+        "column": first["column"] if first else None,
+    }
+    return {
+        "format_version": 1,
+        "command": command,
+        "exit_code": code,
+        "error": error | extra,
+        "errors": errors,
+        "warnings": [diagnostic_json(d) for d in diagnostics if d.severity == "warning"],
+    }

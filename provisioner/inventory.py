@@ -181,11 +181,19 @@ def render(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(manifest_path: Path, state_dir: Path | None, consultations: Path | None) -> dict[str, Any]:
-    """Load the manifest and the state (read-only, no secret) and build the document."""
+def run(
+    manifest_path: Path,
+    state_dir: Path | None,
+    consultations: Path | None,
+    limit: list[str] | None = None,
+) -> dict[str, Any]:
+    """Load the manifest and the state (read-only, no secret) and build the document; with
+    `limit`, each host lists only those entities' copies."""
     from provisioner.engine import load_inputs, open_state
 
-    inputs = load_inputs(manifest_path, state_dir, need_secrets=False, consultations=consultations)
+    inputs = load_inputs(
+        manifest_path, state_dir, limit, need_secrets=False, consultations=consultations
+    )
     with open_state(inputs, create=False, unlock=False) as session:
         if session.db is None:
             # An empty inventory would tell a distribution engine that no store must hold
@@ -194,10 +202,14 @@ def run(manifest_path: Path, state_dir: Path | None, consultations: Path | None)
                 f"no state in {session.state_dir}: nothing has been applied there yet (apply "
                 "first, or give --state-dir the folder the tool's state is in)"
             )
-        return build(
+        document = build(
             session.manifest,
             session.recorded,
             inputs.consultations,
             str(session.state_dir),
             clock.now(),
         )
+    if limit:
+        for host in document["hosts"].values():
+            host["copies"] = [c for c in host["copies"] if c["entity"] in limit]
+    return document

@@ -57,6 +57,13 @@ class CopyPipeline:
         self.written = 0
         self.to_write = sum(len(group) for group in self.planned.values())
         self.started: set[Group] = set()
+        # For the progress display: encodings done, and copies left per target.
+        self.encoded = 0
+        self.left: dict[str, int] = {}
+        for group in self.planned.values():
+            for a in group:
+                self.left[a.target] = self.left.get(a.target, 0) + 1
+        self.targets = len(self.left)
 
     def close(self) -> None:
         if self.writers is not None:
@@ -123,6 +130,7 @@ class CopyPipeline:
             if group not in self.started:
                 groups.setdefault(group, []).append(action)
         ctx.progress("writing copies", self.written, self.to_write)
+        ctx.progress("targets", sum(not n for n in self.left.values()), self.targets)
         encoded = self.encode_groups(groups)
         for group, group_actions in groups.items():
             result = encoded[group]
@@ -145,6 +153,9 @@ class CopyPipeline:
             for action in actions:
                 self.record_failure(action, f"cannot encode the PKCS#12: {exc}")
             return
+        finally:
+            self.encoded += 1
+            ctx.progress("encoding copies", self.encoded, len(self.planned))
         entity = ctx.entity(entity_id)
         g = ctx.generations[group]
         password_id = ctx.escrow.password_id(entity_id, ctx.passwords[entity_id])
@@ -181,6 +192,10 @@ class CopyPipeline:
                 break
             action, template = self.inflight.pop(future)
             self.written += 1
+            self.left[action.target] -= 1
+            if not self.left[action.target]:
+                done = sum(not n for n in self.left.values())
+                self.ctx.progress("targets", done, self.targets)
             try:
                 facts = future.result()
                 faults.reached("mid-distribution")

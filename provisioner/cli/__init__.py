@@ -19,6 +19,7 @@ import typer
 
 from provisioner.cli import apply, read, write
 from provisioner.cli.app import app
+from provisioner.cli.document import emit, error_document, json_command
 from provisioner.errors import ProvisionerError
 
 try:  # typer 0.28 vendors click; earlier versions use it
@@ -103,6 +104,12 @@ def main() -> None:
     from provisioner.transports.logs import keep_off_terminal
 
     keep_off_terminal()  # a library's own logging never reaches the operator's terminal
+    as_json, command = json_command(sys.argv[1:])
+
+    def document(code: int, kind: str, exc: BaseException | str, **extra: object) -> None:
+        if as_json:  # the one JSON document on stdout, whatever failed
+            emit(error_document(command, code, kind, exc, **extra))
+
     try:
         # Not standalone: click would exit 2 on a usage error, the code that means "changes
         # pending" under --detailed-exitcode. typer.Exit(n) comes back as n.
@@ -112,15 +119,20 @@ def main() -> None:
     except UsageError as exc:  # unknown option, missing argument, bad value
         exc.show()
         # A probe's usage error is UNKNOWN (3) to the monitoring, as for any input it cannot use.
-        _leave(3 if exc.ctx is not None and exc.ctx.info_name == "check" else 1)
+        status = 3 if exc.ctx is not None and exc.ctx.info_name == "check" else 1
+        document(status, "usage", exc.format_message())
+        _leave(status)
     except ClickException as exc:
         exc.show()
+        document(1, "usage", exc.format_message())
         _leave(1)
     except typer.Abort:  # end of input at a prompt
         typer.echo("\nAborted.", err=True)
+        document(1, "aborted", "aborted: no answer at the prompt")
         _leave(1)
     except ProvisionerError as exc:
         typer.echo(f"Error: {exc}", err=True)
+        document(exc.exit_code, "error", exc)
         _leave(exc.exit_code)
     except Interrupted:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the message
@@ -135,14 +147,14 @@ def main() -> None:
         done = done_so_far()
         if done:
             typer.echo(f"Done before the interruption: {done}; the rest was not done.", err=True)
+        document(130, "interrupted", "interrupted (Ctrl-C)", done=done)
         _leave(130)
     except Exception as exc:  # a genuine bug: say so in one line unless debugging
         if os.environ.get("PROVISIONER_DEBUG"):
             raise
-        typer.echo(
-            f"Internal error: {type(exc).__name__}: {exc} (set PROVISIONER_DEBUG=1 for details)",
-            err=True,
-        )
+        message = f"Internal error: {type(exc).__name__}: {exc}"
+        typer.echo(f"{message} (set PROVISIONER_DEBUG=1 for details)", err=True)
+        document(1, "internal", message)
         _leave(1)
     _leave(code if isinstance(code, int) else 0)
 

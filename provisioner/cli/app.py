@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 
 from provisioner import __version__
-from provisioner.errors import Diagnostic
+from provisioner.errors import Diagnostic, ProvisionerError
 
 app = typer.Typer(
     name="provisioner",
@@ -81,6 +82,33 @@ PasswordFileOpt = Annotated[
         help="File whose first line is the PKCS#12 password, instead of the entity's password.",
     ),
 ]
+
+
+def _set_quiet(value: bool) -> bool:
+    OUTPUT.quiet = OUTPUT.quiet or value
+    if OUTPUT.quiet and OUTPUT.verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other")
+    return value
+
+
+def _set_verbose(value: bool) -> bool:
+    OUTPUT.verbose = OUTPUT.verbose or value
+    if OUTPUT.quiet and OUTPUT.verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other")
+    return value
+
+
+# The global -q/-v, also accepted after the command's name (`provisioner plan x.yaml -q`).
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", callback=_set_quiet, help="Print only errors and the final line."
+    ),
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", callback=_set_verbose, help="Print the per-action detail too."),
+]
 EntityArg = Annotated[str, typer.Argument(help="Entity id.", metavar="ENTITY", show_default=False)]
 
 
@@ -90,19 +118,56 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+@dataclass
+class Output:
+    """How much the command says, from the global options: quiet prints only errors and the
+    final line; verbose adds the per-action detail where a command has it (the plan's lines
+    for what is in sync, the plan of an apply)."""
+
+    quiet: bool = False
+    verbose: bool = False
+
+
+# This process's command (one a process): set by the root callback, read by the wrappers.
+OUTPUT = Output()
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print only errors and the final line (scheduled jobs)."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Print the per-action detail where there is one."),
+    ] = False,
 ) -> None:
     """Declarative provisioning of bi-clés de chiffrement."""
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other")
+    # Runs first, before the command's own -q/-v: a fresh context for each invocation (the
+    # tests call the app many times in one process).
+    OUTPUT.quiet, OUTPUT.verbose = quiet, verbose
+
+
+class CommandFailed(ProvisionerError):
+    """A wrapper's refusal (a missing option, no terminal to confirm): main() prints it as
+    `Error: ...`, or as the error document under --json."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code)
+    raise CommandFailed(message, code)
 
 
 def warnings(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic]) -> None:

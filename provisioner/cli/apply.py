@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,17 +10,21 @@ import typer
 
 from provisioner import exit_codes
 from provisioner.cli.app import (
+    OUTPUT,
     ConsultationsOpt,
     JsonOpt,
     LimitOpt,
     LockTimeoutOpt,
     ParallelOpt,
+    QuietOpt,
     StateDirOpt,
+    VerboseOpt,
     ask_yes,
     colour,
     fail,
     warnings,
 )
+from provisioner.cli.document import emit
 
 if TYPE_CHECKING:
     from provisioner.apply.run import ApplyRun
@@ -47,12 +50,8 @@ def apply(
     parallel: ParallelOpt = 8,
     as_json: JsonOpt = False,
     consultations: ConsultationsOpt = None,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet", "-q", help="Print only the summary line and errors (scheduled jobs)."
-        ),
-    ] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Make it so: create or renew keys, escrow them, write and remove copies.
 
@@ -69,6 +68,7 @@ def apply(
     from provisioner.plan.render import render_plan
     from provisioner.progress import Progress
 
+    quiet = OUTPUT.quiet
     show = not as_json and not quiet
     progress = Progress(enabled=None if show else False)
     if saved_plans.looks_like_plan(manifest):
@@ -77,11 +77,14 @@ def apply(
                 "--limit, --state-dir and --consultations come from the saved plan; do not "
                 "give them again"
             )
-        inputs, run = apply_saved(
-            manifest, lock_timeout=lock_timeout, parallel=parallel, progress=progress
-        )
+        try:
+            inputs, run = apply_saved(
+                manifest, lock_timeout=lock_timeout, parallel=parallel, progress=progress
+            )
+        finally:
+            progress.close()
         if show:
-            typer.echo(render_plan(run.plan, colour=colour()))
+            typer.echo(render_plan(run.plan, colour=colour(), verbose=OUTPUT.verbose))
         notify(inputs, run)
         raise typer.Exit(render_result(run, as_json, quiet))
 
@@ -89,8 +92,10 @@ def apply(
     cancelled: list[bool] = []
 
     def confirm(p: Plan) -> bool:
+        if as_json and not auto_approve:  # stdout is the document: no plan, no prompt
+            fail("apply --json needs --auto-approve, or a plan saved with `plan --out`")
         if show or not auto_approve:
-            typer.echo(render_plan(p, colour=colour()))
+            typer.echo(render_plan(p, colour=colour(), verbose=OUTPUT.verbose))
         if auto_approve:
             return True
         if not sys.stdin.isatty():
@@ -108,9 +113,12 @@ def apply(
 
     if show:
         warnings(inputs.diagnostics)
-    run = apply_manifest(
-        inputs, confirm=confirm, lock_timeout=lock_timeout, parallel=parallel, progress=progress
-    )
+    try:
+        run = apply_manifest(
+            inputs, confirm=confirm, lock_timeout=lock_timeout, parallel=parallel, progress=progress
+        )
+    finally:
+        progress.close()  # the live display ends before anything else is printed
     if run.lock_note and not as_json:
         typer.echo(f"Note: {run.lock_note}", err=True)
     if (
@@ -118,7 +126,7 @@ def apply(
         and (not run.plan.actionable or run.plan.refusals or run.plan.conflicts)
         and show
     ):
-        typer.echo(render_plan(run.plan, colour=colour()))
+        typer.echo(render_plan(run.plan, colour=colour(), verbose=OUTPUT.verbose))
     elif run.plan.refusals and quiet:
         for refusal in run.plan.refusals:
             typer.echo(f"Refused: {refusal}", err=True)
@@ -147,17 +155,15 @@ def render_result(run: ApplyRun, as_json: bool, quiet: bool = False) -> int:
     result = run.result
     failures = result.failures if result else []
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "plan": plan_json(run.plan),
-                    "applied": result is not None,
-                    "succeeded": result.succeeded if result else 0,
-                    "failed": [dict(action_json(o.action), error=o.error) for o in failures],
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
+        code = 1 if failures or run.plan.errors or run.plan.refusals or run.plan.conflicts else 0
+        emit(
+            {
+                "exit_code": code,
+                "plan": plan_json(run.plan),
+                "applied": result is not None,
+                "succeeded": result.succeeded if result else 0,
+                "failed": [dict(action_json(o.action), error=o.error) for o in failures],
+            }
         )
         return exit_codes.apply_code(run.plan, len(failures), run.in_scope)
     if quiet:

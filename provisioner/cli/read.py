@@ -5,36 +5,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from provisioner import clock, exit_codes
 from provisioner.cli.app import (
+    OUTPUT,
     ConsultationsOpt,
     JsonOpt,
     LimitOpt,
     ManifestArg,
     ParallelOpt,
+    QuietOpt,
     StateDirOpt,
+    VerboseOpt,
     colour,
     warnings,
 )
-from provisioner.errors import Diagnostic, ManifestError
+from provisioner.cli.document import diagnostic_json as _diag_json
+from provisioner.cli.document import emit
+from provisioner.errors import ManifestError
 from provisioner.manifest.loader import read_manifest
 
 
-def _diag_json(d: Diagnostic) -> dict[str, Any]:
-    return {
-        "severity": d.severity,
-        "file": d.location.file,
-        "line": d.location.line,
-        "column": d.location.column,
-        "message": d.message,
-    }
-
-
-def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
+def validate(
+    manifest: ManifestArg,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Check a manifest and the files it references. Exit 0 when valid, 1 when not."""
     try:
         model, found = read_manifest(manifest)
@@ -56,15 +56,19 @@ def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
     except ManifestError as exc:
         diagnostics = exc.diagnostics
         if as_json:
-            typer.echo(
-                json.dumps(
-                    {
-                        "valid": False,
-                        "errors": [_diag_json(d) for d in diagnostics if d.severity == "error"],
-                        "warnings": [_diag_json(d) for d in diagnostics if d.severity == "warning"],
-                    },
-                    indent=2,
-                )
+            errors = [_diag_json(d) for d in diagnostics if d.severity == "error"]
+            first = errors[0]
+            emit(
+                {
+                    "command": "validate",
+                    "exit_code": 1,
+                    "valid": False,
+                    "error": {"kind": "invalid"}
+                    | {k: first[k] for k in ("message", "file", "line", "column")},
+                    "errors": errors,
+                    "warnings": [_diag_json(d) for d in diagnostics if d.severity == "warning"],
+                },
+                ascii_only=True,
             )
         else:
             for d in diagnostics:
@@ -73,21 +77,20 @@ def validate(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
             typer.echo(f"{manifest}: invalid ({count} error{'s' if count != 1 else ''})", err=True)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "valid": True,
-                    "errors": [],
-                    "warnings": [_diag_json(d) for d in found],
-                    "entities": len(model.entities),
-                    "workstations": len(model.workstations),
-                    "locations": len(model.locations),
-                },
-                indent=2,
-            )
+        emit(
+            {
+                "valid": True,
+                "errors": [],
+                "warnings": [_diag_json(d) for d in found],
+                "entities": len(model.entities),
+                "workstations": len(model.workstations),
+                "locations": len(model.locations),
+            },
+            ascii_only=True,
         )
         return
-    warnings(found)
+    if not OUTPUT.quiet:
+        warnings(found)
     typer.echo(
         f"{manifest}: valid ({len(model.entities)} entities, {len(model.workstations)} "
         f"workstations, {len(model.locations)} shared locations"
@@ -118,12 +121,12 @@ def plan(
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Also list what is already in sync.")
-    ] = False,
     consultations: ConsultationsOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Show what apply would do, and why. Changes nothing.
+    """Show what apply would do, and why. Changes nothing. With -v, also what is already in
+    sync; with -q, only the summary line and errors.
 
     Exit 0, 1 on error or when no target could be observed, 4 when some could not."""
     from provisioner import commands
@@ -131,13 +134,21 @@ def plan(
     from provisioner.plan.render import plan_json, render_plan
 
     inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
-    if not as_json:
+    if not as_json and not OUTPUT.quiet:
         warnings(inputs.diagnostics)
     result, in_scope = commands.plan(inputs, parallel=parallel, out=out)
     if as_json:
         typer.echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
+    elif OUTPUT.quiet:
+        from provisioner.plan.render import summary_line
+
+        for error in result.errors:
+            typer.echo(f"Error: {error}", err=True)
+        for refusal in result.refusals:
+            typer.echo(f"Refused: {refusal}", err=True)
+        typer.echo(summary_line(result))
     else:
-        typer.echo(render_plan(result, colour=colour(), verbose=verbose))
+        typer.echo(render_plan(result, colour=colour(), verbose=OUTPUT.verbose))
         if out is not None and not result.refusals:
             typer.echo(f"\nSaved the plan to {out}. Apply exactly it with: provisioner apply {out}")
         elif out is not None:
@@ -148,35 +159,44 @@ def plan(
 def status(
     manifest: ManifestArg,
     as_json: JsonOpt = False,
+    limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Keys, generations, validity, and the state of every copy, per entity."""
     from provisioner import commands, receipts
     from provisioner import status as report
 
-    seen = commands.status(manifest, state_dir, parallel=parallel, consultations=consultations)
+    seen = commands.status(
+        manifest, state_dir, limit, parallel=parallel, consultations=consultations
+    )
     statuses = report.build(seen.manifest, seen.recorded, seen.plan, seen.now)
+    if limit:
+        statuses = [s for s in statuses if s.id in limit]
     if as_json:
         from provisioner.plan.render import plan_json
 
         document = plan_json(seen.plan)
-        typer.echo(
-            json.dumps(
-                {
-                    "now": clock.iso(seen.now),
-                    "entities": report.to_json(statuses),
-                    "folders": report.folders_json(seen.plan),
-                    "stores": receipts.to_json(seen.stores),
-                    "consultations": document["consultations"],
-                    "warnings": document["warnings"],
-                    "errors": document["errors"],  # targets not reached, once each
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
+        emit(
+            {
+                "now": clock.iso(seen.now),
+                "entities": report.to_json(statuses),
+                "folders": report.folders_json(seen.plan),
+                "stores": receipts.to_json(seen.stores),
+                "consultations": document["consultations"],
+                "warnings": document["warnings"],
+                "errors": document["errors"],  # targets not reached, once each
+            }
         )
+    elif OUTPUT.quiet:  # the entities not ready, then one line
+        for s in statuses:
+            if not s.ready:
+                typer.echo(f"{s.id} ({s.name})  Not ready: {s.reason}")
+        ready = sum(s.ready for s in statuses)
+        typer.echo(f"{ready} of {len(statuses)} entities ready.")
     else:
         typer.echo(report.render(statuses), nl=False)
         typer.echo(report.render_unreachable(seen.plan), nl=False)
@@ -202,9 +222,12 @@ def check(
             help="CRITICAL when a current key expires within this many days.",
         ),
     ] = 7,
+    limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Monitoring probe (Nagios/Icinga): CRITICAL when bids of a consultation not closed are at
     risk (its key missing from a workstation, an agent's key store near the opening, or the
@@ -219,6 +242,7 @@ def check(
     verdict = commands.check(
         manifest,
         state_dir,
+        limit,
         parallel=parallel,
         consultations=consultations,
         warn_days=warn_days,
@@ -227,10 +251,10 @@ def check(
     if as_json:
         document = probe.to_json(verdict.code, verdict.line, verdict.findings)
         # (a probe that could not conclude prints its JSON ASCII-escaped, as it always has)
-        typer.echo(json.dumps(document, indent=2, ensure_ascii=verdict.inconclusive))
+        emit(document, ascii_only=verdict.inconclusive)
     else:
         typer.echo(verdict.line)
-        for f in verdict.findings:
+        for f in [] if OUTPUT.quiet else verdict.findings:
             who = f"{f.entity}: " if f.entity else ""
             typer.echo(f"{probe.NAMES[f.severity]}: {who}[{f.code}] {f.message}")
     raise typer.Exit(verdict.code)
@@ -243,6 +267,8 @@ def rehearse(
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Rehearse the opening of bids: encrypt a test bid to every current generation and every
     generation bound to an open consultation, then open it with each distributed copy and with
@@ -257,8 +283,13 @@ def rehearse(
         manifest, state_dir, limit, parallel=parallel, consultations=consultations
     )
     if as_json:
-        document = rehearsal.to_json(results) | {"stores": receipts.to_json(stores)}
-        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        emit(rehearsal.to_json(results) | {"stores": receipts.to_json(stores)})
+    elif OUTPUT.quiet:  # the copies that did not open, then one line
+        for r in results:
+            if not r.opened:
+                typer.echo(f"{r.entity} g{r.generation} {r.target} {r.path}: {r.reason}")
+        opened = sum(r.opened for r in results)
+        typer.echo(f"Rehearsal: {opened} of {len(results)} copies and escrowed keys opened.")
     else:
         typer.echo(receipts.render(stores) + rehearsal.render(results))
     raise typer.Exit(exit_codes.rehearse_code((r.target, r.opened, r.reason) for r in results))
@@ -268,9 +299,13 @@ def report(
     manifest: ManifestArg,
     out: Annotated[Path, typer.Option(help="HTML file to write.", metavar="FILE")],
     plan: Annotated[Path | None, typer.Option(help="A saved plan.", metavar="PLAN")] = None,
+    limit: LimitOpt = None,
+    as_json: JsonOpt = False,
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """One self-contained HTML page: each entity's bi-clés on a timeline with its consultations,
     copies by target, warnings (check's rules), last audit events, and with --plan a saved
@@ -278,16 +313,30 @@ def report(
     from provisioner.report import write_report
 
     done = write_report(manifest, out, plan_path=plan, state_dir=state_dir, parallel=parallel,
-                        consultations=consultations)  # fmt: skip
+                        consultations=consultations, limit=limit)  # fmt: skip
+    if as_json:
+        emit(
+            {
+                "out": str(out),
+                "bytes": done.size,
+                "entities": done.entities,
+                "check": {"exit_code": done.check_code, "summary": done.check_line},
+            }
+        )
+        return
     typer.echo(f"Wrote the report of {done.entities} entities to {out} ({done.size} bytes).")
-    typer.echo(done.check_line)
+    if not OUTPUT.quiet:
+        typer.echo(done.check_line)
 
 
 def inventory(
     manifest: ManifestArg,
     as_json: JsonOpt = False,
+    limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
     consultations: ConsultationsOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Workstations, groups and the copies each must hold in its agents' key stores (keep or
     remove, thumbprints, bound consultations), for a distribution engine: `--json` is the
@@ -296,7 +345,7 @@ def inventory(
     Reads the manifest and the state only: no target is contacted, no secret is read."""
     from provisioner import inventory as inv
 
-    document = inv.run(manifest, state_dir, consultations)
+    document = inv.run(manifest, state_dir, consultations, limit)
     if as_json:
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
@@ -315,6 +364,8 @@ def audit(
     last: Annotated[int | None, typer.Option(min=1, help="Only the newest N.")] = None,
     as_json: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """The state's audit log, oldest first: who made, wrote, bound or removed what, and when.
 

@@ -5,23 +5,41 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from provisioner.cli.app import (
+    OUTPUT,
     ConsultationsOpt,
     EntityArg,
+    JsonOpt,
     LimitOpt,
     LockTimeoutOpt,
     ManifestArg,
     ParallelOpt,
     PasswordEnvOpt,
     PasswordFileOpt,
+    QuietOpt,
     StateDirOpt,
+    VerboseOpt,
     ask_yes,
     fail,
 )
+from provisioner.cli.document import emit
+
+if TYPE_CHECKING:
+    from provisioner.state.records import RecordedGeneration
+
+
+def _generation(g: RecordedGeneration) -> dict[str, Any]:
+    return {
+        "number": g.number,
+        "status": g.status,
+        "designation": g.designation,
+        "not_after": g.not_after.isoformat(),
+        "cert_sha256": g.cert_sha256,
+    }
 
 
 def rekey(
@@ -46,6 +64,9 @@ def rekey(
     ] = None,
     state_dir: StateDirOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Rotate the escrow passphrase: unlock with the manifest's current passphrase, rewrap the
     escrow's data key under the new one. Then point the manifest's escrow.passphrase at the
@@ -57,6 +78,9 @@ def rekey(
     if new is None:
         fail("give --new-passphrase-env or --new-passphrase-file")
     escrow_dir = commands.rekey(manifest, state_dir, new, lock_timeout=lock_timeout)
+    if as_json:
+        emit({"escrow_dir": str(escrow_dir), "rekeyed": True})
+        return
     typer.echo(
         f"The escrow in {escrow_dir} now opens with the new passphrase. Update "
         "escrow.passphrase in the manifest (or the secret it names) before the next run."
@@ -88,6 +112,9 @@ def trust(
             "--yes", help="Record unknown keys without asking (only on a network you trust)."
         ),
     ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Record the host keys of SSH targets in the known_hosts files the manifest names.
 
@@ -99,13 +126,23 @@ def trust(
     from provisioner.transports.trust import trust as record_keys
 
     model, _ = read_manifest(manifest)
+    said: list[dict[str, Any]] = []
+
+    def say(line: str, error: bool) -> None:
+        said.append({"message": line, "error": error})
+        if not as_json and (error or not OUTPUT.quiet):
+            typer.echo(line, err=error)
+
     problems = record_keys(
         chosen_targets(model, targets),
         fingerprint=fingerprint,
         yes=yes,
-        say=lambda line, error: typer.echo(line, err=error),
-        confirm=typer.confirm if sys.stdin.isatty() else None,
+        say=say,
+        # under --json, stdout is the document: an unknown key needs --yes or --fingerprint
+        confirm=typer.confirm if sys.stdin.isatty() and not as_json else None,
     )
+    if as_json:
+        emit({"exit_code": 1 if problems else 0, "problems": problems, "messages": said})
     raise typer.Exit(1 if problems else 0)
 
 
@@ -127,6 +164,9 @@ def recover(
             "its home, so that removals are no longer held back.",
         ),
     ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Rebuild a lost, empty or older state, and a lost escrow, from the copies on the shared
     locations and workstations: each copy that opens with its entity's password is recorded
@@ -136,13 +176,27 @@ def recover(
     declined."""
     from provisioner.recover import command
 
+    shown: list[str] = []
+    asked: list[bool] = []
+
+    def show(text: str) -> None:
+        shown.append(text)
+        if not as_json and not OUTPUT.quiet:
+            typer.echo(text)
+
     def confirm() -> bool:
+        asked.append(True)
         if auto_approve:
             return True
-        if not sys.stdin.isatty():
-            fail("recover needs confirmation: run it in a terminal or add --auto-approve")
+        if not sys.stdin.isatty() or as_json:
+            fail(
+                "recover needs confirmation: run it in a terminal or add --auto-approve"
+                + (" (--json prints no prompt)" if as_json else "")
+            )
+        if OUTPUT.quiet:  # the question needs what it is about
+            typer.echo(shown[-1])
         if not ask_yes("\nRecord this? Only 'yes' will be accepted to approve"):
-            typer.echo("Recover cancelled.")
+            typer.echo("Recover cancelled.", err=True)
             return False
         return True
 
@@ -154,9 +208,20 @@ def recover(
         moved=moved,
         lock_timeout=lock_timeout,
         parallel=parallel,
-        show=typer.echo,
+        show=show,
         confirm=confirm,
     )
+    if as_json:
+        emit(
+            {
+                "exit_code": code,
+                "recorded": code == 0 and bool(asked),
+                "cancelled": code != 0,
+                "report": shown,
+            }
+        )
+    elif OUTPUT.quiet and shown:
+        typer.echo(shown[-1].strip().splitlines()[-1])
     raise typer.Exit(code)
 
 
@@ -187,6 +252,9 @@ def adopt(
     ] = False,
     state_dir: StateDirOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Bring an existing bi-clé (a PKCS#12 exported from Windows or the platform) under
     management: checks its password and that key and certificate match, escrows the key."""
@@ -203,9 +271,19 @@ def adopt(
         state_dir=state_dir,
         lock_timeout=lock_timeout,
     )
-    if adopted.notice:
-        typer.echo(adopted.notice)
     g = adopted.generation
+    if as_json:
+        emit(
+            {
+                "entity": entity,
+                "file": str(pkcs12_file),
+                "generation": _generation(g),
+                "notice": adopted.notice or None,
+            }
+        )
+        return
+    if adopted.notice and not OUTPUT.quiet:
+        typer.echo(adopted.notice)
     typer.echo(
         f"Adopted {pkcs12_file} as generation {g.number} ({g.status}) of {entity}: "
         f'"{g.designation}", valid until {g.not_after:%Y-%m-%d}, '
@@ -249,6 +327,9 @@ def export(
     password_file: PasswordFileOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite PATH.")] = False,
     state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Hand-export an entity's PKCS#12 (any profile, new password allowed) or its public
     certificate, for a one-off workstation or the platform upload."""
@@ -267,6 +348,9 @@ def export(
         state_dir=state_dir,
     )
     g = done.generation
+    if as_json:
+        emit({"entity": entity, "out": str(out), "what": done.what, "generation": _generation(g)})
+        return
     typer.echo(
         f'Wrote the {done.what} of {entity} generation {g.number} "{g.designation}" to {out}.'
     )

@@ -65,6 +65,7 @@ def write_report(
     state_dir: Path | None = None,
     parallel: int = 8,
     consultations: Path | None = None,
+    limit: list[str] | None = None,
 ) -> Written:
     """Observe, judge and write the report of `manifest_path` to `out`."""
     from provisioner.atomic import write_private
@@ -73,7 +74,9 @@ def write_report(
 
     refuse_overwrite(out)
     saved = saved_plans.read(plan_path) if plan_path is not None else None
-    inputs = load_inputs(manifest_path, state_dir, need_secrets=False, consultations=consultations)
+    inputs = load_inputs(
+        manifest_path, state_dir, limit, need_secrets=False, consultations=consultations
+    )
     with open_state(inputs, create=False, unlock=False) as session:
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
@@ -101,6 +104,8 @@ def write_report(
         entities = model.build(
             session.manifest, session.recorded, result, findings, audit, now, stores
         )
+        if session.limit is not None:
+            entities = [e for e in entities if e.id in session.limit]
         plan_view = None
         if saved is not None and plan_path is not None:
             plan_view = _plan_view(saved, plan_path, session.state_dir, session.recorded)

@@ -1,0 +1,31 @@
+"""The JSON contract of every command under `--json`: one document on stdout, whether the
+command succeeds or fails, with `format_version` (schemas/<command>.schema.json). A failure is
+`{"format_version": 1, "command": ..., "exit_code": ..., "error": {...}, "errors": [...]}`, the
+same for every command; `error` says where (file, line, column) when that is known."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from provisioner.errors import diagnostic_json, error_document
+
+__all__ = ["diagnostic_json", "emit", "error_document", "json_command"]
+
+FORMAT_VERSION = 1
+
+
+def emit(document: dict[str, Any], *, ascii_only: bool = False) -> None:
+    """Print one document, `format_version` first."""
+    typer.echo(
+        json.dumps({"format_version": FORMAT_VERSION} | document, indent=2, ensure_ascii=ascii_only)
+    )
+
+
+def json_command(argv: list[str]) -> tuple[bool, str | None]:
+    """Whether `--json` was given, and the command's name (the first word not an option),
+    read from the raw arguments: a usage error is found before any option is parsed."""
+    words = [a for a in argv if not a.startswith("-")]
+    return "--json" in argv, (words[0] if words else None)
