@@ -55,6 +55,11 @@ def test_a_rename_after_the_binding_does_not_make_the_platforms_key_managed(
         assert done.returncode == 0, done.stdout + done.stderr
         assert "now managed" not in done.stdout
     assert bound_generation(quickstart, "X-2") is None
+    # News of the consultation (its status) do not attach it to the renamed key either.
+    c.write_text(c.read_text().replace(";open;", ";opening;"))
+    news = cli("apply", "--auto-approve", *given, quickstart)
+    assert news.returncode == 0 and "now managed" not in news.stdout, news.stdout
+    assert bound_generation(quickstart, "X-2") is None
     check = cli("check", *given, quickstart)
     assert check.returncode != 0 and "unmanaged-key" in check.stdout, check.stdout
 
