@@ -21,14 +21,16 @@ def bind(ctx: RunContext, actions: Sequence[BindConsultation | UpdateConsultatio
     with ctx.db.change() as change:
         for action in actions:
             g = ctx.generations.get((action.entity, action.generation))
-            if not action.generation:  # bound by name to a key this run may have created
+            rec = ctx.recorded.consultations.get(action.reference)
+            if not action.generation and rec is None:
+                # A new binding by name to a key this run may have created. A binding already
+                # recorded unmanaged gets a key only from the plan (bindings.bound_generation).
                 g = find_generation_in(
                     ctx.generations.values(),
                     action.entity,
                     action.key_ref,
                     ctx.recorded.designations,
                 )
-            rec = ctx.recorded.consultations.get(action.reference)
             if rec is not None and rec.generation_id is not None:
                 g = ctx.recorded.generation(rec.generation_id)  # bound by identity
             closed_at = None

@@ -7,6 +7,7 @@ A consultation missing from the file keeps its last known status; it is never as
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -14,7 +15,12 @@ from typing import TypeVar
 from provisioner.consultations import Consultation
 from provisioner.plan.actions import BindConsultation, ReasonCode, UpdateConsultation
 from provisioner.plan.model import ConsultationView, Desired
-from provisioner.state.records import Recorded, RecordedConsultation, RecordedGeneration
+from provisioner.state.records import (
+    RETIRED,
+    Recorded,
+    RecordedConsultation,
+    RecordedGeneration,
+)
 
 
 @dataclass
@@ -22,13 +28,19 @@ class Bindings:
     views: list[ConsultationView] = field(default_factory=list)
     actions: list[BindConsultation | UpdateConsultation] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
+    # Generation id -> the open consultations bound to a key this tool does not manage that
+    # this generation may nevertheless be (it existed when they were bound, see may_hold).
+    unsure: dict[str, list[ConsultationView]] = field(default_factory=dict)
 
     def holders(self) -> dict[str, list[ConsultationView]]:
-        """Generation id -> the consultations not closed that keep it alive."""
+        """Generation id -> the consultations not closed that keep it alive: those bound to
+        it, and the unmanaged bindings it may be the key of."""
         out: dict[str, list[ConsultationView]] = {}
         for view in self.views:
             if view.is_open and view.generation_id is not None:
                 out.setdefault(view.generation_id, []).append(view)
+        for generation_id, views in self.unsure.items():
+            out.setdefault(generation_id, []).extend(views)
         return out
 
 
@@ -78,11 +90,51 @@ def names(recorded: Recorded, g: RecordedGeneration, key_ref: str) -> bool:
 
 
 def bound_generation(recorded: Recorded, rec: RecordedConsultation) -> RecordedGeneration | None:
-    """The generation a recorded consultation is bound to: by identity once managed, else the
-    one its recorded key reference names now that it may be managed."""
+    """The generation a recorded consultation is bound to: by identity once managed. A binding
+    recorded unmanaged (no generation had its key's name then) becomes managed only by its
+    certificate's fingerprint, by an adopted key whose certificate existed when it was bound,
+    or by the unique generation made before it was bound whose certificate's CN is its name.
+    A name a generation gets later (a rename, a new generation) proves nothing: the bids
+    are encrypted to the platform's key."""
     if rec.generation_id is not None:
         return recorded.generation(rec.generation_id)
-    return find_generation(recorded, rec.entity, rec.key_ref)
+    kind, _, value = rec.key_ref.partition(":")
+    generations = [g for g in recorded.generations_of(rec.entity) if g.entity == rec.entity]
+    if kind == "sha256":
+        return next((g for g in generations if g.cert_sha256 == value), None)
+    adopted = [g for g in generations if g.origin == "adopted" and existed_before(g, rec.bound_at)]
+    found = find_generation_in(adopted, rec.entity, rec.key_ref, recorded.designations)
+    if found is not None:
+        return found
+    by_cn = [
+        g
+        for g in generations
+        if g.origin != "adopted"
+        and existed_before(g, rec.bound_at)
+        and g.common_name.casefold() == value.casefold()
+    ]
+    return by_cn[0] if len(by_cn) == 1 else None
+
+
+def existed_before(g: RecordedGeneration, when: dt.datetime) -> bool:
+    """Whether `g`'s key existed before `when`: an adopted key since its certificate, a key
+    made here since its creation (a generation created by the apply that records a binding
+    has the same instant: it is not before)."""
+    return (g.not_before if g.origin == "adopted" else g.created_at) < when
+
+
+def may_hold(
+    recorded: Recorded, g: RecordedGeneration, key_ref: str, bound_at: dt.datetime
+) -> bool:
+    """Whether `g` may be the key of an unmanaged binding recorded at `bound_at`, so that it
+    must stay on the workstations while the consultation is not closed: it existed then, and
+    it is still live or has had the binding's name (its designations, its certificate's CN).
+    A recovered state lost the former designations: existing is enough for a live one."""
+    if not existed_before(g, bound_at):
+        return False
+    if key_ref.startswith("sha256:"):
+        return False  # a known fingerprint is matched by bound_generation
+    return g.status != RETIRED or names(recorded, g, key_ref)
 
 
 def same_binding(recorded: Recorded, rec: RecordedConsultation, c: Consultation) -> bool:
@@ -255,4 +307,12 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
             )
             view = replace(view, generation_id=g.id, generation=g.number, designation=g.designation)
         out.views.append(view)
+    for view in out.views:
+        if view.is_open and view.generation_id is None:
+            rec = recorded.consultations.get(view.reference)
+            # A binding recorded by this plan's apply: every generation recorded now is older.
+            since = rec.bound_at if rec is not None else dt.datetime.max.replace(tzinfo=dt.UTC)
+            for g in recorded.generations_of(view.entity):
+                if may_hold(recorded, g, view.key_ref, since):
+                    out.unsure.setdefault(g.id, []).append(view)
     return out

@@ -36,7 +36,7 @@ from provisioner.plan.paths import (
     resolve_target,
 )
 from provisioner.plan.policies import GENERATION_CHECKS, GenerationContext, first_reason
-from provisioner.plan.risks import warn
+from provisioner.plan.risks import warn, warn_unmanaged
 from provisioner.state.records import CURRENT, RETAINED, RETIRED, Recorded, RecordedGeneration
 
 __all__ = [  # where copies go: kept importable from here (engine, recover, rehearse)
@@ -115,17 +115,7 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
         f"{name}: cannot observe the target: {reason}"
         for name, reason in sorted(observed.unreachable.items())
     )
-    for view in p.bindings.views:
-        if view.is_open and view.generation_id is None:
-            p.warnings.append(
-                PlanWarning(
-                    view.entity,
-                    "unmanaged-key",
-                    f"consultation {view.describe()} is bound to {view.key_ref}, a key this "
-                    "tool does not manage: adopt it (provisioner adopt … --retained) so "
-                    "that it is escrowed and distributed",
-                )
-            )
+    warn_unmanaged(p)
     return Plan(
         now,
         tuple(p.actions),

@@ -8,6 +8,7 @@ import datetime as dt
 from provisioner import clock
 from provisioner.manifest.model import Entity, Target
 from provisioner.plan.actions import Action, CreateGeneration, RemoveCopy, WriteCopy
+from provisioner.plan.bindings import names
 from provisioner.plan.context import Planning
 from provisioner.plan.model import ConsultationView, PlanWarning
 from provisioner.plan.paths import copy_file_name
@@ -132,3 +133,62 @@ def warn_dates(p: Planning, entity: Entity, g: RecordedGeneration, view: Consult
                 )
             )
             return
+
+
+def warn_unmanaged(p: Planning) -> None:
+    """The consultations not closed bound to a key this tool does not manage, loudly when a key
+    of ours has its name: one this apply creates is bound to it (the file names it), which is
+    right only if that consultation was not made on the platform with another key of that
+    name; one made before and renamed since is never it. Also the generations kept on the
+    workstations because they may be that key."""
+    for view in p.bindings.views:
+        if not view.is_open or view.generation_id is not None:
+            continue
+        kind, _, value = view.key_ref.partition(":")
+        created = sorted(
+            {
+                (a.generation, a.designation)
+                for a in p.actions
+                if isinstance(a, CreateGeneration)
+                and a.entity == view.entity
+                and value.casefold() in (a.designation.casefold(), a.common_name.casefold())
+            }
+        )
+        renamed = sorted(
+            (g.number, g.designation)
+            for g in p.recorded.generations_of(view.entity)
+            if kind == "designation" and names(p.recorded, g, view.key_ref)
+        )
+        kept = sorted(
+            g.number
+            for g in p.recorded.generations_of(view.entity)
+            if any(v.reference == view.reference for v in p.bindings.unsure.get(g.id, ()))
+        )
+        message = f"consultation {view.describe()} is bound to {view.key_ref}, a key this tool "
+        if created:
+            message += (
+                "does not manage yet; this apply creates "
+                + ", ".join(f'generation {n} "{d}"' for n, d in created)
+                + " with that name and binds it to that key: the platform's key and the new "
+                "key share the name. If the consultation was made on the platform with a key "
+                "of that name made elsewhere, its bids cannot be opened with the new one: "
+                "adopt that key (provisioner adopt … --retained) before applying"
+            )
+        else:
+            message += (
+                "does not manage: adopt it (provisioner adopt … --retained) so that it is "
+                "escrowed and distributed"
+            )
+        if renamed:
+            message += (
+                "; "
+                + ", ".join(f'generation {n} "{d}"' for n, d in renamed)
+                + " share the name but got it after the binding: not that key, the bids are "
+                "encrypted to the platform's key"
+            )
+        if kept:
+            message += (
+                "; kept on the workstations until it closes, since it may be that key: "
+                + ", ".join(f"generation {n}" for n in kept)
+            )
+        p.warnings.append(PlanWarning(view.entity, "unmanaged-key", message))

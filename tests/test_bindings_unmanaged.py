@@ -1,0 +1,89 @@
+"""A consultation bound to a key this tool does not manage (red team, third round, defects 1 and
+2): its bids are encrypted to the platform's key, so it is never attached to a key made or
+renamed after it was bound, and no generation that may be that key leaves the workstations
+while it is not closed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import Runner
+from tests.engine_helpers import p12_files, state_rows
+
+HEADER = "reference;title;entity;designation;status;deadline;opening\n"
+
+
+def rename(manifest: Path, old: str, new: str) -> None:
+    manifest.write_text(manifest.read_text().replace(f"designation: {old}", f"designation: {new}"))
+
+
+def bound_generation(manifest: Path, reference: str) -> object:
+    rows = state_rows(
+        manifest, f"SELECT generation FROM consultations WHERE reference = '{reference}'"
+    )
+    assert rows, reference
+    return rows[0][0]
+
+
+def test_a_consultation_naming_a_key_this_apply_creates_is_said_loudly(
+    cli: Runner, quickstart: Path
+) -> None:
+    c = quickstart.parent / "c.csv"
+    c.write_text(
+        HEADER + "C-1;x;commune-exemple;Commune Exemple;open;28/11/2026 12:00;30/11/2026\n"
+    )
+    given = ("--consultations", str(c))
+    first = cli("apply", "--auto-approve", *given, quickstart)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # The file names the key this apply creates: bound to it (same instant), said loudly.
+    assert "the platform's key and the new key share the name" in " ".join(first.stdout.split())
+
+
+def test_a_rename_after_the_binding_does_not_make_the_platforms_key_managed(
+    cli: Runner, quickstart: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    c = quickstart.parent / "c.csv"
+    c.write_text(HEADER + "X-2;x;commune-exemple;Platform Key;open;01/12/2026 12:00;02/12/2026\n")
+    given = ("--consultations", str(c))
+    assert "unmanaged-key" in cli("check", *given, quickstart).stdout
+    assert cli("apply", "--auto-approve", *given, quickstart).returncode == 0
+    rename(quickstart, "Commune Exemple", "Platform Key")
+    for _ in range(2):
+        done = cli("apply", "--auto-approve", *given, quickstart)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "now managed" not in done.stdout
+    assert bound_generation(quickstart, "X-2") is None
+    # News of the consultation (its status) do not attach it to the renamed key either.
+    c.write_text(c.read_text().replace(";open;", ";opening;"))
+    news = cli("apply", "--auto-approve", *given, quickstart)
+    assert news.returncode == 0 and "now managed" not in news.stdout, news.stdout
+    assert bound_generation(quickstart, "X-2") is None
+    check = cli("check", *given, quickstart)
+    assert check.returncode != 0 and "unmanaged-key" in check.stdout, check.stdout
+
+
+def test_after_recover_a_generation_that_may_be_the_bound_key_stays_on_the_workstations(
+    cli: Runner, quickstart: Path
+) -> None:
+    rename(quickstart, "Commune Exemple", "Name A")
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    rename(quickstart, "Name A", "Name B")
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    c = quickstart.parent / "c.csv"
+    c.write_text(HEADER + "C-1;x;commune-exemple;Name B;open;01/12/2028 12:00;05/12/2028\n")
+    given = ("--consultations", str(c))
+    assert cli("apply", "--auto-approve", *given, quickstart).returncode == 0
+    rename(quickstart, "Name B", "Name C")
+    assert cli("apply", "--auto-approve", *given, quickstart).returncode == 0
+    shutil.rmtree(quickstart.parent / ".provisioner")
+    assert cli("recover", "--auto-approve", *given, quickstart).returncode == 0
+    renewal = {"PROVISIONER_NOW": "2028-10-15T08:00:00Z"}
+    done = cli("apply", "--auto-approve", *given, quickstart, env=renewal)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not [line for line in done.stdout.splitlines() if "commune-exemple.g1.p12" in line]
+    kept = p12_files(quickstart)
+    assert "workstations/ws-accueil/commune-exemple.g1.p12" in kept
+    assert "workstations/ws-marches/commune-exemple.g1.p12" in kept
+    assert "workstations/ws-accueil/commune-exemple.g2.p12" in kept
