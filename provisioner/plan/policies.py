@@ -177,12 +177,7 @@ def drifted(ctx: CopyContext) -> Reason | None:
         # Changed since it was written: repaired only when no key can be lost by it: not a
         # PKCS#12 any more, or damaged in place (the size it was written with, and it no longer
         # opens), or holding a key this state keeps. Anything else may be someone's key.
-        f = ctx.foreign
-        # A command that reads no password (status, check) takes a file of the size written
-        # for damaged in place, as plan, which opens it, finds it: the same verdict. Only the
-        # verdict: removals (context.removable) still need the file opened.
-        unopened = f is not None and not f.tried and ctx.observed.size == r.size
-        if not unopened and not changed_but_ours(f, ctx.observed, r, ctx.generation.key_sha256):
+        if not changed_but_ours(ctx.foreign, ctx.observed, r, ctx.generation.key_sha256):
             return _not_ours(ctx, "the file was replaced since it was written")
         return Reason(
             ReasonCode.DRIFTED,
