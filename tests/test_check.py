@@ -226,8 +226,52 @@ def test_warning_when_a_renewal_is_near(cli: Runner, manifest: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("damage", ["emptied", "half", "another copy"])
+def test_critical_when_a_bound_copy_changed_since_it_was_written(
+    cli: Runner, manifest: Path, damage: str
+) -> None:
+    """check reads no password: a bound copy whose bytes are not those written is not known
+    to open the bids, whatever apply would make of it (red team 3, defect 4)."""
+    files = p12_files(manifest)
+    path = files["workstations/ws-accueil/commune-exemple.g1.p12"]
+    data = path.read_bytes()
+    path.write_bytes(
+        {
+            "emptied": b"",
+            "half": data[: len(data) // 2],
+            "another copy": files["workstations/ws-marches/syndicat-eaux.g1.p12"].read_bytes(),
+        }[damage]
+    )
+    code, out = check(cli, manifest, CREATED)
+    assert code == 2 and out.startswith("PROVISIONER CRITICAL - "), out
+    assert "[pending] 1 change(s) pending (drifted)" in out
+    assert (
+        f"CRITICAL: commune-exemple: [bound-missing] {BOUND} is bound to {CONSULTATION} but its "
+        "copy on workstation ws-accueil changed since it was written: not known to open those "
+        "bids (apply rewrites it)" in out
+    )
+    renew_at = {"PROVISIONER_NOW": CREATED}
+    c = manifest.parent / "consultations.yaml"
+    done = cli("apply", "--auto-approve", manifest, "--consultations", c, env=renew_at)
+    assert done.returncode == 0 and "~ rewrite g1 on ws-accueil" in done.stdout, done.stdout
+    assert check(cli, manifest, CREATED)[0] == 0
+
+
+def test_a_bound_copy_to_re_encode_for_a_new_password_is_not_a_changed_copy(
+    cli: Runner, manifest: Path
+) -> None:
+    """Its recorded bytes are intact: it opens the bids until apply re-encodes it."""
+    (manifest.parent / "secrets" / "commune-exemple.pass").write_text("Another-Secret-2026\n")
+    done = cli("plan", manifest, "--consultations", manifest.parent / "consultations.yaml",
+               env={"PROVISIONER_NOW": CREATED})  # fmt: skip
+    assert done.returncode == 0 and "[password-changed]" in done.stdout, done.stdout
+    assert "changed since it was written" not in done.stdout + done.stderr
+    assert check(cli, manifest, CREATED)[0] == 0
+
+
 def test_warning_when_a_copy_drifted_and_apply_will_repair_it(cli: Runner, manifest: Path) -> None:
-    p12_files(manifest)["workstations/ws-accueil/commune-exemple.g1.p12"].write_bytes(b"x")
+    # Not bound to any consultation: nothing burns until apply repairs it.
+    p12_files(manifest)["workstations/ws-marches/syndicat-eaux.g1.p12"].write_bytes(b"x")
     code, out = check(cli, manifest, CREATED)
     assert code == 1 and out.startswith("PROVISIONER WARNING - "), out
     assert "[pending] 1 change(s) pending (drifted): run provisioner apply" in out

@@ -205,3 +205,52 @@ def test_compiled_validators_are_those_of_the_shipped_schemas() -> None:
             f"provisioner/manifest/{compiled_module(name)}.py is stale: "
             "python -m provisioner.manifest.compile_schemas"
         )
+
+
+def test_two_targets_in_one_folder_are_refused_naming_both(tmp_path: Path, cli: Runner) -> None:
+    """A removal on one target would delete the other's copy (red team 3, defect 3)."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "alias").symlink_to("..")  # out/alias/out is out
+    m = tmp_path / "m.yaml"
+    m.write_text(
+        "version: 1\nescrow: {passphrase: {env: E}}\ninventory:\n"
+        "  locations:\n"
+        "    - {name: nas, transport: local, path: out/shared}\n"
+        "    - {name: smb1, transport: smb, host: Files, share: Keys, user: u,"
+        " password: {env: S}, path: /Bicle}\n"
+        "  workstations:\n"
+        "    - {name: ws1, transport: local, path: out/ws}\n"
+        "    - {name: ws2, transport: local, path: ./out/ws}\n"
+        "    - {name: ws3, transport: local, path: out//ws/}\n"
+        f"    - {{name: ws4, transport: local, path: {tmp_path}/out/ws}}\n"
+        "    - {name: ws5, transport: local, path: out/alias/out/ws}\n"
+        "    - {name: ws6, transport: local, path: out/shared}\n"
+        "    - {name: ws7, transport: local, path: out/ws-other}\n"
+        "    - {name: pc1, transport: ssh, host: pc.example, user: u, known_hosts: kh,"
+        " path: C:/Keys}\n"
+        "    - {name: pc2, transport: ssh, host: PC.example, user: v, known_hosts: kh,"
+        " path: c:/keys/}\n"
+        "    - {name: pc3, transport: ssh, host: pc.example, port: 2222, user: u,"
+        " known_hosts: kh, path: C:/Keys}\n"
+        "    - {name: smb2, transport: smb, host: files, share: keys, user: u,"
+        " password: {env: S}, path: /bicle/}\n"
+        "entities:\n"
+        "  - {id: a, name: A, key: {designation: A}, password: {env: P},"
+        " shared_locations: [nas], workstations: [ws1, ws7]}\n"
+    )
+    done = cli("validate", m)
+    assert done.returncode == 1, done.stdout + done.stderr
+    first = f"({m}:8:7)"  # ws1's entry
+    for line, name in ((9, "ws2"), (10, "ws3"), (11, "ws4"), (12, "ws5")):
+        assert (
+            f"m.yaml:{line}:" in done.stderr
+            and f"workstation '{name}' is in the folder of workstation 'ws1' {first}" in done.stderr
+        ), done.stderr
+    assert f"workstation 'ws6' is in the folder of location 'nas' ({m}:5:7)" in done.stderr
+    assert "workstation 'pc2' is in the folder of workstation 'pc1'" in done.stderr
+    assert f"workstation 'smb2' is in the folder of location 'smb1' ({m}:6:7)" in done.stderr
+    assert "'ws7' is in" not in done.stderr and "'pc3' is in" not in done.stderr
+    assert "invalid (7 errors)" in done.stderr
+    # Every command loads the manifest the same way: nothing is written.
+    assert cli("plan", m, env={"E": "x" * 20, "P": "y" * 20, "S": "z"}).returncode == 1
+    assert not (tmp_path / ".provisioner").exists() and not (tmp_path / "out" / "ws").exists()

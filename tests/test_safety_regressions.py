@@ -156,3 +156,30 @@ def test_a_date_at_the_edge_of_time_is_a_located_error(cli: Runner, quickstart: 
         assert "Internal error" not in done.stdout + done.stderr
         assert "internal error" not in done.stdout + done.stderr
         assert "c.csv:2" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_an_entity_dropped_from_the_manifest_while_bound_is_refused(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Its bound copies would be neither kept nor restored (red team 3, defect 5)."""
+    now = {"PROVISIONER_NOW": "2026-11-27T09:00:00Z"}
+    c = quickstart.parent / "c.csv"
+    header = "reference;title;entity;designation;status;deadline;opening\n"
+    c.write_text(
+        header + "NEAR-1;x;commune-exemple;Commune Exemple;open;28/11/2026 12:00;30/11/2026\n"
+    )
+    assert cli("apply", "--auto-approve", quickstart, "--consultations", c, env=now).returncode == 0
+    text = quickstart.read_text()
+    start, end = text.index("  - id: commune-exemple"), text.index("  - id: syndicat-eaux")
+    quickstart.write_text(text[:start] + text[end:])
+    c.write_text(header)  # the export no longer lists it; the state still binds it
+    copy = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g1.p12"
+    copy.unlink()
+    done = cli("apply", "--auto-approve", quickstart, "--consultations", c, env=now)
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert "entity commune-exemple is in the state but not in the manifest" in said, said
+    assert "NEAR-1" in said and "Put its entity block back" in said
+    checked = cli("check", quickstart, "--consultations", c, env=now)
+    assert checked.returncode == 2, checked.stdout
+    assert "CRITICAL: [refused]" in checked.stdout and "NEAR-1" in checked.stdout

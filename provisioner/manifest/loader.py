@@ -14,7 +14,7 @@ from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
 from provisioner.manifest.names import _shown, did_you_mean, file_name_problem
 from provisioner.manifest.schema import is_valid, validate
-from provisioner.manifest.targets import expand_groups, targets
+from provisioner.manifest.targets import expand_groups, same_folders, targets
 from provisioner.manifest.yamlpos import MAX_BYTES, load_yaml
 
 
@@ -94,6 +94,7 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
     locations = targets(c, inventory.get("locations", []), "location", "locations")
     groups = expand_groups(c, inventory.get("groups", {}), workstations)
     workstations = inst.settle(c, inventory, workstations, groups)
+    same_folders(c, inventory, {"workstations": workstations, "locations": locations})
 
     entities: list[m.Entity] = []
     seen_ids: set[str] = set()

@@ -73,6 +73,16 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
             warn(p, entity, p.actions[before:])
     declared = {e.id for e in desired.manifest.entities}
     for entity_id in sorted({g.entity for g in recorded.generations} - declared):
+        bound = [g for g in recorded.generations_of(entity_id) if g.id in p.holders]
+        if bound and desired.in_scope(entity_id):
+            # Left alone, its bound copies would be neither kept nor restored: refused, as
+            # `state: absent` of a bound entity is.
+            p.refusals.append(
+                f"{desired.manifest.path}: entity {entity_id} is in the state but not in the "
+                "manifest, but " + p.at_stake(bound) + ". Put its entity block back; once "
+                "those consultations are closed, declare it with `state: absent` to remove "
+                "its copies."
+            )
         if desired.in_scope(entity_id) and any(
             g.status in LIVE for g in recorded.generations_of(entity_id)
         ):

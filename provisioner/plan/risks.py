@@ -7,7 +7,7 @@ import datetime as dt
 
 from provisioner import clock
 from provisioner.manifest.model import Entity, Target
-from provisioner.plan.actions import Action, CreateGeneration, RemoveCopy, WriteCopy
+from provisioner.plan.actions import Action, Conflict, CreateGeneration, RemoveCopy, WriteCopy
 from provisioner.plan.bindings import names
 from provisioner.plan.context import Planning
 from provisioner.plan.model import ConsultationView, PlanWarning
@@ -60,6 +60,18 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
                         + f" but is missing from {where} (apply restores it)",
                     )
                 )
+            for target in changed_on(p, entity, g, actions) if held else ():
+                repair = " (apply rewrites it)" if (target.name, g.number) in planned else ""
+                p.warnings.append(
+                    PlanWarning(
+                        entity.id,
+                        "bound-missing",
+                        f'generation {g.number} "{g.designation}" is bound to '
+                        + ", ".join(v.describe() for v in views)
+                        + f" but its copy on {target.role} {target.name} changed since it was "
+                        f"written: not known to open those bids{repair}",
+                    )
+                )
     current = p.recorded.current(entity.id)
     renewing = any(isinstance(a, CreateGeneration) for a in actions)
     if current is not None and not renewing:
@@ -91,6 +103,30 @@ def missing_from(p: Planning, entity: Entity, g: RecordedGeneration) -> list[Tar
             continue
         key = (t.name, file_path(t, copy_file_name(entity.id, g.number)))
         if p.observed.files.get(key) is None and (key in p.observed.files or g.status == RETIRED):
+            out.append(t)
+    return out
+
+
+def changed_on(
+    p: Planning, entity: Entity, g: RecordedGeneration, actions: list[Action]
+) -> list[Target]:
+    """The reachable targets of `entity` whose recorded copy of generation `g` changed since
+    it was written and is not known to hold its key (emptied, truncated, another copy put
+    over it): as good as missing to whoever opens the bids. A file in conflict is reported
+    as such (check.py)."""
+    conflicts = {(a.target, a.path) for a in actions if isinstance(a, Conflict)}
+    ours = {c.sha256 for c in p.recorded.copies_of(entity.id) if c.generation_id == g.id}
+    out = []
+    for t in entity.targets:
+        key = (t.name, file_path(t, copy_file_name(entity.id, g.number)))
+        record = p.recorded.copies.get(key)
+        facts = p.observed.files.get(key)
+        if t.name in p.observed.unreachable or key in conflicts or record is None:
+            continue
+        if record.generation_id != g.id or facts is None or facts.sha256 in ours:
+            continue
+        inside = p.observed.foreign.get(key)
+        if inside is None or not (inside.readable and inside.key_sha256 == g.key_sha256):
             out.append(t)
     return out
 
