@@ -16,7 +16,7 @@ from provisioner.plan.model import Plan
 from provisioner.state.records import Recorded
 
 if TYPE_CHECKING:
-    from provisioner.engine import Session
+    from provisioner.receipts import StoreState
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -192,25 +192,15 @@ def evaluate(
 
 def with_stores(
     findings: list[Finding],
-    session: Session,
-    plan: Plan,
-    parallel: int,
+    states: list[StoreState],
     now: dt.datetime,
     warn_days: int,
 ) -> list[Finding]:
-    """`findings` and what the key stores' receipts say (workstations whose manifest names a
-    store): a generation bound to a consultation not closed that an agent's store lacks is
-    CRITICAL when its opening (else its deadline) falls within `warn_days`; WARNING otherwise."""
+    """`findings` and what the key stores' receipts say (`states`, from receipts.survey_of):
+    a generation bound to a consultation not closed that an agent's store lacks is CRITICAL
+    when its opening (else its deadline) falls within `warn_days`; WARNING otherwise."""
     from provisioner import receipts
 
-    states = receipts.survey(
-        session.manifest,
-        session.recorded,
-        session.inputs.consultations,
-        session.pool,
-        parallel,
-        errors=tuple(plan.errors),
-    )
     added = list(findings)
     for s in states:
         if s.installed or s.state == receipts.UNREACHABLE:  # unreachable: one finding already

@@ -65,15 +65,7 @@ def status(
     with open_state(inputs, create=False, unlock=False) as session:
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
-        stores = receipts.survey(
-            session.manifest,
-            session.recorded,
-            inputs.consultations,
-            session.pool,
-            parallel,
-            session.limit,
-            errors=tuple(result.errors),
-        )
+        stores = receipts.survey_of(session, result, parallel, session.limit)
         return Observation(now, session.manifest, session.recorded, result, stores)
 
 
@@ -121,7 +113,8 @@ def check(
                 session.escrow_listing.named(),  # presence by name: no secret needed
                 probe.Thresholds(warn_days, critical_days),
             )
-            findings = probe.with_stores(findings, session, result, parallel, now, warn_days)
+            stores = receipts.survey_of(session, result, parallel)
+            findings = probe.with_stores(findings, stores, now, warn_days)
             if session.limit is not None:  # the entities asked for, and what concerns all
                 findings = [f for f in findings if f.entity is None or f.entity in session.limit]
             code, line = probe.summary(
@@ -168,15 +161,7 @@ def rehearse(
             session.limit,
             session.escrow,
         )
-        stores = receipts.survey(
-            session.manifest,
-            session.recorded,
-            inputs.consultations,
-            session.pool,
-            parallel,
-            session.limit,
-            tuple(result.errors),
-        )
+        stores = receipts.survey_of(session, result, parallel, session.limit)
         return results, stores
 
 

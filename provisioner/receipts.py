@@ -16,7 +16,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner import clock
 from provisioner.consultations import Consultation
@@ -25,6 +25,10 @@ from provisioner.manifest.model import Manifest, Target
 from provisioner.state.records import Recorded, RecordedGeneration
 from provisioner.transports import TransportPool
 from provisioner.transports.base import file_path
+
+if TYPE_CHECKING:
+    from provisioner.engine import Session
+    from provisioner.plan.model import Plan
 
 RECEIPT_FORMAT = 1
 MAX_RECEIPT_BYTES = 64 * 1024
@@ -229,6 +233,22 @@ def _judge(
             )
         )
     return out
+
+
+def survey_of(
+    session: Session, plan: Plan, parallel: int, limit: frozenset[str] | None = None
+) -> list[StoreState]:
+    """`survey` for an open session and the plan it made: the targets that plan could not
+    observe are not contacted again."""
+    return survey(
+        session.manifest,
+        session.recorded,
+        session.inputs.consultations,
+        session.pool,
+        parallel,
+        limit,
+        tuple(plan.errors),
+    )
 
 
 def survey(

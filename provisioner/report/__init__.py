@@ -88,17 +88,9 @@ def write_report(
             session.escrow_listing.named(),  # presence by name: no secret needed
             probe.Thresholds(),
         )
-        stores = receipts.survey(
-            session.manifest,
-            session.recorded,
-            inputs.consultations,
-            session.pool,
-            parallel,
-            errors=tuple(result.errors),
-        )
-        findings = probe.with_stores(
-            findings, session, result, parallel, now, probe.Thresholds().warn_days
-        )
+        # Read once: the page's store table and check's store findings both come from it.
+        stores = receipts.survey_of(session, result, parallel)
+        findings = probe.with_stores(findings, stores, now, probe.Thresholds().warn_days)
         code, line = probe.summary(findings, session.manifest, session.recorded, now)
         audit = model.read_audit(session.state_dir / DB_NAME) if session.db is not None else {}
         entities = model.build(
