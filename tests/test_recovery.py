@@ -264,6 +264,56 @@ def test_absent_entity_keeps_its_copies_on_shared_locations(cli: Runner, quickst
     converged(cli, quickstart)
 
 
+def test_recover_takes_back_an_absent_entitys_keys_before_it_returns(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Seed 110335550: state and escrow lost, the entity set absent, recover, then present
+    again: the keys its copies hold must be taken back, not left only in the copies."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    keys, files = key_fingerprints(quickstart), snapshot(quickstart)
+    shutil.rmtree(state_dir(quickstart))
+    present = quickstart.read_text()
+    quickstart.write_text(
+        present.replace("  - id: syndicat-eaux\n", "  - id: syndicat-eaux\n    state: absent\n")
+    )
+    recovered = cli("recover", "--auto-approve", quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "Not recovered:" not in recovered.stdout
+    assert '+ syndicat-eaux: generation 1 "' in recovered.stdout
+    assert "2 generations, 5 copies, 2 keys back into the escrow; 0 lost" in recovered.stdout
+    assert key_fingerprints_of_rows(quickstart) == set(keys.values())
+    assert len(list((state_dir(quickstart) / "escrow").glob("*.key"))) == 2
+    absent = cli("apply", "--auto-approve", quickstart)
+    assert absent.returncode == 0, absent.stdout + absent.stderr
+    left = set(p12_files(quickstart))
+    assert "shared/backup/syndicat-eaux.g1.p12" in left
+    assert "workstations/ws-marches/syndicat-eaux.g1.p12" not in left
+    quickstart.write_text(present)
+    back = cli("apply", "--auto-approve", quickstart)
+    assert back.returncode == 0, back.stdout + back.stderr
+    converged(cli, quickstart)
+    on_share = snapshot(quickstart)["shared/backup/syndicat-eaux.g1.p12"]
+    assert on_share == files["shared/backup/syndicat-eaux.g1.p12"]
+
+
+def test_recover_names_an_absent_entity_whose_password_cannot_be_read(
+    cli: Runner, quickstart: Path
+) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    shutil.rmtree(state_dir(quickstart))
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "  - id: syndicat-eaux\n", "  - id: syndicat-eaux\n    state: absent\n"
+        )
+    )
+    (quickstart.parent / "secrets" / "syndicat-eaux.pass").unlink()
+    recovered = cli("recover", "--auto-approve", quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "Not recovered:" in recovered.stdout
+    assert "syndicat-eaux (state: absent): its copies were not read:" in recovered.stdout
+    assert "1 generations, 3 copies, 1 keys back into the escrow" in recovered.stdout
+
+
 def test_escrow_passphrase_rotation(cli: Runner, quickstart: Path, tmp_path: Path) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     new = tmp_path / "new.pass"

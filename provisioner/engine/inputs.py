@@ -4,7 +4,7 @@ the consultations, every secret, and where the state lives. Frozen once loaded."
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.consultations import Consultation, read_consultations
@@ -39,6 +39,10 @@ class Inputs:
     consultations_path: Path | None = None
     consultations: tuple[Consultation, ...] | None = None
     notice_days: int = 30
+    # Entities declared `state: absent`, read only by `recover` (their copies are still the
+    # lineage's): entity -> password, and entity -> why its password could not be read.
+    absent_passwords: dict[str, str] = field(default_factory=dict)
+    absent_unread: dict[str, str] = field(default_factory=dict)
 
     @property
     def escrow_dir(self) -> Path:
@@ -46,7 +50,11 @@ class Inputs:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this run holds (hooks must never see one)."""
-        return (self.escrow_passphrase, *self.passwords.values())
+        return (
+            self.escrow_passphrase,
+            *self.passwords.values(),
+            *self.absent_passwords.values(),
+        )
 
 
 def load_inputs(
@@ -56,6 +64,7 @@ def load_inputs(
     *,
     need_secrets: bool = True,
     consultations: Path | None = None,
+    absent_too: bool = False,
 ) -> Inputs:
     """Read and check the manifest, the limit and every secret; writes nothing."""
     manifest, diagnostics = read_manifest(manifest_path)
@@ -83,6 +92,10 @@ def load_inputs(
         )
     passphrase = resolve(manifest.escrow_passphrase, "escrow passphrase") if need_secrets else ""
     passwords = _passwords(manifest, scope, passphrase) if need_secrets else {}
+    absent: dict[str, str] = {}
+    unread: dict[str, str] = {}
+    if need_secrets and absent_too:
+        absent, unread = _absent_passwords(manifest, scope, passphrase)
     return Inputs(
         manifest,
         tuple(diagnostics),
@@ -92,6 +105,8 @@ def load_inputs(
         scope,
         consultations_path,
         bindings,
+        absent_passwords=absent,
+        absent_unread=unread,
     )
 
 
@@ -127,3 +142,23 @@ def _passwords(manifest: Manifest, scope: frozenset[str] | None, passphrase: str
     if problems:
         raise SecretError("\n".join(problems))
     return passwords
+
+
+def _absent_passwords(
+    manifest: Manifest, scope: frozenset[str] | None, passphrase: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The passwords of the entities declared absent, for reading their copies back: a
+    password that cannot be read is reported, not fatal (the entity is being removed), and no
+    policy applies (the copies were written under the policy of their day)."""
+    passwords: dict[str, str] = {}
+    unread: dict[str, str] = {}
+    for entity in manifest.entities:
+        if entity.state != "absent" or (scope is not None and entity.id not in scope):
+            continue
+        try:
+            passwords[entity.id] = resolve(
+                entity.password, f"entity {entity.id} password", (passphrase,)
+            )
+        except SecretError as exc:
+            unread[entity.id] = str(exc)
+    return passwords, unread

@@ -77,11 +77,19 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
         out.home = here
     by_cert = {g.cert_sha256: g for g in recorded.generations}
     escrowed = session.escrow_listing.keys
+    inputs = session.inputs
     for entity in session.manifest.entities:
-        if entity.state != "present" or not session.desired().in_scope(entity.id):
+        if not session.desired().in_scope(entity.id):
             continue
-        password = session.passwords.get(entity.id)
+        # An entity declared absent is still read: its copies hold keys of this lineage that
+        # the escrow may have lost, and a later `state: present` must find them recorded.
+        password = session.passwords.get(entity.id) or inputs.absent_passwords.get(entity.id)
         if password is None:
+            if entity.id in inputs.absent_unread:
+                out.unreadable.append(
+                    f"{entity.id} (state: absent): its copies were not read: "
+                    + inputs.absent_unread[entity.id]
+                )
             continue
         listed: dict[str, set[str]] = {}
         found = _found_copies(session, entity, password, out, listed)
@@ -202,9 +210,11 @@ def _take_back(
     # The newest generation is current; a state that was older than its targets retires its
     # current for the newer one found (bound ones come back through the planner's guards).
     if new:
-        newest = max(gens.values(), key=lambda g: g.number)
+        # An entity declared absent has no current generation: what is found is retired.
+        newest = max(gens.values(), key=lambda g: g.number) if entity.state == "present" else None
         for g in recorded.generations_of(entity.id):
-            if g.status == CURRENT and g is not newest:
+            # (an absent entity's recorded current is retired by the next apply, as declared)
+            if g.status == CURRENT and newest is not None and g is not newest:
                 out.statuses.append((g, RETIRED))
         for cert_sha256, g in new.items():
             status = CURRENT if g is newest else RETIRED
