@@ -7,9 +7,10 @@ summary monitoring systems show; performance data follows `|`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from provisioner import clock
 from provisioner.manifest.model import Manifest
 from provisioner.plan.actions import Conflict, RestoreEscrow
 from provisioner.plan.model import Plan
@@ -186,7 +187,18 @@ def evaluate(
                 )
             )
     for w in plan.warnings:
-        findings.append(Finding(_SEVERITY.get(w.code, WARNING), w.entity, w.code, w.message))
+        severity = _SEVERITY.get(w.code, WARNING)
+        if (
+            w.code == "unmanaged-key"
+            and w.opening is not None
+            and (w.opening - now).days <= limits.critical_days
+        ):
+            # Bids are opened within days with a key nothing here holds or can observe.
+            severity = CRITICAL
+            days = (w.opening - now).days
+            when = f"in {days} days" if days >= 0 else f"{-days} days ago"
+            w = replace(w, message=f"{w.message} (bids opened {when}, {clock.day(w.opening)})")
+        findings.append(Finding(severity, w.entity, w.code, w.message))
     return sorted(findings, key=lambda f: -f.severity)
 
 

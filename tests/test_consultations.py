@@ -221,6 +221,22 @@ def test_unmanaged_key_is_warned_and_adopting_it_resolves_the_binding(
     assert "workstations/ws-accueil/commune-exemple.g2.p12" in workstation_files(quickstart)
 
 
+def test_unmanaged_key_is_critical_within_days_of_the_opening(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Nothing here holds or observes a key the tool does not manage: a month before the
+    opening that is a WARNING to adopt it, a few days before it bids are at risk."""
+    consultations(quickstart.parent, designation="Ancienne cle")
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    early = run(cli, quickstart, CREATED, "check", ok=False)
+    assert early.returncode == 1, early.stdout
+    assert "unmanaged-key" in early.stdout and "bids opened" not in early.stdout
+    late = run(cli, quickstart, "2027-01-05T09:00:00+00:00", "check", ok=False)
+    assert late.returncode == 2, late.stdout
+    line = next(x for x in late.stdout.splitlines() if "[unmanaged-key]" in x)
+    assert "consultation 2026-TX-014" in line and "bids opened in 4 days, 2027-01-10" in line
+
+
 def test_consultations_file_errors_name_their_place(tmp_path: Path) -> None:
     bad = tmp_path / "c.yaml"
     bad.write_text(

@@ -87,6 +87,9 @@ class PlanWarning:
     entity: str | None
     code: str
     message: str
+    # When the bids it concerns are opened (the consultation's opening, else its deadline):
+    # check makes an `unmanaged-key` CRITICAL within --critical-days of it.
+    opening: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,4 +227,6 @@ def warn_unmanaged(p: Planning) -> None:
                 "; kept on the workstations until it closes, since it may be that key: "
                 + ", ".join(f"generation {n}" for n in kept)
             )
-        p.warnings.append(PlanWarning(view.entity, "unmanaged-key", message))
+        p.warnings.append(
+            PlanWarning(view.entity, "unmanaged-key", message, view.opening or view.deadline)
+        )
