@@ -1466,6 +1466,11 @@ def test_long_profile() -> None:
     )
     while ProvisionerHistory.histories < wanted and time.monotonic() - start < cap:
         run_state_machine_as_test(ProvisionerHistory, settings=batch)
+        print(
+            f"  {ProvisionerHistory.histories} histories, {ProvisionerHistory.steps} commands, "
+            f"{time.monotonic() - start:.0f} s",
+            flush=True,
+        )
     elapsed = time.monotonic() - start
     print(
         f"\nstateful long profile: {ProvisionerHistory.histories} histories, "
