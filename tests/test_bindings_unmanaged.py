@@ -26,7 +26,7 @@ def bound_generation(manifest: Path, reference: str) -> object:
     return rows[0][0]
 
 
-def test_a_consultation_naming_a_key_this_apply_creates_is_said_loudly(
+def test_a_consultation_naming_a_key_before_this_apply_creates_it_is_never_bound_to_it(
     cli: Runner, quickstart: Path
 ) -> None:
     c = quickstart.parent / "c.csv"
@@ -36,8 +36,17 @@ def test_a_consultation_naming_a_key_this_apply_creates_is_said_loudly(
     given = ("--consultations", str(c))
     first = cli("apply", "--auto-approve", *given, quickstart)
     assert first.returncode == 0, first.stdout + first.stderr
-    # The file names the key this apply creates: bound to it (same instant), said loudly.
-    assert "the platform's key and the new key share the name" in " ".join(first.stdout.split())
+    # The file names a key before this apply creates one of that name: the consultation was
+    # made with another key (the platform's), so the new one is never bound to it.
+    said = " ".join(first.stdout.split())
+    assert 'creates generation 1 "Commune Exemple" with that name, which is NOT that key' in said
+    assert bound_generation(quickstart, "C-1") is None
+    for _ in range(2):
+        again = cli("apply", "--auto-approve", *given, quickstart)
+        assert again.returncode == 0 and "now managed" not in again.stdout, again.stdout
+    assert bound_generation(quickstart, "C-1") is None
+    check = cli("check", *given, quickstart, env={"PROVISIONER_NOW": "2026-11-27T09:00:00Z"})
+    assert check.returncode == 2 and "[unmanaged-key] consultation C-1" in check.stdout
 
 
 def test_a_rename_after_the_binding_does_not_make_the_platforms_key_managed(

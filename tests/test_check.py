@@ -1,8 +1,8 @@
 """`provisioner check`: one test per row of the severity table in docs/RUNBOOK.md.
 
-Each runs the real command on a quickstart applied at CREATED with consultation 2026-TX-014
-bound to generation 1 of commune-exemple (deadline 2026-12-20 12:00, opening 2027-01-10), and
-asserts the exit code and the message a monitoring system would show.
+Each runs the real command on a quickstart applied at CREATED, then consultation 2026-TX-014
+made with its key: bound to generation 1 of commune-exemple (deadline 2026-12-20 12:00,
+opening 2027-01-10), and asserts the exit code and the message a monitoring system would show.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder.mkdir()
     shutil.copy(Path(__file__).parent.parent / "examples" / "quickstart.yaml", folder)
     shutil.copytree(Path(__file__).parent.parent / "examples" / "secrets", folder / "secrets")
+    # The key first, then the consultation the platform made with it.
+    keys = run_cli(
+        "apply", "--auto-approve", folder / "quickstart.yaml", env={"PROVISIONER_NOW": CREATED}
+    )
+    assert keys.returncode == 0, keys.stdout + keys.stderr
     consultations(folder)
     done = run_cli(
         "apply",

@@ -65,6 +65,16 @@ def run(
     return done
 
 
+def bound_after_the_first_apply(cli: Runner, manifest: Path) -> None:
+    """The keys are made first; then the platform makes consultation 2026-TX-014 with
+    generation 1's certificate and the next apply binds it (a consultation in the file before
+    its key existed names a key made elsewhere: never bound to a new one)."""
+    done = cli("apply", "--auto-approve", manifest, env={"PROVISIONER_NOW": CREATED})
+    assert done.returncode == 0, done.stdout + done.stderr
+    consultations(manifest.parent)
+    run(cli, manifest, CREATED, "apply", "--auto-approve")
+
+
 def workstation_files(manifest: Path) -> set[str]:
     return {rel for rel in p12_files(manifest) if rel.startswith("workstations/")}
 
@@ -73,8 +83,7 @@ def test_invariant_2_bound_keys_live_through_renewal_until_their_consultation_cl
     cli: Runner, quickstart: Path
 ) -> None:
     folder = quickstart.parent
-    consultations(folder)
-    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    bound_after_the_first_apply(cli, quickstart)
     assert state_rows(quickstart, "SELECT reference, status FROM consultations") == [
         ("2026-TX-014", "open")
     ]
@@ -127,8 +136,7 @@ def test_invariant_2_bound_keys_live_through_renewal_until_their_consultation_cl
 
 def test_invariant_3_bindings_are_definitive(cli: Runner, quickstart: Path) -> None:
     folder = quickstart.parent
-    consultations(folder)
-    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    bound_after_the_first_apply(cli, quickstart)
     run(cli, quickstart, IN_WINDOW, "apply", "--auto-approve")  # generation 2 exists now
     before = serial(quickstart)
     files = {p: p.read_bytes() for p in p12_files(quickstart).values()}
@@ -159,8 +167,7 @@ def test_a_consultation_missing_from_a_later_file_keeps_its_status(
     cli: Runner, quickstart: Path
 ) -> None:
     folder = quickstart.parent
-    consultations(folder)
-    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    bound_after_the_first_apply(cli, quickstart)
     (folder / "consultations.yaml").write_text("version: 1\nconsultations: []\n")
     planned = run(cli, quickstart, IN_WINDOW, "plan")
     assert "~ generation 1: retain  [bound-to-open-consultation]" in planned.stdout
@@ -169,9 +176,7 @@ def test_a_consultation_missing_from_a_later_file_keeps_its_status(
 def test_deleting_a_bound_entity_or_its_last_workstation_is_refused(
     cli: Runner, quickstart: Path
 ) -> None:
-    folder = quickstart.parent
-    consultations(folder)
-    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    bound_after_the_first_apply(cli, quickstart)
     before = serial(quickstart)
     original = quickstart.read_text()
     quickstart.write_text(

@@ -89,6 +89,7 @@ def test_kill_during_first_apply_then_converge(cli: Runner, quickstart: Path, po
     "point", ["after-escrow", "mid-commit", "mid-distribution", "after-remove"]
 )
 def test_kill_during_renewal_keeps_the_bound_key(cli: Runner, quickstart: Path, point: str) -> None:
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0  # the key, then C-1
     (quickstart.parent / "c.yaml").write_text(CONSULTATION)
     text = quickstart.read_text().replace("version: 1\n", "version: 1\nconsultations: c.yaml\n")
     quickstart.write_text(text)

@@ -16,7 +16,13 @@ from provisioner.plan.bindings import find_generation
 from provisioner.state.db import MIGRATIONS, SCHEMA_VERSION, StateDB, _statements
 from tests.conftest import Runner
 from tests.engine_helpers import PASSWORDS, p12_files, serial, state_rows
-from tests.test_consultations import CREATED, IN_WINDOW, consultations, run
+from tests.test_consultations import (
+    CREATED,
+    IN_WINDOW,
+    bound_after_the_first_apply,
+    consultations,
+    run,
+)
 
 DATA = Path(__file__).parent / "data"
 RENAMED = "Commune Nouvelle"
@@ -38,8 +44,7 @@ def test_invariant_11_rename_then_renewal_keeps_the_bound_generation_and_its_bid
     cli: Runner, quickstart: Path
 ) -> None:
     folder = quickstart.parent
-    consultations(folder)
-    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    bound_after_the_first_apply(cli, quickstart)
     ((cert_der, fingerprint),) = state_rows(
         quickstart,
         "SELECT certificate, cert_sha256 FROM generations WHERE entity = 'commune-exemple'",
@@ -225,6 +230,8 @@ def test_date_only_dates_are_that_calendar_day_in_paris_everywhere(
     cli: Runner, quickstart: Path
 ) -> None:
     folder = quickstart.parent
+    first = cli("apply", "--auto-approve", quickstart, env={"PROVISIONER_NOW": CREATED})
+    assert first.returncode == 0, first.stdout  # the key first, then the consultation
     path = consultations(folder)
     path.write_text(path.read_text().replace("opening: 2027-01-10", "opening: 2028-08-03"))
     run(cli, quickstart, CREATED, "apply", "--auto-approve")
@@ -276,8 +283,7 @@ def test_apply_migrates_a_version_2_state_in_place_and_a_rename_then_keeps_the_b
     cli: Runner, quickstart: Path
 ) -> None:
     folder = quickstart.parent
-    consultations(folder)
-    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    bound_after_the_first_apply(cli, quickstart)
     downgrade_to_version_2(folder / ".provisioner" / "state.db")
     refused = run(cli, quickstart, CREATED, "status", ok=False)
     assert refused.returncode == 1

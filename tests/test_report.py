@@ -164,8 +164,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert HOSTILE_DESIGNATION in text and HOSTILE_NAME in text
     (folder / "quickstart.yaml").write_text(text)
     shutil.copytree(EXAMPLES / "secrets", folder / "secrets")
-    (folder / "consultations.yaml").write_text(CONSULTATIONS)
     manifest = folder / "quickstart.yaml"
+    (folder / "consultations.yaml").write_text("version: 1\nconsultations: []\n")
+    apply(manifest, CREATED)  # the keys, then the consultations made with them
+    (folder / "consultations.yaml").write_text(CONSULTATIONS)
     apply(manifest, CREATED)
     apply(manifest, IN_WINDOW)
     (folder / "demo-out" / "workstations" / "ws-accueil" / "commune-exemple.g1.p12").unlink()

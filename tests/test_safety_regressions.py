@@ -165,6 +165,7 @@ def test_an_entity_dropped_from_the_manifest_while_bound_is_refused(
     now = {"PROVISIONER_NOW": "2026-11-27T09:00:00Z"}
     c = quickstart.parent / "c.csv"
     header = "reference;title;entity;designation;status;deadline;opening\n"
+    assert cli("apply", "--auto-approve", quickstart, env=now).returncode == 0
     c.write_text(
         header + "NEAR-1;x;commune-exemple;Commune Exemple;open;28/11/2026 12:00;30/11/2026\n"
     )

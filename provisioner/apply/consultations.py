@@ -1,6 +1,7 @@
-"""The consultations: new bindings and news of known ones, recorded in one transaction (after
-new generations, so that a binding may name a key created by this very run). A binding is
-definitive: the state's triggers refuse any change of its key."""
+"""The consultations: new bindings and news of known ones, recorded in one transaction. A new
+binding names the generation the plan found (one that existed before this run), or none: a
+key this very run creates is never the key a consultation already in the file was made with.
+A binding is definitive: the state's triggers refuse any change of its key."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from provisioner.plan.actions import BindConsultation, UpdateConsultation
-from provisioner.plan.bindings import find_generation_in
 from provisioner.state.records import RecordedConsultation
 
 if TYPE_CHECKING:
@@ -22,15 +22,6 @@ def bind(ctx: RunContext, actions: Sequence[BindConsultation | UpdateConsultatio
         for action in actions:
             g = ctx.generations.get((action.entity, action.generation))
             rec = ctx.recorded.consultations.get(action.reference)
-            if not action.generation and rec is None:
-                # A new binding by name to a key this run may have created. A binding already
-                # recorded unmanaged gets a key only from the plan (bindings.bound_generation).
-                g = find_generation_in(
-                    ctx.generations.values(),
-                    action.entity,
-                    action.key_ref,
-                    ctx.recorded.designations,
-                )
             if rec is not None and rec.generation_id is not None:
                 g = ctx.recorded.generation(rec.generation_id)  # bound by identity
             closed_at = None

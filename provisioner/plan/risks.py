@@ -173,10 +173,9 @@ def warn_dates(p: Planning, entity: Entity, g: RecordedGeneration, view: Consult
 
 def warn_unmanaged(p: Planning) -> None:
     """The consultations not closed bound to a key this tool does not manage, loudly when a key
-    of ours has its name: one this apply creates is bound to it (the file names it), which is
-    right only if that consultation was not made on the platform with another key of that
-    name; one made before and renamed since is never it. Also the generations kept on the
-    workstations because they may be that key."""
+    of ours has its name: one this apply creates, or one made before and renamed since, is
+    never it (the consultation was made with a key that existed then). Also the generations
+    kept on the workstations because they may be that key."""
     for view in p.bindings.views:
         if not view.is_open or view.generation_id is not None:
             continue
@@ -203,12 +202,12 @@ def warn_unmanaged(p: Planning) -> None:
         message = f"consultation {view.describe()} is bound to {view.key_ref}, a key this tool "
         if created:
             message += (
-                "does not manage yet; this apply creates "
+                "does not manage; this apply creates "
                 + ", ".join(f'generation {n} "{d}"' for n, d in created)
-                + " with that name and binds it to that key: the platform's key and the new "
-                "key share the name. If the consultation was made on the platform with a key "
-                "of that name made elsewhere, its bids cannot be opened with the new one: "
-                "adopt that key (provisioner adopt … --retained) before applying"
+                + " with that name, which is NOT that key: the consultation was made on the "
+                "platform before it existed, so its bids are encrypted to a key of that name "
+                "made elsewhere, and the new one cannot open them. Adopt that key "
+                "(provisioner adopt … --retained) so that it is escrowed and distributed"
             )
         else:
             message += (
