@@ -188,15 +188,18 @@ def evaluate(
             )
     for w in plan.warnings:
         severity = _SEVERITY.get(w.code, WARNING)
-        if (
-            w.code == "unmanaged-key"
-            and w.opening is not None
-            and (w.opening - now).days <= limits.critical_days
-        ):
+        left = clock.days_until(w.opening, now) if w.opening is not None else None
+        if w.code == "unmanaged-key" and left is not None and left <= limits.critical_days:
             # Bids are opened within days with a key nothing here holds or can observe.
+            assert w.opening is not None
             severity = CRITICAL
-            days = (w.opening - now).days
-            when = f"in {days} days" if days >= 0 else f"{-days} days ago"
+            when = (
+                "today"
+                if left == 0
+                else f"in {left} day{'s' * (left > 1)}"
+                if left > 0
+                else f"{-left} day{'s' * (left < -1)} ago"
+            )
             w = replace(w, message=f"{w.message} (bids opened {when}, {clock.day(w.opening)})")
         findings.append(Finding(severity, w.entity, w.code, w.message))
     return sorted(findings, key=lambda f: -f.severity)

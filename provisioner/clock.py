@@ -41,6 +41,23 @@ def day(value: dt.datetime) -> str:
     return f"{value.astimezone(PARIS):%Y-%m-%d}"
 
 
+def until(value: dt.datetime) -> dt.datetime:
+    """The last instant a consultation date covers: a date given without a time (midnight in
+    Paris) covers its whole day, so a key that expires at 11:00 on an opening day given as
+    `2028-11-30` expires before that opening. A date with a time is that instant."""
+    local = value.astimezone(PARIS)
+    if local.time() != dt.time(0, 0):
+        return value
+    return (local + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0) - dt.timedelta(
+        microseconds=1
+    )
+
+
+def days_until(value: dt.datetime, now: dt.datetime) -> int:
+    """Calendar days (Paris) from `now` to a consultation date: 0 on its day, -1 the next."""
+    return (value.astimezone(PARIS).date() - now.astimezone(PARIS).date()).days
+
+
 def local_iso(value: dt.datetime) -> str:
     """ISO 8601 in Paris time with its offset, e.g. `2028-08-03T00:00:00+02:00`: the form
     consultation dates are stored and printed in, so the calendar day reads as given."""

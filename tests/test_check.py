@@ -161,6 +161,29 @@ def test_critical_when_the_bound_generation_expires_before_the_opening(
 
 
 @pytest.mark.parametrize(
+    ("deadline", "opening", "code", "label"),
+    [
+        ("2028-11-25T12:00:00+01:00", "2028-11-30", "expires-before-opening", "opening"),
+        ("2028-11-30", "2028-12-02T14:00:00+01:00", "expires-before-deadline", "deadline for bids"),
+    ],
+)
+def test_a_date_without_a_time_covers_its_whole_day(
+    cli: Runner, manifest: Path, deadline: str, opening: str, code: str, label: str
+) -> None:
+    """Generation 1 expires on 2028-11-30 at 09:55 UTC: an opening (or a deadline) given as
+    that day, without a time, is after it, from the day the consultation is bound."""
+    dates(manifest, deadline, opening)
+    for at in ("2026-12-02T10:00:00+00:00", "2028-11-29T10:00:00+00:00"):
+        if at.startswith("2028"):
+            renew(cli, manifest)  # generation 2 current: only the bound generation 1 at risk
+        exit_code, out = check(cli, manifest, at)
+        assert exit_code == 2, out
+        line = next(x for x in out.splitlines() if f"[{code}]" in x)
+        assert line.startswith(f"CRITICAL: commune-exemple: [{code}] {BOUND} expires on 2028-11-30")
+        assert f"before the {label} of consultation 2026-TX-014" in line
+
+
+@pytest.mark.parametrize(
     ("deadline", "opening", "status", "severity", "code", "risk"),
     [
         (

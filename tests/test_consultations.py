@@ -239,7 +239,7 @@ def test_unmanaged_key_is_critical_within_days_of_the_opening(
     late = run(cli, quickstart, "2027-01-05T09:00:00+00:00", "check", ok=False)
     assert late.returncode == 2, late.stdout
     line = next(x for x in late.stdout.splitlines() if "[unmanaged-key]" in x)
-    assert "consultation 2026-TX-014" in line and "bids opened in 4 days, 2027-01-10" in line
+    assert "consultation 2026-TX-014" in line and "bids opened in 5 days, 2027-01-10" in line
 
 
 def test_consultations_file_errors_name_their_place(tmp_path: Path) -> None:

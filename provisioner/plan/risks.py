@@ -134,8 +134,11 @@ def changed_on(
 def warn_dates(p: Planning, entity: Entity, g: RecordedGeneration, view: ConsultationView) -> None:
     """Dates that put a bound generation at risk; the severity is in the code (check.py):
     at risk while bids can be deposited or before the opening, else a reminder."""
-    accepting = view.status == "open" and (view.deadline is None or p.now < view.deadline)
-    before_opening = view.opening is not None and p.now < view.opening
+    # A date without a time covers its whole day (clock.until).
+    deadline = clock.until(view.deadline) if view.deadline is not None else None
+    opening = clock.until(view.opening) if view.opening is not None else None
+    accepting = view.status == "open" and (deadline is None or p.now < deadline)
+    before_opening = opening is not None and p.now < opening
     name = f'generation {g.number} "{g.designation}"'
     if g.not_after <= p.now:
         if accepting:
@@ -156,8 +159,8 @@ def warn_dates(p: Planning, entity: Entity, g: RecordedGeneration, view: Consult
         )
         return
     for code, label, when, live in (
-        ("expires-before-deadline", "deadline for bids", view.deadline, accepting),
-        ("expires-before-opening", "opening", view.opening, before_opening),
+        ("expires-before-deadline", "deadline for bids", deadline, accepting),
+        ("expires-before-opening", "opening", opening, before_opening),
     ):
         if live and when is not None and g.not_after < when:
             p.warnings.append(
