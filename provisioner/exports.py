@@ -70,6 +70,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "Date limite de réception des plis",
         "Date limite de remise des offres",
         "Date et heure limite de remise des plis",
+        "Date limite",
         "DLRO",
     ),
     "opening": (
@@ -77,8 +78,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "Date d'ouverture des plis",
         "Ouverture des plis",
         "Date d'ouverture",
+        "Ouverture",
     ),
 }
+
+# Words that make an unread column a date column of that field, whatever else it says: such
+# a column is refused, not ignored (its dates would be lost).
+DATE_WORDS = {"deadline": ("limite", "deadline", "dlro"), "opening": ("ouverture", "opening")}
 
 # Status words. "Fermée" is deliberately absent: on a platform a consultation is closed to new
 # bids at its deadline, while its bids still wait to be opened; here `closed` means done (the
@@ -301,7 +307,8 @@ def near_misses(header: Header, display: str) -> Iterable[Diagnostic]:
             close = difflib.get_close_matches(
                 normalise(name), [normalise(a) for a in aliases], n=1, cutoff=0.75
             )
-            if close:
+            words = normalise(name).split()
+            if close or any(w in words for w in DATE_WORDS.get(field, ())):
                 # A date column read as nothing would drop the deadline or the opening that
                 # check compares with the key's expiry: an error, not a warning.
                 dates = field in ("deadline", "opening")

@@ -173,6 +173,26 @@ def test_a_consultation_missing_from_a_later_file_keeps_its_status(
     assert "~ generation 1: retain  [bound-to-open-consultation]" in planned.stdout
 
 
+def test_a_date_the_file_no_longer_gives_keeps_the_recorded_one(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Red team 4, M1: an export without the opening (an empty cell, another column) must not
+    erase the recorded opening that check compares with the key's expiry."""
+    bound_after_the_first_apply(cli, quickstart)
+    path = quickstart.parent / "consultations.yaml"
+    path.write_text(path.read_text().replace("    opening: 2027-01-10\n", ""))
+    planned = run(cli, quickstart, CREATED, "plan")
+    assert "dates updated" not in planned.stdout, planned.stdout
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    assert state_rows(quickstart, "SELECT opening FROM consultations") == [
+        ("2027-01-10T00:00:00+01:00",)
+    ]
+    # A new opening date is taken.
+    consultations(quickstart.parent)
+    path.write_text(path.read_text().replace("2027-01-10", "2027-01-12"))
+    assert "title or dates updated" in run(cli, quickstart, CREATED, "plan").stdout
+
+
 def test_deleting_a_bound_entity_or_its_last_workstation_is_refused(
     cli: Runner, quickstart: Path
 ) -> None:

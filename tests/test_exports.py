@@ -154,6 +154,22 @@ def test_a_misspelt_date_column_is_refused(tmp_path: Path) -> None:
     assert "its dates would be lost" in error.message
 
 
+def test_an_opening_column_is_read_or_refused_never_dropped(tmp_path: Path) -> None:
+    """Red team 4, M1: a column named `Ouverture` was neither read nor refused, and the
+    recorded opening date was lost with it."""
+    path = tmp_path / "export.csv"
+    head = "Référence;Entité;Désignation;Statut;Date limite de remise des plis;"
+    row = "A-1;commune-exemple;Commune Exemple;Ouverte;25/11/2028 12:00;05/12/2028 14:00\n"
+    path.write_text(head + "Ouverture\n" + row)
+    (item,), _ = read(path)
+    assert item.opening == dt.datetime(2028, 12, 5, 14, 0, tzinfo=PARIS)
+    path.write_text(head + "Séance d'ouverture\n" + row)
+    with pytest.raises(ManifestError) as refused:
+        read(path)
+    (error,) = refused.value.diagnostics
+    assert 'column "Séance d\'ouverture" is not read: did you mean the opening' in error.message
+
+
 @pytest.mark.parametrize(
     ("data", "where", "message"),
     [

@@ -2,7 +2,8 @@
 
 Pure. A consultation seen for the first time is bound (recorded) by the next apply; a known one
 may change status, title or dates but never its key: a different key is a refusal naming both.
-A consultation missing from the file keeps its last known status; it is never assumed closed.
+A consultation missing from the file keeps its last known status; it is never assumed closed,
+and a date the file no longer gives keeps its recorded value.
 """
 
 from __future__ import annotations
@@ -218,6 +219,10 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
             continue
         seen.add(c.reference)
         rec = recorded.consultations.get(c.reference)
+        if rec is not None:
+            # A date the file no longer gives (an empty cell, an export without that column)
+            # keeps the recorded one: check compares it with the key's expiry.
+            c = replace(c, deadline=c.deadline or rec.deadline, opening=c.opening or rec.opening)
         if rec is not None and not same_binding(recorded, rec, c):
             bound = bound_generation(recorded, rec)
             out.refusals.append(
