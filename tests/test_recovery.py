@@ -453,6 +453,38 @@ def test_recover_binds_the_consultations_again(cli: Runner, quickstart: Path) ->
     assert "remove g1 on ws-" not in planned.stdout, planned.stdout
 
 
+def test_recover_killed_before_its_bindings_records_them_when_run_again(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Red team 4, M2: killed after recording the copies, before the bindings, recover said
+    "Nothing to recover" and a renewal without the file then removed the bound key."""
+    consultations = quickstart.parent / "consultations.csv"
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    consultations.write_text(
+        "reference;title;entity;designation;status;deadline;opening\n"
+        "2028-TX-014;Voirie;commune-exemple;Commune Exemple;open;15/12/2028 12:00;20/12/2028\n"
+    )
+    given = ("--consultations", str(consultations))
+    assert cli("apply", "--auto-approve", *given, quickstart).returncode == 0
+    shutil.rmtree(state_dir(quickstart))
+    killed = cli(
+        "recover",
+        "--auto-approve",
+        *given,
+        quickstart,
+        env={"PROVISIONER_FAULT_INJECT": "committed"},
+    )
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    again = cli("recover", "--auto-approve", *given, quickstart)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Nothing to recover" in again.stdout
+    assert "1 consultation binding(s) recorded again" in again.stdout
+    planned = cli("plan", quickstart, env=RENEWAL)
+    removed = [x for x in planned.stdout.splitlines() if "- remove g1 on ws-" in x]
+    assert removed and not any("commune-exemple.g1.p12" in x for x in removed), planned.stdout
+    assert "Nothing to recover" in cli("recover", "--auto-approve", *given, quickstart).stdout
+
+
 def test_damaged_escrow_key_is_seen_by_plan_and_taken_back(cli: Runner, quickstart: Path) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     key = sorted((state_dir(quickstart) / "escrow").glob("*.key"))[0]

@@ -39,6 +39,13 @@ def run(
             found = scan(session, now, moved=moved)
             show(render(found))
             if not found.changes:
+                if session.db is not None and not session.created:
+                    # A recover interrupted after its record, before its bindings: the guards
+                    # are recorded now (nothing is written to any target).
+                    bound = bind(session, parallel, now)
+                    if bound:
+                        recorded = True
+                        show(f"{bound} consultation binding(s) recorded again.")
                 return 0
             if not confirm():
                 return 1
