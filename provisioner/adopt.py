@@ -12,7 +12,7 @@ from provisioner import clock
 from provisioner.apply.generations import generation_from_certificate
 from provisioner.atomic import make_private_dirs, write_private
 from provisioner.crypto import certificates, pkcs12
-from provisioner.crypto.keys import certificate_fingerprint
+from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import ProvisionerError
 from provisioner.manifest.model import SELF_SIGNED, Entity
@@ -165,6 +165,15 @@ def adopt(
         if g.cert_sha256 == fingerprint:
             raise ProvisionerError(
                 f"entity {entity.id}: this certificate is already generation {g.number}"
+            )
+    # A key is one entity's: another entity's key adopted here would be written under this
+    # entity's password and distributed to its agents.
+    key = public_key_fingerprint(bundle.key)
+    for g in session.recorded.generations:
+        if g.entity != entity.id and (g.key_sha256 == key or g.cert_sha256 == fingerprint):
+            raise ProvisionerError(
+                f"entity {entity.id}: this key is entity {g.entity}'s generation {g.number} "
+                f'("{g.designation}"): a key belongs to one entity'
             )
     current = session.recorded.current(entity.id)
     if current is not None and not retained:

@@ -78,6 +78,29 @@ def test_adopt_refuses_a_second_current_generation(
     assert "generation 2 (retained)" in done.stdout
 
 
+def test_adopt_refuses_another_entitys_key(cli: Runner, quickstart: Path) -> None:
+    """Red team 4, L2: syndicat-eaux's key adopted as commune-exemple's would be written under
+    commune-exemple's password to its agents."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    theirs = p12_files(quickstart)["shared/backup/syndicat-eaux.g1.p12"]
+    before = state_rows(quickstart, "SELECT count(*) FROM generations")
+    done = cli(
+        "adopt",
+        quickstart,
+        "commune-exemple",
+        theirs,
+        "--retained",
+        "--designation",
+        "Cross",
+        "--password-env",
+        "PW",
+        env={"PW": PASSWORDS["syndicat-eaux"]},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "this key is entity syndicat-eaux's generation 1" in done.stderr
+    assert state_rows(quickstart, "SELECT count(*) FROM generations") == before
+
+
 def test_export_with_a_new_password_and_profile_from_the_escrow(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
