@@ -421,6 +421,66 @@ def test_recover_prefers_the_escrows_key_over_a_foreign_copy(
     assert {k: v for k, v in key_fingerprints(quickstart).items() if k != name} == keys
 
 
+def other_tree(quickstart: Path, tmp_path: Path, cli: Runner) -> Path:
+    """Another tree with the same entities and passwords (a test copy, a staging site)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(quickstart, other / "quickstart.yaml")
+    shutil.copytree(quickstart.parent / "secrets", other / "secrets")
+    assert cli("apply", "--auto-approve", other / "quickstart.yaml").returncode == 0
+    return other / "quickstart.yaml"
+
+
+def test_state_lost_escrow_kept_a_key_the_escrow_never_sealed_is_not_taken(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """Red team 4, H2: another tree's copy named like a newer generation was made current,
+    the real key retired from every workstation and the foreign file deleted."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    other = other_tree(quickstart, tmp_path, cli)
+    stray = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g2.p12"
+    foreign = p12_files(other)["workstations/ws-accueil/commune-exemple.g1.p12"].read_bytes()
+    stray.write_bytes(foreign)
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (state_dir(quickstart) / name).unlink(missing_ok=True)  # the escrow is kept
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "holds a key the escrow never sealed" in done.stdout, done.stdout
+    assert "generation 2" not in done.stdout
+    rows = state_rows(
+        quickstart, "SELECT number, status FROM generations WHERE entity = 'commune-exemple'"
+    )
+    assert rows == [(1, "current")]
+    assert len(list((state_dir(quickstart) / "escrow").glob("*.key"))) == 2
+    cli("apply", "--auto-approve", quickstart, env=RENEWAL)
+    assert stray.read_bytes() == foreign, "a file this state did not write was touched"
+    held = set(p12_files(quickstart))
+    for ws in ("ws-accueil", "ws-marches"):
+        assert f"workstations/{ws}/commune-exemple.g1.p12" in held
+
+
+def test_full_loss_two_certificates_for_one_number_both_keys_are_kept(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """Red team 4, M3: the certificate that lost the number was left only in its copy, and the
+    plan advised moving that file away."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    ours = key_fingerprints(quickstart)["shared/backup/commune-exemple.g1.p12"]
+    other = other_tree(quickstart, tmp_path, cli)
+    for ws in ("ws-accueil", "ws-marches"):
+        name = f"workstations/{ws}/commune-exemple.g1.p12"
+        p12_files(quickstart)[name].write_bytes(p12_files(other)[name].read_bytes())
+    shutil.rmtree(state_dir(quickstart))
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "its key goes into the escrow" in done.stdout, done.stdout
+    escrowed = {p.stem for p in (state_dir(quickstart) / "escrow").glob("*.key")}
+    assert ours in escrowed and len(escrowed) == 3
+    planned = cli("plan", quickstart)
+    conflict = [x for x in planned.stdout.splitlines() if "! conflict" in x and "backup" in x]
+    assert conflict and all("NOT in the escrow" not in x for x in conflict), planned.stdout
+
+
 def test_escrow_rebuilt_from_copies_does_not_reencode_every_copy(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:

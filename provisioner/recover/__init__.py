@@ -77,6 +77,9 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
         out.home = here
     by_cert = {g.cert_sha256: g for g in recorded.generations}
     escrowed = session.escrow_listing.keys
+    # The state is lost but its escrow was kept: every key this state made is in it (keys are
+    # sealed before any copy is written), so a key it lacks is not this state's.
+    kept = bool(escrowed) and not recorded.generations
     inputs = session.inputs
     for entity in session.manifest.entities:
         if not session.desired().in_scope(entity.id):
@@ -93,7 +96,7 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
             continue
         listed: dict[str, set[str]] = {}
         found = _found_copies(session, entity, password, out, listed)
-        _take_back(session, entity, found, by_cert, escrowed, password, now, out)
+        _take_back(session, entity, found, by_cert, escrowed, kept, password, now, out)
         _forget_removed(session, entity, listed, out)
     known_keys = {g.key_sha256 for g in recorded.generations} | {
         g.key_sha256 for g in out.generations
@@ -172,6 +175,7 @@ def _take_back(
     found: list[FoundCopy],
     by_cert: dict[str, RecordedGeneration],
     escrowed: frozenset[str],
+    kept: bool,
     password: str,
     now: dt.datetime,
     out: Recovery,
@@ -197,12 +201,28 @@ def _take_back(
         if cert_sha256 in by_cert:
             continue
         number, _ = Counter(f.number for f in copies).most_common(1)[0]
-        if number in gens:
-            where = ", ".join(f"{f.target.name}:{f.path}" for f in copies)
+        where = ", ".join(f"{f.target.name}:{f.path}" for f in copies)
+        key = copies[0].key_sha256
+        if kept and key not in escrowed:
             out.clashes.append(
+                f"{entity.id}: {where} holds a key the escrow never sealed "
+                f"(sha256:{key[:16]}); the escrow was kept when the state was lost and holds "
+                "every key this state made, so this is not one of them (a copy from another "
+                "tree?): left as it is. If it is this organisation's key, "
+                "`provisioner adopt` takes it in"
+            )
+            continue
+        if number in gens:
+            message = (
                 f"{entity.id}: {where} holds a certificate (sha256:{cert_sha256[:16]}) that is "
                 f"not generation {number} as the state records it: left as it is"
             )
+            if not escrowed and key not in out.escrow_keys:
+                # No escrow survived: a key that opens with the entity's password may be this
+                # organisation's only copy of it, so it is kept, whichever certificate won.
+                out.escrow_keys[key] = (entity.id, copies[0].bundle.key)
+                message += "; its key goes into the escrow (it may be the only other copy)"
+            out.clashes.append(message)
             continue
         g = _generation(session, entity, copies[0], number, now)
         gens[number] = g
