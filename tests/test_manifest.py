@@ -140,6 +140,23 @@ def test_designation_differing_from_common_name_is_a_warning(tmp_path: Path, cli
     )
 
 
+def test_an_unknown_placeholder_in_a_designation_is_refused(tmp_path: Path, cli: Runner) -> None:
+    """Red team 4, L3: `Ville {annee}` was kept as literal text on the platform's key name."""
+    m = tmp_path / "m.yaml"
+    m.write_text(
+        "version: 1\nescrow: {passphrase: {env: E}}\n"
+        "inventory: {locations: [{name: nas, transport: local, path: nas}]}\n"
+        "entities:\n  - id: a\n    name: A\n    key: {designation: 'Ville {annee} {n}'}\n"
+        "    password: {env: P}\n    shared_locations: [nas]\n"
+    )
+    done = cli("validate", m)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        "m.yaml:7:24: error: entities[0].key.designation: unknown placeholder {annee} in "
+        "designation: only {n}" in done.stderr
+    )
+
+
 def test_non_utf8_is_refused_with_its_position(tmp_path: Path, cli: Runner) -> None:
     m = tmp_path / "m.yaml"
     m.write_bytes(b"version: 1\nescrow: {passphrase: {env: E}}\nentities: []\n# caf\xe9\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ from provisioner.manifest.names import _shown, did_you_mean, file_name_problem
 from provisioner.manifest.schema import is_valid, validate
 from provisioner.manifest.targets import expand_groups, same_folders, targets
 from provisioner.manifest.yamlpos import MAX_BYTES, load_yaml
+
+# Placeholders of a designation or common name (`{n}`, `{year}`); any other is refused.
+PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+KNOWN = ("{n}", "{year}")
 
 
 def _subject(raw: dict[str, Any] | None, base: m.Subject) -> m.Subject:
@@ -121,6 +126,14 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
             c.error((*path, "id"), f"entity id {problem}; choose another id")
         common_name = rk.get("common_name")
         c.name(common_name, (*path, "key", "common_name"), "common_name")
+        for field, text in (("designation", designation), ("common_name", common_name)):
+            unknown = sorted({p for p in PLACEHOLDER.findall(text or "") if p not in KNOWN})
+            if unknown:
+                c.error(
+                    (*path, "key", field),
+                    f"unknown placeholder {', '.join(unknown)} in {field}: only {{n}} (the "
+                    "generation number) and {year} (the year of creation) are replaced",
+                )
         for field in ("organization", "organizational_unit"):
             c.name(rk.get("subject", {}).get(field), (*path, "key", "subject", field), field)
         if common_name is not None and common_name != designation:
