@@ -125,6 +125,12 @@ def evaluate(
             )
             continue
         days = (current.not_after - now).days
+        # While the entity has a conflict, apply makes no new generation for it.
+        todo = (
+            "apply makes no new generation while the entity has a conflict (see conflict)"
+            if entity.id in conflicts_by_entity
+            else "run provisioner apply"
+        )
         if current.not_after <= now:
             findings.append(
                 Finding(
@@ -132,7 +138,7 @@ def evaluate(
                     entity.id,
                     "expired",
                     f"current generation {current.number} expired on "
-                    f"{current.not_after:%Y-%m-%d}: run provisioner apply",
+                    f"{current.not_after:%Y-%m-%d}: {todo}",
                 )
             )
         elif days <= limits.critical_days:

@@ -481,6 +481,25 @@ def test_full_loss_two_certificates_for_one_number_both_keys_are_kept(
     assert conflict and all("NOT in the escrow" not in x for x in conflict), planned.stdout
 
 
+def test_an_entity_held_back_by_a_conflict_is_not_promised_a_renewal(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Red team 4, L1: check said "run provisioner apply" and plan "a new generation will be
+    created by the next apply" for an entity apply leaves alone."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    stray = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g2.p12"
+    stray.write_bytes(b"someone's file " * 100)  # where the renewal's copy goes
+    late = {"PROVISIONER_NOW": "2028-12-10T09:00:00Z"}
+    checked = cli("check", quickstart, env=late)
+    assert checked.returncode == 2, checked.stdout
+    expired = next(x for x in checked.stdout.splitlines() if "commune-exemple: [expired]" in x)
+    assert "apply makes no new generation while the entity has a conflict" in expired
+    planned = cli("plan", quickstart, env=late)
+    renewal = [x for x in planned.stdout.splitlines() if "[renewal-soon]" in x and "commune" in x]
+    assert renewal and "will be created" not in renewal[0], planned.stdout
+    assert "makes no new generation while the entity has a conflict" in planned.stdout
+
+
 def test_escrow_rebuilt_from_copies_does_not_reencode_every_copy(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:

@@ -74,9 +74,22 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
                 )
     current = p.recorded.current(entity.id)
     renewing = any(isinstance(a, CreateGeneration) for a in actions)
+    held = any(isinstance(a, Conflict) for a in actions)
     if current is not None and not renewing:
         renew_on = current.not_after - dt.timedelta(days=entity.key.renew_before_days)
-        if renew_on - p.now <= dt.timedelta(days=p.desired.notice_days):
+        if held and renew_on <= p.now:
+            p.warnings.append(
+                PlanWarning(
+                    entity.id,
+                    "renewal-soon",
+                    f'generation {current.number} "{current.designation}" expires on '
+                    f"{current.not_after:%Y-%m-%d} and its renewal date "
+                    f"({renew_on:%Y-%m-%d}) has passed, but apply makes no new generation "
+                    "while the entity has a conflict: run provisioner recover if the state "
+                    "was lost or restored, else move the conflicting files away",
+                )
+            )
+        elif renew_on - p.now <= dt.timedelta(days=p.desired.notice_days):
             p.warnings.append(
                 PlanWarning(
                     entity.id,
