@@ -103,6 +103,18 @@ def evaluate(
                     "the agents there cannot open those bids",
                 )
             )
+        elif isinstance(a, Conflict) and view is not None and a.target in manifest.locations:
+            # The shared location is the copy that must never be lost (invariant 2).
+            findings.append(
+                Finding(
+                    CRITICAL,
+                    a.entity,
+                    "bound-missing",
+                    f"generation {a.generation} bound to consultation {view.describe()}: "
+                    f"shared location {a.target}: {a.path} holds a file this state did not "
+                    "write or that changed since it was written, not known to be that key",
+                )
+            )
     for entity_id, paths in sorted(conflicts_by_entity.items()):
         findings.append(
             Finding(

@@ -285,6 +285,21 @@ def test_critical_when_a_bound_copy_changed_since_it_was_written(
     assert check(cli, manifest, CREATED)[0] == 0
 
 
+def test_critical_when_a_bound_copy_on_a_shared_location_is_garbled_in_place(
+    cli: Runner, manifest: Path
+) -> None:
+    """Stateful suite, fixed seed, history 20-30: a bound generation's copy garbled on a shared
+    location (same size: check, reading no password, sees a conflict) gave only a WARNING."""
+    path = p12_files(manifest)["shared/backup/commune-exemple.g1.p12"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    code, out = check(cli, manifest, CREATED)
+    assert code == 2 and out.startswith("PROVISIONER CRITICAL - "), out
+    line = next(x for x in out.splitlines() if "[bound-missing]" in x)
+    assert "shared location backup-share" in line and "2026-TX-014" in line
+
+
 def test_a_bound_copy_to_re_encode_for_a_new_password_is_not_a_changed_copy(
     cli: Runner, manifest: Path
 ) -> None:
