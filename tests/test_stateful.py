@@ -1464,8 +1464,20 @@ def test_long_profile() -> None:
         if os.environ.get("PROVISIONER_STATEFUL_SHRINK", "1") != "0"
         else (Phase.generate, Phase.explain),
     )
+    # PROVISIONER_STATEFUL_KEEP_GOING=1: a failing batch is printed and the run goes on, so
+    # that one long run surveys every failure (the test still fails at the end).
+    keep_going = os.environ.get("PROVISIONER_STATEFUL_KEEP_GOING") == "1"
+    failures: list[str] = []
     while ProvisionerHistory.histories < wanted and time.monotonic() - start < cap:
-        run_state_machine_as_test(ProvisionerHistory, settings=batch)
+        try:
+            run_state_machine_as_test(ProvisionerHistory, settings=batch)
+        except Exception as exc:
+            if not keep_going:
+                raise
+            # The history itself is in the exception's notes (hypothesis adds them).
+            told = "\n".join([str(exc), *getattr(exc, "__notes__", [])])
+            failures.append(f"after {ProvisionerHistory.histories} histories: {told}")
+            print(f"\nFAILED (going on):\n{told}\n", flush=True)
         print(
             f"  {ProvisionerHistory.histories} histories, {ProvisionerHistory.steps} commands, "
             f"{time.monotonic() - start:.0f} s",
@@ -1476,3 +1488,4 @@ def test_long_profile() -> None:
         f"\nstateful long profile: {ProvisionerHistory.histories} histories, "
         f"{ProvisionerHistory.steps} commands in {elapsed:.0f} s"
     )
+    assert not failures, f"{len(failures)} failing batch(es):\n" + "\n\n".join(failures)
