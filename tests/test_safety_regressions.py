@@ -184,3 +184,25 @@ def test_an_entity_dropped_from_the_manifest_while_bound_is_refused(
     checked = cli("check", quickstart, "--consultations", c, env=now)
     assert checked.returncode == 2, checked.stdout
     assert "CRITICAL: [refused]" in checked.stdout and "NEAR-1" in checked.stdout
+
+
+def test_a_copy_garbled_in_place_is_removed_when_its_entity_is_declared_absent(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Stateful suite, random seed 2164005452: the absent entity's password was not read, so a
+    copy of its own damaged in place (same size) could not be told from someone's file and
+    apply refused on a sound history."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    copy = p12_files(quickstart)["workstations/ws-marches/syndicat-eaux.g1.p12"]
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "  - id: syndicat-eaux\n", "  - id: syndicat-eaux\n    state: absent\n"
+        )
+    )
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not copy.exists()
+    assert "shared/backup/syndicat-eaux.g1.p12" in p12_files(quickstart)

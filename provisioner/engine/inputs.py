@@ -39,8 +39,9 @@ class Inputs:
     consultations_path: Path | None = None
     consultations: tuple[Consultation, ...] | None = None
     notice_days: int = 30
-    # Entities declared `state: absent`, read only by `recover` (their copies are still the
-    # lineage's): entity -> password, and entity -> why its password could not be read.
+    # Entities declared `state: absent`, whose copies are still the lineage's: their passwords
+    # open those copies (recover takes them back; plan tells a copy damaged in place from
+    # someone's file before removing it). entity -> password, entity -> why it is not read.
     absent_passwords: dict[str, str] = field(default_factory=dict)
     absent_unread: dict[str, str] = field(default_factory=dict)
 
@@ -64,7 +65,7 @@ def load_inputs(
     *,
     need_secrets: bool = True,
     consultations: Path | None = None,
-    absent_too: bool = False,
+    absent_too: bool = True,
 ) -> Inputs:
     """Read and check the manifest, the limit and every secret; writes nothing."""
     manifest, diagnostics = read_manifest(manifest_path)

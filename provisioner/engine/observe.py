@@ -91,7 +91,11 @@ def inspect_foreign(
             out[(name, path)] = Foreign(pkcs12=True, readable=False, written_here=True)
             continue
         parsed = parse_copy_name(path.replace("\\", "/").rsplit("/", 1)[-1])
-        password = session.passwords.get(parsed[0]) if parsed else None
+        password = (
+            session.passwords.get(parsed[0]) or session.inputs.absent_passwords.get(parsed[0])
+            if parsed
+            else None
+        )
         target = resolve_target(desired, session.recorded, name)
         if target is None:
             continue
