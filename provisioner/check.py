@@ -92,29 +92,26 @@ def evaluate(
     bound = {(v.entity, v.generation): v for v in plan.consultations if v.is_open and v.generation}
     for a in plan.actions:
         view = bound.get((a.entity, a.generation))
-        if isinstance(a, Conflict) and view is not None and a.target in manifest.workstations:
-            findings.append(
-                Finding(
-                    CRITICAL,
-                    a.entity,
-                    "bound-missing",
-                    f"generation {a.generation} bound to consultation {view.describe()}: "
-                    f"{a.target}: {a.path} holds a file this state did not write, not that key; "
-                    "the agents there cannot open those bids",
-                )
+        if not isinstance(a, Conflict) or view is None:
+            continue
+        # A workstation's agents, or the shared location that must never lose the key
+        # (invariant 2 covers both), are not known to hold the bound key.
+        if a.target in manifest.workstations:
+            where, risk = f"{a.target}", "the agents there cannot open those bids"
+        elif a.target in manifest.locations:
+            where, risk = f"shared location {a.target}", "not known to hold that key"
+        else:
+            continue
+        findings.append(
+            Finding(
+                CRITICAL,
+                a.entity,
+                "bound-missing",
+                f"generation {a.generation} bound to consultation {view.describe()}: {where}: "
+                f"{a.path} holds a file this state did not write (or that changed since it was "
+                f"written), not that key; {risk}",
             )
-        elif isinstance(a, Conflict) and view is not None and a.target in manifest.locations:
-            # The shared location is the copy that must never be lost (invariant 2).
-            findings.append(
-                Finding(
-                    CRITICAL,
-                    a.entity,
-                    "bound-missing",
-                    f"generation {a.generation} bound to consultation {view.describe()}: "
-                    f"shared location {a.target}: {a.path} holds a file this state did not "
-                    "write or that changed since it was written, not known to be that key",
-                )
-            )
+        )
     for entity_id, paths in sorted(conflicts_by_entity.items()):
         findings.append(
             Finding(
