@@ -93,6 +93,7 @@ def check(
     and a broken state/escrow unit is CRITICAL (every bound key rests on it)."""
     from provisioner import check as probe
 
+    inputs: Inputs | None = None
     try:
         inputs = load_inputs(
             manifest, state_dir, limit, need_secrets=False, consultations=consultations
@@ -125,12 +126,51 @@ def check(
             raise
         if isinstance(exc, UnitError):
             line = f"PROVISIONER CRITICAL - {str(exc).splitlines()[0]}"
-            return Verdict(probe.CRITICAL, line, [], inconclusive=True)
+            at_risk = _open_while_broken(inputs) if inputs is not None else []
+            return Verdict(probe.CRITICAL, line, at_risk, inconclusive=True)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not isinstance(exc, ProvisionerError):
             first = f"internal error: {type(exc).__name__}: {first}"
         return Verdict(probe.UNKNOWN, f"PROVISIONER UNKNOWN - {first}", [], inconclusive=True)
     return Verdict(code, line, findings)
+
+
+def _open_while_broken(inputs: Inputs) -> list[Finding]:
+    """The consultations not closed (the file's, and the state's as it can be read) while the
+    state and escrow are not one unit: nothing is checked or repaired for them until it is."""
+    from provisioner import check as probe
+    from provisioner.state.db import StateDB
+
+    views: dict[str, tuple[str, dt.datetime | None]] = {}
+    for c in inputs.consultations or ():
+        if c.status != "closed":
+            views[c.reference] = (c.entity, c.opening or c.deadline)
+    try:
+        db = StateDB.open(inputs.state_dir, create=False, migrate=False)
+        if db is not None:
+            try:
+                for rec in db.snapshot().consultations.values():
+                    if rec.status != "closed" and rec.reference not in views:
+                        views[rec.reference] = (rec.entity, rec.opening or rec.deadline)
+            finally:
+                db.close()
+    except ProvisionerError:
+        pass  # the file's consultations are still named
+    out = []
+    for reference, (entity, when) in sorted(views.items()):
+        if inputs.limit is not None and entity not in inputs.limit:
+            continue
+        day = f" (opening, else deadline, {clock.day(when)})" if when else ""
+        out.append(
+            Finding(
+                probe.CRITICAL,
+                entity,
+                "unit-broken",
+                f"consultation {reference}{day}: its key can be neither checked nor repaired "
+                "until the state and its escrow are one unit again",
+            )
+        )
+    return out
 
 
 def rehearse(

@@ -129,6 +129,25 @@ def test_missing_keyring_beside_sealed_keys_is_refused_never_replaced(
     assert probe.returncode == 2 and "PROVISIONER CRITICAL - " in probe.stdout, probe.stdout
 
 
+def test_check_names_every_open_consultation_while_the_unit_is_broken(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Stateful suite, random seed 2769655202: with keyring.json gone, check was CRITICAL but
+    named no consultation, the recorded one nor one only in the file (apply refuses all)."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    c = quickstart.parent / "c.csv"
+    head = "reference;title;entity;designation;status;deadline;opening\n"
+    c.write_text(head + "R-1;x;commune-exemple;Commune Exemple;open;10/12/2026 12:00;11/12/2026\n")
+    assert cli("apply", "--auto-approve", "--consultations", c, quickstart).returncode == 0
+    c.write_text(c.read_text() + "F-2;y;syndicat-eaux;Syndicat Eaux Val 2026;open;12/12/2026;\n")
+    (state_dir(quickstart) / "escrow" / "keyring.json").unlink()
+    probe = cli("check", "--consultations", c, quickstart)
+    assert probe.returncode == 2, probe.stdout
+    for reference in ("R-1", "F-2"):
+        line = next(x for x in probe.stdout.splitlines() if f"consultation {reference}" in x)
+        assert line.startswith("CRITICAL: ") and "[unit-broken]" in line, line
+
+
 def test_escrow_of_another_lineage_is_refused(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
