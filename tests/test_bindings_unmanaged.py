@@ -96,3 +96,40 @@ def test_after_recover_a_generation_that_may_be_the_bound_key_stays_on_the_works
     assert "workstations/ws-accueil/commune-exemple.g1.p12" in kept
     assert "workstations/ws-marches/commune-exemple.g1.p12" in kept
     assert "workstations/ws-accueil/commune-exemple.g2.p12" in kept
+
+
+def test_after_recover_an_older_generation_found_on_the_workstations_stays_for_the_binding(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Red team 5, H2: generation 1, bound under a former designation and kept beside a newer
+    generation 2, was recovered retired, then removed from every workstation by the next apply
+    while its consultation was open (its bids are encrypted to it)."""
+    c = quickstart.parent / "c.csv"
+    c.write_text(HEADER + "T-1;Voirie;commune-exemple;Commune B;open;14/12/2026 12:00;15/12/2026\n")
+    given = ("--consultations", str(c))
+
+    def apply(at: str, *extra: str) -> None:
+        done = cli("apply", "--auto-approve", *extra, quickstart, env={"PROVISIONER_NOW": at})
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    apply("2026-11-01T10:00:00Z")
+    rename(quickstart, "Commune Exemple", "Commune B")
+    apply("2026-11-02T10:00:00Z")
+    apply("2026-11-03T10:00:00Z", *given)  # T-1 made with g1 while it was "Commune B"
+    rename(quickstart, "Commune B", "Commune C")
+    apply("2026-11-04T10:00:00Z", *given)
+    quickstart.write_text(quickstart.read_text().replace("size: 2048}", "size: 3072}"))
+    apply("2026-11-05T10:00:00Z", *given)  # g2 made, g1 retained for T-1
+    shutil.rmtree(quickstart.parent / ".provisioner")
+    recovered = cli(
+        "recover",
+        "--auto-approve",
+        *given,
+        quickstart,
+        env={"PROVISIONER_NOW": "2026-11-06T10:00:00Z"},
+    )
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    apply("2026-11-07T10:00:00Z", *given)
+    held = p12_files(quickstart)
+    for ws in ("ws-accueil", "ws-marches"):
+        assert f"workstations/{ws}/commune-exemple.g1.p12" in held, ws

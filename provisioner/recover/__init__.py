@@ -28,6 +28,7 @@ from provisioner.recover.report import FoundCopy, Recovery, render
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import (
     CURRENT,
+    RETAINED,
     RETIRED,
     RecordedCopy,
     RecordedGeneration,
@@ -237,7 +238,13 @@ def _take_back(
             if g.status == CURRENT and newest is not None and g is not newest:
                 out.statuses.append((g, RETIRED))
         for cert_sha256, g in new.items():
-            status = CURRENT if g is newest else RETIRED
+            # Workstations hold only live generations: an older one found on a workstation
+            # was kept there (for a consultation), so it stays live until the planner says.
+            on_workstation = any(
+                f.target.role == "workstation" for f in by_cert_copies[cert_sha256]
+            )
+            live = RETAINED if on_workstation and entity.state == "present" else RETIRED
+            status = CURRENT if g is newest else live
             new[cert_sha256] = g = _with_status(g, status)
             out.generations.append(g)
     known = {**by_cert, **new}
