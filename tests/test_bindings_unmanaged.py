@@ -133,3 +133,24 @@ def test_after_recover_an_older_generation_found_on_the_workstations_stays_for_t
     held = p12_files(quickstart)
     for ws in ("ws-accueil", "ws-marches"):
         assert f"workstations/{ws}/commune-exemple.g1.p12" in held, ws
+
+
+def test_a_consultation_naming_another_entitys_key_is_refused(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Red team 5, H3: it was recorded as a key not managed, and the entity that owns the key
+    could then be declared absent, its key leaving every workstation, with exit 0."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    c = quickstart.parent / "c.csv"
+    c.write_text(
+        HEADER + "X-1;Groupement;commune-exemple;Syndicat Eaux Val 2026;open;14/12/2026 12:00;"
+        "15/12/2026\n"
+    )
+    given = ("--consultations", str(c))
+    done = cli("apply", "--auto-approve", *given, quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "consultation X-1 names entity commune-exemple, but 'Syndicat Eaux Val 2026' is " in said
+    assert "entity syndicat-eaux's generation 1" in said
+    checked = cli("check", *given, quickstart)
+    assert checked.returncode == 2 and "[refused]" in checked.stdout, checked.stdout

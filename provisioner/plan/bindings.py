@@ -243,6 +243,23 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
             if rec is not None
             else find_generation(recorded, c.entity, c.key_ref)
         )
+        if rec is None and g is None:
+            # A key another entity owns: binding it to this one would guard neither.
+            theirs = [
+                o
+                for o in recorded.generations
+                if o.entity != c.entity and names(recorded, o, c.key_ref)
+            ]
+            if theirs:
+                o = theirs[0]
+                out.refusals.append(
+                    f"{c.location}: consultation {c.reference} names entity {c.entity}, but "
+                    f"{c.key_ref.partition(':')[2]!r} is entity {o.entity}'s "
+                    f"{describe_generation(recorded, o)}: a consultation is bound to a key of "
+                    "its own entity. Correct the consultations file (the entity whose key opens "
+                    "the bids)."
+                )
+                continue
         if rec is None:
             what = (
                 f'generation {g.number} "{g.designation}"'
