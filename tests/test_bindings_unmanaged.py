@@ -134,6 +134,23 @@ def test_after_recover_an_older_generation_found_on_the_workstations_stays_for_t
     for ws in ("ws-accueil", "ws-marches"):
         assert f"workstations/{ws}/commune-exemple.g1.p12" in held, ws
 
+    # The operator names generation 1 by its certificate: the binding becomes managed.
+    (fingerprint,) = state_rows(
+        quickstart,
+        "SELECT cert_sha256 FROM generations WHERE entity = 'commune-exemple' AND number = 1",
+    )[0]
+    c.write_text(
+        "reference;title;entity;certificate_sha256;status;deadline;opening\n"
+        f"T-1;Voirie;commune-exemple;{fingerprint};open;14/12/2026 12:00;15/12/2026\n"
+    )
+    planned = cli("plan", *given, quickstart, env={"PROVISIONER_NOW": "2026-11-08T10:00:00Z"})
+    assert "its key is now managed: generation 1" in planned.stdout, planned.stdout
+    apply("2026-11-08T10:00:00Z", *given)
+    assert bound_generation(quickstart, "T-1") is not None
+    again = cli("plan", "--detailed-exitcode", *given, quickstart,
+                env={"PROVISIONER_NOW": "2026-11-08T10:00:00Z"})  # fmt: skip
+    assert again.returncode == 0, again.stdout
+
 
 def test_a_consultation_naming_another_entitys_key_is_refused(
     cli: Runner, quickstart: Path

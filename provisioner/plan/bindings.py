@@ -148,6 +148,27 @@ def same_binding(recorded: Recorded, rec: RecordedConsultation, c: Consultation)
     return g is not None and names(recorded, g, c.key_ref)
 
 
+def _named_by_certificate(
+    recorded: Recorded, rec: RecordedConsultation, c: Consultation
+) -> RecordedGeneration | None:
+    """The generation the file now names by its certificate for a binding recorded unmanaged
+    (by a name no generation had, or only one it had before a lost state): the operator's
+    decision, taken only for a generation that existed when the binding was recorded."""
+    if rec.generation_id is not None or rec.entity != c.entity:
+        return None
+    kind, _, value = c.key_ref.partition(":")
+    if kind != "sha256":
+        return None
+    return next(
+        (
+            g
+            for g in recorded.generations_of(rec.entity)
+            if g.cert_sha256 == value and existed_before(g, rec.bound_at)
+        ),
+        None,
+    )
+
+
 def _same_ref(a: str, b: str) -> bool:
     return a.casefold() == b.casefold() if a.startswith("designation:") else a == b
 
@@ -223,7 +244,8 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
             # A date the file no longer gives (an empty cell, an export without that column)
             # keeps the recorded one: check compares it with the key's expiry.
             c = replace(c, deadline=c.deadline or rec.deadline, opening=c.opening or rec.opening)
-        if rec is not None and not same_binding(recorded, rec, c):
+        named = _named_by_certificate(recorded, rec, c) if rec is not None else None
+        if rec is not None and named is None and not same_binding(recorded, rec, c):
             bound = bound_generation(recorded, rec)
             out.refusals.append(
                 f"{c.location}: consultation {c.reference} is bound to "
@@ -239,7 +261,7 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
             out.views.append(_view(rec, recorded))
             continue
         g = (
-            bound_generation(recorded, rec)
+            named or bound_generation(recorded, rec)
             if rec is not None
             else find_generation(recorded, c.entity, c.key_ref)
         )

@@ -241,6 +241,8 @@ def warn_unmanaged(p: Planning) -> None:
             message += (
                 "; kept on the workstations until it closes, since it may be that key: "
                 + ", ".join(f"generation {n}" for n in kept)
+                + " (if it is one of them, name it in the consultations file by its "
+                "certificate's SHA-256 fingerprint to bind it)"
             )
         p.warnings.append(
             PlanWarning(view.entity, "unmanaged-key", message, view.opening or view.deadline)
