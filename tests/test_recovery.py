@@ -519,6 +519,34 @@ def test_an_entity_held_back_by_a_conflict_is_not_promised_a_renewal(
     assert "makes no new generation while the entity has a conflict" in planned.stdout
 
 
+def test_recover_records_nothing_while_a_shared_location_is_out_of_sight(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Red team 5, H1/H4: with the share not mounted, recover said "0 generations ... Recovered"
+    or called its keys lost, and the next apply started over with new keys."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    files = snapshot(quickstart)
+    shutil.rmtree(state_dir(quickstart))
+    share = quickstart.parent / "demo-out" / "shared" / "backup"
+    share.rename(share.with_name("backup.unmounted"))
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "records nothing while a shared location is not observed" in done.stdout
+    assert f"backup-share: {share} does not exist (not mounted?)" in done.stdout
+    assert "lost" not in done.stdout
+    left = (
+        {p.name for p in state_dir(quickstart).iterdir()}
+        if state_dir(quickstart).exists()
+        else set()
+    )
+    assert left <= {"lock"}, left
+    share.with_name("backup.unmounted").rename(share)
+    again = cli("recover", "--auto-approve", quickstart)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 generations, 5 copies, 2 keys back into the escrow; 0 lost" in again.stdout
+    assert snapshot(quickstart) == files
+
+
 def test_escrow_rebuilt_from_copies_does_not_reencode_every_copy(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:

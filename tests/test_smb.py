@@ -181,6 +181,30 @@ def test_a_server_down_fails_its_copies_only(cli: Runner, smbd: SmbServer, tmp_p
     assert opens_with_openssl(tmp_path / "ws-a" / "ville.g1.p12", PASSWORD)
 
 
+def test_no_first_key_is_made_while_none_of_the_entitys_targets_is_reached(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    """Red team 5, H1: after a lost state with every host down, apply made brand-new keys that
+    later took the real keys' designation (and their consultations)."""
+    m = manifest(tmp_path, smbd, down=True)
+    text = m.read_text()
+    text = text.replace("  workstations: [{name: ws-a, transport: local, path: ws-a}]\n", "")
+    text = text.replace(
+        "    shared_locations: [backup, backup-down]\n", "    shared_locations: [backup-down]\n"
+    )
+    text = text.replace("    workstations: [ws-a]\n", "")
+    text = text.replace("  locations:\n", "  locations:\n", 1)
+    m.write_text(text)
+    assert "backup-down" in text and "ws-a" not in text, text
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode in (1, 4), done.stdout + done.stderr
+    assert "[first-key-held] no bi-clé is made while none of its targets is reached" in (
+        done.stdout
+    ), done.stdout
+    escrow = tmp_path / ".provisioner" / "escrow"
+    assert not list(escrow.glob("*.key")) if escrow.exists() else True
+
+
 def test_a_copy_others_may_read_is_reported_and_its_acl_tightened(
     cli: Runner, smbd: SmbServer, tmp_path: Path
 ) -> None:

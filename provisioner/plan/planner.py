@@ -182,6 +182,22 @@ def absent(p: Planning, entity: Entity) -> None:
 def present(p: Planning, entity: Entity) -> None:
     current = p.recorded.current(entity.id)
     reason = first_reason(GENERATION_CHECKS, GenerationContext(entity, current, p.now))
+    unseen = [t.name for t in entity.targets if t.name in p.observed.unreachable]
+    blind = bool(unseen) and len(unseen) == len(entity.targets)
+    if reason is not None and blind and not p.recorded.generations_of(entity.id):
+        # Observe, do not assume: a first key is made only when one of the entity's targets
+        # was seen (one holding a lost state's copies is a conflict); with none reached, the
+        # keys of a lost state may all be out of sight.
+        p.warnings.append(
+            PlanWarning(
+                entity.id,
+                "first-key-held",
+                "no bi-clé is made while none of its targets is reached ("
+                + ", ".join(unseen)
+                + "): they may hold the keys of a lost state; apply again when they are",
+            )
+        )
+        reason = None
     keep: list[Fresh | Kept] = []
     retiring: set[str] = set()
     if reason is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from collections import Counter
 
 from cryptography import x509
@@ -136,11 +137,23 @@ def _found_copies(
 ) -> list[FoundCopy]:
     found: list[FoundCopy] = []
     for target in _targets_of(session, entity):
+        if (
+            target.role == "location"
+            and target.transport == "local"
+            and not os.path.isdir(target.path)
+        ):
+            # An unmounted share reads as a missing (or empty) folder: seeing no copy there
+            # proves nothing, and shared locations hold every generation.
+            out.blocking.append(f"{target.name}: {target.path} does not exist (not mounted?)")
+            continue
         try:
             transport = session.pool.get(target)
             names = transport.names()
         except ProvisionerError as exc:
-            out.unreachable.append(str(exc))
+            if target.role == "location":
+                out.blocking.append(str(exc))
+            else:
+                out.unreachable.append(str(exc))
             continue
         listed[target.name] = set(names)
         for name in names:

@@ -38,6 +38,8 @@ def run(
             now = clock.now()
             found = scan(session, now, moved=moved)
             show(render(found))
+            if found.blocking:
+                return 1
             if not found.changes:
                 if session.db is not None and not session.created:
                     # A recover interrupted after its record, before its bindings: the guards

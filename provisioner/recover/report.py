@@ -43,6 +43,9 @@ class Recovery:
     lost: list[str] = field(default_factory=list)  # generations no surviving copy holds
     orphans: list[str] = field(default_factory=list)  # escrowed keys with no certificate
     unreachable: list[str] = field(default_factory=list)
+    # Shared locations not observed: they hold every generation, so nothing is recorded
+    # until they are (a key "lost" there may only be out of sight).
+    blocking: list[str] = field(default_factory=list)
     lineage: str | None = None  # the escrow's lineage the state takes back
     # The serial the state moves to, past the newest key the escrow sealed: keys kept in the
     # escrow that no generation uses (an interrupted apply) must not look newer than the state.
@@ -98,7 +101,7 @@ def render(recovery: Recovery) -> str:
         *(f"lost: {line}" for line in recovery.lost),
         *(f"left as it is: {line}" for line in recovery.clashes),
         *(f"does not open with the entity's password: {line}" for line in recovery.unreadable),
-        *(f"not observed: {line}" for line in recovery.unreachable),
+        *(f"not observed: {line}" for line in dict.fromkeys(recovery.unreachable)),
         *(
             f"the escrow holds key sha256:{k[:16]} that no recorded or recovered generation uses "
             "(an interrupted apply, a generation whose certificate is lost, or a copy left as "
@@ -110,6 +113,18 @@ def render(recovery: Recovery) -> str:
         lines.append("")
         lines.append("Not recovered:")
         lines += [f"  ! {p}" for p in problems]
+    if recovery.blocking:
+        # Dedicated to the reason nothing is recorded: shared locations out of sight.
+        lines = [f"  ! not observed: {b}" for b in sorted(set(recovery.blocking))]
+        return "\n".join(
+            [
+                "provisioner recover records nothing while a shared location is not observed "
+                "(they hold every generation: a key not seen there may only be out of sight):",
+                *lines,
+                "",
+                "Bring it back (mount the share, start the host) and run recover again.",
+            ]
+        )
     head = (
         "provisioner recover will record the following:"
         if recovery.changes
