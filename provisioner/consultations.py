@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioner.clock import PARIS
+from provisioner.clock import PARIS, until
+from provisioner.clock import day as paris_day
 from provisioner.errors import Diagnostic, Location, ManifestError
 from provisioner.exports import (
     DEFAULT_FORMAT,
@@ -262,6 +263,17 @@ def read_consultations(
             )
         if any(ord(ch) < 32 for ch in c.reference):
             errors.append(Diagnostic("error", c.location, "reference contains control characters"))
+        if c.deadline and c.opening and until(c.opening) < c.deadline and notes is not None:
+            # Bids are opened after they are received: swapped or mistyped dates.
+            notes.append(
+                Diagnostic(
+                    "warning",
+                    c.location,
+                    f"consultation {c.reference}: opening {paris_day(c.opening)} is before its "
+                    f"deadline {paris_day(c.deadline)}: check both dates (check compares the key's "
+                    "expiry with each)",
+                )
+            )
     if errors:
         raise ManifestError(errors)
     return items

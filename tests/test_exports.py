@@ -216,3 +216,17 @@ def test_validate_and_plan_take_the_export_the_manifest_names(
     refused = cli("validate", quickstart)
     assert refused.returncode == 1
     assert "consultations.statuses.Archivée" in refused.stderr
+
+
+def test_an_opening_before_the_deadline_is_a_warning_naming_the_line(tmp_path: Path) -> None:
+    """Red team 5, L2: swapped dates were taken silently."""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "reference;entity;designation;status;deadline;opening\n"
+        "A-1;commune-exemple;Commune Exemple;open;01/12/2026 12:00;29/11/2026\n"
+        "A-2;commune-exemple;Commune Exemple;open;01/12/2026 12:00;01/12/2026\n"
+    )
+    _, notes = read(path)
+    (note,) = notes
+    assert note.severity == "warning" and ":2" in str(note.location)
+    assert "consultation A-1: opening 2026-11-29 is before its deadline 2026-12-01" in note.message
