@@ -1087,6 +1087,15 @@ class ProvisionerHistory(RuleBasedStateMachine):
         self.world_event()
         content = b"not a key this tool wrote " + secrets.token_bytes(16)
         path.write_bytes(content)
+        recorded = {
+            self.target_dir(t) / Path(p).name
+            for t, p in self.state_rows("SELECT target, path FROM copies")
+        }
+        if path in recorded:
+            # Where the state recorded a copy it wrote (since deleted), a file that is not a
+            # PKCS#12 is that copy damaged, which apply repairs (docs/RECOVERY.md): nothing
+            # can tell the two apart, and no key can be lost by rewriting it.
+            return
         self.m.foreign[path] = content
         self.m.strays.add(path)
 
