@@ -547,6 +547,29 @@ def test_recover_records_nothing_while_a_shared_location_is_out_of_sight(
     assert snapshot(quickstart) == files
 
 
+def test_recover_says_so_when_an_entity_out_of_the_manifest_lost_an_escrow_key(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Stateful suite, fixed seed, histories 650-660: recover reported nothing left out while
+    an entity dropped from the manifest had lost its escrowed key (its copies not read)."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    (key,) = state_rows(
+        quickstart, "SELECT key_sha256 FROM generations WHERE entity = 'syndicat-eaux'"
+    )[0]
+    (state_dir(quickstart) / "escrow" / f"{key}.key").unlink()
+    text = quickstart.read_text()
+    start = text.index("  - id: syndicat-eaux")
+    quickstart.write_text(text[:start])
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Not recovered:" in done.stdout, done.stdout
+    assert "syndicat-eaux: generation 1" in done.stdout
+    assert "the entity is not in the manifest, so its copies were not read" in done.stdout
+    quickstart.write_text(text)
+    again = cli("recover", "--auto-approve", quickstart)
+    assert again.returncode == 0 and "1 keys back into the escrow" in again.stdout, again.stdout
+
+
 def test_escrow_rebuilt_from_copies_does_not_reencode_every_copy(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:

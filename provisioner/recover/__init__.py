@@ -100,6 +100,17 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
         found = _found_copies(session, entity, password, out, listed)
         _take_back(session, entity, found, by_cert, escrowed, kept, password, now, out)
         _forget_removed(session, entity, listed, out)
+    declared = {e.id for e in session.manifest.entities}
+    for g in recorded.generations:
+        # An entity the state records but the manifest no longer declares: its copies are not
+        # read, so a key it lost from the escrow is not taken back; say so.
+        orphaned = g.entity not in declared and session.desired().in_scope(g.entity)
+        if orphaned and g.key_sha256 not in escrowed:
+            out.lost.append(
+                f'{g.entity}: generation {g.number} "{g.designation}": its key is not in the '
+                "escrow, and the entity is not in the manifest, so its copies were not read: "
+                "put its block back and run recover again"
+            )
     known_keys = {g.key_sha256 for g in recorded.generations} | {
         g.key_sha256 for g in out.generations
     }
