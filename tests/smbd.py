@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.realtime import server_env
+
 SMBD = shutil.which("smbd") or "/usr/sbin/smbd"
 SMBPASSWD = shutil.which("smbpasswd") or "/usr/bin/smbpasswd"
 TEST_USER = "provisioner-test"
@@ -136,6 +138,7 @@ def _spawn(config: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its helpers (samba-dcerpcd...) are ended with it
+        env=server_env(),
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

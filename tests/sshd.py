@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.realtime import server_env
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 TEST_USER = "provisioner-test"
 HOSTS = ("127.0.0.1", "127.0.0.2")
@@ -142,7 +144,10 @@ def start(
 def _launch(config: Path, port: int, hosts: tuple[str, ...]) -> subprocess.Popen[bytes]:
     """Run sshd on `config` and wait until it accepts connections on the first address."""
     process = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [SSHD, "-D", "-e", "-f", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=server_env(),
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

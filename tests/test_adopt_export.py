@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -16,16 +17,22 @@ from cryptography.x509.oid import NameOID
 
 from provisioner.crypto import pkcs12
 from provisioner.crypto.keys import public_key_fingerprint
-from tests.conftest import Runner
+from tests.conftest import TEST_CLOCK, Runner
 from tests.engine_helpers import PASSWORDS, mode, openssl_p12, p12_files, state_rows
 
 WINDOWS_PASSWORD = "Exported-From-Windows-1"
+# The keys from elsewhere are made "now" on the program's clock (TEST_CLOCK), whatever the date.
+NOW = TEST_CLOCK
+
+
+def pfx_from_windows(folder: Path, **kwargs: Any) -> Path:
+    return openssl_p12(folder, WINDOWS_PASSWORD, NOW, **kwargs)
 
 
 def test_adopt_then_apply_distributes_the_adopted_key(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
-    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD)
+    pfx = pfx_from_windows(tmp_path)
     (tmp_path / "pw").write_text(WINDOWS_PASSWORD + "\n")
     done = cli("adopt", quickstart, "commune-exemple", pfx, "--password-file", tmp_path / "pw")
     assert done.returncode == 0, done.stderr
@@ -49,7 +56,7 @@ def test_adopt_then_apply_distributes_the_adopted_key(
 def test_adopt_refuses_a_wrong_password_and_writes_nothing(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
-    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD)
+    pfx = pfx_from_windows(tmp_path)
     done = cli("adopt", quickstart, "commune-exemple", pfx)  # entity password: wrong here
     assert done.returncode == 1
     assert "wrong password" in done.stderr
@@ -60,7 +67,7 @@ def test_adopt_refuses_a_second_current_generation(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD)
+    pfx = pfx_from_windows(tmp_path)
     env = {"OLD_PW": WINDOWS_PASSWORD}
     done = cli("adopt", quickstart, "commune-exemple", pfx, "--password-env", "OLD_PW", env=env)
     assert done.returncode == 1 and "already has a current generation" in done.stderr
@@ -174,8 +181,8 @@ def mismatched_p12(folder: Path) -> Path:
         .issuer_name(name)
         .public_key(other.public_key())
         .serial_number(1)
-        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
-        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=400))
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=400))
         .sign(other, hashes.SHA256())
     )
     data = raw_pkcs12.serialize_key_and_certificates(
@@ -208,18 +215,14 @@ def test_adopt_refuses_a_key_companies_could_not_encrypt_to(
 ) -> None:
     at = None
     if kind == "signing-only":
-        pfx = openssl_p12(
-            tmp_path, WINDOWS_PASSWORD, legacy=False, extensions=("keyUsage=digitalSignature",)
-        )
+        pfx = pfx_from_windows(tmp_path, legacy=False, key_usage=("digital_signature",))
     elif kind == "expired":
-        pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, days=30, legacy=False)
-        at = (dt.datetime.now(dt.UTC) + dt.timedelta(days=60)).isoformat()
+        pfx = pfx_from_windows(tmp_path, days=30, legacy=False)
+        at = (NOW + dt.timedelta(days=60)).isoformat()
     elif kind == "mismatch":
         pfx = mismatched_p12(tmp_path)
     else:
-        pfx = openssl_p12(
-            tmp_path, WINDOWS_PASSWORD, legacy=False, newkey=f"ec:{ec_params(tmp_path)}"
-        )
+        pfx = pfx_from_windows(tmp_path, legacy=False, ec=True)
     done = adopt_cli(cli, quickstart, pfx, at=at)
     assert done.returncode == 1, done.stdout
     assert done.stderr.startswith(f"Error: {pfx}: "), done.stderr
@@ -228,22 +231,14 @@ def test_adopt_refuses_a_key_companies_could_not_encrypt_to(
     assert not (quickstart.parent / ".provisioner").exists()  # nothing written
 
 
-def ec_params(folder: Path) -> Path:
-    path = folder / "ec.pem"
-    subprocess.run(
-        ["openssl", "ecparam", "-name", "prime256v1", "-out", path], check=True, capture_output=True
-    )
-    return path
-
-
 def test_an_expired_key_is_adopted_as_retained_for_its_consultation(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
-    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=60)).isoformat()
+    later = (NOW + dt.timedelta(days=60)).isoformat()
     assert (
         cli("apply", "--auto-approve", quickstart, env={"PROVISIONER_NOW": later}).returncode == 0
     )
-    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, days=30, legacy=False)
+    pfx = pfx_from_windows(tmp_path, days=30, legacy=False)
     done = adopt_cli(cli, quickstart, pfx, "--retained", at=later)
     assert done.returncode == 0, done.stderr
     assert "as generation 2 (retained)" in done.stdout
@@ -255,7 +250,7 @@ def test_an_expired_key_is_adopted_as_retained_for_its_consultation(
 def test_adopt_records_the_manifest_designation_and_says_the_file_named_it_otherwise(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
-    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, legacy=False)
+    pfx = pfx_from_windows(tmp_path, legacy=False)
     done = adopt_cli(cli, quickstart, pfx)
     assert done.returncode == 0, done.stderr
     assert (
@@ -280,7 +275,7 @@ def test_adopt_refuses_a_designation_another_generation_has(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    pfx = openssl_p12(tmp_path, WINDOWS_PASSWORD, name="Commune Exemple", legacy=False)
+    pfx = pfx_from_windows(tmp_path, name="Commune Exemple", legacy=False)
     done = adopt_cli(cli, quickstart, pfx, "--retained")
     assert done.returncode == 1
     assert 'the designation "Commune Exemple" is generation 1\'s; give --designation' in (

@@ -5,13 +5,19 @@ while it is not closed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
-from tests.conftest import Runner
+from tests.conftest import TEST_CLOCK, Runner
 from tests.engine_helpers import p12_files, state_rows
 
 HEADER = "reference;title;entity;designation;status;deadline;opening\n"
+
+
+def day(n: int) -> dict[str, str]:
+    """The program's clock n days after the suite's: a history of steps on distinct days."""
+    return {"PROVISIONER_NOW": (TEST_CLOCK + dt.timedelta(days=n)).isoformat()}
 
 
 def rename(manifest: Path, old: str, new: str) -> None:
@@ -76,18 +82,19 @@ def test_a_rename_after_the_binding_does_not_make_the_platforms_key_managed(
 def test_after_recover_a_generation_that_may_be_the_bound_key_stays_on_the_workstations(
     cli: Runner, quickstart: Path
 ) -> None:
+    # One operator step a day: each name, binding and recovery has its own date.
     rename(quickstart, "Commune Exemple", "Name A")
-    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", quickstart, env=day(0)).returncode == 0
     rename(quickstart, "Name A", "Name B")
-    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", quickstart, env=day(1)).returncode == 0
     c = quickstart.parent / "c.csv"
     c.write_text(HEADER + "C-1;x;commune-exemple;Name B;open;01/12/2028 12:00;05/12/2028\n")
     given = ("--consultations", str(c))
-    assert cli("apply", "--auto-approve", *given, quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", *given, quickstart, env=day(2)).returncode == 0
     rename(quickstart, "Name B", "Name C")
-    assert cli("apply", "--auto-approve", *given, quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", *given, quickstart, env=day(3)).returncode == 0
     shutil.rmtree(quickstart.parent / ".provisioner")
-    assert cli("recover", "--auto-approve", *given, quickstart).returncode == 0
+    assert cli("recover", "--auto-approve", *given, quickstart, env=day(4)).returncode == 0
     renewal = {"PROVISIONER_NOW": "2028-10-15T08:00:00Z"}
     done = cli("apply", "--auto-approve", *given, quickstart, env=renewal)
     assert done.returncode == 0, done.stdout + done.stderr

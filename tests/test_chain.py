@@ -3,48 +3,57 @@ every bi-clé; the leaf still verifies against the renewed CA with openssl."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from provisioner.crypto import pkcs12
 from provisioner.crypto.keys import public_key_fingerprint
-from tests.conftest import Runner
-from tests.engine_helpers import PASSWORDS, p12_files
-
-SUBJECT = "/C=FR/O=Test Region/CN=Test Region internal CA"
+from tests.conftest import TEST_CLOCK, Runner
+from tests.engine_helpers import KEY_USAGE_FLAGS, PASSWORDS, p12_files
 
 
 def make_ca(folder: Path, serial: int) -> Path:
-    key, cert = folder / "ca.key", folder / "ca.pem"
-    if not key.exists():
-        subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True)
-    subprocess.run(
+    """The region's CA certificate (serial `serial`), valid ten years from the suite's clock;
+    its key is made once and kept, as a CA's is when its certificate is renewed."""
+    key_path, cert = folder / "ca.key", folder / "ca.pem"
+    if not key_path.exists():
+        key_path.write_bytes(
+            rsa.generate_private_key(65537, 2048).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    name = x509.Name(
         [
-            "openssl",
-            "req",
-            "-new",
-            "-x509",
-            "-key",
-            key,
-            "-subj",
-            SUBJECT,
-            "-days",
-            "3650",
-            "-set_serial",
-            str(serial),
-            "-out",
-            cert,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        check=True,
-        capture_output=True,
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test Region"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Test Region internal CA"),
+        ]
     )
+    usage = dict.fromkeys(KEY_USAGE_FLAGS, False) | {"key_cert_sign": True, "crl_sign": True}
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(TEST_CLOCK - dt.timedelta(days=1))
+        .not_valid_after(TEST_CLOCK + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(**usage), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return cert
 
 
@@ -83,7 +92,18 @@ def test_renewed_issuer_certificate_updates_the_chain_with_the_same_keys(
     leaf = folder / "leaf.pem"
     leaf.write_bytes(after.certificate.public_bytes(serialization.Encoding.PEM))
     done = subprocess.run(
-        ["openssl", "verify", "-CAfile", renewed, leaf], capture_output=True, text=True, check=False
+        [
+            "openssl",
+            "verify",
+            "-attime",
+            str(int(TEST_CLOCK.timestamp())),
+            "-CAfile",
+            renewed,
+            leaf,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0

@@ -12,7 +12,11 @@ from pathlib import Path
 from tests.conftest import run_cli
 
 ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")},
+    **{
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PROVISIONER_") or k == "PROVISIONER_NOW"
+    },
     "ESCROW": "Concurrency-Escrow-Pass-1",
     "PW": "Concurrency-Password-1!",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from pathlib import Path
 
@@ -228,7 +229,9 @@ def test_unmanaged_key_is_warned_and_adopting_it_resolves_the_binding(
     run(cli, quickstart, CREATED, "apply", "--auto-approve")
     planned = run(cli, quickstart, CREATED, "plan")
     assert "[unmanaged-key] consultation 2026-TX-014" in planned.stdout
-    pfx = openssl_p12(tmp_path, "Old-Windows-Pass-1", days=900, legacy=False)
+    pfx = openssl_p12(
+        tmp_path, "Old-Windows-Pass-1", dt.datetime.fromisoformat(CREATED), days=900, legacy=False
+    )
     done = cli(
         "adopt",
         quickstart,

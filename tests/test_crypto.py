@@ -23,10 +23,10 @@ from provisioner.errors import (
 )
 from provisioner.manifest.model import PasswordPolicy
 from provisioner.secrets import policy_problem
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, TEST_CLOCK
 
 PASSWORD = "Correct-Horse-42!"
-NOW = dt.datetime.now(dt.UTC)
+NOW = TEST_CLOCK  # never the wall clock: certificates read the same on any date
 needs_keytool = pytest.mark.skipif(shutil.which("keytool") is None, reason="keytool missing")
 
 
@@ -114,14 +114,30 @@ def test_ca_issued_certificate_verifies_with_openssl(
     issued: x509.Certificate, tmp_path: Path
 ) -> None:
     leaf = write_pem(tmp_path / "leaf.pem", issued)
-    done = run("openssl", "verify", "-CAfile", EXAMPLES / "region-ca" / "internal-ca.pem", leaf)
+    done = run(
+        "openssl",
+        "verify",
+        "-attime",  # at the suite's clock, the one the certificate was made at
+        str(int(NOW.timestamp())),
+        "-CAfile",
+        EXAMPLES / "region-ca" / "internal-ca.pem",
+        leaf,
+    )
     assert done.returncode == 0, done.stderr
     assert b"leaf.pem: OK" in done.stdout
 
 
 def test_self_signed_does_not_verify_against_the_ca(cert: x509.Certificate, tmp_path: Path) -> None:
     leaf = write_pem(tmp_path / "leaf.pem", cert)
-    done = run("openssl", "verify", "-CAfile", EXAMPLES / "region-ca" / "internal-ca.pem", leaf)
+    done = run(
+        "openssl",
+        "verify",
+        "-attime",
+        str(int(NOW.timestamp())),
+        "-CAfile",
+        EXAMPLES / "region-ca" / "internal-ca.pem",
+        leaf,
+    )
     assert done.returncode != 0
 
 

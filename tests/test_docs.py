@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.manifest.reference import render
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO, TEST_CLOCK
 
 
 def sh_blocks(doc: Path) -> list[str]:
@@ -30,6 +30,9 @@ def test_howto_pasted_into_a_fresh_shell(tmp_path: Path) -> None:
         p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != venv_bin
     )
     env["HOME"] = str(tmp_path)
+    # The reader's day is the suite's (the HOWTO's dated steps, such as a renewal rehearsed with
+    # PROVISIONER_NOW=2028-10-15, are written from it), whatever the date the suite runs on.
+    env["PROVISIONER_NOW"] = TEST_CLOCK.isoformat()
     assert subprocess.run(
         ["bash", "-c", "command -v provisioner"], env=env, capture_output=True, check=False
     ).returncode, "provisioner must not be on PATH before the First run block"
@@ -62,6 +65,7 @@ def test_documented_commands_run(name: str, tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES / "secrets", tmp_path / "secrets")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PROVISIONER_NOW"] = TEST_CLOCK.isoformat()
     for i, block in enumerate(blocks):
         done = subprocess.run(
             ["bash", "-c", "set -euo pipefail\n" + block],
@@ -82,6 +86,7 @@ def test_first_manifest_backup_recipe_runs(quickstart: Path) -> None:
     assert len(blocks) == 2
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PROVISIONER_NOW"] = TEST_CLOCK.isoformat()
     first = subprocess.run(
         ["provisioner", "apply", "--auto-approve", "-q", str(quickstart)],
         env=env,

@@ -58,7 +58,11 @@ def test_detailed_exitcode_two_only_for_changes(cli: Runner, quickstart: Path) -
 def run_in_terminal(args: list[str], answer: str, cwd: Path) -> tuple[int, str, str]:
     """Run the CLI with a terminal on standard input (apply asks only there) and type `answer`."""
     main, terminal = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PROVISIONER_") or k == "PROVISIONER_NOW"
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "provisioner", *args],
         stdin=terminal,

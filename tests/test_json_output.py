@@ -189,7 +189,11 @@ def test_ctrl_c_under_json_still_prints_a_result(quickstart: Path) -> None:
             for i in range(12)
         )
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PROVISIONER_") or k == "PROVISIONER_NOW"
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "provisioner", "apply", "--auto-approve", "--json", str(quickstart)],
         env=env,

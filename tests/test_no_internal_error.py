@@ -106,7 +106,11 @@ def test_ctrl_c_during_key_generation(quickstart: Path) -> None:
         for i in range(12)
     )
     quickstart.write_text(text + extra)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PROVISIONER_") or k == "PROVISIONER_NOW"
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "provisioner", "apply", "--auto-approve", "-q", str(quickstart)],
         cwd=REPO,

@@ -20,7 +20,7 @@ from tests.conftest import Runner
 
 def run(*args: str | Path) -> int:
     """`provisioner ARGS` in this process (so that the counters below see it)."""
-    env = {k: None for k in os.environ if k.startswith("PROVISIONER_")}
+    env = {k: None for k in os.environ if k.startswith("PROVISIONER_") and k != "PROVISIONER_NOW"}
     result = CliRunner().invoke(app, [str(a) for a in args], env=env)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code

@@ -38,7 +38,11 @@ def in_terminal(args: list[str], cwd: Path) -> tuple[int, bytes]:
     """Run the CLI with a 120x40 terminal on stdin, stdout and stderr; everything it wrote."""
     main, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PROVISIONER_") or k == "PROVISIONER_NOW"
+    }
     env |= {"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
     env.pop("NO_COLOR", None)
     process = subprocess.Popen(

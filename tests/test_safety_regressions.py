@@ -4,28 +4,17 @@ shortest history that broke a promise, and checks what a user would notice."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
-from tests.conftest import Runner
-from tests.engine_helpers import p12_files, state_rows
+from tests.conftest import TEST_CLOCK, Runner
+from tests.engine_helpers import openssl_p12, p12_files, state_rows
 
 RENEWAL = {"PROVISIONER_NOW": "2028-10-15T10:00:00Z"}
 
 
 def agent_p12(folder: Path, out: Path) -> bytes:
-    """An agent's own PKCS#12 (another key, another password)."""
-    key, cert = folder / "agent.key", folder / "agent.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=agent",
-         "-days", "30", "-keyout", key, "-out", cert],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    subprocess.run(
-        ["openssl", "pkcs12", "-export", "-inkey", key, "-in", cert, "-passout",
-         "pass:agent-secret", "-out", out],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    """An agent's own PKCS#12 (another key, another password), exported by OpenSSL."""
+    shutil.move(openssl_p12(folder, "agent-secret", TEST_CLOCK, name="agent", days=30), out)
     return out.read_bytes()
 
 

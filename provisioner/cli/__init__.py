@@ -91,7 +91,7 @@ for _command in app.registered_commands:
         # A paragraph that starts with \b is printed as written, not rewrapped, by click.
         _command.epilog = f"\b\nExample:\n  {EXAMPLES[_name]}"
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]
 
 
 def main() -> None:
@@ -104,7 +104,15 @@ def main() -> None:
     from provisioner.transports.logs import keep_off_terminal
 
     keep_off_terminal()  # a library's own logging never reaches the operator's terminal
-    as_json, command = json_command(sys.argv[1:])
+    _leave(run(sys.argv[1:]))
+
+
+def run(argv: list[str]) -> int:
+    """Run one command line (`provisioner ARGV`) and return its exit code: every known error
+    becomes its message on stderr (and its JSON document under --json), never a traceback.
+    `main` adds what belongs to a process (umask, Ctrl-C, exit); tests that must see the
+    program in-process (mutation testing) call this."""
+    as_json, command = json_command(argv)
 
     def document(code: int, kind: str, exc: BaseException | str, **extra: object) -> None:
         if as_json:  # the one JSON document on stdout, whatever failed
@@ -113,27 +121,27 @@ def main() -> None:
     try:
         # Not standalone: click would exit 2 on a usage error, the code that means "changes
         # pending" under --detailed-exitcode. typer.Exit(n) comes back as n.
-        code = app(prog_name="provisioner", standalone_mode=False)
+        code = app(args=argv, prog_name="provisioner", standalone_mode=False)
     except SystemExit as exc:
-        _leave(exc.code)
+        return _status(exc.code)
     except UsageError as exc:  # unknown option, missing argument, bad value
         exc.show()
         # A probe's usage error is UNKNOWN (3) to the monitoring, as for any input it cannot use.
         status = 3 if exc.ctx is not None and exc.ctx.info_name == "check" else 1
         document(status, "usage", exc.format_message())
-        _leave(status)
+        return status
     except ClickException as exc:
         exc.show()
         document(1, "usage", exc.format_message())
-        _leave(1)
+        return 1
     except typer.Abort:  # end of input at a prompt
         typer.echo("\nAborted.", err=True)
         document(1, "aborted", "aborted: no answer at the prompt")
-        _leave(1)
+        return 1
     except ProvisionerError as exc:
         typer.echo(f"Error: {exc}", err=True)
         document(exc.exit_code, "error", exc)
-        _leave(exc.exit_code)
+        return exc.exit_code
     except Interrupted:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the message
         typer.echo(
@@ -148,15 +156,25 @@ def main() -> None:
         if done:
             typer.echo(f"Done before the interruption: {done}; the rest was not done.", err=True)
         document(130, "interrupted", "interrupted (Ctrl-C)", done=done)
-        _leave(130)
+        return 130
     except Exception as exc:  # a genuine bug: say so in one line unless debugging
         if os.environ.get("PROVISIONER_DEBUG"):
             raise
         message = f"Internal error: {type(exc).__name__}: {exc}"
         typer.echo(f"{message} (set PROVISIONER_DEBUG=1 for details)", err=True)
         document(1, "internal", message)
-        _leave(1)
-    _leave(code if isinstance(code, int) else 0)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def _status(code: object) -> int:
+    """The exit status of `sys.exit(code)`: None is 0, a message is printed and is 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write(f"{code}\n")
+    return 1
 
 
 class Interrupted(BaseException):
@@ -168,20 +186,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted
 
 
-def _leave(code: object) -> NoReturn:
-    """Exit with `code` without tearing the heap down object by object.
+def _leave(status: int) -> NoReturn:
+    """Exit with `status` without tearing the heap down object by object.
 
     At region scale the interpreter's own teardown frees about a million objects (0.1 s at
     1,000 entities) that the kernel reclaims at once anyway. Everything that matters has
     happened by then: the state database and lock are closed by the commands, exit handlers
     (process pools, threads) run here, and the output streams are flushed."""
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:  # sys.exit("message")
-        sys.stderr.write(f"{code}\n")
-        status = 1
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
