@@ -86,10 +86,8 @@ from typer.testing import CliRunner
 
 from provisioner.atomic import TMP_MARK
 from provisioner.cli import app
-from provisioner.crypto import cms, pkcs12
-from provisioner.crypto.keys import public_key_fingerprint
 from provisioner.errors import ProvisionerError
-from provisioner.state.escrow import Escrow
+from tests import oracle
 from tests.conftest import run_cli
 
 # Checks (invariant or rule names) that fail on the code as it is, each with the issue whose
@@ -207,10 +205,15 @@ class EntitySpec:
 
 @dataclass
 class KnownKey:
-    """A key the program generated or adopted, as its certificate shows it."""
+    """A key the program generated or adopted, learnt from the state, the escrow folder or a
+    copy this lineage wrote; its certificate where one of them showed it."""
 
     entity: str
-    certificate: x509.Certificate
+    certificate: x509.Certificate | None
+
+    def describe(self, sha: str) -> str:
+        subject = self.certificate.subject.rfc4514_string() if self.certificate else "no cert"
+        return f"{self.entity} {sha[:12]} ({subject})"
 
 
 @dataclass
@@ -268,70 +271,20 @@ class Model:
 # ---------------------------------------------------------------- caches (pure functions)
 
 
-@cache
-def _decoded(digest: str, data: bytes, password: str) -> str | None:
-    """Public key fingerprint in a PKCS#12 opened with `password`; None if it does not open."""
-    try:
-        return public_key_fingerprint(pkcs12.decode(data, password).key)
-    except Exception:
-        return None
-
-
 def p12_key(data: bytes, passwords: set[str] | list[str]) -> str | None:
-    digest = hashlib.sha256(data).hexdigest()
+    """Public key fingerprint in a PKCS#12 opened with one of `passwords` (the oracle's own
+    reading, tests/oracle.py); None if it opens with none."""
     for password in sorted(passwords):
-        found = _decoded(digest, data, password)
+        found = oracle.p12_contents(data, password)
         if found is not None:
-            return found
+            return found[0]
     return None
 
 
-@cache
-def _opens_bid(digest: str, data: bytes, password: str, bid: bytes, cert_der: bytes) -> bool:
-    try:
-        bundle = pkcs12.decode(data, password)
-        cert = x509.load_der_x509_certificate(cert_der)
-        return cms.open_bid(bid, cert, bundle.key).startswith(b"bid ")
-    except Exception:
-        return False
-
-
-_UNLOCKED: dict[tuple[str, str], Escrow | None] = {}
-
-
-def escrow_for(folder: Path, passphrase: str) -> Escrow | None:
-    """The escrow in `folder` unlocked with its current keyring (cached by keyring bytes)."""
-    try:
-        ring = (folder / "keyring.json").read_bytes()
-    except OSError:
-        return None
-    key = (hashlib.sha256(ring).hexdigest(), passphrase)
-    if key not in _UNLOCKED:
-        try:
-            _UNLOCKED[key] = Escrow.unlock(folder, passphrase)
-        except ProvisionerError:
-            _UNLOCKED[key] = None
-    escrow = _UNLOCKED[key]
-    return None if escrow is None else Escrow(folder, escrow._data_key)
-
-
-_SEALED: dict[tuple[str, str], bool] = {}
-
-
-def sealed_opens(escrow: Escrow, path: Path) -> bool:
-    """The escrow key file at `path` decrypts with `escrow`'s data key to its fingerprint."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    key = (hashlib.sha256(escrow._data_key + data).hexdigest(), path.stem)
-    if key not in _SEALED:
-        try:
-            escrow.get(path.stem)
-            _SEALED[key] = True
-        except ProvisionerError:
-            _SEALED[key] = False
-    return _SEALED[key]
+def escrowed_in(folder: Path, passphrase: str) -> set[str]:
+    """Fingerprints of the keys the escrow folder gives back with its own keyring and the
+    passphrase, read from the documented format (tests/oracle.py), not by the code under test."""
+    return set(oracle.escrowed_keys(folder, passphrase))
 
 
 # ---------------------------------------------------------------- the machine
@@ -534,11 +487,22 @@ class ProvisionerHistory(RuleBasedStateMachine):
             return []
 
     def harvest(self) -> None:
-        """Learn every key the state records, and the bindings it made (first one wins)."""
+        """Learn every key the state records, the escrow folder holds or a copy this lineage
+        wrote holds (not only what the program's tables say), and the bindings the state made
+        (first one wins)."""
         for entity, key_sha, cert_der in self.state_rows(
             "SELECT entity, key_sha256, certificate FROM generations"
         ):
-            if key_sha not in self.m.keys:
+            known = self.m.keys.get(key_sha)
+            if known is None or known.certificate is None:
+                self.m.keys[key_sha] = KnownKey(entity, x509.load_der_x509_certificate(cert_der))
+        for key_sha, sealed in oracle.escrowed_keys(
+            self.state_dir / "escrow", self.passphrase
+        ).items():
+            self.m.keys.setdefault(key_sha, KnownKey(sealed.entity, None))
+        for entity, key_sha, cert_der in self.written_copies().values():
+            known = self.m.keys.get(key_sha)
+            if known is None or known.certificate is None:
                 self.m.keys[key_sha] = KnownKey(entity, x509.load_der_x509_certificate(cert_der))
         for reference, key_sha, cert_der in self.state_rows(
             "SELECT c.reference, g.key_sha256, g.certificate FROM consultations c "
@@ -549,7 +513,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
                 continue
             cert = x509.load_der_x509_certificate(cert_der)
             c.key_sha256, c.certificate = key_sha, cert
-            c.bid = cms.encrypt_bid(cert, f"bid for {reference}".encode())
+            c.bid = oracle.encrypt_bid(cert, f"bid for {reference}".encode())
 
     def current(self, entity: str) -> tuple[str, x509.Certificate] | None:
         """(designation, certificate) of the entity's current generation in the state."""
@@ -560,6 +524,23 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if not rows:
             return None
         return rows[0][0], x509.load_der_x509_certificate(rows[0][1])
+
+    def written_copies(self) -> dict[Path, tuple[str, str, bytes]]:
+        """Every PKCS#12 on the targets that this lineage wrote (not a foreign file) and that
+        opens with a password its entity ever had: (entity, key fingerprint, certificate)."""
+        out: dict[Path, tuple[str, str, bytes]] = {}
+        for path in self.copies():
+            if path in self.m.foreign:
+                continue
+            entity = path.name.split(".")[0]
+            with contextlib.suppress(OSError):
+                data = path.read_bytes()
+                for password in sorted(self.m.passwords_ever.get(entity, set())):
+                    found = oracle.p12_contents(data, password)
+                    if found is not None:
+                        out[path] = (entity, *found)
+                        break
+        return out
 
     def copies(self) -> list[Path]:
         """Every PKCS#12 on every target."""
@@ -581,11 +562,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
 
     def escrowed(self) -> set[str]:
         """Keys the escrow folder gives back with its own keyring and the passphrase."""
-        folder = self.state_dir / "escrow"
-        escrow = escrow_for(folder, self.passphrase)
-        if escrow is None:
-            return set()
-        return {p.stem for p in folder.glob("*.key") if sealed_opens(escrow, p)}
+        return escrowed_in(self.state_dir / "escrow", self.passphrase)
 
     def holders(
         self, skip: frozenset[Path] | set[Path] = frozenset(), escrow: bool = True
@@ -773,13 +750,13 @@ class ProvisionerHistory(RuleBasedStateMachine):
     @rule(data=st.data(), then_apply=st.booleans())
     @followed_by_apply
     def set_entity_absent(self, data: st.DataObject, then_apply: bool) -> None:
-        """`state: absent` for an entity no open consultation is bound to."""
+        """`state: absent` for any entity: one an open consultation is bound to (its current
+        generation or an older, renewed one) must be refused, its keys kept everywhere."""
         self.m.renamed.clear()
         self.operator_step()
-        free = [e for e in sorted(self.m.entities) if not self.open_consultations(e)]
-        if free:
-            self.m.entities[data.draw(st.sampled_from(free), label="entity")].state = "absent"
-            self.write_inputs()
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        self.m.entities[entity].state = "absent"
+        self.write_inputs()
 
     @rule(data=st.data(), then_apply=st.booleans())
     @followed_by_apply
@@ -840,7 +817,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         self.operator_step()
         entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
         spec = self.m.entities[entity]
-        if name in spec.locations and len(spec.locations) > 1:
+        if name in spec.locations:  # the last one too: refused while a binding is open
             spec.locations.remove(name)
             self.write_inputs()
 
@@ -885,7 +862,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if found is not None and not self.m.state_in_doubt and entity not in self.m.spec_pending:
             renewal = found[1].not_valid_after_utc - dt.timedelta(days=RENEW_BEFORE_DAYS)
             if self.m.now < renewal:
-                key_sha = public_key_fingerprint(found[1].public_key())  # type: ignore[arg-type]
+                key_sha = oracle.fingerprint(found[1].public_key())  # type: ignore[arg-type]
                 self.m.renamed.setdefault(entity, key_sha)
         self.write_inputs()
 
@@ -1197,10 +1174,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         # Keys only the current escrow holds would be lost by the world, not the program.
         escrowed_now = self.escrowed()
         if not self._holders_left(escrow=False):
-            backup_escrow = escrow_for(backup / "escrow", self.passphrase)
-            in_backup = (
-                {p.stem for p in (backup / "escrow").glob("*.key")} if backup_escrow else set()
-            )
+            in_backup = escrowed_in(backup / "escrow", self.passphrase)
             left = self.holders(escrow=False)
             if any(left.get(k, 0) == 0 and k not in in_backup for k in escrowed_now):
                 return
@@ -1234,7 +1208,26 @@ class ProvisionerHistory(RuleBasedStateMachine):
             return
         if self.m.state_in_doubt or self.m.escrow_in_doubt or self.m.strays:
             return
+        expected = self.expected_refusals()
+        if expected:
+            said = " ".join((done.out + done.err).split())
+            unsaid = [why for why in expected if why not in said]
+            assert not unsaid, f"apply refused without saying {unsaid}:\n{done.out}{done.err}"
+            return
         raise AssertionError(f"apply refused on a sound history:\n{done.out}{done.err}")
+
+    def expected_refusals(self) -> list[str]:
+        """What the manifest asks that invariant 2 forbids while a consultation is bound and
+        open: the words of each refusal apply must give (empty: apply must not refuse)."""
+        out = []
+        for entity, spec in sorted(self.m.entities.items()):
+            if not any(c.key_sha256 for c in self.open_consultations(entity)):
+                continue
+            if spec.state == "absent":
+                out.append(f"entity {entity} is marked absent, but")
+            elif not spec.locations:
+                out.append(f"entity {entity} declares no shared location any more, but")
+        return out
 
     def refusal_names_recover(self, done: Outcome) -> None:
         """An apply refused after a lost or older state names the command that recovers it."""
@@ -1249,11 +1242,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if pending("no_key_lost"):
             return
         left = self.holders()
-        lost = sorted(
-            f"{k.entity} {sha[:12]} ({k.certificate.subject.rfc4514_string()})"
-            for sha, k in self.m.keys.items()
-            if left.get(sha, 0) == 0
-        )
+        lost = sorted(k.describe(sha) for sha, k in self.m.keys.items() if left.get(sha, 0) == 0)
         assert not lost, f"keys no longer recoverable from escrow or any copy: {lost}"
 
     def bound_keys_missing(self, any_password: bool = False) -> list[tuple[Binding, str]]:
@@ -1265,15 +1254,12 @@ class ProvisionerHistory(RuleBasedStateMachine):
             spec = self.m.entities.get(c.entity)
             if c.status == "closed" or c.key_sha256 is None or spec is None:
                 continue
-            if spec.state != "present":
-                continue
             assert c.bid is not None and c.certificate is not None
-            cert_der = c.certificate.public_bytes(serialization.Encoding.DER)
             passwords = self.m.passwords_ever[c.entity] if any_password else {spec.password}
             for target in sorted(self.workstations_of(c.entity) | set(spec.locations)):
                 held = self.keys_in(self.target_dir(target), {c.entity: passwords})
                 opened = any(
-                    _opens_bid(hashlib.sha256(data).hexdigest(), data, password, c.bid, cert_der)
+                    oracle.opens_bid(data, password, c.bid)
                     for p in held.get(c.key_sha256, [])
                     if (data := p.read_bytes())
                     for password in passwords
@@ -1281,6 +1267,66 @@ class ProvisionerHistory(RuleBasedStateMachine):
                 if not opened:
                     out.append((c, target))
         return out
+
+    @invariant()
+    def distributed_keys_are_escrowed_and_recorded(self) -> None:
+        """Invariant 1: a key in a copy this lineage wrote is in the escrow (read by the
+        oracle, not the program) and in the state, unless the world took one of them."""
+        if pending("distributed_keys_are_escrowed_and_recorded"):
+            return
+        if self.m.state_in_doubt or self.m.escrow_in_doubt:
+            return
+        recorded = {sha for (sha,) in self.state_rows("SELECT key_sha256 FROM generations")}
+        escrowed = self.escrowed()
+        bad = sorted(
+            f"{path.relative_to(self.root)} ({entity} {sha[:12]}: "
+            f"{'not escrowed' if sha not in escrowed else 'not in the state'})"
+            for path, (entity, sha, _) in self.written_copies().items()
+            if sha not in escrowed or sha not in recorded
+        )
+        assert not bad, f"keys distributed before they were escrowed and recorded: {bad}"
+
+    @invariant()
+    def lost_escrow_keys_taken_back_after_apply(self) -> None:
+        """Invariant 10: after a 0 apply, a key missing from the escrow (retired ones
+        included) is back in it wherever a copy this lineage wrote opens with its entity's
+        current password: apply observed the escrow and took the key back."""
+        if pending("lost_escrow_keys_taken_back_after_apply") or not self.m.last_apply_ok:
+            return
+        if self.m.state_in_doubt or not (self.state_dir / "escrow" / "keyring.json").is_file():
+            return
+        escrowed = self.escrowed()
+        missing = set()
+        for path, (entity, sha, _) in self.written_copies().items():
+            spec = self.m.entities.get(entity)
+            if sha in escrowed or spec is None or spec.state != "present":
+                continue
+            if oracle.p12_contents(path.read_bytes(), spec.password) is not None:
+                missing.add(f"{self.m.keys[sha].describe(sha)}, in {path.relative_to(self.root)}")
+        assert not missing, f"escrowed keys lost and not taken back by apply: {sorted(missing)}"
+
+    @invariant()
+    def bound_keys_on_a_shared_location_after_apply(self) -> None:
+        """Invariant 2: after a 0 apply, each key bound to a consultation not closed is on a
+        shared location and opens its bid there (its entity's last one never loses it)."""
+        if pending("bound_keys_on_a_shared_location_after_apply") or not self.m.last_apply_ok:
+            return
+        missing = []
+        for c in sorted(self.m.consultations.values(), key=lambda c: c.reference):
+            spec = self.m.entities.get(c.entity)
+            if c.status == "closed" or c.key_sha256 is None or spec is None or c.bid is None:
+                continue
+            passwords = self.m.passwords_ever[c.entity]
+            if not any(
+                oracle.opens_bid(p.read_bytes(), password, c.bid)
+                for location in LOCATIONS
+                for p in self.keys_in(self.target_dir(location), {c.entity: passwords}).get(
+                    c.key_sha256, []
+                )
+                for password in passwords
+            ):
+                missing.append(f"{c.reference} ({c.entity})")
+        assert not missing, f"bound keys on no shared location: {missing}"
 
     @invariant()
     def bound_keys_everywhere_after_apply(self) -> None:
@@ -1335,9 +1381,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
                 if spec is None or spec.state != "present" or location not in spec.locations:
                     continue
                 if sha not in held:
-                    missing.append(
-                        f"{k.entity} {k.certificate.subject.rfc4514_string()} on {location}"
-                    )
+                    missing.append(f"{k.describe(sha)} on {location}")
         assert not missing, f"generations without a copy on their shared location: {missing}"
 
     @invariant()
@@ -1383,10 +1427,10 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if pending("never_a_second_keyring"):
             return
         folder = self.state_dir / "escrow"
-        escrow = escrow_for(folder, self.passphrase)
-        if escrow is None:
+        if not (folder / "keyring.json").is_file():
             return
-        foreign = sorted(p.stem[:12] for p in folder.glob("*.key") if not sealed_opens(escrow, p))
+        opened = self.escrowed()
+        foreign = sorted(p.stem[:12] for p in folder.glob("*.key") if p.stem not in opened)
         assert not foreign, f"escrow key files sealed under another keyring: {foreign}"
 
     @invariant()
@@ -1401,7 +1445,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         for entity, key_sha in sorted(renamed.items()):
             found = self.current(entity)
             if found is not None:
-                now = public_key_fingerprint(found[1].public_key())  # type: ignore[arg-type]
+                now = oracle.fingerprint(found[1].public_key())  # type: ignore[arg-type]
                 if now != key_sha:
                     changed.append(f"{entity}: a new key {found[0]!r}")
         assert not changed, f"a designation change made a new key: {changed}"

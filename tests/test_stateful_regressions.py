@@ -163,3 +163,51 @@ def test_new_shared_location_receives_every_generation(h: ProvisionerHistory) ->
     h.add_a_shared_location_to_an_entity(data=Choose("commune-a"), name="share-2", then_apply=True)
     assert h.m.last_apply_ok
     holds(h, "every_generation_on_every_shared_location")
+
+
+# The guards that mutation testing found no history reached (issue 26): each history walks one,
+# and the mutant that drops the guard fails its invariant.
+
+
+def bound_then(h: ProvisionerHistory, days: int = 1) -> None:
+    """commune-a's current key bound to a new consultation, `days` later, by an apply."""
+    h.add_consultation(data=Choose("commune-a"), deadline_in=50, opening_after=5, **NO)
+    h.clock_moves_days(days=days, then_apply=True)
+    assert any(c.key_sha256 for c in h.m.consultations.values()), "the consultation is bound"
+
+
+def test_absent_after_a_renewal_keeps_the_bound_older_generation(h: ProvisionerHistory) -> None:
+    bound_then(h)
+    h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, **NO)
+    h.apply()
+    assert h.m.last_apply_ok
+    h.set_entity_absent(data=Choose("commune-a"), then_apply=True)  # refused, said so
+    assert not h.m.last_apply_ok
+    h.m.last_apply_ok = True  # whatever apply said: the bound keys must still be everywhere
+    holds(h, "bound_keys_everywhere_after_apply", "bound_keys_on_a_shared_location_after_apply")
+
+
+def test_the_last_shared_location_of_a_bound_entity_keeps_its_key(h: ProvisionerHistory) -> None:
+    bound_then(h)
+    h.remove_a_shared_location_from_an_entity(
+        data=Choose("commune-a"), name="share-1", then_apply=True
+    )  # refused, said so
+    assert not h.m.last_apply_ok
+    h.m.last_apply_ok = True
+    holds(h, "bound_keys_on_a_shared_location_after_apply", "no_key_lost")
+
+
+def test_a_retired_generations_lost_escrow_key_is_taken_back(h: ProvisionerHistory) -> None:
+    h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, **NO)
+    h.apply()
+    rows = h.state_rows(
+        "SELECT key_sha256 FROM generations WHERE entity = 'commune-a' AND status = 'retired'"
+    )
+    assert rows, "generation 1 is retired"
+    key_file = h.state_dir / "escrow" / f"{rows[0][0]}.key"
+    h.world_deletes_an_escrow_key_file(data=Choose(key_file), then_apply=True)
+    assert h.m.last_apply_ok
+    assert key_file.is_file(), "apply took the retired generation's key back"
+    holds(
+        h, "lost_escrow_keys_taken_back_after_apply", "distributed_keys_are_escrowed_and_recorded"
+    )
