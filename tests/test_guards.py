@@ -36,6 +36,19 @@ def bound_history(cli: Runner, manifest: Path) -> tuple[str, str]:
     return given
 
 
+def refused(
+    cli: Runner, manifest: Path, given: tuple[str, str], when: dt.datetime, *words: str
+) -> None:
+    """plan and apply at `when` both exit 1, plan saying each of `words`."""
+    planned = cli("plan", *given, manifest, env=at(when))
+    assert planned.returncode == 1, planned.stdout
+    said = " ".join((planned.stdout + planned.stderr).split())
+    for word in words:
+        assert word in said, said
+    done = cli("apply", "--auto-approve", *given, manifest, env=at(when))
+    assert done.returncode == 1, done.stdout
+
+
 def workstation_copies(manifest: Path, entity: str) -> set[str]:
     return {rel for rel in p12_files(manifest) if rel.startswith("workstations/") and entity in rel}
 
@@ -56,14 +69,14 @@ def test_an_entity_declared_absent_is_refused_while_an_older_renewed_generation_
             "  - id: commune-exemple\n", "  - id: commune-exemple\n    state: absent\n", 1
         )
     )
-    later = at(RENEWAL + dt.timedelta(days=1))
-    planned = cli("plan", *given, quickstart, env=later)
-    assert planned.returncode == 1, planned.stdout
-    said = " ".join((planned.stdout + planned.stderr).split())
-    assert "entity commune-exemple is marked absent, but" in said, said
-    assert "C-1" in said
-    done = cli("apply", "--auto-approve", *given, quickstart, env=later)
-    assert done.returncode == 1
+    refused(
+        cli,
+        quickstart,
+        given,
+        RENEWAL + dt.timedelta(days=1),
+        "entity commune-exemple is marked absent, but",
+        "C-1",
+    )
     assert workstation_copies(quickstart, "commune-exemple") == before
 
 
@@ -83,14 +96,14 @@ def test_removing_the_last_shared_location_of_a_bound_entity_is_refused(
         + text[block:end].replace("    shared_locations: [backup-share]\n", "", 1)
         + text[end:]
     )
-    later = at(TEST_CLOCK + dt.timedelta(days=2))
-    planned = cli("plan", *given, quickstart, env=later)
-    assert planned.returncode == 1, planned.stdout
-    said = " ".join((planned.stdout + planned.stderr).split())
-    assert "entity commune-exemple declares no shared location any more, but" in said, said
-    assert "Removing its last shared location is refused" in said
-    done = cli("apply", "--auto-approve", *given, quickstart, env=later)
-    assert done.returncode == 1
+    refused(
+        cli,
+        quickstart,
+        given,
+        TEST_CLOCK + dt.timedelta(days=2),
+        "entity commune-exemple declares no shared location any more, but",
+        "Removing its last shared location is refused",
+    )
     assert backup in p12_files(quickstart)
 
 
