@@ -181,7 +181,7 @@ def test_absent_after_a_renewal_keeps_the_bound_older_generation(h: ProvisionerH
     h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, **NO)
     h.apply()
     assert h.m.last_apply_ok
-    h.set_entity_absent(data=Choose("commune-a"), then_apply=True)  # refused, said so
+    h.set_bound_entity_absent(data=Choose("commune-a"), then_apply=True)  # refused, said so
     assert not h.m.last_apply_ok
     h.m.last_apply_ok = True  # whatever apply said: the bound keys must still be everywhere
     holds(h, "bound_keys_everywhere_after_apply", "bound_keys_on_a_shared_location_after_apply")
@@ -189,9 +189,7 @@ def test_absent_after_a_renewal_keeps_the_bound_older_generation(h: ProvisionerH
 
 def test_the_last_shared_location_of_a_bound_entity_keeps_its_key(h: ProvisionerHistory) -> None:
     bound_then(h)
-    h.remove_a_shared_location_from_an_entity(
-        data=Choose("commune-a"), name="share-1", then_apply=True
-    )  # refused, said so
+    h.remove_the_last_shared_location(data=Choose("commune-a"), then_apply=True)  # refused
     assert not h.m.last_apply_ok
     h.m.last_apply_ok = True
     holds(h, "bound_keys_on_a_shared_location_after_apply", "no_key_lost")
