@@ -86,10 +86,7 @@ def run_in_process(
             os.chdir(cwd)
         sys.stdin = io.TextIOWrapper(io.BytesIO((input or "").encode()), encoding="utf-8")
         sys.stdout, sys.stderr = stdout, stderr
-        try:
-            code = run(args)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+        code = run(args)  # turns SystemExit, as every error, into its exit code
         stdout.flush()
         stderr.flush()
     finally:
