@@ -15,6 +15,7 @@ from provisioner.crypto import certificates, pkcs12
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import ProvisionerError
+from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest.model import SELF_SIGNED, Entity
 from provisioner.state.records import CURRENT, RETAINED, RecordedGeneration
 
@@ -101,9 +102,9 @@ def run(
             f"no password for {pkcs12_file}: give --password-env or --password-file"
         )
     try:
-        data = pkcs12_file.read_bytes()
-    except OSError as exc:
-        raise ProvisionerError(f"cannot read {pkcs12_file}: {exc.strerror}") from None
+        data = read_regular(pkcs12_file, pkcs12.MAX_FILE_BYTES)
+    except InputFileError as exc:
+        raise ProvisionerError(f"{pkcs12_file}: cannot adopt: {exc}") from None
     now = clock.now()
     try:  # refuse a bad or unusable file before anything is written
         bundle = pkcs12.decode(data, password)

@@ -27,6 +27,7 @@ from provisioner.exports import (
     near_misses,
     normalise,
 )
+from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest.schema import validate
 from provisioner.manifest.yamlpos import MAX_BYTES, load_yaml
 
@@ -228,16 +229,10 @@ def read_consultations(
     """Load and check a consultations file; every problem is reported with file:line (and the
     column for a CSV). Warnings (a Windows-1252 file, a misspelt column) go to `notes`."""
     display = str(path)
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ManifestError(
-                [Diagnostic("error", Location(display), f"file is larger than {MAX_BYTES} bytes")]
-            )
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ManifestError(
-            [Diagnostic("error", Location(display), f"cannot read: {exc.strerror or exc}")]
-        ) from None
+    try:  # never waits on a named pipe, never reads a device or a growing file without end
+        data = read_regular(path, MAX_BYTES)
+    except InputFileError as exc:
+        raise ManifestError([Diagnostic("error", Location(display), str(exc))]) from None
     if path.suffix.lower() == ".csv":
         items = _from_csv(data, display, fmt, [] if notes is None else notes)
     else:

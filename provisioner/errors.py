@@ -72,6 +72,10 @@ class UnsupportedAlgorithmError(CryptoError):
     """The key or file uses an algorithm this tool does not handle."""
 
 
+class TooCostlyError(UnsupportedAlgorithmError):
+    """The file declares more key-derivation work than any file this tool opens."""
+
+
 class StateError(ProvisionerError):
     """The state database or escrow is unusable."""
 

@@ -8,9 +8,37 @@ import os
 import stat
 from pathlib import Path
 
+# A PEM certificate chain or private key is a few KB.
+MAX_PEM_BYTES = 1 << 20
+
 
 class InputFileError(Exception):
     """Why a file cannot be read as an input; the message names no path (callers place it)."""
+
+
+def not_regular(path: Path) -> str | None:
+    """Why `path` (followed) is no regular file to read, or None when it is one."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    return f"{path} {_kind(mode)}; give a regular file"
+
+
+def _kind(mode: int) -> str:
+    return (
+        "is a folder"
+        if stat.S_ISDIR(mode)
+        else "is a named pipe"
+        if stat.S_ISFIFO(mode)
+        else "is a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "is not a regular file"
+    )
 
 
 def read_regular(path: Path, limit: int) -> bytes:
@@ -25,16 +53,7 @@ def read_regular(path: Path, limit: int) -> bytes:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = (
-                "a folder"
-                if stat.S_ISDIR(mode)
-                else "a named pipe"
-                if stat.S_ISFIFO(mode)
-                else "a device"
-                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "not a regular file"
-            )
-            raise InputFileError(f"is {kind}; give a regular file")
+            raise InputFileError(f"{_kind(mode)}; give a regular file")
         size = os.fstat(fd).st_size
         if size > limit:
             raise InputFileError(f"is larger than {limit} bytes ({size} bytes)")

@@ -21,6 +21,7 @@ from provisioner.crypto import certificates
 from provisioner.crypto.certificates import chain_digest
 from provisioner.crypto.keys import certificate_fingerprint
 from provisioner.errors import ProvisionerError
+from provisioner.inputs import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.manifest.model import SELF_SIGNED, Entity, Issuer
 from provisioner.plan.actions import (
     CreateGeneration,
@@ -88,9 +89,9 @@ def load_issuer(issuer: Issuer) -> certificates.CertificateAuthority:
         resolve(issuer.password, f"issuer {issuer.name} password") if issuer.password else None
     )
     try:
-        cert_pem = issuer.certificate.read_bytes()
-        key_pem = issuer.private_key.read_bytes()
-    except OSError as exc:
+        cert_pem = read_regular(issuer.certificate, MAX_PEM_BYTES)
+        key_pem = read_regular(issuer.private_key, MAX_PEM_BYTES)
+    except InputFileError as exc:
         raise ProvisionerError(f"{issuer.location}: issuer {issuer.name}: {exc}") from None
     try:
         return certificates.load_certificate_authority(

@@ -94,9 +94,29 @@ for _command in app.registered_commands:
 __all__ = ["app", "main", "run"]
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def no_core_dumps() -> None:
+    """A crash leaves no core file holding a password, a private key or the escrow's data key:
+    the core size limit is 0 (inherited by every child: a `command` secret's program too) and,
+    on Linux, the process is not dumpable (no core, and no other process of the same user may
+    read its memory through ptrace or /proc/PID/mem)."""
+    import resource
+
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def main() -> None:
     """Console entry point: runs the app and turns known errors into messages, not tracebacks."""
     os.umask(0o077)  # whatever this process creates is private
+    no_core_dumps()
     signal.signal(signal.SIGINT, _interrupt)
     # Region-scale runs allocate hundreds of thousands of long-lived objects and few cycles:
     # collect the young generation less often.

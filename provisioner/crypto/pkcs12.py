@@ -21,11 +21,14 @@ from provisioner.crypto import der
 from provisioner.crypto.keys import check_pair
 from provisioner.errors import (
     CorruptFileError,
+    TooCostlyError,
     UnsupportedAlgorithmError,
     WrongPasswordError,
 )
 
 WINDOWS_MAX_ITERATIONS = 600_000
+# A PKCS#12 with its chain is a few KB: a larger file is not one to open.
+MAX_FILE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -219,11 +222,89 @@ def encode(
     )
 
 
+# The PBE and PBKDF2 algorithm identifiers (DER), then the digests a MAC names.
+_PBKDF2_DER = bytes.fromhex("06092a864886f70d01050c")
+_PBE_DER = bytes.fromhex("060a2a864886f70d010c01")  # then one byte: the cipher
+_MAC_DIGESTS_DER = tuple(
+    bytes.fromhex(h)
+    for h in (
+        "06052b0e03021a",
+        "0609608648016503040201",
+        "0609608648016503040202",
+        "0609608648016503040203",
+    )
+)
+
+
+def _header(data: bytes, i: int) -> tuple[int, int, int | None] | None:
+    """(tag, start of the value, length or None when indefinite) of the TLV at `i`."""
+    if i + 2 > len(data):
+        return None
+    tag, n, i = data[i], data[i + 1], i + 2
+    if n == 0x80:
+        return tag, i, None
+    if n & 0x80:
+        count = n & 0x7F
+        if count == 0 or count > 4 or i + count > len(data):
+            return None
+        n, i = int.from_bytes(data[i : i + count], "big"), i + count
+    return tag, i, n
+
+
+def _skip(data: bytes, i: int | None, tag: int) -> int | None:
+    """The index after the definite-length TLV of `tag` at `i`, or None."""
+    h = None if i is None else _header(data, i)
+    if h is None or h[0] != tag or h[2] is None:
+        return None
+    return h[1] + h[2]
+
+
+def _count_at(data: bytes, i: int | None) -> int:
+    """The INTEGER at `i` (an iteration count), 0 when there is none; one too long to read is
+    taken as too many."""
+    h = None if i is None else _header(data, i)
+    if h is None or h[0] != der.INTEGER or h[2] is None or h[1] + h[2] > len(data):
+        return 0
+    if h[2] > 8:
+        return 1 << 63
+    return max(0, int.from_bytes(data[h[1] : h[1] + h[2]], "big", signed=True))
+
+
+def declared_iterations(data: bytes) -> int:
+    """The highest key-derivation or MAC iteration count a PKCS#12 declares, found by scanning
+    for the algorithm identifiers that carry one, so BER files (which the DER reader above
+    does not walk) are bounded too. Linear in the file's size: no key is derived."""
+    top = 0
+    for prefix, extra in ((_PBKDF2_DER, 0), (_PBE_DER, 1)):
+        at = data.find(prefix)
+        while at >= 0:
+            h = _header(data, at + len(prefix) + extra)  # the parameters: salt, count
+            if h is not None and h[0] == der.SEQUENCE:
+                top = max(top, _count_at(data, _skip(data, h[1], der.OCTET_STRING)))
+            at = data.find(prefix, at + 1)
+    for prefix in _MAC_DIGESTS_DER:
+        at = data.find(prefix)
+        while at >= 0:
+            i = at + len(prefix)
+            if data[i : i + 2] == b"\x05\x00":  # the digest's NULL parameters
+                i += 2
+            salt = _skip(data, i, der.OCTET_STRING)  # the MAC's value, then its salt
+            top = max(top, _count_at(data, _skip(data, salt, der.OCTET_STRING)))
+            at = data.find(prefix, at + 1)
+    return top
+
+
 def decode(data: bytes, password: str) -> Bundle:
     """Open a PKCS#12 with `password` and check that its key matches its certificate.
 
+    A file larger than MAX_FILE_BYTES, or declaring more than WINDOWS_MAX_ITERATIONS
+    iterations, is refused before any key is derived: no file this tool writes or a platform
+    exports is like that, and deriving 2^31 iterations would stall the run for minutes.
+
     Raises CorruptFileError, UnsupportedAlgorithmError, WrongPasswordError or KeyMismatchError.
     """
+    if len(data) > MAX_FILE_BYTES:
+        raise CorruptFileError(f"larger than {MAX_FILE_BYTES} bytes: not a PKCS#12 file")
     try:
         info: Pkcs12Info | None = inspect(data)
     except CorruptFileError:
@@ -232,6 +313,13 @@ def decode(data: bytes, password: str) -> Bundle:
         for name in (*info.key_algorithms, *info.certificate_algorithms, info.mac_algorithm or ""):
             if "unknown" in name or name in _UNSUPPORTED:
                 raise UnsupportedAlgorithmError(f"PKCS#12 uses an unsupported algorithm: {name}")
+    iterations = max(info.iterations if info is not None else 0, declared_iterations(data))
+    if iterations > WINDOWS_MAX_ITERATIONS:
+        raise TooCostlyError(
+            f"PKCS#12 declares {iterations:,} key-derivation iterations, more than the "
+            f"{WINDOWS_MAX_ITERATIONS:,} Windows imports (no file this tool writes or a platform "
+            "exports has so many)"
+        )
     try:
         loaded = pkcs12.load_pkcs12(data, password.encode("utf-8"))
     except ValueError:

@@ -3,6 +3,7 @@ renewed certificate with the same key and subject get the new chain (public file
 
 from __future__ import annotations
 
+from provisioner.inputs import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.manifest.model import Manifest
 from provisioner.state.records import Recorded
 
@@ -18,8 +19,9 @@ def chain_updates(manifest: Manifest, recorded: Recorded) -> dict[str, tuple[byt
     out: dict[str, tuple[bytes, str]] = {}
     for name, issuer in manifest.issuers.items():
         try:
-            certs = tuple(x509.load_pem_x509_certificates(issuer.certificate.read_bytes()))
-        except (OSError, ValueError):
+            pem_in = read_regular(issuer.certificate, MAX_PEM_BYTES)
+            certs = tuple(x509.load_pem_x509_certificates(pem_in))
+        except (InputFileError, ValueError):
             continue  # reported when a generation is created with it
         digest = chain_digest(certs)
         pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)

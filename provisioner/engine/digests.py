@@ -7,6 +7,8 @@ import hashlib
 import hmac
 
 from provisioner.engine.inputs import Inputs
+from provisioner.inputs import InputFileError, read_regular
+from provisioner.manifest.yamlpos import MAX_BYTES
 from provisioner.plan.model import Observed
 
 
@@ -21,9 +23,9 @@ def inputs_digest(inputs: Inputs, salt: bytes) -> str:
         files.append(inputs.consultations_path)
     for path in files:
         h.update(str(path).encode() + b"\0")
-        try:
-            h.update(hashlib.sha256(path.read_bytes()).digest())
-        except OSError:
+        try:  # the same bounded read as the loaders: a file swapped for a pipe is not waited on
+            h.update(hashlib.sha256(read_regular(path, MAX_BYTES)).digest())
+        except InputFileError:
             h.update(b"(unreadable)")
     key = hashlib.scrypt(inputs.escrow_passphrase.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
     mac = hmac.new(key, digestmod=hashlib.sha256)

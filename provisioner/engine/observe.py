@@ -12,7 +12,7 @@ from provisioner.plan.model import Desired, Foreign, Observed, Plan
 from provisioner.plan.planner import parse_copy_name, paths_to_observe, plan, resolve_target
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import Recorded
-from provisioner.transports.base import FileFacts, FolderFacts, folder_of
+from provisioner.transports.base import MAX_READ_BYTES, FileFacts, FolderFacts, folder_of
 
 
 def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
@@ -73,7 +73,7 @@ def inspect_foreign(
     that match their record (a no-op run) are never opened."""
     from provisioner.crypto import pkcs12
     from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
-    from provisioner.errors import CorruptFileError, CryptoError
+    from provisioner.errors import CorruptFileError, CryptoError, TooCostlyError
 
     out: dict[tuple[str, str], Foreign] = {}
     written: set[str] | None = None
@@ -99,6 +99,11 @@ def inspect_foreign(
         target = resolve_target(desired, session.recorded, name)
         if target is None:
             continue
+        if facts.size > MAX_READ_BYTES:  # not a copy: never read whole
+            out[(name, path)] = Foreign(
+                pkcs12=True, readable=False, refused=f"larger than {MAX_READ_BYTES} bytes"
+            )
+            continue
         try:
             data = session.pool.get(target).read(path)
         except ProvisionerError as exc:
@@ -111,6 +116,9 @@ def inspect_foreign(
             bundle = pkcs12.decode(data, password)
         except CorruptFileError:
             out[(name, path)] = Foreign(pkcs12=_is_pkcs12(data), readable=False)
+            continue
+        except TooCostlyError as exc:
+            out[(name, path)] = Foreign(pkcs12=True, readable=False, refused=str(exc))
             continue
         except CryptoError:
             out[(name, path)] = Foreign(pkcs12=True, readable=False)

@@ -9,7 +9,7 @@ from typing import Any
 
 from provisioner.errors import Diagnostic, Location, ManifestError
 from provisioner.exports import ExportFormat, normalise
-from provisioner.inputs import InputFileError, read_regular
+from provisioner.inputs import InputFileError, not_regular, read_regular
 from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
@@ -83,8 +83,8 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
         cert = c.local_path(raw["certificate"], (*path, "certificate"))
         key = c.local_path(raw["private_key"], (*path, "private_key"))
         for file, field in ((cert, "certificate"), (key, "private_key")):
-            if not file.is_file():
-                c.error((*path, field), f"file not found: {file}")
+            if (why := not_regular(file)) is not None:
+                c.error((*path, field), why)
         password = raw.get("password")
         issuers[raw["name"]] = m.Issuer(
             raw["name"],
@@ -216,8 +216,8 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
     if "file" in source:
         where = ("consultations",) if isinstance(raw_source, str) else ("consultations", "file")
         consultations = c.local_path(source["file"], where)
-        if not consultations.is_file():
-            c.error(where, f"file not found: {consultations}")
+        if (why := not_regular(consultations)) is not None:
+            c.error(where, why)
     columns: dict[str, str] = source.get("columns", {})
     for field, header in columns.items():
         twin = [f for f, h in columns.items() if f < field and normalise(h) == normalise(header)]

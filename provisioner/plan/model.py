@@ -46,12 +46,15 @@ class Foreign:
     known: bool = False  # its key is a generation's this state records
     written_here: bool = False  # the very bytes of a copy this state wrote elsewhere
     tried: bool = True  # False: the command read no password (status, check)
+    refused: str | None = None  # why it was not opened (too many iterations, too large)
 
     def describe(self) -> str:
         if self.written_here:
             return "a copy this state wrote for another place"
         if not self.pkcs12:
             return "not a PKCS#12 file"
+        if self.refused is not None:
+            return f"not opened: {self.refused}"
         if not self.tried:
             return "a PKCS#12, not opened: this command reads no password; `plan` says more"
         if not self.readable:

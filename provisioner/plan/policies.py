@@ -153,7 +153,7 @@ def changed_but_ours(
     no longer opens), a copy this state wrote, or holding a key this state keeps."""
     if f is None or not f.pkcs12:
         return True
-    if f.tried and not f.readable and observed.size == record.size:
+    if f.tried and not f.readable and f.refused is None and observed.size == record.size:
         return True
     return holds_known_key(f, key_sha256)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,14 @@ from typing import Any
 from provisioner import clock
 from provisioner.atomic import write_private
 from provisioner.errors import StalePlanError
+from provisioner.inputs import InputFileError, read_regular
 from provisioner.plan.model import Plan
 from provisioner.plan.render import plan_json
 
 FORMAT = "provisioner-plan/1"
+# A plan of thousands of actions is a few MB: the bound only keeps a device or a runaway
+# file from being read whole.
+MAX_PLAN_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -54,17 +59,24 @@ def write(path: Path, saved: SavedPlan) -> None:
 
 def looks_like_plan(path: Path) -> bool:
     """True when `path` is a saved plan rather than a manifest."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(512)
+    try:  # a named pipe is not waited on: it is no plan (the manifest reader says what it is)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 512)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return head.lstrip().startswith(b"{") and FORMAT.encode() in head
 
 
 def read(path: Path) -> SavedPlan:
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(read_regular(path, MAX_PLAN_BYTES).decode("utf-8"))
         if d.get("format") != FORMAT:
             raise StalePlanError(f"{path}: not a plan of this provisioner ({d.get('format')!r})")
         return SavedPlan(
@@ -79,7 +91,7 @@ def read(path: Path) -> SavedPlan:
             consultations=Path(d["consultations"]) if d.get("consultations") else None,
             plan=d["plan"],
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (InputFileError, ValueError, KeyError, TypeError) as exc:
         raise StalePlanError(f"{path}: unreadable plan file: {exc}") from None
 
 

@@ -23,6 +23,7 @@ from provisioner.crypto.certificates import chain_digest
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError
+from provisioner.inputs import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.manifest.model import SELF_SIGNED, Entity, Target
 from provisioner.plan.planner import parse_copy_name, resolve_target
 from provisioner.recover.report import FoundCopy, Recovery, render
@@ -43,8 +44,9 @@ def _issuer_name(session: Session, cert: x509.Certificate) -> tuple[str, str]:
         return SELF_SIGNED, "generated"
     for name, issuer in session.manifest.issuers.items():
         try:
-            ca = x509.load_pem_x509_certificates(issuer.certificate.read_bytes())[0]
-        except (OSError, ValueError, IndexError):
+            pem = read_regular(issuer.certificate, MAX_PEM_BYTES)
+            ca = x509.load_pem_x509_certificates(pem)[0]
+        except (InputFileError, ValueError, IndexError):
             continue
         if ca.subject == cert.issuer:
             return name, "generated"

@@ -14,6 +14,14 @@ from typing import Protocol
 from provisioner.errors import Location, TransportError
 from provisioner.manifest.model import SecretRef, Target
 
+# The most a transport reads of one file: a copy or a receipt is a few KB, so a file larger
+# than this is not one this tool wrote, and is never read whole into memory.
+MAX_READ_BYTES = 1 << 20
+
+
+def too_large(path: str) -> str:
+    return f"{path} is larger than {MAX_READ_BYTES} bytes: not a file this tool wrote"
+
 
 @dataclass(frozen=True, slots=True)
 class FileFacts:
@@ -147,7 +155,10 @@ class Transport(Protocol):
         """Atomically replace `path` with `data`, mode 0600 (folders 0700)."""
         ...
 
-    def read(self, path: str) -> bytes: ...
+    def read(self, path: str) -> bytes:
+        """The bytes of a regular file, at most MAX_READ_BYTES of them (TransportError past
+        that, or for a file that is not regular: a FIFO is never waited on)."""
+        ...
 
     def names(self) -> list[str]:
         """The file names in the target's folder; empty when the folder does not exist."""

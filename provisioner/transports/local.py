@@ -12,7 +12,14 @@ from pathlib import Path
 from provisioner.atomic import DIR_MODE, fsync_dir, write_private
 from provisioner.errors import TransportError
 from provisioner.manifest.model import Target
-from provisioner.transports.base import FileFacts, FolderFacts, Leftover, folder_facts
+from provisioner.transports.base import (
+    MAX_READ_BYTES,
+    FileFacts,
+    FolderFacts,
+    Leftover,
+    folder_facts,
+    too_large,
+)
 
 # Filesystems whose file modes come from mount options, not from chmod: a CIFS/SMB mount
 # (file_mode=), FAT and exFAT (fmask=). A CIFS mount keeps modes only with one of KEEPS_MODES.
@@ -159,11 +166,31 @@ class LocalTransport:
         )
 
     def read(self, path: str) -> bytes:
+        # Never blocks (a FIFO without a writer) and never reads more than MAX_READ_BYTES
+        # (a device, or a file swapped in after it was observed).
         try:
-            with open(path, "rb") as handle:
-                return handle.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise self._fail("read", path, exc) from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise TransportError(f"{self.target.name}: {path} is not a regular file")
+            if info.st_size > MAX_READ_BYTES:
+                raise TransportError(f"{self.target.name}: {too_large(path)}")
+            os.set_blocking(fd, True)
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_READ_BYTES and (chunk := os.read(fd, MAX_READ_BYTES + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > MAX_READ_BYTES:
+                raise TransportError(f"{self.target.name}: {too_large(path)}")
+            return b"".join(chunks)
+        except OSError as exc:
+            raise self._fail("read", path, exc) from None
+        finally:
+            os.close(fd)
 
     def names(self) -> list[str]:
         self._check_folder()

@@ -38,7 +38,14 @@ from provisioner import faults
 from provisioner.atomic import TMP_MARK
 from provisioner.errors import ProvisionerError, TransportError
 from provisioner.manifest.model import Target
-from provisioner.transports.base import FileFacts, FolderFacts, Leftover, folder_facts
+from provisioner.transports.base import (
+    MAX_READ_BYTES,
+    FileFacts,
+    FolderFacts,
+    Leftover,
+    folder_facts,
+    too_large,
+)
 from provisioner.transports.smb_acl import owner_and_readers, private_dacl, query_security, set_dacl
 from provisioner.transports.smb_connection import (
     SMB_ERRORS,
@@ -242,7 +249,10 @@ class SmbTransport:
     def read(self, path: str) -> bytes:
         def op() -> bytes:
             with smbclient.open_file(self._unc(path), "rb", **self.conn.options) as handle:
-                return bytes(handle.read())
+                data = bytes(handle.read(MAX_READ_BYTES + 1))
+            if len(data) > MAX_READ_BYTES:
+                raise TransportError(too_large(path))
+            return data
 
         try:
             return self.conn.run(op)

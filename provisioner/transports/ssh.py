@@ -37,11 +37,13 @@ from provisioner.atomic import TMP_MARK
 from provisioner.errors import ProvisionerError, TransportError
 from provisioner.manifest.model import Target
 from provisioner.transports.base import (
+    MAX_READ_BYTES,
     FileFacts,
     FolderFacts,
     Leftover,
     Unreachable,
     folder_facts,
+    too_large,
 )
 from provisioner.transports.logs import silence_library_logging
 from provisioner.transports.ssh_connection import (
@@ -206,8 +208,16 @@ class SshTransport:
     def read(self, path: str) -> bytes:
         def op(sftp: _Sftp) -> bytes:
             with sftp.open(path, "rb") as handle:
-                handle.prefetch()
-                return handle.read()
+                info = handle.stat()
+                if info.st_mode is not None and not stat.S_ISREG(info.st_mode):
+                    raise TransportError(f"{path} is not a regular file")
+                if (info.st_size or 0) > MAX_READ_BYTES:
+                    raise TransportError(too_large(path))
+                handle.prefetch(info.st_size)
+                data = bytes(handle.read(MAX_READ_BYTES + 1))
+            if len(data) > MAX_READ_BYTES:
+                raise TransportError(too_large(path))
+            return data
 
         try:
             return self.conn.run(op)
