@@ -10,8 +10,12 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import Runner
-from tests.engine_helpers import key_fingerprints, p12_files, state_rows
+import pytest
+from cryptography import x509
+
+from tests.conftest import TEST_CLOCK, Runner
+from tests.engine_helpers import key_fingerprints, openssl_p12, p12_files, state_rows
+from tests.oracle import encrypt_bid, opens_bid, p12_contents
 
 RENEWAL = {"PROVISIONER_NOW": "2028-10-15T10:00:00Z"}  # inside the quickstart's renewal window
 
@@ -645,4 +649,50 @@ def test_damaged_escrow_key_is_seen_by_plan_and_taken_back(cli: Runner, quicksta
     assert "[escrow-missing]" in planned.stdout, planned.stdout
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     converged(cli, quickstart)
+    assert cli("rehearse", quickstart).returncode == 0
+
+
+@pytest.mark.parametrize("origin", ["another tree", "openssl"])
+def test_recover_on_an_intact_state_never_makes_a_foreign_file_current(
+    cli: Runner, quickstart: Path, tmp_path: Path, origin: str
+) -> None:
+    """A look-alike copy (`ENTITY.g2.p12`, opening with the entity's password) dropped in an
+    agent's folder while the state and escrow are intact: recover names it and records
+    nothing; the next apply keeps the real key, the one bids are encrypted to, on every
+    workstation, and leaves the dropped file as it is (issue 27, item 2)."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    copies = p12_files(quickstart)
+    real = copies["workstations/ws-marches/commune-exemple.g1.p12"]
+    password = (quickstart.parent / "secrets" / "commune-exemple.pass").read_text().strip()
+    contents = p12_contents(real.read_bytes(), password)
+    assert contents is not None
+    bid = encrypt_bid(x509.load_der_x509_certificate(contents[1]), b"bid of company A")
+    if origin == "another tree":
+        other = other_tree(quickstart, tmp_path, cli)
+        foreign = p12_files(other)["workstations/ws-marches/commune-exemple.g1.p12"].read_bytes()
+    else:
+        made = tmp_path / "made"
+        made.mkdir()
+        foreign = openssl_p12(made, password, TEST_CLOCK, name="Commune Exemple 2026").read_bytes()
+    dropped = real.parent / "commune-exemple.g2.p12"
+    dropped.write_bytes(foreign)
+    before = state_rows(quickstart, "SELECT entity, number, status, key_sha256 FROM generations")
+
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "carries no mark of this state's lineage" in done.stdout, done.stdout
+    assert "commune-exemple.g2.p12" in done.stdout
+    assert state_rows(quickstart, "SELECT entity, number, status, key_sha256 FROM generations") == (
+        before
+    ), "nothing recorded: generation 1 stays current"
+
+    applied = cli("apply", "--auto-approve", quickstart)
+    assert applied.returncode == 1, applied.stdout + applied.stderr  # the entity left alone
+    assert "! conflict g2 on ws-marches:" in applied.stdout
+    assert "unknown to this state): left as it is" in applied.stdout
+    for ws in ("ws-marches", "ws-accueil"):
+        held = quickstart.parent / "demo-out" / "workstations" / ws / "commune-exemple.g1.p12"
+        if ws == "ws-marches" or held.exists():
+            assert opens_bid(held.read_bytes(), password, bid), f"the bid opens on {ws}"
+    assert dropped.read_bytes() == foreign, "a file this state did not write is left as it is"
     assert cli("rehearse", quickstart).returncode == 0

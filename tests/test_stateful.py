@@ -71,6 +71,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -154,6 +155,25 @@ def followed_by_apply(step: Any) -> Any:
 
 
 # ---------------------------------------------------------------- fixtures of the world
+
+
+def look_alike_p12(password: str, now: dt.datetime) -> bytes:
+    """A PKCS#12 no state made: a fresh key, a self-signed certificate, the given password."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Agent export")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return pkcs12.serialize_key_and_certificates(
+        b"Agent export", key, cert, None, serialization.BestAvailableEncryption(password.encode())
+    )
 
 
 @cache
@@ -1094,8 +1114,15 @@ class ProvisionerHistory(RuleBasedStateMachine):
         path = self.target_dir(place) / f"{entity}.g{number}.p12"
         if path.exists():
             return
+        # Half the time a look-alike: a PKCS#12 of another key opening with the entity's own
+        # password (an agent's export, another tree's copy), which nothing may make current.
+        look_alike = data.draw(st.booleans(), label="look-alike")
         self.world_event()
-        content = b"not a key this tool wrote " + secrets.token_bytes(16)
+        content = (
+            look_alike_p12(self.m.entities[entity].password, self.m.now)
+            if look_alike
+            else b"not a key this tool wrote " + secrets.token_bytes(16)
+        )
         path.write_bytes(content)
         recorded = {
             self.target_dir(t) / Path(p).name

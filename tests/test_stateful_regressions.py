@@ -129,9 +129,24 @@ def test_designation_only_change_keeps_the_key(h: ProvisionerHistory) -> None:
 
 def test_stray_file_where_a_new_generation_goes_is_kept(h: ProvisionerHistory) -> None:
     h.change_issuer(data=Choose("commune-a"), **NO)
-    h.world_drops_a_stray_file(data=Choose("commune-a", 2), place="ws-a", **NO)
+    h.world_drops_a_stray_file(data=Choose("commune-a", 2, False), place="ws-a", **NO)
     h.apply()
     holds(h, "foreign_files_untouched")
+
+
+def test_a_look_alike_dropped_on_an_intact_state_is_never_taken_by_recover(
+    h: ProvisionerHistory,
+) -> None:
+    """Issue 27, item 2: a PKCS#12 of another key, opening with the entity's password, named
+    as its next generation on an agent's workstation; recover on the intact state took it as
+    current and the next apply rewrote it and took the real key off the workstations."""
+    h.world_drops_a_stray_file(data=Choose("commune-a", 2, True), place="ws-a", **NO)
+    h.recover()
+    h.apply()
+    holds(h, "foreign_files_untouched", "no_key_lost", "distributed_keys_are_escrowed_and_recorded")
+    current = "SELECT number FROM generations WHERE entity = 'commune-a' AND status = 'current'"
+    assert h.state_rows(current) == [(1,)], "generation 1 stays current"
+    assert (h.target_dir("ws-a") / "commune-a.g1.p12").is_file(), "the real key stays on ws-a"
 
 
 def test_share_copy_deleted_then_retired_by_the_same_apply(h: ProvisionerHistory) -> None:

@@ -186,6 +186,7 @@ def create_one(
         certificates.CertificateSpec(action.common_name, spec.validity_days, *subject),
         ctx.now,
         ca,
+        lineage=ctx.recorded.lineage,
     )
     chain = (ca.certificate, *ca.chain) if ca else ()
     # Escrow first: the key is durable before the state names it or a target receives it.

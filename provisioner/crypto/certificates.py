@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -52,14 +53,46 @@ def subject_name(spec: CertificateSpec) -> x509.Name:
     return x509.Name(attributes)
 
 
+# A certificate's serial number, 19 bytes: this mark, the lineage's tag (8 bytes), then 80
+# random bits (RFC 5280 asks for a positive number of at most 20 bytes; CA/B asks for 64
+# random bits). It tells a generation this state's lineage made from a look-alike file (an
+# agent's own export, another tool's key) when a restored state meets certificates it does
+# not record: the lineage is no secret, the mark is a name, not a proof.
+_SERIAL_MARK = 0x50
+_SERIAL_BYTES = 19
+
+
+def lineage_tag(lineage: str) -> bytes:
+    return hashlib.sha256(b"provisioner lineage\0" + lineage.encode()).digest()[:8]
+
+
+def lineage_serial(lineage: str | None) -> int:
+    """A serial number carrying `lineage`'s mark (a random one when there is no lineage)."""
+    if lineage is None:
+        return x509.random_serial_number()
+    raw = bytes([_SERIAL_MARK]) + lineage_tag(lineage) + os.urandom(10)
+    return int.from_bytes(raw, "big")
+
+
+def made_by_lineage(cert: x509.Certificate, lineage: str | None) -> bool:
+    """True when `cert`'s serial number carries `lineage`'s mark."""
+    serial = cert.serial_number
+    if lineage is None or not 0 < serial < 1 << (8 * _SERIAL_BYTES):
+        return False
+    raw = serial.to_bytes(_SERIAL_BYTES, "big")
+    return raw[0] == _SERIAL_MARK and raw[1:9] == lineage_tag(lineage)
+
+
 def build_certificate(
     key: rsa.RSAPrivateKey,
     spec: CertificateSpec,
     now: dt.datetime,
     issuer: CertificateAuthority | None = None,
+    lineage: str | None = None,
 ) -> x509.Certificate:
     """A certificate for `key` usable to encrypt bids: key usage keyEncipherment and
-    dataEncipherment (critical), CA:FALSE, SKI/AKI, random serial, SHA-256 signature."""
+    dataEncipherment (critical), CA:FALSE, SKI/AKI, a random serial carrying the state's
+    lineage mark, SHA-256 signature."""
     not_before = now - BACKDATE
     not_after = now + dt.timedelta(days=spec.validity_days)
     subject = subject_name(spec)
@@ -91,7 +124,7 @@ def build_certificate(
         .subject_name(subject)
         .issuer_name(issuer_name)
         .public_key(public)
-        .serial_number(x509.random_serial_number())
+        .serial_number(lineage_serial(lineage))
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

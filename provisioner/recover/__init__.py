@@ -19,7 +19,7 @@ from cryptography import x509
 
 from provisioner.apply.generations import generation_from_certificate
 from provisioner.crypto import pkcs12
-from provisioner.crypto.certificates import chain_digest
+from provisioner.crypto.certificates import chain_digest, made_by_lineage
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError
@@ -230,6 +230,24 @@ def _take_back(
         number, _ = Counter(f.number for f in copies).most_common(1)[0]
         where = ", ".join(f"{f.target.name}:{f.path}" for f in copies)
         key = copies[0].key_sha256
+        if (
+            not kept
+            and recorded.generations
+            and key not in escrowed
+            and not made_by_lineage(copies[0].bundle.certificate, recorded.lineage)
+        ):
+            # The state is there: every generation it made since is either recorded (the
+            # state is intact) or, when it was restored from an older backup, carries this
+            # lineage's mark in its serial number. This one does neither: it is not ours.
+            out.clashes.append(
+                f"{entity.id}: {where} holds a certificate (sha256:{cert_sha256[:16]}) this "
+                "state does not record, whose key the escrow never sealed and whose serial "
+                "number carries no mark of this state's lineage: not a generation this state "
+                "made (an agent's own export, another tool's or another tree's key?): left as "
+                "it is, never current. If it is this organisation's key, `provisioner adopt` "
+                "takes it in"
+            )
+            continue
         if kept and key not in escrowed:
             out.clashes.append(
                 f"{entity.id}: {where} holds a key the escrow never sealed "
