@@ -696,3 +696,34 @@ def test_recover_on_an_intact_state_never_makes_a_foreign_file_current(
             assert opens_bid(held.read_bytes(), password, bid), f"the bid opens on {ws}"
     assert dropped.read_bytes() == foreign, "a file this state did not write is left as it is"
     assert cli("rehearse", quickstart).returncode == 0
+
+
+def test_recover_moved_in_a_copied_tree_is_refused_while_the_original_holds_its_state(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The copied-tree warning invites `recover --moved`; run in a copy while the original is
+    still in use, it would make the copy the home and its next apply would remove every copy
+    at the old paths (issue 27, item 3). It refuses, naming the original's state; once that
+    state is moved away (the original retired), it re-homes."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    files = snapshot(quickstart)
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(quickstart.parent, copy)
+    manifest = copy / "quickstart.yaml"
+    held = cli("apply", "--auto-approve", manifest)
+    assert "[copied-tree]" in held.stdout and "recover --moved" in held.stdout
+
+    refused = cli("recover", "--moved", "--auto-approve", manifest)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    original_state = state_dir(quickstart).resolve() / "state.db"
+    assert f"still holds a state ({original_state})" in refused.stdout
+    assert "this tree was copied, not moved" in refused.stdout
+    again = cli("apply", "--auto-approve", manifest)
+    assert "[copied-tree]" in again.stdout, "the copy is still not the home"
+    assert snapshot(quickstart) == files, "the original tree's copies are untouched"
+    assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0, "original converged"
+
+    shutil.move(state_dir(quickstart), tmp_path / "retired-state")
+    done = cli("recover", "--moved", "--auto-approve", manifest)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the state's home becomes" in done.stdout

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import os
 from collections import Counter
+from pathlib import Path
 
 from cryptography import x509
 
@@ -35,6 +36,7 @@ from provisioner.state.records import (
     RecordedCopy,
     RecordedGeneration,
 )
+from provisioner.state.store import holds_state
 from provisioner.transports.base import file_path, target_spec
 
 
@@ -77,6 +79,19 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
     if session.escrow.lineage and session.escrow.lineage != recorded.lineage:
         out.lineage = session.escrow.lineage
     here = str(session.state_dir.resolve())
+    if moved and recorded.home is not None and recorded.home != here:
+        still = holds_state(Path(recorded.home))
+        if still is not None:
+            # A copied tree, not a moved one: once this state's home, its `[moved]` removals
+            # would take every copy at the old paths from the tree still in use there.
+            out.blocking.append(
+                f"--moved: the state's home {recorded.home} still holds a state ({still}): "
+                "this tree was copied, not moved, and the tree there may still be in use. "
+                "Nothing is recorded. If that tree is retired, move its state folder away "
+                "(keep it as a backup), then run `recover --moved` again; if both trees "
+                "stay in use, run this one without --moved (its removals stay held back)"
+            )
+            return out
     if recorded.home != here and (moved or (recorded.home is None and session.moved_from is None)):
         out.home = here
     by_cert = {g.cert_sha256: g for g in recorded.generations}

@@ -81,6 +81,14 @@ def open_store(state_dir: Path, *, create: bool, migrate: bool) -> StateStore | 
     return StateDB.open(state_dir, create=create, migrate=migrate)
 
 
+def holds_state(state_dir: Path) -> str | None:
+    """The file that shows `state_dir` holds a state (a tree still in use there), or None."""
+    from provisioner.state.db import DB_NAME
+
+    found = state_dir / DB_NAME
+    return str(found) if found.exists() else None
+
+
 def hold(state_dir: Path, command: str, timeout: float = 0.0) -> AbstractContextManager[str | None]:
     """One writer per state: hold the lock for `command`, waiting up to `timeout` seconds
     (LockError naming the holder). Yields a note when a dead holder's record was replaced."""
