@@ -303,3 +303,56 @@ def test_consultations_file_errors_name_their_place(tmp_path: Path) -> None:
     unknown.write_text("reference,entity,designation,status\nA,nobody,D,open\n")
     with pytest.raises(ManifestError, match="unknown entity 'nobody'"):
         read_consultations(unknown, {"x"})
+
+
+def second_consultation(folder: Path, designation: str) -> None:
+    """The platform's export, once the key was renamed there: both consultations name it."""
+    path = folder / "consultations.yaml"
+    path.write_text(
+        path.read_text() + "  - reference: 2026-TX-015\n"
+        "    title: Eclairage public\n"
+        "    entity: commune-exemple\n"
+        f"    designation: {designation}\n"
+        "    status: open\n"
+        "    deadline: 2027-02-20T12:00:00+01:00\n"
+        "    opening: 2027-03-10\n"
+    )
+
+
+def test_a_rename_the_platform_export_already_shows_binds_to_the_renamed_generation(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Issue 27, item 1: the bi-clé renamed on the platform and in the manifest, and the
+    export already naming the new designation, in the same apply. The existing consultation
+    is the same binding (no refusal); a new one naming the new designation is bound to
+    generation 1, not to "a key this tool does not manage"; the renewal keeps generation 1 on
+    every workstation while both are open."""
+    folder = quickstart.parent
+    bound_after_the_first_apply(cli, quickstart)
+    quickstart.write_text(
+        quickstart.read_text().replace("designation: Commune Exemple", "designation: Ville Exemple")
+    )
+    consultations(folder, designation="Ville Exemple")
+    second_consultation(folder, "Ville Exemple")
+
+    planned = run(cli, quickstart, CREATED, "plan")
+    assert "'Commune Exemple' -> 'Ville Exemple'" in planned.stdout
+    assert 'consultation 2026-TX-015 is bound to generation 1 "Ville Exemple"' in planned.stdout
+    assert "does not manage" not in planned.stdout
+    run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    bound = state_rows(
+        quickstart,
+        "SELECT c.reference, g.number, g.designation FROM consultations c "
+        "JOIN generations g ON g.id = c.generation ORDER BY 1",
+    )
+    assert bound == [("2026-TX-014", 1, "Ville Exemple"), ("2026-TX-015", 1, "Ville Exemple")]
+    again = run(cli, quickstart, CREATED, "plan", "--detailed-exitcode", ok=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    run(cli, quickstart, IN_WINDOW, "apply", "--auto-approve")
+    held = workstation_files(quickstart)
+    for ws in ("ws-accueil", "ws-marches"):
+        assert f"workstations/{ws}/commune-exemple.g1.p12" in held, "bound key left " + ws
+        assert f"workstations/{ws}/commune-exemple.g2.p12" in held
+    checked = run(cli, quickstart, IN_WINDOW, "check", ok=False)
+    assert "does not manage" not in checked.stdout

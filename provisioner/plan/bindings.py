@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from provisioner.consultations import Consultation
+from provisioner.manifest.model import Entity
 from provisioner.plan.actions import BindConsultation, ReasonCode, UpdateConsultation
 from provisioner.plan.model import ConsultationView, Desired
 from provisioner.state.records import (
@@ -232,7 +233,66 @@ def _news(
     )
 
 
+def designation_among(
+    recorded: Recorded, entity: Entity, number: int, year: int, itself: str | None
+) -> str:
+    """The manifest's designation for generation `number`, made unique among the names
+    the entity's other generations have had (a `{year}` template repeats within a year):
+    a consultation naming it must name one generation."""
+    name = entity.key.designation_for(number, year)
+    taken = {
+        d.casefold()
+        for g in recorded.generations_of(entity.id)
+        if g.id != itself
+        for d in recorded.names_of(g)
+    }
+    return name if name.casefold() not in taken else f"{name} ({number})"
+
+
+def planned_designation(recorded: Recorded, entity: Entity) -> str | None:
+    """The designation the manifest gives the entity's current generation when it differs
+    from the recorded one (the plan renames it), else None. An adopted key keeps its name."""
+    current = recorded.current(entity.id)
+    if current is None or current.origin == "adopted":
+        return None
+    wanted = designation_among(
+        recorded, entity, current.number, current.created_at.year, current.id
+    )
+    return wanted if wanted != current.designation else None
+
+
+def as_renamed(desired: Desired, recorded: Recorded) -> Recorded:
+    """`recorded` as this plan's renames leave it: a current generation the manifest renames
+    has its new designation, its former ones kept in its history. A consultations file
+    exported after the operator renamed the key on the platform already names it so: that
+    name is the generation's, not a key this tool does not manage."""
+    renamed: dict[str, str] = {}
+    for entity in desired.manifest.entities:
+        if entity.state != "present" or not desired.in_scope(entity.id):
+            continue
+        wanted = planned_designation(recorded, entity)
+        current = recorded.current(entity.id)
+        if wanted is not None and current is not None:
+            renamed[current.id] = wanted
+    if not renamed:
+        return recorded
+    history = dict(recorded.designations)
+    for gid, wanted in renamed.items():
+        g = recorded.generation(gid)
+        assert g is not None
+        history[gid] = (*recorded.names_of(g), wanted)
+    return replace(
+        recorded,
+        generations=tuple(
+            replace(g, designation=renamed[g.id]) if g.id in renamed else g
+            for g in recorded.generations
+        ),
+        designations=history,
+    )
+
+
 def merge(desired: Desired, recorded: Recorded) -> Bindings:
+    recorded = as_renamed(desired, recorded)
     out = Bindings()
     seen: set[str] = set()
     for c in desired.consultations or ():

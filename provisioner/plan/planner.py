@@ -23,6 +23,7 @@ from provisioner.plan.actions import (
     UpdateChain,
     WriteCopy,
 )
+from provisioner.plan.bindings import designation_among
 from provisioner.plan.context import Fresh, Kept, Planning
 from provisioner.plan.copies import check_escrow, next_path_conflicts, plan_copies
 from provisioner.plan.folders import plan_folders
@@ -290,17 +291,8 @@ def present(p: Planning, entity: Entity) -> None:
 def unique_designation(
     p: Planning, entity: Entity, number: int, year: int, itself: str | None
 ) -> str:
-    """The manifest's designation for generation `number`, made unique among the names
-    the entity's other generations have had (a `{year}` template repeats within a year):
-    a consultation naming it must name one generation."""
-    name = entity.key.designation_for(number, year)
-    taken = {
-        d.casefold()
-        for g in p.recorded.generations_of(entity.id)
-        if g.id != itself
-        for d in p.recorded.names_of(g)
-    }
-    return name if name.casefold() not in taken else f"{name} ({number})"
+    """The manifest's designation for generation `number`, unique among the entity's names."""
+    return designation_among(p.recorded, entity, number, year, itself)
 
 
 def with_new_chain(p: Planning, entity: Entity, held: Fresh | Kept) -> Fresh | Kept:
