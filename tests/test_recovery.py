@@ -727,3 +727,41 @@ def test_recover_moved_in_a_copied_tree_is_refused_while_the_original_holds_its_
     done = cli("recover", "--moved", "--auto-approve", manifest)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "the state's home becomes" in done.stdout
+
+
+@pytest.mark.parametrize("lost", ["state.db", "the whole state folder"])
+def test_a_password_changed_after_a_lost_state_is_one_recover_away(
+    cli: Runner, quickstart: Path, tmp_path: Path, lost: str
+) -> None:
+    """Issue 27, item 5: the state lost, then the entity's password changed in the manifest:
+    its copies, under the old password, are conflicts and the entity gets no renewal. One
+    command takes them back with the previous password; the next apply re-encodes them."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    keys = key_fingerprints(quickstart)
+    secret = quickstart.parent / "secrets" / "commune-exemple.pass"
+    old = tmp_path / "old.pass"
+    shutil.copy(secret, old)
+    if lost == "state.db":
+        (state_dir(quickstart) / "state.db").unlink()
+    else:
+        shutil.rmtree(state_dir(quickstart))
+    secret.write_text("Nouveau-mot-de-passe-2026\n")
+
+    stuck = cli("recover", "--auto-approve", quickstart)
+    assert "commune-exemple.g1.p12" in stuck.stdout and "wrong password" in stuck.stdout
+    held = cli("apply", "--auto-approve", quickstart)
+    assert held.returncode == 1 and "! conflict g1" in held.stdout
+
+    done = cli("recover", "--auto-approve", "--previous-password-file", old, quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "wrong password" not in done.stdout
+    assert old.read_text().strip() not in done.stdout + done.stderr, "no secret in the output"
+    planned = cli("plan", quickstart)
+    assert "re-encode" in planned.stdout or "[password-changed]" in planned.stdout, planned.stdout
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    converged(cli, quickstart)
+    for rel, path in p12_files(quickstart).items():
+        if "commune-exemple" in rel:
+            opened = p12_contents(path.read_bytes(), "Nouveau-mot-de-passe-2026")
+            assert opened is not None, rel
+            assert opened[0] == keys[rel], "the same key, under the new password"

@@ -694,12 +694,12 @@ class ProvisionerHistory(RuleBasedStateMachine):
 
     @enabled("recover")
     @rule()
-    def recover(self) -> None:
+    def recover(self, *extra: str) -> None:
         """The operator's decision after a lost or older state (issue 14's command)."""
         self.operator_step()
         if "recover" not in COMMANDS:
             return
-        done = self.run("recover", str(self.manifest), "--auto-approve")
+        done = self.run("recover", str(self.manifest), "--auto-approve", *extra)
         # A copy recover could not open (garbled while the state was lost) stays in doubt:
         # nothing can tell it from someone's file, so apply rightly leaves it alone.
         if done.code == 0 and "Not recovered:" not in done.out:
@@ -718,6 +718,28 @@ class ProvisionerHistory(RuleBasedStateMachine):
                 for p, b in self.m.foreign.items()
                 if (p, hashlib.sha256(b).hexdigest()) not in taken or p in self.m.strays
             }
+
+    @enabled("recover_with_the_previous_password")
+    @rule(data=st.data())
+    def recover_with_the_previous_password(self, data: st.DataObject) -> None:
+        """Issue 27's way out after a lost or restored state followed by a password change:
+        recover given an entity's former password (copies under it are taken back, the next
+        apply re-encodes them)."""
+        if "recover" not in COMMANDS:
+            return
+        changed = sorted(
+            e
+            for e, spec in self.m.entities.items()
+            if self.m.passwords_ever.get(e, set()) - {spec.password}
+        )
+        if not changed:
+            return
+        entity = data.draw(st.sampled_from(changed), label="entity")
+        former = sorted(self.m.passwords_ever[entity] - {self.m.entities[entity].password})
+        previous = data.draw(st.sampled_from(former), label="previous password")
+        given = self.root / "secrets" / "previous.pass"
+        given.write_text(previous + "\n")
+        self.recover("--previous-password-file", str(given))
 
     # ------------------------------------------------------------ clock
 

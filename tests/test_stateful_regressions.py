@@ -224,3 +224,22 @@ def test_a_retired_generations_lost_escrow_key_is_taken_back(h: ProvisionerHisto
     holds(
         h, "lost_escrow_keys_taken_back_after_apply", "distributed_keys_are_escrowed_and_recorded"
     )
+
+
+def test_a_password_changed_after_a_lost_state_is_taken_back_with_the_previous_one(
+    h: ProvisionerHistory,
+) -> None:
+    """Issue 27, item 5: lost state, then a password change; recover with the previous
+    password takes the copies back and the next apply re-encodes them: nothing is stuck."""
+    h.world_loses_the_state(**NO)
+    h.change_password(data=Choose("commune-a"), **NO)
+    h.recover_with_the_previous_password(
+        data=Choose(
+            "commune-a",
+            *sorted(h.m.passwords_ever["commune-a"] - {h.m.entities["commune-a"].password}),
+        )
+    )
+    h.apply()
+    holds(h, "no_key_lost", "foreign_files_untouched", "distributed_keys_are_escrowed_and_recorded")
+    h.second_apply_plans_nothing()
+    assert not h.m.state_in_doubt, "recover took everything back"

@@ -164,6 +164,25 @@ def recover(
             "its home, so that removals are no longer held back.",
         ),
     ] = False,
+    previous_password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--previous-password-env",
+            metavar="NAME",
+            help="An entity's password before its last change, from this environment "
+            "variable: copies that open only with it are taken back too, and the next apply "
+            "re-encodes them under the current password (after a lost or restored state "
+            "followed by a password change).",
+        ),
+    ] = None,
+    previous_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--previous-password-file",
+            metavar="PATH",
+            help="As --previous-password-env, from the first line of this file.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -175,6 +194,7 @@ def recover(
     it will record and asks first; changes no file on any target, and writes nothing when
     declined."""
     from provisioner.recover import command
+    from provisioner.secrets import from_options
 
     shown: list[str] = []
     asked: list[bool] = []
@@ -206,6 +226,9 @@ def recover(
         limit,
         consultations=consultations,
         moved=moved,
+        previous_password=from_options(
+            previous_password_env, previous_password_file, "previous-password"
+        ),
         lock_timeout=lock_timeout,
         parallel=parallel,
         show=show,

@@ -74,13 +74,18 @@ def lineage_serial(lineage: str | None) -> int:
     return int.from_bytes(raw, "big")
 
 
+def serial_mark(cert: x509.Certificate) -> bytes | None:
+    """The lineage tag `cert`'s serial number carries, or None (not made by this tool)."""
+    serial = cert.serial_number
+    if not 0 < serial < 1 << (8 * _SERIAL_BYTES):
+        return None
+    raw = serial.to_bytes(_SERIAL_BYTES, "big")
+    return raw[1:9] if raw[0] == _SERIAL_MARK else None
+
+
 def made_by_lineage(cert: x509.Certificate, lineage: str | None) -> bool:
     """True when `cert`'s serial number carries `lineage`'s mark."""
-    serial = cert.serial_number
-    if lineage is None or not 0 < serial < 1 << (8 * _SERIAL_BYTES):
-        return False
-    raw = serial.to_bytes(_SERIAL_BYTES, "big")
-    return raw[0] == _SERIAL_MARK and raw[1:9] == lineage_tag(lineage)
+    return lineage is not None and serial_mark(cert) == lineage_tag(lineage)
 
 
 def build_certificate(

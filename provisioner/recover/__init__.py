@@ -10,6 +10,7 @@ number their file names carry, never re-created. Nothing is removed anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -20,10 +21,10 @@ from cryptography import x509
 
 from provisioner.apply.generations import generation_from_certificate
 from provisioner.crypto import pkcs12
-from provisioner.crypto.certificates import chain_digest, made_by_lineage
+from provisioner.crypto.certificates import chain_digest, lineage_tag, serial_mark
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
-from provisioner.errors import CryptoError, ProvisionerError
+from provisioner.errors import CryptoError, ProvisionerError, WrongPasswordError
 from provisioner.inputs import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.manifest.model import SELF_SIGNED, Entity, Target
 from provisioner.plan.planner import parse_copy_name, resolve_target
@@ -33,6 +34,7 @@ from provisioner.state.records import (
     CURRENT,
     RETAINED,
     RETIRED,
+    Recorded,
     RecordedCopy,
     RecordedGeneration,
 )
@@ -67,7 +69,13 @@ def _targets_of(session: Session, entity: Entity) -> list[Target]:
     return list(out.values())
 
 
-def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery:
+def scan(
+    session: Session,
+    now: dt.datetime,
+    *,
+    moved: bool = False,
+    previous_password: str | None = None,
+) -> Recovery:
     """Read every copy of every entity in scope and decide what to record. Writes nothing.
 
     The state's home becomes this state folder only when it has none and does not look
@@ -99,6 +107,7 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
     # The state is lost but its escrow was kept: every key this state made is in it (keys are
     # sealed before any copy is written), so a key it lacks is not this state's.
     kept = bool(escrowed) and not recorded.generations
+    marks = lineage_marks(recorded)
     inputs = session.inputs
     for entity in session.manifest.entities:
         if not session.desired().in_scope(entity.id):
@@ -114,8 +123,20 @@ def scan(session: Session, now: dt.datetime, *, moved: bool = False) -> Recovery
                 )
             continue
         listed: dict[str, set[str]] = {}
-        found = _found_copies(session, entity, password, out, listed)
-        _take_back(session, entity, found, by_cert, escrowed, kept, password, now, out)
+        found = _found_copies(session, entity, password, out, listed, previous_password)
+        _take_back(
+            session,
+            entity,
+            found,
+            by_cert,
+            escrowed,
+            kept,
+            password,
+            now,
+            out,
+            previous_password,
+            marks,
+        )
         _forget_removed(session, entity, listed, out)
     declared = {e.id for e in session.manifest.entities}
     for g in recorded.generations:
@@ -162,6 +183,7 @@ def _found_copies(
     password: str,
     out: Recovery,
     listed: dict[str, set[str]],
+    previous_password: str | None = None,
 ) -> list[FoundCopy]:
     found: list[FoundCopy] = []
     for target in _targets_of(session, entity):
@@ -189,9 +211,17 @@ def _found_copies(
             if parsed is None or parsed[0] != entity.id:
                 continue
             path = file_path(target, name)
+            previous = False
             try:
                 data = transport.read(path)
-                bundle = pkcs12.decode(data, password)
+                try:
+                    bundle = pkcs12.decode(data, password)
+                except WrongPasswordError:
+                    if previous_password is None or previous_password == password:
+                        raise
+                    # The password before its change: taken back, re-encoded by the next apply.
+                    bundle = pkcs12.decode(data, previous_password)
+                    previous = True
             except (ProvisionerError, CryptoError) as exc:
                 out.unreadable.append(f"{target.name}: {path}: {exc}")
                 continue
@@ -206,6 +236,7 @@ def _found_copies(
                     bundle,
                     certificate_fingerprint(bundle.certificate),
                     public_key_fingerprint(bundle.key),
+                    previous,
                 )
             )
     return found
@@ -221,6 +252,8 @@ def _take_back(
     password: str,
     now: dt.datetime,
     out: Recovery,
+    previous_password: str | None = None,
+    marks: frozenset[bytes | None] = frozenset(),
 ) -> None:
     assert session.escrow is not None
     recorded = session.recorded
@@ -249,11 +282,13 @@ def _take_back(
             not kept
             and recorded.generations
             and key not in escrowed
-            and not made_by_lineage(copies[0].bundle.certificate, recorded.lineage)
+            and serial_mark(copies[0].bundle.certificate) not in marks
         ):
             # The state is there: every generation it made since is either recorded (the
             # state is intact) or, when it was restored from an older backup, carries this
-            # lineage's mark in its serial number. This one does neither: it is not ours.
+            # lineage's mark in its serial number (or the mark of the generations a rebuilt
+            # state took back: a state rebuilt from copies has a new lineage). This one does
+            # neither: it is not ours.
             out.clashes.append(
                 f"{entity.id}: {where} holds a certificate (sha256:{cert_sha256[:16]}) this "
                 "state does not record, whose key the escrow never sealed and whose serial "
@@ -307,8 +342,15 @@ def _take_back(
             new[cert_sha256] = g = _with_status(g, status)
             out.generations.append(g)
     known = {**by_cert, **new}
-    password_id = session.escrow.password_id(entity.id, password)
+    current_id = session.escrow.password_id(entity.id, password)
+    previous_id = (
+        session.escrow.password_id(entity.id, previous_password)
+        if previous_password is not None
+        else current_id
+    )
     for f in found:
+        # A copy under the previous password is recorded so: the next plan re-encodes it.
+        password_id = previous_id if f.previous else current_id
         match = known.get(f.cert_sha256)
         if match is None:
             continue
@@ -353,6 +395,18 @@ def _take_back(
                 f"{entity.id}: generation {number}: no surviving copy holds it (its key is lost "
                 "unless an older backup of the escrow has it)"
             )
+
+
+def lineage_marks(recorded: Recorded) -> frozenset[bytes | None]:
+    """The lineage marks a generation of this state may carry: its lineage's, and those of
+    the generations it records (a state rebuilt by `recover` after everything was lost got
+    a new lineage; the certificates it took back carry the old one). Never None."""
+    marks: set[bytes | None] = {lineage_tag(recorded.lineage)} if recorded.lineage else set()
+    for g in recorded.generations:
+        with contextlib.suppress(ValueError):
+            marks.add(serial_mark(x509.load_der_x509_certificate(g.certificate)))
+    marks.discard(None)
+    return frozenset(marks)
 
 
 def _generation(

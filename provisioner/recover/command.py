@@ -21,6 +21,7 @@ def run(
     consultations: Path | None,
     moved: bool,
     lock_timeout: float,
+    previous_password: str | None = None,
     parallel: int,
     show: Callable[[str], None],
     confirm: Callable[[], bool],
@@ -36,7 +37,7 @@ def run(
         recorded = False
         try:
             now = clock.now()
-            found = scan(session, now, moved=moved)
+            found = scan(session, now, moved=moved, previous_password=previous_password)
             show(render(found))
             if found.blocking:
                 return 1

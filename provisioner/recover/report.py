@@ -24,6 +24,7 @@ class FoundCopy:
     bundle: pkcs12.Bundle
     cert_sha256: str
     key_sha256: str
+    previous: bool = False  # opened with the previous password only (re-encoded by apply)
 
 
 @dataclass
