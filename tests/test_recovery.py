@@ -727,6 +727,13 @@ def test_recover_moved_in_a_copied_tree_is_refused_while_the_original_holds_its_
     done = cli("recover", "--moved", "--auto-approve", manifest)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "the state's home becomes" in done.stdout
+    # The old tree's state comes back (the tree was in use after all): the removals that
+    # would reach the old paths are held back again, naming that home.
+    shutil.move(tmp_path / "retired-state", state_dir(quickstart))
+    assert snapshot(quickstart) == files
+    back = cli("apply", "--auto-approve", manifest)
+    assert "[copied-tree]" in back.stdout, back.stdout
+    assert snapshot(quickstart) == files, "a folder another live state records is untouched"
 
 
 @pytest.mark.parametrize("lost", ["state.db", "the whole state folder"])

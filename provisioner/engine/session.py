@@ -20,7 +20,7 @@ from provisioner.plan.model import Desired
 from provisioner.state.db import DB_NAME
 from provisioner.state.escrow import KEYRING, Escrow, EscrowListing
 from provisioner.state.records import Recorded
-from provisioner.state.store import StateStore, open_store
+from provisioner.state.store import StateStore, holds_state, open_store
 from provisioner.transports import TransportPool
 from provisioner.transports.base import target_from_spec
 
@@ -216,6 +216,11 @@ def _settle_home(inputs: Inputs, db: StateStore, recorded: Recorded, *, create: 
             return None
     if home is not None and home != here:
         return home
+    previous = recorded.previous_home
+    if previous is not None and previous != here and holds_state(Path(previous)):
+        # Re-homed by `recover --moved`, but a state is back in the old home (a copy still in
+        # use, a restore there): removals that would reach the old paths stay held back.
+        return previous
     return None
 
 

@@ -446,6 +446,8 @@ def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
         if recovery.lineage is not None:
             change.set_meta("lineage", recovery.lineage)
         if recovery.home is not None:
+            if session.recorded.home is not None:
+                change.set_meta("previous_home", session.recorded.home)
             change.set_meta("home", recovery.home)
         if recovery.serial is not None:
             change.set_meta("serial", str(recovery.serial))  # bumped once more on commit

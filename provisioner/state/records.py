@@ -86,6 +86,7 @@ class Recorded:
     # generation id -> every designation it has had, oldest first (the current one included)
     designations: dict[str, tuple[str, ...]] = field(default_factory=dict)
     home: str | None = None  # the manifest folder the state was made for
+    previous_home: str | None = None  # the home before `recover --moved` re-homed it
 
     # Indexes, built once per snapshot: plans at region scale must not be quadratic.
     @cached_property

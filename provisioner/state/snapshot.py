@@ -106,6 +106,7 @@ def read_snapshot(conn: sqlite3.Connection) -> Recorded:
         consultations=consultations,
         designations=designations,
         home=meta.get("home"),
+        previous_home=meta.get("previous_home"),
     )
 
 
