@@ -356,3 +356,23 @@ def test_a_rename_the_platform_export_already_shows_binds_to_the_renamed_generat
         assert f"workstations/{ws}/commune-exemple.g2.p12" in held
     checked = run(cli, quickstart, IN_WINDOW, "check", ok=False)
     assert "does not manage" not in checked.stdout
+
+
+def test_a_binding_recorded_at_the_same_second_as_the_key_still_keeps_it(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Two runs in one second (or at one pinned clock): the key made by the first existed when
+    the second recorded a binding to a key this tool does not manage, so it may be that key
+    and stays on the workstations through the renewal while the consultation is open (the
+    plan says so). Only a generation made by the binding's own run is not before it."""
+    done = cli("apply", "--auto-approve", quickstart, env={"PROVISIONER_NOW": CREATED})
+    assert done.returncode == 0, done.stdout + done.stderr
+    consultations(quickstart.parent, designation="Cle du service marches")
+    bound = run(cli, quickstart, CREATED, "apply", "--auto-approve")
+    assert "a key this tool does not manage" in bound.stdout
+    planned = run(cli, quickstart, IN_WINDOW, "plan")
+    assert "since it may be that key: generation 1" in planned.stdout, planned.stdout
+    run(cli, quickstart, IN_WINDOW, "apply", "--auto-approve")
+    held = workstation_files(quickstart)
+    for ws in ("ws-accueil", "ws-marches"):
+        assert f"workstations/{ws}/commune-exemple.g1.p12" in held, "may-be key left " + ws

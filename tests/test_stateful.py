@@ -705,7 +705,13 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if done.code == 0 and "Not recovered:" not in done.out:
             self.m.state_in_doubt = False
             self.m.escrow_in_doubt = False
-            self.m.foreign = {p: b for p, b in self.m.foreign.items() if p in self.m.strays}
+            # The copies of an entity the manifest does not declare are not read (RECOVERY.md:
+            # "put its block back and run recover again"): they stay someone else's until then.
+            self.m.foreign = {
+                p: b
+                for p, b in self.m.foreign.items()
+                if p in self.m.strays or p.name.split(".g")[0] not in self.m.entities
+            }
         elif done.code == 0:
             # What it did take back is the operator's decision: a copy the state now records
             # with the very bytes the world left there is this lineage's from now on.
@@ -780,6 +786,13 @@ class ProvisionerHistory(RuleBasedStateMachine):
             if entity not in self.m.entities:
                 self._add_entity(entity)
                 self.write_inputs()
+                # Copies it left before a lost state that recover did not read (it was not
+                # declared then): the state does not know their keys until a recover does.
+                if any(
+                    p.name.split(".g")[0] == entity and p not in self.m.strays
+                    for p in self.m.foreign
+                ):
+                    self.m.state_in_doubt = True
                 return
 
     @rule(data=st.data())
@@ -1015,6 +1028,59 @@ class ProvisionerHistory(RuleBasedStateMachine):
         self.m.consultations[reference] = Binding(
             reference, entity, found[0], deadline, deadline + dt.timedelta(days=opening_after)
         )
+        self.write_inputs()
+
+    @enabled("rename_with_the_export_already_renamed")
+    @rule(
+        data=st.data(),
+        keep_common_name=st.booleans(),
+        new_consultation=st.booleans(),
+        then_apply=st.booleans(),
+    )
+    @followed_by_apply
+    def rename_with_the_export_already_renamed(
+        self, data: st.DataObject, keep_common_name: bool, new_consultation: bool, then_apply: bool
+    ) -> None:
+        """Issue 27, item 1: the bi-clé renamed on the platform and in the manifest before any
+        apply; the export already names it so, for the consultations bound to it and for a
+        new one the platform binds to it (to that very key: the model knows its bid)."""
+        self.operator_step()
+        if self.m.state_in_doubt:
+            return
+        currents = [e for e in self.present() if self.current(e)]
+        if not currents:
+            return
+        entity = data.draw(st.sampled_from(currents), label="entity")
+        found = self.current(entity)
+        assert found is not None
+        key_sha = oracle.fingerprint(found[1].public_key())  # type: ignore[arg-type]
+        self._rename(entity, keep_common_name)
+        # The name the plan gives this generation ("rename g2 -> 'X (2)'; update it on the
+        # platform too"), which the operator copies onto the platform: the manifest's
+        # designation, " (n)" appended from the second generation on (docs/MANIFEST.md).
+        (number,) = self.state_rows(
+            f"SELECT number FROM generations WHERE entity = '{entity}' AND status = 'current'"
+        )[0]
+        new = self.m.entities[entity].designation
+        new = new if number == 1 else f"{new} ({number})"
+        for c in self.m.consultations.values():
+            if c.entity == entity and c.in_file and c.key_sha256 == key_sha:
+                c.designation = new
+        if new_consultation:
+            self.m.counter += 1
+            reference = f"C-{self.m.counter}"
+            deadline = self.m.now + dt.timedelta(days=40)
+            bid = oracle.encrypt_bid(found[1], f"bid for {reference}".encode())
+            self.m.consultations[reference] = Binding(
+                reference,
+                entity,
+                new,
+                deadline,
+                deadline + dt.timedelta(days=5),
+                key_sha256=key_sha,
+                certificate=found[1],
+                bid=bid,
+            )
         self.write_inputs()
 
     @rule(data=st.data(), then_apply=st.booleans())

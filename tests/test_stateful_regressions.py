@@ -243,3 +243,50 @@ def test_a_password_changed_after_a_lost_state_is_taken_back_with_the_previous_o
     holds(h, "no_key_lost", "foreign_files_untouched", "distributed_keys_are_escrowed_and_recorded")
     h.second_apply_plans_nothing()
     assert not h.m.state_in_doubt, "recover took everything back"
+
+
+def test_a_rename_the_export_already_shows_keeps_the_bound_key(h: ProvisionerHistory) -> None:
+    """Issue 27, item 1: renamed on the platform and in the manifest, the export naming the
+    new designation for a new consultation; the renewal keeps that key on the workstations."""
+    h.rename_with_the_export_already_renamed(
+        data=Choose("commune-a"), keep_common_name=False, new_consultation=True, **NO
+    )
+    h.apply()
+    holds(h, "distributed_keys_are_escrowed_and_recorded")
+    assert not h.bound_keys_missing(), "bound key on every workstation"
+    h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, **NO)
+    h.apply()
+    assert not h.bound_keys_missing(), "the renewal kept the bound key on the workstations"
+    holds(h, "no_key_lost", "bound_keys_everywhere_after_apply")
+
+
+def test_an_entity_left_out_of_recover_and_put_back_keeps_its_copies(
+    h: ProvisionerHistory,
+) -> None:
+    """Found by the long profile's fixed seed: a lost state, an entity dropped from the
+    manifest before recover (its copies are not read), then put back with a new password. Its
+    copies are not the rebuilt state's until a recover reads them: apply leaves them as they
+    are, and recover given the password they have takes them back into escrow and state."""
+    h.world_loses_the_state(**NO)
+    h.remove_entity(data=Choose("commune-a"))
+    assert "commune-a" not in h.m.entities
+    h.recover()
+    holds(h, "distributed_keys_are_escrowed_and_recorded", "foreign_files_untouched")
+    h.add_entity()
+    assert "commune-a" in h.m.entities
+    holds(h, "distributed_keys_are_escrowed_and_recorded")
+    assert h.m.state_in_doubt, "the rebuilt state does not know its keys"
+    h.apply()
+    holds(h, "foreign_files_untouched", "no_key_lost")
+    # Put back with a new password: its copies are under the one it had.
+    former = sorted(h.m.passwords_ever["commune-a"] - {h.m.entities["commune-a"].password})
+    h.recover_with_the_previous_password(data=Choose("commune-a", *former))
+    assert not h.m.state_in_doubt, "recover took its copies back"
+    h.apply()
+    holds(
+        h,
+        "distributed_keys_are_escrowed_and_recorded",
+        "foreign_files_untouched",
+        "no_key_lost",
+        "bound_keys_everywhere_after_apply",
+    )

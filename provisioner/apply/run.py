@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from provisioner.plan import saved as saved_plans
 from provisioner.plan.actions import CreateGeneration
 from provisioner.plan.model import Plan
 from provisioner.plan.render import plan_json
+from provisioner.state.records import Recorded
 from provisioner.state.store import hold
 
 
@@ -64,12 +66,27 @@ def execute_plan(
         escrow=session.escrow,
         passwords=session.passwords,
         plan=plan,
-        now=clock.now(),
+        now=run_instant(session.recorded, clock.now()),
         parallel=parallel,
         progress=progress,
         pool=session.pool,
         issuers=issuers,
     ).run()
+
+
+def run_instant(recorded: Recorded, now: dt.datetime) -> dt.datetime:
+    """The instant an apply records things at: `now`, or just after the latest instant the
+    state records when `now` ties with it at the second the state stores (two runs within one
+    second, or at one pinned clock). A binding is guarded by the generations that existed
+    before it, and one made by the same run is not: a tie between two runs must not read as
+    the same run."""
+    instants = [g.created_at for g in recorded.generations]
+    instants += [c.bound_at for c in recorded.consultations.values()]
+    latest = max(instants, default=None)
+    second = now.replace(microsecond=0)
+    if latest is not None and second <= latest < second + dt.timedelta(seconds=2):
+        return latest.replace(microsecond=0) + dt.timedelta(seconds=1)
+    return now
 
 
 def _every_entity_conflicts(session: Session, plan: Plan) -> bool:
