@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from provisioner import clock
 from provisioner.manifest.model import Manifest
 from provisioner.plan.actions import Conflict, RestoreEscrow
-from provisioner.plan.model import Plan
+from provisioner.plan.model import ConsultationView, Plan
 from provisioner.state.records import Recorded
 
 if TYPE_CHECKING:
@@ -89,10 +89,14 @@ def evaluate(
             )
         else:
             pending_by_entity.setdefault(a.entity, []).append(a.reason)
-    bound = {(v.entity, v.generation): v for v in plan.consultations if v.is_open and v.generation}
+    # Every open consultation bound to a generation: each one at risk is named.
+    bound: dict[tuple[str, int], list[ConsultationView]] = {}
+    for v in plan.consultations:
+        if v.is_open and v.generation:
+            bound.setdefault((v.entity, v.generation), []).append(v)
     for a in plan.actions:
-        view = bound.get((a.entity, a.generation))
-        if not isinstance(a, Conflict) or view is None:
+        views = bound.get((a.entity, a.generation))
+        if not isinstance(a, Conflict) or not views:
             continue
         # A workstation's agents, or the shared location that must never lose the key
         # (invariant 2 covers both), are not known to hold the bound key.
@@ -107,7 +111,8 @@ def evaluate(
                 CRITICAL,
                 a.entity,
                 "bound-missing",
-                f"generation {a.generation} bound to consultation {view.describe()}: {where}: "
+                f"generation {a.generation} bound to consultation"
+                f"{'s' * (len(views) > 1)} {', '.join(v.describe() for v in views)}: {where}: "
                 f"{a.path} holds a file this state did not write (or that changed since it was "
                 f"written), not that key; {risk}",
             )

@@ -290,3 +290,15 @@ def test_an_entity_left_out_of_recover_and_put_back_keeps_its_copies(
         "no_key_lost",
         "bound_keys_everywhere_after_apply",
     )
+
+
+def test_check_names_every_consultation_bound_to_a_garbled_copy(h: ProvisionerHistory) -> None:
+    """Found by the long profile's fixed seed: two open consultations bound to one generation
+    whose workstation copy the world garbled; `check` named only one of them."""
+    h.add_consultation(data=Choose("commune-a"), deadline_in=18, opening_after=9, **NO)
+    h.add_consultation(data=Choose("commune-a"), deadline_in=16, opening_after=7, **NO)
+    h.apply()
+    h.world_damages_a_copy_on_a_workstation(
+        data=Choose(h.target_dir("ws-a") / "commune-a.g1.p12"), how="garble", **NO
+    )
+    holds(h, "check_critical_when_a_bound_key_is_missing")
