@@ -243,8 +243,16 @@ def with_stores(
         dues = [b.due for b in s.bound]
         soon = any(d is None or (d - now).days <= warn_days for d in dues)
         what = f'generation {s.generation} "{s.designation}" {s.target} [{s.user}]: {s.detail}'
-        if s.bound and soon:
-            refs = ", ".join(b.reference for b in s.bound)
+        refs = ", ".join(b.reference for b in s.bound)
+        if s.state == receipts.NOT_OBSERVED:
+            # Installed as last seen, too long ago to count: run the role to look again.
+            if s.bound and soon:
+                message = f"{what}; bound to {refs}: run the agent_stores role to look again"
+                added.append(Finding(CRITICAL, s.entity, "store-not-observed", message))
+            else:
+                message = f"{what}: run the agent_stores role to look again"
+                added.append(Finding(WARNING, s.entity, "store-not-observed", message))
+        elif s.bound and soon:
             message = f"{what}; bound to {refs}: the agent could not open those bids"
             added.append(Finding(CRITICAL, s.entity, "bound-not-in-store", message))
         else:

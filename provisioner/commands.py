@@ -88,6 +88,7 @@ def check(
     consultations: Path | None,
     warn_days: int,
     critical_days: int,
+    receipt_max_age_days: int = 7,
 ) -> Verdict:
     """The probe's verdict; a probe that cannot conclude says UNKNOWN, whatever the cause,
     and a broken state/escrow unit is CRITICAL (every bound key rests on it)."""
@@ -114,7 +115,9 @@ def check(
                 session.escrow_listing.named(),  # presence by name: no secret needed
                 probe.Thresholds(warn_days, critical_days),
             )
-            stores = receipts.survey_of(session, result, parallel)
+            stores = receipts.survey_of(
+                session, result, parallel, max_age=dt.timedelta(days=receipt_max_age_days)
+            )
             findings = probe.with_stores(findings, stores, now, warn_days)
             if session.limit is not None:  # the entities asked for, and what concerns all
                 findings = [f for f in findings if f.entity is None or f.entity in session.limit]

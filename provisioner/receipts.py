@@ -4,9 +4,11 @@ the agents' stores, and what `status`, `check` and `rehearse` make of them.
 
 A receipt is `<entity>.g<N>.receipt.json` in the workstation's folder, beside the copy
 `<entity>.g<N>.p12` (format in docs/CONCEPTS.md, schemas/receipt.schema.json). It holds the
-certificate's thumbprints, and per store the user, the store and the time of the import; never
-a secret. The tool only reads receipts: a receipt is a claim of the host, checked against the
-certificate the state records.
+certificate's thumbprints, and per store the user, the store, what the last role run observed
+there (the key installed, its import failed, the store unreadable) and when; never a secret.
+The tool only reads receipts: a receipt is a claim of the host, checked against the certificate
+the state records, and worth no more than its age: one not observed for `max_age` is "not
+observed since".
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
     from provisioner.engine import Session
     from provisioner.plan.model import Plan
 
-RECEIPT_FORMAT = 1
+RECEIPT_FORMATS = (1, 2)  # 1: written by the role before 2026-12 (an import, never a look)
 MAX_RECEIPT_BYTES = 64 * 1024
+MAX_AGE = dt.timedelta(days=7)  # a receipt older than this is "not observed since"
 
 # What a store holds of a generation, per agent user.
 INSTALLED = "installed"  # the receipt names this certificate, with its private key
@@ -41,6 +44,9 @@ OTHER_KEY = "other-key"  # the receipt names another certificate
 NO_PRIVATE_KEY = "no-private-key"  # imported, but the store holds the certificate alone
 UNREADABLE = "unreadable"  # the receipt is not a receipt
 UNREACHABLE = "unreachable"
+IMPORT_FAILED = "import-failed"  # the last role run found it absent and could not import it
+STORE_UNREADABLE = "store-unreadable"  # the last role run could not read the store
+NOT_OBSERVED = "not-observed"  # installed as last observed, but that is older than max_age
 
 
 def windows_thumbprint(certificate_der: bytes) -> str:
@@ -97,8 +103,11 @@ def open_bindings(
 class StoreEntry:
     user: str
     store: str
-    installed_at: dt.datetime
+    installed_at: dt.datetime | None
     private_key: bool
+    outcome: str = "installed"  # installed, import-failed, unreadable
+    observed_at: dt.datetime | None = None  # when the role last looked (format 1: installed_at)
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,17 +127,10 @@ def parse(data: bytes, where: str) -> Receipt:
     """A receipt from its bytes; ReceiptError naming `where` when it is not one."""
     try:
         raw = json.loads(data.decode("utf-8"))
-        if raw.get("format_version") != RECEIPT_FORMAT:
-            raise ValueError(f"format_version {raw.get('format_version')!r} is not 1")
-        stores = tuple(
-            StoreEntry(
-                str(s["user"]),
-                str(s["store"]),
-                clock.parse(str(s["installed_at"])),
-                s["private_key"] is True,
-            )
-            for s in raw["stores"]
-        )
+        version = raw.get("format_version")
+        if version not in RECEIPT_FORMATS:
+            raise ValueError(f"format_version {version!r} is not 1 or 2")
+        stores = tuple(_entry(s, version) for s in raw["stores"])
         return Receipt(
             str(raw["entity"]),
             int(raw["generation"]),
@@ -138,6 +140,31 @@ def parse(data: bytes, where: str) -> Receipt:
         )
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise ReceiptError(f"{where}: not a receipt: {exc}") from None
+
+
+def _entry(s: dict[str, Any], version: int) -> StoreEntry:
+    if version == 1:
+        installed = clock.parse(str(s["installed_at"]))
+        return StoreEntry(
+            str(s["user"]),
+            str(s["store"]),
+            installed,
+            s["private_key"] is True,
+            observed_at=installed,
+        )
+    outcome = str(s["outcome"])
+    if outcome not in ("installed", "import-failed", "unreadable"):
+        raise ValueError(f"outcome {outcome!r} is not installed, import-failed or unreadable")
+    since = s.get("installed_at")
+    return StoreEntry(
+        str(s["user"]),
+        str(s["store"]),
+        clock.parse(str(since)) if since else None,
+        s["private_key"] is True,
+        outcome,
+        clock.parse(str(s["observed_at"])),
+        str(s.get("detail", ""))[:500],
+    )
 
 
 @dataclass(frozen=True)
@@ -153,6 +180,7 @@ class StoreState:
     detail: str
     bound: tuple[Bound, ...]
     since: dt.datetime | None = None
+    observed_at: dt.datetime | None = None
 
     @property
     def installed(self) -> bool:
@@ -164,6 +192,8 @@ def _judge(
     g: RecordedGeneration,
     bound: tuple[Bound, ...],
     pool: TransportPool,
+    now: dt.datetime,
+    max_age: dt.timedelta,
 ) -> list[StoreState]:
     from provisioner.plan.planner import copy_file_name
 
@@ -215,28 +245,65 @@ def _judge(
     entries = {e.user: e for e in receipt.stores}
     for user in users:
         entry = entries.get(user)
+        observed = entry.observed_at if entry is not None else None
+        looked = f", observed {_age(observed, now)}" if observed is not None else ""
         if entry is None:
             state, detail, since = (NOT_IMPORTED if copy_present else MISSING), file_state, None
+        elif entry.outcome == "import-failed":
+            state, since = IMPORT_FAILED, None
+            detail = f"{entry.store}: import failed{looked}: {entry.detail or 'no reason given'}"
+        elif entry.outcome == "unreadable":
+            state, since = STORE_UNREADABLE, None
+            detail = f"{entry.store}: store unreadable{looked}: {entry.detail or 'no reason given'}"
         elif not entry.private_key:
             state, detail, since = (
                 NO_PRIVATE_KEY,
-                f"{entry.store}: certificate without its private key",
+                f"{entry.store}: certificate without its private key{looked}",
                 entry.installed_at,
             )
         else:
             who = "the machine store" if user == "LocalMachine" else f"the store of user {user}"
-            state, since = INSTALLED, entry.installed_at
-            detail = f"in {who} since {entry.installed_at:%Y-%m-%d %H:%M} ({entry.store})"
+            since = entry.installed_at
+            when = f" since {since:%Y-%m-%d %H:%M}" if since is not None else ""
+            detail = f"in {who}{when} ({entry.store}){looked}"
+            state = INSTALLED
+            if observed is None or now - observed > max_age:
+                state = NOT_OBSERVED
+                detail = (
+                    f"{entry.store}: not observed since {observed:%Y-%m-%d %H:%M}"
+                    if observed is not None
+                    else "never observed"
+                ) + f" (in {who} then; receipts older than {max_age.days} days prove nothing)"
         out.append(
             StoreState(
-                g.entity, g.number, g.designation, target.name, user, state, detail, bound, since
+                g.entity,
+                g.number,
+                g.designation,
+                target.name,
+                user,
+                state,
+                detail,
+                bound,
+                since,
+                observed,
             )
         )
     return out
 
 
+def _age(when: dt.datetime, now: dt.datetime) -> str:
+    """`2027-01-02 03:04 (3 days ago)`: when a role run last looked at a store."""
+    days = (now - when).days
+    ago = "today" if days <= 0 else ("1 day ago" if days == 1 else f"{days} days ago")
+    return f"{when:%Y-%m-%d %H:%M} ({ago})"
+
+
 def survey_of(
-    session: Session, plan: Plan, parallel: int, limit: frozenset[str] | None = None
+    session: Session,
+    plan: Plan,
+    parallel: int,
+    limit: frozenset[str] | None = None,
+    max_age: dt.timedelta = MAX_AGE,
 ) -> list[StoreState]:
     """`survey` for an open session and the plan it made: the targets that plan could not
     observe are not contacted again."""
@@ -248,6 +315,8 @@ def survey_of(
         parallel,
         limit,
         tuple(plan.errors),
+        plan.now,
+        max_age,
     )
 
 
@@ -259,12 +328,15 @@ def survey(
     parallel: int = 8,
     limit: frozenset[str] | None = None,
     errors: tuple[str, ...] = (),
+    now: dt.datetime | None = None,
+    max_age: dt.timedelta = MAX_AGE,
 ) -> list[StoreState]:
     """For each workstation whose manifest says the key must be in a store, each agent user,
     and each live generation (current, or bound to a consultation not closed) of the entities
     it holds: what its receipt says. Targets the plan could not observe (`errors`, "NAME: why")
     are not contacted again: a host down costs its connect timeout once per run, not once per
     receipt."""
+    at = now if now is not None else clock.now()
     bindings = open_bindings(recorded, consultations)
     down = {e.split(":", 1)[0]: e for e in errors}
     jobs: list[tuple[Target, RecordedGeneration, tuple[Bound, ...]]] = []
@@ -298,7 +370,7 @@ def survey(
                 )
                 for user in target.install.store_users()
             ]
-        return _judge(target, g, bound, pool)
+        return _judge(target, g, bound, pool, at, max_age)
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as workers:
         results = list(workers.map(judge, jobs))
@@ -328,6 +400,7 @@ def to_json(states: list[StoreState]) -> list[dict[str, Any]]:
             "state": s.state,
             "detail": s.detail,
             "since": clock.iso(s.since) if s.since else None,
+            "observed_at": clock.iso(s.observed_at) if s.observed_at else None,
             "consultations": [b.reference for b in s.bound],
         }
         for s in states

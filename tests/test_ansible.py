@@ -67,7 +67,7 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    tarball = base / "provisioner-keystore-1.0.0.tar.gz"
+    tarball = base / "provisioner-keystore-1.1.0.tar.gz"
     assert tarball.is_file(), done.stdout
     done = subprocess.run(
         [galaxy, "collection", "install", "--offline", tarball, "-p", base / "collections"],
@@ -400,6 +400,79 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert f"commune-exemple g1 ws-linux [{sshd.user}]: file present, not imported" in (
         rehearse.stdout
     )
+
+    # Issue 28: a receipt is what the last run observed. The key is taken out of the agent's
+    # database (certutil -F then -D): the next run sees it absent, imports it again and
+    # stamps that import; check is content again.
+    g1 = folder / "commune-exemple.g1.receipt.json"
+
+    def take_out() -> None:
+        _certutil("-F", "-d", f"sql:{nss}", "-n", "Commune Exemple")
+        _certutil("-D", "-d", f"sql:{nss}", "-n", "Commune Exemple")
+        assert not re.search(
+            r"^Commune Exemple\s+u,u,u$", _certutil("-L", "-d", f"sql:{nss}"), re.M
+        )
+
+    def ws_linux(when: str) -> dict[str, str]:
+        (found,) = [
+            s
+            for s in json.loads(cli("status", "--json", manifest, env=env(when)).stdout)["stores"]
+            if (s["target"], s["generation"], s["entity"]) == ("ws-linux", 1, "commune-exemple")
+        ]
+        return found
+
+    take_out()
+    again = "2027-12-17T09:00:00Z"
+    done = _ansible(collection, "ansible-playbook", *sources, "-l", "ws-linux", playbook, now=again)
+    assert done.returncode == 0, done.stdout + done.stderr
+    entry = json.loads(g1.read_text())["stores"][0]
+    assert (entry["outcome"], entry["installed_at"], entry["observed_at"]) == (
+        "installed",
+        again,
+        again,
+    ), entry
+    assert re.search(r"^Commune Exemple\s+u,u,u$", _certutil("-L", "-d", f"sql:{nss}"), re.M)
+    assert ws_linux(again)["state"] == "installed"
+    assert linux_findings(()) == (2, [])
+
+    # Taken out again, and the import fails (a wrong password): the run fails naming what,
+    # the receipt says so, and check is CRITICAL for AO-1 instead of "in the store".
+    take_out()
+    failed_at = "2027-12-18T09:00:00Z"
+    wrong = json.dumps({"agent_stores_passwords": {"commune-exemple": "not-the-password"}})
+    done = _ansible(
+        collection,
+        "ansible-playbook",
+        *sources,
+        "-l",
+        "ws-linux",
+        "-e",
+        wrong,
+        playbook,
+        now=failed_at,
+    )
+    assert done.returncode != 0, done.stdout
+    assert "commune-exemple g1 is not in the NSS database" in done.stdout, done.stdout
+    assert "not-the-password" not in done.stdout + done.stderr
+    entry = json.loads(g1.read_text())["stores"][0]
+    assert (entry["outcome"], entry["observed_at"]) == ("import-failed", failed_at), entry
+    assert "installed_at" not in entry and entry["private_key"] is False
+    jsonschema.validate(json.loads(g1.read_text()), schema)
+    seen = ws_linux(failed_at)
+    assert seen["state"] == "import-failed" and "import failed" in seen["detail"], seen
+    assert linux_findings(()) == (2, [("CRITICAL", "bound-not-in-store")])
+
+    # A database that cannot be read is said so, for every key it should hold.
+    for name in ("cert9.db", "key4.db"):
+        (nss / name).write_bytes(b"not a database" * 64)
+    broken_at = "2027-12-19T09:00:00Z"
+    done = _ansible(
+        collection, "ansible-playbook", *sources, "-l", "ws-linux", playbook, now=broken_at
+    )
+    assert done.returncode != 0, done.stdout
+    entry = json.loads(g1.read_text())["stores"][0]
+    assert (entry["outcome"], entry["observed_at"]) == ("unreadable", broken_at), entry
+    assert ws_linux(broken_at)["state"] == "store-unreadable"
 
 
 def test_windows_tasks_pass_ansible_lint_and_match_win_certificate_store(

@@ -358,6 +358,41 @@ def test_a_rename_the_platform_export_already_shows_binds_to_the_renamed_generat
     assert "does not manage" not in checked.stdout
 
 
+def test_a_rename_made_when_the_renewal_falls_due_renames_the_outgoing_generation(
+    cli: Runner, quickstart: Path
+) -> None:
+    """The bi-clé renamed on the platform and in the manifest (the export names the new
+    designation) in the apply that also renews it: the outgoing generation gets the new name
+    it has on the platform, so the next plan reads the same file without a refusal, and the
+    bound generation stays on every workstation (found by the stateful suite)."""
+    folder = quickstart.parent
+    bound_after_the_first_apply(cli, quickstart)
+    quickstart.write_text(
+        quickstart.read_text().replace("designation: Commune Exemple", "designation: Ville Exemple")
+    )
+    consultations(folder, designation="Ville Exemple")
+    second_consultation(folder, "Ville Exemple")
+
+    renewed = run(cli, quickstart, IN_WINDOW, "apply", "--auto-approve")
+    assert "'Commune Exemple' -> 'Ville Exemple'" in renewed.stdout, renewed.stdout
+    rows = state_rows(
+        quickstart,
+        "SELECT number, designation FROM generations WHERE entity = 'commune-exemple' ORDER BY 1",
+    )
+    assert rows == [(1, "Ville Exemple"), (2, "Ville Exemple (2)")]
+    bound = state_rows(
+        quickstart,
+        "SELECT c.reference, g.number FROM consultations c "
+        "JOIN generations g ON g.id = c.generation ORDER BY 1",
+    )
+    assert bound == [("2026-TX-014", 1), ("2026-TX-015", 1)]
+    again = run(cli, quickstart, IN_WINDOW, "plan", "--detailed-exitcode", ok=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    held = workstation_files(quickstart)
+    for ws in ("ws-accueil", "ws-marches"):
+        assert f"workstations/{ws}/commune-exemple.g1.p12" in held, "bound key left " + ws
+
+
 def test_a_binding_recorded_at_the_same_second_as_the_key_still_keeps_it(
     cli: Runner, quickstart: Path
 ) -> None:

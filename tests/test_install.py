@@ -3,6 +3,7 @@ that status, check and rehearse read (what the agents' stores hold)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -434,3 +435,141 @@ def test_inventory_without_a_state_fails_instead_of_listing_nothing(
     assert done.returncode == 1
     assert f"no state in {tmp_path / 'elsewhere'}" in done.stderr, done.stderr
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_receipt_is_an_observation_and_says_when_it_was_made(cli: Runner, tmp_path: Path) -> None:
+    """Issue 28: a receipt records what the role's last run observed in each store (the key
+    installed, its import failed, the store unreadable) and when. status shows the outcome and
+    its age; check reads a failed import of a bound key near its opening as CRITICAL, and a
+    receipt older than --receipt-max-age (7 days) as "not observed since"."""
+    from tests.conftest import TEST_CLOCK
+
+    path = write(tmp_path, INVENTORY)
+    assert cli("apply", "--auto-approve", path).returncode == 0
+    copy = json.loads(cli("inventory", "--json", path).stdout)["hosts"]["ws-m1"]["copies"][0]
+    receipt = tmp_path / "out" / "ws-m1" / "commune-exemple.g1.receipt.json"
+    schema = json.loads((REPO / "schemas" / "receipt.schema.json").read_text())
+
+    def leave(alice: dict[str, object]) -> None:
+        document = {
+            "format_version": 2,
+            "entity": "commune-exemple",
+            "generation": 1,
+            "thumbprint_sha1": copy["thumbprint_sha1"],
+            "cert_sha256": copy["cert_sha256"],
+            "stores": [
+                {"user": "alice", "store": "nss:/srv/nss/alice"} | alice,
+                {
+                    "user": "bob",
+                    "store": "nss:/srv/nss/bob",
+                    "outcome": "installed",
+                    "private_key": True,
+                    "installed_at": day(-1),
+                    "observed_at": day(-1),
+                },
+            ],
+        }
+        jsonschema.validate(document, schema)
+        receipt.write_text(json.dumps(document))
+
+    def day(offset: int) -> str:
+        return (TEST_CLOCK + dt.timedelta(days=offset)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def store(user: str, *args: str) -> tuple[str, str]:
+        done = cli("status", "--json", path, *args)
+        assert done.returncode == 0, done.stderr
+        (found,) = [
+            (s["state"], s["detail"])
+            for s in json.loads(done.stdout)["stores"]
+            if s["target"] == "ws-m1" and s["user"] == user
+        ]
+        return found
+
+    def findings(*args: str) -> tuple[int, list[tuple[str, str, str]]]:
+        done = cli("check", "--json", *args, path)
+        return done.returncode, [
+            (f["severity"], f["code"], f["message"])
+            for f in json.loads(done.stdout)["findings"]
+            if "ws-m1 [alice]" in f["message"]
+        ]
+
+    # Observed yesterday: installed, and the line says when the role looked.
+    leave(
+        {
+            "outcome": "installed",
+            "private_key": True,
+            "installed_at": day(-20),
+            "observed_at": day(-1),
+        }
+    )
+    state, detail = store("alice")
+    assert state == "installed"
+    assert "since 2026-11-10 09:00" in detail and "observed 2026-11-29 09:00 (1 day ago)" in detail
+    assert findings()[1] == []
+
+    # Observed 8 days ago: it proves nothing any more.
+    leave(
+        {
+            "outcome": "installed",
+            "private_key": True,
+            "installed_at": day(-20),
+            "observed_at": day(-8),
+        }
+    )
+    state, detail = store("alice")
+    assert state == "not-observed"
+    assert "not observed since 2026-11-22 09:00" in detail
+    code, found = findings()
+    assert [(s, c) for s, c, _ in found] == [("WARNING", "store-not-observed")]
+    assert "run the agent_stores role to look again" in found[0][2]
+    assert findings("--receipt-max-age", "10")[1] == []  # the operator's window
+
+    # The last run found it absent and could not import it: the reason, never "in the store".
+    leave(
+        {
+            "outcome": "import-failed",
+            "private_key": False,
+            "observed_at": day(0),
+            "detail": "pk12util: SEC_ERROR_BAD_PASSWORD",
+        }
+    )
+    state, detail = store("alice")
+    assert state == "import-failed"
+    assert "import failed" in detail and "SEC_ERROR_BAD_PASSWORD" in detail
+    assert "in the store" not in detail
+    assert [(s, c) for s, c, _ in findings()[1]] == [("WARNING", "not-in-store")]
+    leave({"outcome": "unreadable", "private_key": False, "observed_at": day(0), "detail": "x"})
+    assert store("alice")[0] == "store-unreadable"
+
+    # Bound to a consultation opening in 10 days: a failed import, or a receipt too old, is
+    # CRITICAL (the agent may not open those bids).
+    listed = tmp_path / "consultations.yaml"
+    listed.write_text(
+        "version: 1\nconsultations:\n  - {reference: AO-9, entity: commune-exemple, "
+        f"designation: Commune Exemple, status: open, deadline: '{day(8)}', "
+        f"opening: '{day(10)}'}}\n"
+    )
+    assert cli("apply", "--auto-approve", "--consultations", listed, path).returncode == 0
+    leave(
+        {
+            "outcome": "import-failed",
+            "private_key": False,
+            "observed_at": day(0),
+            "detail": "pk12util: SEC_ERROR_BAD_PASSWORD",
+        }
+    )
+    code, found = findings("--consultations", str(listed))
+    assert code == 2
+    assert [(s, c) for s, c, _ in found] == [("CRITICAL", "bound-not-in-store")]
+    assert "AO-9" in found[0][2]
+    leave(
+        {
+            "outcome": "installed",
+            "private_key": True,
+            "installed_at": day(-20),
+            "observed_at": day(-8),
+        }
+    )
+    code, found = findings("--consultations", str(listed))
+    assert (code, [(s, c) for s, c, _ in found]) == (2, [("CRITICAL", "store-not-observed")])
+    assert "AO-9" in found[0][2]

@@ -1094,10 +1094,17 @@ class ProvisionerHistory(RuleBasedStateMachine):
         c = self.m.consultations[
             data.draw(st.sampled_from([c.reference for c in bound]), label="consultation")
         ]
+        # A binding the state recorded to a name no generation had (after a lost state, say)
+        # is definitive by that name: the plan warns and says to name the key by its
+        # fingerprint, never by a new designation (docs/CONCEPTS.md).
+        managed = self.state_rows(
+            "SELECT generation FROM consultations "
+            f"WHERE reference = '{c.reference}' AND generation IS NOT NULL"
+        )
         rows = self.state_rows(
             f"SELECT designation FROM generations WHERE key_sha256 = '{c.key_sha256}'"
         )
-        if rows and rows[0][0] != c.designation:
+        if managed and rows and rows[0][0] != c.designation:
             c.designation = rows[0][0]
             self.write_inputs()
 

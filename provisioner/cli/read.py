@@ -222,6 +222,15 @@ def check(
             help="CRITICAL when a current key expires within this many days.",
         ),
     ] = 7,
+    receipt_max_age: Annotated[
+        int,
+        typer.Option(
+            "--receipt-max-age",
+            min=1,
+            help="Days after which a key store's receipt proves nothing: 'not observed since' "
+            "(WARNING; CRITICAL within --warn-days of a bound opening).",
+        ),
+    ] = 7,
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
@@ -247,6 +256,7 @@ def check(
         consultations=consultations,
         warn_days=warn_days,
         critical_days=critical_days,
+        receipt_max_age_days=receipt_max_age,
     )
     if as_json:
         document = probe.to_json(verdict.code, verdict.line, verdict.findings)

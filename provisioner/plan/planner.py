@@ -206,10 +206,16 @@ def present(p: Planning, entity: Entity) -> None:
         designation = unique_designation(p, entity, number, p.now.year, None)
         spec = entity.key
         keeps = replaces = None
+        # A new designation in the manifest renames the outgoing generation too: the operator
+        # renamed it on the platform as the plan said, and a consultation file exported since
+        # names it so (bindings.as_renamed reads the file with that name).
+        outgoing = current.designation if current is not None else ""
+        if current is not None and current.origin != "adopted":
+            outgoing = rename_current(p, entity, current)
         if current is not None and current.id in p.holders:
             keeps = current.number
             retain(p, entity, current, "stays beside the new generation")
-            keep.append(Kept(current, current.designation))
+            keep.append(Kept(current, outgoing))
         elif current is not None:
             replaces = current.number
             retiring.add(current.id)
@@ -233,20 +239,11 @@ def present(p: Planning, entity: Entity) -> None:
         )
         keep.insert(0, Fresh(number, designation))
     elif current is not None:
-        wanted = unique_designation(p, entity, current.number, current.created_at.year, current.id)
-        if current.origin == "adopted":
-            wanted = current.designation
-        if current.designation != wanted:
-            p.actions.append(
-                RenameGeneration(
-                    entity=entity.id,
-                    generation=current.number,
-                    reason=ReasonCode.FRIENDLY_NAME_CHANGED,
-                    message=f"designation {current.designation!r} -> {wanted!r}; update it on "
-                    "the platform too",
-                    designation=wanted,
-                )
-            )
+        wanted = (
+            current.designation
+            if current.origin == "adopted"
+            else rename_current(p, entity, current)
+        )
         keep.append(Kept(current, wanted))
     if reason is None:
         next_path_conflicts(p, entity)
@@ -286,6 +283,24 @@ def present(p: Planning, entity: Entity) -> None:
                 )
                 return
     plan_copies(p, entity, keep, retiring)
+
+
+def rename_current(p: Planning, entity: Entity, current: RecordedGeneration) -> str:
+    """The designation the manifest gives the current generation, with the action that
+    records it when it differs from the recorded one."""
+    wanted = unique_designation(p, entity, current.number, current.created_at.year, current.id)
+    if current.designation != wanted:
+        p.actions.append(
+            RenameGeneration(
+                entity=entity.id,
+                generation=current.number,
+                reason=ReasonCode.FRIENDLY_NAME_CHANGED,
+                message=f"designation {current.designation!r} -> {wanted!r}; update it on "
+                "the platform too",
+                designation=wanted,
+            )
+        )
+    return wanted
 
 
 def unique_designation(

@@ -1,15 +1,34 @@
 # Copyright: provisioner maintainers
 # MIT License
-"""The receipt a host leaves beside a copy once a store holds it (schemas/receipt.schema.json
-of the tool): entries merged, the time of a first import kept, never a secret."""
+"""The receipt a host leaves beside a copy (schemas/receipt.schema.json of the tool): what this
+run observed in each agent's store, and when. Never a secret."""
 
 from __future__ import annotations
 
 import base64
 import datetime
 import json
+import os
 
 from ansible.errors import AnsibleFilterError
+
+FORMAT = 2
+OUTCOMES = ("installed", "import-failed", "unreadable")
+
+
+def _now():
+    """UTC now, or PROVISIONER_NOW on the controller (the tool's clock, for rehearsals)."""
+    forced = os.environ.get("PROVISIONER_NOW")
+    if forced:
+        try:
+            when = datetime.datetime.fromisoformat(forced.replace("Z", "+00:00"))
+        except ValueError:
+            raise AnsibleFilterError(f"PROVISIONER_NOW={forced!r} is not an ISO 8601 date")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+    else:
+        when = datetime.datetime.now(datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _existing(slurped):
@@ -22,32 +41,88 @@ def _existing(slurped):
         return None  # not a receipt: rewritten
 
 
+def _outcome(result):
+    """(outcome, imported now, detail) from the import task's registered result of one copy:
+    the store module's `outcome` (nss_pkcs12), else from the task's failure."""
+    if not isinstance(result, dict):
+        return "import-failed", False, "the import task left no result"
+    if isinstance(result.get("result"), dict):  # win_powershell's $Ansible.Result
+        result = {**result, **result["result"]}
+    outcome = result.get("outcome")
+    if outcome in ("present", "imported"):
+        return "installed", outcome == "imported", ""
+    if outcome == "unreadable":
+        return "unreadable", False, str(result.get("msg", ""))[:500]
+    return "import-failed", False, str(result.get("msg", "import failed"))[:500]
+
+
+def entry(result, user, store, imported=None):
+    """The receipt entry of one agent's store from the check (or import) task's result for one
+    copy; `imported`, when given, says whether this run's import put the key there."""
+    outcome, imported_now, detail = _outcome(result)
+    imported = imported_now if imported is None else bool(imported) and outcome == "installed"
+    return {
+        "user": user,
+        "store": store,
+        "outcome": outcome,
+        "imported": imported,
+        "detail": detail,
+        "private_key": outcome == "installed",
+    }
+
+
 def receipt(copy, slurped, entries, now=None):
-    """The receipt JSON text of `copy` (an item of provisioner_copies) with `entries`
-    ({user, store, private_key} dicts) merged into the one `slurped` from the host: an entry for
-    the same user, store and certificate keeps its installed_at; the others are replaced."""
+    """The receipt JSON text of `copy` (an item of provisioner_copies) with `entries` merged
+    into the one `slurped` from the host. Each entry ({user, store, outcome, imported,
+    detail, private_key}; `outcome` defaults to installed) is what this run observed: it is
+    stamped `observed_at` now. `installed_at` is when the store last took the key in: now for
+    an import this run made, kept from the receipt while the store kept holding it, absent
+    when the import failed. Other users' entries are kept as they were observed."""
     if not isinstance(entries, list):
         raise AnsibleFilterError("receipt: entries must be a list")
-    stamp = now or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = now or _now()
     old = _existing(slurped)
     same = (
         old is not None
-        and old.get("format_version") == 1
+        and old.get("format_version") in (1, FORMAT)
         and old.get("thumbprint_sha1") == copy["thumbprint_sha1"]
         and old.get("cert_sha256") == copy["cert_sha256"]
     )
-    stores = {s["user"]: s for s in (old.get("stores", []) if same else [])}
-    for entry in entries:
-        before = stores.get(entry["user"])
-        kept = before is not None and before.get("store") == entry["store"]
-        stores[entry["user"]] = {
-            "user": entry["user"],
-            "store": entry["store"],
-            "installed_at": before["installed_at"] if kept else stamp,
-            "private_key": bool(entry["private_key"]),
+    stores = {}
+    for s in old.get("stores", []) if same else []:
+        if isinstance(s, dict) and "user" in s:
+            kept = dict(s)
+            kept.setdefault("outcome", "installed")
+            kept.setdefault("observed_at", kept.get("installed_at"))
+            stores[s["user"]] = kept
+    for e in entries:
+        outcome = e.get("outcome", "installed")
+        if outcome not in OUTCOMES:
+            raise AnsibleFilterError(f"receipt: unknown outcome {outcome!r}")
+        before = stores.get(e["user"])
+        held_before = (
+            before is not None
+            and before.get("store") == e["store"]
+            and before.get("outcome") == "installed"
+            and before.get("installed_at")
+        )
+        document = {
+            "user": e["user"],
+            "store": e["store"],
+            "outcome": outcome,
+            "private_key": bool(e.get("private_key", outcome == "installed")),
+            "observed_at": stamp,
         }
+        if outcome == "installed":
+            imported = bool(e.get("imported", False))
+            document["installed_at"] = (
+                before["installed_at"] if held_before and not imported else stamp
+            )
+        if e.get("detail"):
+            document["detail"] = str(e["detail"])
+        stores[e["user"]] = document
     document = {
-        "format_version": 1,
+        "format_version": FORMAT,
         "entity": copy["entity"],
         "generation": copy["generation"],
         "thumbprint_sha1": copy["thumbprint_sha1"],
@@ -59,4 +134,4 @@ def receipt(copy, slurped, entries, now=None):
 
 class FilterModule:
     def filters(self):
-        return {"receipt": receipt}
+        return {"receipt": receipt, "receipt_entry": entry}

@@ -75,6 +75,14 @@ store:
   description: C(nss:DATABASE), as receipts name it.
   type: str
   returned: always
+outcome:
+  description: >-
+    What this run observed and did (state=present), for the receipt - C(present) (the database
+    already held the certificate and its private key), C(imported) (it did not; imported now),
+    C(import-failed) or C(unreadable) (the database could not be read), the last two with a
+    failure whose C(msg) names the database and the nickname, never a secret.
+  type: str
+  returned: state=present
 """
 
 import base64
@@ -172,7 +180,10 @@ def import_pkcs12(module, database, path, content, password):
         shutil.rmtree(folder, ignore_errors=True)
     if rc != 0:
         # pk12util's message never holds the password (it was given in a file).
-        module.fail_json(msg=f"pk12util could not import {path}: {(err or out).strip()}")
+        module.fail_json(
+            msg=f"pk12util could not import {path} into {database}: {(err or out).strip()}",
+            outcome="import-failed",
+        )
 
 
 def remove(module, database, nickname):
@@ -216,30 +227,52 @@ def main():
         module.exit_json(changed=True, thumbprint_sha1=None, private_key=False, store=store)
 
     changed = ensure_database(module, database)
+    if not (changed and module.check_mode):
+        rc, _, err = module.run_command([_tool(module, "certutil"), "-L", "-d", f"sql:{database}"])
+        if rc != 0:
+            module.fail_json(
+                msg=f"{database}: the NSS database cannot be read ('{nickname}' not checked): "
+                f"{err.strip()}",
+                outcome="unreadable",
+            )
     thumbprints, has_key = probe(module, database, nickname) if not changed else (set(), False)
     if wanted in thumbprints and has_key:
-        module.exit_json(changed=changed, thumbprint_sha1=wanted, private_key=True, store=store)
+        module.exit_json(
+            changed=changed, thumbprint_sha1=wanted, private_key=True, store=store, outcome="present"
+        )
     if module.check_mode:
-        module.exit_json(changed=True, thumbprint_sha1=None, private_key=False, store=store)
+        module.exit_json(
+            changed=True, thumbprint_sha1=None, private_key=False, store=store, outcome="imported"
+        )
     path, content = module.params["path"], None
     if module.params["content"] is not None:
         try:
             content = base64.b64decode(module.params["content"], validate=True)
         except ValueError:
-            module.fail_json(msg="content is not base64 (give a slurp result's content)")
+            module.fail_json(
+                msg="content is not base64 (give a slurp result's content)", outcome="import-failed"
+            )
         path = "the given content"
     elif not os.path.isfile(path):
-        module.fail_json(msg=f"{path}: no PKCS#12 there (file present on the host?)")
+        module.fail_json(
+            msg=f"{path}: no PKCS#12 there (file present on the host?)", outcome="import-failed"
+        )
     import_pkcs12(module, database, path, content, module.params["password"])
     thumbprints, has_key = probe(module, database, nickname)
     if wanted not in thumbprints:
         module.fail_json(
             msg=f"{path} imported, but {database} holds no certificate {wanted} under "
-            f"'{nickname}' (found {', '.join(sorted(thumbprints)) or 'none'}): wrong file?"
+            f"'{nickname}' (found {', '.join(sorted(thumbprints)) or 'none'}): wrong file?",
+            outcome="import-failed",
         )
     if not has_key:
-        module.fail_json(msg=f"{database}: '{nickname}' was imported without its private key")
-    module.exit_json(changed=True, thumbprint_sha1=wanted, private_key=True, store=store)
+        module.fail_json(
+            msg=f"{database}: '{nickname}' was imported without its private key",
+            outcome="import-failed",
+        )
+    module.exit_json(
+        changed=True, thumbprint_sha1=wanted, private_key=True, store=store, outcome="imported"
+    )
 
 
 if __name__ == "__main__":
