@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import paramiko
+import pytest
 
 from provisioner.crypto import pkcs12
 from provisioner.transports.ssh import replace_without_posix_rename
@@ -134,6 +135,57 @@ def test_changed_host_key_is_refused(cli: Runner, sshd: SshServer, tmp_path: Pat
     assert host_fingerprint(sshd) in done.stdout
     trust = cli("trust", m, "ws-a", "--yes")
     assert trust.returncode == 1 and "NOT replaced" in trust.stderr
+
+
+@pytest.mark.parametrize("first", ["ws-good", "ws-bad"])
+def test_each_target_checks_the_host_key_its_own_known_hosts_expects(
+    cli: Runner, sshd: SshServer, tmp_path: Path, first: str
+) -> None:
+    """Issue 28: two workstations on one server, same port, user and key; one's known_hosts
+    says the key changed. Whichever connects first, that one is refused with its own error
+    in plan and apply and receives nothing; the other gets its copy."""
+    impostor = tmp_path / "impostor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True)
+    line = " ".join(impostor.with_suffix(".pub").read_text().split()[:2])
+    wrong = tmp_path / "known_hosts.wrong"
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} {line}\n")
+    right = sshd.known_hosts(tmp_path / "known_hosts")
+    remote = sshd.root / tmp_path.name
+    order = ["ws-good", "ws-bad"] if first == "ws-good" else ["ws-bad", "ws-good"]
+    known = {"ws-good": right, "ws-bad": wrong}
+    lines = [
+        "version: 1",
+        "defaults: {key: {size: 2048}}",
+        "escrow: {passphrase: {env: ESCROW}}",
+        "inventory:",
+        "  locations: [{name: nas, transport: local, path: nas}]",
+        "  workstations:",
+        *(
+            f"    - {{name: {ws}, transport: ssh, host: 127.0.0.1, port: {sshd.port}, "
+            f"user: {sshd.user}, key_file: {sshd.client_key}, known_hosts: {known[ws]}, "
+            f"path: {remote}/{ws}, connect_timeout: 3}}"
+            for ws in order
+        ),
+        "entities:",
+        "  - id: ville",
+        "    name: Ville",
+        "    key: {designation: Ville}",
+        "    password: {env: PW}",
+        "    shared_locations: [nas]",
+        f"    workstations: [{', '.join(order)}]",
+    ]
+    m = tmp_path / "m.yaml"
+    m.write_text("\n".join(lines) + "\n")
+    changed = f"host key for [127.0.0.1]:{sshd.port} CHANGED"
+    planned = cli("plan", m, env=ENV)
+    assert planned.returncode == 4, planned.stdout + planned.stderr
+    assert f"ws-bad: cannot observe the target: {changed}" in planned.stdout, planned.stdout
+    assert "ws-good: cannot observe" not in planned.stdout
+    done = cli("apply", "--auto-approve", m, env=ENV)
+    assert done.returncode == 4, done.stdout + done.stderr  # partial: ws-bad refused
+    assert f"ws-bad: cannot observe the target: {changed}" in done.stdout, done.stdout
+    pkcs12.decode((remote / "ws-good" / "ville.g1.p12").read_bytes(), PASSWORD)
+    assert not (remote / "ws-bad" / "ville.g1.p12").exists(), "a refused host got its copy"
 
 
 def test_wrong_user_key_is_refused(cli: Runner, sshd: SshServer, tmp_path: Path) -> None:

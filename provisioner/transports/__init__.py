@@ -10,13 +10,16 @@ from provisioner.transports.local import LocalTransport
 
 
 class TransportPool:
-    """One transport per target for a whole run (observation and execution); SSH (and SMB)
-    targets on the same host, port and user share one connection."""
+    """One transport per target for a whole run (observation and execution); SSH targets on
+    the same host, port, user and key that expect the same host key (their known_hosts
+    entries for that host) share one connection, and so do SMB targets on the same host,
+    port, user and encryption. A target whose known_hosts disagrees gets its own connection,
+    so its own host-key check: it is refused with its own error, never let in by another's."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._transports: dict[str, Transport] = {}
-        self._connections: dict[tuple[str, int, str, str], object] = {}
+        self._connections: dict[tuple[object, ...], object] = {}
 
     def get(self, target: Target) -> Transport:
         with self._lock:
@@ -35,8 +38,10 @@ class TransportPool:
         if target.transport == "smb":
             return self._open_smb(target)
         from provisioner.transports.ssh import SshConnection, SshTransport
+        from provisioner.transports.ssh_hostkeys import expected_host_keys
 
-        key = (target.host or "", target.port, target.user or "", str(target.key_file))
+        host_keys = expected_host_keys(target.known_hosts, target.host or "", target.port)
+        key = (target.host or "", target.port, target.user or "", str(target.key_file), host_keys)
         conn = self._connections.get(key)
         if not isinstance(conn, SshConnection):
             passphrase = None

@@ -38,6 +38,22 @@ def known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+def expected_host_keys(known_hosts: Path | None, host: str, port: int) -> tuple[str, ...]:
+    """The host keys a target's known_hosts file expects for `host`:`port` (type and base64,
+    sorted; hashed entries included), or the file's path when it cannot be read: what two
+    targets must agree on to share one connection (the first to connect checks the key for
+    every target sharing it)."""
+    if known_hosts is None:
+        return ("none",)
+    try:
+        entries = paramiko.HostKeys(str(known_hosts))
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        return (f"unreadable:{known_hosts}:{exc}",)
+    found = entries.lookup(known_hosts_name(host, port))
+    keys = tuple(sorted(f"{kind} {key.get_base64()}" for kind, key in (found or {}).items()))
+    return keys or (f"unknown:{known_hosts}",)
+
+
 class _Refuse(paramiko.MissingHostKeyPolicy):
     """Refuse unknown host keys, naming the fingerprint the operator must verify."""
 
