@@ -470,6 +470,13 @@ def test_a_server_that_stops_answering_mid_run_fails_within_the_operation_timeou
             transport.observe("/d/ville.g1.p12")
         assert time.monotonic() - started < 20
         assert str(failed.value).startswith(f"backup: cannot connect to 127.0.0.1:{hung.port}")
+        # Issue 28: the copies after it do not wait again, one connect timeout each.
+        started = time.monotonic()
+        for n in range(10):
+            with pytest.raises(TransportError) as again:
+                transport.write(f"/d/ville.g{n + 2}.p12", b"bytes")
+            assert str(again.value) == str(failed.value)
+        assert time.monotonic() - started < 3, "each copy waited for the hung server"
     finally:
         if hung.process is not None:
             os.killpg(hung.process.pid, signal.SIGCONT)

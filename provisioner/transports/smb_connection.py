@@ -63,6 +63,7 @@ class SmbConnection:
         self.lock = threading.RLock()
         self.cache: dict[str, Any] = {}
         self.connected = False
+        self.failure: TransportError | None = None
         silence_library_logging()
 
     @property
@@ -85,10 +86,22 @@ class SmbConnection:
 
     def connect(self) -> None:
         """Open the session, with bounded retries for transient faults (a reset while the
-        server starts); a refused password or a missing share fails at once."""
+        server starts); a refused password or a missing share fails at once. Once opening it
+        failed (refused, timed out, a hung server), the same failure at once for the rest of
+        the run: a server that does not answer costs one wait, not one per copy."""
         with self.lock:
             if self.connected:
                 return
+            if self.failure is not None:
+                raise TransportError(str(self.failure))
+            try:
+                self._connect()
+            except TransportError as exc:
+                self.failure = exc
+                raise
+
+    def _connect(self) -> None:
+        with self.lock:
             delay = 0.5
             for attempt in range(1, CONNECT_ATTEMPTS + 1):
                 started = time.monotonic()
