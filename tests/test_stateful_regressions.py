@@ -302,3 +302,13 @@ def test_check_names_every_consultation_bound_to_a_garbled_copy(h: ProvisionerHi
         data=Choose(h.target_dir("ws-a") / "commune-a.g1.p12"), how="garble", **NO
     )
     holds(h, "check_critical_when_a_bound_key_is_missing")
+
+
+def test_a_rename_in_the_apply_that_renews_leaves_nothing_to_do(h: ProvisionerHistory) -> None:
+    """Found by the long profile's fixed seed: a new designation in the apply that renews a
+    key no consultation holds. The outgoing generation keeps its name (its copy on the shared
+    location is not rewritten for it), so the next plan is a no-op."""
+    h.change_key_size(data=Choose("syndicat-b"), size=3072, **NO)
+    h.rename_designation(data=Choose("syndicat-b"), keep_common_name=True, **NO)
+    h.apply()
+    holds(h, "second_apply_plans_nothing", "renaming_keeps_the_key", "no_key_lost")

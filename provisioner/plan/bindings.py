@@ -265,7 +265,9 @@ def as_renamed(desired: Desired, recorded: Recorded) -> Recorded:
     """`recorded` as this plan's renames leave it: a current generation the manifest renames
     has its new designation, its former ones kept in its history. A consultations file
     exported after the operator renamed the key on the platform already names it so: that
-    name is the generation's, not a key this tool does not manage."""
+    name is the generation's, not a key this tool does not manage. (When the same apply renews
+    it, the planner records the new name for the outgoing generation as long as a
+    consultation holds it, which one bound by that name does.)"""
     renamed: dict[str, str] = {}
     for entity in desired.manifest.entities:
         if entity.state != "present" or not desired.in_scope(entity.id):

@@ -206,15 +206,15 @@ def present(p: Planning, entity: Entity) -> None:
         designation = unique_designation(p, entity, number, p.now.year, None)
         spec = entity.key
         keeps = replaces = None
-        # A new designation in the manifest renames the outgoing generation too: the operator
-        # renamed it on the platform as the plan said, and a consultation file exported since
-        # names it so (bindings.as_renamed reads the file with that name).
-        outgoing = current.designation if current is not None else ""
-        if current is not None and current.origin != "adopted":
-            outgoing = rename_current(p, entity, current)
         if current is not None and current.id in p.holders:
             keeps = current.number
             retain(p, entity, current, "stays beside the new generation")
+            # A new designation in the manifest renames the outgoing generation a consultation
+            # holds too (its copies rewritten with it): the operator renamed it on the platform
+            # as the plan said, and a file exported since names it so (as_renamed binds by it).
+            outgoing = current.designation
+            if current.origin != "adopted":
+                outgoing = rename_current(p, entity, current)
             keep.append(Kept(current, outgoing))
         elif current is not None:
             replaces = current.number
