@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -474,6 +475,43 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert (entry["outcome"], entry["observed_at"]) == ("unreadable", broken_at), entry
     assert ws_linux(broken_at)["state"] == "store-unreadable"
 
+    # A database with a primary password (Firefox): refused naming it without the password,
+    # imported with it (agent_stores_nss_passwords, from Ansible Vault in use).
+    shutil.rmtree(nss)
+    nss.mkdir(mode=0o700)
+    primary = tmp_path / "primary.pass"
+    primary.write_text("Primary-Password-7")
+    assert subprocess.run(["certutil", "-N", "-d", f"sql:{nss}", "-f", primary]).returncode == 0
+    owner = pwd.getpwnam(sshd.user)
+    for path in (nss, *nss.iterdir()):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    locked_at = "2027-12-20T09:00:00Z"
+    done = _ansible(
+        collection, "ansible-playbook", *sources, "-l", "ws-linux", playbook, now=locked_at
+    )
+    assert done.returncode != 0, done.stdout
+    assert "the NSS database has a password" in done.stdout, done.stdout
+    entry = json.loads(g1.read_text())["stores"][0]
+    assert entry["outcome"] == "import-failed" and "has a password" in entry["detail"], entry
+    given = json.dumps({"agent_stores_nss_passwords": {sshd.user: "Primary-Password-7"}})
+    done = _ansible(
+        collection,
+        "ansible-playbook",
+        *sources,
+        "-l",
+        "ws-linux",
+        "-e",
+        given,
+        playbook,
+        now=locked_at,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Primary-Password-7" not in done.stdout + done.stderr
+    keys = _certutil("-K", "-d", f"sql:{nss}", "-f", str(primary))
+    assert "Commune Exemple" in keys, keys
+    assert json.loads(g1.read_text())["stores"][0]["outcome"] == "installed"
+    assert not [p for p in Path(tempfile.gettempdir()).glob("provisioner-nss-*")], "left behind"
+
 
 def test_windows_tasks_pass_ansible_lint_and_match_win_certificate_store(
     collection: dict[str, str],
@@ -538,4 +576,6 @@ def test_every_task_given_a_password_or_a_pkcs12_is_no_log() -> None:
             if "password" in args or ".content" in args or "agent_stores_pkcs12" in str(task):
                 secret_bearing += 1
                 assert task.get("no_log") is True, f"{file.name}: {task['name']}"
-    assert secret_bearing == 5  # two slurps, the NSS and Windows imports, the Windows staging
+    # two slurps, the NSS and Windows imports, the Windows staging, the NSS removal (the
+    # database's own password)
+    assert secret_bearing == 6

@@ -42,6 +42,12 @@ options:
   password:
     description: "Its password (state=present). Use the task with C(no_log: true)."
     type: str
+  database_password:
+    description: >-
+      The database's own password (Firefox's Primary Password), when it has one; written to a
+      file of mode 0600 in a private temporary folder for C(pk12util -k) and C(certutil -f),
+      removed at once. Without it, a database that has one is refused naming it.
+    type: str
   state:
     description: present or absent.
     type: str
@@ -96,6 +102,26 @@ from ansible.module_utils.basic import AnsibleModule
 _HEX = re.compile(r"^([0-9A-F]{2}:)*[0-9A-F]{2}$")
 
 
+TOKEN = {"file": None}  # the database password's file, while the module runs
+
+
+def _token_args(flag):
+    return [flag, TOKEN["file"]] if TOKEN["file"] else []
+
+
+def _locked(module, database, err):
+    """Fail clearly when the database asks for a password this run was not given."""
+    text = err or ""
+    if "could not authenticate" in text or "Failed to authenticate" in text:
+        given = "the one given is wrong" if TOKEN["file"] else "none was given"
+        module.fail_json(
+            msg=f"{database}: the NSS database has a password (Firefox: Primary Password) and "
+            f"{given}: set agent_stores_nss_passwords for this user (Ansible Vault), or remove "
+            "the primary password",
+            outcome="import-failed",
+        )
+
+
 def _normal(thumbprint):
     return thumbprint.replace(":", "").strip().upper()
 
@@ -119,7 +145,11 @@ def probe(module, database, nickname):
                 value = lines[i + 1].strip().upper()
                 if _HEX.match(value):
                     thumbprints.add(_normal(value))
-    rc, out, _ = module.run_command([certutil, "-K", "-d", f"sql:{database}"], data="")
+    rc, out, err = module.run_command(
+        [certutil, "-K", "-d", f"sql:{database}", *_token_args("-f")], data=""
+    )
+    if rc != 0:
+        _locked(module, database, err)
     has_key = False
     if rc == 0:
         for line in out.splitlines():
@@ -174,11 +204,12 @@ def import_pkcs12(module, database, path, content, password):
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(password)
         rc, out, err = module.run_command(
-            [pk12util, "-i", path, "-d", f"sql:{database}", "-w", secret]
+            [pk12util, "-i", path, "-d", f"sql:{database}", "-w", secret, *_token_args("-k")]
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if rc != 0:
+        _locked(module, database, err or out)
         # pk12util's message never holds the password (it was given in a file).
         module.fail_json(
             msg=f"pk12util could not import {path} into {database}: {(err or out).strip()}",
@@ -189,7 +220,9 @@ def import_pkcs12(module, database, path, content, password):
 def remove(module, database, nickname):
     certutil = _tool(module, "certutil")
     # -F removes the private key and its certificate; -D what remains of the certificate.
-    module.run_command([certutil, "-F", "-d", f"sql:{database}", "-n", nickname], data="")
+    module.run_command(
+        [certutil, "-F", "-d", f"sql:{database}", "-n", nickname, *_token_args("-f")], data=""
+    )
     module.run_command([certutil, "-D", "-d", f"sql:{database}", "-n", nickname])
 
 
@@ -202,12 +235,28 @@ def main():
             "path": {"type": "path"},
             "content": {"type": "str", "no_log": True},
             "password": {"type": "str", "no_log": True},
+            "database_password": {"type": "str", "no_log": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         },
         required_if=[("state", "present", ("password",)), ("state", "present", ("path", "content"), True)],
         mutually_exclusive=[("path", "content")],
         supports_check_mode=True,
     )
+    token_folder = None
+    if module.params["database_password"]:
+        token_folder = tempfile.mkdtemp(prefix="provisioner-nss-")  # 0700
+        TOKEN["file"] = os.path.join(token_folder, "database-password")
+        fd = os.open(TOKEN["file"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(module.params["database_password"])
+    try:
+        run(module)
+    finally:  # exit_json and fail_json leave through here too (SystemExit)
+        if token_folder is not None:
+            shutil.rmtree(token_folder, ignore_errors=True)
+
+
+def run(module):
     database = module.params["database"]
     nickname = module.params["nickname"]
     wanted = _normal(module.params["thumbprint_sha1"])
