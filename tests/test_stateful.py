@@ -1064,7 +1064,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         new = self.m.entities[entity].designation
         new = new if number == 1 else f"{new} ({number})"
         for c in self.m.consultations.values():
-            if c.entity == entity and c.in_file and c.key_sha256 == key_sha:
+            if c.entity == entity and c.in_file and c.key_sha256 == key_sha and self.managed(c):
                 c.designation = new
         if new_consultation:
             self.m.counter += 1
@@ -1083,6 +1083,18 @@ class ProvisionerHistory(RuleBasedStateMachine):
             )
         self.write_inputs()
 
+    def managed(self, c: Binding) -> bool:
+        """Whether the state records `c` bound to one of its generations. One recorded to a
+        name no generation had (after a lost state, say) is definitive by that name: the plan
+        warns and says to name the key by its certificate's fingerprint, and the operator
+        keeps that name in the export, never a new designation (docs/CONCEPTS.md)."""
+        return bool(
+            self.state_rows(
+                "SELECT generation FROM consultations "
+                f"WHERE reference = '{c.reference}' AND generation IS NOT NULL"
+            )
+        )
+
     @rule(data=st.data(), then_apply=st.booleans())
     @followed_by_apply
     def platform_renames_the_key_in_its_export(self, data: st.DataObject, then_apply: bool) -> None:
@@ -1094,17 +1106,10 @@ class ProvisionerHistory(RuleBasedStateMachine):
         c = self.m.consultations[
             data.draw(st.sampled_from([c.reference for c in bound]), label="consultation")
         ]
-        # A binding the state recorded to a name no generation had (after a lost state, say)
-        # is definitive by that name: the plan warns and says to name the key by its
-        # fingerprint, never by a new designation (docs/CONCEPTS.md).
-        managed = self.state_rows(
-            "SELECT generation FROM consultations "
-            f"WHERE reference = '{c.reference}' AND generation IS NOT NULL"
-        )
         rows = self.state_rows(
             f"SELECT designation FROM generations WHERE key_sha256 = '{c.key_sha256}'"
         )
-        if managed and rows and rows[0][0] != c.designation:
+        if self.managed(c) and rows and rows[0][0] != c.designation:
             c.designation = rows[0][0]
             self.write_inputs()
 
