@@ -108,6 +108,7 @@ class StoreEntry:
     outcome: str = "installed"  # installed, import-failed, unreadable
     observed_at: dt.datetime | None = None  # when the role last looked (format 1: installed_at)
     detail: str = ""
+    opened_at: dt.datetime | None = None  # when a test bid opened with the key in the store
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def _entry(s: dict[str, Any], version: int) -> StoreEntry:
     outcome = str(s["outcome"])
     if outcome not in ("installed", "import-failed", "unreadable"):
         raise ValueError(f"outcome {outcome!r} is not installed, import-failed or unreadable")
-    since = s.get("installed_at")
+    since, opened = s.get("installed_at"), s.get("opened_at")
     return StoreEntry(
         str(s["user"]),
         str(s["store"]),
@@ -164,6 +165,7 @@ def _entry(s: dict[str, Any], version: int) -> StoreEntry:
         outcome,
         clock.parse(str(s["observed_at"])),
         str(s.get("detail", ""))[:500],
+        clock.parse(str(opened)) if opened else None,
     )
 
 
@@ -265,7 +267,12 @@ def _judge(
             who = "the machine store" if user == "LocalMachine" else f"the store of user {user}"
             since = entry.installed_at
             when = f" since {since:%Y-%m-%d %H:%M}" if since is not None else ""
-            detail = f"in {who}{when} ({entry.store}){looked}"
+            proof = (
+                f"; a test bid opened from it {entry.opened_at:%Y-%m-%d %H:%M}"
+                if entry.opened_at is not None
+                else ""
+            )
+            detail = f"in {who}{when} ({entry.store}){looked}{proof}"
             state = INSTALLED
             if observed is None or now - observed > max_age:
                 state = NOT_OBSERVED

@@ -302,6 +302,8 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert receipt["stores"][0]["user"] == sshd.user
     assert receipt["stores"][0]["store"] == f"nss:{nss}"
     assert receipt["stores"][0]["private_key"] is True
+    # The store itself opened a test bid encrypted to the certificate (cmsutil -E, -D).
+    assert receipt["stores"][0]["opened_at"] == CREATED, receipt
     secret = (tmp_path / "secrets" / "commune-exemple.pass").read_text().strip()
     schema = json.loads((REPO / "schemas" / "receipt.schema.json").read_text())
     for f in folder.glob("*.receipt.json"):
@@ -434,6 +436,9 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     ), entry
     assert re.search(r"^Commune Exemple\s+u,u,u$", _certutil("-L", "-d", f"sql:{nss}"), re.M)
     assert ws_linux(again)["state"] == "installed"
+    assert "a test bid opened from it 2027-12-17 09:00" in ws_linux(again)["detail"]
+    rehearsed = cli("rehearse", manifest, env=env(again))
+    assert "a test bid opened from it 2027-12-17 09:00" in rehearsed.stdout, rehearsed.stdout
     assert linux_findings(()) == (2, [])
 
     # Taken out again, and the import fails (a wrong password): the run fails naming what,

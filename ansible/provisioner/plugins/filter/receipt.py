@@ -50,7 +50,7 @@ def _outcome(result):
         result = {**result, **result["result"]}
     outcome = result.get("outcome")
     if outcome in ("present", "imported"):
-        return "installed", outcome == "imported", ""
+        return "installed", outcome == "imported", "opened" if result.get("opened") else ""
     if outcome == "unreadable":
         return "unreadable", False, str(result.get("msg", ""))[:500]
     return "import-failed", False, str(result.get("msg", "import failed"))[:500]
@@ -58,7 +58,8 @@ def _outcome(result):
 
 def entry(result, user, store, imported=None):
     """The receipt entry of one agent's store from the check (or import) task's result for one
-    copy; `imported`, when given, says whether this run's import put the key there."""
+    copy; `imported`, when given, says whether this run's import put the key there; `opened`,
+    whether a test bid encrypted to the certificate opened with the key in the store."""
     outcome, imported_now, detail = _outcome(result)
     imported = imported_now if imported is None else bool(imported) and outcome == "installed"
     return {
@@ -66,7 +67,8 @@ def entry(result, user, store, imported=None):
         "store": store,
         "outcome": outcome,
         "imported": imported,
-        "detail": detail,
+        "opened": detail == "opened",
+        "detail": "" if detail == "opened" else detail,
         "private_key": outcome == "installed",
     }
 
@@ -118,6 +120,8 @@ def receipt(copy, slurped, entries, now=None):
             document["installed_at"] = (
                 before["installed_at"] if held_before and not imported else stamp
             )
+        if outcome == "installed" and e.get("opened"):
+            document["opened_at"] = stamp  # a test bid opened with the key in the store
         if e.get("detail"):
             document["detail"] = str(e["detail"])
         stores[e["user"]] = document

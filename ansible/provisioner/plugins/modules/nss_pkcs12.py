@@ -48,6 +48,13 @@ options:
       file of mode 0600 in a private temporary folder for C(pk12util -k) and C(certutil -f),
       removed at once. Without it, a database that has one is refused naming it.
     type: str
+  prove:
+    description: >-
+      After the key is there (state=present), encrypt a test bid to the certificate under the
+      nickname and open it with the key in the database (C(cmsutil -E) then C(cmsutil -D)), as
+      the platform's client would on opening day; a bid that does not open fails the task.
+    type: bool
+    default: true
   state:
     description: present or absent.
     type: str
@@ -81,6 +88,10 @@ store:
   description: C(nss:DATABASE), as receipts name it.
   type: str
   returned: always
+opened:
+  description: Whether a test bid encrypted to the certificate opened with the key in the database (state=present, prove=true).
+  type: bool
+  returned: state=present
 outcome:
   description: >-
     What this run observed and did (state=present), for the receipt - C(present) (the database
@@ -217,6 +228,61 @@ def import_pkcs12(module, database, path, content, password):
         )
 
 
+def open_test_bid(module, database, nickname):
+    """Encrypt a test bid to the certificate under `nickname` and open it with the key in the
+    database, as the agent: (opened, why not)."""
+    cmsutil = _tool(module, "cmsutil")
+    folder = tempfile.mkdtemp(prefix="provisioner-nss-")  # 0700
+    try:
+        plain = os.path.join(folder, "bid.txt")
+        text = base64.b64encode(os.urandom(24))
+        with open(plain, "wb") as handle:
+            handle.write(b"provisioner test bid " + text + b"\n")
+        sealed, opened = os.path.join(folder, "bid.p7m"), os.path.join(folder, "bid.out")
+        rc, out, err = module.run_command(
+            [cmsutil, "-E", "-d", f"sql:{database}", "-r", nickname, "-i", plain, "-o", sealed,
+             *_token_args("-f")],
+            data="",
+        )
+        if rc != 0:
+            return False, f"cmsutil -E to '{nickname}': {(err or out).strip()}"
+        rc, out, err = module.run_command(
+            [cmsutil, "-D", "-d", f"sql:{database}", "-i", sealed, "-o", opened,
+             *_token_args("-f")],
+            data="",
+        )
+        if rc != 0:
+            return False, f"cmsutil -D: {(err or out).strip()}"
+        with open(opened, "rb") as got, open(plain, "rb") as want:
+            if got.read() != want.read():
+                return False, "cmsutil -D gave other bytes than the test bid"
+        return True, ""
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def proved(module, database, nickname, wanted, changed):
+    """exit_json for a key that is there, after opening a test bid with it (prove=true)."""
+    store = f"nss:{database}"
+    outcome = "imported" if changed else "present"
+    if not module.params["prove"] or module.check_mode:
+        module.exit_json(
+            changed=changed, thumbprint_sha1=wanted, private_key=True, store=store,
+            outcome=outcome, opened=False,
+        )
+    ok, why = open_test_bid(module, database, nickname)
+    if not ok:
+        module.fail_json(
+            msg=f"{database}: '{nickname}' is there but a test bid encrypted to it does not open "
+            f"with its key: {why}",
+            outcome="import-failed",
+        )
+    module.exit_json(
+        changed=changed, thumbprint_sha1=wanted, private_key=True, store=store, outcome=outcome,
+        opened=True,
+    )
+
+
 def remove(module, database, nickname):
     certutil = _tool(module, "certutil")
     # -F removes the private key and its certificate; -D what remains of the certificate.
@@ -236,6 +302,7 @@ def main():
             "content": {"type": "str", "no_log": True},
             "password": {"type": "str", "no_log": True},
             "database_password": {"type": "str", "no_log": True},
+            "prove": {"type": "bool", "default": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         },
         required_if=[("state", "present", ("password",)), ("state", "present", ("path", "content"), True)],
@@ -286,9 +353,7 @@ def run(module):
             )
     thumbprints, has_key = probe(module, database, nickname) if not changed else (set(), False)
     if wanted in thumbprints and has_key:
-        module.exit_json(
-            changed=changed, thumbprint_sha1=wanted, private_key=True, store=store, outcome="present"
-        )
+        proved(module, database, nickname, wanted, changed)
     if module.check_mode:
         module.exit_json(
             changed=True, thumbprint_sha1=None, private_key=False, store=store, outcome="imported"
@@ -319,9 +384,7 @@ def run(module):
             msg=f"{database}: '{nickname}' was imported without its private key",
             outcome="import-failed",
         )
-    module.exit_json(
-        changed=True, thumbprint_sha1=wanted, private_key=True, store=store, outcome="imported"
-    )
+    proved(module, database, nickname, wanted, True)
 
 
 if __name__ == "__main__":
