@@ -404,6 +404,28 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
         rehearse.stdout
     )
 
+    # Issue 28: the Windows role stops before any task, naming the agents, when their runas
+    # passwords are missing (every logon would otherwise fail, and lock their accounts).
+    done = _ansible(
+        collection, "ansible-playbook", *sources, "-l", "ws-windows", playbook, now=LATER
+    )
+    assert done.returncode != 0, done.stdout
+    assert "no runas password for CORP\\agent1, CORP\\agent2" in done.stdout, done.stdout
+    assert "Read each live copy" not in done.stdout
+    partly = json.dumps({"agent_stores_agent_passwords": {"CORP\\agent1": "x"}})
+    done = _ansible(
+        collection,
+        "ansible-playbook",
+        *sources,
+        "-l",
+        "ws-windows",
+        "-e",
+        partly,
+        playbook,
+        now=LATER,
+    )
+    assert "no runas password for CORP\\agent2 in" in done.stdout, done.stdout
+
     # Issue 28: a receipt is what the last run observed. The key is taken out of the agent's
     # database (certutil -F then -D): the next run sees it absent, imports it again and
     # stamps that import; check is content again.
@@ -578,7 +600,10 @@ def test_every_task_given_a_password_or_a_pkcs12_is_no_log() -> None:
             if module is None:
                 continue
             args = json.dumps(task[module])
-            if "password" in args or ".content" in args or "agent_stores_pkcs12" in str(task):
+            # a password given to the module (an option, a lookup, an entry of a passwords
+            # map), or PKCS#12 bytes; a map's keys alone (which agents have one) are no secret
+            secret = re.search(r"password\"?:|passwords\[|keystore\.password", args)
+            if secret or ".content" in args or "agent_stores_pkcs12" in str(task):
                 secret_bearing += 1
                 assert task.get("no_log") is True, f"{file.name}: {task['name']}"
     # two slurps, the NSS and Windows imports, the Windows staging, the NSS removal (the
