@@ -1523,7 +1523,14 @@ class ProvisionerHistory(RuleBasedStateMachine):
         if pending("check_critical_when_a_bound_key_is_missing") or self.m.state_in_doubt:
             return
         window = self.m.now + dt.timedelta(days=WARNING_WINDOW_DAYS)
-        at_risk = {c.reference for c, _ in self.bound_keys_missing(True) if c.opening <= window}
+        # A consultation the tool never saw (dropped from the export before any apply
+        # recorded it) cannot be named by it.
+        seen = {r for (r,) in self.state_rows("SELECT reference FROM consultations")}
+        at_risk = {
+            c.reference
+            for c, _ in self.bound_keys_missing(True)
+            if c.opening <= window and (c.in_file or c.reference in seen)
+        }
         if not at_risk:
             return
         done = self.run("check", str(self.manifest))
