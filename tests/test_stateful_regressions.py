@@ -312,3 +312,24 @@ def test_a_rename_in_the_apply_that_renews_leaves_nothing_to_do(h: ProvisionerHi
     h.rename_designation(data=Choose("syndicat-b"), keep_common_name=True, **NO)
     h.apply()
     holds(h, "second_apply_plans_nothing", "renaming_keeps_the_key", "no_key_lost")
+
+
+@pytest.mark.parametrize("how", ["absent", "last shared location"])
+def test_a_consultation_bound_by_the_same_apply_holds_its_key(
+    h: ProvisionerHistory, how: str
+) -> None:
+    """Found with PROVISIONER_STATEFUL_PENDING=check: a new consultation in the export and, in
+    the same apply, the entity declared absent or its last shared location removed. The
+    binding this apply records holds the key: the apply is refused, saying so, and the key
+    stays everywhere."""
+    h.add_consultation(data=Choose("syndicat-b"), deadline_in=55, opening_after=2, **NO)
+    if how == "absent":
+        h.set_bound_entity_absent(data=Choose("syndicat-b"), **NO)
+    else:
+        h.remove_the_last_shared_location(data=Choose("syndicat-b"), **NO)
+    assert h.expected_refusals(), "the model expects a refusal"
+    h.apply()
+    assert not h.m.last_apply_ok, "the apply was refused"
+    holds(h, "no_key_lost", "bound_keys_everywhere_after_apply")
+    held = h.keys_in(h.target_dir("ws-a"), h.m.passwords_ever)
+    assert any(k.entity == "syndicat-b" for k in (h.m.keys[sha] for sha in held if sha in h.m.keys))
