@@ -94,7 +94,15 @@ from tests.conftest import run_cli
 # Checks (invariant or rule names) that fail on the code as it is, each with the issue whose
 # fix makes it pass. The lead removes a name once that fix is merged; nothing else skips a
 # check. See the module docstring.
-PENDING_FIXES: dict[str, str] = {}
+PENDING_FIXES: dict[str, str] = {
+    # Issue 26's rules, walked by plain histories in tests/test_stateful_regressions.py. Drawn
+    # at random on the fixed seed (2026-12-04), 68 histories gave 3 failures still to
+    # root-cause: a key no longer recoverable after absent, a recover and an escrow key file
+    # deleted; a bound key on no shared location after restores and a re-added location; a
+    # second apply with work after lost states and last-location removals (issue 27).
+    "set_bound_entity_absent": "issue 26/27",
+    "remove_the_last_shared_location": "issue 26/27",
+}
 
 START = dt.datetime(2027, 1, 4, 9, 0, tzinfo=dt.UTC)
 VALIDITY_DAYS = 120  # short, so that clock moves reach renewals often
