@@ -333,3 +333,27 @@ def test_a_consultation_bound_by_the_same_apply_holds_its_key(
     holds(h, "no_key_lost", "bound_keys_everywhere_after_apply")
     held = h.keys_in(h.target_dir("ws-a"), h.m.passwords_ever)
     assert any(k.entity == "syndicat-b" for k in (h.m.keys[sha] for sha in held if sha in h.m.keys))
+
+
+def test_absent_never_removes_the_last_copies_of_a_key_the_escrow_lost(
+    h: ProvisionerHistory,
+) -> None:
+    """Found by the fixed seed with the absent rule drawn: an entity with no shared location
+    left, its escrowed key file deleted, then declared absent. The apply keeps the copies of
+    that key (saying so), and declaring the entity present again takes it back."""
+    h.remove_the_last_shared_location(data=Choose("syndicat-b"), **NO)
+    h.apply()
+    assert h.m.last_apply_ok and not h.m.entities["syndicat-b"].locations
+    (key,) = [sha for sha, k in h.m.keys.items() if k.entity == "syndicat-b"]
+    (h.state_dir / "escrow" / f"{key}.key").unlink()
+    h.world_event()
+    h.m.escrow_in_doubt = True
+    h.set_entity_absent(data=Choose("syndicat-b"), **NO)
+    h.apply()
+    holds(h, "no_key_lost")
+    said = h.run("plan", str(h.manifest))
+    assert "private key is missing from the escrow: its copies are kept" in said.out, said.out
+    h.set_entity_present(data=Choose("syndicat-b"), **NO)
+    h.apply()
+    holds(h, "no_key_lost", "lost_escrow_keys_taken_back_after_apply")
+    assert (h.state_dir / "escrow" / f"{key}.key").is_file(), "taken back into the escrow"

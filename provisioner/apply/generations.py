@@ -119,6 +119,8 @@ def restore_escrow(ctx: RunContext, actions: Sequence[RestoreEscrow]) -> None:
             ctx.escrow.put(key, action.entity, ctx.db.serial())
         except ProvisionerError as exc:
             ctx.result.failed(action, str(exc))
+            # Its copies may be the key's last holders: none is removed by this run.
+            ctx.failed_generations.add((action.entity, action.generation))
             continue
         with ctx.db.change() as change:
             change.audit(

@@ -148,11 +148,32 @@ def absent(p: Planning, entity: Entity) -> None:
             "closed: mark them closed in the consultations file first."
         )
         return
+    # A generation whose key the escrow lost keeps every copy it has: they may be the last
+    # holders of that key (an absent entity's password is not read, so apply cannot take it
+    # back from them; declaring the entity present again does).
+    escrowed = p.observed.escrow_keys
+    unescrowed = {
+        g.id: g
+        for g in p.recorded.generations_of(entity.id)
+        if escrowed is not None and g.key_sha256 not in escrowed
+    }
+    for g in unescrowed.values():
+        p.warnings.append(
+            PlanWarning(
+                entity.id,
+                "escrow-missing",
+                f"generation {g.number}'s private key is missing from the escrow: its copies "
+                "are kept although the entity is marked absent; declare it present for one "
+                "apply to take the key back, or restore the escrow from a backup",
+            )
+        )
     for copy in sorted(p.copies_of(entity.id), key=lambda c: (c.target, c.path)):
         if copy.target in p.observed.unreachable:
             continue
         if p.role_of(copy.target) == "location":
             continue  # shared locations keep every generation, the entity's included
+        if copy.generation_id in unescrowed:
+            continue
         generation = p.recorded.generation(copy.generation_id)
         number = generation.number if generation else 0
         if not p.removable(entity, copy, number):
