@@ -96,10 +96,11 @@ from tests.conftest import run_cli
 # check. See the module docstring.
 PENDING_FIXES: dict[str, str] = {
     # Issue 26's rules, walked by plain histories in tests/test_stateful_regressions.py. Drawn
-    # at random on the fixed seed (2026-12-04), 68 histories gave 3 failures still to
-    # root-cause: a key no longer recoverable after absent, a recover and an escrow key file
-    # deleted; a bound key on no shared location after restores and a re-added location; a
-    # second apply with work after lost states and last-location removals (issue 27).
+    # at random on the fixed seed (2026-12-04), 68 histories gave 3 failures: a key lost when
+    # an absent entity with no shared location had lost its escrow key file (a real defect,
+    # fixed: test_absent_never_removes_the_last_copies_of_a_key_the_escrow_lost), and two
+    # still to root-cause: a bound key on no shared location after restores and a re-added
+    # location; a second apply with work after lost states and last-location removals.
     "set_bound_entity_absent": "issue 26/27",
     "remove_the_last_shared_location": "issue 26/27",
 }
