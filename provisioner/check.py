@@ -246,12 +246,12 @@ def with_stores(
         refs = ", ".join(b.reference for b in s.bound)
         if s.state == receipts.NOT_OBSERVED:
             # Installed as last seen, too long ago to count: run the role to look again.
-            if s.bound and soon:
-                message = f"{what}; bound to {refs}: run the agent_stores role to look again"
-                added.append(Finding(CRITICAL, s.entity, "store-not-observed", message))
-            else:
-                message = f"{what}: run the agent_stores role to look again"
-                added.append(Finding(WARNING, s.entity, "store-not-observed", message))
+            urgent = bool(s.bound) and soon
+            bound_to = f"; bound to {refs}" if urgent else ""
+            message = f"{what}{bound_to}: run the agent_stores role to look again"
+            added.append(
+                Finding(CRITICAL if urgent else WARNING, s.entity, "store-not-observed", message)
+            )
         elif s.bound and soon:
             message = f"{what}; bound to {refs}: the agent could not open those bids"
             added.append(Finding(CRITICAL, s.entity, "bound-not-in-store", message))

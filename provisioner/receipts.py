@@ -48,6 +48,9 @@ IMPORT_FAILED = "import-failed"  # the last role run found it absent and could n
 STORE_UNREADABLE = "store-unreadable"  # the last role run could not read the store
 NOT_OBSERVED = "not-observed"  # installed as last observed, but that is older than max_age
 
+# What a role run observed in a store (format 2), and the state each outcome reads as.
+OUTCOMES = {"installed": INSTALLED, "import-failed": IMPORT_FAILED, "unreadable": STORE_UNREADABLE}
+
 
 def windows_thumbprint(certificate_der: bytes) -> str:
     """The certificate's thumbprint as Windows shows it: SHA-1 of the DER, upper-case hex."""
@@ -154,8 +157,8 @@ def _entry(s: dict[str, Any], version: int) -> StoreEntry:
             observed_at=installed,
         )
     outcome = str(s["outcome"])
-    if outcome not in ("installed", "import-failed", "unreadable"):
-        raise ValueError(f"outcome {outcome!r} is not installed, import-failed or unreadable")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome {outcome!r} is not {', '.join(OUTCOMES)}")
     since, opened = s.get("installed_at"), s.get("opened_at")
     return StoreEntry(
         str(s["user"]),
@@ -201,21 +204,20 @@ def _judge(
 
     users = target.install.store_users()
 
-    def each(state: str, detail: str, since: dict[str, dt.datetime] | None = None) -> list[Any]:
-        return [
-            StoreState(
-                g.entity,
-                g.number,
-                g.designation,
-                target.name,
-                user,
-                state,
-                detail,
-                bound,
-                (since or {}).get(user),
-            )
-            for user in users
-        ]
+    def one(
+        user: str,
+        state: str,
+        detail: str,
+        since: dt.datetime | None = None,
+        observed: dt.datetime | None = None,
+    ) -> StoreState:
+        return StoreState(
+            g.entity, g.number, g.designation, target.name, user, state, detail, bound, since,
+            observed,
+        )  # fmt: skip
+
+    def each(state: str, detail: str) -> list[StoreState]:
+        return [one(user, state, detail) for user in users]
 
     where = receipt_path(target, g.entity, g.number)
     try:
@@ -251,12 +253,10 @@ def _judge(
         looked = f", observed {_age(observed, now)}" if observed is not None else ""
         if entry is None:
             state, detail, since = (NOT_IMPORTED if copy_present else MISSING), file_state, None
-        elif entry.outcome == "import-failed":
-            state, since = IMPORT_FAILED, None
-            detail = f"{entry.store}: import failed{looked}: {entry.detail or 'no reason given'}"
-        elif entry.outcome == "unreadable":
-            state, since = STORE_UNREADABLE, None
-            detail = f"{entry.store}: store unreadable{looked}: {entry.detail or 'no reason given'}"
+        elif OUTCOMES[entry.outcome] != INSTALLED:
+            state, since = OUTCOMES[entry.outcome], None
+            what = "import failed" if state == IMPORT_FAILED else "store unreadable"
+            detail = f"{entry.store}: {what}{looked}: {entry.detail or 'no reason given'}"
         elif not entry.private_key:
             state, detail, since = (
                 NO_PRIVATE_KEY,
@@ -281,20 +281,7 @@ def _judge(
                     if observed is not None
                     else "never observed"
                 ) + f" (in {who} then; receipts older than {max_age.days} days prove nothing)"
-        out.append(
-            StoreState(
-                g.entity,
-                g.number,
-                g.designation,
-                target.name,
-                user,
-                state,
-                detail,
-                bound,
-                since,
-                observed,
-            )
-        )
+        out.append(one(user, state, detail, since, observed))
     return out
 
 

@@ -288,12 +288,18 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     def env(now: str) -> dict[str, str]:
         return {"PROVISIONER_NOW": now}
 
+    def role(limit: str, now: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        """The collection's playbook on the hosts `limit` names, at the clock `now`."""
+        return _ansible(
+            collection, "ansible-playbook", *sources, "-l", limit, *extra, playbook, now=now
+        )
+
     assert cli("apply", "--auto-approve", manifest, env=env(CREATED)).returncode == 0
     before = cli("status", manifest, env=env(CREATED))
     assert f"ws-linux [{sshd.user}]: file present, not imported" in before.stdout
 
     # Run 1: the NSS database is created for the agent, both current keys imported.
-    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=CREATED)
+    done = role(hosts, CREATED)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (nss / "cert9.db").is_file()
     keys = _certutil("-K", "-d", f"sql:{nss}")
@@ -331,7 +337,7 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert done.returncode == 0, done.stdout + done.stderr
 
     # Run 2: the new generations imported, the bound one kept, the retired one removed.
-    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=LATER)
+    done = role(hosts, LATER)
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(_recap(done.stdout, host)["failed"] == 0 for host in hosts.split(":"))
     keys = _certutil("-K", "-d", f"sql:{nss}")
@@ -350,7 +356,7 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     since = json.loads((folder / "commune-exemple.g1.receipt.json").read_text())["stores"][0]
 
     # Run 3: nothing to change, and a first import keeps its time.
-    done = _ansible(collection, "ansible-playbook", *sources, "-l", hosts, playbook, now=LATER)
+    done = role(hosts, LATER)
     assert done.returncode == 0, done.stdout + done.stderr
     for host in hosts.split(":"):
         recap = _recap(done.stdout, host)
@@ -406,24 +412,12 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
 
     # Issue 28: the Windows role stops before any task, naming the agents, when their runas
     # passwords are missing (every logon would otherwise fail, and lock their accounts).
-    done = _ansible(
-        collection, "ansible-playbook", *sources, "-l", "ws-windows", playbook, now=LATER
-    )
+    done = role("ws-windows", LATER)
     assert done.returncode != 0, done.stdout
     assert "no runas password for CORP\\agent1, CORP\\agent2" in done.stdout, done.stdout
     assert "Read each live copy" not in done.stdout
     partly = json.dumps({"agent_stores_agent_passwords": {"CORP\\agent1": "x"}})
-    done = _ansible(
-        collection,
-        "ansible-playbook",
-        *sources,
-        "-l",
-        "ws-windows",
-        "-e",
-        partly,
-        playbook,
-        now=LATER,
-    )
+    done = role("ws-windows", LATER, "-e", partly)
     assert "no runas password for CORP\\agent2 in" in done.stdout, done.stdout
 
     # Issue 28: a receipt is what the last run observed. The key is taken out of the agent's
@@ -448,7 +442,7 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
 
     take_out()
     again = "2027-12-17T09:00:00Z"
-    done = _ansible(collection, "ansible-playbook", *sources, "-l", "ws-linux", playbook, now=again)
+    done = role("ws-linux", again)
     assert done.returncode == 0, done.stdout + done.stderr
     entry = json.loads(g1.read_text())["stores"][0]
     assert (entry["outcome"], entry["installed_at"], entry["observed_at"]) == (
@@ -468,17 +462,7 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     take_out()
     failed_at = "2027-12-18T09:00:00Z"
     wrong = json.dumps({"agent_stores_passwords": {"commune-exemple": "not-the-password"}})
-    done = _ansible(
-        collection,
-        "ansible-playbook",
-        *sources,
-        "-l",
-        "ws-linux",
-        "-e",
-        wrong,
-        playbook,
-        now=failed_at,
-    )
+    done = role("ws-linux", failed_at, "-e", wrong)
     assert done.returncode != 0, done.stdout
     assert "commune-exemple g1 is not in the NSS database" in done.stdout, done.stdout
     assert "not-the-password" not in done.stdout + done.stderr
@@ -494,9 +478,7 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     for name in ("cert9.db", "key4.db"):
         (nss / name).write_bytes(b"not a database" * 64)
     broken_at = "2027-12-19T09:00:00Z"
-    done = _ansible(
-        collection, "ansible-playbook", *sources, "-l", "ws-linux", playbook, now=broken_at
-    )
+    done = role("ws-linux", broken_at)
     assert done.returncode != 0, done.stdout
     entry = json.loads(g1.read_text())["stores"][0]
     assert (entry["outcome"], entry["observed_at"]) == ("unreadable", broken_at), entry
@@ -513,25 +495,13 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     for path in (nss, *nss.iterdir()):
         os.chown(path, owner.pw_uid, owner.pw_gid)
     locked_at = "2027-12-20T09:00:00Z"
-    done = _ansible(
-        collection, "ansible-playbook", *sources, "-l", "ws-linux", playbook, now=locked_at
-    )
+    done = role("ws-linux", locked_at)
     assert done.returncode != 0, done.stdout
     assert "the NSS database has a password" in done.stdout, done.stdout
     entry = json.loads(g1.read_text())["stores"][0]
     assert entry["outcome"] == "import-failed" and "has a password" in entry["detail"], entry
     given = json.dumps({"agent_stores_nss_passwords": {sshd.user: "Primary-Password-7"}})
-    done = _ansible(
-        collection,
-        "ansible-playbook",
-        *sources,
-        "-l",
-        "ws-linux",
-        "-e",
-        given,
-        playbook,
-        now=locked_at,
-    )
+    done = role("ws-linux", locked_at, "-e", given)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Primary-Password-7" not in done.stdout + done.stderr
     keys = _certutil("-K", "-d", f"sql:{nss}", "-f", str(primary))

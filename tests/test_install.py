@@ -475,6 +475,15 @@ def test_a_receipt_is_an_observation_and_says_when_it_was_made(cli: Runner, tmp_
     def day(offset: int) -> str:
         return (TEST_CLOCK + dt.timedelta(days=offset)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def installed(observed: int) -> dict[str, object]:
+        """alice's entry: installed 20 days ago, last observed `observed` days from now."""
+        return {
+            "outcome": "installed",
+            "private_key": True,
+            "installed_at": day(-20),
+            "observed_at": day(observed),
+        }
+
     def store(user: str, *args: str) -> tuple[str, str]:
         done = cli("status", "--json", path, *args)
         assert done.returncode == 0, done.stderr
@@ -494,28 +503,14 @@ def test_a_receipt_is_an_observation_and_says_when_it_was_made(cli: Runner, tmp_
         ]
 
     # Observed yesterday: installed, and the line says when the role looked.
-    leave(
-        {
-            "outcome": "installed",
-            "private_key": True,
-            "installed_at": day(-20),
-            "observed_at": day(-1),
-        }
-    )
+    leave(installed(observed=-1))
     state, detail = store("alice")
     assert state == "installed"
     assert "since 2026-11-10 09:00" in detail and "observed 2026-11-29 09:00 (1 day ago)" in detail
     assert findings()[1] == []
 
     # Observed 8 days ago: it proves nothing any more.
-    leave(
-        {
-            "outcome": "installed",
-            "private_key": True,
-            "installed_at": day(-20),
-            "observed_at": day(-8),
-        }
-    )
+    leave(installed(observed=-8))
     state, detail = store("alice")
     assert state == "not-observed"
     assert "not observed since 2026-11-22 09:00" in detail
@@ -562,14 +557,7 @@ def test_a_receipt_is_an_observation_and_says_when_it_was_made(cli: Runner, tmp_
     assert code == 2
     assert [(s, c) for s, c, _ in found] == [("CRITICAL", "bound-not-in-store")]
     assert "AO-9" in found[0][2]
-    leave(
-        {
-            "outcome": "installed",
-            "private_key": True,
-            "installed_at": day(-20),
-            "observed_at": day(-8),
-        }
-    )
+    leave(installed(observed=-8))
     code, found = findings("--consultations", str(listed))
     assert (code, [(s, c) for s, c, _ in found]) == (2, [("CRITICAL", "store-not-observed")])
     assert "AO-9" in found[0][2]

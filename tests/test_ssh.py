@@ -26,10 +26,14 @@ def manifest(
     key: Path | None = None,
     known_hosts: Path | None = None,
     down: bool = False,
+    hosts: list[tuple[str, str, int]] | None = None,
+    known_for: dict[str, Path] | None = None,
 ) -> Path:
+    """A manifest with workstations over SSH (`hosts`: name, address, port; ws-a and ws-b by
+    default), each with the known_hosts `known_for` gives it, else `known_hosts`."""
     known = known_hosts or server.known_hosts(tmp_path / "known_hosts")
     remote = server.root / tmp_path.name
-    hosts = [("ws-a", "127.0.0.1", server.port), ("ws-b", "127.0.0.2", server.port)]
+    hosts = list(hosts or [("ws-a", "127.0.0.1", server.port), ("ws-b", "127.0.0.2", server.port)])
     if down:
         hosts.append(("ws-down", "127.0.0.1", free_port()))
     lines = [
@@ -44,7 +48,8 @@ def manifest(
         lines.append(
             f"    - {{name: {name}, transport: ssh, host: {host}, port: {port}, "
             f"user: {server.user}, key_file: {key or server.client_key}, "
-            f"known_hosts: {known}, path: {remote}/{name}, connect_timeout: 3}}"
+            f"known_hosts: {(known_for or {}).get(name, known)}, path: {remote}/{name}, "
+            "connect_timeout: 3}"
         )
     lines += [
         "entities:",
@@ -152,30 +157,12 @@ def test_each_target_checks_the_host_key_its_own_known_hosts_expects(
     right = sshd.known_hosts(tmp_path / "known_hosts")
     remote = sshd.root / tmp_path.name
     order = ["ws-good", "ws-bad"] if first == "ws-good" else ["ws-bad", "ws-good"]
-    known = {"ws-good": right, "ws-bad": wrong}
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        "  locations: [{name: nas, transport: local, path: nas}]",
-        "  workstations:",
-        *(
-            f"    - {{name: {ws}, transport: ssh, host: 127.0.0.1, port: {sshd.port}, "
-            f"user: {sshd.user}, key_file: {sshd.client_key}, known_hosts: {known[ws]}, "
-            f"path: {remote}/{ws}, connect_timeout: 3}}"
-            for ws in order
-        ),
-        "entities:",
-        "  - id: ville",
-        "    name: Ville",
-        "    key: {designation: Ville}",
-        "    password: {env: PW}",
-        "    shared_locations: [nas]",
-        f"    workstations: [{', '.join(order)}]",
-    ]
-    m = tmp_path / "m.yaml"
-    m.write_text("\n".join(lines) + "\n")
+    m = manifest(
+        tmp_path,
+        sshd,
+        hosts=[(ws, "127.0.0.1", sshd.port) for ws in order],
+        known_for={"ws-good": right, "ws-bad": wrong},
+    )
     changed = f"host key for [127.0.0.1]:{sshd.port} CHANGED"
     planned = cli("plan", m, env=ENV)
     assert planned.returncode == 4, planned.stdout + planned.stderr

@@ -101,44 +101,44 @@ class SmbConnection:
                 raise
 
     def _connect(self) -> None:
-        with self.lock:
-            delay = 0.5
-            for attempt in range(1, CONNECT_ATTEMPTS + 1):
-                started = time.monotonic()
-                try:
-                    smbclient.register_session(self.host, **self.options)
-                    self._bound_waits()
-                    self.connected = True
-                    return
-                except (LogonFailure, SMBAuthenticationError):
-                    self._reset()
+        """Called by `connect`, holding the lock."""
+        delay = 0.5
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            started = time.monotonic()
+            try:
+                smbclient.register_session(self.host, **self.options)
+                self._bound_waits()
+                self.connected = True
+                return
+            except (LogonFailure, SMBAuthenticationError):
+                self._reset()
+                raise TransportError(
+                    f"authentication refused for {self.name} (wrong user or password?)"
+                ) from None
+            except SMB_ERRORS as exc:
+                self._reset()
+                why = reason_of(exc.__cause__ or exc) if isinstance(exc, ValueError) else ""
+                why = why or reason_of(exc)
+                refused = "refused" in why.lower()
+                timed_out = time.monotonic() - started >= self.timeout
+                if "encrypt" in why.lower():
                     raise TransportError(
-                        f"authentication refused for {self.name} (wrong user or password?)"
+                        f"{self.name}: the server cannot encrypt (SMB3 encryption is "
+                        "required; `encrypt: false` only on a network you trust)"
                     ) from None
-                except SMB_ERRORS as exc:
-                    self._reset()
-                    why = reason_of(exc.__cause__ or exc) if isinstance(exc, ValueError) else ""
-                    why = why or reason_of(exc)
-                    refused = "refused" in why.lower()
-                    timed_out = time.monotonic() - started >= self.timeout
-                    if "encrypt" in why.lower():
-                        raise TransportError(
-                            f"{self.name}: the server cannot encrypt (SMB3 encryption is "
-                            "required; `encrypt: false` only on a network you trust)"
-                        ) from None
-                    if timed_out or "timeout" in why.lower():
-                        raise TransportError(
-                            f"cannot connect to {self.host}:{self.port}: no SMB answer within "
-                            f"{self.timeout:g} s"
-                        ) from None
-                    if refused or attempt == CONNECT_ATTEMPTS:
-                        tries = "" if refused else f" after {attempt} attempts"
-                        raise TransportError(
-                            f"cannot connect to {self.host}:{self.port}{tries}: {why}"
-                        ) from None
-                    time.sleep(delay)
-                    delay *= 2
-            raise AssertionError("unreachable")
+                if timed_out or "timeout" in why.lower():
+                    raise TransportError(
+                        f"cannot connect to {self.host}:{self.port}: no SMB answer within "
+                        f"{self.timeout:g} s"
+                    ) from None
+                if refused or attempt == CONNECT_ATTEMPTS:
+                    tries = "" if refused else f" after {attempt} attempts"
+                    raise TransportError(
+                        f"cannot connect to {self.host}:{self.port}{tries}: {why}"
+                    ) from None
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def _bound_waits(self) -> None:
         """A server that stops answering mid-operation fails it within about OPERATION_TIMEOUT

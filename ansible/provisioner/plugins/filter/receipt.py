@@ -42,33 +42,33 @@ def _existing(slurped):
 
 
 def _outcome(result):
-    """(outcome, imported now, detail) from the import task's registered result of one copy:
-    the store module's `outcome` (nss_pkcs12), else from the task's failure."""
+    """(outcome, imported now, opened a test bid, detail) from the import task's registered
+    result of one copy: the store module's `outcome` (nss_pkcs12), else from its failure."""
     if not isinstance(result, dict):
-        return "import-failed", False, "the import task left no result"
+        return "import-failed", False, False, "the import task left no result"
     if isinstance(result.get("result"), dict):  # win_powershell's $Ansible.Result
         result = {**result, **result["result"]}
     outcome = result.get("outcome")
     if outcome in ("present", "imported"):
-        return "installed", outcome == "imported", "opened" if result.get("opened") else ""
+        return "installed", outcome == "imported", bool(result.get("opened")), ""
     if outcome == "unreadable":
-        return "unreadable", False, str(result.get("msg", ""))[:500]
-    return "import-failed", False, str(result.get("msg", "import failed"))[:500]
+        return "unreadable", False, False, str(result.get("msg", ""))[:500]
+    return "import-failed", False, False, str(result.get("msg", "import failed"))[:500]
 
 
 def entry(result, user, store, imported=None):
     """The receipt entry of one agent's store from the check (or import) task's result for one
     copy; `imported`, when given, says whether this run's import put the key there; `opened`,
     whether a test bid encrypted to the certificate opened with the key in the store."""
-    outcome, imported_now, detail = _outcome(result)
+    outcome, imported_now, opened, detail = _outcome(result)
     imported = imported_now if imported is None else bool(imported) and outcome == "installed"
     return {
         "user": user,
         "store": store,
         "outcome": outcome,
         "imported": imported,
-        "opened": detail == "opened",
-        "detail": "" if detail == "opened" else detail,
+        "opened": opened,
+        "detail": detail,
         "private_key": outcome == "installed",
     }
 
