@@ -45,14 +45,16 @@ def run_cli(
     env: dict[str, str] | None = None,
     input: str | None = None,
     timeout: float = 300,
+    own_process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run `provisioner ARGS` in a fresh interpreter, at TEST_CLOCK unless `env` gives
-    PROVISIONER_NOW; returns the finished process."""
+    PROVISIONER_NOW; returns the finished process. `own_process` keeps it a subprocess under
+    mutation testing too, for a test of what `main` sets up for the whole process."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     full_env["PROVISIONER_NOW"] = TEST_CLOCK.isoformat()
     full_env.update(env or {})
     full_env.setdefault("COLUMNS", "200")
-    if IN_PROCESS and "PROVISIONER_FAULT_INJECT" not in full_env:
+    if IN_PROCESS and not own_process and "PROVISIONER_FAULT_INJECT" not in full_env:
         return run_in_process([str(a) for a in args], cwd, full_env, input)
     return subprocess.run(
         [sys.executable, "-m", "provisioner", *map(str, args)],
