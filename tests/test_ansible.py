@@ -9,6 +9,8 @@ profile) and `ansible-doc` check them."""
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib.util
 import json
 import os
 import pwd
@@ -25,7 +27,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLES, REPO, Runner
+from tests.conftest import EXAMPLES, REPO, TEST_CLOCK, Runner
 from tests.sshd import SshServer
 
 BIN = Path(sys.executable).parent
@@ -579,3 +581,164 @@ def test_every_task_given_a_password_or_a_pkcs12_is_no_log() -> None:
     # two slurps, the NSS and Windows imports, the Windows staging, the NSS removal (the
     # database's own password)
     assert secret_bearing == 6
+
+
+def _filters(name: str) -> Any:
+    """The collection's filter plugin `name` (plugins/filter/NAME.py), imported as Ansible
+    does: the functions the role's templates call."""
+    pytest.importorskip("ansible")
+    path = REPO / "ansible" / "provisioner" / "plugins" / "filter" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"provisioner_keystore_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stamp(offset_days: float = 0) -> str:
+    """TEST_CLOCK moved by `offset_days`, as receipts write times."""
+    return (TEST_CLOCK + dt.timedelta(days=offset_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _windows_manifest(tmp_path: Path) -> Path:
+    """One entity on two Windows workstations whose folders are on the controller: ws-windows
+    (each agent's CurrentUser\\My) and ws-machine (LocalMachine\\My, read by its agent)."""
+    (tmp_path / "secrets").mkdir()
+    for name in ("escrow.pass", "commune-exemple.pass"):
+        shutil.copy(EXAMPLES / "secrets" / name, tmp_path / "secrets" / name)
+    path = tmp_path / "manifest.yaml"
+    path.write_text(
+        """version: 1
+defaults: {key: {size: 2048}}
+escrow: {passphrase: {file: secrets/escrow.pass}}
+inventory:
+  locations:
+    - {name: share, transport: local, path: share}
+  workstations:
+    - name: ws-windows
+      transport: local
+      path: ws-windows
+      install: {store: windows, users: ['CORP\\agent1', 'CORP\\agent2']}
+    - name: ws-machine
+      transport: local
+      path: ws-machine
+      install: {store: windows, users: ['CORP\\agent1'], windows_location: LocalMachine}
+entities:
+  - id: commune-exemple
+    name: Commune d'Exemple
+    key: {designation: Commune Exemple}
+    password: {file: secrets/commune-exemple.pass}
+    shared_locations: [share]
+    workstations: [ws-windows, ws-machine]
+"""
+    )
+    (tmp_path / "provisioner.yml").write_text(
+        f"plugin: provisioner.keystore.provisioner\nmanifest: manifest.yaml\n"
+        f"executable: {BIN / 'provisioner'}\n"
+    )
+    return path
+
+
+def test_windows_role_refuses_before_any_task_what_it_could_not_do_right(
+    collection: dict[str, str], tmp_path: Path, cli: Runner
+) -> None:
+    """Issue 28: the Windows role stops on the controller, before it connects or reads a
+    copy, naming the host and the reason: a workstation the tool writes through an SMB share
+    without the share's folder on that machine (agent_stores_share_root), or with one that is
+    not a folder there."""
+    manifest = _windows_manifest(tmp_path)
+    assert cli("apply", "--auto-approve", manifest).returncode == 0
+    runas = {"agent_stores_agent_passwords": {"CORP\\agent1": "x", "CORP\\agent2": "y"}}
+
+    def role(**extra: Any) -> str:
+        done = _ansible(
+            collection,
+            "ansible-playbook",
+            "-i",
+            tmp_path / "provisioner.yml",
+            "-l",
+            "ws-windows",
+            "-e",
+            json.dumps(runas | extra),
+            "provisioner.keystore.agent_stores",
+            now=_stamp(),
+        )
+        assert done.returncode != 0, done.stdout
+        assert _recap(done.stdout, "ws-windows")["failed"] == 1, done.stdout
+        # Nothing was attempted on the host: no copy read, no store looked at.
+        assert "Read each live copy" not in done.stdout, done.stdout
+        assert "Look in the store" not in done.stdout, done.stdout
+        assert not list((tmp_path / "ws-windows").glob("*.receipt.json"))
+        return " ".join(done.stdout.split())
+
+    out = role(provisioner_transport="smb")
+    assert (
+        "ws-windows is written by the tool through an SMB share (transport smb) and "
+        "agent_stores_share_root: it is not set"
+    ) in out, out
+    assert "(C:\\ for the share C$)" in out and "Nothing was done on ws-windows" in out, out
+    out = role(provisioner_transport="smb", agent_stores_share_root="\\\\fs01\\postes")
+    assert "agent_stores_share_root: \\\\fs01\\postes is a network path" in out, out
+    out = role(provisioner_transport="smb", agent_stores_share_root="/srv/postes")
+    assert "/srv/postes is not a folder of a Windows drive" in out, out
+
+
+def test_share_paths_put_an_smb_workstations_receipts_where_the_tool_reads_them() -> None:
+    """A workstation the tool writes through an SMB share: the role, on that machine, reads
+    the copy and leaves the receipt in the share's folder there (agent_stores_share_root),
+    at the very file the tool reads through the share."""
+    from provisioner.errors import Location
+    from provisioner.manifest.model import Install, Target
+    from provisioner.receipts import receipt_path
+
+    share = _filters("share")
+    target = Target(
+        "ws-mairie-01",
+        "workstation",
+        "smb",
+        "/ProgramData/Provisioner",
+        Location("m.yaml", 1, 1),
+        host="ws-mairie-01.mairie.local",
+        port=445,
+        user="MAIRIE\\svc-provisioner",
+        install=Install(store="windows", users=("MAIRIE\\agent1",)),
+        share="C$",
+    )
+    copy = {
+        "entity": "commune-exemple",
+        "generation": 2,
+        "host_path": None,
+        "controller_path": None,
+        "receipt_path": receipt_path(target, "commune-exemple", 2),  # as the inventory says
+    }
+    assert copy["receipt_path"] == "/ProgramData/Provisioner/commune-exemple.g2.receipt.json"
+    (seen,) = share.share_paths([copy], "smb", "C:\\")
+    assert seen["receipt_path"] == "C:\\ProgramData\\Provisioner\\commune-exemple.g2.receipt.json"
+    assert seen["host_path"] == "C:\\ProgramData\\Provisioner\\commune-exemple.g2.p12"
+    assert seen["controller_path"] is None and copy["host_path"] is None  # a new dict
+    # A share of a folder (D:\Partages exported as postes, path /ws-01 in it).
+    (seen,) = share.share_paths(
+        [copy | {"receipt_path": "/ws-01/commune-exemple.g2.receipt.json"}], "smb", "D:/Partages/"
+    )
+    assert seen["receipt_path"] == "D:\\Partages\\ws-01\\commune-exemple.g2.receipt.json"
+    # A Linux workstation sharing a folder with Samba (NSS store).
+    (seen,) = share.share_paths([copy], "smb", "/srv/samba/c", False)
+    assert (
+        seen["receipt_path"]
+        == "/srv/samba/c/ProgramData/Provisioner/commune-exemple.g2.receipt.json"
+    )
+    # ssh and local copies are the host's or the controller's already: left as they are.
+    assert share.share_paths([copy], "ssh", None) == [copy]
+    assert share.share_paths([copy], "local", "C:\\") == [copy]
+    # Roots that are not the share's folder on the workstation.
+    problem = share.root_problem
+    assert problem(None, True) == problem("  ", True) == "it is not set"
+    assert "is a network path" in problem("\\\\fs01\\postes", True)
+    assert "is a network path" in problem("//fs01/postes", False)
+    assert "not a folder of a Windows drive" in problem("Provisioner", True)
+    assert "not an absolute path" in problem("srv/samba", False)
+    assert problem("C:", True) == problem("c:\\", True) == problem("/srv", False) == ""
+    with pytest.raises(Exception, match="agent_stores_share_root: it is not set"):
+        share.share_paths([copy], "smb", None)
+    with pytest.raises(Exception, match="leaves the share"):
+        share.share_paths([copy | {"receipt_path": "/../x.g1.receipt.json"}], "smb", "C:\\")
