@@ -9,6 +9,7 @@ profile) and `ansible-doc` check them."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import importlib.util
 import json
@@ -643,9 +644,9 @@ def test_windows_role_refuses_before_any_task_what_it_could_not_do_right(
     collection: dict[str, str], tmp_path: Path, cli: Runner
 ) -> None:
     """Issue 28: the Windows role stops on the controller, before it connects or reads a
-    copy, naming the host and the reason: a workstation the tool writes through an SMB share
-    without the share's folder on that machine (agent_stores_share_root), or with one that is
-    not a folder there."""
+    copy, naming the host and the reason: LocalMachine with no agent to grant read access to
+    the key; a workstation the tool writes through an SMB share without the share's folder on
+    that machine (agent_stores_share_root), or with one that is not a folder there."""
     manifest = _windows_manifest(tmp_path)
     assert cli("apply", "--auto-approve", manifest).returncode == 0
     runas = {"agent_stores_agent_passwords": {"CORP\\agent1": "x", "CORP\\agent2": "y"}}
@@ -670,6 +671,12 @@ def test_windows_role_refuses_before_any_task_what_it_could_not_do_right(
         assert "Look in the store" not in done.stdout, done.stdout
         assert not list((tmp_path / "ws-windows").glob("*.receipt.json"))
         return " ".join(done.stdout.split())
+
+    # The manifest requires agents; an inventory from elsewhere (or a hand-edited one) may not.
+    machine = {"store": "windows", "users": [], "windows_location": "LocalMachine"}
+    out = role(provisioner_install=machine | {"exportable": False, "nss_database": None})
+    assert "windows_location LocalMachine lists no agent in install.users" in out, out
+    assert "no agent could open a bid with it" in out and "nothing was done on ws-windows" in out
 
     out = role(provisioner_transport="smb")
     assert (
@@ -742,3 +749,210 @@ def test_share_paths_put_an_smb_workstations_receipts_where_the_tool_reads_them(
         share.share_paths([copy], "smb", None)
     with pytest.raises(Exception, match="leaves the share"):
         share.share_paths([copy | {"receipt_path": "/../x.g1.receipt.json"}], "smb", "C:\\")
+
+
+# What win_powershell registers for the role's check of one copy ($Ansible.Result in `result`).
+def _checked(outcome: str, opened: bool, msg: str = "") -> dict[str, Any]:
+    result: dict[str, Any] = {"outcome": outcome, "opened": opened}
+    if msg:
+        result["msg"] = msg
+    return {"changed": False, "failed": False, "result": result, "output": [], "error": []}
+
+
+def test_receipt_filter_records_a_test_bid_opened_from_a_windows_store() -> None:
+    """The receipt filter reads the Windows check's result as it reads nss_pkcs12's: a test
+    bid opened from the store stamps opened_at with the run's time; a bid that does not open
+    is a failed import with its reason, and no opened_at; a failed runas logon too."""
+    receipts = _filters("receipt")
+    schema = json.loads((REPO / "schemas" / "receipt.schema.json").read_text())
+    copy = {
+        "entity": "commune-exemple",
+        "generation": 1,
+        "thumbprint_sha1": "0F3A0ADEFC3C91728620934210E8D87E5BB0B74B",
+        "cert_sha256": "ab" * 32,
+    }
+
+    def run(slurped: Any, entries: list[dict[str, Any]], at: str) -> dict[str, Any]:
+        document = json.loads(receipts.receipt(copy, slurped, entries, now=at))
+        jsonschema.validate(document, schema)
+        return document
+
+    def slurp(document: dict[str, Any]) -> dict[str, str]:
+        return {"content": base64.b64encode(json.dumps(document).encode()).decode()}
+
+    # First run: imported (the import task changed) and a test bid opened from the store.
+    first = receipts.entry(_checked("present", True), "CORP\\agent1", "CurrentUser\\My", True)
+    assert (first["outcome"], first["imported"], first["opened"]) == ("installed", True, True)
+    one = run(None, [first], _stamp(-2))
+    assert one["stores"] == [
+        {
+            "user": "CORP\\agent1",
+            "store": "CurrentUser\\My",
+            "outcome": "installed",
+            "private_key": True,
+            "installed_at": _stamp(-2),
+            "observed_at": _stamp(-2),
+            "opened_at": _stamp(-2),
+        }
+    ]
+    # Next run: already there (no import), opened again: the import time stays.
+    again = receipts.entry(_checked("present", True), "CORP\\agent1", "CurrentUser\\My", False)
+    two = run(slurp(one), [again], _stamp())
+    assert (two["stores"][0]["installed_at"], two["stores"][0]["opened_at"]) == (
+        _stamp(-2),
+        _stamp(),
+    )
+    # The key is there but a bid encrypted to it does not open: a failed import, the reason.
+    why = (
+        "CurrentUser\\My holds 0F3A0ADEFC3C91728620934210E8D87E5BB0B74B but a test bid "
+        "encrypted to it does not open with its key: Keyset does not exist"
+    )
+    broken = receipts.entry(
+        _checked("import-failed", False, why), "CORP\\agent1", "CurrentUser\\My", False
+    )
+    three = run(slurp(two), [broken], _stamp())["stores"][0]
+    assert (three["outcome"], three["private_key"], three["detail"]) == (
+        "import-failed",
+        False,
+        why,
+    )
+    assert "opened_at" not in three and "installed_at" not in three
+    # The store looked at without a proof (opened false): no opened_at is claimed.
+    unproved = receipts.entry(_checked("present", False), "CORP\\agent2", "CurrentUser\\My")
+    assert "opened_at" not in run(None, [unproved], _stamp())["stores"][0]
+    # runas could not log the agent on: the task failed with no result of the script.
+    refused = {"failed": True, "msg": "Failed to become user CORP\\agent2: logon failure"}
+    entry = receipts.entry(refused, "CORP\\agent2", "CurrentUser\\My", False)
+    assert (entry["outcome"], entry["opened"]) == ("import-failed", False)
+    assert "Failed to become user CORP\\agent2" in entry["detail"]
+    # LocalMachine: one entry for the machine's store, its agents' access checked.
+    unread = "LocalMachine\\My: the private key of 0F3A cannot be read by CORP\\agent1"
+    machine = receipts.entry(
+        _checked("import-failed", False, unread), "LocalMachine", "LocalMachine\\My", False
+    )
+    assert run(None, [machine], _stamp())["stores"][0]["detail"] == unread
+
+
+def test_status_shows_the_test_bid_opened_from_a_windows_store(tmp_path: Path, cli: Runner) -> None:
+    """A receipt in the format the Windows role writes (written here by hand, and the same as
+    the role's filters make of the Windows check's results): status, rehearse and check say
+    which agent's store opened a test bid and when, which did not and why, and the machine
+    store's."""
+    receipts = _filters("receipt")
+    manifest = _windows_manifest(tmp_path)
+    assert cli("apply", "--auto-approve", manifest).returncode == 0
+    hosts = json.loads(cli("inventory", "--json", manifest).stdout)["hosts"]
+    schema = json.loads((REPO / "schemas" / "receipt.schema.json").read_text())
+    why = "CurrentUser\\My holds it but a test bid encrypted to it does not open with its key"
+    for host, stores in (
+        (
+            "ws-windows",
+            [
+                {
+                    "user": "CORP\\agent1",
+                    "store": "CurrentUser\\My",
+                    "outcome": "installed",
+                    "private_key": True,
+                    "installed_at": _stamp(-3),
+                    "observed_at": _stamp(-1),
+                    "opened_at": _stamp(-1),
+                },
+                {
+                    "user": "CORP\\agent2",
+                    "store": "CurrentUser\\My",
+                    "outcome": "import-failed",
+                    "private_key": False,
+                    "observed_at": _stamp(-1),
+                    "detail": why,
+                },
+            ],
+        ),
+        (
+            "ws-machine",
+            [
+                {
+                    "user": "LocalMachine",
+                    "store": "LocalMachine\\My",
+                    "outcome": "installed",
+                    "private_key": True,
+                    "installed_at": _stamp(-1),
+                    "observed_at": _stamp(-1),
+                    "opened_at": _stamp(-1),
+                }
+            ],
+        ),
+    ):
+        (copy,) = hosts[host]["copies"]
+        document = {
+            "format_version": 2,
+            "entity": "commune-exemple",
+            "generation": 1,
+            "thumbprint_sha1": copy["thumbprint_sha1"],
+            "cert_sha256": copy["cert_sha256"],
+            "stores": stores,
+        }
+        jsonschema.validate(document, schema)
+        Path(copy["receipt_path"]).write_text(json.dumps(document, indent=2, sort_keys=True))
+        # The role's filters make the same of the Windows check's results (after a first run
+        # that imported the keys, 3 days before).
+        earlier = {
+            "content": base64.b64encode(
+                json.dumps(
+                    document | {"stores": [{**s, "observed_at": _stamp(-3)} for s in stores]}
+                ).encode()
+            ).decode()
+        }
+        made = receipts.receipt(
+            copy,
+            earlier,
+            [
+                receipts.entry(
+                    _checked("present", True)
+                    if s["outcome"] == "installed"
+                    else _checked("import-failed", False, why),
+                    s["user"],
+                    s["store"],
+                    s.get("installed_at") == _stamp(-1),
+                )
+                for s in stores
+            ],
+            now=_stamp(-1),
+        )
+        assert json.loads(made) == document
+
+    status = cli("status", manifest)
+    assert status.returncode == 0, status.stderr
+    text = " ".join(status.stdout.split())
+    assert (
+        "ok commune-exemple g1 ws-windows [CORP\\agent1]: in the store of user CORP\\agent1 "
+        "since 2026-11-27 09:00 (CurrentUser\\My), observed 2026-11-29 09:00 (1 day ago); "
+        "a test bid opened from it 2026-11-29 09:00"
+    ) in text, status.stdout
+    assert (
+        "import-failed commune-exemple g1 ws-windows [CORP\\agent2]: CurrentUser\\My: import "
+        f"failed, observed 2026-11-29 09:00 (1 day ago): {why}"
+    ) in text, status.stdout
+    assert (
+        "ok commune-exemple g1 ws-machine [LocalMachine]: in the machine store since "
+        "2026-11-29 09:00 (LocalMachine\\My), observed 2026-11-29 09:00 (1 day ago); a test bid "
+        "opened from it 2026-11-29 09:00"
+    ) in text, status.stdout
+    stores = {
+        (s["target"], s["user"]): s["state"]
+        for s in json.loads(cli("status", "--json", manifest).stdout)["stores"]
+    }
+    assert stores == {
+        ("ws-windows", "CORP\\agent1"): "installed",
+        ("ws-windows", "CORP\\agent2"): "import-failed",
+        ("ws-machine", "LocalMachine"): "installed",
+    }
+    rehearsed = cli("rehearse", manifest)
+    assert "CORP\\agent1 since 2026-11-27 09:00" in rehearsed.stdout, rehearsed.stdout
+    assert "a test bid opened from it 2026-11-29 09:00" in rehearsed.stdout, rehearsed.stdout
+    found = json.loads(cli("check", "--json", manifest).stdout)["findings"]
+    assert [(f["severity"], f["code"]) for f in found if "[CORP\\agent2]" in f["message"]] == [
+        ("WARNING", "not-in-store")
+    ]
+    assert not [
+        f for f in found if "[CORP\\agent1]" in f["message"] or "ws-machine" in f["message"]
+    ]
