@@ -513,9 +513,13 @@ def test_nss_path_imports_keeps_bound_removes_retired_and_leaves_receipts(
     assert not [p for p in Path(tempfile.gettempdir()).glob("provisioner-nss-*")], "left behind"
 
 
-def test_windows_tasks_pass_ansible_lint_and_match_win_certificate_store(
+def test_windows_tasks_pass_ansible_lint_and_match_the_ansible_windows_modules(
     collection: dict[str, str],
 ) -> None:
+    """ansible-lint (production profile) over the collection, and every argument of every
+    ansible.windows module the Windows tasks use checked against that module's documented
+    options, as the installed ansible.windows states them: names, choices, required options;
+    win_certificate_store imports with no option meant for exports, and never exports."""
     installed = Path(collection["COLLECTION"])
     done = subprocess.run(
         [_need("ansible-lint"), "--offline", "--profile", "production", "."],
@@ -527,30 +531,57 @@ def test_windows_tasks_pass_ansible_lint_and_match_win_certificate_store(
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    doc = json.loads(
-        _ansible(
-            collection, "ansible-doc", "-j", "ansible.windows.win_certificate_store", now=CREATED
-        ).stdout
-    )["ansible.windows.win_certificate_store"]["doc"]["options"]
     tasks = installed / "roles" / "agent_stores" / "tasks"
-    used = 0
-    for file in tasks.glob("windows*.yml"):
+    used: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for file in sorted(tasks.glob("windows*.yml")):
         for task in _tasks(yaml.safe_load(file.read_text())):
-            args = task.get("ansible.windows.win_certificate_store")
-            if args is None:
-                continue
-            used += 1
-            for name, value in args.items():
-                assert name in doc, f"{file.name}: {task['name']}: unknown option {name}"
-                choices = doc[name].get("choices")
-                if choices and "{{" not in str(value):
-                    assert value in choices, f"{file.name}: {name}: {value} not in {choices}"
-            assert args.get("store_name") == "My"
-            if args.get("state") == "present":
-                assert task.get("no_log") is True, task["name"]  # the password
-                assert task.get("become_method") == "ansible.builtin.runas"
-                assert "key_exportable" in args and "password" in args
-    assert used == 2  # one import, one removal
+            for key, args in task.items():
+                if key.startswith("ansible.windows."):
+                    used.append((f"{file.name}: {task['name']}", task, {key: args}))
+    modules = sorted({next(iter(m)) for _, _, m in used})
+    assert modules == [
+        "ansible.windows.win_certificate_store",
+        "ansible.windows.win_copy",
+        "ansible.windows.win_file",
+        "ansible.windows.win_powershell",
+    ]
+    found = _ansible(collection, "ansible-doc", "-j", *modules, now=CREATED)
+    assert found.returncode == 0, found.stderr
+    docs = {name: entry["doc"]["options"] for name, entry in json.loads(found.stdout).items()}
+    imports = removals = 0
+    for where, task, module in used:
+        ((name, args),) = module.items()
+        options = docs[name]
+        for option, value in args.items():
+            assert option in options, f"{where}: {name} has no option {option}"
+            choices = options[option].get("choices")
+            if choices and "{{" not in str(value):
+                assert value in choices, f"{where}: {option}: {value} not in {choices}"
+        for option, spec in options.items():
+            if spec.get("required"):
+                assert option in args, f"{where}: {name} requires {option}"
+        if name != "ansible.windows.win_certificate_store":
+            continue
+        described = {
+            o: d if isinstance(d := spec["description"], str) else " ".join(d)
+            for o, spec in options.items()
+        }
+        present_only = {o for o, text in described.items() if "state=present) only" in text}
+        assert present_only == {"key_exportable", "key_storage"}, described
+        assert "state=exported" in described["file_type"]  # an option of exports only
+        assert "file_type" not in args, where
+        assert args.get("store_name") == "My", where
+        if args["state"] == "present":
+            imports += 1
+            assert task.get("no_log") is True, where  # the password
+            assert task.get("become_method") == "ansible.builtin.runas", where
+            assert "key_exportable" in args and "password" in args, where
+            assert "thumbprint" not in args, where  # what an export or a removal names
+        else:
+            removals += 1
+            assert args["state"] == "absent", where
+            assert not present_only & set(args) and "password" not in args, where
+    assert (imports, removals) == (1, 1)
 
 
 def _tasks(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
