@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,13 +10,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from provisioner.errors import Location, TransportError
 from provisioner.manifest.model import SecretRef, Target
 from provisioner.transports.base import FileFacts
 from tests import smbd as smbd_helpers
-from tests.conftest import Runner
+from tests.conftest import REPO, Runner
 from tests.smbd import SmbServer
 from tests.sshd import free_port
 
@@ -481,3 +483,28 @@ def test_a_server_that_stops_answering_mid_run_fails_within_the_operation_timeou
         if hung.process is not None:
             os.killpg(hung.process.pid, signal.SIGCONT)
         hung.remove()
+
+
+def test_an_smb_workstation_is_listed_in_the_inventory_as_its_schema_says(
+    cli: Runner, smbd: SmbServer, tmp_path: Path
+) -> None:
+    """A workstation the tool writes through a share is a host of the inventory (transport
+    smb, its copies' receipt paths share-relative), in a document its schema accepts."""
+    m = manifest(tmp_path, smbd)
+    text = m.read_text().replace(
+        "  workstations: [{name: ws-a, transport: local, path: ws-a}]",
+        f"  workstations:\n    - {{name: ws-a, transport: smb, host: 127.0.0.1, "
+        f"port: {smbd.port}, share: {smbd.share}, user: {smbd.user}, "
+        f"password: {{file: smb-password}}, path: /{tmp_path.name}/ws-a, connect_timeout: 3, "
+        "install: {store: windows, users: [agent1]}}",
+    )
+    m.write_text(text)
+    assert cli("apply", "--auto-approve", m, env=ENV).returncode == 0
+    done = cli("inventory", "--json", m, env=ENV)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    jsonschema.validate(doc, json.loads((REPO / "schemas" / "inventory.schema.json").read_text()))
+    host = doc["hosts"]["ws-a"]
+    assert host["transport"] == "smb"
+    assert [c["generation"] for c in host["copies"]] == [1]
+    assert host["copies"][0]["receipt_path"].startswith(f"/{tmp_path.name}/ws-a/")
