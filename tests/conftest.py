@@ -183,3 +183,86 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.longrepr = (
         f"skipped under CI=true, where every real component must be installed: {reason}"
     )
+
+
+# ------------------------------------------------------------------ mutation testing
+# mutmut runs, for each mutant, every test that reached the mutated function (fastest first,
+# stopping at the first failure). The CLI tests reach nearly every function, so a survivor
+# would run some 250 s of tests. Two things keep `make mutation` near an hour on 2 cores
+# (docs/TESTING.md): the tests that killed another mutant of the same function run first
+# (a mutant is mostly killed by what killed its siblings), and a mutant is given
+# PROVISIONER_MUTATION_BUDGET seconds of tests (by their recorded durations; 0: no limit).
+# A mutant that outlives its budget counts as survived: the budget can only lower the score.
+MUTATION_KILLS = REPO / "mutation-kills.jsonl"
+# What each test costs, setup and teardown included (mutmut records the call alone, and a
+# history's setup is most of its cost): written by mutmut's stats run, read by the budget.
+MUTATION_DURATIONS = REPO / "mutation-durations.json"
+_durations_seen: dict[str, float] = {}
+
+
+def _mutant() -> str:
+    """The mutant switched on in this process, or "" (read at each hook: mutmut forks its
+    workers from a process that imported this module for another purpose)."""
+    name = os.environ.get("MUTANT_UNDER_TEST", "")
+    return name if "__mutmut_" in name else ""
+
+
+def _mutated_function(mutant: str) -> str:
+    return mutant.rsplit("__mutmut_", 1)[0]
+
+
+def _kills_of(function: str) -> dict[str, int]:
+    """How many mutants of `function` (then of its module) each test has killed so far."""
+    found: dict[str, int] = {}
+    if not MUTATION_KILLS.is_file():
+        return found
+    module = function.rsplit(".", 1)[0] + "."
+    for line in MUTATION_KILLS.read_text(encoding="utf-8").splitlines():
+        killed_function, _, test = line.partition(" ")
+        if killed_function == function:
+            found[test] = found.get(test, 0) + 1000
+        elif killed_function.startswith(module):
+            found[test] = found.get(test, 0) + 1
+    return found
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mutant = _mutant()
+    if not mutant:
+        return
+    import json
+
+    durations: dict[str, float] = (
+        json.loads(MUTATION_DURATIONS.read_text()) if MUTATION_DURATIONS.is_file() else {}
+    )
+    kills = _kills_of(_mutated_function(mutant))
+    items.sort(key=lambda i: (-kills.get(i.nodeid, 0), durations.get(i.nodeid, 1.0)))
+    budget = float(os.environ.get("PROVISIONER_MUTATION_BUDGET", "0") or 0)
+    if budget <= 0:
+        return
+    kept, spent = [], 0.0
+    for item in items:
+        cost = durations.get(item.nodeid, 1.0)
+        if kept and spent + cost > budget:
+            break
+        kept.append(item)
+        spent += cost
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=items[len(kept) :])
+        items[:] = kept
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        _durations_seen[report.nodeid] = _durations_seen.get(report.nodeid, 0.0) + report.duration
+    mutant = _mutant()
+    if mutant and report.failed:
+        with MUTATION_KILLS.open("a", encoding="utf-8") as kills:
+            kills.write(f"{_mutated_function(mutant)} {report.nodeid}\n")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats" and _durations_seen:
+        import json
+
+        MUTATION_DURATIONS.write_text(json.dumps(_durations_seen, indent=0, sort_keys=True))

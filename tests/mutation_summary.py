@@ -3,19 +3,24 @@
 mutmut keeps each mutated file's verdicts in `mutants/<path>.meta` (JSON: the exit code of the
 tests run against each mutant, and how long they took). A mutant is killed when its tests
 failed (exit 1 or 3), timed out (the mutant made something hang: a user notices) or were caught
-by the type checker; it survived when they passed (0). A survivor named in docs/TESTING.md's
-list of equivalent mutants (a backticked mutant name, then its reason) counts as equivalent;
+by the type checker; it survived when they passed (0). A survivor named in
+docs/mutation-equivalents.md (a backticked mutant name, then its reason) counts as equivalent;
 every other survivor is a missing test. The score is killed / (checked - equivalent); a module
 none of whose mutants was checked reads "not run" and counts as under the goal. "test time"
 adds up the seconds the tests took against each mutant (the run's wall time on 2 workers is
 about half of it).
 
 Run from the project's root after `mutmut run`: `python tests/mutation_summary.py`
-(`--survivors` lists the survivors that are not documented equivalents, one per line).
+(`--survivors` lists the survivors that are not documented equivalents, one per line;
+`--diff [GLOB]` prints each such survivor's change as a diff of its function, read from
+mutants/ without starting mutmut: what a new test must notice).
 Exits 1 when a module scores under the goal (90 %), so that a run can gate on it."""
 
 from __future__ import annotations
 
+import ast
+import difflib
+import fnmatch
 import json
 import re
 import sys
@@ -30,12 +35,11 @@ EQUIVALENT_NAME = re.compile(r"`(provisioner\.[\w.]+__mutmut_\d+)`")
 
 
 def equivalents(doc: Path) -> set[str]:
-    """The mutant names docs/TESTING.md lists as equivalent (each with its reason there)."""
+    """The mutant names docs/mutation-equivalents.md lists as equivalent (each with its
+    reason there)."""
     if not doc.is_file():
         return set()
-    text = doc.read_text(encoding="utf-8")
-    start = text.find("### Equivalent mutants")
-    return set(EQUIVALENT_NAME.findall(text[start:])) if start >= 0 else set()
+    return set(EQUIVALENT_NAME.findall(doc.read_text(encoding="utf-8")))
 
 
 def module_of(meta: Path, root: Path) -> str:
@@ -48,7 +52,7 @@ def main(argv: list[str]) -> int:
     if not root.is_dir():
         print("no mutants/ folder: run `make mutation` first", file=sys.stderr)
         return 1
-    equivalent = equivalents(Path("docs/TESTING.md"))
+    equivalent = equivalents(Path("docs/mutation-equivalents.md"))
     rows: list[tuple[str, Counter[str], float]] = []
     survivors: list[str] = []
     for meta in sorted(root.rglob("*.py.meta")):
@@ -77,6 +81,11 @@ def main(argv: list[str]) -> int:
     if "--survivors" in argv:
         print("\n".join(survivors))
         return 0
+    if "--diff" in argv:
+        at = argv.index("--diff")
+        pattern = argv[at + 1] if len(argv) > at + 1 else "*"
+        print_diffs(root, [s for s in survivors if fnmatch.fnmatch(s, pattern)])
+        return 0
     header = (
         "module",
         "mutants",
@@ -102,6 +111,33 @@ def main(argv: list[str]) -> int:
     seconds = sum(r[2] for r in rows)
     print("| " + " | ".join(_row("**all**", n, total, seconds)) + " |")
     return 1 if below else 0
+
+
+def print_diffs(root: Path, names: list[str]) -> None:
+    """Each mutant's function against the original, as a unified diff, from mutants/."""
+    functions: dict[Path, dict[str, str]] = {}
+    for name in names:
+        module, _, function = name.rpartition(".")
+        if "ǁ" in name:  # a method: provisioner.mod.xǁClassǁmethod__mutmut_N
+            module = name[: name.index(".xǁ")]
+            function = name[len(module) + 1 :]
+        path = root / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = root / (module.replace(".", "/") + "/__init__.py")
+        if path not in functions:
+            source = path.read_text(encoding="utf-8")
+            found: dict[str, str] = {}
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    found[node.name] = ast.get_source_segment(source, node) or ""
+            functions[path] = found
+        found = functions[path]
+        original = found.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "")
+        mutated = found.get(function, "")
+        print(f"## {name}")
+        diff = difflib.unified_diff(original.splitlines(), mutated.splitlines(), lineterm="", n=1)
+        print("\n".join(list(diff)[2:]) or "(function not found)")
+        print()
 
 
 def _score(n: int, count: Counter[str]) -> float | None:
