@@ -260,37 +260,74 @@ def with_stores(
     return sorted(added, key=lambda f: -f.severity)
 
 
+# The first line is what a monitoring screen shows: kept short, the details on the next lines.
+LINE_TEXT_MAX = 160
+
+
 def summary(
     findings: list[Finding],
     manifest: Manifest,
     recorded: Recorded,
     now: dt.datetime,
     limit: frozenset[str] | None = None,
+    limits: Thresholds | None = None,
 ) -> tuple[int, str]:
-    """Exit code and the first line: `PROVISIONER STATE - text | perfdata`; with `limit`,
-    the counts are of those entities only."""
+    """Exit code and the first line: `PROVISIONER STATE - text | perfdata`. The text counts
+    the findings and names the most severe by code and entity (every one is on the lines
+    that follow); the perfdata carries the thresholds (Nagios ranges). With `limit`, the
+    counts are of those entities only."""
+    limits = limits or Thresholds()
     code = max((f.severity for f in findings), default=OK)
-    present = [
-        e for e in manifest.entities if e.state == "present" and (limit is None or e.id in limit)
-    ]
+    declared = [e for e in manifest.entities if limit is None or e.id in limit]
+    present = [e for e in declared if e.state == "present"]
     days = [(g.not_after - now).days for e in present if (g := recorded.current(e.id)) is not None]
     crit = sum(f.severity == CRITICAL for f in findings)
     warn = sum(f.severity == WARNING for f in findings)
     if findings:
-        first = findings[0]
-        who = f"{first.entity}: " if first.entity else ""
-        text = f"{crit} critical, {warn} warning(s); {who}{first.message}"
+        text = f"{_count(crit, 'critical', 'critical')}, {_count(warn, 'warning', 'warnings')}: "
+        text += _named(findings, CRITICAL if crit else WARNING)
     else:
         copies = sum(limit is None or c.entity in limit for c in recorded.copies.values())
-        soonest = min(days) if days else None
-        text = f"{len(present)} entities, {copies} copies in sync" + (
-            f", earliest expiry in {soonest} days" if soonest is not None else ""
+        text = (
+            f"{_count(len(present), 'entity', 'entities')}, "
+            f"{_count(copies, 'copy', 'copies')} in sync"
+            + (f", earliest expiry in {_count(min(days), 'day', 'days')}" if days else "")
         )
     perf = (
-        f"entities={len(present)} critical={crit} warning={warn} "
-        f"min_days_left={min(days) if days else 0}"
+        f"entities={len(declared)};;;0 present={len(present)};;;0 "
+        f"critical={crit};;0;0 warning={warn};0;;0 "
+        f"min_days_left={min(days) if days else 'U'};{limits.warn_days}:;{limits.critical_days}:"
     )
     return code, f"PROVISIONER {NAMES[code]} - {text} | {perf}"
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _named(findings: list[Finding], severity: int) -> str:
+    """The codes of the findings of `severity`, each with its entities, in order, cut to fit
+    the first line ("and N more" says what was left out)."""
+    by_code: dict[str, list[str]] = {}
+    for f in findings:
+        if f.severity == severity:
+            who = by_code.setdefault(f.code, [])
+            if f.entity and f.entity not in who:
+                who.append(f.entity)
+    parts = [
+        f"{c} ({', '.join(who[:3])}{f' and {len(who) - 3} more' if len(who) > 3 else ''})"
+        if who
+        else c
+        for c, who in by_code.items()
+    ]
+    text = ""
+    for i, part in enumerate(parts):
+        more = len(parts) - i
+        candidate = f"{text}; {part}" if text else part
+        if text and len(candidate) > LINE_TEXT_MAX:
+            return f"{text}; and {more} more"
+        text = candidate
+    return text
 
 
 def to_json(code: int, line: str, findings: list[Finding]) -> dict[str, Any]:

@@ -89,9 +89,66 @@ def check(
     warn_days: int,
     critical_days: int,
     receipt_max_age_days: int = 7,
+    timeout: float = 0,
 ) -> Verdict:
     """The probe's verdict; a probe that cannot conclude says UNKNOWN, whatever the cause,
-    and a broken state/escrow unit is CRITICAL (every bound key rests on it)."""
+    and a broken state/escrow unit is CRITICAL (every bound key rests on it). With `timeout`
+    (seconds, 0: none), UNKNOWN when no verdict came by then (a target or the state that does
+    not answer): the monitoring hears from the probe before it gives up on it."""
+    import threading
+
+    from provisioner import check as probe
+
+    def judge() -> Verdict:
+        return _check(
+            manifest,
+            state_dir,
+            limit,
+            parallel=parallel,
+            consultations=consultations,
+            warn_days=warn_days,
+            critical_days=critical_days,
+            receipt_max_age_days=receipt_max_age_days,
+        )
+
+    if timeout <= 0:
+        return judge()
+    answers: list[Verdict | BaseException] = []
+
+    def worker() -> None:
+        try:
+            answers.append(judge())
+        except BaseException as exc:  # handed to the caller's thread as it is
+            answers.append(exc)
+
+    # The work runs on a daemon thread: one stuck in a read it cannot interrupt does not keep
+    # the probe from answering (the process ends when the command does).
+    thread = threading.Thread(target=worker, name="check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not answers:
+        line = (
+            f"PROVISIONER UNKNOWN - no verdict within {timeout:g} s (-t/--timeout): a target or "
+            "the state did not answer in time; run provisioner status to see which"
+        )
+        return Verdict(probe.UNKNOWN, line, [], inconclusive=True)
+    answer = answers[0]
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+def _check(
+    manifest: Path,
+    state_dir: Path | None,
+    limit: list[str] | None = None,
+    *,
+    parallel: int,
+    consultations: Path | None,
+    warn_days: int,
+    critical_days: int,
+    receipt_max_age_days: int,
+) -> Verdict:
     from provisioner import check as probe
 
     inputs: Inputs | None = None
@@ -107,13 +164,14 @@ def check(
                 )
             now = clock.now()
             _, result = observe_and_plan(session, parallel, now)
+            thresholds = probe.Thresholds(warn_days, critical_days)
             findings = probe.evaluate(
                 session.manifest,
                 session.recorded,
                 result,
                 now,
                 session.escrow_listing.named(),  # presence by name: no secret needed
-                probe.Thresholds(warn_days, critical_days),
+                thresholds,
             )
             stores = receipts.survey_of(
                 session, result, parallel, max_age=dt.timedelta(days=receipt_max_age_days)
@@ -122,7 +180,7 @@ def check(
             if session.limit is not None:  # the entities asked for, and what concerns all
                 findings = [f for f in findings if f.entity is None or f.entity in session.limit]
             code, line = probe.summary(
-                findings, session.manifest, session.recorded, now, session.limit
+                findings, session.manifest, session.recorded, now, session.limit, thresholds
             )
     except Exception as exc:
         if not isinstance(exc, ProvisionerError) and os.environ.get("PROVISIONER_DEBUG"):

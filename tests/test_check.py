@@ -98,7 +98,10 @@ def test_ok_when_every_bound_key_is_held_escrowed_and_valid(cli: Runner, manifes
     code, out = check(cli, manifest, CREATED)
     assert code == 0, out
     assert out.startswith("PROVISIONER OK - 2 entities, 5 copies in sync")
-    assert "| entities=2 critical=0 warning=0" in out
+    # Nagios perfdata with thresholds: counts alert above 0, days left below --warn-days
+    # (WARNING) and --critical-days (CRITICAL).
+    perf = "entities=2;;;0 present=2;;;0 critical=0;;0;0 warning=0;0;;0 min_days_left=730;30:;7:"
+    assert out.splitlines()[0].endswith(f"| {perf}"), out
 
 
 # ---------------------------------------------------------------- CRITICAL
@@ -117,6 +120,58 @@ def test_critical_when_a_bound_generation_is_missing_from_a_workstation(
             f"CRITICAL: commune-exemple: [bound-missing] {BOUND} is bound to {CONSULTATION} but "
             f"is missing from workstation {ws}: no agent there could open those bids" in out
         )
+
+
+def test_the_first_line_counts_and_names_every_critical_code_and_stays_short(
+    cli: Runner, manifest: Path
+) -> None:
+    """A monitoring screen shows the first line: the counts, then each critical code with
+    the entities it concerns, short enough to read; every finding follows on its own line."""
+    for rel, path in p12_files(manifest).items():
+        if rel.endswith("commune-exemple.g1.p12"):
+            path.unlink()
+    ((key_sha256,),) = state_rows(
+        manifest, "SELECT key_sha256 FROM generations WHERE entity = 'commune-exemple'"
+    )
+    (manifest.parent / ".provisioner" / "escrow" / f"{key_sha256}.key").unlink()
+    code, out = check(cli, manifest, CREATED, "--warn-days", "800", "--critical-days", "5")
+    first, *rest = out.splitlines()
+    text, perf = first.split(" | ")
+    critical = [line for line in rest if line.startswith("CRITICAL: ")]
+    warnings = [line for line in rest if line.startswith("WARNING: ")]
+    assert code == 2, out
+    assert text.startswith(
+        f"PROVISIONER CRITICAL - {len(critical)} critical, {len(warnings)} warnings: "
+    ), first
+    assert {"bound-missing", "escrow-missing", "not-escrowed"} <= {
+        line.split("[", 1)[1].split("]", 1)[0] for line in critical
+    }, out
+    for code_name in ("bound-missing", "escrow-missing", "not-escrowed"):
+        assert f"{code_name} (commune-exemple)" in text, first
+    assert "expiring" not in text  # a warning, not named while criticals are
+    assert len(text) < 240, text
+    assert perf.startswith(f"entities=2;;;0 present=2;;;0 critical={len(critical)};;0;0 ")
+    assert perf.endswith(";800:;5:"), perf  # the thresholds given on the command line
+
+
+def test_perfdata_counts_an_absent_entity_and_says_u_without_any_key(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Entities are those declared (an absent one counted, `present` beside it); with no key
+    made yet the days left are undetermined (U), never 0 days."""
+    done = cli("apply", "--auto-approve", "--limit", "syndicat-eaux", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = quickstart.read_text()
+    absent = text.replace("  - id: syndicat-eaux\n", "  - id: syndicat-eaux\n    state: absent\n")
+    assert absent != text
+    quickstart.write_text(absent)
+    probe = cli("check", quickstart)
+    first = probe.stdout.splitlines()[0]
+    assert probe.returncode == 1, probe.stdout
+    assert first.startswith("PROVISIONER WARNING - 0 critical, "), first
+    assert "no-key (commune-exemple)" in first, first
+    assert first.split(" | ")[1].startswith("entities=2;;;0 present=1;;;0 critical=0;;0;0 ")
+    assert first.endswith(" min_days_left=U;30:;7:"), first
 
 
 def test_critical_when_a_bound_generation_is_missing_from_the_escrow(

@@ -85,7 +85,7 @@ def test_leftovers_are_listed_then_cleared_even_for_a_retired_generation(
         assert f"{path} " not in planned.stdout
     probe = cli("check", quickstart, env=RENEWAL)
     assert probe.returncode == 1, probe.stdout + probe.stderr  # WARNING, not "in sync"
-    assert "PROVISIONER WARNING - 0 critical, 2 warning(s)" in probe.stdout
+    assert "PROVISIONER WARNING - 0 critical, 2 warnings: " in probe.stdout
     assert "in sync" not in probe.stdout
     status = cli("status", quickstart, env=RENEWAL)
     assert "Target folders:" in status.stdout

@@ -102,6 +102,40 @@ def test_cron_jobs_run_in_cron_s_shell_and_environment(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = Path(paths["/var/lib/provisioner"]) / "check.txt"
     assert report.read_text().startswith("PROVISIONER OK - ")
+    assert done.stdout == ""  # nobody notified
+
+    def probe_job() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", "-c", substitute(probe, paths)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    # A WARNING (a copy drifted: the next apply repairs it) is logged, not sent.
+    drifted(tmp_path)
+    done = probe_job()
+    assert report.read_text().startswith("PROVISIONER WARNING - "), report.read_text()
+    assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
+    # A CRITICAL (a key missing from the escrow) reaches the team (notify-it-team is `cat`).
+    escrow_key_lost(paths)
+    done = probe_job()
+    assert done.stdout.startswith("PROVISIONER CRITICAL - "), done.stdout + done.stderr
+
+
+def drifted(tmp_path: Path) -> None:
+    """A copy of the installed quickstart changed since it was written: WARNING pending."""
+    copy = sorted((tmp_path / "srv" / "provisioner").rglob("*.p12"))[0]
+    copy.write_bytes(copy.read_bytes() + b"\0")
+
+
+def escrow_key_lost(paths: dict[str, str]) -> None:
+    """An escrowed key file deleted: CRITICAL escrow-missing until apply takes it back."""
+    keys = sorted((Path(paths["/var/lib/provisioner"]) / "escrow").glob("*.key"))
+    keys[0].unlink()
 
 
 def test_the_cron_line_without_set_a_would_fail(tmp_path: Path) -> None:
@@ -179,10 +213,12 @@ def test_the_systemd_service_s_commands_run_with_its_credential(tmp_path: Path) 
         key, value = assignment.split("=", 1)
         env[key] = substitute(value, paths)
     cwd = substitute(keys["WorkingDirectory"][0], paths)
-    for key in ("ExecStart", "ExecStartPost"):
+
+    def run(key: str) -> subprocess.CompletedProcess[str]:
         (command,) = keys[key]
-        done = subprocess.run(
-            shlex.split(substitute(command, paths)),
+        # systemd's own unescaping ($$ is a literal $), then its word splitting.
+        return subprocess.run(
+            shlex.split(substitute(command, paths).replace("$$", "$")),
             env=env,
             cwd=cwd,
             capture_output=True,
@@ -190,9 +226,20 @@ def test_the_systemd_service_s_commands_run_with_its_credential(tmp_path: Path) 
             timeout=300,
             check=False,
         )
+
+    for key in ("ExecStart", "ExecStartPost"):
+        done = run(key)
         assert done.returncode == 0, f"{key}: {done.stdout}{done.stderr}"
     assert PASSPHRASE not in done.stdout + done.stderr
     assert list((tmp_path / "srv" / "provisioner").rglob("*.p12"))
+    # The probe fails the unit (OnFailure= alerts) on CRITICAL, not on WARNING.
+    drifted(tmp_path)
+    done = run("ExecStartPost")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("PROVISIONER WARNING - "), done.stdout  # in the journal
+    escrow_key_lost(paths)
+    done = run("ExecStartPost")
+    assert done.returncode != 0 and done.stdout.startswith("PROVISIONER CRITICAL - "), done.stdout
 
 
 def test_protect_system_leaves_every_local_target_of_the_region_writable() -> None:

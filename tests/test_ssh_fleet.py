@@ -339,3 +339,36 @@ def test_each_kind_of_unreachable_host_is_named_and_tried_once_per_run(
         silent.stop()
         banner.stop()
         dropping.stop()
+
+
+def test_check_answers_unknown_within_its_timeout_when_a_workstation_hangs(
+    cli: Runner, fleet: SshServer, tmp_path: Path
+) -> None:
+    """`check -t`: a workstation that accepts and never speaks, with a long connect_timeout,
+    would hold the probe a minute; the probe answers UNKNOWN within its own timeout, in the
+    plugin protocol, before the monitoring gives up on it."""
+    hung = Hung(f"{NET}.20", "silent")
+    try:
+        m = write_manifest(tmp_path, fleet, [("ok0", REACHABLE[0], fleet.port)])
+        done = cli("apply", "--auto-approve", m, env=ENV)
+        assert done.returncode == 0, done.stdout + done.stderr
+        text = m.read_text().replace(
+            "  workstations:\n",
+            "  workstations:\n"
+            f"    - {{name: mute, transport: ssh, host: {hung.host}, port: {hung.port}, "
+            f"user: {fleet.user}, key_file: {fleet.client_key}, "
+            f"known_hosts: {tmp_path / 'known_hosts'}, path: /srv/mute, connect_timeout: 60}}\n",
+        )
+        m.write_text(text.replace("workstations: [ok0]", "workstations: [ok0, mute]"))
+        _, start_up = timed(cli, "--version")  # what this machine's load costs any command
+        run, elapsed = timed(cli, "check", "-t", "3", m)
+        assert run.returncode == 3, run.stdout + run.stderr
+        assert run.stdout.startswith(
+            "PROVISIONER UNKNOWN - no verdict within 3 s (-t/--timeout)"
+        ), run.stdout
+        # The timeout, plus the start-up a command takes now, plus slack; the workstation
+        # alone would hold the probe 60 s.
+        assert elapsed < start_up + 3 + 10, (elapsed, start_up)
+        quiet_stderr(run.stderr)
+    finally:
+        hung.stop()

@@ -231,6 +231,16 @@ def check(
             "(WARNING; CRITICAL within --warn-days of a bound opening).",
         ),
     ] = 7,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "-t",
+            "--timeout",
+            min=0,
+            help="Seconds after which the probe answers UNKNOWN if it has no verdict yet "
+            "(0: no limit). Keep it under the monitoring's own check timeout.",
+        ),
+    ] = 50,
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
     parallel: ParallelOpt = 8,
@@ -257,6 +267,7 @@ def check(
         warn_days=warn_days,
         critical_days=critical_days,
         receipt_max_age_days=receipt_max_age,
+        timeout=timeout,
     )
     if as_json:
         document = probe.to_json(verdict.code, verdict.line, verdict.findings)
