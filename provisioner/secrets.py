@@ -5,6 +5,7 @@ Secret values live only in memory. Error messages name the source, never the val
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -72,6 +73,23 @@ def resolve(ref: SecretRef, what: str, withheld: Iterable[str] = ()) -> str:
     if not line:
         raise SecretError(f"{ref.location}: {what}: the secret from {ref.describe()} is empty")
     return line
+
+
+def source_stamp(ref: SecretRef) -> str | None:
+    """What tells, without reading a secret, that its source may have changed: for a file,
+    a digest of its path, inode, size and modification time (never its content); None for an
+    environment variable or a command, which nothing outside the run can see change."""
+    if ref.kind != "file":
+        return None
+    assert isinstance(ref.value, str)
+    path = Path(ref.value)
+    path = path if path.is_absolute() else ref.base_dir / path
+    try:
+        facts = path.stat()
+    except OSError:
+        return None
+    seen = f"{path}\0{facts.st_ino}\0{facts.st_size}\0{facts.st_mtime_ns}"
+    return "file:" + hashlib.sha256(seen.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _read_file(path: Path, ref: SecretRef, what: str) -> bytes:

@@ -13,6 +13,7 @@ from provisioner.plan.actions import (
     Action,
     ClearLeftover,
     Conflict,
+    ConsultationAction,
     RemoveCopy,
     SecureFolder,
     WriteCopy,
@@ -98,12 +99,18 @@ def build(
         for (target, path), a in pending.items():
             if (target, path) not in copies and target is not None and path is not None:
                 copies[(target, path)] = CopyStatus(target, path, a.generation, a.reason, a.message)
-        ready = not actions
+        # Recording a consultation's binding or status (the platform's export changed) is
+        # bookkeeping the next apply does: the keys and copies are what "ready" is about.
+        keys = [a for a in actions if not isinstance(a, ConsultationAction)]
+        books = len(actions) - len(keys)
+        ready = not keys
         # A conflict is what the operator must decide first: it leads.
-        first = next(
-            (a for a in actions if isinstance(a, Conflict)), actions[0] if actions else None
-        )
+        first = next((a for a in keys if isinstance(a, Conflict)), keys[0] if keys else None)
         reason = "up to date" if first is None else f"{first.reason}: {first.message}"
+        if ready and books:
+            reason += (
+                f" ({books} consultation record{'s' * (books > 1)} for the next apply to save)"
+            )
         unreached = [t.name for t in entity.targets if t.name in errors_by_target]
         if unreached:
             ready = False  # the reasons are listed once, under "Targets not reached"
@@ -161,7 +168,7 @@ def to_json(statuses: list[EntityStatus]) -> list[dict[str, Any]]:
 def render(statuses: list[EntityStatus]) -> str:
     lines = []
     for s in statuses:
-        flag = "Ready: up to date" if s.ready else f"Not ready: {s.reason}"
+        flag = f"Ready: {s.reason}" if s.ready else f"Not ready: {s.reason}"
         lines.append(f"{s.id} ({s.name}){' [absent]' if s.state == 'absent' else ''}  {flag}")
         for g in s.generations:
             former = ", ".join(f'"{d}"' for d in g.designations[:-1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 from pathlib import Path
 
@@ -411,3 +412,27 @@ def test_a_binding_recorded_at_the_same_second_as_the_key_still_keeps_it(
     held = workstation_files(quickstart)
     for ws in ("ws-accueil", "ws-marches"):
         assert f"workstations/{ws}/commune-exemple.g1.p12" in held, "may-be key left " + ws
+
+
+def test_a_new_consultation_in_the_export_leaves_status_ready_with_its_record_to_save(
+    cli: Runner, quickstart: Path
+) -> None:
+    """The platform's export names a new consultation: the keys and copies are as they must
+    be, so status says Ready, and that the next apply saves the binding; `plan` shows it."""
+    at = {"PROVISIONER_NOW": CREATED}
+    assert cli("apply", "--auto-approve", quickstart, env=at).returncode == 0
+    c = consultations(quickstart.parent)
+    status = cli("status", quickstart, "--consultations", c, env=at)
+    assert status.returncode == 0, status.stderr
+    assert (
+        "commune-exemple (Commune d'Exemple)  Ready: up to date (1 consultation record for the "
+        "next apply to save)" in status.stdout
+    ), status.stdout
+    doc = json.loads(cli("status", "--json", quickstart, "--consultations", c, env=at).stdout)
+    assert all(e["ready"] for e in doc["entities"]), doc
+    plan = cli("plan", "--detailed-exitcode", quickstart, "--consultations", c, env=at)
+    assert plan.returncode == 2 and "+ consultation 2026-TX-014: bind" in plan.stdout
+    # A copy missing is not bookkeeping: not ready, whatever the consultations.
+    next(iter(p12_files(quickstart).values())).unlink()
+    status = cli("status", quickstart, "--consultations", c, env=at)
+    assert "Not ready: missing" in status.stdout, status.stdout

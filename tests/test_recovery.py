@@ -772,3 +772,37 @@ def test_a_password_changed_after_a_lost_state_is_one_recover_away(
             opened = p12_contents(path.read_bytes(), "Nouveau-mot-de-passe-2026")
             assert opened is not None, rel
             assert opened[0] == keys[rel], "the same key, under the new password"
+
+
+def test_an_older_backup_recovered_keeps_a_bound_generation_retained_and_the_next_plan_empty(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """A backup taken before a renewal, restored after it: `recover` finds the new generation
+    current and the bound one, which stayed on the workstations for its open consultation,
+    reads "retained" at once (status, state), not "retired" until some later apply; the plan
+    that follows has nothing to do."""
+    from tests.test_consultations import CREATED, IN_WINDOW, consultations
+
+    c = consultations(quickstart.parent)
+    at_creation = {"PROVISIONER_NOW": CREATED}
+    assert cli("apply", "--auto-approve", quickstart, env=at_creation).returncode == 0
+    done = cli("apply", "--auto-approve", quickstart, "--consultations", c, env=at_creation)
+    assert done.returncode == 0, done.stdout + done.stderr
+    backup = tmp_path / "backup"
+    shutil.copytree(state_dir(quickstart), backup)
+    renewal = {"PROVISIONER_NOW": IN_WINDOW}
+    done = cli("apply", "--auto-approve", quickstart, "--consultations", c, env=renewal)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shutil.rmtree(state_dir(quickstart))
+    shutil.copytree(backup, state_dir(quickstart))
+
+    recovered = cli("recover", "--auto-approve", quickstart, "--consultations", c, env=renewal)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    rows = state_rows(
+        quickstart, "SELECT number, status FROM generations WHERE entity = 'commune-exemple'"
+    )
+    assert sorted(rows) == [(1, "retained"), (2, "current")]
+    status = cli("status", quickstart, "--consultations", c, env=renewal)
+    assert 'g1 retained "Commune Exemple"' in status.stdout, status.stdout
+    plan = cli("plan", "--detailed-exitcode", quickstart, "--consultations", c, env=renewal)
+    assert plan.returncode == 0, plan.stdout

@@ -27,9 +27,9 @@ from provisioner.exit_codes import targets_in_scope
 from provisioner.manifest.model import SELF_SIGNED
 from provisioner.plan import saved as saved_plans
 from provisioner.plan.actions import CreateGeneration
-from provisioner.plan.model import Plan
+from provisioner.plan.model import Observed, Plan
 from provisioner.plan.render import plan_json
-from provisioner.state.records import Recorded
+from provisioner.state.records import PASSWORD_SOURCE, Recorded
 from provisioner.state.store import hold
 
 
@@ -120,12 +120,15 @@ def apply_manifest(
             # A run that does nothing leaves no new state behind; nor does a new state that
             # meets files it did not write for every entity (the state was lost: `recover`,
             # not a new start).
+            if not plan.actionable and not plan.refusals and not session.created:
+                note_password_sources(session, observed, None)
             session.discard_created()
             return ApplyRun(plan, None, note, scope)
         issuers = _load_issuers(session, plan)
         if not confirm(plan):
             return ApplyRun(plan, None, note, scope)
         result = execute_plan(session, plan, parallel, progress, issuers)
+        note_password_sources(session, observed, result)
         return ApplyRun(plan, result, note, scope)
 
 
@@ -177,7 +180,29 @@ def apply_saved(
             return inputs, ApplyRun(plan, None, note, scope)
         issuers = _load_issuers(session, plan)
         result = execute_plan(session, plan, parallel, progress, issuers)
+        note_password_sources(session, observed, result)
         return inputs, ApplyRun(plan, result, note, scope)
+
+
+def note_password_sources(session: Session, observed: Observed, result: ApplyResult | None) -> None:
+    """Record, for each entity whose password this apply read, the stamp of that password's
+    source (secrets.source_stamp), once every copy of the entity is known to be under that
+    password: none of its actions failed and every one of its targets was observed. Commands
+    that read no secret compare it (a password file changed since: re-encodings pending)."""
+    assert session.db is not None
+    failed = {o.action.entity for o in result.failures} if result is not None else set()
+    recorded = session.recorded.password_sources
+    for entity in session.manifest.entities:
+        stamp = session.inputs.password_sources.get(entity.id)
+        if (
+            stamp is None
+            or entity.id not in session.passwords
+            or recorded.get(entity.id) == stamp
+            or entity.id in failed
+            or any(t.name in observed.unreachable for t in entity.targets)
+        ):
+            continue
+        session.db.set_meta(PASSWORD_SOURCE + entity.id, stamp)
 
 
 def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) -> None:

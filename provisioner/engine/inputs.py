@@ -11,7 +11,7 @@ from provisioner.consultations import Consultation, read_consultations
 from provisioner.errors import Diagnostic, Location, ManifestError, SecretError
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import Manifest
-from provisioner.secrets import policy_problem, resolve
+from provisioner.secrets import policy_problem, resolve, source_stamp
 
 STATE_ENV = "PROVISIONER_STATE_DIR"
 DEFAULT_PARALLEL = 8
@@ -44,6 +44,9 @@ class Inputs:
     # someone's file before removing it). entity -> password, entity -> why it is not read.
     absent_passwords: dict[str, str] = field(default_factory=dict)
     absent_unread: dict[str, str] = field(default_factory=dict)
+    # entity -> what tells that its password's source changed (secrets.source_stamp), taken
+    # before the password is read; read by every command, those that read no secret too.
+    password_sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def escrow_dir(self) -> Path:
@@ -91,6 +94,13 @@ def load_inputs(
                 consultations_path, declared, manifest.consultations_format, diagnostics
             )
         )
+    sources = {
+        e.id: stamp
+        for e in manifest.entities
+        if e.state == "present"
+        and (scope is None or e.id in scope)
+        and (stamp := source_stamp(e.password)) is not None
+    }
     passphrase = resolve(manifest.escrow_passphrase, "escrow passphrase") if need_secrets else ""
     passwords = _passwords(manifest, scope, passphrase) if need_secrets else {}
     absent: dict[str, str] = {}
@@ -108,6 +118,7 @@ def load_inputs(
         bindings,
         absent_passwords=absent,
         absent_unread=unread,
+        password_sources=sources,
     )
 
 

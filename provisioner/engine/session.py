@@ -97,6 +97,12 @@ class Session:
             if inputs.manifest.issuers and self.db is not None
             else {},
             moved_from=self.moved_from,
+            password_sources_changed=frozenset(
+                entity
+                for entity, stamp in inputs.password_sources.items()
+                if entity not in inputs.passwords  # read: its password id says it all
+                and self.recorded.password_sources.get(entity, stamp) != stamp
+            ),
         )
 
     def refresh(self) -> None:

@@ -118,6 +118,7 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
                 password_id=password_id,
                 friendly_name=held.designation,
                 foreign=p.observed.foreign.get((target.name, path)),
+                source_changed=entity.id in p.desired.password_sources_changed,
             )
             reason = first_reason(COPY_CHECKS, ctx)
             facts = ctx.observed

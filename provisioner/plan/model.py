@@ -27,6 +27,10 @@ class Desired:
     # The manifest folder the state was made for, when the manifest is now elsewhere (a
     # copied or moved tree): copies under it are not removed as moved or decommissioned.
     moved_from: str | None = None
+    # Entities whose password's source changed since the last apply that read it, as seen by
+    # a command that reads no secret (status, check, report): their copies are planned for
+    # re-encoding, as `plan` would if the password did change.
+    password_sources_changed: frozenset[str] = frozenset()
 
     def in_scope(self, entity: str) -> bool:
         return self.limit is None or entity in self.limit

@@ -113,6 +113,9 @@ class CopyContext:
     password_id: str | None
     friendly_name: str
     foreign: Foreign | None = None  # what the file holds, when the state did not write it
+    # The password's source changed since the last apply read it, and this command reads no
+    # password (status, check): the copy may need re-encoding, as `plan` would tell.
+    source_changed: bool = False
 
 
 def _not_ours(ctx: CopyContext, what: str) -> Reason:
@@ -231,6 +234,12 @@ def password_changed(ctx: CopyContext) -> Reason | None:
     if r is not None and ctx.password_id is not None and r.password_id != ctx.password_id:
         return Reason(
             ReasonCode.PASSWORD_CHANGED, "the entity's password changed (same key, re-encoded)"
+        )
+    if r is not None and ctx.password_id is None and ctx.source_changed:
+        return Reason(
+            ReasonCode.PASSWORD_CHANGED,
+            "the entity's password file changed since the last apply read it: the copy is "
+            "re-encoded with the same key if the password changed (`plan` reads it and says)",
         )
     return None
 

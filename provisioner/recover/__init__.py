@@ -484,19 +484,25 @@ def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
 def bind(session: Session, parallel: int, now: dt.datetime) -> int:
     """Record the consultations' bindings again from the consultations file, as the next
     apply would, so that a bound generation keeps its guard even if that apply is run without
-    the file. Returns how many were recorded."""
+    the file; and record as retained every generation a consultation not closed holds (one
+    that a restored state had current, retired by a newer one found on the targets), so that
+    status reads what is and the next plan has no bookkeeping left. Returns how many
+    bindings were recorded."""
     from dataclasses import replace
 
     from provisioner.apply.run import execute_plan
     from provisioner.engine import make_plan, observe
-    from provisioner.plan.actions import BindConsultation, UpdateConsultation
+    from provisioner.plan.actions import BindConsultation, RetainGeneration, UpdateConsultation
 
     assert session.db is not None and session.escrow is not None
-    if session.inputs.consultations is None:
-        return 0
     session.refresh()
     plan = make_plan(session, observe(session, parallel), now)
-    actions = tuple(a for a in plan.actions if isinstance(a, BindConsultation | UpdateConsultation))
+    kinds = (
+        (BindConsultation, UpdateConsultation, RetainGeneration)
+        if session.inputs.consultations is not None
+        else (RetainGeneration,)
+    )
+    actions = tuple(a for a in plan.actions if isinstance(a, kinds))
     if not actions or plan.refusals:
         return 0
     # Only the bindings of the plan are carried out: nothing is written to any target.

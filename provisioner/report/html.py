@@ -272,7 +272,7 @@ def action_item(a: PlanLine) -> str:
 
 def entity_section(e: EntityReport, page: Page, scale: Scale) -> str:
     key = f"{e.id} {e.name}".lower()
-    flag = "Ready: up to date" if e.ready else f"Not ready: {e.reason}"
+    flag = f"Ready: {e.reason}" if e.ready else f"Not ready: {e.reason}"
     changes = ""
     if page.plan is not None:
         mine = page.plan.by_entity.get(e.id, [])

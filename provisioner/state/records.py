@@ -11,6 +11,10 @@ RETAINED = "retained"
 RETIRED = "retired"
 
 
+# The meta key prefix under which the state keeps each entity's password source stamp.
+PASSWORD_SOURCE = "password-source/"
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedGeneration:
     """One key generation of an entity: a key pair and its certificate."""
@@ -87,6 +91,9 @@ class Recorded:
     designations: dict[str, tuple[str, ...]] = field(default_factory=dict)
     home: str | None = None  # the manifest folder the state was made for
     previous_home: str | None = None  # the home before `recover --moved` re-homed it
+    # entity -> the stamp of its password's source when an apply last read it and every copy
+    # of the entity was then written or observed under that password (secrets.source_stamp)
+    password_sources: dict[str, str] = field(default_factory=dict)
 
     # Indexes, built once per snapshot: plans at region scale must not be quadratic.
     @cached_property

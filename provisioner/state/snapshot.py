@@ -8,6 +8,7 @@ import sqlite3
 
 from provisioner import clock
 from provisioner.state.records import (
+    PASSWORD_SOURCE,
     Recorded,
     RecordedConsultation,
     RecordedCopy,
@@ -107,6 +108,11 @@ def read_snapshot(conn: sqlite3.Connection) -> Recorded:
         designations=designations,
         home=meta.get("home"),
         previous_home=meta.get("previous_home"),
+        password_sources={
+            k.removeprefix(PASSWORD_SOURCE): v
+            for k, v in meta.items()
+            if k.startswith(PASSWORD_SOURCE)
+        },
     )
 
 
