@@ -302,8 +302,58 @@ def test_warnings_carry_checks_codes_and_reasons(dom: Node) -> None:
         "CRITICAL [bound-missing]" in t and "missing from workstation ws-accueil" in t
         for t in items
     ), items
-    header = dom.one("p", "summary").all_text()
-    assert header.startswith("CRITICAL PROVISIONER CRITICAL - ")
+    probe = dom.one("section", id="answer").one("p", "probe").all_text()
+    assert "PROVISIONER CRITICAL - " in probe  # the probe's own line, last in the answer
+
+
+def test_the_first_screen_says_in_french_what_is_at_risk_and_what_to_do(dom: Node) -> None:
+    """The page leads with the answer: the verdict in words, then one sentence per risk
+    naming the consultation, its dates, what is wrong and what to do."""
+    answer = dom.one("header").one("section", id="answer")
+    assert answer.attrs["lang"] == "fr" and "crit" in answer.classes
+    title = answer.one("h2").all_text()
+    assert title.startswith("CRITICAL ") and "risques critiques à traiter maintenant" in title
+    risks = [li.all_text() for li in answer.one("ol", "risks").find("li")]
+    expires = [r for r in risks if "expire le 30/11/2028, avant la date limite" in r]
+    assert len(expires) == 1, risks
+    assert expires[0].startswith(
+        "Consultation 2026-TX-014 « Voirie <b>rue</b> des Lilas », "  # text, not markup
+        f"{HOSTILE_NAME} (date limite de remise des plis le 20/12/2028 12:00; ouverture des "
+        "plis le 10/01/2029) : "
+    ), expires[0]
+    assert "À faire : prévenir la plateforme sans attendre" in expires[0]
+    missing = [r for r in risks if "manque sur le poste agent ws-accueil" in r]
+    assert {r.split(" « ", 1)[0] for r in missing} == {
+        "Consultation 2026-TX-014",
+        "Consultation 2028-TX-090",
+    }, risks
+    assert all(
+        r.endswith("À faire : lancer `provisioner apply`, qui la remet en place.") for r in missing
+    )
+    # Warnings wait, folded under the risks.
+    assert "avertissement" in answer.one("details").one("summary").all_text()
+    # The timeline says which comes first where a point cannot: g1 ends 20 days before.
+    late = dom.one("section", id="e-commune-exemple").one("g", "cons", data_reference="2026-TX-014")
+    assert late.one("line", "expires-first")
+    assert (
+        "|◂ its bi-clé expires 20 days before the deadline (30/11/2028)"
+        in late.one("tspan", "expires-first").all_text()
+    )
+
+
+def test_an_entity_whose_copies_are_in_place_but_at_risk_is_not_shown_ready(
+    fresh: Path, tmp_path: Path
+) -> None:
+    """Copies repaired, the deadline still after the bound key's expiry: CRITICAL, and the
+    section says its copies are up to date but at risk, never a green "Ready"."""
+    apply(fresh, REPORTED)  # writes the missing copy back
+    out = tmp_path / "r.html"
+    assert report(fresh, out).returncode == 0
+    section = Tree(out.read_text()).root.one("section", id="e-commune-exemple")
+    flag = section.one("p", "ready")
+    assert "no" in flag.classes and "yes" not in flag.classes
+    assert flag.all_text() == "Copies up to date, but at risk: expires-before-deadline (see below)"
+    assert "crit" in section.classes
 
 
 def test_last_audit_events_come_from_the_state(site: Path, dom: Node) -> None:
@@ -440,7 +490,7 @@ def test_before_the_first_apply_it_reports_and_creates_no_state(
     assert not (quickstart.parent / ".provisioner").exists()
     assert not (quickstart.parent / "demo-out").exists()
     dom = Tree(out.read_text()).root
-    assert "(no state yet)" in dom.one("header").one("p", "meta").all_text()
+    assert "(no state yet)" in dom.one("header").find("p", "meta")[0].all_text()
     for entity in ("commune-exemple", "syndicat-eaux"):
         section = dom.one("section", id=f"e-{entity}")
         assert section.one("text", "none").all_text() == "no bi-clé recorded yet"
@@ -547,6 +597,18 @@ out.early=box(s.querySelector('g.cons[data-reference="2028-TX-090"] path.deadlin
 out.today=box(s.querySelector("use.today"));
 out.red=getComputedStyle(s.querySelector("path.deadline.risk")).fill;
 out.ready=document.documentElement.getAttribute("data-ready");
+var a=document.getElementById("answer");out.answer=box(a);
+out.answerTitle=a.querySelector("h2").innerText;
+out.firstRisk=a.querySelector("ol.risks li").innerText;
+var c=s.querySelector("table.copies");out.cols=[].map.call(
+  c.querySelectorAll("thead th[data-generation]"),function(th,i){
+  var td=c.querySelectorAll("tbody tr")[0].querySelectorAll("td.copy")[i];
+  var h=th.getBoundingClientRect(),d=td.getBoundingClientRect();
+  return [(h.left+h.right)/2,(d.left+d.right)/2];});
+out.printBreak=[];[].forEach.call(document.styleSheets,function(sh){
+  [].forEach.call(sh.cssRules,function(r){if(r.media&&r.media.mediaText==="print"){
+  [].forEach.call(r.cssRules,function(q){if(q.selectorText==="section.entity")
+  out.printBreak.push(q.style.breakInside);});}});});
 var f=document.getElementById("filter");f.value="syndicat";
 f.dispatchEvent(new Event("input"));
 out.shown=[].filter.call(document.querySelectorAll("section.entity"),
@@ -632,3 +694,12 @@ def test_in_chromium_the_layout_puts_each_marker_where_the_dates_say(
     assert g2[left] < found["today"][left] < g1[right]
     assert found["red"] == "rgb(198, 40, 40)"
     assert found["shown"] == ["e-syndicat-eaux"]  # the filter hides the other entity
+    # The answer first: in French, on the first screen, above everything else.
+    assert found["answer"][top] < 400 and found["answer"][bottom] < 1400, found["answer"]
+    assert "à traiter maintenant" in found["answerTitle"], found["answerTitle"]
+    assert found["firstRisk"].startswith("Consultation 2028-TX-090"), found["firstRisk"]
+    assert "À faire :" in found["firstRisk"]
+    # Each generation's header sits over its column.
+    assert found["cols"] and all(abs(h - d) < 2 for h, d in found["cols"]), found["cols"]
+    # Printed, an entity's section is kept on one A4 page where it fits.
+    assert found["printBreak"] in (["avoid"], ["avoid-page"]), found["printBreak"]

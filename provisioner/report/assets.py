@@ -30,6 +30,12 @@ LEGEND = (
     '<path class="deadline risk" d="M865 6l6 6-6 6-6-6z"/><text x="877" y="16">at risk</text>'
     '<g class="today"><line x1="950" x2="950" y1="2" y2="22"/></g>'
     '<text x="956" y="16">today</text></svg>'
+    '<p class="legend">Badges: <span class="sev crit">CRITICAL</span> bids of a consultation '
+    'not closed are at risk now; <span class="sev warn">WARNING</span> what can wait or what '
+    'the next apply repairs; <span class="sev ok">OK</span> nothing to do. Orange bars are '
+    "retained bi-clés (kept for an open consultation), orange labels consultations with a "
+    'warning, red ones consultations at risk; <span class="expires-first">|◂ n d</span> marks '
+    "a bound bi-clé that expires n days before the consultation's date.</p>"
 )
 
 CSS = """
@@ -70,7 +76,15 @@ path.tick{stroke:#eceff2;fill:none}path.tick.year{stroke:#c9ced4}
 .deadline.risk{fill:var(--crit);stroke:var(--crit)}.opening.risk{fill:var(--crit);stroke:var(--crit)}
 .cons.risk text{fill:var(--crit);font-weight:700}.cons.warn text{fill:var(--warn)}
 .cons.closed{opacity:.55}
-td.copy{text-align:center;font-weight:600}
+td.copy{text-align:center;font-weight:600}table.copies thead th[data-generation]{text-align:center}
+#answer{border:2px solid var(--line);border-radius:4px;padding:8px 12px;margin:10px 0}
+#answer.crit{border-color:var(--crit)}#answer.warn{border-color:var(--warn)}
+#answer.ok{border-color:var(--ok)}#answer h2{font-size:18px;margin:0 0 6px}
+ol.risks,ul.risks{margin:4px 0 6px;padding-left:22px}ol.risks li{margin:3px 0;font-weight:600}
+ol.risks li.crit{color:#8e1b1b}p.probe{font-size:11.5px;margin-top:6px}
+p.legend{font-size:12px;color:#444;margin:2px 0 8px}
+.expires-first,text.expires-first{color:var(--crit);fill:var(--crit);font-weight:700}
+line.expires-first{stroke:var(--crit);stroke-width:2}
 td.copy.present{color:var(--ok)}td.copy.missing,td.copy.conflict{color:#fff;background:var(--crit)}
 td.copy.drifted{color:#000;background:#ffe08a}
 td.copy.remove{color:#777;text-decoration:line-through}
@@ -97,7 +111,8 @@ p.filter input{font:inherit;padding:2px 6px;width:22em}
 body{max-width:none;padding:0;font-size:10.5pt}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}
 p.filter,p.top{display:none}
-section.entity{content-visibility:visible;break-inside:auto}
+section.entity{content-visibility:visible;break-inside:avoid-page;page-break-inside:avoid}
+#answer{break-inside:avoid}
 section.entity[hidden]{display:none}
 h2,h3{break-after:avoid}svg,table,tr{break-inside:avoid}
 a{color:inherit;text-decoration:none}

@@ -13,7 +13,7 @@ from functools import cached_property
 
 from provisioner import check
 from provisioner.plan.actions import CreateGeneration, RenameGeneration
-from provisioner.report import fr
+from provisioner.report import answer, fr
 from provisioner.report.assets import CSS, LEGEND, SCRIPT, csp, esc
 from provisioner.report.model import (
     AuditEvent,
@@ -273,6 +273,12 @@ def action_item(a: PlanLine) -> str:
 def entity_section(e: EntityReport, page: Page, scale: Scale) -> str:
     key = f"{e.id} {e.name}".lower()
     flag = f"Ready: {e.reason}" if e.ready else f"Not ready: {e.reason}"
+    at_risk = e.severity >= check.CRITICAL
+    if e.ready and at_risk:
+        # The copies are as the state wants them, but check sees bids at risk (an agent's
+        # store, a date): never a green "ready" under a red badge.
+        first = next(f for f in e.findings if f.severity >= check.CRITICAL)
+        flag = f"Copies up to date, but at risk: {first.code} (see below)"
     changes = ""
     if page.plan is not None:
         mine = page.plan.by_entity.get(e.id, [])
@@ -289,7 +295,7 @@ def entity_section(e: EntityReport, page: Page, scale: Scale) -> str:
         f'data-key="{esc(key)}" data-sev="{e.severity}">'
         f'<h2><a href="#e-{esc(e.id)}">{esc(e.id)}</a> <span class="name">{esc(e.name)}</span>'
         f"{absent} {severity_badge(e.severity)}</h2>"
-        f'<p class="ready {"yes" if e.ready else "no"}">{esc(flag)}</p>'
+        f'<p class="ready {"yes" if e.ready and not at_risk else "no"}">{esc(flag)}</p>'
         + timeline(e, scale)
         + generations_table(e, page.now)
         + consultations_table(e)
@@ -363,11 +369,54 @@ def plan_section(plan: PlanView) -> str:
     return "".join(parts)
 
 
+def answer_section(page: Page) -> str:
+    """The first screen: the verdict in words, one French sentence per risk (which
+    consultation, which date, what to do), the warnings folded, the probe's line last."""
+    found = answer.risks(page.entities, page.general)
+    critical = [r for r in found if r.severity >= check.CRITICAL]
+    warnings = [r for r in found if r.severity == check.WARNING]
+    code = min(page.check_code, check.CRITICAL)
+    if critical:
+        n = len(critical)
+        title = f"{n} risque{'s' * (n > 1)} critique{'s' * (n > 1)} à traiter maintenant"
+    elif warnings:
+        n = len(warnings)
+        title = f"Rien d'urgent : {n} avertissement{'s' * (n > 1)} à revoir"
+    elif page.check_code == check.OK:
+        title = "Tout est prêt : chaque bi-clé est en place, aucun pli n'est en risque"
+    else:
+        title = "La sonde n'a pas pu conclure : voir sa ligne ci-dessous"
+    parts = [
+        f'<section id="answer" class="{SEVERITY_CLASS.get(page.check_code, "crit")}" lang="fr">'
+        f"<h2>{severity_badge(code)} {esc(title)}</h2>"
+    ]
+    if critical:
+        parts.append(
+            '<ol class="risks">'
+            + "".join(f'<li class="crit">{esc(r.text)}</li>' for r in critical)
+            + "</ol>"
+        )
+    if warnings:
+        listed = "".join(f'<li class="warn">{esc(r.text)}</li>' for r in warnings)
+        if critical:
+            n = len(warnings)
+            parts.append(
+                f"<details><summary>et {n} avertissement{'s' * (n > 1)} (ce qui peut "
+                f'attendre)</summary><ul class="risks">{listed}</ul></details>'
+            )
+        else:
+            parts.append(f'<ul class="risks">{listed}</ul>')
+    parts.append(
+        f'<p class="probe meta">Sonde de supervision (<code>provisioner check</code>) : '
+        f"<code>{esc(page.check_line)}</code></p></section>"
+    )
+    return "".join(parts)
+
+
 def render(page: Page) -> str:
     """The whole page."""
     total_copies = sum(len(e.copies) for e in page.entities)
     total_cons = sum(len(e.consultations) for e in page.entities)
-    check_class = SEVERITY_CLASS.get(page.check_code, "crit")
     general = findings_list(page.general)
     general_audit = audit_table(page.general_audit)
     head = (
@@ -389,9 +438,7 @@ def render(page: Page) -> str:
         )
         + f". Made on {esc(fr.date_time(page.now))} (Europe/Paris): "
         f"{fr.number(len(page.entities))} entities, {fr.number(total_cons)} consultations, "
-        f"{fr.number(total_copies)} copies.</p>"
-        f'<p class="summary {check_class}">{severity_badge(min(page.check_code, 2))} '
-        f"{esc(page.check_line)}</p>{LEGEND}</header>"
+        f"{fr.number(total_copies)} copies.</p>" + answer_section(page) + f"{LEGEND}</header>"
     )
     body = [head, header]
     if page.plan is not None:

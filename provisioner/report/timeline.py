@@ -117,13 +117,15 @@ def timeline(e: EntityReport, scale: Scale) -> str:
         f'aria-label="{esc(e.id)}: timeline"><use href="#grid"/>'
     ]
     bar_y: dict[int, float] = {}
+    ends = {g.number: g.not_after for g in e.generations}
     for i, g in enumerate(e.generations):
         y = AXIS + i * GEN_ROW + 4
         bar_y[g.number] = y + BAR / 2
         parts.append(generation_bar(g, scale, y))
     top = AXIS + len(e.generations) * GEN_ROW
     for j, c in enumerate(e.consultations):
-        parts.append(consultation_row(c, scale, top + j * CONS_ROW + CONS_ROW / 2, bar_y))
+        row_y = top + j * CONS_ROW + CONS_ROW / 2
+        parts.append(consultation_row(c, scale, row_y, bar_y, ends.get(c.generation)))
     if not rows:
         parts.append(
             f'<text class="none" x="{WIDTH // 2}" y="{AXIS + 15}">no bi-clé recorded yet</text>'
@@ -157,7 +159,17 @@ def generation_bar(g: GenerationView, scale: Scale, y: float) -> str:
     )
 
 
-def consultation_row(c: ConsultationMarker, scale: Scale, y: float, bar_y: dict[int, float]) -> str:
+def consultation_row(
+    c: ConsultationMarker,
+    scale: Scale,
+    y: float,
+    bar_y: dict[int, float],
+    key_ends: dt.datetime | None = None,
+) -> str:
+    """A consultation's row: its deadline (diamond) and opening (dot), linked to the bar of
+    its generation; where that key expires before a date at risk, a red tick at the expiry
+    on the row and the label says by how many days (at a page's scale, a few days are one
+    point: the words tell which comes first)."""
     risk = " risk" if c.severity >= check.CRITICAL else " warn" if c.severity else ""
     attrs = (
         f'class="cons {esc(c.status)}{risk}" data-reference="{esc(c.reference)}" '
@@ -189,13 +201,25 @@ def consultation_row(c: ConsultationMarker, scale: Scale, y: float, bar_y: dict[
         x = scale.x(c.opening)
         cls = " risk" if c.opening_risk or c.binding_risk else ""
         parts.append(f'<circle class="opening{cls}" cx="{_n(x)}" cy="{_n(y)}" r="5"/>')
+    label = esc(c.reference)
+    at_risk = c.deadline if c.deadline_risk else c.opening if c.opening_risk else None
+    if key_ends is not None and at_risk is not None and key_ends <= at_risk:
+        x = scale.x(key_ends)
+        parts.append(
+            f'<line class="expires-first" x1="{_n(x)}" x2="{_n(x)}" y1="{_n(y - 7)}" '
+            f'y2="{_n(y + 7)}"/>'
+        )
+        days = (at_risk - key_ends).days
+        what = "deadline" if at_risk is c.deadline else "opening"
+        label += (
+            f' <tspan class="expires-first">|◂ its bi-clé expires {fr.days(days)} before '
+            f"the {what} ({fr.date(key_ends)})</tspan>"
+        )
     if xs:
         right = max(xs)
         if right > WIDTH * 0.7:
-            parts.append(
-                f'<text class="end" x="{_n(min(xs) - 9)}" y="{_n(y + 4)}">{esc(c.reference)}</text>'
-            )
+            parts.append(f'<text class="end" x="{_n(min(xs) - 9)}" y="{_n(y + 4)}">{label}</text>')
         else:
-            parts.append(f'<text x="{_n(right + 9)}" y="{_n(y + 4)}">{esc(c.reference)}</text>')
+            parts.append(f'<text x="{_n(right + 9)}" y="{_n(y + 4)}">{label}</text>')
     parts.append("</g>")
     return "".join(parts)
