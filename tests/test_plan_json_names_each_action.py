@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from provisioner.state.records import (
     RecordedGeneration,
 )
 from provisioner.transports.base import FileFacts, FolderFacts, Leftover
-from tests.test_planner import LOC, NAS, NOW, WS1, WS2, copy, entity, generation
+from tests.test_planner import LOC, NAS, NOW, SPEC, WS1, WS2, copy, entity, generation
 
 PARIS = dt.timezone(dt.timedelta(hours=1))
 
@@ -237,3 +238,20 @@ def test_refusing_an_absent_entity_names_every_bound_generation_and_its_consulta
         "closed in the consultations file first.",
     )
     assert not result.actions
+
+
+def test_a_new_designation_shows_the_name_the_generation_takes() -> None:
+    """The manifest renames the key: the plan line says so, with the new designation below
+    it as `plan` shows a new generation's, and the JSON carries it."""
+    result = planned(
+        (generation(1),),
+        (copy(NAS), copy(WS1)),
+        who=entity(key=replace(SPEC, designation="Ville Nord")),
+    )
+    (renamed,) = actions(result, "update-designation")
+    assert renamed["attributes"] == {"designation": "Ville Nord"}
+    assert (
+        "~ generation 1: update designation  [friendly-name-changed] designation 'Ville' -> "
+        "'Ville Nord'; update it on the platform too\n"
+        '        designation = "Ville Nord"\n'
+    ) in render_plan(result)
