@@ -83,6 +83,8 @@ def apply(
             )
         finally:
             progress.close()
+        if run.lock_note and not as_json:
+            typer.echo(f"Note: {run.lock_note}", err=True)
         if show:
             typer.echo(render_plan(run.plan, colour=colour(), verbose=OUTPUT.verbose))
         notify(inputs, run)
