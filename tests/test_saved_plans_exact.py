@@ -11,13 +11,14 @@ import importlib
 import json
 import os
 import shutil
-import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
 import pytest
 
 from provisioner.apply import run as apply_run
+from provisioner.state import lock
 from tests.conftest import Runner
 from tests.engine_helpers import state_rows
 
@@ -157,19 +158,30 @@ def test_a_saved_plan_done_where_a_target_is_unreached_is_partial(
     assert (out / "workstations" / "ws-marches" / "commune-exemple.g1.p12").is_file()
 
 
-def test_a_saved_plan_waits_for_the_lock_when_told(cli: Runner, site: Path, tmp_path: Path) -> None:
+def test_a_saved_plan_waits_for_the_lock_when_told(
+    cli: Runner, site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     copy = applied(cli, site) / "workstations" / "ws-marches" / "commune-exemple.g1.p12"
     copy.unlink()
     plan = saved(cli, site, tmp_path / "p.plan")
     held = os.open(site.parent / ".provisioner" / "lock", os.O_RDWR)
-    fcntl.flock(held, fcntl.LOCK_EX)  # another apply, finishing in 0.5 s
-    release = threading.Timer(0.5, lambda: (fcntl.flock(held, fcntl.LOCK_UN), os.close(held)))
-    release.start()
+    fcntl.flock(held, fcntl.LOCK_EX)  # another apply, which ends once this one waits for it
+    waits: list[float] = []
+    sleep = time.sleep
+
+    def waiting(seconds: float) -> None:
+        if not waits:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        waits.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(lock.time, "sleep", waiting)
     try:
-        done = cli("apply", "--lock-timeout", "30", plan)
+        _, run = apply_run.apply_saved(plan, lock_timeout=30, parallel=1)
     finally:
-        release.join()
-    assert done.returncode == 0, done.stdout + done.stderr
+        os.close(held)
+    assert waits, "it waited for the other apply"
+    assert run.result is not None and run.result.succeeded == 1
     assert copy.is_file()
 
 
@@ -180,14 +192,18 @@ def test_a_saved_plan_says_it_replaced_the_lock_of_a_dead_apply(
     copy.unlink()
     plan = saved(cli, site, tmp_path / "p.plan")
     holder = {"pid": 4242, "actor": "ops@host", "command": "apply", "started": "2026-11-30T08:00Z"}
-    (site.parent / ".provisioner" / "lock").write_text(json.dumps(holder))  # a killed apply's
-    done = cli("apply", plan)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stderr == (
+    note = (
         "Note: replaced the stale lock of pid 4242 (ops@host), running `apply` since "
         "2026-11-30T08:00Z, which is no longer running\n"
     )
-    assert copy.is_file()
+    for name in ("nothing.plan", None):  # a plan with work, then one with nothing to do
+        (site.parent / ".provisioner" / "lock").write_text(json.dumps(holder))  # a killed apply's
+        done = cli("apply", plan)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stderr == note
+        assert copy.is_file()
+        if name:
+            plan = saved(cli, site, tmp_path / name)
 
 
 def test_a_saved_plan_observes_with_the_parallelism_given_and_reports_progress(
