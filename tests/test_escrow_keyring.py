@@ -1,0 +1,323 @@
+"""The escrow's keyring through a passphrase rotation, an escrow an older release left (no
+lineage recorded, key files of format 1) and a keyring that cannot be written.
+
+What the files hold is read from their documented format (the docstring of state/escrow.py,
+tests/oracle.py), never with the code under test; what the user sees is the command's exit
+code and its message. Each test starts from the quickstart applied once for the module.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import resource
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from tests import oracle
+from tests.conftest import EXAMPLES, Runner, run_cli
+from tests.engine_helpers import ESCROW_PASSPHRASE, state_rows
+
+NEW_PASSPHRASE = "A-Brand-New-Escrow-Passphrase-2027"
+WRAP = ("salt", "nonce", "wrapped")  # what a rotation may change in the keyring
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The quickstart applied once, and a pristine copy of it."""
+    folder = tmp_path_factory.mktemp("escrow") / "site"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "quickstart.yaml", folder)
+    shutil.copytree(EXAMPLES / "secrets", folder / "secrets")
+    done = run_cli("apply", "--auto-approve", folder / "quickstart.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    pristine = folder.parent / "pristine"
+    shutil.copytree(folder, pristine, symlinks=True)
+    return folder, pristine
+
+
+@pytest.fixture
+def site(applied: tuple[Path, Path]) -> Path:
+    """The applied quickstart as its first apply left it, in place (the state records
+    absolute paths); returns its manifest."""
+    folder, pristine = applied
+    shutil.rmtree(folder)
+    shutil.copytree(pristine, folder, symlinks=True)
+    return folder / "quickstart.yaml"
+
+
+def escrow_dir(manifest: Path) -> Path:
+    return manifest.parent / ".provisioner" / "escrow"
+
+
+def keyring(manifest: Path) -> dict[str, object]:
+    value: dict[str, object] = json.loads((escrow_dir(manifest) / "keyring.json").read_bytes())
+    return value
+
+
+def write_keyring(manifest: Path, ring: dict[str, object]) -> None:
+    (escrow_dir(manifest) / "keyring.json").write_text(json.dumps(ring))
+
+
+def state_lineage(manifest: Path) -> str:
+    ((value,),) = state_rows(manifest, "SELECT value FROM meta WHERE key = 'lineage'")
+    return str(value)
+
+
+def give_the_state_another_lineage(manifest: Path) -> None:
+    """The state.db of another unit put beside this escrow (a restore from the wrong backup)."""
+    conn = sqlite3.connect(manifest.parent / ".provisioner" / "state.db")
+    with conn:
+        conn.execute("UPDATE meta SET value = 'another-lineage' WHERE key = 'lineage'")
+    conn.close()
+
+
+def owners(manifest: Path) -> dict[str, str]:
+    """Key fingerprint -> the entity the state records for it."""
+    rows = state_rows(manifest, "SELECT key_sha256, entity FROM generations")
+    return {str(fp): str(entity) for fp, entity in rows}
+
+
+def data_key(manifest: Path, passphrase: str = ESCROW_PASSPHRASE) -> bytes:
+    """The escrow's data key, unwrapped as the documented format says."""
+    ring = keyring(manifest)
+    kek = Scrypt(
+        salt=base64.b64decode(str(ring["salt"])),
+        length=32,
+        n=int(str(ring["n"])),
+        r=int(str(ring["r"])),
+        p=int(str(ring["p"])),
+    ).derive(passphrase.encode())
+    return AESGCM(kek).decrypt(
+        base64.b64decode(str(ring["nonce"])),
+        base64.b64decode(str(ring["wrapped"])),
+        b"escrow-data-key",
+    )
+
+
+def format_1(fingerprint: str, der: bytes, key: bytes, entity: str) -> bytes:
+    """A key file as releases before 0.x wrote it: the fingerprint alone sealed, the entity
+    beside it unauthenticated, no lineage nor serial."""
+    nonce = b"\x01" * 12
+    sealed = AESGCM(key).encrypt(nonce, der, fingerprint.encode("ascii"))
+    record = {
+        "format": oracle.KEYRING_FORMAT,
+        "entity": entity,
+        "key_sha256": fingerprint,
+        "nonce": base64.b64encode(nonce).decode(),
+        "sealed": base64.b64encode(sealed).decode(),
+    }
+    return json.dumps(record).encode()
+
+
+def to_format_1(path: Path, key: bytes, entity: str) -> None:
+    """Rewrite a key file of the current format as a release before 0.x wrote it."""
+    record = json.loads(path.read_bytes())
+    aad = b"\0".join(
+        (oracle.KEY_FORMAT.encode(), path.stem.encode(), record["entity"].encode("utf-8"))
+    )
+    der = AESGCM(key).decrypt(
+        base64.b64decode(record["nonce"]), base64.b64decode(record["sealed"]), aad
+    )
+    path.write_bytes(format_1(path.stem, der, key, entity))
+
+
+def file_format(path: Path) -> str:
+    return str(json.loads(path.read_bytes())["format"])
+
+
+@contextlib.contextmanager
+def address_space(extra: int) -> Iterator[None]:
+    """At most `extra` more bytes of address space for this process (and the commands it
+    starts), so that a command reading a huge file whole fails fast instead of filling memory."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    pages = int(Path("/proc/self/statm").read_text().split()[0])
+    limit = pages * resource.getpagesize() + extra
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+# ---------------------------------------------------------------- passphrase rotation
+
+
+def test_a_passphrase_rotation_rewraps_the_data_key_and_keeps_the_rest_of_the_keyring(
+    cli: Runner, site: Path, tmp_path: Path
+) -> None:
+    folder = escrow_dir(site)
+    before = keyring(site)
+    keys = {p.name: p.read_bytes() for p in folder.glob("*.key")}
+    escrowed = oracle.escrowed_keys(folder, ESCROW_PASSPHRASE)
+    assert len(escrowed) == 2
+    new = tmp_path / "new.pass"
+    new.write_text(NEW_PASSPHRASE + "\n")
+    done = cli("rekey", site, "--new-passphrase-file", new)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    after = keyring(site)
+    assert {k: v for k, v in after.items() if k not in WRAP} == {
+        k: v for k, v in before.items() if k not in WRAP
+    }, "only the wrapping of the data key changes: lineage and key-file format stay"
+    assert after["lineage"] == state_lineage(site)
+    assert after["salt"] != before["salt"]
+    assert oracle.escrowed_keys(folder, NEW_PASSPHRASE) == escrowed
+    assert {p.name: p.read_bytes() for p in folder.glob("*.key")} == keys
+
+    # The rotated escrow opens with the new passphrase and still names its state: one of
+    # another unit is refused.
+    (site.parent / "secrets" / "escrow.pass").write_text(NEW_PASSPHRASE + "\n")
+    give_the_state_another_lineage(site)
+    refused = cli("plan", site)
+    assert refused.returncode == 1
+    assert f"{folder}: the escrow belongs to another state" in refused.stderr
+
+
+# ---------------------------------------------------------------- lineage
+
+
+def test_an_escrow_without_a_lineage_is_given_its_states_at_the_next_apply(
+    cli: Runner, site: Path
+) -> None:
+    """An escrow made before keyrings named their state's lineage: `plan` changes nothing,
+    the next apply records the lineage (the rest of the keyring as it was) and seals what it
+    restores under it; from then on a state of another unit is refused."""
+    folder = escrow_dir(site)
+    old = {k: v for k, v in keyring(site).items() if k != "lineage"}
+    write_keyring(site, old)
+    lost = sorted(folder.glob("*.key"))[0]
+    lost.unlink()  # taken back from the shared location by the apply below
+
+    assert cli("plan", site).returncode == 0
+    assert keyring(site) == old, "a read-only command writes nothing"
+
+    done = cli("apply", "--auto-approve", site)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lineage = state_lineage(site)
+    assert keyring(site) == dict(old, lineage=lineage)
+    assert json.loads(lost.read_bytes())["lineage"] == lineage
+    assert set(oracle.escrowed_keys(folder, ESCROW_PASSPHRASE)) == set(owners(site))
+
+    give_the_state_another_lineage(site)
+    refused = cli("plan", site)
+    assert refused.returncode == 1
+    assert f"{folder}: the escrow belongs to another state (lineage {lineage}" in refused.stderr
+
+
+# ---------------------------------------------------------------- a keyring that cannot be written
+
+
+@pytest.mark.parametrize("change", ["rekey", "lineage", "upgrade"])
+def test_a_keyring_that_cannot_be_written_is_named_and_left_as_it_was(
+    cli: Runner, site: Path, tmp_path: Path, change: str
+) -> None:
+    """keyring.json is a link to a file elsewhere (written through by no command): the
+    rotation, recording the lineage, or marking the format-1 upgrade done fails naming it."""
+    folder = escrow_dir(site)
+    ring = keyring(site)
+    if change == "lineage":
+        del ring["lineage"]
+    elif change == "upgrade":
+        del ring["key_files"]
+    elsewhere = tmp_path / "keyring.json"
+    elsewhere.write_text(json.dumps(ring))
+    kept = elsewhere.read_bytes()
+    (folder / "keyring.json").unlink()
+    (folder / "keyring.json").symlink_to(elsewhere)
+    new = tmp_path / "new.pass"
+    new.write_text(NEW_PASSPHRASE + "\n")
+
+    if change == "rekey":
+        done = cli("rekey", site, "--new-passphrase-file", new)
+    else:
+        done = cli("apply", "--auto-approve", site)
+    assert done.returncode == 1
+    assert (
+        f"{folder / 'keyring.json'}: cannot write the escrow keyring: refusing to write "
+        "through a symlink" in done.stderr
+    ), done.stderr
+    assert "the file is unchanged" in done.stderr
+    assert elsewhere.read_bytes() == kept
+    assert len(oracle.escrowed_keys(folder, ESCROW_PASSPHRASE)) == 2
+
+
+# ---------------------------------------------------------------- format 1 key files
+
+
+def test_format_1_key_files_are_rewritten_past_current_ones_and_unknown_ones(
+    cli: Runner, site: Path
+) -> None:
+    """An escrow an older release left: its keyring not marked upgraded, the last key file
+    (by name) of format 1 with an altered entity claim, an earlier one already current, and
+    before both a format-1 key a crash left sealed and never recorded. The next apply
+    rewrites the known one with the state's entity sealed in, and leaves the unknown one."""
+    folder = escrow_dir(site)
+    key = data_key(site)
+    first, last = sorted(folder.glob("*.key"))
+    to_format_1(last, key, "intrus")
+    orphan_key = rsa.generate_private_key(65537, 1024)
+    orphan = oracle.fingerprint(orphan_key.public_key())
+    while orphan >= first.stem:
+        orphan_key = rsa.generate_private_key(65537, 1024)
+        orphan = oracle.fingerprint(orphan_key.public_key())
+    der = orphan_key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    unknown = folder / f"{orphan}.key"
+    unknown.write_bytes(format_1(orphan, der, key, "commune-exemple"))
+    ring = keyring(site)
+    del ring["key_files"]
+    write_keyring(site, ring)
+    current = first.read_bytes()
+    assert oracle.escrowed_keys(folder, ESCROW_PASSPHRASE)[last.stem].entity == "intrus"
+
+    assert cli("plan", site).returncode == 0
+    assert file_format(last) == oracle.KEYRING_FORMAT, "a read-only command writes nothing"
+
+    done = cli("apply", "--auto-approve", site)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert file_format(last) == oracle.KEY_FORMAT
+    escrowed = oracle.escrowed_keys(folder, ESCROW_PASSPHRASE)
+    assert escrowed[last.stem].entity == owners(site)[last.stem], "the state's entity"
+    assert first.read_bytes() == current
+    assert file_format(unknown) == oracle.KEYRING_FORMAT, "a key the state does not know"
+    assert keyring(site)["key_files"] == oracle.KEY_FORMAT
+
+
+def test_a_huge_key_file_is_not_read_whole_and_the_others_are_still_upgraded(
+    cli: Runner, site: Path
+) -> None:
+    """Invariant 13: a key file turned into 64 GiB of zeros (a damaged disk, a hostile hand)
+    before a format-1 one: the upgrade reads a bounded head of it, moves on to the next file,
+    and apply takes the damaged key back from the shared location."""
+    folder = escrow_dir(site)
+    key = data_key(site)
+    first, last = sorted(folder.glob("*.key"))
+    to_format_1(last, key, owners(site)[last.stem])
+    ring = keyring(site)
+    del ring["key_files"]
+    write_keyring(site, ring)
+    with first.open("r+b") as handle:
+        handle.truncate(0)
+        handle.truncate(64 << 30)  # sparse: nothing is written to the disk
+
+    with address_space(2 << 30):
+        done = cli("apply", "--auto-approve", site)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "generation 1: restore escrowed key from backup-share" in done.stdout
+    assert file_format(last) == oracle.KEY_FORMAT
+    assert set(oracle.escrowed_keys(folder, ESCROW_PASSPHRASE)) == {first.stem, last.stem}
