@@ -421,6 +421,52 @@ def test_apply_after_the_whole_state_folder_is_lost_writes_nothing(
     assert not (state_dir(quickstart) / "escrow").exists()
 
 
+def test_a_lost_state_never_starts_over_beside_a_later_generation_on_the_workstations(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Found by the stateful suite (the last-shared-location rule, drawn): after a renewal
+    the workstations hold only generation 2; the state folder is lost and the entity's shared
+    location (which held generation 1) taken out of the manifest. Apply made a new first key
+    beside generation 2 (nothing stood at the g1 paths) and the next plan called the real
+    key's copies conflicts. A copy named beyond the next number is a state older than its
+    targets: the entity is held, naming it, until recover takes it back."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    workstation = quickstart.parent / "demo-out/workstations/ws-accueil"
+    assert sorted(p.name for p in workstation.glob("commune-exemple.*")) == [
+        "commune-exemple.g2.p12"
+    ]
+    real = key_fingerprints(quickstart)["workstations/ws-accueil/commune-exemple.g2.p12"]
+    shutil.rmtree(state_dir(quickstart))
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "    shared_locations: [backup-share]\n    workstations: [service-marches, ws-accueil]",
+            "    shared_locations: []\n    workstations: [service-marches, ws-accueil]",
+        )
+    )
+    files = snapshot(quickstart)
+
+    refused = cli("apply", "--auto-approve", quickstart, env=RENEWAL)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "! conflict g2 on ws-accueil:" in refused.stdout
+    assert "named as generation 2, a number this state never gave" in refused.stdout
+    assert "provisioner recover" in refused.stdout
+    assert "Left alone: commune-exemple, syndicat-eaux" in refused.stderr
+    assert not (workstation / "commune-exemple.g1.p12").exists(), "no new first key"
+    assert snapshot(quickstart) == files
+
+    recovered = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    converged(cli, quickstart, RENEWAL)
+    current = state_rows(
+        quickstart,
+        "SELECT number, key_sha256 FROM generations "
+        "WHERE entity = 'commune-exemple' AND status = 'current'",
+    )
+    assert current == [(2, real)], "the key the workstations held stays current"
+
+
 def test_recover_prefers_the_escrows_key_over_a_foreign_copy(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:

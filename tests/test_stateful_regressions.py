@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests import oracle
 from tests.test_stateful import ProvisionerHistory
 
 
@@ -357,3 +358,33 @@ def test_absent_never_removes_the_last_copies_of_a_key_the_escrow_lost(
     h.apply()
     holds(h, "no_key_lost", "lost_escrow_keys_taken_back_after_apply")
     assert (h.state_dir / "escrow" / f"{key}.key").is_file(), "taken back into the escrow"
+
+
+def test_a_lost_state_never_starts_over_beside_a_later_generation(h: ProvisionerHistory) -> None:
+    """Found by the fixed seed with the last-shared-location rule drawn ("a second apply with
+    work after lost states and last-location removals"): after a renewal the workstations
+    hold only generation 2; the state is lost and the entity's last shared location taken
+    out of the manifest. Apply made a new first key beside generation 2 (nothing stood at the
+    g1 paths) and the next plan called the real key's copies conflicts. Now the copy named
+    beyond the next number holds the entity until recover takes it back."""
+    h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, **NO)
+    h.apply()
+    assert h.m.last_apply_ok
+    (real,) = [
+        sha
+        for sha, k in h.m.keys.items()
+        if k.entity == "commune-a" and sha in h.keys_in(h.target_dir("ws-a"), h.m.passwords_ever)
+    ]
+    h.world_loses_the_state(**NO)
+    h.remove_the_last_shared_location(data=Choose("commune-a"), **NO)
+    h.apply()  # refused, naming recover (refusal_names_recover)
+    assert not h.m.last_apply_ok
+    assert not (h.target_dir("ws-a") / "commune-a.g1.p12").exists(), "no new first key"
+    holds(h, "foreign_files_untouched", "no_key_lost")
+    h.recover()
+    h.apply()
+    assert h.m.last_apply_ok
+    holds(h, "second_apply_plans_nothing", "no_key_lost", "foreign_files_untouched")
+    current = h.current("commune-a")
+    assert current is not None
+    assert oracle.fingerprint(current[1].public_key()) == real, "generation 2 stays current"

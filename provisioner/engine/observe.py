@@ -8,17 +8,26 @@ from concurrent.futures import ThreadPoolExecutor
 from provisioner.engine.inputs import DEFAULT_PARALLEL
 from provisioner.engine.session import Session
 from provisioner.errors import ProvisionerError
+from provisioner.manifest.model import Target
 from provisioner.plan.model import Desired, Foreign, Observed, Plan
+from provisioner.plan.paths import next_numbers
 from provisioner.plan.planner import parse_copy_name, paths_to_observe, plan, resolve_target
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import Recorded
-from provisioner.transports.base import MAX_READ_BYTES, FileFacts, FolderFacts, folder_of
+from provisioner.transports.base import (
+    MAX_READ_BYTES,
+    FileFacts,
+    FolderFacts,
+    file_path,
+    folder_of,
+)
 
 
 def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
     """Checksums of every file the planner will ask about; one worker per target at a time."""
     desired = session.desired()
     wanted = paths_to_observe(desired, session.recorded)
+    nexts = next_numbers(desired, session.recorded)
     files: dict[tuple[str, str], FileFacts | None] = {}
     folders: dict[tuple[str, str], FolderFacts | None] = {}
     unreachable: dict[str, str] = {}
@@ -34,7 +43,13 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
                 files[(name, path)] = transport.observe(path)
             # The folders holding them: mode and leftovers, one stat and one listing each.
             for folder in sorted({folder_of(target, path) for path in wanted[name]}):
-                folders[(name, folder)] = transport.observe_folder(folder)
+                found = folders[(name, folder)] = transport.observe_folder(folder)
+                # A copy named beyond an entity's next generation: a state older than its
+                # targets (planner: later_path_conflicts). Observed, so that it is opened
+                # and named like any file the state did not write.
+                for later in _later_copies(target, folder, found, nexts.get(name, {})):
+                    if (name, later) not in files:
+                        files[(name, later)] = transport.observe(later)
         except ProvisionerError as exc:
             unreachable[name] = str(exc).removeprefix(f"{name}: ")
 
@@ -60,6 +75,21 @@ def observe(session: Session, parallel: int = DEFAULT_PARALLEL) -> Observed:
             fp for fp in escrow_keys if fp not in checked or session.escrow.intact(fp)
         )
     return Observed(files, unreachable, folders, foreign, escrow_keys)
+
+
+def _later_copies(
+    target: Target, folder: str, found: FolderFacts | None, nexts: dict[str, int]
+) -> list[str]:
+    """The paths in `folder` of copies named beyond their entity's next generation."""
+    out = []
+    for copy_name in found.copies if found is not None and nexts else ():
+        parsed = parse_copy_name(copy_name)
+        if parsed is None or parsed[0] not in nexts or parsed[1] <= nexts[parsed[0]]:
+            continue
+        path = file_path(target, copy_name)
+        if folder_of(target, path) == folder:
+            out.append(path)
+    return out
 
 
 def inspect_foreign(

@@ -12,6 +12,7 @@ from provisioner.manifest.model import Entity
 from provisioner.plan.actions import Action, Conflict, ReasonCode
 from provisioner.plan.bindings import Bindings, merge
 from provisioner.plan.model import ConsultationView, Desired, Observed, PlanWarning
+from provisioner.plan.paths import parse_copy_name
 from provisioner.plan.policies import changed_but_ours
 from provisioner.state.records import Recorded, RecordedCopy, RecordedGeneration
 from provisioner.transports.base import target_from_spec
@@ -53,6 +54,8 @@ class Planning:
     fixed_modes: dict[str, tuple[str, int]] = field(default_factory=dict)
     bindings: Bindings = field(init=False)
     holders: dict[str, list[ConsultationView]] = field(init=False)
+    # (target, folder) -> entity -> the generation numbers its copy names there carry
+    _numbered: dict[tuple[str, str], dict[str, list[int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.bindings = merge(self.desired, self.recorded)
@@ -60,6 +63,20 @@ class Planning:
 
     def copies_of(self, entity: str) -> list[RecordedCopy]:
         return self.recorded.copies_of(entity)
+
+    def numbered(self, target: str, folder: str) -> dict[str, list[int]]:
+        """Entity -> the generation numbers of the copy names listed in `folder` (one pass
+        over each folder's listing per plan, however many entities share it)."""
+        found = self._numbered.get((target, folder))
+        if found is None:
+            found = {}
+            facts = self.observed.folders.get((target, folder))
+            for name in facts.copies if facts is not None else ():
+                parsed = parse_copy_name(name)
+                if parsed is not None:
+                    found.setdefault(parsed[0], []).append(parsed[1])
+            self._numbered[(target, folder)] = found
+        return found
 
     def role_of(self, target_name: str) -> str | None:
         manifest = self.desired.manifest

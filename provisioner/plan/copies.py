@@ -13,7 +13,7 @@ from provisioner.plan.model import PlanWarning
 from provisioner.plan.paths import copy_file_name, next_number
 from provisioner.plan.policies import COPY_CHECKS, CopyContext, first_reason
 from provisioner.state.records import RETIRED
-from provisioner.transports.base import file_path
+from provisioner.transports.base import file_path, folder_of
 
 
 def next_path_conflicts(p: Planning, entity: Entity) -> None:
@@ -25,6 +25,30 @@ def next_path_conflicts(p: Planning, entity: Entity) -> None:
         facts = p.observed.files.get((target.name, path))
         if facts is not None:
             p.conflict(entity, number, target.name, path, "where its next generation goes")
+
+
+def later_path_conflicts(p: Planning, entity: Entity) -> None:
+    """A copy named after a generation beyond the next one (a number this state never gave)
+    on one of the entity's targets: the state is older than its targets (lost, restored from
+    an older backup, a copied tree's). Making keys as if it were not would start over beside
+    that lineage's keys (invariant 9): the entity is held, naming the file, until `recover`
+    takes it back or the operator moves it away."""
+    after = next_number(p.recorded, entity.id)
+    for target in entity.targets:
+        if target.name in p.observed.unreachable:
+            continue
+        folder = folder_of(target, file_path(target, copy_file_name(entity.id, after)))
+        for number in p.numbered(target.name, folder).get(entity.id, ()):
+            path = file_path(target, copy_file_name(entity.id, number))
+            if number > after and p.observed.files.get((target.name, path)) is not None:
+                p.conflict(
+                    entity,
+                    number,
+                    target.name,
+                    path,
+                    f"named as generation {number}, a number this state never gave (its "
+                    f"next is {after}: the state is older than its targets)",
+                )
 
 
 def check_escrow(p: Planning, entity: Entity) -> None:

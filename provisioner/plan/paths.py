@@ -53,6 +53,19 @@ def paths_to_observe(desired: Desired, recorded: Recorded) -> dict[str, set[str]
     return wanted
 
 
+def next_numbers(desired: Desired, recorded: Recorded) -> dict[str, dict[str, int]]:
+    """Per target name, the next generation number of each present entity declaring it: a
+    copy found there named beyond it is observed too (planner: later_path_conflicts)."""
+    out: dict[str, dict[str, int]] = {}
+    for entity in desired.manifest.entities:
+        if entity.state != "present" or not desired.in_scope(entity.id):
+            continue
+        number = next_number(recorded, entity.id)
+        for target in entity.targets:
+            out.setdefault(target.name, {})[entity.id] = number
+    return out
+
+
 def resolve_target(desired: Desired, recorded: Recorded, name: str) -> Target | None:
     """A target by name: from the manifest, else as last recorded in the state."""
     manifest = desired.manifest

@@ -25,7 +25,12 @@ from provisioner.plan.actions import (
 )
 from provisioner.plan.bindings import designation_among
 from provisioner.plan.context import Fresh, Kept, Planning
-from provisioner.plan.copies import check_escrow, next_path_conflicts, plan_copies
+from provisioner.plan.copies import (
+    check_escrow,
+    later_path_conflicts,
+    next_path_conflicts,
+    plan_copies,
+)
 from provisioner.plan.folders import plan_folders
 from provisioner.plan.model import Desired, Observed, Plan, PlanWarning
 from provisioner.plan.paths import (
@@ -268,6 +273,7 @@ def present(p: Planning, entity: Entity) -> None:
         keep.append(Kept(current, wanted))
     if reason is None:
         next_path_conflicts(p, entity)
+    later_path_conflicts(p, entity)
     check_escrow(p, entity)
     keep = [with_new_chain(p, entity, held) for held in keep]
     for g in p.recorded.generations_of(entity.id):
