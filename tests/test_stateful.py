@@ -1084,6 +1084,9 @@ class ProvisionerHistory(RuleBasedStateMachine):
                 key_sha256=key_sha,
                 certificate=found[1],
                 bid=bid,
+                # As harvest() records it for a binding the state made: bound while its
+                # entity declares no shared location, no location is owed it until one is.
+                bound_without_location=not self.m.entities[entity].locations,
             )
         self.write_inputs()
 

@@ -388,3 +388,30 @@ def test_a_lost_state_never_starts_over_beside_a_later_generation(h: Provisioner
     current = h.current("commune-a")
     assert current is not None
     assert oracle.fingerprint(current[1].public_key()) == real, "generation 2 stays current"
+
+
+def test_a_binding_made_while_no_shared_location_is_declared_is_owed_one_once_there_is(
+    h: ProvisionerHistory,
+) -> None:
+    """Found by the fixed seed with the last-shared-location rule drawn ("a bound key on no
+    shared location after ... a re-added location"): a fault of the model. The rename rule
+    that binds a new consultation itself did not note that its entity declared no shared
+    location then (harvest() does, for the bindings the state makes), so the model owed it
+    a location copy the tool rightly could not make. Once a location is declared again,
+    the bound key goes there."""
+    h.remove_the_last_shared_location(data=Choose("commune-a"), then_apply=True)
+    h.rename_with_the_export_already_renamed(
+        data=Choose("commune-a"), keep_common_name=True, new_consultation=True, then_apply=True
+    )
+    assert h.m.last_apply_ok
+    (c,) = h.m.consultations.values()
+    assert c.bound_without_location
+    holds(h, "bound_keys_on_a_shared_location_after_apply", "bound_keys_everywhere_after_apply")
+    h.add_a_shared_location_to_an_entity(data=Choose("commune-a"), name="share-2", then_apply=True)
+    assert h.m.last_apply_ok
+    holds(
+        h,
+        "bound_keys_on_a_shared_location_after_apply",
+        "every_generation_on_every_shared_location",
+    )
+    assert h.keys_in(h.target_dir("share-2"), h.m.passwords_ever).get(c.key_sha256 or "")
