@@ -415,3 +415,49 @@ def test_a_binding_made_while_no_shared_location_is_declared_is_owed_one_once_th
         "every_generation_on_every_shared_location",
     )
     assert h.keys_in(h.target_dir("share-2"), h.m.passwords_ever).get(c.key_sha256 or "")
+
+
+def test_a_lost_state_with_every_entity_absent_owes_no_key_it_cannot_know(
+    h: ProvisionerHistory,
+) -> None:
+    """Found by the fixed seed with the absent rule drawn: two faults of the model. The state
+    lost, every entity declared absent (one bound to an open consultation), a shared location
+    added: apply has no generation to act on and exits 0 having changed no file (it records
+    the binding as a key it does not manage); the model owed the bound key on the new
+    location, which no apply can put back before a recover tells the state that key. And the
+    model's clock stood still across the loss, so that binding and the generation recover
+    brings back had the same instant: the program read it as "got the name after the
+    binding" and would take it off the workstations. A minute later, as a real loss is, the
+    recovered generation is the binding's key: the absent entity is refused while bound,
+    and back present its key is kept through the renewal and reaches share-2."""
+    h.add_consultation(data=Choose("commune-a"), deadline_in=40, opening_after=5, then_apply=True)
+    h.world_loses_the_state(**NO)
+    h.set_entity_absent(data=Choose("syndicat-b"), **NO)
+    h.set_bound_entity_absent(data=Choose("commune-a"), **NO)
+    h.add_a_shared_location_to_an_entity(data=Choose("commune-a"), name="share-2", **NO)
+    files = h.files_on_targets()
+    h.apply()
+    assert h.m.last_apply_ok, "no generation recorded, no entity present"
+    assert h.files_on_targets() == files, "no file changed"
+    holds(
+        h,
+        "bound_keys_everywhere_after_apply",
+        "bound_keys_on_a_shared_location_after_apply",
+        "foreign_files_untouched",
+        "no_key_lost",
+    )
+    h.recover()
+    assert not h.m.state_in_doubt
+    h.apply()  # refused: commune-a is bound (sound_history_applies checks the words)
+    assert not h.m.last_apply_ok
+    holds(h, "no_key_lost")
+    missing = [t for _, t in h.bound_keys_missing()]
+    assert missing == ["share-2"], "the bound key stays where it was (share-2 is new)"
+    h.set_entity_present(data=Choose("commune-a"), **NO)
+    h.set_entity_present(data=Choose("syndicat-b"), then_apply=True)
+    assert h.m.last_apply_ok
+    h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, then_apply=True)
+    assert h.m.last_apply_ok
+    holds(h, "bound_keys_everywhere_after_apply", "bound_keys_on_a_shared_location_after_apply")
+    (c,) = h.m.consultations.values()
+    assert h.keys_in(h.target_dir("share-2"), h.m.passwords_ever).get(c.key_sha256 or "")
