@@ -5,7 +5,9 @@ program's own: a sealing bug symmetric in seal and unseal, or a key escrowed and
 would pass unseen if the judge were `provisioner.state.escrow.Escrow`. Here the escrow folder is
 opened from its documented format (docs/SECURITY.md and the docstring of state/escrow.py),
 PKCS#12 copies with the `cryptography` library's own loader, and bids with its CMS functions;
-nothing from `provisioner` is imported.
+nothing from `provisioner` is imported. A PKCS#12 declaring more than MAX_ITERATIONS
+key-derivation iterations (read from its DER by `declared_iterations`) is not opened: the world
+drops such files to see whether the program hangs on them, and the judge must not.
 
 The escrow format, as documented:
 - `keyring.json`: {"format": "provisioner-escrow/1", "kdf": "scrypt", "n", "r", "p", "salt",
@@ -120,10 +122,58 @@ def escrowed_keys(folder: Path, passphrase: str) -> dict[str, SealedKey]:
     return out
 
 
+# A PKCS#12 declaring more key-derivation iterations than this is not opened (the Windows
+# import limit, docs/SECURITY.md): the world may drop one declaring 2**31 - 1, which would
+# hold the judge for many minutes, as it would the program.
+MAX_ITERATIONS = 600_000
+
+
+def _tlvs(data: bytes) -> list[tuple[int, bytes]]:
+    """The consecutive DER TLVs of `data` (ValueError when it is not DER)."""
+    out: list[tuple[int, bytes]] = []
+    i = 0
+    while i < len(data):
+        if i + 2 > len(data):
+            raise ValueError("truncated")
+        tag, n, i = data[i], data[i + 1], i + 2
+        if n & 0x80:
+            count = n & 0x7F
+            if not 0 < count <= 4:
+                raise ValueError("length")
+            n, i = int.from_bytes(data[i : i + count], "big"), i + count
+        if i + n > len(data):
+            raise ValueError("truncated")
+        out.append((tag, data[i : i + n]))
+        i += n
+    return out
+
+
+def declared_iterations(data: bytes, depth: int = 0) -> int:
+    """The largest iteration count `data` declares: an INTEGER right after an OCTET STRING
+    in one SEQUENCE (PBKDF2 and PKCS#12 PBE parameters: salt, count; MacData: digest, salt,
+    count), walking into constructed values and OCTET STRINGs that hold DER. 0 if none."""
+    try:
+        items = _tlvs(data)
+    except ValueError:
+        return 0
+    found = 0
+    previous = None
+    for tag, value in items:
+        if tag == 0x02 and previous == 0x04:
+            found = max(found, int.from_bytes(value, "big", signed=True))
+        elif (tag & 0x20 or tag == 0x04) and depth < 32:
+            found = max(found, declared_iterations(value, depth + 1))
+        previous = tag
+    return found
+
+
 @lru_cache(maxsize=8192)
 def p12_contents(data: bytes, password: str) -> tuple[str, bytes] | None:
     """(key fingerprint, certificate DER) of a PKCS#12 that opens with `password` and whose
-    key is its certificate's, else None."""
+    key is its certificate's, else None (None, unopened, when it declares more than
+    MAX_ITERATIONS)."""
+    if declared_iterations(data) > MAX_ITERATIONS:
+        return None
     try:
         key, cert, _ = raw_pkcs12.load_key_and_certificates(data, password.encode("utf-8"))
     except (ValueError, TypeError):
@@ -152,6 +202,8 @@ def encrypt_bid(certificate: x509.Certificate, content: bytes) -> bytes:
 @lru_cache(maxsize=8192)
 def opens_bid(data: bytes, password: str, bid: bytes) -> bool:
     """Whether the PKCS#12 `data`, opened with `password`, decrypts `bid`."""
+    if declared_iterations(data) > MAX_ITERATIONS:
+        return False
     try:
         key, cert, _ = raw_pkcs12.load_key_and_certificates(data, password.encode("utf-8"))
         if not isinstance(key, rsa.RSAPrivateKey) or cert is None:

@@ -3,12 +3,14 @@ safety invariants checked after every step.
 
 A `hypothesis.stateful.RuleBasedStateMachine` drives the real program through histories of
 operator actions (apply, plan, status, check, rehearse, export, recover, manifest and
-consultation edits, clock moves) and world events (copies deleted, garbled or chmod-ed, stray
-files, escrow files lost, the state lost or restored from an older backup, temporaries left,
-an apply killed at a fault point). A small reference model records what the world knows for
-certain: every key the program ever generated (read from the state and its certificates), the
-consultations the platform bound and a CMS bid encrypted to each at its binding, the files the
-program did not write (in this state's lineage), every secret. After each step the invariants
+consultation edits, clock moves, a copy of the whole tree run beside it) and world events
+(copies deleted, garbled or chmod-ed, stray files, a PKCS#12 declaring 2**31 - 1 key-derivation
+iterations, the consultations file made a named pipe or a device, escrow files lost, the state
+lost or restored from an older backup, temporaries left, an apply killed at a fault point).
+A small reference model records what the world knows for certain: every key the program ever
+generated (read from the state and its certificates), the consultations the platform bound and
+a CMS bid encrypted to each at its binding, the files the program did not write (in this
+state's lineage), every secret. After each step the invariants
 below are checked against the files themselves.
 
 How it drives the program: in-process, through the typer app and `typer.testing.CliRunner`
@@ -18,6 +20,11 @@ A subprocess costs about 0.4 s of interpreter and import start-up per command, m
 steps' work; in-process a step costs tens of milliseconds plus its key generations. Only
 `kill an apply at a fault point` runs a real subprocess: `provisioner.faults` reads
 PROVISIONER_FAULT_INJECT at import and SIGKILLs its own process.
+
+Every command must answer within ANSWER_SECONDS (invariant 13): a read that blocks is
+interrupted then and fails the history, and a computation that never returns to Python ends the
+process with every thread's traceback (faulthandler) after twice that, so a hang fails the run
+instead of stalling it.
 
 Cheap settings that change nothing the invariants look at: RSA 2048 (3072 sometimes, as a key
 size change), three entities at most, three workstations, two shared locations, the legacy
@@ -48,17 +55,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import faulthandler
 import functools
 import hashlib
 import os
 import random
 import secrets
 import shutil
+import signal
 import sqlite3
 import stat
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -90,6 +101,7 @@ from provisioner.cli import app
 from provisioner.errors import ProvisionerError
 from tests import oracle
 from tests.conftest import run_cli
+from tests.test_bounded_reads import _recount
 
 # Checks (invariant or rule names) that fail on the code as it is, each with the issue whose
 # fix makes it pass. The lead removes a name once that fix is merged; nothing else skips a
@@ -122,6 +134,11 @@ FAULT_POINTS = (
     "after-remove",
 )
 ESCROW_ENV = "PROVISIONER_ESCROW_PASSPHRASE"
+# Every command answers within this (invariant 13, bounded reads): a read that waits on a
+# pipe is interrupted then and fails the history; a key derivation that never returns to
+# Python ends the process (faulthandler) after twice this, naming where it hung.
+ANSWER_SECONDS = 120
+COSTLY_ITERATIONS = 2**31 - 1  # what a PKCS#12 dropped by the world declares (issue 27.4)
 HOOK = """import json, os, sys
 sys.stdin.read()
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hook-env.jsonl"), "a") as f:
@@ -175,6 +192,68 @@ def look_alike_p12(password: str, now: dt.datetime) -> bytes:
     return pkcs12.serialize_key_and_certificates(
         b"Agent export", key, cert, None, serialization.BestAvailableEncryption(password.encode())
     )
+
+
+def costly_p12(password: str, now: dt.datetime) -> bytes:
+    """A PKCS#12 no state made, with the given password, declaring COSTLY_ITERATIONS
+    key-derivation iterations (its counts rewritten without deriving anything: its MAC no
+    longer verifies, and nobody may try for long)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Agent export")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    rounds = 54_321  # a count no other INTEGER of the file has
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(rounds)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(password.encode())
+    )
+    data = pkcs12.serialize_key_and_certificates(b"Agent export", key, cert, None, encryption)
+    costly, changed = _recount(data, rounds, COSTLY_ITERATIONS)
+    assert changed >= 2 and oracle.declared_iterations(costly) == COSTLY_ITERATIONS
+    return costly
+
+
+class Hung(BaseException):
+    """A command did not answer within ANSWER_SECONDS (a BaseException: the CLI runner
+    lets it through instead of reporting it as the command's own error)."""
+
+
+@contextlib.contextmanager
+def answering_within(seconds: int) -> Iterator[None]:
+    """Interrupt what runs inside after `seconds` (a blocked open or read raises Hung); end
+    the process, with every thread's traceback, after twice that (a computation in C that
+    never returns to Python)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Hung
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(seconds)
+    # The process's own stderr: the runner and pytest's capture swap sys.stderr for buffers.
+    last_resort = sys.__stderr__ is not None
+    if last_resort:
+        faulthandler.dump_traceback_later(2 * seconds, exit=True, file=sys.__stderr__)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        if last_resort:
+            faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, previous)
 
 
 @cache
@@ -273,6 +352,28 @@ class Outcome:
 
 
 @dataclass
+class UnreadableExport:
+    """The consultations file made a named pipe or a device by the world, and what each
+    command said then."""
+
+    kind: str  # "named pipe" or "device"
+    path: Path
+    answers: dict[str, Outcome] = field(default_factory=dict)
+    left_as_it_was: bool = True
+
+
+@dataclass
+class CopiedTreeRun:
+    """Commands run in a copy of the whole project folder while the original is in use."""
+
+    same_targets: bool  # the copy's manifest names the original's target folders
+    original_retired: bool  # the original's state moved away during `recover --moved`
+    home: Path  # the original's state folder
+    moved: Outcome | None = None
+    changed: list[str] = field(default_factory=list)  # the original's files touched
+
+
+@dataclass
 class Model:
     """What must hold, known independently of the program's state."""
 
@@ -296,6 +397,12 @@ class Model:
     # next apply rightly makes a new key, renamed or not.
     spec_pending: set[str] = field(default_factory=set)
     counter: int = 0
+    # Commands that took longer than ANSWER_SECONDS: (seconds, command).
+    slow: list[tuple[float, str]] = field(default_factory=list)
+    # What the commands said while the consultations file was a pipe or a device (issue 27.4).
+    unreadable: UnreadableExport | None = None
+    # What a run in a copy of the tree did beside the original (issue 27.3).
+    copied_tree: CopiedTreeRun | None = None
 
 
 # ---------------------------------------------------------------- caches (pure functions)
@@ -464,17 +571,27 @@ class ProvisionerHistory(RuleBasedStateMachine):
             "COLUMNS": "200",
         }
 
-    def run(self, *args: str) -> Outcome:
-        """One command in this process, as `provisioner ARGS` would run it."""
+    def run(self, *args: str, learn: bool = True) -> Outcome:
+        """One command in this process, as `provisioner ARGS` would run it; then the model
+        learns the keys it made (unless `learn` is false: a command of another tree)."""
         type(self).steps += 1
         runner = CliRunner()
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("PROVISIONER_")}
         env.update(self.env())
         old = os.umask(0o077)
+        start = time.monotonic()
         try:
-            res = runner.invoke(app, list(args), env=env)
+            with answering_within(ANSWER_SECONDS):
+                res = runner.invoke(app, list(args), env=env)
+        except Hung:
+            raise AssertionError(
+                f"provisioner {' '.join(args)} did not answer within {ANSWER_SECONDS} s"
+            ) from None
         finally:
             os.umask(old)
+            took = time.monotonic() - start
+            if took > ANSWER_SECONDS:
+                self.m.slow.append((took, " ".join(args)))
         out, err = res.stdout, res.stderr
         code = res.exit_code
         exc = res.exception
@@ -485,7 +602,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
                 f"provisioner {' '.join(args)} crashed: {type(exc).__name__}: {exc}\n{out}{err}"
             ) from exc
         self.m.outputs.append(out + err)
-        self.harvest()
+        if learn:
+            self.harvest()
         return Outcome(code, out, err)
 
     def run_killed(self, fault: str) -> Outcome:
@@ -750,6 +868,89 @@ class ProvisionerHistory(RuleBasedStateMachine):
         given = self.root / "secrets" / "previous.pass"
         given.write_text(previous + "\n")
         self.recover("--previous-password-file", str(given))
+
+    def original_files(self) -> dict[Path, bytes]:
+        """The bytes of every file on this tree's targets and in its state folder (SQLite's
+        -wal and -shm aside: the oracle's own reads may make them)."""
+        out: dict[Path, bytes] = {}
+        for folder in (self.root / "targets", self.state_dir):
+            for p in folder.rglob("*"):
+                if p.is_file() and not p.is_symlink() and not p.name.endswith(("-wal", "-shm")):
+                    with contextlib.suppress(OSError):
+                        out[p] = p.read_bytes()
+        return out
+
+    @enabled("operator_runs_a_copy_of_the_tree")
+    @rule(same_targets=st.booleans(), original_retired=st.booleans())
+    def operator_runs_a_copy_of_the_tree(self, same_targets: bool, original_retired: bool) -> None:
+        """Issue 27, item 3: the operator copies the whole project folder (manifest,
+        consultations, state, the targets inside it) elsewhere and runs the tool there while
+        this one is in use: apply, `recover --moved` (as the copied-tree warning invites),
+        apply. With same_targets the copy's manifest names this tree's target folders (shares
+        and workstations are the same machines); with original_retired this state folder is
+        moved away while `recover --moved` runs, then comes back (the tree was in use after
+        all). Judged by copied_tree_leaves_the_original_alone; the copy is then discarded."""
+        if self.m.state_in_doubt or self.m.escrow_in_doubt:
+            return  # a tree in use: its state is sound
+        if not (self.state_dir / "state.db").is_file():
+            return
+        self.operator_step()
+        before = self.original_files()
+        elsewhere = Path(tempfile.mkdtemp(prefix="provisioner-stateful-copy-"))
+        seen = CopiedTreeRun(same_targets, original_retired, self.state_dir.resolve())
+        try:
+            tree = elsewhere / "tree"
+            shutil.copytree(
+                self.root,
+                tree,
+                symlinks=True,
+                ignore=shutil.ignore_patterns("backups", "exports", "plans", "hook-env.jsonl"),
+            )
+            manifest = tree / "manifest.yaml"
+            if same_targets:
+                doc = yaml.safe_load(manifest.read_text())
+                for kind in ("locations", "workstations"):
+                    for target in doc["inventory"][kind]:
+                        target["path"] = str(self.target_dir(target["name"]))
+                manifest.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+            # The copy's runs teach the model nothing: keys it makes are not this tree's.
+            self.run("apply", "--auto-approve", str(manifest), learn=False)
+            if original_retired:
+                aside = elsewhere / "retired-state"
+                shutil.move(self.state_dir, aside)
+                try:
+                    seen.moved = self.run(
+                        "recover", "--moved", "--auto-approve", str(manifest), learn=False
+                    )
+                finally:
+                    shutil.move(aside, self.state_dir)
+            else:
+                seen.moved = self.run(
+                    "recover", "--moved", "--auto-approve", str(manifest), learn=False
+                )
+            self.run("apply", "--auto-approve", str(manifest), learn=False)
+        finally:
+            shutil.rmtree(elsewhere, ignore_errors=True)
+        after = self.original_files()
+        seen.changed = [
+            f"{p.relative_to(self.root)} {'removed' if p not in after else 'replaced'}"
+            for p, content in sorted(before.items())
+            if after.get(p) != content
+        ]
+        self.m.copied_tree = seen
+        added = sorted(set(after) - set(before))
+        if added:
+            # The copy's own new generations, written where this tree's go: files this state
+            # did not write (a copy of a generation it knows holds that generation's key).
+            self.world_event()
+            known = {
+                f"{e}.g{n}.p12"
+                for e, n in self.state_rows("SELECT entity, number FROM generations")
+            }
+            for path in added:
+                if path.is_relative_to(self.root / "targets") and path.name not in known:
+                    self.m.foreign[path] = after[path]
+                    self.m.strays.add(path)
 
     # ------------------------------------------------------------ clock
 
@@ -1243,6 +1444,69 @@ class ProvisionerHistory(RuleBasedStateMachine):
         self.m.foreign[path] = content
         self.m.strays.add(path)
 
+    @enabled("world_drops_a_costly_pkcs12")
+    @rule(data=st.data(), place=st.sampled_from(WORKSTATIONS + LOCATIONS), then_apply=st.booleans())
+    @followed_by_apply
+    def world_drops_a_costly_pkcs12(
+        self, data: st.DataObject, place: str, then_apply: bool
+    ) -> None:
+        """Issue 27, item 4: a PKCS#12 declaring 2**31 - 1 key-derivation iterations, with
+        the entity's password and a copy-like name (a generation it has, its next, or one
+        beyond), where one of its copies would go. plan and recover (which reads every
+        copy-like name) meet it at once, and every later command until the operator removes
+        it (operator_removes_a_stray_file): each answers within ANSWER_SECONDS (run(),
+        commands_answer_in_bounded_time) and leaves it as it is (foreign_files_untouched)."""
+        entity = data.draw(st.sampled_from(sorted(self.m.entities)), label="entity")
+        numbers = [
+            n
+            for (n,) in self.state_rows(f"SELECT number FROM generations WHERE entity = '{entity}'")
+        ]
+        top = max(numbers, default=0)
+        number = data.draw(st.sampled_from([*numbers, top + 1, top + 2]), label="g")
+        path = self.target_dir(place) / f"{entity}.g{number}.p12"
+        if path.exists():
+            return
+        self.world_event()
+        content = costly_p12(self.m.entities[entity].password, self.m.now)
+        path.write_bytes(content)
+        self.m.foreign[path] = content  # a PKCS#12 no state wrote, wherever it stands
+        self.m.strays.add(path)
+        self.run("plan", str(self.manifest))
+        if "recover" in COMMANDS:
+            self.run("recover", str(self.manifest))  # no --auto-approve: reads, records nothing
+
+    @enabled("world_makes_the_consultations_file_unreadable")
+    @rule(kind=st.sampled_from(("named pipe", "device")))
+    def world_makes_the_consultations_file_unreadable(self, kind: str) -> None:
+        """Issue 27, item 4: the consultations file becomes a named pipe nobody writes to, or
+        a symlink to /dev/zero. Every command that reads it answers at once, refusing it by
+        name, and leaves it as it is (unreadable_inputs_refused_at_once); then the operator
+        exports the consultations again."""
+        path = self.root / "consultations.yaml"
+        self.world_event()
+        path.unlink()
+        if kind == "named pipe":
+            os.mkfifo(path, 0o600)
+        else:
+            path.symlink_to("/dev/zero")
+        seen = UnreadableExport(kind, path)
+        try:
+            for command in ("plan", "apply", "check", "status", "rehearse", "recover"):
+                if command not in COMMANDS:
+                    continue
+                approve = ["--auto-approve"] if command in ("apply", "recover") else []
+                seen.answers[command] = self.run(command, *approve, str(self.manifest))
+            info = os.lstat(path)
+            seen.left_as_it_was = (
+                stat.S_ISFIFO(info.st_mode)
+                if kind == "named pipe"
+                else stat.S_ISLNK(info.st_mode) and os.readlink(path) == "/dev/zero"
+            )
+        finally:
+            self.m.unreadable = seen
+            path.unlink(missing_ok=True)
+            self.write_inputs()  # the operator's next export
+
     @rule(data=st.data())
     def operator_removes_a_stray_file(self, data: st.DataObject) -> None:
         """The explicit decision the program asks for when a foreign file blocks a copy."""
@@ -1676,6 +1940,52 @@ class ProvisionerHistory(RuleBasedStateMachine):
             and stat.S_IMODE(p.stat().st_mode) & 0o077
         ]
         assert not loose, f"copies readable by others after apply: {loose}"
+
+    @invariant()
+    def commands_answer_in_bounded_time(self) -> None:
+        """Invariant 13: every command answered within ANSWER_SECONDS, whatever the world
+        left where the tool reads (a PKCS#12 declaring 2**31 - 1 iterations, a pipe)."""
+        slow, self.m.slow = self.m.slow, []
+        if pending("commands_answer_in_bounded_time"):
+            return
+        assert not slow, "commands slower than the bound: " + ", ".join(
+            f"provisioner {command} ({took:.0f} s)" for took, command in slow
+        )
+
+    @invariant()
+    def unreadable_inputs_refused_at_once(self) -> None:
+        """Invariant 13: with the consultations file a named pipe or a device, each command
+        exits non-zero naming the file as what it is, and leaves it as it was."""
+        seen, self.m.unreadable = self.m.unreadable, None
+        if seen is None or pending("unreadable_inputs_refused_at_once"):
+            return
+        said = f"{seen.path} is a {seen.kind}; give a regular file"
+        wrong = [
+            f"{command} (exit {done.code}): {(done.out + done.err).strip()[-300:]}"
+            for command, done in seen.answers.items()
+            if done.code == 0 or said not in " ".join((done.out + done.err).split())
+        ]
+        assert not wrong, f"commands that did not refuse the {seen.kind} by name: {wrong}"
+        assert seen.left_as_it_was, f"{seen.path} ({seen.kind}) was replaced or removed"
+
+    @invariant()
+    def copied_tree_leaves_the_original_alone(self) -> None:
+        """Invariant 9 (issue 27, item 3): `recover --moved` in a copy of the tree is
+        refused while the original holds a state, naming it; no run in the copy removes or
+        replaces a file of the original's targets or state."""
+        seen, self.m.copied_tree = self.m.copied_tree, None
+        if seen is None or pending("copied_tree_leaves_the_original_alone"):
+            return
+        if not seen.original_retired and seen.moved is not None:
+            said = " ".join((seen.moved.out + seen.moved.err).split())
+            assert seen.moved.code != 0, f"recover --moved in a copy in use exited 0:\n{said}"
+            named = f"still holds a state ({seen.home / 'state.db'})"
+            assert named in said and "this tree was copied, not moved" in said, said
+        assert not seen.changed, (
+            f"a run in a copy of the tree ({'same' if seen.same_targets else 'copied'} "
+            f"targets{', original retired then back' if seen.original_retired else ''}) "
+            f"touched the original's files: {seen.changed}"
+        )
 
 
 # ---------------------------------------------------------------- profiles

@@ -417,6 +417,76 @@ def test_a_binding_made_while_no_shared_location_is_declared_is_owed_one_once_th
     assert h.keys_in(h.target_dir("share-2"), h.m.passwords_ever).get(c.key_sha256 or "")
 
 
+@pytest.mark.parametrize(
+    ("same_targets", "original_retired"), [(False, False), (True, False), (False, True)]
+)
+def test_a_copy_of_the_tree_in_use_never_touches_the_originals_files(
+    h: ProvisionerHistory, same_targets: bool, original_retired: bool
+) -> None:
+    """Issue 27, item 3, as the copied-tree rule walks it: a renewal is due when the operator
+    copies the tree and runs apply, `recover --moved` and apply there (the copy renews and
+    would retire generation 1). `recover --moved` is refused while the original holds its
+    state, naming it (or re-homes while that state is away, and the removals are held back
+    again once it is back); nothing of the original is removed or replaced. With the same
+    target folders the copy's new generation is a file the original did not write: its
+    apply leaves it, and renews once the operator has moved it away."""
+    h.clock_moves_to_renewal_or_expiry(data=Choose("commune-a"), past_expiry=False, **NO)
+    h.operator_runs_a_copy_of_the_tree(same_targets=same_targets, original_retired=original_retired)
+    seen = h.m.copied_tree
+    assert seen is not None and seen.moved is not None
+    if original_retired:
+        assert seen.moved.code == 0 and "the state's home becomes" in seen.moved.out
+    holds(h, "copied_tree_leaves_the_original_alone", "foreign_files_untouched", "no_key_lost")
+    assert bool(h.m.strays) == same_targets, "the copy's g2 stands in the original's folders"
+    h.apply()
+    holds(h, "foreign_files_untouched", "no_key_lost")
+    for stray in sorted(h.m.strays):
+        h.operator_removes_a_stray_file(data=Choose(stray))
+    h.apply()
+    assert h.m.last_apply_ok
+    holds(h, "second_apply_plans_nothing", "every_generation_on_every_shared_location")
+
+
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_a_pkcs12_declaring_2_31_iterations_is_refused_at_once_and_left(
+    h: ProvisionerHistory, number: int
+) -> None:
+    """Issue 27, item 4, as the costly-PKCS#12 rule walks it: dropped on a workstation as a
+    generation the entity has (its copy there deleted first), its next, or one beyond; plan,
+    recover and apply answer at once and leave it; once removed, apply converges."""
+    copy = h.target_dir("ws-a") / "commune-a.g1.p12"
+    if number == 1:
+        h.world_damages_a_copy_on_a_workstation(data=Choose(copy), how="delete", **NO)
+    h.world_drops_a_costly_pkcs12(data=Choose("commune-a", number), place="ws-a", then_apply=True)
+    dropped = h.target_dir("ws-a") / f"commune-a.g{number}.p12"
+    assert dropped in h.m.strays
+    assert not h.m.last_apply_ok, "commune-a is held while the file stands"
+    holds(h, "commands_answer_in_bounded_time", "foreign_files_untouched", "no_key_lost")
+    said = h.run("plan", str(h.manifest))
+    assert "2,147,483,647 key-derivation iterations" in said.out + said.err, said.out
+    h.operator_removes_a_stray_file(data=Choose(dropped))
+    h.apply()
+    assert h.m.last_apply_ok
+    holds(h, "commands_answer_in_bounded_time", "second_apply_plans_nothing", "no_key_lost")
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "device"])
+def test_a_consultations_file_made_a_pipe_or_a_device_is_refused_at_once(
+    h: ProvisionerHistory, kind: str
+) -> None:
+    """Issue 27, item 4, as the unreadable-export rule walks it: every command refuses the
+    file by name at once and leaves it as it is; the next export puts things right."""
+    h.add_consultation(data=Choose("commune-a"), deadline_in=20, opening_after=2, then_apply=True)
+    h.world_makes_the_consultations_file_unreadable(kind=kind)
+    seen = h.m.unreadable
+    assert seen is not None and set(seen.answers) >= {"plan", "apply", "check"}
+    assert seen.answers["check"].code == 3, "check: UNKNOWN"
+    holds(h, "unreadable_inputs_refused_at_once", "commands_answer_in_bounded_time")
+    h.apply()
+    assert h.m.last_apply_ok
+    holds(h, "bound_keys_everywhere_after_apply", "second_apply_plans_nothing")
+
+
 def test_a_lost_state_with_every_entity_absent_owes_no_key_it_cannot_know(
     h: ProvisionerHistory,
 ) -> None:
