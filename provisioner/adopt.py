@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 
@@ -53,24 +54,28 @@ def check_adoptable(
         )
 
 
+DesignationSource = Literal["option", "friendly-name", "common-name", "manifest"]
+
+
 def designation_of(
     entity: Entity,
     number: int,
     year: int,
-    friendly_name: str | None,
+    bundle: pkcs12.Bundle,
     chosen: str | None,
-    *,
-    retained: bool,
-) -> str:
-    """The designation an adopted generation is recorded under: `--designation`, else the
-    manifest's for a current generation (the manifest is what is wanted), else the file's
-    friendly name for a retained one (the name the platform knew that older key by)."""
+) -> tuple[str, DesignationSource]:
+    """The designation an adopted generation is recorded under, and where it comes from:
+    `--designation`, else the name the platform knows the key by (the file's friendly name,
+    else its certificate's CN: the platform shows agents that name, and a consultation made
+    with this key names it), else the manifest's. Renewals take the manifest's again."""
     if chosen:
-        return chosen
-    wanted = entity.key.designation_for(number, year)
-    if retained and friendly_name:
-        return friendly_name
-    return wanted
+        return chosen, "option"
+    if bundle.friendly_name and bundle.friendly_name.strip():
+        return bundle.friendly_name, "friendly-name"
+    cn = certificates.common_name(bundle.certificate)
+    if cn.strip():
+        return cn, "common-name"
+    return entity.key.designation_for(number, year), "manifest"
 
 
 def run(
@@ -122,30 +127,37 @@ def run(
 @dataclass(frozen=True)
 class Adopted:
     generation: RecordedGeneration
-    notice: str | None  # how its designation relates to the file's and the manifest's
+    source: DesignationSource  # where its designation comes from
+    notice: str  # what was recorded under which name, and why
 
 
 def _notice(
-    name: str, friendly_name: str | None, chosen: str | None, wanted: str, kept: bool
-) -> str | None:
-    source = "given by --designation" if chosen else "the manifest's designation"
+    name: str, source: DesignationSource, friendly_name: str | None, wanted: str, kept: bool
+) -> str:
+    """One or two sentences for the operator: the name recorded, why, and what became of the
+    other names (the file's, the manifest's)."""
+    why = {
+        "option": "given by --designation",
+        "friendly-name": "the file's friendly name, the name the platform knows this key by",
+        "common-name": "its certificate's CN, the name the platform knows this key by (the "
+        "file has no friendly name)",
+        "manifest": "the manifest's designation (the file has no friendly name and its "
+        "certificate no CN)",
+    }[source]
+    text = f'Recorded as "{name}": {why}.'
     if friendly_name and friendly_name != name:
-        return (
-            f'The file names this key "{friendly_name}", not "{name}" ({source}): it is recorded '
-            f'as "{name}"'
-            + (
-                f' and "{friendly_name}" is kept as a former designation, so a consultation '
-                "naming either refers to this key."
-                if kept
-                else f'; "{friendly_name}" is another generation\'s name and is not kept.'
-            )
+        text += (
+            f' The file names it "{friendly_name}": kept as a former designation, so a '
+            "consultation naming either refers to this key."
+            if kept
+            else f' The file names it "{friendly_name}", another generation\'s name: not kept.'
         )
-    if not chosen and name != wanted:
-        return (
-            f'The designation "{name}" (the file\'s) differs from the manifest\'s "{wanted}"; '
-            "give --designation to record another name."
+    if source in ("friendly-name", "common-name") and name != wanted:
+        text += (
+            f' The manifest would name it "{wanted}": its renewals take the manifest\'s '
+            "designation; give --designation to record another name for this one."
         )
-    return None
+    return text
 
 
 def adopt(
@@ -187,9 +199,7 @@ def adopt(
     cert = bundle.certificate
     check_adoptable(entity, cert, now, retained=retained)
     self_signed = cert.issuer == cert.subject
-    name = designation_of(
-        entity, number, now.year, bundle.friendly_name, designation, retained=retained
-    )
+    name, source = designation_of(entity, number, now.year, bundle, designation)
     # A designation names one generation: a consultation naming it must not be ambiguous.
     taken = {d.casefold(): g for g in gens for d in session.recorded.names_of(g)}
     if name.casefold() in taken:
@@ -228,7 +238,7 @@ def adopt(
             status=generation.status,
         )
     wanted = entity.key.designation_for(number, now.year)
-    return Adopted(generation, _notice(name, former, designation, wanted, kept))
+    return Adopted(generation, source, _notice(name, source, former, wanted, kept))
 
 
 def pick_generation(session: Session, entity: Entity, number: int | None) -> RecordedGeneration:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -17,8 +19,15 @@ from cryptography.x509.oid import NameOID
 
 from provisioner.crypto import pkcs12
 from provisioner.crypto.keys import public_key_fingerprint
-from tests.conftest import TEST_CLOCK, Runner
-from tests.engine_helpers import PASSWORDS, mode, openssl_p12, p12_files, state_rows
+from tests.conftest import REPO, TEST_CLOCK, Runner
+from tests.engine_helpers import (
+    PASSWORDS,
+    dated_certificate,
+    mode,
+    openssl_p12,
+    p12_files,
+    state_rows,
+)
 
 WINDOWS_PASSWORD = "Exported-From-Windows-1"
 # The keys from elsewhere are made "now" on the program's clock (TEST_CLOCK), whatever the date.
@@ -46,7 +55,7 @@ def test_adopt_then_apply_distributes_the_adopted_key(
         if rel.endswith("commune-exemple.g1.p12"):
             bundle = pkcs12.decode(path.read_bytes(), PASSWORDS["commune-exemple"])
             assert public_key_fingerprint(bundle.key) == public_key_fingerprint(adopted.key)
-            assert bundle.friendly_name == "Commune Exemple"  # the manifest's designation
+            assert bundle.friendly_name == "Ancienne cle"  # the name the platform knows
     rows = state_rows(
         quickstart, "SELECT origin, status FROM generations WHERE entity = 'commune-exemple'"
     )
@@ -242,21 +251,89 @@ def test_an_expired_key_is_adopted_as_retained_for_its_consultation(
     done = adopt_cli(cli, quickstart, pfx, "--retained", at=later)
     assert done.returncode == 0, done.stderr
     assert "as generation 2 (retained)" in done.stdout
-    assert '"Ancienne cle" (the file\'s) differs from the manifest\'s "Commune Exemple (2)"' in (
-        done.stdout
+    assert (
+        'Recorded as "Ancienne cle": the file\'s friendly name, the name the platform knows this '
+        'key by. The manifest would name it "Commune Exemple (2)"' in done.stdout
     )
 
 
-def test_adopt_records_the_manifest_designation_and_says_the_file_named_it_otherwise(
+def test_adopt_keeps_the_name_the_platform_knows_and_renewals_take_the_manifests(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """Issue 31: a PFX the platform knows as "Syndicat Eaux Val 2025" (friendly name and CN),
+    adopted in 2027 under a manifest saying "Syndicat Eaux Val {year}", keeps that name on
+    the agents' copies; only the next generation takes the manifest's."""
+    adopted_at = NOW + dt.timedelta(days=120)  # 2027
+    pfx = openssl_p12(
+        tmp_path,
+        WINDOWS_PASSWORD,
+        NOW - dt.timedelta(days=500),  # made on the platform in 2025
+        name="Syndicat Eaux Val 2025",
+        days=1000,
+        legacy=False,
+    )
+    at = {"PROVISIONER_NOW": adopted_at.isoformat(), "PW": WINDOWS_PASSWORD}
+    done = cli("adopt", quickstart, "syndicat-eaux", pfx, "--password-env", "PW", env=at)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        'Recorded as "Syndicat Eaux Val 2025": the file\'s friendly name, the name the platform '
+        'knows this key by. The manifest would name it "Syndicat Eaux Val 2027": its renewals '
+        "take the manifest's designation; give --designation to record another name for this "
+        "one.\n"
+    ), done.stdout
+    assert '"Syndicat Eaux Val 2025", valid until' in done.stdout
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=at).returncode == 0
+    copies = [path for rel, path in p12_files(quickstart).items() if "syndicat-eaux.g1" in rel]
+    assert len(copies) == 2
+    for path in copies:
+        bundle = pkcs12.decode(path.read_bytes(), PASSWORDS["syndicat-eaux"])
+        assert bundle.friendly_name == "Syndicat Eaux Val 2025", path
+    # Not renamed afterwards: the next plan has nothing to do.
+    again = cli("plan", "--detailed-exitcode", quickstart, env=at)
+    assert again.returncode == 0, again.stdout
+    assert 'syndicat-eaux: generation 1 "Syndicat Eaux Val 2025" valid until' in (
+        cli("-v", "plan", quickstart, env=at).stdout
+    )
+    # Its renewal is named by the manifest, the year it is made; the adopted one keeps its name.
+    renewal = {"PROVISIONER_NOW": (NOW + dt.timedelta(days=470)).isoformat()}  # 2028
+    planned = cli("plan", quickstart, env=renewal).stdout
+    assert 'designation    = "Syndicat Eaux Val 2028"' in planned, planned
+    assert "update designation" not in planned
+
+
+def test_adopt_falls_back_to_the_certificates_cn(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    key = rsa.generate_private_key(65537, 2048)
+    cert = dated_certificate(key, "Commune Exemple 2025", NOW)
+    pfx = tmp_path / "no-name.pfx"
+    pfx.write_bytes(
+        raw_pkcs12.serialize_key_and_certificates(
+            None, key, cert, None, BestAvailableEncryption(WINDOWS_PASSWORD.encode())
+        )
+    )
+    done = adopt_cli(cli, quickstart, pfx, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    jsonschema.validate(doc, json.loads((REPO / "schemas" / "adopt.schema.json").read_text()))
+    assert doc["generation"]["designation"] == "Commune Exemple 2025"
+    assert doc["designation_from"] == "common-name"
+    assert doc["notice"].startswith(
+        'Recorded as "Commune Exemple 2025": its certificate\'s CN, the name the platform knows '
+        "this key by (the file has no friendly name)."
+    )
+
+
+def test_adopt_designation_option_records_the_operators_name_and_keeps_the_files(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
     pfx = pfx_from_windows(tmp_path, legacy=False)
-    done = adopt_cli(cli, quickstart, pfx)
+    done = adopt_cli(cli, quickstart, pfx, "--designation", "Commune Exemple")
     assert done.returncode == 0, done.stderr
     assert (
-        'The file names this key "Ancienne cle", not "Commune Exemple" (the manifest\'s '
-        'designation): it is recorded as "Commune Exemple" and "Ancienne cle" is kept as a '
-        "former designation" in done.stdout
+        'Recorded as "Commune Exemple": given by --designation. The file names it "Ancienne '
+        'cle": kept as a former designation, so a consultation naming either refers to this '
+        "key." in done.stdout
     )
     status = cli("status", quickstart)
     assert 'g1 current  "Commune Exemple" (formerly "Ancienne cle")' in status.stdout
@@ -284,7 +361,7 @@ def test_adopt_refuses_a_designation_another_generation_has(
     done = adopt_cli(cli, quickstart, pfx, "--retained", "--designation", "Commune 2024")
     assert done.returncode == 0, done.stderr
     assert (
-        'it is recorded as "Commune 2024"; "Commune Exemple" is another generation\'s name and '
-        "is not kept" in done.stdout
+        'Recorded as "Commune 2024": given by --designation. The file names it "Commune '
+        "Exemple\", another generation's name: not kept." in done.stdout
     )
     assert "generation 2 (retained)" in done.stdout

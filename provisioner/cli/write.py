@@ -261,8 +261,9 @@ def adopt(
         str | None,
         typer.Option(
             "--designation",
-            help="Its désignation on the platform (default: the manifest's for a current "
-            "generation, the file's friendly name for --retained).",
+            help="Its désignation on the platform (default: the name the platform knows it "
+            "by: the file's friendly name, else its certificate's CN; renewals take the "
+            "manifest's).",
             show_default=False,
         ),
     ] = None,
@@ -301,11 +302,12 @@ def adopt(
                 "entity": entity,
                 "file": str(pkcs12_file),
                 "generation": _generation(g),
-                "notice": adopted.notice or None,
+                "designation_from": adopted.source,
+                "notice": adopted.notice,
             }
         )
         return
-    if adopted.notice and not OUTPUT.quiet:
+    if not OUTPUT.quiet:
         typer.echo(adopted.notice)
     typer.echo(
         f"Adopted {pkcs12_file} as generation {g.number} ({g.status}) of {entity}: "
