@@ -328,7 +328,7 @@ def export(
         raise ProvisionerError(f"--profile must be modern or legacy, not {profile!r}")
     if out.exists() and not force:
         raise ProvisionerError(f"{out} exists; add --force to overwrite it")
-    inputs = load_inputs(manifest, state_dir, [entity], need_secrets=fmt == "p12")
+    inputs = load_inputs(manifest, state_dir, [entity], need_secrets=fmt == "p12", named_by="")
     target = inputs.manifest.entity(entity)
     assert target is not None
     password = None

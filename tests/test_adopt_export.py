@@ -365,3 +365,28 @@ def test_adopt_refuses_a_designation_another_generation_has(
         "Exemple\", another generation's name: not kept." in done.stdout
     )
     assert "generation 2 (retained)" in done.stdout
+
+
+def test_an_unknown_entity_is_named_as_typed_not_as_a_limit(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """Issue 31: `export` on a misspelt entity said `--limit: unknown entity`, an option the
+    operator never gave."""
+    out = tmp_path / "x.cer"
+    done = cli("export", quickstart, "commune-exmple", "--format", "der", "--out", out)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"Error: {quickstart}: error: unknown entity commune-exmple "
+        "(did you mean 'commune-exemple'?)\n"
+    )
+    pfx = pfx_from_windows(tmp_path)
+    done = cli("adopt", quickstart, "nobody", pfx, "--password-env", "PW", env={"PW": "x"})
+    assert done.returncode == 1 and "--limit" not in done.stderr
+    assert "unknown entity nobody (known: commune-exemple, syndicat-eaux)" in done.stderr
+    assert not out.exists() and not (quickstart.parent / ".provisioner").exists()
+    # Through --limit, the option is named.
+    done = cli("plan", quickstart, "--limit", "commune-exmple")
+    assert done.returncode == 1
+    assert "--limit: unknown entity commune-exmple (did you mean 'commune-exemple'?)" in (
+        done.stderr
+    )

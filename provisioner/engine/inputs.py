@@ -11,6 +11,7 @@ from provisioner.consultations import Consultation, read_consultations
 from provisioner.errors import Diagnostic, Location, ManifestError, SecretError
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.names import did_you_mean
 from provisioner.secrets import policy_problem, resolve, source_stamp
 
 STATE_ENV = "PROVISIONER_STATE_DIR"
@@ -69,20 +70,24 @@ def load_inputs(
     need_secrets: bool = True,
     consultations: Path | None = None,
     absent_too: bool = True,
+    named_by: str = "--limit",
 ) -> Inputs:
-    """Read and check the manifest, the limit and every secret; writes nothing."""
+    """Read and check the manifest, the limit and every secret; writes nothing. `named_by`
+    is how the operator gave the limit's names (an option, or "" for a command's ENTITY
+    argument): an unknown one is reported as typed there."""
     manifest, diagnostics = read_manifest(manifest_path)
     declared = {e.id for e in manifest.entities}
     unknown = [name for name in (limit or []) if name not in declared]
     if unknown:
+        prefix = f"{named_by}: " if named_by else ""
         raise ManifestError(
             [
                 Diagnostic(
                     "error",
                     Location(str(manifest_path)),
-                    f"--limit: unknown entit{'ies' if len(unknown) > 1 else 'y'} "
-                    + ", ".join(unknown),
+                    f"{prefix}unknown entity {name}" + did_you_mean(name, declared),
                 )
+                for name in unknown
             ]
         )
     scope = frozenset(limit) if limit else None
