@@ -18,7 +18,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.consultations import parse_date
-from provisioner.errors import StateError, error_document
+from provisioner.errors import ProvisionerError, StateError, UsageError, error_document
 from provisioner.state.db import DB_NAME, StateDB
 
 FORMAT_VERSION = 1
@@ -186,11 +186,11 @@ def run(
     is no state, a filter names an entity or action the log has never seen, or a date is
     not one. With `as_json`, one JSON document on stdout either way."""
 
-    def failed(message: str) -> Outcome:
+    def failed(exc: ProvisionerError) -> Outcome:
         if as_json:
-            body = error_document("audit", 1, "error", message)
-            return Outcome(1, json.dumps(body, indent=2), f"Error: {message}")
-        return Outcome(1, "", f"Error: {message}")
+            body = error_document("audit", 1, exc)
+            return Outcome(1, json.dumps(body, indent=2), f"Error: {exc}")
+        return Outcome(1, "", f"Error: {exc}")
 
     try:
         bounds = period(since, until)
@@ -198,10 +198,12 @@ def run(
         problems = _unknown("entity", entities or [], known_entities)
         problems += _unknown("action", actions or [], known_actions)
         if problems and (known_entities or known_actions):
-            return failed("; ".join(problems))
+            return failed(UsageError("; ".join(problems)))
         records = read_audit(state_dir, entities, actions, bounds, last)
-    except (ValueError, StateError) as exc:
-        return failed(str(exc))
+    except ValueError as exc:  # a date that is not one
+        return failed(UsageError(str(exc)))
+    except StateError as exc:
+        return failed(exc)
     if as_json:
         return Outcome(0, json.dumps(document(records, state_dir, bounds), indent=2))
     return Outcome(0, render(records))

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 from provisioner import clock, receipts
 from provisioner.check import Finding
 from provisioner.engine import Inputs, load_inputs, observe_and_plan, observed_digest, open_state
-from provisioner.errors import ProvisionerError, UnitError
+from provisioner.errors import (
+    ProvisionerError,
+    SecretError,
+    StateError,
+    UnitError,
+    UsageError,
+)
 from provisioner.manifest.model import Manifest
 from provisioner.plan.model import Plan
 from provisioner.receipts import StoreState
@@ -158,7 +164,7 @@ def _check(
         )
         with open_state(inputs, create=False, unlock=False) as session:
             if session.db is None:
-                raise ProvisionerError(
+                raise StateError(
                     f"{session.state_dir}: no state there, so nothing can be judged: apply first, "
                     "or recover a lost state (docs/RECOVERY.md)"
                 )
@@ -249,7 +255,7 @@ def rehearse(
     inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
     with open_state(inputs, create=False) as session:
         if session.db is None:
-            raise ProvisionerError(f"no state in {session.state_dir}: nothing has been applied yet")
+            raise StateError(f"no state in {session.state_dir}: nothing has been applied yet")
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
         results = rehearsal.rehearse(
@@ -277,16 +283,16 @@ def rekey(manifest: Path, state_dir: Path | None, new: str, *, lock_timeout: flo
     inputs = load_inputs(manifest, state_dir, need_secrets=False)
     current = resolve(inputs.manifest.escrow_passphrase, "escrow passphrase")
     if new == current:
-        raise ProvisionerError("the new passphrase is the current one")
+        raise SecretError("the new passphrase is the current one")
     if not inputs.escrow_dir.is_dir():
-        raise ProvisionerError(f"no escrow in {inputs.state_dir}: nothing to rekey")
+        raise StateError(f"no escrow in {inputs.state_dir}: nothing to rekey")
     inputs = _with_passphrase(inputs, current)
     with (
         hold(inputs.state_dir, "rekey", lock_timeout),
         open_state(inputs, create=False) as session,
     ):
         if session.escrow is None or session.db is None:
-            raise ProvisionerError(f"no escrow in {session.escrow_dir}")
+            raise StateError(f"no escrow in {session.escrow_dir}")
         rotation.rotate(session.escrow, session.db, new)
     return inputs.escrow_dir
 
@@ -323,9 +329,9 @@ def export(
     from provisioner.secrets import from_options, policy_problem
 
     if fmt not in ("p12", "pem", "der"):
-        raise ProvisionerError(f"--format must be p12, pem or der, not {fmt!r}")
+        raise UsageError(f"--format must be p12, pem or der, not {fmt!r}")
     if profile is not None and profile not in ("modern", "legacy"):
-        raise ProvisionerError(f"--profile must be modern or legacy, not {profile!r}")
+        raise UsageError(f"--profile must be modern or legacy, not {profile!r}")
     if out.exists() and not force:
         raise ProvisionerError(f"{out} exists; add --force to overwrite it")
     inputs = load_inputs(manifest, state_dir, [entity], need_secrets=fmt == "p12", named_by="")
@@ -342,10 +348,10 @@ def export(
             )
         problem = policy_problem(password, target.password_policy)
         if problem:
-            raise ProvisionerError(f"the export password is refused: {problem}")
+            raise SecretError(f"the export password is refused: {problem}")
     with open_state(inputs, create=False, unlock=fmt == "p12") as session:
         if session.db is None:
-            raise ProvisionerError(f"no state in {session.state_dir}: run apply first")
+            raise StateError(f"no state in {session.state_dir}: run apply first")
         g = pick_generation(session, target, generation)
         write_export(
             session,

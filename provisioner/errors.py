@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +40,31 @@ class ProvisionerError(Exception):
     exit_code = 1
 
 
+class UsageError(ProvisionerError):
+    """The command line asks for what cannot be: a bad or missing value, options that exclude
+    each other, a confirmation nobody can give (--json, no terminal)."""
+
+
 class ManifestError(ProvisionerError):
     """The manifest (or a file it references) is invalid; carries every diagnostic found."""
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = diagnostics
         super().__init__("\n".join(str(d) for d in diagnostics))
+
+
+class UnknownNameError(ManifestError, UsageError):
+    """A name given on the command line (--limit, ENTITY, TARGET) that the manifest does not
+    declare: a usage error, placed at the manifest it was looked up in."""
+
+
+class NoAnswer(ProvisionerError):
+    """A prompt got no answer (end of input)."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C. Not a KeyboardInterrupt, which click would turn into a bare "Aborted!"; a
+    BaseException, so that no `except Exception` on the way swallows it."""
 
 
 class SecretError(ProvisionerError):
@@ -107,12 +126,73 @@ def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
     }
 
 
+ErrorKind = Literal[
+    "usage",
+    "invalid",
+    "secret",
+    "state",
+    "locked",
+    "stale",
+    "error",
+    "aborted",
+    "interrupted",
+    "internal",
+]
+
+# The one table from a fault to the `kind` of its JSON error document, the same for every
+# command (the enum of `$defs.failure` in every schemas/*.schema.json, in this order; the
+# first class that matches wins). A usage error click finds is given as a UsageError.
+ERROR_KINDS: tuple[tuple[type[BaseException], ErrorKind, str], ...] = (
+    (
+        UsageError,
+        "usage",
+        "the command line: an unknown option or command, a bad or missing value, options "
+        "that exclude each other, a name the manifest does not declare, a confirmation "
+        "nobody can give (--json or no terminal without --auto-approve)",
+    ),
+    (
+        ManifestError,
+        "invalid",
+        "an input file is invalid (the manifest, a file it references, the consultations "
+        "file), with its file, line and column",
+    ),
+    (
+        SecretError,
+        "secret",
+        "a secret could not be read, or a password or passphrase is refused by its policy",
+    ),
+    (
+        StateError,
+        "state",
+        "the state or escrow: none there, unreadable, not one unit, or a wrong escrow "
+        "passphrase (docs/RECOVERY.md)",
+    ),
+    (LockError, "locked", "another apply holds the state's lock: try again later"),
+    (StalePlanError, "stale", "a saved plan no longer matches: make a new plan"),
+    (NoAnswer, "aborted", "a prompt got no answer (end of input)"),
+    (
+        ProvisionerError,
+        "error",
+        "anything else to fix before running again: a file that cannot be adopted or "
+        "written, a target that cannot be read",
+    ),
+    (Interrupted, "interrupted", "Ctrl-C, with what was done before it"),
+    (BaseException, "internal", "a bug: report it"),
+)
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """The `kind` of `exc`'s error document (ERROR_KINDS)."""
+    return next(kind for cls, kind, _ in ERROR_KINDS if isinstance(exc, cls))
+
+
 def error_document(
-    command: str | None, code: int, kind: str, exc: BaseException | str, **extra: Any
+    command: str | None, code: int, exc: BaseException, **extra: Any
 ) -> dict[str, Any]:
     """What every command prints under `--json` when it fails (the `failure` of each
-    schemas/*.schema.json): `kind` is usage, error, aborted, interrupted or internal; `error`
-    says where (file, line, column) when that is known, `errors` lists every diagnostic."""
+    schemas/*.schema.json): `kind` from ERROR_KINDS; `error` says where (file, line, column)
+    when that is known, `errors` lists every diagnostic."""
+    kind = error_kind(exc)
     diagnostics = exc.diagnostics if isinstance(exc, ManifestError) else []
     errors = [diagnostic_json(d) for d in diagnostics if d.severity == "error"]
     first = errors[0] if errors else None

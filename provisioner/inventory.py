@@ -14,7 +14,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.consultations import Consultation
-from provisioner.errors import ProvisionerError
+from provisioner.errors import StateError
 from provisioner.manifest.model import STORE_NSS, STORE_WINDOWS, Entity, Manifest, Target
 from provisioner.plan.paths import copy_file_name
 from provisioner.receipts import Bound, open_bindings, receipt_path, windows_thumbprint
@@ -198,7 +198,7 @@ def run(
         if session.db is None:
             # An empty inventory would tell a distribution engine that no store must hold
             # anything: a wrong --state-dir must fail, not pass for "nothing to do".
-            raise ProvisionerError(
+            raise StateError(
                 f"no state in {session.state_dir}: nothing has been applied there yet (apply "
                 "first, or give --state-dir the folder the tool's state is in)"
             )

@@ -140,10 +140,10 @@ def policy_problem(password: str, policy: PasswordPolicy) -> str | None:
 def from_options(env: str | None, file: Path | None, what: str) -> str | None:
     """A secret given on the command line as `--WHAT-env NAME` or `--WHAT-file PATH` (never
     its value); None when neither is given."""
-    from provisioner.errors import Location, ProvisionerError
+    from provisioner.errors import Location, UsageError
 
     if env and file:
-        raise ProvisionerError(f"give either --{what}-env or --{what}-file, not both")
+        raise UsageError(f"give either --{what}-env or --{what}-file, not both")
     if env:
         return resolve(SecretRef("env", env, Path.cwd(), Location(f"--{what}-env")), what)
     if file:

@@ -5,6 +5,7 @@ Also the global -q/-v and --limit on every command that reads entities."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -63,7 +64,13 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_command_has_json_and_a_schema_with_its_failure() -> None:
+    from provisioner.errors import ERROR_KINDS
+
     failure = schema_of("plan")["$defs"]["failure"]
+    # One kind per kind of fault, from the one table the program uses.
+    assert failure["properties"]["error"]["properties"]["kind"]["enum"] == [
+        kind for _, kind, _ in ERROR_KINDS
+    ]
     for command in COMMANDS:
         done = run_cli(command, "--help")
         assert "--json" in done.stdout, command
@@ -138,7 +145,7 @@ def test_rekey_and_adopt_documents(quickstart: Path, tmp_path: Path) -> None:
         "--json",
     )
     error = failed(done, "adopt")
-    assert error["kind"] == "error" and error["message"]
+    assert error["kind"] == "state" and "wrong escrow passphrase" in error["message"]
 
 
 def test_validate_failure_names_file_line_and_column(cli: Runner) -> None:
@@ -152,20 +159,22 @@ def test_validate_failure_names_file_line_and_column(cli: Runner) -> None:
 @pytest.mark.parametrize(
     ("command", "args", "code", "kind", "says"),
     [
-        ("plan", ["--limit", "nobody"], 1, "error", "unknown entity nobody"),
+        ("plan", ["--limit", "nobody"], 1, "usage", "unknown entity nobody"),
         ("plan", ["--limt", "x"], 1, "usage", "No such option: --limt"),
-        ("apply", [], 1, "error", "--auto-approve"),  # no prompt under --json
-        ("status", ["--limit", "nobody"], 1, "error", "unknown entity nobody"),
+        ("apply", [], 1, "usage", "--auto-approve"),  # no prompt under --json
+        ("status", ["--limit", "nobody"], 1, "usage", "unknown entity nobody"),
         ("check", ["--warn-days", "soon"], 3, "usage", "soon"),
-        ("rehearse", [], 1, "error", "no state"),
-        ("rekey", [], 1, "error", "--new-passphrase-env"),
-        ("trust", ["no-such-target"], 1, "error", "no-such-target"),
-        ("recover", ["--limit", "nobody"], 1, "error", "unknown entity nobody"),
+        ("rehearse", [], 1, "state", "no state"),
+        ("rekey", [], 1, "usage", "--new-passphrase-env"),
+        ("trust", ["no-such-target"], 1, "usage", "no-such-target"),
+        ("recover", ["--limit", "nobody"], 1, "usage", "unknown entity nobody"),
         ("adopt", ["commune-exemple", "missing.p12"], 1, "error", "missing.p12"),
-        ("export", ["commune-exemple", "--out", "x.cer", "--format", "der"], 1, "error", "state"),
-        ("audit", [], 1, "error", "state"),
+        ("adopt", ["nobody", "missing.p12"], 1, "usage", "unknown entity nobody"),
+        ("export", ["commune-exemple", "--out", "x.cer", "--format", "der"], 1, "state", "state"),
+        ("export", ["commune-exemple", "--out", "x.cer", "--format", "crt"], 1, "usage", "crt"),
+        ("audit", [], 1, "state", "state"),
         ("report", ["--out", "quickstart.yaml"], 1, "error", "quickstart.yaml"),
-        ("inventory", ["--limit", "nobody"], 1, "error", "unknown entity nobody"),
+        ("inventory", ["--limit", "nobody"], 1, "usage", "unknown entity nobody"),
     ],
 )
 def test_failure_documents(
@@ -177,6 +186,38 @@ def test_failure_documents(
     if "unknown entity" in says:
         assert error["file"] == str(quickstart)
     assert not (quickstart.parent / "demo-out").exists()  # nothing was written
+
+
+def test_one_kind_per_fault_whatever_the_command(cli: Runner, quickstart: Path) -> None:
+    """Issue 31: validate said `invalid` and plan `error` for the same broken manifest; a
+    refused prompt was `error` in one command and a bad value `usage` in another."""
+    broken = EXAMPLES / "broken" / "wrong-type.yaml"
+    for command in ("validate", "plan", "apply", "status", "inventory"):
+        done = cli(command, broken, "--json")
+        error = failed(done, command)
+        assert error["kind"] == "invalid", (command, error)
+        assert error["file"].endswith("wrong-type.yaml") and error["line"], (command, error)
+    # A bad value: usage, whether click or the command finds it.
+    done = cli("audit", quickstart, "--since", "yesterday", "--json")
+    assert failed(done, "audit")["kind"] == "usage"
+    done = cli("export", quickstart, "commune-exemple", "--out", "x", "--profile", "new", "--json")
+    assert failed(done, "export")["kind"] == "usage"
+    # A secret that cannot be read.
+    secret = quickstart.parent / "secrets" / "commune-exemple.pass"
+    kept = secret.read_text()
+    secret.unlink()
+    for command in ("plan", "apply", "rehearse"):
+        extra = ["--auto-approve"] if command == "apply" else []
+        done = cli(command, quickstart, "--json", *extra)
+        assert failed(done, command)["kind"] == "secret", command
+    assert not (quickstart.parent / ".provisioner").exists()
+    # The lock another apply holds.
+    secret.write_text(kept)
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    with (quickstart.parent / ".provisioner" / "lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = cli("apply", "--auto-approve", "--json", quickstart)
+    assert failed(done, "apply")["kind"] == "locked"
 
 
 def test_ctrl_c_under_json_still_prints_a_result(quickstart: Path) -> None:

@@ -17,10 +17,11 @@ from typing import NoReturn
 
 import typer
 
+from provisioner import errors
 from provisioner.cli import apply, read, write
 from provisioner.cli.app import app
 from provisioner.cli.document import emit, error_document, json_command
-from provisioner.errors import ProvisionerError
+from provisioner.errors import Interrupted, ProvisionerError
 
 try:  # typer 0.28 vendors click; earlier versions use it
     from typer._click.exceptions import ClickException, UsageError
@@ -134,9 +135,9 @@ def run(argv: list[str]) -> int:
     program in-process (mutation testing) call this."""
     as_json, command = json_command(argv)
 
-    def document(code: int, kind: str, exc: BaseException | str, **extra: object) -> None:
-        if as_json:  # the one JSON document on stdout, whatever failed
-            emit(error_document(command, code, kind, exc, **extra))
+    def document(code: int, exc: BaseException, **extra: object) -> None:
+        if as_json:  # the one JSON document on stdout, whatever failed (kind: ERROR_KINDS)
+            emit(error_document(command, code, exc, **extra))
 
     try:
         # Not standalone: click would exit 2 on a usage error, the code that means "changes
@@ -148,21 +149,21 @@ def run(argv: list[str]) -> int:
         exc.show()
         # A probe's usage error is UNKNOWN (3) to the monitoring, as for any input it cannot use.
         status = 3 if exc.ctx is not None and exc.ctx.info_name == "check" else 1
-        document(status, "usage", exc.format_message())
+        document(status, errors.UsageError(exc.format_message()))
         return status
     except ClickException as exc:
         exc.show()
-        document(1, "usage", exc.format_message())
+        document(1, errors.UsageError(exc.format_message()))
         return 1
     except typer.Abort:  # end of input at a prompt
         typer.echo("\nAborted.", err=True)
-        document(1, "aborted", "aborted: no answer at the prompt")
+        document(1, errors.NoAnswer("aborted: no answer at the prompt"))
         return 1
     except ProvisionerError as exc:
         typer.echo(f"Error: {exc}", err=True)
-        document(exc.exit_code, "error", exc)
+        document(exc.exit_code, exc)
         return exc.exit_code
-    except Interrupted:
+    except Interrupted as exc:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the message
         typer.echo(
             "\nInterrupted (Ctrl-C). What was recorded before is kept, an unfinished step was "
@@ -175,14 +176,14 @@ def run(argv: list[str]) -> int:
         done = done_so_far()
         if done:
             typer.echo(f"Done before the interruption: {done}; the rest was not done.", err=True)
-        document(130, "interrupted", "interrupted (Ctrl-C)", done=done)
+        document(130, exc, message="interrupted (Ctrl-C)", done=done)
         return 130
     except Exception as exc:  # a genuine bug: say so in one line unless debugging
         if os.environ.get("PROVISIONER_DEBUG"):
             raise
         message = f"Internal error: {type(exc).__name__}: {exc}"
         typer.echo(f"{message} (set PROVISIONER_DEBUG=1 for details)", err=True)
-        document(1, "internal", message)
+        document(1, exc, message=message)
         return 1
     return code if isinstance(code, int) else 0
 
@@ -195,11 +196,6 @@ def _status(code: object) -> int:
         return code
     sys.stderr.write(f"{code}\n")
     return 1
-
-
-class Interrupted(BaseException):
-    """Ctrl-C. Not a KeyboardInterrupt, which click would turn into a bare "Aborted!"; a
-    BaseException, so that no `except Exception` on the way swallows it."""
 
 
 def _interrupt(signum: int, frame: object) -> None:

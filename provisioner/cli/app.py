@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from provisioner import __version__
-from provisioner.errors import Diagnostic, ProvisionerError
+from provisioner.errors import Diagnostic, UsageError
 
 app = typer.Typer(
     name="provisioner",
@@ -157,9 +157,9 @@ def _root(
     OUTPUT.quiet, OUTPUT.verbose = quiet, verbose
 
 
-class CommandFailed(ProvisionerError):
+class CommandFailed(UsageError):
     """A wrapper's refusal (a missing option, no terminal to confirm): main() prints it as
-    `Error: ...`, or as the error document under --json."""
+    `Error: ...`, or as the error document under --json (kind usage)."""
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)

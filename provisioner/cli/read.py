@@ -24,7 +24,7 @@ from provisioner.cli.app import (
     warnings,
 )
 from provisioner.cli.document import diagnostic_json as _diag_json
-from provisioner.cli.document import emit
+from provisioner.cli.document import emit, error_document
 from provisioner.errors import ManifestError
 from provisioner.manifest.loader import read_manifest
 
@@ -56,20 +56,8 @@ def validate(
     except ManifestError as exc:
         diagnostics = exc.diagnostics
         if as_json:
-            errors = [_diag_json(d) for d in diagnostics if d.severity == "error"]
-            first = errors[0]
-            emit(
-                {
-                    "command": "validate",
-                    "exit_code": 1,
-                    "valid": False,
-                    "error": {"kind": "invalid"}
-                    | {k: first[k] for k in ("message", "file", "line", "column")},
-                    "errors": errors,
-                    "warnings": [_diag_json(d) for d in diagnostics if d.severity == "warning"],
-                },
-                ascii_only=True,
-            )
+            document = error_document("validate", 1, exc)
+            emit({"valid": False} | document, ascii_only=True)
         else:
             for d in diagnostics:
                 typer.echo(str(d), err=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.consultations import Consultation, read_consultations
-from provisioner.errors import Diagnostic, Location, ManifestError, SecretError
+from provisioner.errors import Diagnostic, Location, SecretError, UnknownNameError
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.names import did_you_mean
@@ -80,7 +80,7 @@ def load_inputs(
     unknown = [name for name in (limit or []) if name not in declared]
     if unknown:
         prefix = f"{named_by}: " if named_by else ""
-        raise ManifestError(
+        raise UnknownNameError(
             [
                 Diagnostic(
                     "error",

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from provisioner.errors import ProvisionerError
+from provisioner.errors import SecretError
 from provisioner.manifest.model import PasswordPolicy
 from provisioner.secrets import policy_problem
 from provisioner.state.escrow import Escrow
@@ -13,10 +13,10 @@ PASSPHRASE_POLICY = PasswordPolicy(min_length=16, min_classes=2)
 
 
 def check_new_passphrase(new: str) -> None:
-    """Refuse a new escrow passphrase weaker than the policy (ProvisionerError)."""
+    """Refuse a new escrow passphrase weaker than the policy (SecretError)."""
     problem = policy_problem(new, PASSPHRASE_POLICY)
     if problem:
-        raise ProvisionerError(
+        raise SecretError(
             f"the new escrow passphrase is refused: {problem} (escrow passphrases need 16 "
             "characters)"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from provisioner.errors import ProvisionerError
+from provisioner.errors import ProvisionerError, UsageError
 from provisioner.manifest.model import Manifest, Target
 
 Say = Callable[[str, bool], None]  # (line, is an error: stderr)
@@ -18,7 +18,7 @@ def chosen_targets(manifest: Manifest, names: list[str] | None) -> list[Target]:
     everything = {**manifest.workstations, **manifest.locations}
     unknown = [name for name in names or [] if name not in everything]
     if unknown:
-        raise ProvisionerError(f"unknown target(s): {', '.join(unknown)}")
+        raise UsageError(f"unknown target(s): {', '.join(unknown)}")
     if names:
         return [everything[name] for name in names]
     return [t for t in everything.values() if t.transport == "ssh"]
@@ -40,7 +40,7 @@ def trust(
     seen: set[tuple[str, int, str]] = set()
     for target in targets:
         if target.transport != "ssh":
-            raise ProvisionerError(f"{target.name} is not an SSH target")
+            raise UsageError(f"{target.name} is not an SSH target")
         assert target.host is not None and target.known_hosts is not None
         ident = (target.host, target.port, str(target.known_hosts))
         if ident in seen:
