@@ -67,6 +67,10 @@ class Interrupted(BaseException):
     BaseException, so that no `except Exception` on the way swallows it."""
 
 
+class InterruptedAtPrompt(Interrupted):
+    """Ctrl-C while a confirmation was asked (apply, recover): nothing was done yet."""
+
+
 class SecretError(ProvisionerError):
     """A secret reference could not be resolved or breaks the password policy."""
 
@@ -97,6 +101,10 @@ class TooCostlyError(UnsupportedAlgorithmError):
 
 class StateError(ProvisionerError):
     """The state database or escrow is unusable."""
+
+
+class WrongPassphraseError(StateError):
+    """The escrow passphrase does not open the escrow's keyring."""
 
 
 class UnitError(StateError):

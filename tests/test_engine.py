@@ -231,6 +231,17 @@ def test_apply_without_a_terminal_needs_auto_approve(cli: Runner, quickstart: Pa
     assert done.returncode == 1
     assert "apply needs confirmation" in done.stderr
     assert not (quickstart.parent / "demo-out").exists()
+    # Refused before anything is written: not even a state folder (issue 31).
+    assert not (quickstart.parent / ".provisioner").exists()
+    # With a state, a refused apply changes nothing in it either.
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    state = quickstart.parent / ".provisioner"
+    before = sorted(p.relative_to(state) for p in state.rglob("*"))
+    (quickstart.parent / "secrets" / "commune-exemple.pass").write_text("Another-Pass-2027!\n")
+    for args in ([], ["--json"]):
+        done = cli("apply", quickstart, *args)
+        assert done.returncode == 1 and "--auto-approve" in done.stderr, args
+    assert sorted(p.relative_to(state) for p in state.rglob("*")) == before
 
 
 def test_limit_plans_and_applies_one_entity(cli: Runner, quickstart: Path) -> None:

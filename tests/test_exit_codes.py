@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pty
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +88,7 @@ def test_a_declined_apply_exits_1_and_changes_nothing(quickstart: Path) -> None:
     assert "Apply cancelled." in err
     assert "Plan: " in out
     assert not (quickstart.parent / "demo-out").exists()
+    assert not (quickstart.parent / ".provisioner").exists()  # nothing written before "yes"
     code, out, err = run_in_terminal(["apply", str(quickstart)], "yes", quickstart.parent)
     assert code == 0, out + err
     assert list((quickstart.parent / "demo-out").rglob("*.p12"))
@@ -95,3 +98,38 @@ def test_the_readme_table_lists_the_exit_codes() -> None:
     readme = (REPO / "README.md").read_text()
     for row in ("130 when interrupted", "Apply cancelled", "--detailed-exitcode", "4 (partial)"):
         assert row in readme
+
+
+def test_ctrl_c_at_the_approval_prompt_says_nothing_was_done(quickstart: Path) -> None:
+    """Issue 31: Ctrl-C at apply's question said "an unfinished step was rolled back"; nothing
+    had been done, and nothing is written (not even a state folder)."""
+    main, terminal = pty.openpty()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PROVISIONER_") or k == "PROVISIONER_NOW"
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "apply", str(quickstart)],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=quickstart.parent,
+        env=env,
+    )
+    os.close(terminal)
+    assert process.stdout is not None
+    shown = b""
+    deadline = time.monotonic() + 120
+    while b"Only 'yes' will be accepted" not in shown and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1)
+        if ready:
+            shown += os.read(process.stdout.fileno(), 65536)
+    assert b"Only 'yes' will be accepted" in shown
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    os.close(main)
+    assert process.returncode == 130
+    assert err.decode().strip() == "Interrupted (Ctrl-C) at the prompt: nothing was done."
+    assert not (quickstart.parent / "demo-out").exists()
+    assert not (quickstart.parent / ".provisioner").exists()

@@ -186,6 +186,7 @@ def test_failure_documents(
     if "unknown entity" in says:
         assert error["file"] == str(quickstart)
     assert not (quickstart.parent / "demo-out").exists()  # nothing was written
+    assert not (quickstart.parent / ".provisioner").exists()  # not even a state folder
 
 
 def test_one_kind_per_fault_whatever_the_command(cli: Runner, quickstart: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.conftest import TEST_CLOCK, Runner
+from tests.conftest import REPO, TEST_CLOCK, Runner
 from tests.engine_helpers import key_fingerprints, openssl_p12, p12_files, state_rows
 from tests.oracle import encrypt_bid, opens_bid, p12_contents
 
@@ -347,6 +347,21 @@ def test_escrow_passphrase_rotation(cli: Runner, quickstart: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     old = cli("plan", quickstart)
     assert old.returncode == 1 and "wrong escrow passphrase" in old.stderr
+    # The next step is named (issue 31): the rotated secret, else RECOVERY's row for a lost one.
+    assert (
+        "file secrets/escrow.pass, which escrow.passphrase names, does not open it. If the "
+        "passphrase was rotated (`provisioner rekey`), point escrow.passphrase at the new one. "
+        'If it is lost for good, follow docs/RECOVERY.md, "What each loss costs", row "the '
+        'escrow passphrase": point escrow.passphrase at a new secret, move '
+        f"{quickstart.parent / '.provisioner' / 'escrow'} aside and run `provisioner recover "
+        f"{quickstart}`" in old.stderr
+    ), old.stderr
+    row = next(
+        line
+        for line in (REPO / "docs" / "RECOVERY.md").read_text().splitlines()
+        if line.startswith("| the escrow passphrase |")
+    )
+    assert "`wrong escrow passphrase`" in row and "provisioner recover MANIFEST" in row
     text = quickstart.read_text().replace("{file: secrets/escrow.pass}", f"{{file: {new}}}")
     quickstart.write_text(text)
     again = cli("plan", "--detailed-exitcode", quickstart)

@@ -30,7 +30,7 @@ from provisioner.plan.actions import CreateGeneration
 from provisioner.plan.model import Observed, Plan
 from provisioner.plan.render import plan_json
 from provisioner.state.records import PASSWORD_SOURCE, Recorded
-from provisioner.state.store import hold
+from provisioner.state.store import hold, holds_state
 
 
 @dataclass
@@ -105,17 +105,37 @@ def apply_manifest(
     lock_timeout: float,
     parallel: int,
     progress: ProgressFn | None = None,
+    asks: bool = False,
 ) -> ApplyRun:
-    """Plan under the lock, ask `confirm`, then execute; the state is closed on every path."""
+    """Plan under the lock, ask `confirm`, then execute; the state is closed on every path.
+
+    `asks`: `confirm` may ask the operator (or refuse because nobody can answer). Where there
+    is no state yet, nothing is written before the answer: the plan is made without creating
+    the state, approved, then made again under the lock, and must be the same."""
+    approved = None
+    if asks and not holds_state(inputs.state_dir):
+        with open_state(inputs, create=False) as session:
+            observed = observe(session, parallel)
+            approved = make_plan(session, observed, clock.now())
+            scope = targets_in_scope(session)
+            lost = _every_entity_conflicts(session, approved)
+        if not approved.actionable or approved.refusals or lost or not confirm(approved):
+            return ApplyRun(approved, None, None, scope)
     make_private_dirs(inputs.state_dir)
     with (
         hold(inputs.state_dir, "apply", lock_timeout) as note,
         open_state(inputs, create=True) as session,
     ):
         observed = observe(session, parallel)
-        plan = make_plan(session, observed, clock.now())
+        plan = make_plan(session, observed, approved.now if approved else clock.now())
         scope = targets_in_scope(session)
         lost = bool(session.created) and _every_entity_conflicts(session, plan)
+        if approved is not None and plan_json(plan)["actions"] != plan_json(approved)["actions"]:
+            session.discard_created()
+            raise StalePlanError(
+                "the state or the targets changed while the plan waited for approval; nothing "
+                "was done: run apply again"
+            )
         if not plan.actionable or plan.refusals or lost:
             # A run that does nothing leaves no new state behind; nor does a new state that
             # meets files it did not write for every entity (the state was lost: `recover`,
@@ -125,8 +145,15 @@ def apply_manifest(
             session.discard_created()
             return ApplyRun(plan, None, note, scope)
         issuers = _load_issuers(session, plan)
-        if not confirm(plan):
-            return ApplyRun(plan, None, note, scope)
+        if approved is None:
+            try:
+                approval = confirm(plan)
+            except BaseException:  # refused (no terminal, --json) or Ctrl-C: nothing is kept
+                session.discard_created()
+                raise
+            if not approval:
+                session.discard_created()
+                return ApplyRun(plan, None, note, scope)
         result = execute_plan(session, plan, parallel, progress, issuers)
         note_password_sources(session, observed, result)
         return ApplyRun(plan, result, note, scope)

@@ -21,7 +21,7 @@ from provisioner import errors
 from provisioner.cli import apply, read, write
 from provisioner.cli.app import app
 from provisioner.cli.document import emit, error_document, json_command
-from provisioner.errors import Interrupted, ProvisionerError
+from provisioner.errors import Interrupted, InterruptedAtPrompt, ProvisionerError
 
 try:  # typer 0.28 vendors click; earlier versions use it
     from typer._click.exceptions import ClickException, UsageError
@@ -163,6 +163,11 @@ def run(argv: list[str]) -> int:
         typer.echo(f"Error: {exc}", err=True)
         document(exc.exit_code, exc)
         return exc.exit_code
+    except InterruptedAtPrompt as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        typer.echo("\nInterrupted (Ctrl-C) at the prompt: nothing was done.", err=True)
+        document(130, exc, message="interrupted (Ctrl-C) at the prompt: nothing was done")
+        return 130
     except Interrupted as exc:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the message
         typer.echo(

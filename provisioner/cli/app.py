@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from provisioner import __version__
-from provisioner.errors import Diagnostic, UsageError
+from provisioner.errors import Diagnostic, Interrupted, InterruptedAtPrompt, UsageError
 
 app = typer.Typer(
     name="provisioner",
@@ -180,6 +180,10 @@ def colour() -> bool:
 
 
 def ask_yes(question: str) -> bool:
-    """Terraform's confirmation: only `yes` approves."""
-    answer = typer.prompt(question, default="", show_default=False)
+    """Terraform's confirmation: only `yes` approves. Ctrl-C here is InterruptedAtPrompt:
+    nothing was done before the question."""
+    try:
+        answer = typer.prompt(question, default="", show_default=False)
+    except Interrupted:
+        raise InterruptedAtPrompt from None
     return bool(answer.strip() == "yes")

@@ -117,7 +117,12 @@ def apply(
         warnings(inputs.diagnostics)
     try:
         run = apply_manifest(
-            inputs, confirm=confirm, lock_timeout=lock_timeout, parallel=parallel, progress=progress
+            inputs,
+            confirm=confirm,
+            lock_timeout=lock_timeout,
+            parallel=parallel,
+            progress=progress,
+            asks=not auto_approve,
         )
     finally:
         progress.close()  # the live display ends before anything else is printed

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from provisioner.engine.inputs import Inputs
-from provisioner.errors import UnitError
+from provisioner.errors import UnitError, WrongPassphraseError
 from provisioner.manifest.model import Manifest
 from provisioner.plan.model import Desired
 from provisioner.state.db import DB_NAME
@@ -182,7 +182,10 @@ def _open(inputs: Inputs, *, create: bool, unlock: bool, recovering: bool) -> Se
                 recorded = db.snapshot()
                 if not had_db:
                     created.append(db_path)
-            escrow = unlocking.result() if unlocking is not None else None
+            try:
+                escrow = unlocking.result() if unlocking is not None else None
+            except WrongPassphraseError as exc:
+                raise WrongPassphraseError(f"{exc}: {_next_step(inputs)}") from None
         if not recovering:
             check_unit(inputs, db, escrow, recorded, listing)
         moved_from = None
@@ -205,6 +208,18 @@ def _open(inputs: Inputs, *, create: bool, unlock: bool, recovering: bool) -> Se
         raise
     return Session(
         inputs, db, escrow, recorded, listing, created=tuple(created), moved_from=moved_from
+    )
+
+
+def _next_step(inputs: Inputs) -> str:
+    """What to do about a wrong escrow passphrase: the row of docs/RECOVERY.md that applies."""
+    return (
+        f"{inputs.manifest.escrow_passphrase.describe()}, which escrow.passphrase names, does "
+        "not open it. If the passphrase was rotated (`provisioner rekey`), point "
+        "escrow.passphrase at the new one. If it is lost for good, follow docs/RECOVERY.md, "
+        '"What each loss costs", row "the escrow passphrase": point escrow.passphrase at a new '
+        f"secret, move {inputs.escrow_dir} aside and run `provisioner recover "
+        f"{inputs.manifest.path}` (keys no copy holds are lost)"
     )
 
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from provisioner.atomic import make_private_dirs, write_private
 from provisioner.crypto.keys import public_key_fingerprint
-from provisioner.errors import StateError
+from provisioner.errors import StateError, WrongPassphraseError
 
 KEYRING = "keyring.json"
 FORMAT = "provisioner-escrow/1"
@@ -220,7 +220,7 @@ class Escrow:
                 _unb64(ring["nonce"]), _unb64(ring["wrapped"]), b"escrow-data-key"
             )
         except InvalidTag:
-            raise StateError(f"{path}: wrong escrow passphrase") from None
+            raise WrongPassphraseError(f"{path}: wrong escrow passphrase") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
         return cls(folder, data_key, ring)
