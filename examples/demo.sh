@@ -8,7 +8,10 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/provisioner-demo.XXXXXX")"
 cp "$here/quickstart.yaml" "$work/"
 cp -r "$here/secrets" "$work/"
 cd "$work"
-step() { printf '\n\033[1m$ provisioner %s\033[0m\n' "$*"; "$provisioner" "$@"; }
+# Bold command lines only on a terminal, and not under NO_COLOR: `make demo > demo.log` is text.
+bold='' plain=''
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then bold=$'\033[1m' plain=$'\033[0m'; fi
+step() { printf '\n%s$ provisioner %s%s\n' "$bold" "$*" "$plain"; "$provisioner" "$@"; }
 step validate quickstart.yaml
 step plan quickstart.yaml
 step apply --auto-approve quickstart.yaml

@@ -15,6 +15,7 @@ from provisioner.manifest.model import Manifest
 from provisioner.plan.actions import Conflict, RestoreEscrow
 from provisioner.plan.model import ConsultationView, Plan
 from provisioner.state.records import Recorded
+from provisioner.wording import counted
 
 if TYPE_CHECKING:
     from provisioner.receipts import StoreState
@@ -123,7 +124,8 @@ def evaluate(
                 WARNING,
                 entity_id,
                 "conflict",
-                f"{len(paths)} file(s) this state did not write stand where its copies go "
+                f"{counted(len(paths), 'file')} this state did not write "
+                f"{'stands' if len(paths) == 1 else 'stand'} where its copies go "
                 f"({'; '.join(paths[:3])}{'; ...' if len(paths) > 3 else ''}): apply leaves "
                 "the entity alone; run provisioner recover if the state was lost or restored, "
                 "else move those files away",
@@ -161,8 +163,8 @@ def evaluate(
                     CRITICAL,
                     entity.id,
                     "expiring",
-                    f"current generation {current.number} expires in {days} "
-                    f"days ({current.not_after:%Y-%m-%d})",
+                    f"current generation {current.number} expires in {counted(days, 'day')} "
+                    f"({current.not_after:%Y-%m-%d})",
                 )
             )
         elif days <= limits.warn_days:
@@ -171,8 +173,8 @@ def evaluate(
                     WARNING,
                     entity.id,
                     "expiring",
-                    f"current generation {current.number} expires in {days} "
-                    f"days ({current.not_after:%Y-%m-%d})",
+                    f"current generation {current.number} expires in {counted(days, 'day')} "
+                    f"({current.not_after:%Y-%m-%d})",
                 )
             )
         pending = pending_by_entity.get(entity.id, [])
@@ -183,7 +185,7 @@ def evaluate(
                     WARNING,
                     entity.id,
                     "pending",
-                    f"{len(pending)} change(s) pending ({', '.join(reasons)}): "
+                    f"{counted(len(pending), 'change')} pending ({', '.join(reasons)}): "
                     "run provisioner apply",
                 )
             )
@@ -284,14 +286,14 @@ def summary(
     crit = sum(f.severity == CRITICAL for f in findings)
     warn = sum(f.severity == WARNING for f in findings)
     if findings:
-        text = f"{_count(crit, 'critical', 'critical')}, {_count(warn, 'warning', 'warnings')}: "
+        text = f"{counted(crit, 'critical', 'critical')}, {counted(warn, 'warning')}: "
         text += _named(findings, CRITICAL if crit else WARNING)
     else:
         copies = sum(limit is None or c.entity in limit for c in recorded.copies.values())
         text = (
-            f"{_count(len(present), 'entity', 'entities')}, "
-            f"{_count(copies, 'copy', 'copies')} in sync"
-            + (f", earliest expiry in {_count(min(days), 'day', 'days')}" if days else "")
+            f"{counted(len(present), 'entity', 'entities')}, "
+            f"{counted(copies, 'copy', 'copies')} in sync"
+            + (f", earliest expiry in {counted(min(days), 'day')}" if days else "")
         )
     perf = (
         f"entities={len(declared)};;;0 present={len(present)};;;0 "
@@ -299,10 +301,6 @@ def summary(
         f"min_days_left={min(days) if days else 'U'};{limits.warn_days}:;{limits.critical_days}:"
     )
     return code, f"PROVISIONER {NAMES[code]} - {text} | {perf}"
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
 
 
 def _named(findings: list[Finding], severity: int) -> str:

@@ -20,6 +20,7 @@ from provisioner.plan.actions import (
 )
 from provisioner.plan.model import Plan
 from provisioner.state.records import Recorded
+from provisioner.wording import counted
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ def render(statuses: list[EntityStatus]) -> str:
                 f'  g{g.number} {g.status:<8} "{g.designation}"'
                 + (f" (formerly {former})" if former else "")
                 + "  valid until "
-                f"{g.not_after:%Y-%m-%d} ({g.days_left} days)  cert {g.cert_sha256[:16]}…"
+                f"{g.not_after:%Y-%m-%d} ({counted(g.days_left, 'day')})  "
+                f"cert {g.cert_sha256[:16]}…"
                 f"{'  (adopted)' if g.origin == 'adopted' else ''}"
             )
         if not s.generations:

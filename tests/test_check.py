@@ -327,7 +327,7 @@ def test_critical_when_a_bound_copy_changed_since_it_was_written(
     )
     code, out = check(cli, manifest, CREATED)
     assert code == 2 and out.startswith("PROVISIONER CRITICAL - "), out
-    assert "[pending] 1 change(s) pending (drifted)" in out
+    assert "[pending] 1 change pending (drifted)" in out
     assert (
         f"CRITICAL: commune-exemple: [bound-missing] {BOUND} is bound to {CONSULTATION} but its "
         "copy on workstation ws-accueil changed since it was written: not known to open those "
@@ -372,7 +372,7 @@ def test_warning_when_a_copy_drifted_and_apply_will_repair_it(cli: Runner, manif
     p12_files(manifest)["workstations/ws-marches/syndicat-eaux.g1.p12"].write_bytes(b"x")
     code, out = check(cli, manifest, CREATED)
     assert code == 1 and out.startswith("PROVISIONER WARNING - "), out
-    assert "[pending] 1 change(s) pending (drifted): run provisioner apply" in out
+    assert "[pending] 1 change pending (drifted): run provisioner apply" in out
     document = json.loads(
         cli(
             "check",

@@ -163,7 +163,7 @@ def test_a_failed_import_is_critical_when_a_bound_opening_is_within_the_warn_day
             "pk12util: SEC_ERROR_BAD_PASSWORD; bound to AO-1, AO-2: the agent could not open "
             "those bids",
         ),
-        (*PENDING, "2 change(s) pending (new-binding): run provisioner apply"),
+        (*PENDING, "2 changes pending (new-binding): run provisioner apply"),
     ]
 
 

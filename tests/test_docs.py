@@ -95,6 +95,13 @@ def test_first_manifest_backup_recipe_runs(quickstart: Path) -> None:
         check=False,
     )
     assert first.returncode == 0, first.stderr
+    # The recipe needs no `sqlite3` tool (the README's requirements do not list it): one
+    # that is "not installed" comes first on PATH.
+    shims = quickstart.parent / "shims"
+    shims.mkdir()
+    (shims / "sqlite3").write_text("#!/bin/sh\necho 'sqlite3: not installed' >&2\nexit 127\n")
+    (shims / "sqlite3").chmod(0o755)
+    env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
     done = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + "".join(blocks)],
         cwd=quickstart.parent,
@@ -107,6 +114,31 @@ def test_first_manifest_backup_recipe_runs(quickstart: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("2\n")  # state.db and keyring.json in the copy
     assert re.search(r"^Rehearsal: \d+ copies opened the test bid, 0 failed\.$", done.stdout, re.M)
+
+
+def test_first_manifest_says_what_prov_is_where_it_first_uses_it() -> None:
+    text = (REPO / "docs" / "FIRST-MANIFEST.md").read_text()
+    first = text.index("`prov ")
+    defined = text.index("prov() {")
+    assert first < defined  # used before its definition: so it must say what it is
+    assert "`prov` is `provisioner` run as the provisioner user" in text[first : first + 400]
+
+
+def test_make_demo_writes_no_escape_codes_into_a_file(tmp_path: Path) -> None:
+    """Issue 31: `make demo > demo.log` wrote the bold escape codes of its command lines."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env |= {"PROVISIONER_NOW": TEST_CLOCK.isoformat(), "TMPDIR": str(tmp_path)}
+    env.pop("NO_COLOR", None)
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        done = subprocess.run(
+            ["make", "-s", "demo"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    text = log.read_bytes()
+    assert done.returncode == 0, text.decode()
+    assert b"\x1b" not in text
+    assert b"\n$ provisioner validate quickstart.yaml\n" in text
+    assert b"Apply complete: 7 actions done." in text
 
 
 def test_manifest_reference_matches_the_schema() -> None:

@@ -291,3 +291,45 @@ def test_a_secret_command_shared_by_entities_runs_once_per_run(
     done = cli("plan", quickstart)
     assert done.returncode == 0, done.stderr
     assert calls.read_text().splitlines() == ["run"]
+
+
+ONE_OF_EACH = """\
+version: 1
+defaults: {key: {size: 2048}, password_policy: {min_length: 12}}
+escrow: {passphrase: {file: secrets/escrow.pass}}
+inventory:
+  locations: [{name: backup-share, transport: local, path: demo-out/shared}]
+  workstations: [{name: ws-marches, transport: local, path: demo-out/ws-marches}]
+entities:
+  - id: syndicat-eaux
+    name: Syndicat des Eaux du Val
+    key: {designation: Syndicat Eaux Val}
+    password: {file: secrets/syndicat-eaux.pass}
+    shared_locations: [backup-share]
+    workstations: [ws-marches]
+"""
+
+
+def test_counts_agree_with_their_number(cli: Runner, quickstart: Path) -> None:
+    """Issue 31: "1 shared locations", "1 actions done"."""
+    manifest = quickstart.parent / "one.yaml"
+    manifest.write_text(ONE_OF_EACH)
+    valid = cli("validate", manifest)
+    assert valid.stdout == f"{manifest}: valid (1 entity, 1 workstation, 1 shared location)\n"
+    assert (
+        cli("apply", "--auto-approve", "-q", manifest).stdout == "Apply complete: 3 actions done.\n"
+    )
+    (quickstart.parent / "demo-out" / "ws-marches" / "syndicat-eaux.g1.p12").unlink()
+    repaired = cli("apply", "--auto-approve", "-q", manifest)
+    assert repaired.stdout == "Apply complete: 1 action done.\n"
+    assert cli("-q", "status", manifest).stdout == "1 of 1 entity ready.\n"
+    probe = cli("check", manifest).stdout
+    assert probe.startswith("PROVISIONER OK - 1 entity, 2 copies in sync, earliest expiry in "), (
+        probe
+    )
+    assert cli("-q", "rehearse", manifest).stdout.startswith("Rehearsal: 3 of 3 copies and")
+    synced = cli("-v", "plan", manifest).stdout
+    assert "2 copies match what was written" in synced, synced
+    broken = quickstart.parent / "broken.yaml"
+    broken.write_text(ONE_OF_EACH.replace("version: 1", "version: 2"))
+    assert cli("validate", broken).stderr.endswith(f"{broken}: invalid (1 error)\n")

@@ -27,7 +27,7 @@ def test_a_password_file_changed_reads_pending_until_apply_re_encodes(
     probe = cli("check", quickstart)
     assert probe.returncode == 1, probe.stdout
     assert (
-        "WARNING: commune-exemple: [pending] 3 change(s) pending (password-changed)" in probe.stdout
+        "WARNING: commune-exemple: [pending] 3 changes pending (password-changed)" in probe.stdout
     ), probe.stdout
     assert "Demo-Only-Commune-43!" not in status.stdout + probe.stdout
 

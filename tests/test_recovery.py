@@ -334,7 +334,7 @@ def test_recover_names_an_absent_entity_whose_password_cannot_be_read(
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert "Not recovered:" in recovered.stdout
     assert "syndicat-eaux (state: absent): its copies were not read:" in recovered.stdout
-    assert "1 generations, 3 copies, 1 keys back into the escrow" in recovered.stdout
+    assert "1 generation, 3 copies, 1 key back into the escrow" in recovered.stdout
 
 
 def test_escrow_passphrase_rotation(cli: Runner, quickstart: Path, tmp_path: Path) -> None:
@@ -632,7 +632,7 @@ def test_recover_says_so_when_an_entity_out_of_the_manifest_lost_an_escrow_key(
     assert "the entity is not in the manifest, so its copies were not read" in done.stdout
     quickstart.write_text(text)
     again = cli("recover", "--auto-approve", quickstart)
-    assert again.returncode == 0 and "1 keys back into the escrow" in again.stdout, again.stdout
+    assert again.returncode == 0 and "1 key back into the escrow" in again.stdout, again.stdout
 
 
 def test_escrow_rebuilt_from_copies_does_not_reencode_every_copy(

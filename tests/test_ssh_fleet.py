@@ -189,7 +189,7 @@ def test_down_and_hung_workstations_bounded_listed_once_retried_and_partial(
         out = again.stdout
         assert again.returncode == 4, out
         assert "late: cannot observe the target" not in out
-        assert "Apply incomplete: 1 actions done; 6 targets could not be observed" in out
+        assert "Apply incomplete: 1 action done; 6 targets could not be observed" in out
         copy = remote / "late" / "ville.g1.p12"  # the same machine, another sshd
         assert pkcs12.decode(copy.read_bytes(), PASSWORD).friendly_name == "Ville"
         assert [h.accepted for h in silent + banner] == [6, 6, 6, 6]

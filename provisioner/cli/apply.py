@@ -25,6 +25,7 @@ from provisioner.cli.app import (
     warnings,
 )
 from provisioner.cli.document import emit
+from provisioner.wording import counted
 
 if TYPE_CHECKING:
     from provisioner.apply.run import ApplyRun
@@ -209,9 +210,9 @@ def render_result(run: ApplyRun, as_json: bool, quiet: bool = False) -> int:
             )
         elif run.plan.errors:
             # A summary never claims what was not observed.
-            typer.echo(f"Apply incomplete: {result.succeeded} actions done{missed}.")
+            typer.echo(f"Apply incomplete: {counted(result.succeeded, 'action')} done{missed}.")
         elif not run.plan.conflicts:
-            typer.echo(f"Apply complete: {result.succeeded} actions done.")
+            typer.echo(f"Apply complete: {counted(result.succeeded, 'action')} done.")
     if run.plan.conflicts:
         entities = ", ".join(run.plan.conflicted_entities())
         typer.echo(

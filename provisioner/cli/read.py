@@ -27,6 +27,7 @@ from provisioner.cli.document import diagnostic_json as _diag_json
 from provisioner.cli.document import emit, error_document
 from provisioner.errors import ManifestError
 from provisioner.manifest.loader import read_manifest
+from provisioner.wording import counted
 
 
 def validate(
@@ -61,8 +62,8 @@ def validate(
         else:
             for d in diagnostics:
                 typer.echo(str(d), err=True)
-            count = sum(d.severity == "error" for d in diagnostics)
-            typer.echo(f"{manifest}: invalid ({count} error{'s' if count != 1 else ''})", err=True)
+            errors = sum(d.severity == "error" for d in diagnostics)
+            typer.echo(f"{manifest}: invalid ({counted(errors, 'error')})", err=True)
         raise typer.Exit(1) from None
     if as_json:
         emit(
@@ -80,9 +81,10 @@ def validate(
     if not OUTPUT.quiet:
         warnings(found)
     typer.echo(
-        f"{manifest}: valid ({len(model.entities)} entities, {len(model.workstations)} "
-        f"workstations, {len(model.locations)} shared locations"
-        f"{f', {len(found)} warnings' if found else ''})"
+        f"{manifest}: valid ({counted(len(model.entities), 'entity', 'entities')}, "
+        f"{counted(len(model.workstations), 'workstation')}, "
+        f"{counted(len(model.locations), 'shared location')}"
+        f"{', ' + counted(len(found), 'warning') if found else ''})"
     )
 
 
@@ -184,7 +186,7 @@ def status(
             if not s.ready:
                 typer.echo(f"{s.id} ({s.name})  Not ready: {s.reason}")
         ready = sum(s.ready for s in statuses)
-        typer.echo(f"{ready} of {len(statuses)} entities ready.")
+        typer.echo(f"{ready} of {counted(len(statuses), 'entity', 'entities')} ready.")
     else:
         typer.echo(report.render(statuses), nl=False)
         typer.echo(report.render_unreachable(seen.plan), nl=False)
@@ -298,7 +300,8 @@ def rehearse(
             if not r.opened:
                 typer.echo(f"{r.entity} g{r.generation} {r.target} {r.path}: {r.reason}")
         opened = sum(r.opened for r in results)
-        typer.echo(f"Rehearsal: {opened} of {len(results)} copies and escrowed keys opened.")
+        every = counted(len(results), "copy or escrowed key", "copies and escrowed keys")
+        typer.echo(f"Rehearsal: {opened} of {every} opened.")
     else:
         typer.echo(receipts.render(stores) + rehearsal.render(results))
     raise typer.Exit(exit_codes.rehearse_code((r.target, r.opened, r.reason) for r in results))
@@ -333,7 +336,8 @@ def report(
             }
         )
         return
-    typer.echo(f"Wrote the report of {done.entities} entities to {out} ({done.size} bytes).")
+    entities = counted(done.entities, "entity", "entities")
+    typer.echo(f"Wrote the report of {entities} to {out} ({counted(done.size, 'byte')}).")
     if not OUTPUT.quiet:
         typer.echo(done.check_line)
 

@@ -23,6 +23,7 @@ from provisioner.state.records import Recorded
 from provisioner.state.store import StateStore, holds_state, open_store
 from provisioner.transports import TransportPool
 from provisioner.transports.base import target_from_spec
+from provisioner.wording import counted
 
 
 class Session:
@@ -283,7 +284,7 @@ def check_unit(
         if recorded.generations:
             raise UnitError(
                 f"{folder}: the escrow is missing while the state records "
-                f"{len(recorded.generations)} generations; restore it from the backup "
+                f"{counted(len(recorded.generations), 'generation')}; restore it from the backup "
                 f"of this state folder, or {recover} to rebuild it from the copies"
             )
         return

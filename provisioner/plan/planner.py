@@ -44,6 +44,7 @@ from provisioner.plan.paths import (
 from provisioner.plan.policies import GENERATION_CHECKS, GenerationContext, first_reason
 from provisioner.plan.risks import warn, warn_unmanaged
 from provisioner.state.records import CURRENT, RETAINED, RETIRED, Recorded, RecordedGeneration
+from provisioner.wording import counted
 
 __all__ = [  # where copies go: kept importable from here (engine, recover, rehearse)
     "copy_file_name",
@@ -382,12 +383,12 @@ def sync_line(p: Planning, entity: Entity) -> str:
     if current is None:
         return f"{entity.id}: no generation and no reachable target"
     days = (current.not_after - p.now).days
-    count = sum(1 for c in p.copies_of(entity.id) if c.generation_id == current.id)
+    held = sum(1 for c in p.copies_of(entity.id) if c.generation_id == current.id)
     renew = current.not_after - dt.timedelta(days=entity.key.renew_before_days)
     return (
         f'{entity.id}: generation {current.number} "{current.designation}" valid until '
-        f"{current.not_after:%Y-%m-%d} ({days} days; renewal from {renew:%Y-%m-%d}), "
-        f"{count} copies match what was written"
+        f"{current.not_after:%Y-%m-%d} ({counted(days, 'day')}; renewal from {renew:%Y-%m-%d}), "
+        f"{counted(held, 'copy matches', 'copies match')} what was written"
     )
 
 

@@ -17,6 +17,7 @@ from provisioner.plan.actions import Reason, ReasonCode
 from provisioner.plan.model import Foreign
 from provisioner.state.records import RecordedCopy, RecordedGeneration
 from provisioner.transports.base import FileFacts, sid_name
+from provisioner.wording import counted
 
 ContextT = TypeVar("ContextT")
 
@@ -54,8 +55,9 @@ def renewal_due(ctx: GenerationContext) -> Reason | None:
         days = (g.not_after - ctx.now).days
         return Reason(
             ReasonCode.RENEWAL_DUE,
-            f"generation {g.number} expires on {g.not_after:%Y-%m-%d} ({days} days left), inside "
-            f"the {ctx.entity.key.renew_before_days}-day renewal window",
+            f"generation {g.number} expires on {g.not_after:%Y-%m-%d} "
+            f"({counted(days, 'day')} left), inside the {ctx.entity.key.renew_before_days}-day "
+            "renewal window",
         )
     return None
 

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from provisioner.crypto import pkcs12
 from provisioner.manifest.model import Target
 from provisioner.state.records import RecordedCopy, RecordedGeneration
+from provisioner.wording import counted
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,9 @@ def render(recovery: Recovery) -> str:
         else "Nothing to recover: the state already records every copy found."
     )
     summary = (
-        f"Recover: {len(recovery.generations)} generations, {len(recovery.copies)} copies, "
-        f"{len(recovery.escrow_keys)} keys back into the escrow; {len(recovery.lost)} lost."
+        f"Recover: {counted(len(recovery.generations), 'generation')}, "
+        f"{counted(len(recovery.copies), 'copy', 'copies')}, "
+        f"{counted(len(recovery.escrow_keys), 'key')} back into the escrow; "
+        f"{len(recovery.lost)} lost."
     )
     return "\n".join([head, *lines, "", summary])

@@ -437,8 +437,11 @@ def render(page: Page) -> str:
             else " (no state yet)"
         )
         + f". Made on {esc(fr.date_time(page.now))} (Europe/Paris): "
-        f"{fr.number(len(page.entities))} entities, {fr.number(total_cons)} consultations, "
-        f"{fr.number(total_copies)} copies.</p>" + answer_section(page) + f"{LEGEND}</header>"
+        f"{fr.number(len(page.entities))} {'entity' if len(page.entities) == 1 else 'entities'}, "
+        f"{fr.number(total_cons)} consultation{'s' * (total_cons != 1)}, "
+        f"{fr.number(total_copies)} {'copy' if total_copies == 1 else 'copies'}.</p>"
+        + answer_section(page)
+        + f"{LEGEND}</header>"
     )
     body = [head, header]
     if page.plan is not None:
