@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-dates mutation lint bench bench-fleet clean
+.PHONY: demo man test test-slow test-dates mutation lint bench bench-fleet clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@bash examples/demo.sh $(abspath $(VENV))/bin/provisioner
+
+# provisioner(1), rendered from the help texts (provisioner/cli/manpage.py): `man -l` reads it;
+# install it with `install -m 0644 build/man/provisioner.1 /usr/local/share/man/man1/`.
+man: $(STAMP)
+	$(PY) -m provisioner.cli.manpage build/man/provisioner.1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check provisioner tests bench

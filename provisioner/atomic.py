@@ -70,6 +70,28 @@ def _remove_stale_temporaries(path: Path) -> None:
             os.unlink(leftover)
 
 
+def create_private(path: Path, data: bytes) -> None:
+    """Create `path` with `data`, mode 0600, atomically, never over anything: written under a
+    temporary name, fsynced, then linked to `path` (FileExistsError when something is there,
+    a symlink included)."""
+    make_private_dirs(path.parent)
+    tmp = path.parent / f"{TMP_MARK}{path.name}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, FILE_MODE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    finally:
+        tmp.unlink()
+    fsync_dir(path.parent)
+
+
 def write_private(path: Path, data: bytes, *, refuse_symlink: bool = True) -> None:
     """Atomically replace `path` with `data`, mode 0600; refuse when `path` is a symlink."""
     if refuse_symlink and path.is_symlink():

@@ -153,6 +153,7 @@ def test_cli_help_lists_every_command() -> None:
         [sys.executable, "-m", "provisioner", "--help"], capture_output=True, text=True, check=True
     )
     for command in (
+        "init",
         "validate",
         "plan",
         "apply",
@@ -170,3 +171,36 @@ def test_cli_help_lists_every_command() -> None:
     ):
         assert re.search(rf"^\s+{command}\s", done.stdout, flags=re.M), command
         assert command in (REPO / "README.md").read_text()
+
+
+def test_make_man_writes_a_page_that_lists_every_command_and_option() -> None:
+    """Issue 31: no man page. `make man` renders provisioner(1) from the help texts."""
+    from typer.main import get_command
+
+    from provisioner.cli import app
+
+    page = REPO / "build" / "man" / "provisioner.1"
+    page.unlink(missing_ok=True)
+    done = subprocess.run(["make", "-s", "man"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    root = get_command(app)
+    shown = subprocess.run(
+        [sys.executable, "-m", "provisioner", "--help"], capture_output=True, text=True, check=True
+    ).stdout.split("Commands:", 1)[1]
+    commands = re.findall(r"^  (\w+) ", shown, flags=re.M)  # as `provisioner --help` lists them
+    assert len(commands) == 15 and commands[0] == "init"
+    listed = re.findall(r'^\.SS "provisioner (\S+)', text, flags=re.M)
+    assert listed == commands  # every command, in --help order
+    for name in commands:
+        section = text.split(f'.SS "provisioner {name} ', 1)[1].split(".SS ", 1)[0]
+        command = root.commands[name]  # type: ignore[attr-defined]
+        for param in command.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--") and opt != "--help":
+                    assert opt.replace("-", "\\-") in section, (name, opt)
+    if shutil.which("groff"):  # the page is valid roff: no warning at all
+        checked = subprocess.run(
+            ["groff", "-man", "-ww", "-z", str(page)], capture_output=True, text=True
+        )
+        assert checked.returncode == 0 and checked.stderr == "", checked.stderr

@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import EXAMPLES, REPO, Runner, run_cli
 
 COMMANDS = [
-    *("validate", "plan", "apply", "status", "check", "rehearse", "rekey", "trust"),
+    *("init", "validate", "plan", "apply", "status", "check", "rehearse", "rekey", "trust"),
     *("recover", "adopt", "export", "audit", "report", "inventory"),
 ]
 

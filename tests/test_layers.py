@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
         "provisioner.report",
         "provisioner.inventory",
         "provisioner.audit",
+        "provisioner.starter",
     ),
     (
         "provisioner.status",

@@ -56,6 +56,9 @@ def test_wheel_metadata_names_the_tool_and_its_license(wheel: Path) -> None:
     # The schemas the manifest loader reads travel with the package.
     assert "provisioner/schemas/manifest.schema.json" in names
     assert "provisioner/py.typed" in names
+    # The examples too (issue 31): what `init` points at, the quickstart's $schema resolving.
+    for example in ("quickstart.yaml", "region.yaml", "secrets/escrow.pass", "scheduled/crontab"):
+        assert f"provisioner/examples/{example}" in names, example
     assert not [n for n in names if n.startswith("tests/")]
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert declared["name"] == DIST
@@ -97,3 +100,12 @@ def test_wheel_installs_and_runs_outside_the_repository(wheel: Path, tmp_path: P
     planned = run(command, "plan", "quickstart.yaml", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     assert "Plan: " in planned.stdout
+    # init writes a starter pointing at the installed schema; the shipped examples validate.
+    started = run(command, "init", "starter", cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    first = (tmp_path / "starter" / "manifest.yaml").read_text().splitlines()[0]
+    assert first.startswith(f"# yaml-language-server: $schema={venv}"), first
+    examples = Path(started.stdout.split("More examples: ", 1)[1].strip())
+    assert examples.is_relative_to(venv)
+    valid = run(command, "validate", examples / "quickstart.yaml", cwd=tmp_path)
+    assert valid.returncode == 0, valid.stderr

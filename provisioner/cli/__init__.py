@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - typer < 0.28
     )
 
 for command in (
+    write.init,
     read.validate,
     read.plan,
     apply.apply,
@@ -52,6 +53,7 @@ for command in (
 # One line each in `provisioner --help` (click cuts a longer first sentence with "..."):
 # at most 60 characters, so that the list fits 80 columns.
 SUMMARIES = {
+    "init": "Write a starter manifest, consultations and DEMO secrets.",
     "validate": "Check a manifest and the files it references.",
     "plan": "Show what apply would do, and why. Changes nothing.",
     "apply": "Create or renew keys, escrow them, write and remove copies.",
@@ -70,6 +72,7 @@ SUMMARIES = {
 # One example at the end of each command's --help (tests/test_validate_files.py runs each
 # with --help appended, so an option renamed here fails a test).
 EXAMPLES = {
+    "init": "provisioner init region",
     "validate": "provisioner validate region.yaml",
     "plan": "provisioner plan region.yaml --out change.plan --detailed-exitcode",
     "apply": "provisioner apply change.plan",

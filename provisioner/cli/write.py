@@ -379,3 +379,34 @@ def export(
     typer.echo(
         f'Wrote the {done.what} of {entity} generation {g.number} "{g.designation}" to {out}.'
     )
+
+
+def init(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder to write the starter in (made when missing; default: here).",
+            metavar="[FOLDER]",
+            show_default=False,
+        ),
+    ] = Path("."),
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write a starter: a commented manifest (one entity, a shared location, a workstation),
+    an empty consultations file showing its format, and secret files holding random DEMO
+    values (mode 0600). Writes nothing over an existing file."""
+    from provisioner import starter
+
+    started = starter.init(folder)
+    if as_json:
+        emit(
+            {
+                "folder": str(folder),
+                "files": [{"path": str(folder / f.path), "what": f.what} for f in started.files],
+                "examples": str(started.examples),
+            }
+        )
+        return
+    typer.echo(starter.render(started, quiet=OUTPUT.quiet))
