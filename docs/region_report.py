@@ -3,8 +3,10 @@
 The region's targets are SSH hosts and mounts of a real network; here each becomes a local
 folder under a temporary directory (same names, same entities, issuer, profiles and
 consultations), its passwords a DEMO ONLY file. It is applied on 27/11/2026 (the region CA's
-first day), the departement's copy on cd-juridique-01 is deleted, a plan is saved, and the
-report of 01/12/2026 with that plan is laid out by headless chromium (1000 x 1250 pixels).
+first day), then the consultations launched with its keys are bound (the platform's export,
+region-consultations.csv), the departement's copy on cd-juridique-01 is deleted, a plan is
+saved, and the report of 01/12/2026 with that plan is laid out by headless chromium (1000 x
+1250 pixels).
 
     .venv/bin/python docs/region_report.py
 """
@@ -56,9 +58,15 @@ def main() -> None:
         shutil.copy(EXAMPLES / "secrets" / "region-ca.pass", folder / "secrets")
         (folder / "secrets" / "bicle.pass").write_text("Demo-Only-Password-2026\n")
         shutil.copy(EXAMPLES / "region-consultations.yaml", folder)
+        shutil.copy(EXAMPLES / "region-consultations.csv", folder)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
         env["PROVISIONER_ESCROW_PASSPHRASE"] = "Demo-Only-Escrow-Passphrase"
         provisioner(folder, "apply", "--auto-approve", "region.yaml", now=APPLIED, env=env)
+        # The consultations launched afterwards with those keys (the platform's export).
+        provisioner(
+            folder, "apply", "--auto-approve", "--consultations", "region-consultations.csv",
+            "region.yaml", now=APPLIED, env=env,
+        )  # fmt: skip
         (folder / "targets" / "cd-juridique-01" / "departement.g1.p12").unlink()
         provisioner(folder, "plan", "region.yaml", "--out", "repair.plan", now=REPORTED, env=env)
         provisioner(
