@@ -96,7 +96,7 @@ def run(
     from provisioner.secrets import from_options
     from provisioner.state.store import hold
 
-    inputs = load_inputs(manifest, state_dir, [entity_id], named_by="")
+    inputs = load_inputs(manifest, state_dir, [entity_id], named_by="", targets=False)
     entity = inputs.manifest.entity(entity_id)
     assert entity is not None
     password = from_options(password_env, password_file, "password") or inputs.passwords.get(

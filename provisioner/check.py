@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from provisioner import clock
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.scope import Scope
 from provisioner.plan.actions import Conflict, RestoreEscrow
 from provisioner.plan.model import ConsultationView, Plan
 from provisioner.state.records import Recorded
@@ -273,11 +274,12 @@ def summary(
     now: dt.datetime,
     limit: frozenset[str] | None = None,
     limits: Thresholds | None = None,
+    scope: Scope | None = None,
 ) -> tuple[int, str]:
     """Exit code and the first line: `PROVISIONER STATE - text | perfdata`. The text counts
     the findings and names the most severe by code and entity (every one is on the lines
     that follow); the perfdata carries the thresholds (Nagios ranges). With `limit`, the
-    counts are of those entities only."""
+    counts are of those entities only (and of the copies within `scope`)."""
     limits = limits or Thresholds()
     code = max((f.severity for f in findings), default=OK)
     declared = [e for e in manifest.entities if limit is None or e.id in limit]
@@ -289,7 +291,11 @@ def summary(
         text = f"{counted(crit, 'critical', 'critical')}, {counted(warn, 'warning')}: "
         text += _named(findings, CRITICAL if crit else WARNING)
     else:
-        copies = sum(limit is None or c.entity in limit for c in recorded.copies.values())
+        copies = sum(
+            (limit is None or c.entity in limit)
+            and (scope is None or scope.covers(c.entity, c.target))
+            for c in recorded.copies.values()
+        )
         text = (
             f"{counted(len(present), 'entity', 'entities')}, "
             f"{counted(copies, 'copy', 'copies')} in sync"

@@ -24,6 +24,7 @@ from provisioner.errors import (
     UsageError,
 )
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.scope import Scope
 from provisioner.plan.model import Plan
 from provisioner.receipts import StoreState
 from provisioner.state.records import Recorded, RecordedGeneration
@@ -55,6 +56,7 @@ class Observation:
     recorded: Recorded
     plan: Plan
     stores: list[StoreState]  # what the agents' key stores' receipts say (receipts.py)
+    scope: Scope | None = None  # what --limit named (the copies outside it are not observed)
 
 
 def status(
@@ -72,7 +74,9 @@ def status(
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
         stores = receipts.survey_of(session, result, parallel, session.limit)
-        return Observation(now, session.manifest, session.recorded, result, stores)
+        return Observation(
+            now, session.manifest, session.recorded, result, stores, session.inputs.scope
+        )
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,13 @@ def _check(
             if session.limit is not None:  # the entities asked for, and what concerns all
                 findings = [f for f in findings if f.entity is None or f.entity in session.limit]
             code, line = probe.summary(
-                findings, session.manifest, session.recorded, now, session.limit, thresholds
+                findings,
+                session.manifest,
+                session.recorded,
+                now,
+                session.limit,
+                thresholds,
+                session.inputs.scope,
             )
     except Exception as exc:
         if not isinstance(exc, ProvisionerError) and os.environ.get("PROVISIONER_DEBUG"):
@@ -267,6 +277,7 @@ def rehearse(
             now,
             session.limit,
             session.escrow,
+            session.inputs.scope,
         )
         stores = receipts.survey_of(session, result, parallel, session.limit)
         return results, stores
@@ -334,7 +345,9 @@ def export(
         raise UsageError(f"--profile must be modern or legacy, not {profile!r}")
     if out.exists() and not force:
         raise ProvisionerError(f"{out} exists; add --force to overwrite it")
-    inputs = load_inputs(manifest, state_dir, [entity], need_secrets=fmt == "p12", named_by="")
+    inputs = load_inputs(
+        manifest, state_dir, [entity], need_secrets=fmt == "p12", named_by="", targets=False
+    )
     target = inputs.manifest.entity(entity)
     assert target is not None
     password = None

@@ -188,7 +188,8 @@ def run(
     limit: list[str] | None = None,
 ) -> dict[str, Any]:
     """Load the manifest and the state (read-only, no secret) and build the document; with
-    `limit`, each host lists only those entities' copies."""
+    `limit`, only the hosts and copies it names (an entity: its copies on every host; a
+    workstation or group: those hosts, whole)."""
     from provisioner.engine import load_inputs, open_state
 
     inputs = load_inputs(
@@ -209,7 +210,22 @@ def run(
             str(session.state_dir),
             clock.now(),
         )
-    if limit:
-        for host in document["hosts"].values():
-            host["copies"] = [c for c in host["copies"] if c["entity"] in limit]
+    scope = inputs.scope
+    if scope is not None:
+        # A host --limit names keeps every copy it must hold or drop; elsewhere, only the
+        # copies of the entities it names; hosts left with none go when it names targets.
+        named = scope.targets or frozenset()
+        hosts = document["hosts"]
+        for name in list(hosts):
+            if name not in named:
+                hosts[name]["copies"] = [
+                    c for c in hosts[name]["copies"] if c["entity"] in scope.whole
+                ]
+                if scope.targets is not None and not hosts[name]["copies"]:
+                    del hosts[name]
+        if scope.targets is not None:
+            document["groups"] = {
+                group: [m for m in members if m in hosts]
+                for group, members in document["groups"].items()
+            }
     return document

@@ -24,6 +24,7 @@ from provisioner import clock
 from provisioner.consultations import Consultation
 from provisioner.errors import ProvisionerError
 from provisioner.manifest.model import Manifest, Target
+from provisioner.manifest.scope import Scope
 from provisioner.state.records import Recorded, RecordedGeneration
 from provisioner.transports import TransportPool
 from provisioner.transports.base import file_path
@@ -311,6 +312,7 @@ def survey_of(
         tuple(plan.errors),
         plan.now,
         max_age,
+        session.inputs.scope,
     )
 
 
@@ -324,8 +326,10 @@ def survey(
     errors: tuple[str, ...] = (),
     now: dt.datetime | None = None,
     max_age: dt.timedelta = MAX_AGE,
+    scope: Scope | None = None,
 ) -> list[StoreState]:
-    """For each workstation whose manifest says the key must be in a store, each agent user,
+    """For each workstation whose manifest says the key must be in a store (within `scope`,
+    when --limit named targets), each agent user,
     and each live generation (current, or bound to a consultation not closed) of the entities
     it holds: what its receipt says. Targets the plan could not observe (`errors`, "NAME: why")
     are not contacted again: a host down costs its connect timeout once per run, not once per
@@ -343,6 +347,8 @@ def survey(
             if g.status == "current" or g.id in bindings
         ]
         for target in entity.workstations:
+            if scope is not None and not scope.covers(entity.id, target.name):
+                continue
             if target.install.in_store:
                 jobs.extend((target, g, tuple(bindings.get(g.id, ()))) for g in live)
     if not jobs:

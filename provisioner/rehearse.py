@@ -31,6 +31,7 @@ from provisioner.errors import (
     WrongPasswordError,
 )
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.scope import Scope
 from provisioner.plan.model import Plan
 from provisioner.plan.planner import copy_file_name
 from provisioner.state.escrow import Escrow
@@ -89,6 +90,7 @@ def rehearse(
     now: dt.datetime,
     limit: frozenset[str] | None,
     escrow: Escrow | None = None,
+    scope: Scope | None = None,
 ) -> list[CopyResult]:
     bound: dict[str, list[str]] = {}
     for view in plan.consultations:
@@ -118,6 +120,8 @@ def rehearse(
             if escrow is not None:
                 results.append(_escrowed(escrow, g, role, (cert, envelope, content)))
             for target in entity.targets:
+                if scope is not None and not scope.covers(entity.id, target.name):
+                    continue  # outside --limit
                 path = file_path(target, copy_file_name(entity.id, g.number))
                 base = CopyResult(
                     entity.id, g.number, g.designation, role, target.name, path, False, "", ""

@@ -9,6 +9,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.scope import Scope
 from provisioner.plan.actions import (
     Action,
     ClearLeftover,
@@ -56,14 +57,19 @@ class EntityStatus:
 
 
 def build(
-    manifest: Manifest, recorded: Recorded, plan: Plan, now: dt.datetime
+    manifest: Manifest, recorded: Recorded, plan: Plan, now: dt.datetime, scope: Scope | None = None
 ) -> list[EntityStatus]:
+    """Per entity (those of `scope`, when --limit gave one): its generations, the copies the
+    plan observed (within the scope) and whether it is ready."""
     out = []
+    held = {w.entity: w.message for w in plan.warnings if w.code == "limit-held"}
     by_entity: dict[str, list[Action]] = {}
     for a in plan.actions:
         by_entity.setdefault(a.entity, []).append(a)
     errors_by_target = {e.split(":", 1)[0]: e for e in plan.errors}
     for entity in manifest.entities:
+        if scope is not None and entity.id not in scope.entities:
+            continue
         actions = by_entity.get(entity.id, [])
         generations = tuple(
             GenerationStatus(
@@ -86,6 +92,8 @@ def build(
         }
         copies: dict[tuple[str, str], CopyStatus] = {}
         for c in recorded.copies_of(entity.id):
+            if scope is not None and not scope.covers(entity.id, c.target):
+                continue  # outside --limit: not observed, so not reported
             found = pending.get((c.target, c.path))
             error = errors_by_target.get(c.target)
             if error is not None:  # not looked at: never reported "ok"
@@ -112,6 +120,8 @@ def build(
             reason += (
                 f" ({books} consultation record{'s' * (books > 1)} for the next apply to save)"
             )
+        if entity.id in held:
+            ready, reason = False, f"limit-held: {held[entity.id]}"
         unreached = [t.name for t in entity.targets if t.name in errors_by_target]
         if unreached:
             ready = False  # the reasons are listed once, under "Targets not reached"

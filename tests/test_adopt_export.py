@@ -387,6 +387,7 @@ def test_an_unknown_entity_is_named_as_typed_not_as_a_limit(
     # Through --limit, the option is named.
     done = cli("plan", quickstart, "--limit", "commune-exmple")
     assert done.returncode == 1
-    assert "--limit: unknown entity commune-exmple (did you mean 'commune-exemple'?)" in (
-        done.stderr
+    assert (
+        "--limit: unknown name commune-exmple: no entity, workstation, group or shared location "
+        "of that name (did you mean 'commune-exemple'?)" in done.stderr
     )

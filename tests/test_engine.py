@@ -251,7 +251,7 @@ def test_limit_plans_and_applies_one_entity(cli: Runner, quickstart: Path) -> No
     apply(cli, quickstart, "--limit", "syndicat-eaux")
     assert {EXPECTED[r] for r in p12_files(quickstart)} == {"syndicat-eaux"}
     unknown = cli("plan", "--limit", "nobody", quickstart)
-    assert unknown.returncode == 1 and "--limit: unknown entity nobody" in unknown.stderr
+    assert unknown.returncode == 1 and "--limit: unknown name nobody" in unknown.stderr
 
 
 def test_a_no_op_plan_opens_no_pkcs12(

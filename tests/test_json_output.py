@@ -159,10 +159,10 @@ def test_validate_failure_names_file_line_and_column(cli: Runner) -> None:
 @pytest.mark.parametrize(
     ("command", "args", "code", "kind", "says"),
     [
-        ("plan", ["--limit", "nobody"], 1, "usage", "unknown entity nobody"),
+        ("plan", ["--limit", "nobody"], 1, "usage", "unknown name nobody"),
         ("plan", ["--limt", "x"], 1, "usage", "No such option: --limt"),
         ("apply", [], 1, "usage", "--auto-approve"),  # no prompt under --json
-        ("status", ["--limit", "nobody"], 1, "usage", "unknown entity nobody"),
+        ("status", ["--limit", "nobody"], 1, "usage", "unknown name nobody"),
         ("check", ["--warn-days", "soon"], 3, "usage", "soon"),
         ("rehearse", [], 1, "state", "no state"),
         ("rekey", [], 1, "usage", "--new-passphrase-env"),
@@ -174,7 +174,7 @@ def test_validate_failure_names_file_line_and_column(cli: Runner) -> None:
         ("export", ["commune-exemple", "--out", "x.cer", "--format", "crt"], 1, "usage", "crt"),
         ("audit", [], 1, "state", "state"),
         ("report", ["--out", "quickstart.yaml"], 1, "error", "quickstart.yaml"),
-        ("inventory", ["--limit", "nobody"], 1, "usage", "unknown entity nobody"),
+        ("inventory", ["--limit", "nobody"], 1, "usage", "unknown name nobody"),
     ],
 )
 def test_failure_documents(
@@ -183,7 +183,7 @@ def test_failure_documents(
     done = cli(command, quickstart, *args, "--json", cwd=quickstart.parent)
     error = failed(done, command, code)
     assert error["kind"] == kind and says in error["message"], error
-    if "unknown entity" in says:
+    if "unknown entity" in says or "unknown name" in says:
         assert error["file"] == str(quickstart)
     assert not (quickstart.parent / "demo-out").exists()  # nothing was written
     assert not (quickstart.parent / ".provisioner").exists()  # not even a state folder

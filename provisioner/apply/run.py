@@ -244,7 +244,8 @@ def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) ->
             salt=salt,
             inputs_sha256=inputs_digest(session.inputs, salt),
             observed_sha256=observed_sha256,
-            limit=sorted(session.limit) if session.limit else None,
+            # The names as given: a target in --limit limits the saved plan's run the same way.
+            limit=list(session.inputs.scope.names) if session.inputs.scope else None,
             consultations=session.consultations_path,
             plan=plan_json(plan),
         ),

@@ -42,6 +42,17 @@ StateDirOpt = Annotated[
 ]
 LimitOpt = Annotated[
     list[str] | None,
+    typer.Option(
+        "--limit",
+        help="Only this entity (all its copies), or workstation, group or shared location "
+        "(only the copies there, of the entities that have one; what concerns all of an "
+        "entity's targets, such as a new key, is held back). Repeat for several.",
+        show_default=False,
+    ),
+]
+# recover and audit: entities only (a state is rebuilt from every copy of an entity).
+EntityLimitOpt = Annotated[
+    list[str] | None,
     typer.Option("--limit", help="Only this entity (repeat for several).", show_default=False),
 ]
 ParallelOpt = Annotated[

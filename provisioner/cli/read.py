@@ -13,6 +13,7 @@ from provisioner import clock, exit_codes
 from provisioner.cli.app import (
     OUTPUT,
     ConsultationsOpt,
+    EntityLimitOpt,
     JsonOpt,
     LimitOpt,
     ManifestArg,
@@ -163,9 +164,7 @@ def status(
     seen = commands.status(
         manifest, state_dir, limit, parallel=parallel, consultations=consultations
     )
-    statuses = report.build(seen.manifest, seen.recorded, seen.plan, seen.now)
-    if limit:
-        statuses = [s for s in statuses if s.id in limit]
+    statuses = report.build(seen.manifest, seen.recorded, seen.plan, seen.now, seen.scope)
     if as_json:
         from provisioner.plan.render import plan_json
 
@@ -367,7 +366,7 @@ def inventory(
 
 def audit(
     manifest: ManifestArg,
-    limit: LimitOpt = None,
+    limit: EntityLimitOpt = None,
     action: Annotated[
         list[str] | None,
         typer.Option("--action", help="Only this action (repeatable).", show_default=False),

@@ -13,8 +13,8 @@ from provisioner.cli.app import (
     OUTPUT,
     ConsultationsOpt,
     EntityArg,
+    EntityLimitOpt,
     JsonOpt,
-    LimitOpt,
     LockTimeoutOpt,
     ManifestArg,
     ParallelOpt,
@@ -151,7 +151,7 @@ def recover(
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")
     ] = False,
-    limit: LimitOpt = None,
+    limit: EntityLimitOpt = None,
     state_dir: StateDirOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
     consultations: ConsultationsOpt = None,

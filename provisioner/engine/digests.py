@@ -33,6 +33,9 @@ def inputs_digest(inputs: Inputs, salt: bytes) -> str:
         mac.update(entity.encode() + b"\0" + password.encode() + b"\0")
     h.update(mac.digest())
     h.update(repr(sorted(inputs.limit or ())).encode())
+    scope = inputs.scope
+    if scope is not None and scope.targets is not None:  # (absent: as before targets existed)
+        h.update(repr((sorted(scope.targets), sorted(scope.whole))).encode())
     return h.hexdigest()
 
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.consultations import Consultation, read_consultations
-from provisioner.errors import Diagnostic, Location, SecretError, UnknownNameError
+from provisioner.errors import Diagnostic, SecretError
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import Manifest
-from provisioner.manifest.names import did_you_mean
+from provisioner.manifest.scope import Scope
+from provisioner.manifest.scope import resolve as resolve_scope
 from provisioner.secrets import policy_problem, resolve, source_stamp
 
 STATE_ENV = "PROVISIONER_STATE_DIR"
@@ -36,7 +37,7 @@ class Inputs:
     state_dir: Path
     escrow_passphrase: str
     passwords: dict[str, str]  # entity -> password (never changed once loaded)
-    limit: frozenset[str] | None
+    limit: frozenset[str] | None  # the entities in scope (None: every one)
     consultations_path: Path | None = None
     consultations: tuple[Consultation, ...] | None = None
     notice_days: int = 30
@@ -48,6 +49,9 @@ class Inputs:
     # entity -> what tells that its password's source changed (secrets.source_stamp), taken
     # before the password is read; read by every command, those that read no secret too.
     password_sources: dict[str, str] = field(default_factory=dict)
+    # What --limit named (`limit` is its entities): with a workstation, group or shared
+    # location, only the copies there (manifest/scope.py).
+    scope: Scope | None = None
 
     @property
     def escrow_dir(self) -> Path:
@@ -71,26 +75,16 @@ def load_inputs(
     consultations: Path | None = None,
     absent_too: bool = True,
     named_by: str = "--limit",
+    targets: bool = True,
 ) -> Inputs:
-    """Read and check the manifest, the limit and every secret; writes nothing. `named_by`
-    is how the operator gave the limit's names (an option, or "" for a command's ENTITY
-    argument): an unknown one is reported as typed there."""
+    """Read and check the manifest, the limit and every secret; writes nothing. The limit's
+    names are entity ids, or with `targets` workstation, group or shared location names too
+    (manifest/scope.py). `named_by` is how the operator gave them (an option, or "" for a
+    command's ENTITY argument): an unknown one is reported as typed there."""
     manifest, diagnostics = read_manifest(manifest_path)
     declared = {e.id for e in manifest.entities}
-    unknown = [name for name in (limit or []) if name not in declared]
-    if unknown:
-        prefix = f"{named_by}: " if named_by else ""
-        raise UnknownNameError(
-            [
-                Diagnostic(
-                    "error",
-                    Location(str(manifest_path)),
-                    f"{prefix}unknown entity {name}" + did_you_mean(name, declared),
-                )
-                for name in unknown
-            ]
-        )
-    scope = frozenset(limit) if limit else None
+    scope = resolve_scope(manifest, limit, named_by=named_by, targets=targets) if limit else None
+    entities = scope.entities if scope is not None else None
     consultations_path = consultations.resolve() if consultations else manifest.consultations
     bindings = None
     if consultations_path is not None:
@@ -103,27 +97,28 @@ def load_inputs(
         e.id: stamp
         for e in manifest.entities
         if e.state == "present"
-        and (scope is None or e.id in scope)
+        and (entities is None or e.id in entities)
         and (stamp := source_stamp(e.password)) is not None
     }
     passphrase = resolve(manifest.escrow_passphrase, "escrow passphrase") if need_secrets else ""
-    passwords = _passwords(manifest, scope, passphrase) if need_secrets else {}
+    passwords = _passwords(manifest, entities, passphrase) if need_secrets else {}
     absent: dict[str, str] = {}
     unread: dict[str, str] = {}
     if need_secrets and absent_too:
-        absent, unread = _absent_passwords(manifest, scope, passphrase)
+        absent, unread = _absent_passwords(manifest, entities, passphrase)
     return Inputs(
         manifest,
         tuple(diagnostics),
         state_dir_for(manifest_path, state_dir),
         passphrase,
         passwords,
-        scope,
+        entities,
         consultations_path,
         bindings,
         absent_passwords=absent,
         absent_unread=unread,
         password_sources=sources,
+        scope=scope,
     )
 
 

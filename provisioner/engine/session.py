@@ -92,6 +92,7 @@ class Session:
             inputs.manifest,
             self._password_ids,
             limit=inputs.limit,
+            scope=inputs.scope,
             consultations=inputs.consultations,
             notice_days=inputs.notice_days,
             chain_updates=chain_updates(inputs.manifest, self.recorded)

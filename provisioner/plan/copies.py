@@ -21,6 +21,8 @@ def next_path_conflicts(p: Planning, entity: Entity) -> None:
     its targets, a copied tree): say so now, not on renewal day."""
     number = next_number(p.recorded, entity.id)
     for target in entity.targets:
+        if not p.desired.covers(entity.id, target.name):
+            continue
         path = file_path(target, copy_file_name(entity.id, number))
         facts = p.observed.files.get((target.name, path))
         if facts is not None:
@@ -86,14 +88,20 @@ def check_escrow(p: Planning, entity: Entity) -> None:
                 )
             )
         else:
+            unseen = (
+                " (only the copies within --limit were looked at: run without a target "
+                "limit to take it back from another)"
+                if p.desired.partial(entity.id)
+                else ""
+            )
             p.warnings.append(
                 PlanWarning(
                     entity.id,
                     "escrow-missing",
                     f'generation {g.number} "{g.designation}": its private key is missing '
                     "from the escrow and no intact copy that opens with the current password "
-                    "was observed; restore the escrow from a backup, or run `provisioner "
-                    "recover` (docs/RECOVERY.md)",
+                    f"was observed{unseen}; restore the escrow from a backup, or run "
+                    "`provisioner recover` (docs/RECOVERY.md)",
                 )
             )
 
@@ -110,7 +118,7 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
         Kept(g, g.designation) for g in p.recorded.generations_of(entity.id) if g.number not in kept
     ]
     for target in entity.targets:
-        if target.name in p.observed.unreachable:
+        if target.name in p.observed.unreachable or not p.desired.covers(entity.id, target.name):
             continue
         for held in keep + archive if target.role == "location" else keep:
             number = held.number
@@ -174,6 +182,8 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
     for copy in sorted(p.copies_of(entity.id), key=lambda c: (c.target, c.path)):
         if (copy.target, copy.path) in wanted_paths or copy.target in p.observed.unreachable:
             continue
+        if not p.desired.covers(entity.id, copy.target):
+            continue  # outside the --limit: not observed, never removed
         generation = p.recorded.generation(copy.generation_id)
         number = generation.number if generation else 0
         old = generation is None or generation.status == RETIRED or generation.id in retiring

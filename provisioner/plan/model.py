@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from provisioner import clock
 from provisioner.consultations import Consultation
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.scope import Scope
 from provisioner.plan.actions import Action, Change, Conflict
 from provisioner.transports.base import FileFacts, FolderFacts
 
@@ -31,9 +32,19 @@ class Desired:
     # a command that reads no secret (status, check, report): their copies are planned for
     # re-encoding, as `plan` would if the password did change.
     password_sources_changed: frozenset[str] = frozenset()
+    # What --limit named, when it named a target (manifest/scope.py): only the copies there.
+    scope: Scope | None = None
 
     def in_scope(self, entity: str) -> bool:
         return self.limit is None or entity in self.limit
+
+    def covers(self, entity: str, target: str) -> bool:
+        """Whether `entity`'s copy on `target` is looked at and may be changed by this run."""
+        return self.in_scope(entity) and (self.scope is None or self.scope.covers(entity, target))
+
+    def partial(self, entity: str) -> bool:
+        """In scope through some of its targets only: nothing that concerns all of them."""
+        return self.scope is not None and self.scope.partial(entity)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,13 +42,16 @@ def paths_to_observe(desired: Desired, recorded: Recorded) -> dict[str, set[str]
         every = [g.number for g in generations] + [live[-1]]
         if entity.state == "present":
             for target in entity.targets:
+                if not desired.covers(entity.id, target.name):
+                    continue  # outside a --limit that names targets: not looked at
                 paths = wanted.setdefault(target.name, set())
                 # Every generation's path, retired ones included: one brought back for a
                 # consultation must not be written over a file someone put there since.
                 for n in every:
                     paths.add(file_path(target, copy_file_name(entity.id, n)))
     for copy in recorded.copies.values():
-        if desired.in_scope(copy.entity) and desired.manifest.entity(copy.entity) is not None:
+        known = desired.manifest.entity(copy.entity) is not None
+        if known and desired.covers(copy.entity, copy.target):
             wanted.setdefault(copy.target, set()).add(copy.path)
     return wanted
 

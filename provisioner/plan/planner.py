@@ -12,6 +12,7 @@ from dataclasses import replace
 from provisioner.manifest.model import Entity
 from provisioner.plan.actions import (
     Action,
+    BindConsultation,
     Conflict,
     CreateGeneration,
     ReasonCode,
@@ -21,6 +22,7 @@ from provisioner.plan.actions import (
     RetainGeneration,
     RetireGeneration,
     UpdateChain,
+    UpdateConsultation,
     WriteCopy,
 )
 from provisioner.plan.bindings import designation_among
@@ -59,7 +61,9 @@ __all__ = [  # where copies go: kept importable from here (engine, recover, rehe
 def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datetime) -> Plan:
     """Decide what apply must do to make the targets and state match the manifest."""
     p = Planning(desired, recorded, observed, now)
-    p.actions.extend(p.bindings.actions)
+    # A run limited to some of an entity's targets records no binding for it (below).
+    held_bindings = [a for a in p.bindings.actions if desired.partial(a.entity)]
+    p.actions.extend(a for a in p.bindings.actions if not desired.partial(a.entity))
     p.refusals.extend(p.bindings.refusals)
     for entity in desired.manifest.entities:
         if desired.in_scope(entity.id):
@@ -75,7 +79,14 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
                 # retirements, removals). Repairs of known generations' copies at free
                 # paths and escrow restores still go ahead: they can lose nothing.
                 p.actions[before:] = [a for a in mine if _safe_beside_conflict(a)]
-            if len(p.actions) == before:
+            held: list[Action] = [a for a in held_bindings if a.entity == entity.id]
+            copies = 0
+            if desired.partial(entity.id):
+                wide, copies = hold_for_limit(p, before)
+                held += wide
+            if held:
+                p.warnings.append(limit_held(entity, held, copies))
+            elif len(p.actions) == before:
                 p.in_sync.append(sync_line(p, entity))
             warn(p, entity, p.actions[before:])
     declared = {e.id for e in desired.manifest.entities}
@@ -174,7 +185,7 @@ def absent(p: Planning, entity: Entity) -> None:
             )
         )
     for copy in sorted(p.copies_of(entity.id), key=lambda c: (c.target, c.path)):
-        if copy.target in p.observed.unreachable:
+        if copy.target in p.observed.unreachable or not p.desired.covers(entity.id, copy.target):
             continue
         if p.role_of(copy.target) == "location":
             continue  # shared locations keep every generation, the entity's included
@@ -383,12 +394,59 @@ def sync_line(p: Planning, entity: Entity) -> str:
     if current is None:
         return f"{entity.id}: no generation and no reachable target"
     days = (current.not_after - p.now).days
-    held = sum(1 for c in p.copies_of(entity.id) if c.generation_id == current.id)
+    held = sum(
+        1
+        for c in p.copies_of(entity.id)
+        if c.generation_id == current.id and p.desired.covers(entity.id, c.target)
+    )
     renew = current.not_after - dt.timedelta(days=entity.key.renew_before_days)
     return (
         f'{entity.id}: generation {current.number} "{current.designation}" valid until '
         f"{current.not_after:%Y-%m-%d} ({counted(days, 'day')}; renewal from {renew:%Y-%m-%d}), "
         f"{counted(held, 'copy matches', 'copies match')} what was written"
+    )
+
+
+# What concerns every target of an entity: a run limited to some of them does none of it.
+ENTITY_WIDE = (
+    CreateGeneration,
+    RenameGeneration,
+    RetainGeneration,
+    RetireGeneration,
+    UpdateChain,
+    BindConsultation,
+    UpdateConsultation,
+)
+
+
+def hold_for_limit(p: Planning, before: int) -> tuple[list[Action], int]:
+    """For an entity in a --limit through some of its targets only: its entity-wide actions
+    (a new generation, a retirement, a rename...) are held back, and with them every copy
+    action, planned as though they happened. Conflicts are still shown and escrow restores
+    (from a copy within the limit) still done. Returns what is held, and how many copy
+    actions with it."""
+    mine = p.actions[before:]
+    wide: list[Action] = [a for a in mine if isinstance(a, ENTITY_WIDE)]
+    if not wide:
+        return [], 0
+    kept = [a for a in mine if isinstance(a, Conflict | RestoreEscrow)]
+    p.actions[before:] = kept
+    return wide, len(mine) - len(wide) - len(kept)
+
+
+def limit_held(entity: Entity, held: list[Action], copies: int) -> PlanWarning:
+    what = ", ".join(
+        f"{a.kind} {a.reference}"
+        if isinstance(a, BindConsultation | UpdateConsultation)
+        else f"{a.kind} g{a.generation} [{a.reason}]"
+        for a in held
+    )
+    with_copies = f" (and {counted(copies, 'copy change')} planned with it)" if copies else ""
+    return PlanWarning(
+        entity.id,
+        "limit-held",
+        f"{what}{with_copies}: held back, since --limit names only some of its targets and "
+        f"this concerns all of them; run with --limit {entity.id}, or without --limit",
     )
 
 

@@ -200,6 +200,10 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
             "their copies were not checked."
         )
         lines += [f"  {line}" for line in plan.in_sync]
+    elif not plan.changes and any(w.code == "limit-held" for w in plan.warnings):
+        # Never "every bi-clé is current" when --limit held something back.
+        lines.append("No changes within --limit; what it holds back is under Warnings.")
+        lines += [f"  {line}" for line in plan.in_sync]
     elif not plan.changes:
         lines.append("No changes. Every bi-clé is current and every copy matches what was written.")
         lines += [f"  {line}" for line in plan.in_sync]

@@ -112,7 +112,7 @@ def missing_from(p: Planning, entity: Entity, g: RecordedGeneration) -> list[Tar
     generation `g`'s copy."""
     out = []
     for t in entity.targets:
-        if t.name in p.observed.unreachable:
+        if t.name in p.observed.unreachable or not p.desired.covers(entity.id, t.name):
             continue
         key = (t.name, file_path(t, copy_file_name(entity.id, g.number)))
         if p.observed.files.get(key) is None and (key in p.observed.files or g.status == RETIRED):
@@ -135,6 +135,8 @@ def changed_on(
         record = p.recorded.copies.get(key)
         facts = p.observed.files.get(key)
         if t.name in p.observed.unreachable or key in conflicts or record is None:
+            continue
+        if not p.desired.covers(entity.id, t.name):
             continue
         if record.generation_id != g.id or facts is None or facts.sha256 in ours:
             continue

@@ -28,7 +28,8 @@ def run(
 ) -> int:
     """The exit code: 0 when recorded or nothing to recover, 1 when declined. `show` prints
     the recovery plan and the outcome; `confirm` asks before anything is recorded."""
-    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
+    # Entities only: a lost state is rebuilt from every copy of an entity, never from some.
+    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations, targets=False)
     make_private_dirs(inputs.state_dir)
     with (
         hold(inputs.state_dir, "recover", lock_timeout),

@@ -93,11 +93,10 @@ def write_report(
         findings = probe.with_stores(findings, stores, now, probe.Thresholds().warn_days)
         code, line = probe.summary(findings, session.manifest, session.recorded, now)
         audit = model.read_audit(session.state_dir / DB_NAME) if session.db is not None else {}
+        scope = session.inputs.scope
         entities = model.build(
-            session.manifest, session.recorded, result, findings, audit, now, stores
+            session.manifest, session.recorded, result, findings, audit, now, stores, scope
         )
-        if session.limit is not None:
-            entities = [e for e in entities if e.id in session.limit]
         plan_view = None
         if saved is not None and plan_path is not None:
             plan_view = _plan_view(saved, plan_path, session.state_dir, session.recorded)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from provisioner import check, status
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.scope import Scope
 from provisioner.plan.actions import RemoveCopy
 from provisioner.plan.model import ConsultationView, Plan
 from provisioner.plan.render import line_label
@@ -167,13 +168,14 @@ def build(
     audit: dict[str | None, list[AuditEvent]],
     now: dt.datetime,
     stores: list[StoreState] | None = None,
+    scope: Scope | None = None,
 ) -> list[EntityReport]:
-    """One report per entity of the manifest, in its order; `stores` is what the agents'
-    key stores' receipts say (receipts.survey)."""
+    """One report per entity of the manifest (of `scope`, when --limit gave one), in its
+    order; `stores` is what the agents' key stores' receipts say (receipts.survey)."""
     in_stores: dict[str, list[StoreState]] = {}
     for state in stores or ():
         in_stores.setdefault(state.entity, []).append(state)
-    statuses = {s.id: s for s in status.build(manifest, recorded, plan, now)}
+    statuses = {s.id: s for s in status.build(manifest, recorded, plan, now, scope)}
     removals = {(a.target, a.path) for a in plan.actions if isinstance(a, RemoveCopy)}
     by_entity: dict[str, list[check.Finding]] = {}
     for f in findings:
@@ -184,6 +186,8 @@ def build(
         views.setdefault(v.entity, []).append(v)
     out = []
     for entity in manifest.entities:
+        if entity.id not in statuses:
+            continue  # outside --limit
         s = statuses[entity.id]
         own = by_entity.get(entity.id, [])
         window = dt.timedelta(days=entity.key.renew_before_days)

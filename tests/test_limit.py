@@ -1,0 +1,161 @@
+"""`--limit` as Ansible users expect it: an entity, or a workstation, a group or a shared
+location, meaning the entities that have a copy there and only the copies there.
+
+Safety: a limited run looks at, writes and removes only the copies within the limit; a target
+outside it is never taken for missing; what concerns every target of an entity (a new key, a
+retirement, a rename, a binding) waits for a run that sees them all.
+
+The quickstart: commune-exemple on backup-share, ws-marches (group service-marches) and
+ws-accueil; syndicat-eaux on backup-share and ws-marches."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from tests.conftest import TEST_CLOCK, Runner
+from tests.engine_helpers import p12_files, state_rows
+
+ACCUEIL = "workstations/ws-accueil/commune-exemple.g1.p12"
+MARCHES = "workstations/ws-marches/commune-exemple.g1.p12"
+MARCHES_SYNDICAT = "workstations/ws-marches/syndicat-eaux.g1.p12"
+RENEWAL = {"PROVISIONER_NOW": (TEST_CLOCK + dt.timedelta(days=690)).isoformat()}
+
+
+def applied(cli: Runner, quickstart: Path) -> dict[str, Path]:
+    done = cli("apply", "--auto-approve", "-q", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {rel.removeprefix("demo-out/"): path for rel, path in p12_files(quickstart).items()}
+
+
+def test_a_workstation_limits_the_run_to_its_copies(cli: Runner, quickstart: Path) -> None:
+    files = applied(cli, quickstart)
+    files[ACCUEIL].unlink()
+    files[MARCHES].unlink()  # outside the limit: neither repaired nor reported
+    planned = cli("plan", "--limit", "ws-accueil", quickstart)
+    assert planned.returncode == 0, planned.stderr
+    assert f"+ write g1 on ws-accueil: {files[ACCUEIL]}  [missing]" in planned.stdout
+    assert "ws-marches" not in planned.stdout and "syndicat-eaux" not in planned.stdout
+    assert planned.stdout.rstrip().endswith("Plan: 1 to create, 0 to update, 0 to remove.")
+    status = cli("status", "--limit", "ws-accueil", quickstart).stdout
+    assert "missing      g1 ws-accueil" in status and "ws-marches" not in status
+    assert "backup-share" not in status  # not looked at, so not reported "ok" either
+    done = cli("apply", "--auto-approve", "--limit", "ws-accueil", quickstart)
+    assert done.returncode == 0 and "Apply complete: 1 action done." in done.stdout
+    assert files[ACCUEIL].is_file() and not files[MARCHES].exists()
+    probe = cli("check", "--limit", "ws-accueil", quickstart)
+    assert probe.returncode == 0, probe.stdout
+    assert probe.stdout.startswith("PROVISIONER OK - 1 entity, 1 copy in sync")
+    assert cli("check", quickstart).returncode == 1  # the whole picture: ws-marches pending
+
+
+def test_a_group_and_a_shared_location_name_their_targets(cli: Runner, quickstart: Path) -> None:
+    files = applied(cli, quickstart)
+    for rel in (ACCUEIL, MARCHES, MARCHES_SYNDICAT, "shared/backup/syndicat-eaux.g1.p12"):
+        files[rel].unlink()
+    planned = cli("plan", "--limit", "service-marches", quickstart).stdout
+    writes = [line.split(":")[0].strip() for line in planned.splitlines() if "+ write" in line]
+    assert writes == ["+ write g1 on ws-marches", "+ write g1 on ws-marches"], planned
+    assert "# commune-exemple" in planned and "# syndicat-eaux" in planned
+    planned = cli("plan", "--limit", "backup-share", "--limit", "ws-accueil", quickstart).stdout
+    assert "+ write g1 on backup-share" in planned and "+ write g1 on ws-accueil" in planned
+    assert "ws-marches" not in planned
+    # An entity and a target together: the entity whole, the other entities on the target.
+    planned = cli("plan", "--limit", "syndicat-eaux", "--limit", "ws-accueil", quickstart).stdout
+    assert planned.count("+ write") == 3 and "commune-exemple.g1.p12  [missing]" in planned
+    assert f"{files[MARCHES]}" not in planned
+
+
+def test_a_limited_apply_never_removes_a_copy_outside_it(cli: Runner, quickstart: Path) -> None:
+    files = applied(cli, quickstart)
+    # ws-accueil leaves commune-exemple: its copy there is to be removed, by a run that sees it.
+    text = quickstart.read_text()
+    quickstart.write_text(text.replace("[service-marches, ws-accueil]", "[service-marches]"))
+    assert "- remove g1 on ws-accueil" in cli("plan", quickstart).stdout
+    for limit in ("ws-marches", "backup-share", "service-marches"):
+        planned = cli("plan", "--limit", limit, "--detailed-exitcode", quickstart)
+        assert planned.returncode == 0, (limit, planned.stdout)
+        done = cli("apply", "--auto-approve", "--limit", limit, quickstart)
+        assert done.returncode == 0 and files[ACCUEIL].is_file(), limit
+    # Named by its entity, the run sees every copy and removes it.
+    cli("apply", "--auto-approve", "--limit", "commune-exemple", quickstart)
+    assert not files[ACCUEIL].exists()
+
+
+def test_what_concerns_every_target_waits_for_a_run_that_sees_them(
+    cli: Runner, quickstart: Path
+) -> None:
+    files = applied(cli, quickstart)
+    files[ACCUEIL].unlink()
+    planned = cli("plan", "--limit", "ws-accueil", quickstart, env=RENEWAL)
+    assert planned.returncode == 0, planned.stderr
+    assert "generation 2: create" not in planned.stdout
+    assert "No changes within --limit; what it holds back is under Warnings." in planned.stdout
+    assert (
+        "commune-exemple: [limit-held] create-generation g2 [renewal-due] (and 2 copy changes "
+        "planned with it): held back, since --limit names only some of its targets and this "
+        "concerns all of them; run with --limit commune-exemple, or without --limit"
+    ) in planned.stdout
+    status = cli("status", "--limit", "ws-accueil", quickstart, env=RENEWAL).stdout
+    assert "Not ready: limit-held: create-generation g2" in status
+    done = cli("apply", "--auto-approve", "--limit", "ws-accueil", quickstart, env=RENEWAL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    count = "SELECT count(*) FROM generations"
+    assert state_rows(quickstart, count) == [(2,)]  # no new key made
+    assert not files[ACCUEIL].exists()  # nor a copy of the one being replaced
+    # The entity named: the renewal is made, every copy written.
+    cli("apply", "--auto-approve", "--limit", "commune-exemple", quickstart, env=RENEWAL)
+    assert state_rows(quickstart, count) == [(3,)]
+
+
+def test_bound_keys_outside_the_limit_are_not_taken_for_missing(
+    cli: Runner, quickstart: Path
+) -> None:
+    (quickstart.parent / "c.yaml").write_text(
+        "version: 1\nconsultations:\n  - reference: R-1\n    entity: commune-exemple\n"
+        "    designation: Commune Exemple\n    status: open\n    deadline: 2026-12-10\n"
+    )
+    files = applied(cli, quickstart)
+    bind = ["--consultations", quickstart.parent / "c.yaml"]
+    assert cli("apply", "--auto-approve", "-q", *bind, quickstart).returncode == 0
+    files[MARCHES].unlink()
+    full = cli("check", *bind, quickstart)
+    assert full.returncode == 2 and "bound-missing" in full.stdout
+    limited = cli("check", *bind, "--limit", "ws-accueil", quickstart)
+    assert limited.returncode == 0, limited.stdout  # ws-marches is not looked at
+    planned = cli("plan", *bind, "--limit", "ws-marches", quickstart).stdout
+    assert "[bound-missing]" in planned and "+ write g1 on ws-marches" in planned
+
+
+def test_an_unknown_name_is_named_with_the_closest(cli: Runner, quickstart: Path) -> None:
+    done = cli("plan", "--limit", "ws-acceuil", quickstart)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"Error: {quickstart}: error: --limit: unknown name ws-acceuil: no entity, workstation, "
+        "group or shared location of that name (did you mean 'ws-accueil'?)\n"
+    )
+    # recover rebuilds a state from every copy of an entity: it takes entities only.
+    done = cli("recover", "--limit", "ws-accueil", quickstart)
+    assert done.returncode == 1
+    assert "--limit ws-accueil is a workstation: here it takes entity ids" in done.stderr
+
+
+def test_rehearse_inventory_and_a_saved_plan_keep_to_the_limit(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    files = applied(cli, quickstart)
+    rehearsed = cli("rehearse", "--limit", "ws-accueil", "--json", quickstart)
+    assert rehearsed.returncode == 0, rehearsed.stdout
+    targets = {c["target"] for c in json.loads(rehearsed.stdout)["copies"]}
+    assert targets == {"ws-accueil", "escrow"}
+    inventory = json.loads(cli("inventory", "--limit", "ws-accueil", "--json", quickstart).stdout)
+    assert list(inventory["hosts"]) == ["ws-accueil"]
+    assert [c["entity"] for c in inventory["hosts"]["ws-accueil"]["copies"]] == ["commune-exemple"]
+    files[ACCUEIL].unlink()
+    files[MARCHES].unlink()
+    saved = tmp_path / "accueil.plan"
+    assert cli("plan", "--limit", "ws-accueil", "--out", saved, quickstart).returncode == 0
+    done = cli("apply", saved)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert files[ACCUEIL].is_file() and not files[MARCHES].exists()
