@@ -77,7 +77,8 @@ def resolve(ref: SecretRef, what: str, withheld: Iterable[str] = ()) -> str:
 
 def source_stamp(ref: SecretRef) -> str | None:
     """What tells, without reading a secret, that its source may have changed: for a file,
-    a digest of its path, inode, size and modification time (never its content); None for an
+    a digest of its path, size and modification time (never its content; not its inode, so a
+    folder restored from a backup with its times kept reads unchanged); None for an
     environment variable or a command, which nothing outside the run can see change."""
     if ref.kind != "file":
         return None
@@ -88,7 +89,7 @@ def source_stamp(ref: SecretRef) -> str | None:
         facts = path.stat()
     except OSError:
         return None
-    seen = f"{path}\0{facts.st_ino}\0{facts.st_size}\0{facts.st_mtime_ns}"
+    seen = f"{path}\0{facts.st_size}\0{facts.st_mtime_ns}"
     return "file:" + hashlib.sha256(seen.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 

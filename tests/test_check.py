@@ -294,7 +294,7 @@ def test_critical_when_the_current_generation_expires_within_the_critical_days(
     cli: Runner, manifest: Path
 ) -> None:
     code, out = check(cli, manifest, "2028-11-27T09:00:00+00:00")  # renewal never applied
-    assert code == 2 and "commune-exemple: current generation 1 expires in 3 days" in out
+    assert code == 2 and "commune-exemple: [expiring] current generation 1 expires in 3 days" in out
 
 
 # ---------------------------------------------------------------- WARNING
@@ -358,13 +358,17 @@ def test_critical_when_a_bound_copy_on_a_shared_location_is_garbled_in_place(
 def test_a_bound_copy_to_re_encode_for_a_new_password_is_not_a_changed_copy(
     cli: Runner, manifest: Path
 ) -> None:
-    """Its recorded bytes are intact: it opens the bids until apply re-encodes it."""
+    """Its recorded bytes are intact: it opens the bids until apply re-encodes it. The probe,
+    which reads no secret, sees the password file changed: a WARNING for apply, not a
+    CRITICAL copy."""
     (manifest.parent / "secrets" / "commune-exemple.pass").write_text("Another-Secret-2026\n")
     done = cli("plan", manifest, "--consultations", manifest.parent / "consultations.yaml",
                env={"PROVISIONER_NOW": CREATED})  # fmt: skip
     assert done.returncode == 0 and "[password-changed]" in done.stdout, done.stdout
     assert "changed since it was written" not in done.stdout + done.stderr
-    assert check(cli, manifest, CREATED)[0] == 0
+    code, out = check(cli, manifest, CREATED)
+    assert code == 1 and "CRITICAL:" not in out, out
+    assert "commune-exemple: [pending] 3 changes pending (password-changed)" in out, out
 
 
 def test_warning_when_a_copy_drifted_and_apply_will_repair_it(cli: Runner, manifest: Path) -> None:

@@ -100,7 +100,7 @@ def test_success_documents(applied: Path, command: str, args: list[str]) -> None
     if command == "status":  # --limit: that entity only
         assert [e["id"] for e in doc["entities"]] == ["commune-exemple"]
     if command == "check":
-        assert doc["status"] == "OK" and "entities=1 " in doc["summary"]
+        assert doc["status"] == "OK" and "entities=1;" in doc["summary"]
     if command == "inventory":
         entities = {c["entity"] for h in doc["hosts"].values() for c in h["copies"]}
         assert entities == {"commune-exemple"}
