@@ -36,6 +36,50 @@ def test_a_mount_table_line_that_is_not_a_mount_is_skipped_not_fatal() -> None:
     assert mode_is_fixed(mount_of("/mnt/partage/cles/ville.g1.p12", mounts))
 
 
+def line(number: int, point: str, fstype: str, source: str, options: str) -> str:
+    """A mountinfo line as the kernel writes it (proc(5)): spaces, tabs and backslashes in the
+    mount point escaped in octal."""
+    escaped = point.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+    tail = f"{fstype} {source} {options}"
+    return f"{number} 22 0:{number} / {escaped} rw,relatime shared:{number} - {tail}"
+
+
+@pytest.mark.parametrize(
+    ("mounts", "path", "fixed"),
+    [
+        # A CIFS share fixes modes unless an option maps them (cifsacl, modefromsid, posix,
+        # unix); an smb3 mount is the same filesystem.
+        ([("/mnt/nas", "cifs", "rw,vers=3.1.1,file_mode=0644")], "/mnt/nas/k.p12", True),
+        ([("/mnt/nas", "cifs", "rw,vers=3.1.1,cifsacl,file_mode=0644")], "/mnt/nas/k.p12", False),
+        ([("/mnt/nas", "smb3", "rw,file_mode=0644")], "/mnt/nas/k.p12", True),
+        ([("/mnt/nas", "smb3", "rw,posix,file_mode=0644")], "/mnt/nas/k.p12", False),
+        ([("/mnt/nas", "smb3", "rw,unix")], "/mnt/nas/k.p12", False),
+        ([("/mnt/nas", "cifs", "rw,modefromsid")], "/mnt/nas/k.p12", False),
+        ([("/media/usb", "exfat", "rw,fmask=0022")], "/media/usb/k.p12", True),
+        # Mount points as the kernel escapes them: a space, a tab, a backslash, a last letter
+        # that is no slash, a trailing space (a folder of another name).
+        ([("/mnt/partage commun", "cifs", "rw")], "/mnt/partage commun/k.p12", True),
+        ([("/mnt/tab\there", "cifs", "rw")], "/mnt/tab\there/k.p12", True),
+        ([("/mnt/back\\slash", "cifs", "rw")], "/mnt/back\\slash/k.p12", True),
+        ([("/mnt/NAS-X", "cifs", "rw")], "/mnt/NAS-X/cles/k.p12", True),
+        ([("/mnt/share ", "cifs", "rw")], "/mnt/share/k.p12", False),
+        # Mounted over: the later line is the one in use.
+        ([("/mnt/nas", "ext4", "rw"), ("/mnt/nas", "cifs", "rw")], "/mnt/nas/k.p12", True),
+        ([("/mnt/nas", "cifs", "rw"), ("/mnt/nas", "ext4", "rw")], "/mnt/nas/k.p12", False),
+        # The deepest mount holding the path; only a whole folder name matches.
+        ([("/mnt", "cifs", "rw"), ("/mnt/local", "ext4", "rw")], "/mnt/local/k.p12", False),
+        ([("/mnt/nas", "cifs", "rw")], "/mnt/nas2/k.p12", False),
+    ],
+)
+def test_which_mount_fixes_the_modes_of_a_path(
+    mounts: list[tuple[str, str, str]], path: str, fixed: bool
+) -> None:
+    text = "\n".join(
+        [ROOT] + [line(40 + i, *m[:2], "//nas/share", m[2]) for i, m in enumerate(mounts)]
+    )
+    assert mode_is_fixed(mount_of(path, parse_mountinfo(text))) is fixed
+
+
 def target(path: str) -> Target:
     return Target("nas", "location", "local", path, Location("m.yaml", 9, 7))
 
