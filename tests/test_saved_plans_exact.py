@@ -154,7 +154,7 @@ def test_a_saved_plan_done_where_a_target_is_unreached_is_partial(
     plan = saved(cli, site, tmp_path / "p.plan", code=4)
     done = cli("apply", plan)
     assert done.returncode == 4, done.stdout + done.stderr
-    assert "Apply incomplete: 1 actions done; 1 target could not be observed," in done.stdout
+    assert "Apply incomplete: 1 action done; 1 target could not be observed," in done.stdout
     assert (out / "workstations" / "ws-marches" / "commune-exemple.g1.p12").is_file()
 
 
