@@ -16,28 +16,9 @@ import pytest
 from provisioner.crypto import pkcs12
 from tests.conftest import Runner
 from tests.engine_helpers import p12_files
+from tests.oracle import _tlvs
 
 QUICK = 60  # seconds: each command here answers at once; a hang fails the test
-
-
-def _tlvs(data: bytes) -> list[tuple[int, bytes]]:
-    """The consecutive DER TLVs of `data` (ValueError when it is not DER)."""
-    out: list[tuple[int, bytes]] = []
-    i = 0
-    while i < len(data):
-        if i + 2 > len(data):
-            raise ValueError("truncated")
-        tag, n, i = data[i], data[i + 1], i + 2
-        if n & 0x80:
-            count = n & 0x7F
-            if not 0 < count <= 4:
-                raise ValueError("length")
-            n, i = int.from_bytes(data[i : i + count], "big"), i + count
-        if i + n > len(data):
-            raise ValueError("truncated")
-        out.append((tag, data[i : i + n]))
-        i += n
-    return out
 
 
 def _tlv(tag: int, value: bytes) -> bytes:
