@@ -298,3 +298,21 @@ def test_quiet_lasts_one_invocation(quickstart: Path) -> None:
     again = runner.invoke(app, ["plan", str(quickstart)], env=env)
     assert quiet.exit_code == 0 and len(quiet.stdout.splitlines()) == 1
     assert again.exit_code == 0 and len(again.stdout.splitlines()) > 1
+
+
+def test_a_partial_apply_says_in_its_json_the_exit_code_the_process_gives(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """One workstation folder refused (a link to elsewhere), the others done: the process exits
+    4 (partial), and a scheduler that reads the JSON instead of $? sees the same 4."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder = quickstart.parent / "demo-out" / "workstations"
+    folder.mkdir(parents=True)
+    (folder / "ws-accueil").symlink_to(elsewhere)
+    done = cli("apply", "--auto-approve", "--json", quickstart)
+    doc = document(done, "apply")
+    assert done.returncode == 4, done.stderr
+    assert doc["exit_code"] == 4 and doc["applied"] and doc["succeeded"] > 0
+    assert any("ws-accueil" in error for error in doc["plan"]["errors"])
+    assert list(elsewhere.iterdir()) == []  # nothing written through the link

@@ -162,18 +162,18 @@ def render_result(run: ApplyRun, as_json: bool, quiet: bool = False) -> int:
 
     result = run.result
     failures = result.failures if result else []
+    code = exit_codes.apply_code(run.plan, len(failures), run.in_scope)
     if as_json:
-        code = 1 if failures or run.plan.errors or run.plan.refusals or run.plan.conflicts else 0
         emit(
             {
-                "exit_code": code,
+                "exit_code": code,  # the process's, from the same function
                 "plan": plan_json(run.plan),
                 "applied": result is not None,
                 "succeeded": result.succeeded if result else 0,
                 "failed": [dict(action_json(o.action), error=o.error) for o in failures],
             }
         )
-        return exit_codes.apply_code(run.plan, len(failures), run.in_scope)
+        return code
     if quiet:
         for error in run.plan.errors:
             typer.echo(f"Error: {error}", err=True)
@@ -221,4 +221,4 @@ def render_result(run: ApplyRun, as_json: bool, quiet: bool = False) -> int:
             "or restored, else move those files away.",
             err=True,
         )
-    return exit_codes.apply_code(run.plan, len(failures), run.in_scope)
+    return code
