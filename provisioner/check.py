@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from provisioner import clock
+from provisioner.codes import Severity, WarningCode
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.scope import Scope
 from provisioner.plan.actions import Conflict, RestoreEscrow
@@ -21,32 +22,13 @@ from provisioner.wording import counted
 if TYPE_CHECKING:
     from provisioner.receipts import StoreState
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICAL, Severity.UNKNOWN
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-
-# Plan warning codes and how much they matter to whoever watches the opening of bids
-# (docs/RUNBOOK.md has this table): CRITICAL when bids of a consultation not closed are at
-# risk now, WARNING for what can wait or what apply repairs.
-_SEVERITY = {
-    "bound-unheld": CRITICAL,
-    "bound-missing": CRITICAL,
-    "expired-accepting-bids": CRITICAL,
-    "expires-before-deadline": CRITICAL,
-    "expired-before-opening": CRITICAL,
-    "expires-before-opening": CRITICAL,
-    "expired-bound": WARNING,
-    "unmanaged-key": WARNING,
-    "renewal-soon": WARNING,
-    "orphaned": WARNING,
-    # A generation whose private key is in no escrow and no intact copy: nothing can make it.
-    "escrow-missing": CRITICAL,
-    "copied-tree": WARNING,
-}
 
 
 @dataclass(frozen=True)
 class Finding:
-    severity: int
+    severity: Severity
     entity: str | None
     code: str
     message: str
@@ -210,9 +192,13 @@ def evaluate(
                 )
             )
     for w in plan.warnings:
-        severity = _SEVERITY.get(w.code, WARNING)
+        severity = w.code.severity  # every code has one (codes.py): no default
         left = clock.days_until(w.opening, now) if w.opening is not None else None
-        if w.code == "unmanaged-key" and left is not None and left <= limits.critical_days:
+        if (
+            w.code is WarningCode.UNMANAGED_KEY
+            and left is not None
+            and left <= limits.critical_days
+        ):
             # Bids are opened within days with a key nothing here holds or can observe.
             assert w.opening is not None
             severity = CRITICAL
@@ -275,7 +261,7 @@ def summary(
     limit: frozenset[str] | None = None,
     limits: Thresholds | None = None,
     scope: Scope | None = None,
-) -> tuple[int, str]:
+) -> tuple[Severity, str]:
     """Exit code and the first line: `PROVISIONER STATE - text | perfdata`. The text counts
     the findings and names the most severe by code and entity (every one is on the lines
     that follow); the perfdata carries the thresholds (Nagios ranges). With `limit`, the
@@ -309,7 +295,7 @@ def summary(
     return code, f"PROVISIONER {NAMES[code]} - {text} | {perf}"
 
 
-def _named(findings: list[Finding], severity: int) -> str:
+def _named(findings: list[Finding], severity: Severity) -> str:
     """The codes of the findings of `severity`, each with its entities, in order, cut to fit
     the first line ("and N more" says what was left out)."""
     by_code: dict[str, list[str]] = {}
@@ -334,7 +320,7 @@ def _named(findings: list[Finding], severity: int) -> str:
     return text
 
 
-def to_json(code: int, line: str, findings: list[Finding]) -> dict[str, Any]:
+def to_json(code: Severity, line: str, findings: list[Finding]) -> dict[str, Any]:
     return {
         "status": NAMES[code],
         "exit_code": code,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from provisioner import clock, receipts
 from provisioner.check import Finding
+from provisioner.codes import Severity
 from provisioner.engine import Inputs, load_inputs, observe_and_plan, observed_digest, open_state
 from provisioner.errors import (
     ProvisionerError,
@@ -83,7 +84,7 @@ def status(
 class Verdict:
     """A monitoring probe's answer: its exit code, first line and findings."""
 
-    code: int
+    code: Severity
     line: str
     findings: list[Finding]
     inconclusive: bool = False  # the probe itself failed (UNKNOWN, or CRITICAL for the unit)

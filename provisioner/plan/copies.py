@@ -6,6 +6,7 @@ while they are what was written. A missing escrowed key is taken back from an in
 
 from __future__ import annotations
 
+from provisioner.codes import WarningCode
 from provisioner.manifest.model import Entity
 from provisioner.plan.actions import ReasonCode, RemoveCopy, RestoreEscrow, WriteCopy
 from provisioner.plan.context import Fresh, Kept, Planning
@@ -97,7 +98,7 @@ def check_escrow(p: Planning, entity: Entity) -> None:
             p.warnings.append(
                 PlanWarning(
                     entity.id,
-                    "escrow-missing",
+                    WarningCode.ESCROW_MISSING,
                     f'generation {g.number} "{g.designation}": its private key is missing '
                     "from the escrow and no intact copy that opens with the current password "
                     f"was observed{unseen}; restore the escrow from a backup, or run "

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from provisioner import clock
+from provisioner.codes import WarningCode
 from provisioner.consultations import Consultation
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.scope import Scope
@@ -100,10 +101,11 @@ class Observed:
 
 @dataclass(frozen=True, slots=True)
 class PlanWarning:
-    """Something a reviewer must know that apply does not change (severity: check.py)."""
+    """Something a reviewer must know that apply does not change (its code carries the
+    severity `check` gives it: codes.py)."""
 
     entity: str | None
-    code: str
+    code: WarningCode
     message: str
     # When the bids it concerns are opened (the consultation's opening, else its deadline):
     # check makes an `unmanaged-key` CRITICAL within --critical-days of it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
+from provisioner.codes import WarningCode
 from provisioner.manifest.model import Entity
 from provisioner.plan.actions import (
     Action,
@@ -107,7 +108,7 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
             p.warnings.append(
                 PlanWarning(
                     entity_id,
-                    "orphaned",
+                    WarningCode.ORPHANED,
                     "in the state but not in the manifest: nothing is changed for it; "
                     "declare it with `state: absent` to remove its copies",
                 )
@@ -116,7 +117,7 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
         p.warnings.append(
             PlanWarning(
                 None,
-                "mode-fixed",
+                WarningCode.MODE_FIXED,
                 f"{name}: the filesystem holding {folder} fixes file modes (a CIFS mount's "
                 f"file_mode, a FAT disk): its copies show mode {mode:04o}, which chmod "
                 "cannot change, so who may read them is neither checked nor set here; "
@@ -127,7 +128,7 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
         p.warnings.append(
             PlanWarning(
                 None,
-                "copied-tree",
+                WarningCode.COPIED_TREE,
                 f"this state was made in {desired.moved_from} and is used from "
                 f"elsewhere (a copied or moved tree): {p.moved_away} removal"
                 f"{'s or rewrites are' if p.moved_away > 1 else ' or rewrite is'} held "
@@ -178,7 +179,7 @@ def absent(p: Planning, entity: Entity) -> None:
         p.warnings.append(
             PlanWarning(
                 entity.id,
-                "escrow-missing",
+                WarningCode.ESCROW_MISSING,
                 f"generation {g.number}'s private key is missing from the escrow: its copies "
                 "are kept although the entity is marked absent; declare it present for one "
                 "apply to take the key back, or restore the escrow from a backup",
@@ -230,7 +231,7 @@ def present(p: Planning, entity: Entity) -> None:
         p.warnings.append(
             PlanWarning(
                 entity.id,
-                "first-key-held",
+                WarningCode.FIRST_KEY_HELD,
                 "no bi-clé is made while none of its targets is reached ("
                 + ", ".join(unseen)
                 + "): they may hold the keys of a lost state; apply again when they are",
@@ -444,7 +445,7 @@ def limit_held(entity: Entity, held: list[Action], copies: int) -> PlanWarning:
     with_copies = f" (and {counted(copies, 'copy change')} planned with it)" if copies else ""
     return PlanWarning(
         entity.id,
-        "limit-held",
+        WarningCode.LIMIT_HELD,
         f"{what}{with_copies}: held back, since --limit names only some of its targets and "
         f"this concerns all of them; run with --limit {entity.id}, or without --limit",
     )

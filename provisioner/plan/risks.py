@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from provisioner import clock
+from provisioner.codes import WarningCode
 from provisioner.manifest.model import Entity, Target
 from provisioner.plan.actions import Action, Conflict, CreateGeneration, RemoveCopy, WriteCopy
 from provisioner.plan.bindings import names
@@ -38,7 +39,7 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
                 p.warnings.append(
                     PlanWarning(
                         entity.id,
-                        "bound-unheld",
+                        WarningCode.BOUND_UNHELD,
                         f'generation {g.number} "{g.designation}" is bound to '
                         + ", ".join(v.describe() for v in views)
                         + " but no workstation holds it: no agent could open those bids",
@@ -54,7 +55,7 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
                 p.warnings.append(
                     PlanWarning(
                         entity.id,
-                        "bound-missing",
+                        WarningCode.BOUND_MISSING,
                         f'generation {g.number} "{g.designation}" is bound to '
                         + ", ".join(v.describe() for v in views)
                         + f" but is missing from {where} (apply restores it)",
@@ -65,7 +66,7 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
                 p.warnings.append(
                     PlanWarning(
                         entity.id,
-                        "bound-missing",
+                        WarningCode.BOUND_MISSING,
                         f'generation {g.number} "{g.designation}" is bound to '
                         + ", ".join(v.describe() for v in views)
                         + f" but its copy on {target.role} {target.name} changed since it was "
@@ -81,7 +82,7 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
             p.warnings.append(
                 PlanWarning(
                     entity.id,
-                    "renewal-soon",
+                    WarningCode.RENEWAL_SOON,
                     f'generation {current.number} "{current.designation}" expires on '
                     f"{current.not_after:%Y-%m-%d} and its renewal date "
                     f"({renew_on:%Y-%m-%d}) has passed, but apply makes no new generation "
@@ -93,7 +94,7 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
             p.warnings.append(
                 PlanWarning(
                     entity.id,
-                    "renewal-soon",
+                    WarningCode.RENEWAL_SOON,
                     f'generation {current.number} "{current.designation}" expires on '
                     f"{current.not_after:%Y-%m-%d}; a new generation will be created "
                     + (
@@ -157,12 +158,12 @@ def warn_dates(p: Planning, entity: Entity, g: RecordedGeneration, view: Consult
     name = f'generation {g.number} "{g.designation}"'
     if g.not_after <= p.now:
         if accepting:
-            code = "expired-accepting-bids"
+            code = WarningCode.EXPIRED_ACCEPTING_BIDS
             risk = "still accepts bids: companies cannot encrypt to an expired certificate"
         elif before_opening:
-            code, risk = "expired-before-opening", "has not been opened yet"
+            code, risk = WarningCode.EXPIRED_BEFORE_OPENING, "has not been opened yet"
         else:
-            code, risk = "expired-bound", f"is still {view.status}"
+            code, risk = WarningCode.EXPIRED_BOUND, f"is still {view.status}"
         p.warnings.append(
             PlanWarning(
                 entity.id,
@@ -174,8 +175,8 @@ def warn_dates(p: Planning, entity: Entity, g: RecordedGeneration, view: Consult
         )
         return
     for code, label, when, live in (
-        ("expires-before-deadline", "deadline for bids", deadline, accepting),
-        ("expires-before-opening", "opening", opening, before_opening),
+        (WarningCode.EXPIRES_BEFORE_DEADLINE, "deadline for bids", deadline, accepting),
+        (WarningCode.EXPIRES_BEFORE_OPENING, "opening", opening, before_opening),
     ):
         if live and when is not None and g.not_after < when:
             p.warnings.append(
@@ -247,5 +248,7 @@ def warn_unmanaged(p: Planning) -> None:
                 "certificate's SHA-256 fingerprint to bind it)"
             )
         p.warnings.append(
-            PlanWarning(view.entity, "unmanaged-key", message, view.opening or view.deadline)
+            PlanWarning(
+                view.entity, WarningCode.UNMANAGED_KEY, message, view.opening or view.deadline
+            )
         )

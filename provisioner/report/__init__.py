@@ -12,6 +12,7 @@ from pathlib import Path
 
 from provisioner import check as probe
 from provisioner import clock, receipts
+from provisioner.codes import Severity
 from provisioner.errors import ProvisionerError, StalePlanError
 from provisioner.plan.actions import Conflict
 from provisioner.plan.render import summary_text
@@ -28,7 +29,7 @@ class Written:
     path: Path
     size: int
     entities: int
-    check_code: int
+    check_code: Severity
     check_line: str
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from provisioner import check
+from provisioner.codes import Severity
 from provisioner.report import fr
 from provisioner.report.model import ConsultationMarker, EntityReport, GenerationView
 
@@ -26,7 +27,7 @@ APPLY = "lancer `provisioner apply`, qui la remet en place"
 
 @dataclass(frozen=True)
 class Risk:
-    severity: int
+    severity: Severity
     entity: str
     text: str
 

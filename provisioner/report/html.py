@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from provisioner import check
+from provisioner.codes import Severity
 from provisioner.plan.actions import CreateGeneration, RenameGeneration
 from provisioner.report import answer, fr
 from provisioner.report.assets import CSS, LEGEND, SCRIPT, csp, esc
@@ -71,7 +72,7 @@ class Page:
     serial: int
     now: dt.datetime
     check_line: str
-    check_code: int
+    check_code: Severity
     entities: tuple[EntityReport, ...]
     general: tuple[check.Finding, ...]  # findings of no entity (targets, refusals)
     general_audit: tuple[AuditEvent, ...]
@@ -81,7 +82,7 @@ class Page:
 # ---------------------------------------------------------------- tables
 
 
-def severity_badge(severity: int) -> str:
+def severity_badge(severity: Severity) -> str:
     return f'<span class="sev {SEVERITY_CLASS[severity]}">{SEVERITY_WORD[severity]}</span>'
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner import check, status
+from provisioner.codes import Severity
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.scope import Scope
 from provisioner.plan.actions import RemoveCopy
@@ -53,7 +54,7 @@ class ConsultationMarker:
     designation: str
     deadline: dt.datetime | None
     opening: dt.datetime | None
-    severity: int  # check's: OK, WARNING or CRITICAL, the worst finding that names it
+    severity: Severity  # check's: OK, WARNING or CRITICAL, the worst finding that names it
     deadline_risk: bool
     opening_risk: bool
     binding_risk: bool
@@ -87,7 +88,7 @@ class EntityReport:
     state: str  # present | absent
     ready: bool
     reason: str
-    severity: int  # check's worst finding for the entity
+    severity: Severity  # check's worst finding for the entity
     renew_before_days: int
     targets: tuple[tuple[str, str], ...]  # (name, role) the manifest gives it, in order
     generations: tuple[GenerationView, ...]

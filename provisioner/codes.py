@@ -1,0 +1,56 @@
+"""The closed sets of codes the program says: a check's severity and a plan warning's code.
+
+A plan warning's code carries its severity for `check` (and the report): there is no default,
+so a new code cannot reach a monitoring system as a WARNING by omission; mypy and
+tests/test_codes.py hold every member to one. docs/RUNBOOK.md has the table for operators.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class Severity(IntEnum):
+    """The monitoring plugin's status, which is also `check`'s exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+class WarningCode(StrEnum):
+    """A plan warning: something a reviewer must know that apply does not change. Its value is
+    the code printed in brackets and in JSON; `severity` is how much it matters to whoever
+    watches the opening of bids: CRITICAL when bids of a consultation not closed are at risk
+    now, WARNING for what can wait or what apply repairs."""
+
+    severity: Severity
+
+    def __new__(cls, value: str, severity: Severity) -> WarningCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.severity = severity
+        return member
+
+    # A bound generation no workstation holds, or missing or changed where apply restores it.
+    BOUND_UNHELD = "bound-unheld", Severity.CRITICAL
+    BOUND_MISSING = "bound-missing", Severity.CRITICAL
+    # A bound generation's certificate expired, or expiring, before the dates of its
+    # consultation (expired-bound: the consultation is past its opening, kept as a reminder).
+    EXPIRED_ACCEPTING_BIDS = "expired-accepting-bids", Severity.CRITICAL
+    EXPIRES_BEFORE_DEADLINE = "expires-before-deadline", Severity.CRITICAL
+    EXPIRED_BEFORE_OPENING = "expired-before-opening", Severity.CRITICAL
+    EXPIRES_BEFORE_OPENING = "expires-before-opening", Severity.CRITICAL
+    EXPIRED_BOUND = "expired-bound", Severity.WARNING
+    # A consultation bound to a key this state does not manage (CRITICAL within
+    # --critical-days of its opening: check.py raises it).
+    UNMANAGED_KEY = "unmanaged-key", Severity.WARNING
+    RENEWAL_SOON = "renewal-soon", Severity.WARNING
+    ORPHANED = "orphaned", Severity.WARNING
+    # A generation whose private key is in no escrow and no intact copy: nothing can make it.
+    ESCROW_MISSING = "escrow-missing", Severity.CRITICAL
+    COPIED_TREE = "copied-tree", Severity.WARNING
+    FIRST_KEY_HELD = "first-key-held", Severity.WARNING
+    LIMIT_HELD = "limit-held", Severity.WARNING
+    MODE_FIXED = "mode-fixed", Severity.WARNING
