@@ -31,8 +31,8 @@ PARTIAL = 4
 
 
 def unreached(plan: Plan) -> set[str]:
-    """The targets the plan could not observe (its errors, one per target)."""
-    return {error.split(":", 1)[0] for error in plan.errors}
+    """The targets the plan could not observe."""
+    return {u.target for u in plan.unreached}
 
 
 def targets_in_scope(session: Session) -> frozenset[str]:

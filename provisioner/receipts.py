@@ -31,7 +31,7 @@ from provisioner.transports.base import file_path
 
 if TYPE_CHECKING:
     from provisioner.engine import Session
-    from provisioner.plan.model import Plan
+    from provisioner.plan.model import Plan, Unreached
 
 RECEIPT_FORMATS = (1, 2)  # 1: written by the role before 2026-12 (an import, never a look)
 MAX_RECEIPT_BYTES = 64 * 1024
@@ -309,7 +309,7 @@ def survey_of(
         session.pool,
         parallel,
         limit,
-        tuple(plan.errors),
+        plan.unreached,
         plan.now,
         max_age,
         session.inputs.scope,
@@ -323,7 +323,7 @@ def survey(
     pool: TransportPool,
     parallel: int = 8,
     limit: frozenset[str] | None = None,
-    errors: tuple[str, ...] = (),
+    unreached: tuple[Unreached, ...] = (),
     now: dt.datetime | None = None,
     max_age: dt.timedelta = MAX_AGE,
     scope: Scope | None = None,
@@ -331,12 +331,12 @@ def survey(
     """For each workstation whose manifest says the key must be in a store (within `scope`,
     when --limit named targets), each agent user,
     and each live generation (current, or bound to a consultation not closed) of the entities
-    it holds: what its receipt says. Targets the plan could not observe (`errors`, "NAME: why")
+    it holds: what its receipt says. Targets the plan could not observe (`unreached`)
     are not contacted again: a host down costs its connect timeout once per run, not once per
     receipt."""
     at = now if now is not None else clock.now()
     bindings = open_bindings(recorded, consultations)
-    down = {e.split(":", 1)[0]: e for e in errors}
+    down = {u.target: str(u) for u in unreached}
     jobs: list[tuple[Target, RecordedGeneration, tuple[Bound, ...]]] = []
     for entity in manifest.entities:
         if entity.state != "present" or (limit is not None and entity.id not in limit):

@@ -101,7 +101,7 @@ def rehearse(
     results: list[CopyResult] = []
     # A target the plan could not observe is not tried again (one timeout per run): its
     # copies are reported unreachable, with the reason.
-    unreached = {e.split(":", 1)[0]: e.split(": ", 1)[-1] for e in plan.errors}
+    unreached = {u.target: u.reason for u in plan.unreached}
     for entity in manifest.entities:
         if entity.state != "present" or (limit is not None and entity.id not in limit):
             continue

@@ -144,6 +144,17 @@ class ConsultationView:
         return f"{self.reference} ({'; '.join(parts)})" if parts else self.reference
 
 
+@dataclass(frozen=True, slots=True)
+class Unreached:
+    """A target the plan could not observe, and why: nothing was checked or done there."""
+
+    target: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.target}: cannot observe the target: {self.reason}"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What apply will do, why, and what it will not do."""
@@ -151,10 +162,15 @@ class Plan:
     now: dt.datetime
     actions: tuple[Action, ...]
     warnings: tuple[PlanWarning, ...]
-    errors: tuple[str, ...]
+    unreached: tuple[Unreached, ...]  # by target name
     in_sync: tuple[str, ...]  # one line per entity with nothing to do, saying why
     refusals: tuple[str, ...] = ()  # guards that forbid applying this plan at all
     consultations: tuple[ConsultationView, ...] = ()
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        """One sentence per target not observed, for people (`unreached` for the program)."""
+        return tuple(str(u) for u in self.unreached)
 
     @property
     def changes(self) -> bool:

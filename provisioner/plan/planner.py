@@ -35,7 +35,7 @@ from provisioner.plan.copies import (
     plan_copies,
 )
 from provisioner.plan.folders import plan_folders
-from provisioner.plan.model import Desired, Observed, Plan, PlanWarning
+from provisioner.plan.model import Desired, Observed, Plan, PlanWarning, Unreached
 from provisioner.plan.paths import (
     LIVE,
     copy_file_name,
@@ -140,16 +140,15 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
     p.actions.extend(
         plan_folders(desired, observed, lambda name: resolve_target(desired, recorded, name))
     )
-    errors = tuple(
-        f"{name}: cannot observe the target: {reason}"
-        for name, reason in sorted(observed.unreachable.items())
+    unreached = tuple(
+        Unreached(name, reason) for name, reason in sorted(observed.unreachable.items())
     )
     warn_unmanaged(p)
     return Plan(
         now,
         tuple(p.actions),
         tuple(p.warnings),
-        errors,
+        unreached,
         tuple(p.in_sync),
         tuple(p.refusals),
         tuple(p.bindings.views),
