@@ -150,6 +150,26 @@ def test_renewal_adds_a_generation_beside_the_old_one(cli: Runner, quickstart: P
     assert cli("plan", "--detailed-exitcode", quickstart, env=later).returncode == 0
 
 
+def test_a_generation_is_renewed_from_renew_before_days_before_its_expiry_not_a_second_sooner(
+    cli: Runner, quickstart: Path
+) -> None:
+    """The quickstart's keys, made on 2026-11-30 09:00 UTC for 730 days, expire on 2028-11-29
+    09:00; with renew_before_days 60 the renewal date is 2028-09-30 09:00, and every place that
+    says it agrees: the in-sync line, the warning before it, the plan on the day."""
+    apply(cli, quickstart)
+    before = {"PROVISIONER_NOW": "2028-09-30T08:59:59+00:00"}
+    waiting = cli("plan", "--detailed-exitcode", quickstart, env=before)
+    assert waiting.returncode == 0, waiting.stdout
+    assert "valid until 2028-11-29 (60 days; renewal from 2028-09-30)" in waiting.stdout
+    assert "a new generation will be created from 2028-09-30" in waiting.stdout
+    on_the_day = {"PROVISIONER_NOW": "2028-09-30T09:00:00+00:00"}
+    due = cli("plan", "--detailed-exitcode", quickstart, env=on_the_day)
+    assert due.returncode == 2, due.stdout
+    assert "-/+ generation 2: create  [renewal-due] generation 1 expires on 2028-11-29" in (
+        due.stdout
+    )
+
+
 def test_invariant_6_plans_are_exact_saved_plan_applied_or_refused_as_stale(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -159,6 +160,12 @@ class KeySpec:
         if self.common_name is None:
             return self.designation_for(n, year)
         return _render(self.common_name, n, year)
+
+    def renewal_date(self, not_after: dt.datetime) -> dt.datetime:
+        """When a generation expiring at `not_after` is renewed: `renew_before_days` before it.
+        The one rule the planner (renewal due, the warning, the in-sync line) and the report
+        (the timeline's shaded window) follow."""
+        return not_after - dt.timedelta(days=self.renew_before_days)
 
 
 def _render(template: str, n: int, year: int) -> str:

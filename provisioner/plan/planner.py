@@ -399,7 +399,7 @@ def sync_line(p: Planning, entity: Entity) -> str:
         for c in p.copies_of(entity.id)
         if c.generation_id == current.id and p.desired.covers(entity.id, c.target)
     )
-    renew = current.not_after - dt.timedelta(days=entity.key.renew_before_days)
+    renew = entity.key.renewal_date(current.not_after)
     return (
         f'{entity.id}: generation {current.number} "{current.designation}" valid until '
         f"{current.not_after:%Y-%m-%d} ({counted(days, 'day')}; renewal from {renew:%Y-%m-%d}), "

@@ -50,7 +50,7 @@ def renewal_due(ctx: GenerationContext) -> Reason | None:
     g = ctx.current
     if g is None:
         return None
-    due = g.not_after - dt.timedelta(days=ctx.entity.key.renew_before_days)
+    due = ctx.entity.key.renewal_date(g.not_after)
     if ctx.now >= due:
         days = (g.not_after - ctx.now).days
         return Reason(

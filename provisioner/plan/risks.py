@@ -77,7 +77,7 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
     renewing = any(isinstance(a, CreateGeneration) for a in actions)
     held = any(isinstance(a, Conflict) for a in actions)
     if current is not None and not renewing:
-        renew_on = current.not_after - dt.timedelta(days=entity.key.renew_before_days)
+        renew_on = entity.key.renewal_date(current.not_after)
         if held and renew_on <= p.now:
             p.warnings.append(
                 PlanWarning(

@@ -191,7 +191,6 @@ def build(
             continue  # outside --limit
         s = statuses[entity.id]
         own = by_entity.get(entity.id, [])
-        window = dt.timedelta(days=entity.key.renew_before_days)
         generations = tuple(
             GenerationView(
                 g.number,
@@ -200,7 +199,7 @@ def build(
                 g.status,
                 g.not_before,
                 g.not_after,
-                g.not_after - window,
+                entity.key.renewal_date(g.not_after),
                 g.cert_sha256,
                 g.origin,
             )
