@@ -1,6 +1,7 @@
 """The escrow: every private key ever generated or adopted, encrypted at rest.
 
-Layout of `<state>/escrow/`:
+Its blobs are kept by a `SealedBlobs` store (`state/blobs.py`): the files of `<state>/escrow/`
+for a SQLite state, a table of the schema for a PostgreSQL one, the same bytes either way:
 - `keyring.json`: a random 256-bit data key, wrapped (AES-256-GCM) under a key derived from the
   escrow passphrase with scrypt. Rotating the passphrase rewraps this one file.
 - `<public-key-sha256>.key`: one private key (PKCS#8 DER) sealed with AES-256-GCM under the data
@@ -16,7 +17,6 @@ an entity's password changed without keeping anything that could be brute-forced
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import hmac
 import json
@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from provisioner.atomic import make_private_dirs, write_private
 from provisioner.crypto.keys import public_key_fingerprint
 from provisioner.errors import StateError, WrongPassphraseError
+from provisioner.state.blobs import MAX_BLOB_BYTES, SealedBlobs, blobs_at
 
 KEYRING = "keyring.json"
 FORMAT = "provisioner-escrow/1"
@@ -45,7 +45,7 @@ MAX_SCRYPT_N = 2**20
 MAX_SCRYPT_R = 32
 MAX_SCRYPT_P = 16
 MAX_SCRYPT_MEMORY = 1 << 30  # 128 * n * r bytes
-MAX_FILE_BYTES = 64 * 1024  # a keyring or key file is a few KB
+MAX_FILE_BYTES = MAX_BLOB_BYTES  # a keyring or key file is a few KB
 
 
 def _b64(data: bytes) -> str:
@@ -62,7 +62,7 @@ def _kek(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
 
 
-def _scrypt_parameters(ring: dict[str, object], path: Path) -> tuple[int, int, int]:
+def _scrypt_parameters(ring: dict[str, object], path: str) -> tuple[int, int, int]:
     """n, r and p of a keyring, refused unless within bounds (StateError)."""
     n, r, p = ring.get("n"), ring.get("r"), ring.get("p")
     if (
@@ -84,28 +84,15 @@ def _scrypt_parameters(ring: dict[str, object], path: Path) -> tuple[int, int, i
     return n, r, p
 
 
-def _read_json(path: Path) -> dict[str, object]:
-    """A small JSON object file (OSError, ValueError when it is not one)."""
-    with path.open("rb") as handle:
-        data = handle.read(MAX_FILE_BYTES + 1)
+def _read_json(blobs: SealedBlobs, name: str) -> dict[str, object]:
+    """A small JSON object blob (OSError, ValueError when it is not one)."""
+    data = blobs.read(name)
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
     value = json.loads(data.decode("utf-8"))
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
-
-
-def _write(path: Path, data: bytes, what: str) -> None:
-    """write_private, its failure (a full disk...) a StateError naming the file."""
-    try:
-        write_private(path, data)
-    except OSError as exc:
-        fix = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the cause"
-        raise StateError(
-            f"{path}: cannot write {what}: {exc.strerror or exc}; the file is unchanged: {fix}, "
-            "then run the command again"
-        ) from None
 
 
 def _key_aad(key_sha256: str, entity: str) -> bytes:
@@ -142,37 +129,30 @@ def _wrap(passphrase: str, data_key: bytes) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class EscrowListing:
-    """One listing of an escrow folder, read once per run and handed to whatever needs it
-    (the unit check, the planner's escrow observation, `check`): no passphrase needed."""
+    """One listing of an escrow, read once per run and handed to whatever needs it (the unit
+    check, the planner's escrow observation, `check`): no passphrase needed."""
 
-    folder: Path
+    where: str  # the escrow, as messages show it
     keyring: bool  # keyring.json is a file there
     sealed: tuple[str, ...]  # names of the sealed key files, readable or not
     keys: frozenset[str]  # fingerprints of the key files present and not empty
 
     @classmethod
-    def read(cls, folder: Path) -> EscrowListing:
-        """One scandir of `folder` (and one stat per key file); a missing folder is empty."""
+    def read(cls, place: Path | SealedBlobs) -> EscrowListing:
+        """One listing of the store (a scandir of a folder, and one stat per key file); a
+        missing folder is empty."""
+        blobs = blobs_at(place)
         keyring = False
         sealed: list[str] = []
         keys: set[str] = set()
-        try:
-            with os.scandir(folder) as entries:
-                for e in entries:
-                    if e.name == KEYRING:
-                        keyring = e.is_file()
-                    elif e.name.endswith(".key"):
-                        sealed.append(e.name)
-                        if (
-                            e.is_file(follow_symlinks=False)
-                            and e.stat(follow_symlinks=False).st_size > 0
-                        ):
-                            keys.add(e.name[: -len(".key")])
-        except (FileNotFoundError, NotADirectoryError):
-            return cls(folder, False, (), frozenset())
-        except OSError as exc:
-            raise StateError(f"{folder}: cannot list the escrow: {exc.strerror}") from None
-        return cls(folder, keyring, tuple(sorted(sealed)), frozenset(keys))
+        for e in blobs.listing():
+            if e.name == KEYRING:
+                keyring = e.is_file
+            elif e.name.endswith(".key"):
+                sealed.append(e.name)
+                if e.regular and e.size > 0:
+                    keys.add(e.name[: -len(".key")])
+        return cls(blobs.where(), keyring, tuple(sorted(sealed)), frozenset(keys))
 
     def named(self) -> set[str]:
         """Fingerprints a key file is named after, empty or not (`check` needs no secret:
@@ -181,37 +161,41 @@ class EscrowListing:
 
 
 class Escrow:
-    """An unlocked escrow folder."""
+    """An unlocked escrow (a folder, or the blobs of a PostgreSQL schema)."""
 
     def __init__(
-        self, folder: Path, data_key: bytes, ring: dict[str, object] | None = None
+        self, folder: Path | SealedBlobs, data_key: bytes, ring: dict[str, object] | None = None
     ) -> None:
-        self.folder = folder
+        self.folder = folder  # as given: a folder's path, or the store
+        self.blobs = blobs_at(folder)
         self._ring = ring or {}  # the keyring as read or written (its lineage included)
         self._data_key = data_key
         self._aead = AESGCM(data_key)
         self._password_key = hmac.new(data_key, b"password-id", hashlib.sha256).digest()
 
     @staticmethod
-    def exists(folder: Path) -> bool:
-        return (folder / KEYRING).is_file()
+    def exists(folder: Path | SealedBlobs) -> bool:
+        return blobs_at(folder).exists(KEYRING)
 
     @staticmethod
-    def read_lineage(folder: Path) -> str | None:
+    def read_lineage(folder: Path | SealedBlobs) -> str | None:
         """The lineage a keyring names, read without the passphrase (None: not recorded)."""
-        path = folder / KEYRING
+        blobs = blobs_at(folder)
         try:
-            lineage = json.loads(path.read_text(encoding="utf-8")).get("lineage")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
+            lineage = _read_json(blobs, KEYRING).get("lineage")
+        except (OSError, ValueError) as exc:
+            raise StateError(
+                f"{blobs.where(KEYRING)}: cannot read the escrow keyring: {exc}"
+            ) from None
         return lineage if isinstance(lineage, str) else None
 
     @classmethod
-    def unlock(cls, folder: Path, passphrase: str) -> Escrow:
+    def unlock(cls, folder: Path | SealedBlobs, passphrase: str) -> Escrow:
         """Open an existing escrow; StateError when the passphrase is wrong or files are bad."""
-        path = folder / KEYRING
+        blobs = blobs_at(folder)
+        path = blobs.where(KEYRING)
         try:
-            ring = _read_json(path)
+            ring = _read_json(blobs, KEYRING)
             if ring.get("format") != FORMAT:
                 raise StateError(f"{path}: unknown escrow format {str(ring.get('format'))[:40]!r}")
             n, r, p = _scrypt_parameters(ring, path)
@@ -226,24 +210,26 @@ class Escrow:
         return cls(folder, data_key, ring)
 
     @classmethod
-    def create(cls, folder: Path, passphrase: str, lineage: str | None = None) -> Escrow:
+    def create(
+        cls, folder: Path | SealedBlobs, passphrase: str, lineage: str | None = None
+    ) -> Escrow:
         """Create a new escrow with a fresh data key. Refuses to overwrite a keyring, and to
         start one in a folder holding sealed keys (they would never open again)."""
-        if cls.exists(folder):
-            raise StateError(f"{folder / KEYRING}: an escrow already exists")
-        sealed = EscrowListing.read(folder).sealed
+        blobs = blobs_at(folder)
+        if blobs.exists(KEYRING):
+            raise StateError(f"{blobs.where(KEYRING)}: an escrow already exists")
+        sealed = EscrowListing.read(blobs).sealed
         if sealed:
             raise StateError(
-                f"{folder}: keyring.json is missing but {len(sealed)} sealed key file(s) are "
-                "there; a new keyring would never open them. Restore keyring.json from the "
+                f"{blobs.where()}: keyring.json is missing but {len(sealed)} sealed key file(s) "
+                "are there; a new keyring would never open them. Restore keyring.json from the "
                 "backup of this state folder (docs/RECOVERY.md)"
             )
-        make_private_dirs(folder)
         data_key = AESGCM.generate_key(bit_length=256)
         ring: dict[str, object] = dict(_wrap(passphrase, data_key), key_files=KEY_FORMAT)
         if lineage is not None:
             ring["lineage"] = lineage
-        _write(folder / KEYRING, json.dumps(ring).encode(), "the escrow keyring")
+        blobs.write(KEYRING, json.dumps(ring).encode(), "the escrow keyring")
         return cls(folder, data_key, ring)
 
     @property
@@ -258,13 +244,13 @@ class Escrow:
         for kept in ("key_files", "lineage"):
             if kept in self._ring:
                 ring[kept] = self._ring[kept]
-        _write(self.folder / KEYRING, json.dumps(ring).encode(), "the escrow keyring")
+        self.blobs.write(KEYRING, json.dumps(ring).encode(), "the escrow keyring")
         self._ring = ring
 
     def set_lineage(self, lineage: str) -> None:
         """Record the state's lineage in the keyring (the rest of it unchanged)."""
         ring = dict(self._ring, lineage=lineage)
-        _write(self.folder / KEYRING, json.dumps(ring).encode(), "the escrow keyring")
+        self.blobs.write(KEYRING, json.dumps(ring).encode(), "the escrow keyring")
         self._ring = ring
 
     @property
@@ -277,8 +263,9 @@ class Escrow:
         message = entity.encode("utf-8") + b"\0" + password.encode("utf-8")
         return hmac.new(self._password_key, message, hashlib.sha256).hexdigest()[:32]
 
-    def path_for(self, key_sha256: str) -> Path:
-        return self.folder / f"{key_sha256}.key"
+    def path_for(self, key_sha256: str) -> str:
+        """The key's blob, as messages show it (a file's path for a folder)."""
+        return self.blobs.where(f"{key_sha256}.key")
 
     def put(self, key: rsa.RSAPrivateKey, entity: str, serial: int | None = None) -> str:
         """Seal and durably store `key` (fsynced); returns its public key fingerprint.
@@ -306,12 +293,12 @@ class Escrow:
             "nonce": _b64(nonce),
             "sealed": _b64(sealed),
         }
-        _write(self.path_for(fingerprint), json.dumps(record).encode(), "the escrowed key")
+        self.blobs.write(f"{fingerprint}.key", json.dumps(record).encode(), "the escrowed key")
 
     @staticmethod
-    def has_key(folder: Path, key_sha256: str) -> bool:
+    def has_key(folder: Path | SealedBlobs, key_sha256: str) -> bool:
         """A key file for this fingerprint is there (no passphrase needed)."""
-        return (folder / f"{key_sha256}.key").is_file()
+        return blobs_at(folder).exists(f"{key_sha256}.key")
 
     def get(self, key_sha256: str) -> rsa.RSAPrivateKey:
         """The private key with this public key fingerprint; StateError if missing or damaged."""
@@ -345,7 +332,7 @@ class Escrow:
     def _decrypt(self, key_sha256: str) -> tuple[bytes, str, str]:
         path = self.path_for(key_sha256)
         try:
-            record = _read_json(path)
+            record = _read_json(self.blobs, f"{key_sha256}.key")
             version, entity = record.get("format"), record.get("entity")
             if not isinstance(entity, str) or record.get("key_sha256") != key_sha256:
                 raise ValueError("fields")
@@ -376,9 +363,8 @@ class Escrow:
             if owner is None:
                 continue
             try:
-                with self.folder.joinpath(f"{fingerprint}.key").open("rb") as handle:
-                    if KEY_FORMAT.encode() in handle.read(MAX_FILE_BYTES):
-                        continue
+                if KEY_FORMAT.encode() in self.blobs.read(f"{fingerprint}.key")[:MAX_FILE_BYTES]:
+                    continue
                 _, _, der, version = self._open(fingerprint)
             except (OSError, StateError):
                 continue  # damaged: reported by whatever needs the key, not rewritten here
@@ -386,18 +372,20 @@ class Escrow:
                 self._seal(fingerprint, der, owner)
                 done += 1
         ring = dict(self._ring, key_files=KEY_FORMAT)
-        _write(self.folder / KEYRING, json.dumps(ring).encode(), "the escrow keyring")
+        self.blobs.write(KEYRING, json.dumps(ring).encode(), "the escrow keyring")
         self._ring = ring
         return done
 
     @staticmethod
-    def sealed_serial(folder: Path, key_sha256: str) -> int | None:
+    def sealed_serial(folder: Path | SealedBlobs, key_sha256: str) -> int | None:
         """The state serial a key file was sealed at (None: not recorded or unreadable)."""
         try:
-            serial = json.loads((folder / f"{key_sha256}.key").read_text("utf-8")).get("serial")
-        except (OSError, ValueError, AttributeError):
+            serial = _read_json(blobs_at(folder), f"{key_sha256}.key").get("serial")
+        except (OSError, ValueError):
             return None
         return serial if isinstance(serial, int) else None
 
     def fingerprints(self) -> list[str]:
-        return sorted(p.stem for p in self.folder.glob("*.key"))
+        return sorted(
+            e.name[: -len(".key")] for e in self.blobs.listing() if e.name.endswith(".key")
+        )
