@@ -11,7 +11,7 @@ from cryptography import x509
 
 from provisioner import clock
 from provisioner.apply.generations import generation_from_certificate
-from provisioner.atomic import make_private_dirs, write_private
+from provisioner.atomic import write_private
 from provisioner.crypto import certificates, pkcs12
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
@@ -89,6 +89,7 @@ def run(
     retained: bool,
     state_dir: Path | None,
     lock_timeout: float,
+    state_backend: str | None = None,
 ) -> Adopted:
     """`provisioner adopt`: the file is decoded and checked once, before anything is written;
     then, under the lock, its key is escrowed and the generation recorded."""
@@ -96,7 +97,9 @@ def run(
     from provisioner.secrets import from_options
     from provisioner.state.store import hold
 
-    inputs = load_inputs(manifest, state_dir, [entity_id], named_by="", targets=False)
+    inputs = load_inputs(
+        manifest, state_dir, [entity_id], named_by="", targets=False, state_backend=state_backend
+    )
     entity = inputs.manifest.entity(entity_id)
     assert entity is not None
     password = from_options(password_env, password_file, "password") or inputs.passwords.get(
@@ -116,9 +119,8 @@ def run(
         check_adoptable(entity, bundle.certificate, now, retained=retained)
     except ProvisionerError as exc:
         raise ProvisionerError(f"{pkcs12_file}: cannot adopt: {exc}") from None
-    make_private_dirs(inputs.state_dir)
     with (
-        hold(inputs.state_dir, "adopt", lock_timeout),
+        hold(inputs.location, "adopt", lock_timeout),
         open_state(inputs, create=True) as session,
     ):
         return adopt(session, entity, bundle, designation=designation, retained=retained, now=now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 from provisioner import clock
 from provisioner.consultations import parse_date
 from provisioner.errors import ProvisionerError, StateError, UsageError, error_document
-from provisioner.state.db import DB_NAME, StateDB
+from provisioner.state.location import StateLocation
+from provisioner.state.store import open_store
 
 FORMAT_VERSION = 1
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$|^\d{1,2}/\d{1,2}/\d{4}$")
@@ -90,21 +92,20 @@ def period(since: str | None, until: str | None) -> Bounds:
 
 
 def read_audit(
-    state_dir: Path,
+    state: StateLocation | Path,
     entities: list[str] | None = None,
     actions: list[str] | None = None,
     bounds: Bounds = Bounds(),  # frozen, never mutated
     last: int | None = None,
 ) -> list[AuditRecord]:
-    """The records of the state in `state_dir`, oldest first, filtered; StateError when there
-    is no state there. `last` keeps only the newest N (after filtering)."""
-    db = StateDB.open(state_dir, create=False, migrate=False)
+    """The records of the state there (a folder: SQLite), oldest first, filtered; StateError
+    when there is no state there. `last` keeps only the newest N (after filtering)."""
+    db = open_store(state, create=False, migrate=False)
     if db is None:
-        raise StateError(f"{state_dir / DB_NAME}: no state there, so no audit log")
+        where = state / "state.db" if isinstance(state, Path) else state
+        raise StateError(f"{where}: no state there, so no audit log")
     try:
-        rows = db.conn.execute(
-            "SELECT id, at, actor, action, entity, detail FROM audit ORDER BY id"
-        ).fetchall()
+        rows = db.audit_records()
     finally:
         db.close()
     wanted_entities = set(entities or [])
@@ -124,16 +125,16 @@ def read_audit(
     return out[-last:] if last else out
 
 
-def known_names(state_dir: Path) -> tuple[set[str], set[str]]:
+def known_names(state: StateLocation | Path) -> tuple[set[str], set[str]]:
     """Every entity and action the log names: to say "did you mean" for a filter."""
-    db = StateDB.open(state_dir, create=False, migrate=False)
+    db = open_store(state, create=False, migrate=False)
     if db is None:
         return set(), set()
     try:
-        rows = db.conn.execute("SELECT DISTINCT entity, action FROM audit").fetchall()
+        rows = db.audit_records()
     finally:
         db.close()
-    return {e for e, _ in rows if e}, {a for _, a in rows}
+    return {r.entity for r in rows if r.entity}, {r.action for r in rows}
 
 
 def render(records: list[AuditRecord]) -> str:
@@ -143,11 +144,14 @@ def render(records: list[AuditRecord]) -> str:
     return "\n".join(r.line() for r in records)
 
 
-def document(records: list[AuditRecord], state_dir: Path, bounds: Bounds) -> dict[str, Any]:
-    """The `--json` output (schemas/audit.schema.json)."""
+def document(
+    records: list[AuditRecord], state: StateLocation | Path, bounds: Bounds
+) -> dict[str, Any]:
+    """The `--json` output (schemas/audit.schema.json); `state_dir` names the state (its
+    folder, or its PostgreSQL database and schema)."""
     return {
         "format_version": FORMAT_VERSION,
-        "state_dir": str(state_dir),
+        "state_dir": str(state),
         "since": clock.iso(bounds.since) if bounds.since else None,
         "until": clock.iso(bounds.until) if bounds.until else None,
         "records": [r.as_json() for r in records],
@@ -174,7 +178,9 @@ def _unknown(kind: str, asked: list[str], known: set[str]) -> list[str]:
 
 
 def run(
-    state_dir: Path,
+    manifest: Path,
+    state_dir: Path | None,
+    state_backend: str | None,
     entities: list[str] | None,
     actions: list[str] | None,
     since: str | None,
@@ -194,16 +200,36 @@ def run(
 
     try:
         bounds = period(since, until)
-        known_entities, known_actions = known_names(state_dir)
+        state = _where(manifest, state_dir, state_backend)
+        known_entities, known_actions = known_names(state)
         problems = _unknown("entity", entities or [], known_entities)
         problems += _unknown("action", actions or [], known_actions)
         if problems and (known_entities or known_actions):
             return failed(UsageError("; ".join(problems)))
-        records = read_audit(state_dir, entities, actions, bounds, last)
+        records = read_audit(state, entities, actions, bounds, last)
     except ValueError as exc:  # a date that is not one
         return failed(UsageError(str(exc)))
     except StateError as exc:
         return failed(exc)
     if as_json:
-        return Outcome(0, json.dumps(document(records, state_dir, bounds), indent=2))
+        return Outcome(0, json.dumps(document(records, state, bounds), indent=2))
     return Outcome(0, render(records))
+
+
+def _where(manifest: Path, state_dir: Path | None, state_backend: str | None) -> StateLocation:
+    """Where the state is: the manifest's `state`, unless the backend is given as sqlite. A
+    manifest that no longer loads is not needed for a SQLite state folder that is there."""
+    from provisioner.engine.inputs import BACKEND_ENV, state_dir_for, state_location
+    from provisioner.manifest.loader import read_manifest
+
+    backend = state_backend or os.environ.get(BACKEND_ENV)
+    if backend == "sqlite":
+        return StateLocation("sqlite", state_dir_for(manifest, state_dir))
+    try:
+        loaded, _ = read_manifest(manifest)
+    except ProvisionerError:
+        folder = state_dir_for(manifest, state_dir)
+        if backend is None and (folder / "state.db").is_file():
+            return StateLocation("sqlite", folder)
+        raise
+    return state_location(loaded, state_dir, backend)

@@ -67,9 +67,15 @@ def status(
     *,
     parallel: int,
     consultations: Path | None,
+    state_backend: str | None = None,
 ) -> Observation:
     inputs = load_inputs(
-        manifest, state_dir, limit, need_secrets=False, consultations=consultations
+        manifest,
+        state_dir,
+        limit,
+        need_secrets=False,
+        consultations=consultations,
+        state_backend=state_backend,
     )
     with open_state(inputs, create=False, unlock=False) as session:
         now = clock.now()
@@ -101,6 +107,7 @@ def check(
     critical_days: int,
     receipt_max_age_days: int = 7,
     timeout: float = 0,
+    state_backend: str | None = None,
 ) -> Verdict:
     """The probe's verdict; a probe that cannot conclude says UNKNOWN, whatever the cause,
     and a broken state/escrow unit is CRITICAL (every bound key rests on it). With `timeout`
@@ -120,6 +127,7 @@ def check(
             warn_days=warn_days,
             critical_days=critical_days,
             receipt_max_age_days=receipt_max_age_days,
+            state_backend=state_backend,
         )
 
     if timeout <= 0:
@@ -159,18 +167,24 @@ def _check(
     warn_days: int,
     critical_days: int,
     receipt_max_age_days: int,
+    state_backend: str | None,
 ) -> Verdict:
     from provisioner import check as probe
 
     inputs: Inputs | None = None
     try:
         inputs = load_inputs(
-            manifest, state_dir, limit, need_secrets=False, consultations=consultations
+            manifest,
+            state_dir,
+            limit,
+            need_secrets=False,
+            consultations=consultations,
+            state_backend=state_backend,
         )
         with open_state(inputs, create=False, unlock=False) as session:
             if session.db is None:
                 raise StateError(
-                    f"{session.state_dir}: no state there, so nothing can be judged: apply first, "
+                    f"{session.location}: no state there, so nothing can be judged: apply first, "
                     "or recover a lost state (docs/RECOVERY.md)"
                 )
             now = clock.now()
@@ -217,14 +231,14 @@ def _open_while_broken(inputs: Inputs) -> list[Finding]:
     """The consultations not closed (the file's, and the state's as it can be read) while the
     state and escrow are not one unit: nothing is checked or repaired for them until it is."""
     from provisioner import check as probe
-    from provisioner.state.db import StateDB
+    from provisioner.state.store import open_store
 
     views: dict[str, tuple[str, dt.datetime | None]] = {}
     for c in inputs.consultations or ():
         if c.status != "closed":
             views[c.reference] = (c.entity, c.opening or c.deadline)
     try:
-        db = StateDB.open(inputs.state_dir, create=False, migrate=False)
+        db = open_store(inputs.location, create=False, migrate=False)
         if db is not None:
             try:
                 for rec in db.snapshot().consultations.values():
@@ -258,15 +272,18 @@ def rehearse(
     *,
     parallel: int,
     consultations: Path | None,
+    state_backend: str | None = None,
 ) -> tuple[list[CopyResult], list[StoreState]]:
     """Rehearse the opening of bids with every copy and escrowed key (see rehearse.py), and
     what the agents' key stores' receipts say."""
     from provisioner import rehearse as rehearsal
 
-    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
+    inputs = load_inputs(
+        manifest, state_dir, limit, consultations=consultations, state_backend=state_backend
+    )
     with open_state(inputs, create=False) as session:
         if session.db is None:
-            raise StateError(f"no state in {session.state_dir}: nothing has been applied yet")
+            raise StateError(f"no state in {session.location}: nothing has been applied yet")
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
         results = rehearsal.rehearse(
@@ -284,29 +301,36 @@ def rehearse(
         return results, stores
 
 
-def rekey(manifest: Path, state_dir: Path | None, new: str, *, lock_timeout: float) -> Path:
-    """Rotate the escrow passphrase (the manifest's is the current one); returns the escrow
-    folder."""
+def rekey(
+    manifest: Path,
+    state_dir: Path | None,
+    new: str,
+    *,
+    lock_timeout: float,
+    state_backend: str | None = None,
+) -> str:
+    """Rotate the escrow passphrase (the manifest's is the current one); returns the escrow,
+    as messages name it."""
     from provisioner.secrets import resolve
     from provisioner.state import rekey as rotation
     from provisioner.state.store import hold
 
     rotation.check_new_passphrase(new)
-    inputs = load_inputs(manifest, state_dir, need_secrets=False)
+    inputs = load_inputs(manifest, state_dir, need_secrets=False, state_backend=state_backend)
     current = resolve(inputs.manifest.escrow_passphrase, "escrow passphrase")
     if new == current:
         raise SecretError("the new passphrase is the current one")
-    if not inputs.escrow_dir.is_dir():
+    if inputs.location.is_sqlite and not inputs.escrow_dir.is_dir():
         raise StateError(f"no escrow in {inputs.state_dir}: nothing to rekey")
     inputs = _with_passphrase(inputs, current)
     with (
-        hold(inputs.state_dir, "rekey", lock_timeout),
+        hold(inputs.location, "rekey", lock_timeout),
         open_state(inputs, create=False) as session,
     ):
         if session.escrow is None or session.db is None:
-            raise StateError(f"no escrow in {session.escrow_dir}")
+            raise StateError(f"no escrow in {session.escrow_blobs.where()}")
         rotation.rotate(session.escrow, session.db, new)
-    return inputs.escrow_dir
+        return session.escrow_blobs.where()
 
 
 def _with_passphrase(inputs: Inputs, passphrase: str) -> Inputs:
@@ -333,6 +357,7 @@ def export(
     password_file: Path | None,
     force: bool,
     state_dir: Path | None,
+    state_backend: str | None = None,
 ) -> Exported:
     """Hand-export a PKCS#12 (from the escrow; the password from --password-env or
     --password-file, else the entity's) or the public certificate of one generation."""
@@ -347,7 +372,13 @@ def export(
     if out.exists() and not force:
         raise ProvisionerError(f"{out} exists; add --force to overwrite it")
     inputs = load_inputs(
-        manifest, state_dir, [entity], need_secrets=fmt == "p12", named_by="", targets=False
+        manifest,
+        state_dir,
+        [entity],
+        need_secrets=fmt == "p12",
+        named_by="",
+        targets=False,
+        state_backend=state_backend,
     )
     target = inputs.manifest.entity(entity)
     assert target is not None
@@ -365,7 +396,7 @@ def export(
             raise SecretError(f"the export password is refused: {problem}")
     with open_state(inputs, create=False, unlock=fmt == "p12") as session:
         if session.db is None:
-            raise StateError(f"no state in {session.state_dir}: run apply first")
+            raise StateError(f"no state in {session.location}: run apply first")
         g = pick_generation(session, target, generation)
         write_export(
             session,

@@ -186,6 +186,8 @@ def run(
     state_dir: Path | None,
     consultations: Path | None,
     limit: list[str] | None = None,
+    *,
+    state_backend: str | None = None,
 ) -> dict[str, Any]:
     """Load the manifest and the state (read-only, no secret) and build the document; with
     `limit`, only the hosts and copies it names (an entity: its copies on every host; a
@@ -193,21 +195,26 @@ def run(
     from provisioner.engine import load_inputs, open_state
 
     inputs = load_inputs(
-        manifest_path, state_dir, limit, need_secrets=False, consultations=consultations
+        manifest_path,
+        state_dir,
+        limit,
+        need_secrets=False,
+        consultations=consultations,
+        state_backend=state_backend,
     )
     with open_state(inputs, create=False, unlock=False) as session:
         if session.db is None:
             # An empty inventory would tell a distribution engine that no store must hold
             # anything: a wrong --state-dir must fail, not pass for "nothing to do".
             raise StateError(
-                f"no state in {session.state_dir}: nothing has been applied there yet (apply "
+                f"no state in {session.location}: nothing has been applied there yet (apply "
                 "first, or give --state-dir the folder the tool's state is in)"
             )
         document = build(
             session.manifest,
             session.recorded,
             inputs.consultations,
-            str(session.state_dir),
+            str(session.location),
             clock.now(),
         )
     scope = inputs.scope

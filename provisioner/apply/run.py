@@ -10,7 +10,6 @@ from pathlib import Path
 from provisioner import clock
 from provisioner.apply.executor import ApplyResult, Executor, ProgressFn
 from provisioner.apply.generations import load_issuer
-from provisioner.atomic import make_private_dirs
 from provisioner.crypto.certificates import CertificateAuthority
 from provisioner.engine import (
     Inputs,
@@ -30,7 +29,7 @@ from provisioner.plan.actions import CreateGeneration
 from provisioner.plan.model import Observed, Plan
 from provisioner.plan.render import plan_json
 from provisioner.state.records import PASSWORD_SOURCE, Recorded
-from provisioner.state.store import hold, holds_state
+from provisioner.state.store import hold, state_exists
 
 
 @dataclass
@@ -113,7 +112,7 @@ def apply_manifest(
     is no state yet, nothing is written before the answer: the plan is made without creating
     the state, approved, then made again under the lock, and must be the same."""
     approved = None
-    if asks and not holds_state(inputs.state_dir):
+    if asks and not state_exists(inputs.location):
         with open_state(inputs, create=False) as session:
             observed = observe(session, parallel)
             approved = make_plan(session, observed, clock.now())
@@ -121,9 +120,8 @@ def apply_manifest(
             lost = _every_entity_conflicts(session, approved)
         if not approved.actionable or approved.refusals or lost or not confirm(approved):
             return ApplyRun(approved, None, None, scope)
-    make_private_dirs(inputs.state_dir)
     with (
-        hold(inputs.state_dir, "apply", lock_timeout) as note,
+        hold(inputs.location, "apply", lock_timeout) as note,
         open_state(inputs, create=True) as session,
     ):
         observed = observe(session, parallel)
@@ -170,16 +168,19 @@ def apply_saved(
     path (the inputs are returned for the hooks)."""
     saved = saved_plans.read(path)
     inputs = load_inputs(
-        saved.manifest, saved.state_dir, saved.limit, consultations=saved.consultations
+        saved.manifest,
+        saved.state_dir,
+        saved.limit,
+        consultations=saved.consultations,
+        state_backend=saved.state_backend,
     )
     if inputs_digest(inputs, saved.salt) != saved.inputs_sha256:
         raise StalePlanError(
             f"stale plan {path}: the manifest, a file it references or a secret changed since "
             "the plan was made; make a new plan"
         )
-    make_private_dirs(inputs.state_dir)
     with (
-        hold(inputs.state_dir, f"apply {path}", lock_timeout) as note,
+        hold(inputs.location, f"apply {path}", lock_timeout) as note,
         open_state(inputs, create=True) as session,
     ):
         recorded = session.recorded
@@ -239,6 +240,7 @@ def save_plan(session: Session, plan: Plan, observed_sha256: str, path: Path) ->
         saved_plans.SavedPlan(
             manifest=session.manifest.path,
             state_dir=session.state_dir,
+            state_backend=session.location.backend,
             lineage=session.recorded.lineage,
             serial=session.recorded.serial,
             salt=salt,

@@ -40,6 +40,17 @@ StateDirOpt = Annotated[
         show_default=False,
     ),
 ]
+StateBackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state-backend",
+        help="sqlite or postgresql (default: $PROVISIONER_STATE_BACKEND, else the manifest's "
+        "state, else sqlite); postgresql takes the manifest's dsn and schema, or "
+        "$PROVISIONER_STATE_DSN and $PROVISIONER_STATE_SCHEMA.",
+        metavar="BACKEND",
+        show_default=False,
+    ),
+]
 LimitOpt = Annotated[
     list[str] | None,
     typer.Option(

@@ -17,6 +17,7 @@ from provisioner.cli.app import (
     LockTimeoutOpt,
     ParallelOpt,
     QuietOpt,
+    StateBackendOpt,
     StateDirOpt,
     VerboseOpt,
     ask_yes,
@@ -48,6 +49,7 @@ def apply(
     lock_timeout: LockTimeoutOpt = 0.0,
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     parallel: ParallelOpt = 8,
     as_json: JsonOpt = False,
     consultations: ConsultationsOpt = None,
@@ -73,10 +75,10 @@ def apply(
     show = not as_json and not quiet
     progress = Progress(enabled=None if show else False)
     if saved_plans.looks_like_plan(manifest):
-        if limit or state_dir or consultations:
+        if limit or state_dir or consultations or state_backend:
             fail(
-                "--limit, --state-dir and --consultations come from the saved plan; do not "
-                "give them again"
+                "--limit, --state-dir, --state-backend and --consultations come from the saved "
+                "plan; do not give them again"
             )
         try:
             inputs, run = apply_saved(
@@ -91,7 +93,9 @@ def apply(
         notify(inputs, run)
         raise typer.Exit(render_result(run, as_json, quiet))
 
-    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
+    inputs = load_inputs(
+        manifest, state_dir, limit, consultations=consultations, state_backend=state_backend
+    )
     cancelled: list[bool] = []
 
     def confirm(p: Plan) -> bool:

@@ -19,6 +19,7 @@ from provisioner.cli.app import (
     ManifestArg,
     ParallelOpt,
     QuietOpt,
+    StateBackendOpt,
     StateDirOpt,
     VerboseOpt,
     colour,
@@ -111,6 +112,7 @@ def plan(
     ] = False,
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
     quiet: QuietOpt = False,
@@ -124,7 +126,9 @@ def plan(
     from provisioner.engine import load_inputs
     from provisioner.plan.render import plan_json, render_plan
 
-    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations)
+    inputs = load_inputs(
+        manifest, state_dir, limit, consultations=consultations, state_backend=state_backend
+    )
     if not as_json and not OUTPUT.quiet:
         warnings(inputs.diagnostics)
     result, in_scope = commands.plan(inputs, parallel=parallel, out=out)
@@ -152,6 +156,7 @@ def status(
     as_json: JsonOpt = False,
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
     quiet: QuietOpt = False,
@@ -162,7 +167,12 @@ def status(
     from provisioner import status as report
 
     seen = commands.status(
-        manifest, state_dir, limit, parallel=parallel, consultations=consultations
+        manifest,
+        state_dir,
+        limit,
+        parallel=parallel,
+        consultations=consultations,
+        state_backend=state_backend,
     )
     statuses = report.build(seen.manifest, seen.recorded, seen.plan, seen.now, seen.scope)
     if as_json:
@@ -232,6 +242,7 @@ def check(
     ] = 50,
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
     quiet: QuietOpt = False,
@@ -257,6 +268,7 @@ def check(
         critical_days=critical_days,
         receipt_max_age_days=receipt_max_age,
         timeout=timeout,
+        state_backend=state_backend,
     )
     if as_json:
         document = probe.to_json(verdict.code, verdict.line, verdict.findings)
@@ -275,6 +287,7 @@ def rehearse(
     limit: LimitOpt = None,
     as_json: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
     quiet: QuietOpt = False,
@@ -290,7 +303,12 @@ def rehearse(
     from provisioner import rehearse as rehearsal
 
     results, stores = commands.rehearse(
-        manifest, state_dir, limit, parallel=parallel, consultations=consultations
+        manifest,
+        state_dir,
+        limit,
+        parallel=parallel,
+        consultations=consultations,
+        state_backend=state_backend,
     )
     if as_json:
         emit(rehearsal.to_json(results) | {"stores": receipts.to_json(stores)})
@@ -313,6 +331,7 @@ def report(
     limit: LimitOpt = None,
     as_json: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     parallel: ParallelOpt = 8,
     consultations: ConsultationsOpt = None,
     quiet: QuietOpt = False,
@@ -324,7 +343,8 @@ def report(
     from provisioner.report import write_report
 
     done = write_report(manifest, out, plan_path=plan, state_dir=state_dir, parallel=parallel,
-                        consultations=consultations, limit=limit)  # fmt: skip
+                        consultations=consultations, limit=limit,
+                        state_backend=state_backend)  # fmt: skip
     if as_json:
         emit(
             {
@@ -346,6 +366,7 @@ def inventory(
     as_json: JsonOpt = False,
     limit: LimitOpt = None,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     consultations: ConsultationsOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -357,7 +378,7 @@ def inventory(
     Reads the manifest and the state only: no target is contacted, no secret is read."""
     from provisioner import inventory as inv
 
-    document = inv.run(manifest, state_dir, consultations, limit)
+    document = inv.run(manifest, state_dir, consultations, limit, state_backend=state_backend)
     if as_json:
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
@@ -376,6 +397,7 @@ def audit(
     last: Annotated[int | None, typer.Option(min=1, help="Only the newest N.")] = None,
     as_json: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -383,10 +405,9 @@ def audit(
 
     Reads no secret and writes nothing."""
     from provisioner import audit as audit_log
-    from provisioner.engine import state_dir_for
 
     done = audit_log.run(
-        state_dir_for(manifest, state_dir), limit, action, since, until, last, as_json
+        manifest, state_dir, state_backend, limit, action, since, until, last, as_json
     )
     if done.out:
         typer.echo(done.out)

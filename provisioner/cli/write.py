@@ -21,6 +21,7 @@ from provisioner.cli.app import (
     PasswordEnvOpt,
     PasswordFileOpt,
     QuietOpt,
+    StateBackendOpt,
     StateDirOpt,
     VerboseOpt,
     ask_yes,
@@ -63,6 +64,7 @@ def rekey(
         ),
     ] = None,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -77,9 +79,11 @@ def rekey(
     new = from_options(new_passphrase_env, new_passphrase_file, "new-passphrase")
     if new is None:
         fail("give --new-passphrase-env or --new-passphrase-file")
-    escrow_dir = commands.rekey(manifest, state_dir, new, lock_timeout=lock_timeout)
+    escrow_dir = commands.rekey(
+        manifest, state_dir, new, lock_timeout=lock_timeout, state_backend=state_backend
+    )
     if as_json:
-        emit({"escrow_dir": str(escrow_dir), "rekeyed": True})
+        emit({"escrow_dir": escrow_dir, "rekeyed": True})
         return
     typer.echo(
         f"The escrow in {escrow_dir} now opens with the new passphrase. Update "
@@ -153,6 +157,7 @@ def recover(
     ] = False,
     limit: EntityLimitOpt = None,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
     consultations: ConsultationsOpt = None,
     parallel: ParallelOpt = 8,
@@ -233,6 +238,7 @@ def recover(
         parallel=parallel,
         show=show,
         confirm=confirm,
+        state_backend=state_backend,
     )
     if as_json:
         emit(
@@ -275,6 +281,7 @@ def adopt(
         ),
     ] = False,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -293,6 +300,7 @@ def adopt(
         designation=designation,
         retained=retained,
         state_dir=state_dir,
+        state_backend=state_backend,
         lock_timeout=lock_timeout,
     )
     g = adopted.generation
@@ -352,6 +360,7 @@ def export(
     password_file: PasswordFileOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite PATH.")] = False,
     state_dir: StateDirOpt = None,
+    state_backend: StateBackendOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -371,6 +380,7 @@ def export(
         password_file=password_file,
         force=force,
         state_dir=state_dir,
+        state_backend=state_backend,
     )
     g = done.generation
     if as_json:
@@ -410,3 +420,51 @@ def init(
         )
         return
     typer.echo(starter.render(started, quiet=OUTPUT.quiet))
+
+
+def state_migrate(
+    manifest: ManifestArg,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="BACKEND",
+            help="postgresql: copy the SQLite state folder into the manifest's PostgreSQL "
+            "schema; sqlite: copy the PostgreSQL state into the SQLite state folder.",
+            show_default=False,
+        ),
+    ],
+    state_dir: StateDirOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Copy the state and its escrow to the other backend, then read the copy back and verify
+    it (serial, lineage, every row, every escrowed key byte for byte). The source is only read
+    and both are locked meanwhile; a target that already holds a state is refused, and a copy
+    that fails is removed. The PostgreSQL side is the manifest's `state` (or
+    $PROVISIONER_STATE_DSN and $PROVISIONER_STATE_SCHEMA), the SQLite side --state-dir."""
+    from provisioner import migrate
+
+    done = migrate.run(manifest, to, state_dir, lock_timeout=lock_timeout)
+    if as_json:
+        emit(done.as_json())
+        return
+    typer.echo(
+        f"Migrated the state from {done.source} to {done.target}: serial {done.serial}, "
+        f"lineage {done.lineage}, {done.generations} generations, {done.copies} copies, "
+        f"{done.consultations} consultations, {done.audit_records} audit records, "
+        f"{done.escrowed_keys} escrowed keys; read back and verified."
+    )
+    if not OUTPUT.quiet:
+        declared = (
+            "the manifest's `state: {backend: postgresql, ...}`"
+            if to == "postgresql"
+            else "no `state` in the manifest, or `state: {backend: sqlite}`"
+        )
+        typer.echo(
+            "The source is left as it is. Point every administrator and the scheduled job at "
+            f"the new state ({declared}, or --state-backend {to}), then move the old state "
+            "away and keep it as a backup (docs/TEAM.md)."
+        )

@@ -8,14 +8,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.consultations import Consultation, read_consultations
-from provisioner.errors import Diagnostic, SecretError
+from provisioner.errors import Diagnostic, SecretError, UsageError
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.scope import Scope
 from provisioner.manifest.scope import resolve as resolve_scope
 from provisioner.secrets import policy_problem, resolve, source_stamp
+from provisioner.state.location import BACKENDS, SCHEMA_NAME, StateLocation
 
 STATE_ENV = "PROVISIONER_STATE_DIR"
+BACKEND_ENV = "PROVISIONER_STATE_BACKEND"
+# The DSN of a PostgreSQL state, when not the manifest's (a restored backup in a scratch
+# database, the probe's read-only role): an environment variable, never an option (a command
+# line is visible to every user of the machine).
+DSN_ENV = "PROVISIONER_STATE_DSN"
+SCHEMA_ENV = "PROVISIONER_STATE_SCHEMA"
 DEFAULT_PARALLEL = 8
 
 
@@ -26,6 +33,53 @@ def state_dir_for(manifest_path: Path, option: Path | None) -> Path:
     if os.environ.get(STATE_ENV):
         return Path(os.environ[STATE_ENV]).resolve()
     return manifest_path.resolve().parent / ".provisioner"
+
+
+def state_location(
+    manifest: Manifest,
+    state_dir: Path | None,
+    backend: str | None = None,
+    *,
+    force: str | None = None,
+) -> StateLocation:
+    """Where the state is: --state-backend (`backend`), else $PROVISIONER_STATE_BACKEND, else
+    the manifest's `state` (`force`, when given, wins over all: `state migrate`'s target).
+    A PostgreSQL state's DSN is $PROVISIONER_STATE_DSN, else the manifest's reference
+    (resolved here: UsageError naming what is missing); its schema
+    $PROVISIONER_STATE_SCHEMA, else the manifest's."""
+    folder = state_dir_for(manifest.path, state_dir)
+    chosen = force or backend or os.environ.get(BACKEND_ENV) or manifest.state.backend
+    if chosen not in BACKENDS:
+        raise UsageError(
+            f"--state-backend/{BACKEND_ENV}: unknown state backend {chosen[:40]!r} (expected "
+            + " or ".join(BACKENDS)
+            + ")"
+        )
+    if chosen == "sqlite":
+        return StateLocation("sqlite", folder)
+    declared = manifest.state
+    where = f"{manifest.path}: state"
+    if os.environ.get(DSN_ENV):
+        dsn, source = os.environ[DSN_ENV], f"env {DSN_ENV}"
+    elif declared.dsn is not None:
+        dsn, source = resolve(declared.dsn, "state dsn"), declared.dsn.describe()
+    else:
+        raise UsageError(
+            f"{where}: a PostgreSQL state needs its DSN: give `state: {{backend: postgresql, "
+            f"dsn: SECRET-REFERENCE, schema: NAME}}` in the manifest, or set {DSN_ENV}"
+        )
+    schema = os.environ.get(SCHEMA_ENV) or declared.schema
+    if not schema:
+        raise UsageError(
+            f"{where}: a PostgreSQL state needs its schema: give `state: {{backend: "
+            f"postgresql, dsn: ..., schema: NAME}}` in the manifest, or set {SCHEMA_ENV}"
+        )
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise UsageError(
+            f"{SCHEMA_ENV}: {schema[:70]!r} is not a schema name this tool uses (lower-case "
+            "letters, digits and '_', up to 63, not starting with a digit)"
+        )
+    return StateLocation("postgresql", folder, dsn, schema, source)
 
 
 @dataclass(frozen=True)
@@ -52,10 +106,16 @@ class Inputs:
     # What --limit named (`limit` is its entities): with a workstation, group or shared
     # location, only the copies there (manifest/scope.py).
     scope: Scope | None = None
+    state: StateLocation | None = None  # None: the SQLite folder state_dir
 
     @property
     def escrow_dir(self) -> Path:
         return self.state_dir / "escrow"
+
+    @property
+    def location(self) -> StateLocation:
+        """Where the state is (a SQLite folder unless the manifest or an option says)."""
+        return self.state or StateLocation("sqlite", self.state_dir)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this run holds (hooks must never see one)."""
@@ -63,6 +123,7 @@ class Inputs:
             self.escrow_passphrase,
             *self.passwords.values(),
             *self.absent_passwords.values(),
+            *((self.state.dsn,) if self.state is not None and self.state.dsn else ()),
         )
 
 
@@ -76,11 +137,13 @@ def load_inputs(
     absent_too: bool = True,
     named_by: str = "--limit",
     targets: bool = True,
+    state_backend: str | None = None,
 ) -> Inputs:
-    """Read and check the manifest, the limit and every secret; writes nothing. The limit's
-    names are entity ids, or with `targets` workstation, group or shared location names too
-    (manifest/scope.py). `named_by` is how the operator gave them (an option, or "" for a
-    command's ENTITY argument): an unknown one is reported as typed there."""
+    """Read and check the manifest, the limit and every secret (a PostgreSQL state's DSN
+    even when `need_secrets` is false: the state cannot be read without it); writes nothing.
+    The limit's names are entity ids, or with `targets` workstation, group or shared location
+    names too (manifest/scope.py). `named_by` is how the operator gave them (an option, or ""
+    for a command's ENTITY argument): an unknown one is reported as typed there."""
     manifest, diagnostics = read_manifest(manifest_path)
     declared = {e.id for e in manifest.entities}
     scope = resolve_scope(manifest, limit, named_by=named_by, targets=targets) if limit else None
@@ -106,10 +169,11 @@ def load_inputs(
     unread: dict[str, str] = {}
     if need_secrets and absent_too:
         absent, unread = _absent_passwords(manifest, entities, passphrase)
+    location = state_location(manifest, state_dir, state_backend)
     return Inputs(
         manifest,
         tuple(diagnostics),
-        state_dir_for(manifest_path, state_dir),
+        location.folder,
         passphrase,
         passwords,
         entities,
@@ -119,6 +183,7 @@ def load_inputs(
         absent_unread=unread,
         password_sources=sources,
         scope=scope,
+        state=location,
     )
 
 

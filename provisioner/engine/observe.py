@@ -160,7 +160,7 @@ def inspect_foreign(
             cert_sha256=certificate_fingerprint(bundle.certificate),
             key_sha256=key_sha256,
             designation=bundle.friendly_name,
-            escrowed=Escrow.has_key(session.escrow_dir, key_sha256),
+            escrowed=Escrow.has_key(session.escrow_blobs, key_sha256),
             known=key_sha256 in known,
         )
     return out

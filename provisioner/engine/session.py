@@ -8,22 +8,39 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.engine.inputs import Inputs
 from provisioner.errors import UnitError, WrongPassphraseError
 from provisioner.manifest.model import Manifest
 from provisioner.plan.model import Desired
-from provisioner.state.db import DB_NAME
+from provisioner.state.blobs import SealedBlobs
 from provisioner.state.escrow import KEYRING, Escrow, EscrowListing
+from provisioner.state.location import StateLocation
 from provisioner.state.records import Recorded
-from provisioner.state.store import StateStore, holds_state, open_store
+from provisioner.state.store import (
+    StateStore,
+    discard_state,
+    escrow_blobs,
+    holds_state,
+    open_store,
+    state_exists,
+)
 from provisioner.transports import TransportPool
 from provisioner.transports.base import target_from_spec
 from provisioner.wording import counted
+
+
+@dataclass(frozen=True)
+class Created:
+    """What opening the state made this run (the state, a keyring, the escrow folder), and
+    how it is removed when the run does nothing."""
+
+    what: str
+    remove: Callable[[], None]
 
 
 class Session:
@@ -39,12 +56,14 @@ class Session:
         recorded: Recorded,
         listing: EscrowListing,
         *,
-        created: tuple[Path, ...],
+        created: tuple[Created, ...],
         moved_from: str | None,
+        blobs: SealedBlobs | None = None,
     ) -> None:
         self.inputs = inputs
         self.db = db
         self.escrow = escrow
+        self.escrow_blobs = blobs if blobs is not None else escrow_blobs(inputs.location)
         self.recorded = recorded
         self.escrow_listing = listing
         self.created = created  # what opening the state created this run (a state, a keyring)
@@ -72,6 +91,10 @@ class Session:
     @property
     def escrow_dir(self) -> Path:
         return self.inputs.escrow_dir
+
+    @property
+    def location(self) -> StateLocation:
+        return self.inputs.location
 
     @property
     def limit(self) -> frozenset[str] | None:
@@ -112,7 +135,7 @@ class Session:
         a new snapshot, a new listing of the escrow taken after it, `desired` against them."""
         assert self.db is not None
         self.recorded = self.db.snapshot()
-        self.escrow_listing = EscrowListing.read(self.escrow_dir)
+        self.escrow_listing = EscrowListing.read(self.escrow_blobs)
         self._desired = self._make_desired()
 
     def discard_created(self) -> None:
@@ -129,15 +152,18 @@ class Session:
         if self.db is not None:
             self.db.close()
             self.db = None
+        _close(self.escrow_blobs)
 
 
-def _remove(created: tuple[Path, ...] | list[Path]) -> None:
-    for path in created:
-        for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if item.is_dir():
-                shutil.rmtree(item, ignore_errors=True)
-            else:
-                item.unlink(missing_ok=True)
+def _close(blobs: SealedBlobs) -> None:
+    close = getattr(blobs, "close", None)  # a database's blobs hold a connection
+    if close is not None:
+        close()
+
+
+def _remove(created: tuple[Created, ...] | list[Created]) -> None:
+    for item in reversed(created):  # the keyring before the state it belongs to
+        item.remove()
 
 
 @contextlib.contextmanager
@@ -159,37 +185,40 @@ def open_state(
 
 
 def _open(inputs: Inputs, *, create: bool, unlock: bool, recovering: bool) -> Session:
-    escrow_dir = inputs.escrow_dir
-    db_path = inputs.state_dir / DB_NAME
-    had_db = db_path.exists()
-    had_escrow = escrow_dir.exists()
-    created: list[Path] = []
+    location = inputs.location
+    blobs = escrow_blobs(location)
+    # A SQLite file counts even empty (it is "no state", and not ours to remove).
+    had_db = state_exists(location) if location.is_sqlite else None
+    had_escrow = inputs.escrow_dir.exists() if location.is_sqlite else True
+    created: list[Created] = []
     db: StateStore | None = None
     try:
         with ThreadPoolExecutor(max_workers=1) as background:
             unlocking = (
-                background.submit(Escrow.unlock, escrow_dir, inputs.escrow_passphrase)
-                if unlock and Escrow.exists(escrow_dir)
+                background.submit(Escrow.unlock, blobs, inputs.escrow_passphrase)
+                if unlock and Escrow.exists(blobs)
                 else None
             )
-            db = open_store(inputs.state_dir, create=False, migrate=create)
+            db = open_store(location, create=False, migrate=create)
             recorded = db.snapshot() if db is not None else Recorded(None, 0)
+            if had_db is None:
+                had_db = db is not None
             # Listed once, after the snapshot: the escrow is written first, so every key the
             # snapshot records is in the listing.
-            listing = EscrowListing.read(escrow_dir)
+            listing = EscrowListing.read(blobs)
             # Sealed keys without a state: a lost state, never a new start (nothing created).
             if db is None and create and (recovering or not listing.sealed):
-                db = open_store(inputs.state_dir, create=True, migrate=True)
+                db = open_store(location, create=True, migrate=True)
                 assert db is not None
                 recorded = db.snapshot()
                 if not had_db:
-                    created.append(db_path)
+                    created.append(Created(f"the state {location}", _discarding(location)))
             try:
                 escrow = unlocking.result() if unlocking is not None else None
             except WrongPassphraseError as exc:
                 raise WrongPassphraseError(f"{exc}: {_next_step(inputs)}") from None
         if not recovering:
-            check_unit(inputs, db, escrow, recorded, listing)
+            check_unit(inputs, db, escrow, recorded, listing, blobs)
         moved_from = None
         if db is not None:
             moved_from = _settle_home(inputs, db, recorded, create=create)
@@ -197,9 +226,12 @@ def _open(inputs: Inputs, *, create: bool, unlock: bool, recovering: bool) -> Se
                 # Once, under the lock: old key files get the entity sealed in, the state's.
                 escrow.upgrade({g.key_sha256: g.entity for g in recorded.generations})
         if unlock and create and escrow is None and (db is not None or recovering):
-            escrow = Escrow.create(escrow_dir, inputs.escrow_passphrase, recorded.lineage)
-            created.append(escrow_dir if not had_escrow else escrow_dir / KEYRING)
-            listing = EscrowListing.read(escrow_dir)  # the new keyring is there
+            escrow = Escrow.create(blobs, inputs.escrow_passphrase, recorded.lineage)
+            if had_escrow:
+                created.append(Created(blobs.where(KEYRING), _deleting(blobs, KEYRING)))
+            else:
+                created.append(Created(blobs.where(), _removing_folder(inputs.escrow_dir)))
+            listing = EscrowListing.read(blobs)  # the new keyring is there
         elif escrow is not None and escrow.lineage is None and create and recorded.lineage:
             escrow.set_lineage(recorded.lineage)
     except BaseException:
@@ -207,9 +239,17 @@ def _open(inputs: Inputs, *, create: bool, unlock: bool, recovering: bool) -> Se
             db.close()
         if recovering:  # a failed recover leaves nothing it created behind
             _remove(created)
+        _close(blobs)
         raise
     return Session(
-        inputs, db, escrow, recorded, listing, created=tuple(created), moved_from=moved_from
+        inputs,
+        db,
+        escrow,
+        recorded,
+        listing,
+        created=tuple(created),
+        moved_from=moved_from,
+        blobs=blobs,
     )
 
 
@@ -220,9 +260,35 @@ def _next_step(inputs: Inputs) -> str:
         "not open it. If the passphrase was rotated (`provisioner rekey`), point "
         "escrow.passphrase at the new one. If it is lost for good, follow docs/RECOVERY.md, "
         '"What each loss costs", row "the escrow passphrase": point escrow.passphrase at a new '
-        f"secret, move {inputs.escrow_dir} aside and run `provisioner recover "
+        f"secret, {_set_aside(inputs)} and run `provisioner recover "
         f"{inputs.manifest.path}` (keys no copy holds are lost)"
     )
+
+
+def _set_aside(inputs: Inputs) -> str:
+    """How the old escrow is set aside: its folder moved, or (a PostgreSQL state keeps the
+    escrow in its schema's `escrow` table) the schema dumped and that table emptied."""
+    location = inputs.location
+    if location.is_sqlite:
+        return f"move {inputs.escrow_dir} aside"
+    return (
+        f"keep a pg_dump of schema {location.schema} and empty its escrow table "
+        '(docs/TEAM.md, "A lost escrow passphrase")'
+    )
+
+
+def _discarding(location: StateLocation) -> Callable[[], None]:
+    return lambda: discard_state(location)
+
+
+def _deleting(blobs: SealedBlobs, name: str) -> Callable[[], None]:
+    return lambda: blobs.delete(name)
+
+
+def _removing_folder(folder: Path) -> Callable[[], None]:
+    import shutil
+
+    return lambda: shutil.rmtree(folder, ignore_errors=True)
 
 
 def _settle_home(inputs: Inputs, db: StateStore, recorded: Recorded, *, create: bool) -> str | None:
@@ -230,7 +296,7 @@ def _settle_home(inputs: Inputs, db: StateStore, recorded: Recorded, *, create: 
     tree), removals are held back (the home returned) until `recover --moved` says it moved.
     A state from before homes were recorded is taken for copied when a declared local
     target's recorded folder is the same path under another root."""
-    here = str(inputs.state_dir.resolve())
+    here = db.home()
     home = recorded.home
     if home is None:
         home = _legacy_home(inputs.manifest, recorded)
@@ -240,7 +306,7 @@ def _settle_home(inputs: Inputs, db: StateStore, recorded: Recorded, *, create: 
     if home is not None and home != here:
         return home
     previous = recorded.previous_home
-    if previous is not None and previous != here and holds_state(Path(previous)):
+    if previous is not None and previous != here and holds_state(previous):
         # Re-homed by `recover --moved`, but a state is back in the old home (a copy still in
         # use, a restore there): removals that would reach the old paths stay held back.
         return previous
@@ -269,9 +335,11 @@ def check_unit(
     escrow: Escrow | None,
     recorded: Recorded,
     listing: EscrowListing,
+    blobs: SealedBlobs | None = None,
 ) -> None:
     """Refuse a state and an escrow that are not one unit (invariant 9)."""
-    folder = inputs.escrow_dir
+    place = blobs if blobs is not None else escrow_blobs(inputs.location)
+    folder = place.where()
     recover = f"run `provisioner recover {inputs.manifest.path}` (docs/RECOVERY.md)"
     sealed = listing.sealed
     if not listing.keyring:
@@ -289,11 +357,11 @@ def check_unit(
                 f"of this state folder, or {recover} to rebuild it from the copies"
             )
         return
-    lineage = escrow.lineage if escrow is not None else Escrow.read_lineage(folder)
+    lineage = escrow.lineage if escrow is not None else Escrow.read_lineage(place)
     if db is None or not recorded.lineage:
         if sealed:
             raise UnitError(
-                f"{inputs.state_dir}: there is no state, but the escrow holds {len(sealed)} "
+                f"{inputs.location}: there is no state, but the escrow holds {len(sealed)} "
                 "key(s): the state was lost or moved. Nothing is created over it: point "
                 f"--state-dir at the right folder, or {recover} to rebuild the state from "
                 "the escrow and the copies"
@@ -308,7 +376,7 @@ def check_unit(
     known = {g.key_sha256 for g in recorded.generations}
     unknown = sorted(listing.keys - known)
     committed = db.serial() if unknown else 0
-    serials = {fp: Escrow.sealed_serial(folder, fp) or 0 for fp in unknown}
+    serials = {fp: Escrow.sealed_serial(place, fp) or 0 for fp in unknown}
     # The serial as committed now: a key an apply sealed while this snapshot was read is not
     # newer than the state (plan takes no lock).
     newer = [fp for fp in unknown if serials[fp] > committed]

@@ -43,6 +43,7 @@ def _policy(raw: dict[str, Any] | None, base: m.PasswordPolicy) -> m.PasswordPol
 def _secret_refs(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Every secret reference of a schema-valid document."""
     refs = [doc["escrow"]["passphrase"]]
+    refs += [doc["state"]["dsn"]] if "dsn" in doc.get("state", {}) else []
     refs += [i["password"] for i in doc.get("issuers", []) if "password" in i]
     inventory = doc.get("inventory", {})
     for section in ("workstations", "locations"):
@@ -242,7 +243,15 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
             for event, commands in doc.get("hooks", {}).items()
         },
         child_env=c.child_env,
+        state=_state(c, doc.get("state")),
     )
+
+
+def _state(c: Checker, raw: dict[str, Any] | None) -> m.StateSettings:
+    if raw is None:
+        return m.StateSettings()
+    dsn = c.secret(raw["dsn"], ("state", "dsn")) if "dsn" in raw else None
+    return m.StateSettings(backend=raw["backend"], dsn=dsn, schema=raw.get("schema"))
 
 
 def read_manifest(path: Path) -> tuple[m.Manifest, list[Diagnostic]]:

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from provisioner.errors import Location
 from provisioner.exports import DEFAULT_FORMAT, ExportFormat
@@ -47,6 +48,19 @@ class SecretRef:
             assert isinstance(self.value, tuple)
             return f"command {self.value[0]}"
         return f"{self.kind} {self.value}"
+
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    """The manifest's `state`: where the state and its escrow are kept (the DSN a reference,
+    resolved when a command opens the state)."""
+
+    backend: Backend = "sqlite"
+    dsn: SecretRef | None = None
+    schema: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +224,7 @@ class Manifest:
     hooks: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     child_env: ChildEnvironment = MINIMAL_ENVIRONMENT
     consultations_format: ExportFormat = DEFAULT_FORMAT  # a platform export's own names
+    state: StateSettings = StateSettings()
 
     @cached_property
     def _entities(self) -> dict[str, Entity]:

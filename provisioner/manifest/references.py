@@ -70,6 +70,7 @@ def check_files(manifest: m.Manifest) -> list[Diagnostic]:
 
     A missing known_hosts file is a warning: `provisioner trust` creates it."""
     found = list(_secret(manifest.escrow_passphrase, "escrow passphrase"))
+    found += _secret(manifest.state.dsn, "state dsn")
     for issuer in manifest.issuers.values():
         for path, field in ((issuer.certificate, "certificate"), (issuer.private_key, "key")):
             problem = _problem(path)

@@ -34,6 +34,7 @@ class SavedPlan:
     limit: list[str] | None
     consultations: Path | None
     plan: dict[str, Any]
+    state_backend: str | None = None  # the backend it was computed on (None: the manifest's)
 
     @property
     def now(self) -> Any:
@@ -45,6 +46,7 @@ def write(path: Path, saved: SavedPlan) -> None:
         "format": FORMAT,
         "manifest": str(saved.manifest),
         "state_dir": str(saved.state_dir),
+        "state_backend": saved.state_backend,
         "lineage": saved.lineage,
         "serial": saved.serial,
         "salt": saved.salt.hex(),
@@ -90,6 +92,7 @@ def read(path: Path) -> SavedPlan:
             limit=d["limit"],
             consultations=Path(d["consultations"]) if d.get("consultations") else None,
             plan=d["plan"],
+            state_backend=d.get("state_backend"),
         )
     except (InputFileError, ValueError, KeyError, TypeError) as exc:
         raise StalePlanError(f"{path}: unreadable plan file: {exc}") from None

@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import os
 from collections import Counter
-from pathlib import Path
 
 from cryptography import x509
 
@@ -86,9 +85,9 @@ def scan(
     out = Recovery()
     if session.escrow.lineage and session.escrow.lineage != recorded.lineage:
         out.lineage = session.escrow.lineage
-    here = str(session.state_dir.resolve())
+    here = session.db.home() if session.db is not None else str(session.state_dir.resolve())
     if moved and recorded.home is not None and recorded.home != here:
-        still = holds_state(Path(recorded.home))
+        still = holds_state(recorded.home)
         if still is not None:
             # A copied tree, not a moved one: once this state's home, its `[moved]` removals
             # would take every copy at the old paths from the tree still in use there.
@@ -153,7 +152,9 @@ def scan(
         g.key_sha256 for g in out.generations
     }
     out.orphans = sorted(escrowed - known_keys)
-    newest = max((Escrow.sealed_serial(session.escrow_dir, fp) or 0 for fp in escrowed), default=0)
+    newest = max(
+        (Escrow.sealed_serial(session.escrow_blobs, fp) or 0 for fp in escrowed), default=0
+    )
     if session.db is not None and newest > session.db.serial():
         out.serial = newest
     return out

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from provisioner import clock
-from provisioner.atomic import make_private_dirs
 from provisioner.engine import load_inputs, open_state
 from provisioner.recover import bind, record, render, scan
 from provisioner.state.store import hold
@@ -25,14 +24,21 @@ def run(
     parallel: int,
     show: Callable[[str], None],
     confirm: Callable[[], bool],
+    state_backend: str | None = None,
 ) -> int:
     """The exit code: 0 when recorded or nothing to recover, 1 when declined. `show` prints
     the recovery plan and the outcome; `confirm` asks before anything is recorded."""
     # Entities only: a lost state is rebuilt from every copy of an entity, never from some.
-    inputs = load_inputs(manifest, state_dir, limit, consultations=consultations, targets=False)
-    make_private_dirs(inputs.state_dir)
+    inputs = load_inputs(
+        manifest,
+        state_dir,
+        limit,
+        consultations=consultations,
+        targets=False,
+        state_backend=state_backend,
+    )
     with (
-        hold(inputs.state_dir, "recover", lock_timeout),
+        hold(inputs.location, "recover", lock_timeout),
         open_state(inputs, create=True, recovering=True) as session,
     ):
         recorded = False

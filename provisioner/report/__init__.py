@@ -18,7 +18,6 @@ from provisioner.plan.actions import Conflict
 from provisioner.plan.render import summary_text
 from provisioner.plan.saved import SavedPlan
 from provisioner.report import html, model
-from provisioner.state.db import DB_NAME
 from provisioner.state.records import Recorded
 
 HEAD_BYTES = 4096
@@ -67,6 +66,7 @@ def write_report(
     parallel: int = 8,
     consultations: Path | None = None,
     limit: list[str] | None = None,
+    state_backend: str | None = None,
 ) -> Written:
     """Observe, judge and write the report of `manifest_path` to `out`."""
     from provisioner.atomic import write_private
@@ -76,7 +76,12 @@ def write_report(
     refuse_overwrite(out)
     saved = saved_plans.read(plan_path) if plan_path is not None else None
     inputs = load_inputs(
-        manifest_path, state_dir, limit, need_secrets=False, consultations=consultations
+        manifest_path,
+        state_dir,
+        limit,
+        need_secrets=False,
+        consultations=consultations,
+        state_backend=state_backend,
     )
     with open_state(inputs, create=False, unlock=False) as session:
         now = clock.now()
@@ -93,7 +98,7 @@ def write_report(
         stores = receipts.survey_of(session, result, parallel)
         findings = probe.with_stores(findings, stores, now, probe.Thresholds().warn_days)
         code, line = probe.summary(findings, session.manifest, session.recorded, now)
-        audit = model.read_audit(session.state_dir / DB_NAME) if session.db is not None else {}
+        audit = model.read_audit(session.db) if session.db is not None else {}
         scope = session.inputs.scope
         entities = model.build(
             session.manifest, session.recorded, result, findings, audit, now, stores, scope
@@ -103,7 +108,7 @@ def write_report(
             plan_view = _plan_view(saved, plan_path, session.state_dir, session.recorded)
         page = html.Page(
             manifest=str(manifest_path),
-            state_dir=str(session.state_dir),
+            state_dir=str(session.location),
             lineage=session.recorded.lineage,
             serial=session.recorded.serial,
             now=now,

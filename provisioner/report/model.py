@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
 from provisioner import check, status
 from provisioner.codes import Severity
+from provisioner.errors import ProvisionerError
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.scope import Scope
 from provisioner.plan.actions import RemoveCopy
@@ -21,6 +20,7 @@ from provisioner.plan.model import ConsultationView, Plan
 from provisioner.plan.render import line_label
 from provisioner.receipts import StoreState
 from provisioner.state.records import Recorded
+from provisioner.state.store import StateStore
 
 AUDIT_PER_ENTITY = 3
 AUDIT_GLOBAL = 10
@@ -233,29 +233,15 @@ def build(
     return out
 
 
-def read_audit(db_path: Path) -> dict[str | None, list[AuditEvent]]:
+def read_audit(db: StateStore) -> dict[str | None, list[AuditEvent]]:
     """The last events of each entity, and the last ones of no entity (key `None`), newest
-    first, read through a read-only connection: the report never writes to the state."""
-    if not db_path.is_file():
-        return {}
+    first (a read: the report never writes to the state)."""
     try:
-        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
+        rows = db.audit_recent(AUDIT_PER_ENTITY, AUDIT_GLOBAL)
+    except ProvisionerError:
         return {}
-    try:
-        rows = conn.execute(
-            "SELECT entity, at, actor, action, detail FROM ("
-            " SELECT entity, at, actor, action, detail,"
-            "  ROW_NUMBER() OVER (PARTITION BY entity ORDER BY id DESC) AS n FROM audit"
-            ") WHERE n <= CASE WHEN entity IS NULL THEN ? ELSE ? END",
-            (AUDIT_GLOBAL, AUDIT_PER_ENTITY),
-        ).fetchall()
-    except sqlite3.Error:
-        return {}
-    finally:
-        conn.close()
     out: dict[str | None, list[AuditEvent]] = {}
-    for entity, at, actor, action, detail in rows:
+    for _, at, actor, action, entity, detail in rows:
         out.setdefault(entity, []).append(AuditEvent(at, actor, action, entity, _detail(detail)))
     for events in out.values():
         events.sort(key=lambda e: e.at, reverse=True)

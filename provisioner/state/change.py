@@ -1,4 +1,6 @@
-"""The mutations of one SQLite write transaction (`StateDB.change()`), and who makes them."""
+"""The mutations of one SQLite write transaction (`StateDB.change()`), who makes them, and the
+rows they write (shared with the PostgreSQL state, `state/pg.py`: the same values in the same
+columns)."""
 
 from __future__ import annotations
 
@@ -34,13 +36,7 @@ class Change:
         """Append an audit record; callers pass identifiers and fingerprints, never secrets."""
         self.conn.execute(
             "INSERT INTO audit (at, actor, action, entity, detail) VALUES (?, ?, ?, ?, ?)",
-            (
-                clock.iso(clock.now()),
-                self.actor,
-                action,
-                entity,
-                json.dumps(detail, sort_keys=True, default=str),
-            ),
+            audit_row(self.actor, action, entity, detail),
         )
 
     def add_generation(self, g: RecordedGeneration) -> None:
@@ -49,26 +45,7 @@ class Change:
             " key_size, subject, certificate, chain, cert_sha256, key_sha256, chain_sha256,"
             " not_before, not_after, status, origin, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                g.id,
-                g.entity,
-                g.number,
-                g.designation,
-                g.common_name,
-                g.issuer,
-                g.key_size,
-                json.dumps(list(g.subject)),
-                g.certificate,
-                g.chain,
-                g.cert_sha256,
-                g.key_sha256,
-                g.chain_sha256,
-                clock.iso(g.not_before),
-                clock.iso(g.not_after),
-                g.status,
-                g.origin,
-                clock.iso(g.created_at),
-            ),
+            generation_row(g),
         )
         self.conn.execute(
             "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
@@ -114,19 +91,7 @@ class Change:
             "INSERT OR REPLACE INTO copies (target, path, entity, generation, sha256, size,"
             " profile, password_id, friendly_name, chain_sha256, written_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                c.target,
-                c.path,
-                c.entity,
-                c.generation_id,
-                c.sha256,
-                c.size,
-                c.profile,
-                c.password_id,
-                c.friendly_name,
-                c.chain_sha256,
-                clock.iso(c.written_at),
-            ),
+            copy_row(c),
         )
 
     def delete_copy(self, target: str, path: str) -> None:
@@ -144,23 +109,83 @@ class Change:
             " cert_sha256 = excluded.cert_sha256,"
             " title = excluded.title, status = excluded.status, deadline = excluded.deadline,"
             " opening = excluded.opening, closed_at = excluded.closed_at",
-            (
-                c.reference,
-                c.entity,
-                c.key_ref,
-                c.generation_id,
-                c.title,
-                c.status,
-                _iso_local(c.deadline),
-                _iso_local(c.opening),
-                clock.iso(c.bound_at),
-                _iso(c.closed_at),
-                c.cert_sha256,
-            ),
+            consultation_row(c),
         )
 
     def put_target(self, name: str, spec: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO targets (name, spec) VALUES (?, ?)", (name, spec))
+
+
+def audit_row(
+    actor: str, action: str, entity: str | None, detail: dict[str, Any]
+) -> tuple[str, str, str, str | None, str]:
+    """at, actor, action, entity, detail of an audit record stamped now."""
+    return (
+        clock.iso(clock.now()),
+        actor,
+        action,
+        entity,
+        json.dumps(detail, sort_keys=True, default=str),
+    )
+
+
+def generation_row(g: RecordedGeneration) -> tuple[object, ...]:
+    """The `generations` columns from id to created_at, in table order."""
+    return (
+        g.id,
+        g.entity,
+        g.number,
+        g.designation,
+        g.common_name,
+        g.issuer,
+        g.key_size,
+        json.dumps(list(g.subject)),
+        g.certificate,
+        g.chain,
+        g.cert_sha256,
+        g.key_sha256,
+        g.chain_sha256,
+        clock.iso(g.not_before),
+        clock.iso(g.not_after),
+        g.status,
+        g.origin,
+        clock.iso(g.created_at),
+    )
+
+
+def copy_row(c: RecordedCopy) -> tuple[object, ...]:
+    """The `copies` columns, in table order."""
+    return (
+        c.target,
+        c.path,
+        c.entity,
+        c.generation_id,
+        c.sha256,
+        c.size,
+        c.profile,
+        c.password_id,
+        c.friendly_name,
+        c.chain_sha256,
+        clock.iso(c.written_at),
+    )
+
+
+def consultation_row(c: RecordedConsultation) -> tuple[object, ...]:
+    """reference ... closed_at, cert_sha256 of `consultations` (cert_sha256 last: it was
+    added by the v3 migration)."""
+    return (
+        c.reference,
+        c.entity,
+        c.key_ref,
+        c.generation_id,
+        c.title,
+        c.status,
+        _iso_local(c.deadline),
+        _iso_local(c.opening),
+        clock.iso(c.bound_at),
+        _iso(c.closed_at),
+        c.cert_sha256,
+    )
 
 
 def _iso(value: dt.datetime | None) -> str | None:

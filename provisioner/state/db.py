@@ -21,7 +21,7 @@ from provisioner import clock, faults
 from provisioner.atomic import DIR_MODE, FILE_MODE, make_private_dirs
 from provisioner.errors import StateError
 from provisioner.state.change import Change, _iso_local, actor
-from provisioner.state.records import Recorded
+from provisioner.state.records import AuditRow, Recorded
 from provisioner.state.schema import MIGRATIONS, SCHEMA_VERSION, _statements
 from provisioner.state.snapshot import read_snapshot
 
@@ -66,6 +66,7 @@ class StateDB:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self.where = str(path)
 
     @classmethod
     def open(cls, state_dir: Path, *, create: bool, migrate: bool | None = None) -> StateDB | None:
@@ -143,6 +144,10 @@ class StateDB:
 
     def close(self) -> None:
         self.conn.close()
+
+    def home(self) -> str:
+        """The state folder this database is in (symlinks resolved)."""
+        return str(self.path.parent.resolve())
 
     def snapshot(self) -> Recorded:
         """Everything the planner needs, read in one transaction."""
@@ -223,6 +228,56 @@ class StateDB:
             {"at": r[0], "actor": r[1], "action": r[2], "entity": r[3], "detail": json.loads(r[4])}
             for r in rows
         ]
+
+    def table_rows(self, table: str) -> list[tuple[Any, ...]]:
+        from provisioner.state.store import ROW_ORDER, TABLE_COLUMNS
+
+        order = ROW_ORDER[table] + (", rowid" if table == "designations" else "")
+        query = f"SELECT {', '.join(TABLE_COLUMNS[table])} FROM {table} ORDER BY {order}"
+        try:
+            return [tuple(row) for row in self.conn.execute(query)]
+        except sqlite3.DatabaseError as exc:
+            raise _failure(self.path, exc, "cannot read the state") from None
+
+    def load_rows(self, rows: dict[str, list[tuple[Any, ...]]]) -> None:
+        from provisioner.state.store import TABLE_COLUMNS
+
+        with self._transaction():
+            self.conn.execute("DELETE FROM meta")
+            for table, columns in TABLE_COLUMNS.items():
+                self.conn.executemany(_insert(table, columns, "?"), rows.get(table, []))
+
+    def audit_records(self) -> list[AuditRow]:
+        try:
+            return _audit_rows(
+                self.conn.execute(
+                    "SELECT id, at, actor, action, entity, detail FROM audit ORDER BY id"
+                ).fetchall()
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path}: cannot read the audit log: {exc}") from None
+
+    def audit_recent(self, per_entity: int, general: int) -> list[AuditRow]:
+        try:
+            return _audit_rows(
+                self.conn.execute(
+                    "SELECT id, at, actor, action, entity, detail FROM ("
+                    " SELECT id, at, actor, action, entity, detail,"
+                    "  ROW_NUMBER() OVER (PARTITION BY entity ORDER BY id DESC) AS n FROM audit"
+                    ") AS recent WHERE n <= CASE WHEN entity IS NULL THEN ? ELSE ? END",
+                    (general, per_entity),
+                ).fetchall()
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path}: cannot read the audit log: {exc}") from None
+
+
+def _insert(table: str, columns: tuple[str, ...], mark: str) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(mark * len(columns))})"
+
+
+def _audit_rows(rows: list[Any]) -> list[AuditRow]:
+    return [AuditRow(*row) for row in rows]
 
 
 def _date(value: str | None) -> dt.datetime | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 CURRENT = "current"
 RETAINED = "retained"
@@ -13,6 +14,17 @@ RETIRED = "retired"
 
 # The meta key prefix under which the state keeps each entity's password source stamp.
 PASSWORD_SOURCE = "password-source/"
+
+
+class AuditRow(NamedTuple):
+    """One audit record as stored: its detail is the JSON text."""
+
+    id: int
+    at: str
+    actor: str
+    action: str
+    entity: str | None
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,13 @@
-"""Reading the SQLite state into the planner's `Recorded` snapshot."""
+"""Reading a state into the planner's `Recorded` snapshot: the SQLite state, or the PostgreSQL
+one (the same tables and columns), each giving the rows of the named queries below."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from provisioner import clock
 from provisioner.state.records import (
@@ -15,10 +18,88 @@ from provisioner.state.records import (
     RecordedGeneration,
 )
 
+# What the snapshot reads: each query's table, columns and order. A backend may fetch them its
+# own way (PostgreSQL: one JSON document a table, `state/pg.py`), the rows being the same.
+QUERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "meta": ("meta", ("key", "value"), ""),
+    "generations": (
+        "generations",
+        (
+            "id",
+            "entity",
+            "number",
+            "designation",
+            "common_name",
+            "issuer",
+            "key_size",
+            "subject",
+            "certificate",
+            "chain",
+            "cert_sha256",
+            "key_sha256",
+            "chain_sha256",
+            "not_before",
+            "not_after",
+            "status",
+            "origin",
+            "created_at",
+        ),
+        "entity, number",
+    ),
+    "copies": (
+        "copies",
+        (
+            "target",
+            "path",
+            "entity",
+            "generation",
+            "sha256",
+            "size",
+            "profile",
+            "password_id",
+            "friendly_name",
+            "chain_sha256",
+            "written_at",
+        ),
+        "",
+    ),
+    "targets": ("targets", ("name", "spec"), ""),
+    "consultations": (
+        "consultations",
+        (
+            "reference",
+            "entity",
+            "key_ref",
+            "generation",
+            "title",
+            "status",
+            "deadline",
+            "opening",
+            "bound_at",
+            "closed_at",
+            "cert_sha256",
+        ),
+        "",
+    ),
+    # Every name a generation has had, oldest first; ties in insertion order (SQLite's rowid).
+    "designations": ("designations", ("generation", "designation"), "since, rowid"),
+}
+Fetch = Callable[[str], Iterable[Sequence[Any]]]
+
+
+def sql_of(name: str) -> str:
+    table, columns, order = QUERIES[name]
+    return f"SELECT {', '.join(columns)} FROM {table}" + (f" ORDER BY {order}" if order else "")
+
 
 def read_snapshot(conn: sqlite3.Connection) -> Recorded:
     """Everything the planner needs, read by the caller's open transaction."""
-    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    return build_snapshot(lambda name: conn.execute(sql_of(name)))
+
+
+def build_snapshot(rows: Fetch) -> Recorded:
+    """The snapshot from the rows of each named query (QUERIES), read in one transaction."""
+    meta: dict[str, str] = {str(k): str(v) for k, v in rows("meta")}
     generations = tuple(
         RecordedGeneration(
             id=r[0],
@@ -40,11 +121,7 @@ def read_snapshot(conn: sqlite3.Connection) -> Recorded:
             origin=r[16],
             created_at=clock.parse(r[17]),
         )
-        for r in conn.execute(
-            "SELECT id, entity, number, designation, common_name, issuer, key_size, subject,"
-            " certificate, chain, cert_sha256, key_sha256, chain_sha256, not_before,"
-            " not_after, status, origin, created_at FROM generations ORDER BY entity, number"
-        )
+        for r in rows("generations")
     )
     # The copies of one generation repeat its entity, ids, profile, names and write time:
     # one object each instead of one per copy (tens of MB at 100,000 copies).
@@ -52,10 +129,7 @@ def read_snapshot(conn: sqlite3.Connection) -> Recorded:
     one = shared.setdefault
     stamps: dict[str, dt.datetime] = {}
     copies: dict[tuple[str, str], RecordedCopy] = {}
-    for r in conn.execute(
-        "SELECT target, path, entity, generation, sha256, size, profile, password_id,"
-        " friendly_name, chain_sha256, written_at FROM copies"
-    ):
+    for r in rows("copies"):
         target = one(r[0], r[0])
         written_at = stamps.get(r[10])
         if written_at is None:
@@ -73,7 +147,7 @@ def read_snapshot(conn: sqlite3.Connection) -> Recorded:
             chain_sha256=one(r[9], r[9]),
             written_at=written_at,
         )
-    targets = dict(conn.execute("SELECT name, spec FROM targets"))
+    targets: dict[str, str] = {str(k): str(v) for k, v in rows("targets")}
     consultations = {
         r[0]: RecordedConsultation(
             reference=r[0],
@@ -88,15 +162,10 @@ def read_snapshot(conn: sqlite3.Connection) -> Recorded:
             closed_at=_date(r[9]),
             cert_sha256=r[10],
         )
-        for r in conn.execute(
-            "SELECT reference, entity, key_ref, generation, title, status, deadline,"
-            " opening, bound_at, closed_at, cert_sha256 FROM consultations"
-        )
+        for r in rows("consultations")
     }
     designations: dict[str, tuple[str, ...]] = {}
-    for generation, designation in conn.execute(
-        "SELECT generation, designation FROM designations ORDER BY since, rowid"
-    ):
+    for generation, designation in rows("designations"):
         designations[generation] = (*designations.get(generation, ()), designation)
     return Recorded(
         lineage=meta.get("lineage"),
