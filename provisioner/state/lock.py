@@ -23,7 +23,8 @@ from provisioner.state.db import actor
 LOCK_NAME = "lock"
 
 
-def _describe(info: str) -> str:
+def describe_holder(info: str) -> str:
+    """A holder record, as the refusal names it (pid, user@host, command, since)."""
     try:
         holder = json.loads(info)
         return (
@@ -32,6 +33,31 @@ def _describe(info: str) -> str:
         )
     except (ValueError, KeyError, TypeError):
         return "an unknown process"
+
+
+def holder_record(command: str) -> str:
+    """Who holds the lock, for what, since when: what a refused command names."""
+    return json.dumps(
+        {
+            "pid": os.getpid(),
+            "actor": actor(),
+            "command": command,
+            "started": clock.iso(clock.now()),
+        }
+    )
+
+
+def refusal(state: object, holder: str) -> LockError:
+    """The refusal of a command that could not take the lock of `state` (a folder, or a
+    PostgreSQL schema), naming the holder its record gives."""
+    return LockError(
+        f"the state {state} is locked by {describe_holder(holder)}; wait for it to finish "
+        "or use --lock-timeout SECONDS"
+    )
+
+
+def stale_note(previous: str) -> str:
+    return f"replaced the stale lock of {describe_holder(previous)}, which is no longer running"
 
 
 @contextlib.contextmanager
@@ -62,24 +88,13 @@ def hold(state_dir: Path, command: str, timeout: float = 0.0) -> Iterator[str | 
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = _describe(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
-                    raise LockError(
-                        f"the state {state_dir} is locked by {holder}; wait for it to finish "
-                        "or use --lock-timeout SECONDS"
+                    raise refusal(
+                        state_dir, os.pread(fd, 4096, 0).decode("utf-8", "replace")
                     ) from None
                 time.sleep(0.1)
         previous = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-        note = None
-        if previous:
-            note = f"replaced the stale lock of {_describe(previous)}, which is no longer running"
-        record = json.dumps(
-            {
-                "pid": os.getpid(),
-                "actor": actor(),
-                "command": command,
-                "started": clock.iso(clock.now()),
-            }
-        )
+        note = stale_note(previous) if previous else None
+        record = holder_record(command)
         # The holder record only informs a second command; the flock is the lock. On a full
         # disk it cannot be written, and the command must still reach the real error.
         with contextlib.suppress(OSError):
