@@ -50,6 +50,16 @@ for command in (
 ):
     app.command()(command)
 
+# `provisioner state ...`: what concerns the state itself (today: moving it between backends).
+state_app = typer.Typer(
+    name="state",
+    help="The state itself: copy it between SQLite and PostgreSQL.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+state_app.command("migrate")(write.state_migrate)
+app.add_typer(state_app, name="state", short_help="Copy the state between SQLite and PostgreSQL.")
+
 # One line each in `provisioner --help` (click cuts a longer first sentence with "..."):
 # at most 60 characters, so that the list fits 80 columns.
 SUMMARIES = {
@@ -87,9 +97,13 @@ EXAMPLES = {
     "audit": "provisioner audit region.yaml --limit commune-a --since 01/01/2027",
     "report": "provisioner report region.yaml --out report.html --plan change.plan",
     "inventory": "provisioner inventory region.yaml --json",
+    "state migrate": "provisioner state migrate --to postgresql region.yaml",
 }
-for _command in app.registered_commands:
-    _name = str(_command.name or getattr(_command.callback, "__name__", ""))
+for _group, _command in [
+    *(("", c) for c in app.registered_commands),
+    *(("state ", c) for c in state_app.registered_commands),
+]:
+    _name = _group + str(_command.name or getattr(_command.callback, "__name__", ""))
     _command.short_help = _command.short_help or SUMMARIES.get(_name)
     if _name in EXAMPLES and not _command.epilog:
         # A paragraph that starts with \b is printed as written, not rewrapped, by click.

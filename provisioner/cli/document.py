@@ -25,7 +25,10 @@ def emit(document: dict[str, Any], *, ascii_only: bool = False) -> None:
 
 
 def json_command(argv: list[str]) -> tuple[bool, str | None]:
-    """Whether `--json` was given, and the command's name (the first word not an option),
-    read from the raw arguments: a usage error is found before any option is parsed."""
+    """Whether `--json` was given, and the command's name (the first word not an option; of
+    a group, `state migrate`, its two words), read from the raw arguments: a usage error is
+    found before any option is parsed."""
     words = [a for a in argv if not a.startswith("-")]
+    if words[:1] == ["state"] and len(words) > 1:
+        return "--json" in argv, f"state {words[1]}"
     return "--json" in argv, (words[0] if words else None)

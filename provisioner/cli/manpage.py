@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from typer.main import get_command
 
@@ -28,6 +29,15 @@ EXIT_STATUS = (
 )
 ENVIRONMENT = (
     ("PROVISIONER_STATE_DIR", "The state folder when --state-dir is not given."),
+    (
+        "PROVISIONER_STATE_BACKEND",
+        "sqlite or postgresql when --state-backend is not given (else the manifest's state).",
+    ),
+    (
+        "PROVISIONER_STATE_DSN",
+        "A PostgreSQL state's connection string, instead of the manifest's state.dsn.",
+    ),
+    ("PROVISIONER_STATE_SCHEMA", "A PostgreSQL state's schema, instead of the manifest's."),
     ("PROVISIONER_DEBUG", "Set to 1: a bug prints its traceback."),
     ("NO_COLOR", "No colour in the plan, even on a terminal."),
 )
@@ -58,6 +68,29 @@ def _block(text: str) -> list[str]:
     return lines
 
 
+def _commands(group: Any, ctx: Context, path: list[str]) -> list[str]:
+    """A section per command of `group`, in `--help` order; a group's commands (`state
+    migrate`) each under their whole name."""
+    lines: list[str] = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
+            continue
+        sub = Context(command, info_name=name, parent=ctx)
+        if hasattr(command, "list_commands"):
+            lines += _commands(command, sub, [*path, name])
+            continue
+        usage = " ".join([*path, name, *command.collect_usage_pieces(sub)])
+        lines += [f'.SS "{roff(usage)}"', *_block(command.help or "")]
+        for param in command.get_params(sub):
+            record = param.get_help_record(sub)
+            if record and record[0] != "--help":
+                lines += [".TP", f"\\fB{roff(record[0])}\\fR", roff(" ".join(record[1].split()))]
+        if command.epilog:
+            lines += _block(command.epilog)
+    return lines
+
+
 def render() -> str:
     """provisioner(1), from the typer app's commands, in `--help` order."""
     root = get_command(app)
@@ -79,19 +112,7 @@ def render() -> str:
         if record:
             lines += [".TP", f"\\fB{roff(record[0])}\\fR", roff(record[1])]
     lines.append(".SH COMMANDS")
-    for name in root.list_commands(ctx):  # type: ignore[attr-defined]
-        command = root.get_command(ctx, name)  # type: ignore[attr-defined]
-        if command is None or command.hidden:
-            continue
-        sub = Context(command, info_name=name, parent=ctx)
-        usage = " ".join(["provisioner", name, *command.collect_usage_pieces(sub)])
-        lines += [f'.SS "{roff(usage)}"', *_block(command.help or "")]
-        for param in command.get_params(sub):
-            record = param.get_help_record(sub)
-            if record and record[0] != "--help":
-                lines += [".TP", f"\\fB{roff(record[0])}\\fR", roff(" ".join(record[1].split()))]
-        if command.epilog:
-            lines += _block(command.epilog)
+    lines += _commands(root, ctx, ["provisioner"])
     lines.append(".SH EXIT STATUS")
     for code, meaning in EXIT_STATUS:
         lines += [".TP", f"\\fB{code}\\fR", roff(meaning)]
