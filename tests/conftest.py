@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import pgserver as pg_helpers
 from tests import smbd as smbd_helpers
 from tests import sshd as sshd_helpers
+from tests.pgserver import PgServer
 from tests.smbd import SmbServer
 from tests.sshd import SshServer
 
@@ -115,11 +117,59 @@ def cli() -> Runner:
 
 
 @pytest.fixture
-def quickstart(tmp_path: Path) -> Path:
-    """A private copy of examples/quickstart.yaml and its DEMO ONLY secrets."""
+def state_backend(request: pytest.FixtureRequest) -> str:
+    """The backend the manifests of a test keep their state in: sqlite, unless the test is
+    marked `both_backends` (then it runs once on each, see pytest_generate_tests)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `both_backends` runs on SQLite and on a real PostgreSQL server: its
+    manifest fixtures (quickstart) declare the state there (docs/TESTING.md)."""
+    if metafunc.definition.get_closest_marker("both_backends") is None:
+        return
+    if "state_backend" in metafunc.fixturenames:
+        metafunc.parametrize("state_backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path, state_backend: str, request: pytest.FixtureRequest) -> Path:
+    """A private copy of examples/quickstart.yaml and its DEMO ONLY secrets; under the
+    postgresql backend its state is a fresh schema of the test server (`state:` added, its
+    DSN in secrets/pg.dsn), dropped afterwards."""
     shutil.copy(EXAMPLES / "quickstart.yaml", tmp_path / "quickstart.yaml")
     shutil.copytree(EXAMPLES / "secrets", tmp_path / "secrets")
-    return tmp_path / "quickstart.yaml"
+    manifest = tmp_path / "quickstart.yaml"
+    if state_backend == "postgresql":
+        server: PgServer = request.getfixturevalue("pg_server")
+        schema = server.new_schema()
+        use_postgresql(manifest, server, schema)
+        request.addfinalizer(lambda: server.drop_schema(schema))
+    return manifest
+
+
+def use_postgresql(manifest: Path, server: PgServer, schema: str) -> None:
+    """Declare the manifest's state in `schema` of the test server (the DSN, with the owner's
+    password, in a secret file beside it)."""
+    secret = manifest.parent / "secrets" / "pg.dsn"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_text(server.dsn() + "\n")
+    secret.chmod(0o600)
+    text = manifest.read_text()
+    block = f"state: {{backend: postgresql, dsn: {{file: secrets/pg.dsn}}, schema: {schema}}}\n"
+    manifest.write_text(text.replace("version: 1\n", "version: 1\n" + block, 1))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server on 127.0.0.1 for the whole run (a throwaway cluster)."""
+    if not pg_helpers.available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run must install postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = pg_helpers.start()
+    yield server
+    server.remove()
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec as ec_keys
@@ -46,12 +51,141 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def state_rows(manifest: Path, query: str) -> list[tuple[object, ...]]:
+def postgresql_of(manifest: Path) -> tuple[str, str] | None:
+    """(DSN, schema) when the manifest keeps its state in PostgreSQL (tests/conftest.py's
+    `use_postgresql`: the DSN in a secret file), else None."""
+    doc = yaml.safe_load(manifest.read_text())
+    state = doc.get("state") or {}
+    if state.get("backend") != "postgresql":
+        return None
+    source = state["dsn"]
+    if "env" in source:
+        return os.environ[source["env"]], state["schema"]
+    return (manifest.parent / source["file"]).read_text().strip(), state["schema"]
+
+
+@contextlib.contextmanager
+def _pg(manifest: Path) -> Any:
+    import psycopg
+
+    found = postgresql_of(manifest)
+    assert found is not None
+    dsn, schema = found
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"'.encode())
+        yield conn
+
+
+def state_rows(manifest: Path, query: str) -> list[tuple[Any, ...]]:
+    """The rows of a query of the manifest's state, SQLite or PostgreSQL (the tables and
+    columns are the same)."""
+    if postgresql_of(manifest) is not None:
+        with _pg(manifest) as conn:
+            return [
+                tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in conn.execute(query.encode()).fetchall()
+            ]
     conn = sqlite3.connect(manifest.parent / ".provisioner" / "state.db")
     try:
         return list(conn.execute(query))
     finally:
         conn.close()
+
+
+def escrow_of(manifest: Path) -> Any:
+    """Where the manifest's escrow is, as `Escrow.unlock` takes it: the folder, or the
+    PostgreSQL schema's blobs."""
+    found = postgresql_of(manifest)
+    if found is None:
+        return manifest.parent / ".provisioner" / "escrow"
+    from provisioner.state.location import StateLocation
+    from provisioner.state.pg import PgBlobs
+
+    return PgBlobs(StateLocation("postgresql", manifest.parent, found[0], found[1]))
+
+
+def escrowed_keys(manifest: Path) -> list[str]:
+    """The fingerprints the escrow holds a sealed key for, sorted."""
+    if postgresql_of(manifest) is None:
+        folder = manifest.parent / ".provisioner" / "escrow"
+        return sorted(p.stem for p in folder.glob("*.key"))
+    rows = state_rows(manifest, "SELECT name FROM escrow WHERE name LIKE '%.key'")
+    return sorted(str(name)[: -len(".key")] for (name,) in rows)
+
+
+def escrow_blob(manifest: Path, name: str) -> bytes | None:
+    """The bytes of one escrow file (keyring.json, FINGERPRINT.key), None when it is gone."""
+    if postgresql_of(manifest) is None:
+        path = manifest.parent / ".provisioner" / "escrow" / name
+        return path.read_bytes() if path.exists() else None
+    rows = state_rows(manifest, f"SELECT data FROM escrow WHERE name = '{name}'")
+    return bytes(rows[0][0]) if rows else None
+
+
+def set_escrow_blob(manifest: Path, name: str, data: bytes | None) -> None:
+    """What the world does to an escrow file: replace it, or delete it (None). On
+    PostgreSQL, as the schema's owner with its triggers off, as an administrator could."""
+    if postgresql_of(manifest) is None:
+        path = manifest.parent / ".provisioner" / "escrow" / name
+        if data is None:
+            path.unlink()
+        else:
+            path.write_bytes(data)
+        return
+    with _pg(manifest) as conn, conn.transaction():
+        conn.execute("ALTER TABLE escrow DISABLE TRIGGER USER")
+        conn.execute("DELETE FROM escrow WHERE name = %s", (name,))
+        if data is not None:
+            conn.execute("INSERT INTO escrow (name, data) VALUES (%s, %s)", (name, data))
+        conn.execute("ALTER TABLE escrow ENABLE TRIGGER USER")
+
+
+def lose_state(manifest: Path) -> None:
+    """The state and its escrow lost (the admin host's disk; the database dropped)."""
+    found = postgresql_of(manifest)
+    if found is None:
+        shutil.rmtree(manifest.parent / ".provisioner")
+        return
+    with _pg(manifest) as conn:
+        conn.execute(f'DROP SCHEMA "{found[1]}" CASCADE'.encode())
+
+
+def backup_state(manifest: Path, dest: Path) -> None:
+    """The nightly backup: the state folder copied, or `pg_dump` of the schema."""
+    found = postgresql_of(manifest)
+    if found is None:
+        shutil.copytree(manifest.parent / ".provisioner", dest)
+        return
+    from tests.pgserver import bindir
+
+    folder = bindir()
+    assert folder is not None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(folder / "pg_dump"), "--dbname", found[0], "-n", found[1], "-Fc", "-f", str(dest)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def restore_state(manifest: Path, backup: Path) -> None:
+    """Put a backup back in place of the state (the schema dropped, then `pg_restore`)."""
+    found = postgresql_of(manifest)
+    if found is None:
+        shutil.rmtree(manifest.parent / ".provisioner", ignore_errors=True)
+        shutil.copytree(backup, manifest.parent / ".provisioner")
+        return
+    from tests.pgserver import bindir
+
+    folder = bindir()
+    assert folder is not None
+    with _pg(manifest) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{found[1]}" CASCADE'.encode())
+    subprocess.run(
+        [str(folder / "pg_restore"), "--dbname", found[0], "--no-owner", str(backup)],
+        check=True,
+        capture_output=True,
+    )
 
 
 def serial(manifest: Path) -> int:

@@ -2,12 +2,13 @@
 
 The suite judges the program by the files themselves, so its reading of them must not be the
 program's own: a sealing bug symmetric in seal and unseal, or a key escrowed and never recorded,
-would pass unseen if the judge were `provisioner.state.escrow.Escrow`. Here the escrow folder is
-opened from its documented format (docs/SECURITY.md and the docstring of state/escrow.py),
-PKCS#12 copies with the `cryptography` library's own loader, and bids with its CMS functions;
-nothing from `provisioner` is imported. A PKCS#12 declaring more than MAX_ITERATIONS
-key-derivation iterations (read from its DER by `declared_iterations`) is not opened: the world
-drops such files to see whether the program hangs on them, and the judge must not.
+would pass unseen if the judge were `provisioner.state.escrow.Escrow`. Here the escrow (its
+folder, or the same files a PostgreSQL state keeps in its `escrow` table) is opened from its
+documented format (docs/SECURITY.md and the docstring of state/escrow.py), PKCS#12 copies with
+the `cryptography` library's own loader, and bids with its CMS functions; nothing from
+`provisioner` is imported. A PKCS#12 declaring more than MAX_ITERATIONS key-derivation
+iterations (read from its DER by `declared_iterations`) is not opened: the world drops such
+files to see whether the program hangs on them, and the judge must not.
 
 The escrow format, as documented:
 - `keyring.json`: {"format": "provisioner-escrow/1", "kdf": "scrypt", "n", "r", "p", "salt",
@@ -25,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -100,25 +102,34 @@ def _open_key_file(data_key: bytes, name: str, data: bytes) -> SealedKey | None:
     return SealedKey(entity, found)
 
 
-def escrowed_keys(folder: Path, passphrase: str) -> dict[str, SealedKey]:
-    """Fingerprint -> key, for every key file of `folder` that opens with the keyring there
-    and the passphrase and holds the key it is named after."""
-    try:
-        ring = (folder / "keyring.json").read_bytes()
-    except OSError:
+def escrowed_keys(escrow: Path | Mapping[str, bytes], passphrase: str) -> dict[str, SealedKey]:
+    """Fingerprint -> key, for every key file of the escrow (a folder, or its files by name, as
+    a PostgreSQL state's `escrow` table holds them) that opens with the keyring there and the
+    passphrase and holds the key it is named after."""
+    files = escrow if not isinstance(escrow, Path) else _files(escrow)
+    ring = files.get("keyring.json")
+    if ring is None:
         return {}
     data_key = _data_key(ring, passphrase)
     if data_key is None:
         return {}
     out: dict[str, SealedKey] = {}
-    for path in sorted(folder.glob("*.key")):
-        try:
-            data = path.read_bytes()
-        except OSError:
+    for name in sorted(files):
+        if not name.endswith(".key"):
             continue
-        found = _open_key_file(data_key, path.name, data)
+        found = _open_key_file(data_key, name, files[name])
         if found is not None:
             out[found.key_sha256] = found
+    return out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    out = {}
+    for path in [folder / "keyring.json", *sorted(folder.glob("*.key"))]:
+        try:
+            out[path.name] = path.read_bytes()
+        except OSError:
+            continue
     return out
 
 

@@ -1,14 +1,15 @@
 """Crash safety: apply is killed (SIGKILL) at many points of its work; the next apply converges
 and the invariants hold.
 
-A deterministic subset runs in `make test`; `pytest -m slow tests/test_crash.py` adds 50
-randomized kills (point and moment drawn from a seeded generator).
+A deterministic subset runs in `make test`, on SQLite and, for the points that matter to a
+database (the key sealed, the transaction open, just committed, copies being written), on a
+real PostgreSQL server; `pytest -m slow tests/test_crash.py` adds 50 randomized kills (point
+and moment drawn from a seeded generator).
 """
 
 from __future__ import annotations
 
 import random
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from provisioner.crypto import pkcs12
 from provisioner.crypto.keys import public_key_fingerprint
 from provisioner.state.escrow import Escrow
 from tests.conftest import Runner
-from tests.engine_helpers import ESCROW_PASSPHRASE, PASSWORDS
+from tests.engine_helpers import ESCROW_PASSPHRASE, PASSWORDS, escrow_of, state_rows
 
 RENEWAL = {"PROVISIONER_NOW": "2028-10-20T09:00:00+00:00"}
 POINTS = [
@@ -30,6 +31,10 @@ POINTS = [
     "mid-rename",
     "after-remove",
 ]
+# The PostgreSQL runs (tests/conftest.py starts the server): a key sealed and not recorded, a
+# transaction killed before its COMMIT, one killed right after, copies half written.
+PG_FIRST_APPLY = ["after-escrow", "mid-commit", "committed", "mid-distribution"]
+PG_RENEWAL = ["after-escrow", "mid-commit"]
 CONSULTATION = (
     "version: 1\nconsultations:\n  - reference: C-1\n    entity: commune-exemple\n"
     "    designation: Commune Exemple\n    status: open\n"
@@ -51,18 +56,15 @@ def assert_converged(cli: Runner, manifest: Path, env: dict[str, str]) -> None:
     again = cli("plan", "--detailed-exitcode", manifest, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     folder = manifest.parent
-    conn = sqlite3.connect(folder / ".provisioner" / "state.db")
-    generations = list(conn.execute("SELECT entity, number, status, key_sha256 FROM generations"))
-    copies = list(conn.execute("SELECT entity, path, generation FROM copies"))
-    currents = list(
-        conn.execute(
-            "SELECT entity, COUNT(*) FROM generations WHERE status = 'current' GROUP BY entity"
-        )
+    generations = state_rows(manifest, "SELECT entity, number, status, key_sha256 FROM generations")
+    copies = state_rows(manifest, "SELECT entity, path, generation FROM copies")
+    currents = state_rows(
+        manifest,
+        "SELECT entity, COUNT(*) FROM generations WHERE status = 'current' GROUP BY entity",
     )
-    conn.close()
     assert all(n == 1 for _, n in currents), "an entity has two current generations"
-    escrow = Escrow.unlock(folder / ".provisioner" / "escrow", ESCROW_PASSPHRASE)
-    keys = {sha: escrow.get(sha) for *_, sha in generations}  # every one is escrowed
+    escrow = Escrow.unlock(escrow_of(manifest), ESCROW_PASSPHRASE)
+    keys = {sha: escrow.get(str(sha)) for *_, sha in generations}  # every one is escrowed
     for path in (folder / "demo-out").rglob("*"):
         assert TMP_MARK not in path.name, f"partial file left: {path}"
         if path.suffix == ".p12":
@@ -79,14 +81,22 @@ def assert_converged(cli: Runner, manifest: Path, env: dict[str, str]) -> None:
             assert on_workstations, f"{entity} g{number} ({status}) held by no workstation"
 
 
-@pytest.mark.parametrize("point", [p for p in POINTS if p != "after-remove"])
+@pytest.mark.parametrize(
+    ("state_backend", "point"),
+    [("sqlite", p) for p in POINTS if p != "after-remove"]
+    + [("postgresql", p) for p in PG_FIRST_APPLY],
+    indirect=["state_backend"],
+)
 def test_kill_during_first_apply_then_converge(cli: Runner, quickstart: Path, point: str) -> None:
     killed_apply(cli, quickstart, point, {})
     assert_converged(cli, quickstart, {})
 
 
 @pytest.mark.parametrize(
-    "point", ["after-escrow", "mid-commit", "mid-distribution", "after-remove"]
+    ("state_backend", "point"),
+    [("sqlite", p) for p in ("after-escrow", "mid-commit", "mid-distribution", "after-remove")]
+    + [("postgresql", p) for p in PG_RENEWAL],
+    indirect=["state_backend"],
 )
 def test_kill_during_renewal_keeps_the_bound_key(cli: Runner, quickstart: Path, point: str) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0  # the key, then C-1

@@ -13,6 +13,8 @@ import pytest
 
 from provisioner.manifest.reference import render
 from tests.conftest import EXAMPLES, REPO, TEST_CLOCK
+from tests.pgserver import ADMIN_PASSWORD, PgServer
+from tests.pgserver import bindir as pg_bindir
 
 
 def sh_blocks(doc: Path) -> list[str]:
@@ -168,6 +170,7 @@ def test_cli_help_lists_every_command() -> None:
         "audit",
         "inventory",
         "recover",
+        "state",
     ):
         assert re.search(rf"^\s+{command}\s", done.stdout, flags=re.M), command
         assert command in (REPO / "README.md").read_text()
@@ -189,18 +192,82 @@ def test_make_man_writes_a_page_that_lists_every_command_and_option() -> None:
         [sys.executable, "-m", "provisioner", "--help"], capture_output=True, text=True, check=True
     ).stdout.split("Commands:", 1)[1]
     commands = re.findall(r"^  (\w+) ", shown, flags=re.M)  # as `provisioner --help` lists them
-    assert len(commands) == 15 and commands[0] == "init"
+    assert len(commands) == 16 and commands[0] == "init"
     listed = re.findall(r'^\.SS "provisioner (\S+)', text, flags=re.M)
     assert listed == commands  # every command, in --help order
     for name in commands:
         section = text.split(f'.SS "provisioner {name} ', 1)[1].split(".SS ", 1)[0]
         command = root.commands[name]  # type: ignore[attr-defined]
-        for param in command.params:
-            for opt in getattr(param, "opts", []):
-                if opt.startswith("--") and opt != "--help":
-                    assert opt.replace("-", "\\-") in section, (name, opt)
+        # a group (`state`): the options of its commands, in its section
+        for each in [command, *getattr(command, "commands", {}).values()]:
+            for param in each.params:
+                for opt in getattr(param, "opts", []):
+                    if opt.startswith("--") and opt != "--help":
+                        assert opt.replace("-", "\\-") in section, (name, opt)
     if shutil.which("groff"):  # the page is valid roff: no warning at all
         checked = subprocess.run(
             ["groff", "-man", "-ww", "-z", str(page)], capture_output=True, text=True
         )
         assert checked.returncode == 0 and checked.stderr == "", checked.stderr
+
+
+def test_team_state_recipe_runs(pg_server: PgServer, tmp_path: Path) -> None:
+    """docs/TEAM.md as an administrator pastes it, against a real PostgreSQL server: roles,
+    schema and grants, the manifest's `state`, `state migrate` of the existing SQLite state,
+    the locked job, the read-only probe, a backup restored into a scratch database and tested,
+    then (the database lost) the schema made again and the state recovered from the copies."""
+    blocks = sh_blocks(REPO / "docs" / "TEAM.md")
+    assert len(blocks) == 8
+    shutil.copy(EXAMPLES / "quickstart.yaml", tmp_path / "manifest.yaml")
+    shutil.copytree(EXAMPLES / "secrets", tmp_path / "secrets")
+    home = tmp_path / "home"
+    home.mkdir()
+    # The administrator's own password file, for the superuser steps (never in the page).
+    (home / ".pgpass").write_text(f"127.0.0.1:{pg_server.port}:*:postgres:{ADMIN_PASSWORD}\n")
+    (home / ".pgpass").chmod(0o600)
+    tools = pg_bindir()
+    assert tools is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISIONER_", "PG"))}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(tools), env["PATH"]])
+    env |= {"HOME": str(home), "DB_HOST": "127.0.0.1", "DB_PORT": str(pg_server.port)}
+    env["PROVISIONER_NOW"] = TEST_CLOCK.isoformat()
+
+    def session(script: list[str]) -> None:
+        done = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + "".join(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    first = subprocess.run(
+        ["provisioner", "apply", "--auto-approve", "-q", "manifest.yaml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    try:
+        session(blocks[:-1])
+        assert (tmp_path / ".provisioner.before-postgresql" / "state.db").is_file()
+        assert pg_server.sql("SELECT count(*) FROM bicles_region.generations") == [(2,)]
+        pg_server.sql("DROP SCHEMA bicles_region CASCADE")  # the database is lost
+        session(blocks[-1:])
+        assert pg_server.sql("SELECT count(*) FROM bicles_region.generations") == [(2,)]
+    finally:
+        pg_server.sql(
+            "DROP SCHEMA IF EXISTS bicles_region CASCADE",
+            "DROP OWNED BY provisioner_team, provisioner_probe",
+        )
+        pg_server.sql("DROP DATABASE IF EXISTS bicles_scratch", database="postgres")
+        pg_server.sql(
+            "DROP ROLE IF EXISTS provisioner_team",
+            "DROP ROLE IF EXISTS provisioner_probe",
+            database="postgres",
+        )

@@ -12,15 +12,18 @@ import pytest
 
 from provisioner.crypto import pkcs12
 from provisioner.crypto.keys import public_key_fingerprint
+from provisioner.engine import load_inputs
 from provisioner.manifest.schema import load_schema
-from provisioner.state import lock
+from provisioner.state.store import hold
 from tests.conftest import Runner
 from tests.engine_helpers import (
     DESIGNATIONS,
     PASSWORDS,
+    escrowed_keys,
     key_fingerprints,
     mode,
     p12_files,
+    postgresql_of,
     serial,
     state_rows,
 )
@@ -42,6 +45,7 @@ def apply(
     return done
 
 
+@pytest.mark.both_backends
 def test_first_apply_creates_keys_escrow_and_copies_that_open(
     cli: Runner, quickstart: Path
 ) -> None:
@@ -64,8 +68,11 @@ def test_first_apply_creates_keys_escrow_and_copies_that_open(
         pkcs12.inspect(files["shared/backup/syndicat-eaux.g1.p12"].read_bytes()).profile == "legacy"
     )
     state = quickstart.parent / ".provisioner"
-    assert mode(state) == 0o700 and mode(state / "state.db") == 0o600
-    escrowed = sorted(p.stem for p in (state / "escrow").glob("*.key"))
+    if postgresql_of(quickstart) is None:
+        assert mode(state) == 0o700 and mode(state / "state.db") == 0o600
+    else:
+        assert not state.exists(), "a PostgreSQL state writes no state folder"
+    escrowed = escrowed_keys(quickstart)
     recorded = sorted(r[0] for r in state_rows(quickstart, "SELECT key_sha256 FROM generations"))
     assert escrowed == recorded and len(recorded) == 2
     assert set(key_fingerprints(quickstart).values()) == set(recorded)
@@ -76,6 +83,7 @@ def test_first_apply_creates_keys_escrow_and_copies_that_open(
     assert 'commune-exemple: generation 1 "Commune Exemple" valid until' in again.stdout
 
 
+@pytest.mark.both_backends
 def test_drift_is_planned_with_its_reason_and_repaired(cli: Runner, quickstart: Path) -> None:
     apply(cli, quickstart)
     files = p12_files(quickstart)
@@ -123,6 +131,7 @@ def test_profile_change_reencodes_with_the_same_key(cli: Runner, quickstart: Pat
         assert pkcs12.inspect(path.read_bytes()).profile == "modern", rel
 
 
+@pytest.mark.both_backends
 def test_renewal_adds_a_generation_beside_the_old_one(cli: Runner, quickstart: Path) -> None:
     apply(cli, quickstart)
     old = key_fingerprints(quickstart)
@@ -145,7 +154,7 @@ def test_renewal_adds_a_generation_beside_the_old_one(cli: Runner, quickstart: P
         ("syndicat-eaux", 1, "retired", "Syndicat Eaux Val 2026"),
         ("syndicat-eaux", 2, "current", "Syndicat Eaux Val 2028"),
     ]
-    escrow = sorted(p.stem for p in (quickstart.parent / ".provisioner/escrow").glob("*.key"))
+    escrow = escrowed_keys(quickstart)
     assert set(old.values()) <= set(escrow) and len(escrow) == 4
     assert cli("plan", "--detailed-exitcode", quickstart, env=later).returncode == 0
 
@@ -170,6 +179,7 @@ def test_a_generation_is_renewed_from_renew_before_days_before_its_expiry_not_a_
     )
 
 
+@pytest.mark.both_backends
 def test_invariant_6_plans_are_exact_saved_plan_applied_or_refused_as_stale(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
@@ -206,12 +216,11 @@ def test_invariant_6_plans_are_exact_saved_plan_applied_or_refused_as_stale(
         assert mode(plan_file) == 0o600
 
 
+@pytest.mark.both_backends
 def test_invariant_7_one_writer_concurrent_apply_refused_by_the_lock(
     cli: Runner, quickstart: Path
 ) -> None:
-    state = quickstart.parent / ".provisioner"
-    state.mkdir(mode=0o700)
-    with lock.hold(state, "test holder"):
+    with hold(load_inputs(quickstart, None).location, "test holder"):
         refused = cli("apply", "--auto-approve", quickstart)
         assert refused.returncode == 1
         assert f"locked by pid {os.getpid()}" in refused.stderr
@@ -264,6 +273,7 @@ def test_apply_without_a_terminal_needs_auto_approve(cli: Runner, quickstart: Pa
     assert sorted(p.relative_to(state) for p in state.rglob("*")) == before
 
 
+@pytest.mark.both_backends
 def test_limit_plans_and_applies_one_entity(cli: Runner, quickstart: Path) -> None:
     planned = cli("plan", "--limit", "syndicat-eaux", quickstart)
     assert "commune-exemple" not in planned.stdout

@@ -24,12 +24,14 @@ from tests.conftest import EXAMPLES, REPO, Runner, run_cli
 
 COMMANDS = [
     *("init", "validate", "plan", "apply", "status", "check", "rehearse", "rekey", "trust"),
-    *("recover", "adopt", "export", "audit", "report", "inventory"),
+    *("recover", "adopt", "export", "audit", "report", "inventory", "state migrate"),
 ]
 
 
 def schema_of(command: str) -> dict[str, Any]:
-    return dict(json.loads((REPO / "schemas" / f"{command}.schema.json").read_text()))
+    """schemas/COMMAND.schema.json (a group's command: `state migrate`, state-migrate)."""
+    name = command.replace(" ", "-")
+    return dict(json.loads((REPO / "schemas" / f"{name}.schema.json").read_text()))
 
 
 def document(done: subprocess.CompletedProcess[str], command: str) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def test_every_command_has_json_and_a_schema_with_its_failure() -> None:
         kind for _, kind, _ in ERROR_KINDS
     ]
     for command in COMMANDS:
-        done = run_cli(command, "--help")
+        done = run_cli(*command.split(), "--help")
         assert "--json" in done.stdout, command
         schema = schema_of(command)
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -175,12 +177,14 @@ def test_validate_failure_names_file_line_and_column(cli: Runner) -> None:
         ("audit", [], 1, "state", "state"),
         ("report", ["--out", "quickstart.yaml"], 1, "error", "quickstart.yaml"),
         ("inventory", ["--limit", "nobody"], 1, "usage", "unknown name nobody"),
+        ("state migrate", ["--to", "mysql"], 1, "usage", "--to must be sqlite or postgresql"),
+        ("state migrate", ["--to", "postgresql"], 1, "usage", "PROVISIONER_STATE_DSN"),
     ],
 )
 def test_failure_documents(
     cli: Runner, quickstart: Path, command: str, args: list[str], code: int, kind: str, says: str
 ) -> None:
-    done = cli(command, quickstart, *args, "--json", cwd=quickstart.parent)
+    done = cli(*command.split(), quickstart, *args, "--json", cwd=quickstart.parent)
     error = failed(done, command, code)
     assert error["kind"] == kind and says in error["message"], error
     if "unknown entity" in says or "unknown name" in says:

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "provisioner.inventory",
         "provisioner.audit",
         "provisioner.starter",
+        "provisioner.migrate",
     ),
     (
         "provisioner.status",

@@ -33,6 +33,16 @@ def applied(cli: Runner, quickstart: Path) -> Iterator[Path]:
     yield quickstart
 
 
+def assert_closed(conn: object) -> None:
+    """A SQLite connection refuses a query once closed; a PostgreSQL one says it is closed."""
+    if isinstance(conn, sqlite3.Connection):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    else:
+        assert getattr(conn, "closed", False), "the database session is still open"
+
+
+@pytest.mark.both_backends
 def test_the_state_is_closed_when_the_block_raises(applied: Path) -> None:
     with (
         pytest.raises(RuntimeError),
@@ -40,9 +50,10 @@ def test_the_state_is_closed_when_the_block_raises(applied: Path) -> None:
     ):
         assert session.db is not None
         conn = session.db.conn  # type: ignore[attr-defined]
+        blobs = session.escrow_blobs
         raise RuntimeError("a command fails half-way")
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        conn.execute("SELECT 1")
+    assert_closed(conn)
+    assert getattr(blobs, "_conn", None) is None, "the escrow's session is closed too"
 
 
 def test_a_stale_saved_plan_leaves_the_state_closed(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,18 @@ import pytest
 from cryptography import x509
 
 from tests.conftest import REPO, TEST_CLOCK, Runner
-from tests.engine_helpers import key_fingerprints, openssl_p12, p12_files, state_rows
+from tests.engine_helpers import (
+    backup_state,
+    escrow_blob,
+    escrowed_keys,
+    key_fingerprints,
+    lose_state,
+    openssl_p12,
+    p12_files,
+    restore_state,
+    set_escrow_blob,
+    state_rows,
+)
 from tests.oracle import encrypt_bid, opens_bid, p12_contents
 
 RENEWAL = {"PROVISIONER_NOW": "2028-10-15T10:00:00Z"}  # inside the quickstart's renewal window
@@ -41,12 +53,13 @@ def converged(cli: Runner, manifest: Path, env: dict[str, str] | None = None) ->
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.both_backends
 def test_state_folder_lost_apply_refuses_then_recover_takes_every_copy_back(
     cli: Runner, quickstart: Path
 ) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     keys, files = key_fingerprints(quickstart), snapshot(quickstart)
-    shutil.rmtree(state_dir(quickstart))  # the admin host's disk: state and escrow gone
+    lose_state(quickstart)  # the admin host's disk, the database: state and escrow gone
 
     planned = cli("plan", quickstart)
     assert planned.returncode == 1
@@ -63,7 +76,7 @@ def test_state_folder_lost_apply_refuses_then_recover_takes_every_copy_back(
     converged(cli, quickstart)
     assert key_fingerprints(quickstart) == keys and snapshot(quickstart) == files
     assert cli("rehearse", quickstart).returncode == 0
-    assert len(list((state_dir(quickstart) / "escrow").glob("*.key"))) == 2
+    assert len(escrowed_keys(quickstart)) == 2
 
 
 def test_empty_state_db_is_refused_and_nothing_is_written(cli: Runner, quickstart: Path) -> None:
@@ -85,17 +98,17 @@ def test_empty_state_db_is_refused_and_nothing_is_written(cli: Runner, quickstar
     assert snapshot(quickstart) == files
 
 
+@pytest.mark.both_backends
 def test_older_backup_restored_after_a_renewal_takes_newer_generations_back(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     backup = tmp_path / "backup"
-    shutil.copytree(state_dir(quickstart), backup)
+    backup_state(quickstart, backup)  # the state folder copied, or pg_dump
     assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
     keys, files = key_fingerprints(quickstart), snapshot(quickstart)
     assert "shared/backup/commune-exemple.g2.p12" in files
-    shutil.rmtree(state_dir(quickstart))
-    shutil.copytree(backup, state_dir(quickstart))
+    restore_state(quickstart, backup)
 
     refused = cli("apply", "--auto-approve", quickstart, env=RENEWAL)
     assert refused.returncode == 1
@@ -118,17 +131,17 @@ def test_older_backup_restored_after_a_renewal_takes_newer_generations_back(
     ]
 
 
+@pytest.mark.both_backends
 def test_missing_keyring_beside_sealed_keys_is_refused_never_replaced(
     cli: Runner, quickstart: Path
 ) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    escrow = state_dir(quickstart) / "escrow"
-    (escrow / "keyring.json").unlink()
+    set_escrow_blob(quickstart, "keyring.json", None)
     for command in (("plan",), ("apply", "--auto-approve"), ("recover", "--auto-approve")):
         done = cli(*command, quickstart)
         assert done.returncode == 1, command
         assert "keyring.json is missing but 2 sealed key file(s) are there" in done.stderr
-    assert not (escrow / "keyring.json").exists(), "a second keyring was created"
+    assert escrow_blob(quickstart, "keyring.json") is None, "a second keyring was created"
     probe = cli("check", quickstart)
     assert probe.returncode == 2 and "PROVISIONER CRITICAL - " in probe.stdout, probe.stdout
 
@@ -171,19 +184,19 @@ def test_escrow_of_another_lineage_is_refused(
     assert ring["lineage"] != state_rows(quickstart, "SELECT value FROM meta WHERE key='lineage'")
 
 
+@pytest.mark.both_backends
 def test_deleted_escrow_key_is_taken_back_from_a_copy(cli: Runner, quickstart: Path) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    keys = sorted((state_dir(quickstart) / "escrow").glob("*.key"))
-    lost = keys[0]
-    lost.unlink()
+    lost = f"{escrowed_keys(quickstart)[0]}.key"
+    set_escrow_blob(quickstart, lost, None)
     planned = cli("plan", quickstart)
     assert "restore escrowed key from backup-share" in planned.stdout, planned.stdout
     assert "[escrow-missing]" in planned.stdout
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    assert lost.exists()
+    assert escrow_blob(quickstart, lost) is not None
     converged(cli, quickstart)
     # With every copy gone too, the key exists nowhere: said, never taken for fine.
-    lost.unlink()
+    set_escrow_blob(quickstart, lost, None)
     for copy in p12_files(quickstart).values():
         copy.unlink()
     broken = cli("plan", quickstart)
@@ -337,7 +350,10 @@ def test_recover_names_an_absent_entity_whose_password_cannot_be_read(
     assert "1 generation, 3 copies, 1 key back into the escrow" in recovered.stdout
 
 
-def test_escrow_passphrase_rotation(cli: Runner, quickstart: Path, tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_escrow_passphrase_rotation(
+    cli: Runner, quickstart: Path, tmp_path: Path, state_backend: str
+) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     new = tmp_path / "new.pass"
     new.write_text("A-Brand-New-Escrow-Passphrase-2027\n")
@@ -347,14 +363,21 @@ def test_escrow_passphrase_rotation(cli: Runner, quickstart: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     old = cli("plan", quickstart)
     assert old.returncode == 1 and "wrong escrow passphrase" in old.stderr
+    set_aside = f"move {quickstart.parent / '.provisioner' / 'escrow'} aside"
+    if state_backend == "postgresql":  # the escrow is the schema's table
+        schema = re.search(r"schema (\w+)", old.stderr)
+        assert schema is not None, old.stderr
+        set_aside = (
+            f"keep a pg_dump of schema {schema[1]} and empty its escrow table "
+            '(docs/TEAM.md, "A lost escrow passphrase")'
+        )
     # The next step is named (issue 31): the rotated secret, else RECOVERY's row for a lost one.
     assert (
         "file secrets/escrow.pass, which escrow.passphrase names, does not open it. If the "
         "passphrase was rotated (`provisioner rekey`), point escrow.passphrase at the new one. "
         'If it is lost for good, follow docs/RECOVERY.md, "What each loss costs", row "the '
-        'escrow passphrase": point escrow.passphrase at a new secret, move '
-        f"{quickstart.parent / '.provisioner' / 'escrow'} aside and run `provisioner recover "
-        f"{quickstart}`" in old.stderr
+        'escrow passphrase": point escrow.passphrase at a new secret, '
+        f"{set_aside} and run `provisioner recover {quickstart}`" in old.stderr
     ), old.stderr
     row = next(
         line
@@ -648,6 +671,7 @@ def test_escrow_rebuilt_from_copies_does_not_reencode_every_copy(
     assert snapshot(quickstart) == files
 
 
+@pytest.mark.both_backends
 def test_recover_binds_the_consultations_again(cli: Runner, quickstart: Path) -> None:
     consultations = quickstart.parent / "consultations.csv"
     consultations.write_text(
@@ -658,7 +682,7 @@ def test_recover_binds_the_consultations_again(cli: Runner, quickstart: Path) ->
     assert cli("apply", "--auto-approve", *given, quickstart).returncode == 0
     assert cli("apply", "--auto-approve", *given, quickstart, env=RENEWAL).returncode == 0
     converged(cli, quickstart, RENEWAL)
-    shutil.rmtree(state_dir(quickstart))
+    lose_state(quickstart)
     done = cli("recover", "--auto-approve", *given, quickstart, env=RENEWAL)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 consultation binding(s) recorded again" in done.stdout
@@ -699,13 +723,16 @@ def test_recover_killed_before_its_bindings_records_them_when_run_again(
     assert "Nothing to recover" in cli("recover", "--auto-approve", *given, quickstart).stdout
 
 
+@pytest.mark.both_backends
 def test_damaged_escrow_key_is_seen_by_plan_and_taken_back(cli: Runner, quickstart: Path) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    key = sorted((state_dir(quickstart) / "escrow").glob("*.key"))[0]
-    record = json.loads(key.read_text())
+    key = f"{escrowed_keys(quickstart)[0]}.key"
+    blob = escrow_blob(quickstart, key)
+    assert blob is not None
+    record = json.loads(blob)
     sealed = record["sealed"]
     record["sealed"] = sealed[:40] + ("A" if sealed[40] != "A" else "B") + sealed[41:]
-    key.write_text(json.dumps(record))
+    set_escrow_blob(quickstart, key, json.dumps(record).encode())
     planned = cli("plan", quickstart)
     assert "[escrow-missing]" in planned.stdout, planned.stdout
     assert cli("apply", "--auto-approve", quickstart).returncode == 0

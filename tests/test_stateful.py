@@ -63,7 +63,6 @@ import random
 import secrets
 import shutil
 import signal
-import sqlite3
 import stat
 import sys
 import tempfile
@@ -101,6 +100,8 @@ from provisioner.cli import app
 from provisioner.errors import ProvisionerError
 from tests import oracle
 from tests.conftest import run_cli
+from tests.pgserver import OWNER_PASSWORD, PgServer, bindir
+from tests.stateworld import DatabaseWorld, FolderWorld, StateWorld
 from tests.test_bounded_reads import _recount
 
 # Checks (invariant or rule names) that fail on the code as it is, each with the issue whose
@@ -415,10 +416,11 @@ def p12_key(data: bytes, passwords: set[str] | list[str]) -> str | None:
     return None
 
 
-def escrowed_in(folder: Path, passphrase: str) -> set[str]:
-    """Fingerprints of the keys the escrow folder gives back with its own keyring and the
-    passphrase, read from the documented format (tests/oracle.py), not by the code under test."""
-    return set(oracle.escrowed_keys(folder, passphrase))
+def escrowed_in(escrow: Path | dict[str, bytes], passphrase: str) -> set[str]:
+    """Fingerprints of the keys the escrow (a folder, or its files by name) gives back with its
+    own keyring and the passphrase, read from the documented format (tests/oracle.py), not by
+    the code under test."""
+    return set(oracle.escrowed_keys(escrow, passphrase))
 
 
 # ---------------------------------------------------------------- the machine
@@ -450,9 +452,19 @@ class ProvisionerHistory(RuleBasedStateMachine):
             (self.root / "targets" / name).mkdir(parents=True)
         for i, entity in enumerate(ENTITY_IDS[:2]):
             self._add_entity(entity, profile="legacy" if i else "modern")
+        self.world: StateWorld = self.make_world()
         self.write_inputs()
 
+    def make_world(self) -> StateWorld:
+        """Where the state is kept, and how the world reaches it: the SQLite folder."""
+        return FolderWorld(self.state_dir)
+
+    def state_block(self) -> dict[str, Any] | None:
+        """The manifest's `state` (None: the SQLite default)."""
+        return None
+
     def teardown(self) -> None:
+        self.world.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     # ------------------------------------------------------------ inputs
@@ -540,6 +552,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
             },
             "entities": entities,
         }
+        if self.state_block() is not None:
+            manifest["state"] = self.state_block()
         self.manifest.write_text(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True))
         rows = []
         for c in self.m.consultations.values():
@@ -619,17 +633,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
     # ------------------------------------------------------------ reading the world
 
     def state_rows(self, query: str) -> list[tuple[Any, ...]]:
-        path = self.state_dir / "state.db"
-        if not path.is_file() or path.stat().st_size == 0:
-            return []
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                return list(conn.execute(query))
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            return []
+        return self.world.rows(query)
 
     def harvest(self) -> None:
         """Learn every key the state records, the escrow folder holds or a copy this lineage
@@ -641,9 +645,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
             known = self.m.keys.get(key_sha)
             if known is None or known.certificate is None:
                 self.m.keys[key_sha] = KnownKey(entity, x509.load_der_x509_certificate(cert_der))
-        for key_sha, sealed in oracle.escrowed_keys(
-            self.state_dir / "escrow", self.passphrase
-        ).items():
+        for key_sha, sealed in oracle.escrowed_keys(self.world.escrow(), self.passphrase).items():
             self.m.keys.setdefault(key_sha, KnownKey(sealed.entity, None))
         for entity, key_sha, cert_der in self.written_copies().values():
             known = self.m.keys.get(key_sha)
@@ -708,8 +710,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
         return out
 
     def escrowed(self) -> set[str]:
-        """Keys the escrow folder gives back with its own keyring and the passphrase."""
-        return escrowed_in(self.state_dir / "escrow", self.passphrase)
+        """Keys the escrow gives back with its own keyring and the passphrase."""
+        return escrowed_in(self.world.escrow(), self.passphrase)
 
     def holders(
         self, skip: frozenset[Path] | set[Path] = frozenset(), escrow: bool = True
@@ -1519,14 +1521,14 @@ class ProvisionerHistory(RuleBasedStateMachine):
     @rule(data=st.data(), then_apply=st.booleans())
     @followed_by_apply
     def world_deletes_an_escrow_key_file(self, data: st.DataObject, then_apply: bool) -> None:
-        files = sorted((self.state_dir / "escrow").glob("*.key"))
+        escrow = self.world.escrow()
+        files = sorted(name for name in escrow if name.endswith(".key"))
         if not files:
             return
-        path = data.draw(st.sampled_from(files), label="key file")
-        saved = path.read_bytes()
-        path.unlink()
+        name = data.draw(st.sampled_from(files), label="key file")
+        self.world.set_escrow(name, None)
         if not self._holders_left():
-            path.write_bytes(saved)  # the last holder: the world spares it
+            self.world.set_escrow(name, escrow[name])  # the last holder: the world spares it
             return
         self.world_event()
         self.m.escrow_in_doubt = True
@@ -1535,21 +1537,20 @@ class ProvisionerHistory(RuleBasedStateMachine):
     @rule(then_apply=st.booleans())
     @followed_by_apply
     def world_deletes_the_keyring(self, then_apply: bool) -> None:
-        ring = self.state_dir / "escrow" / "keyring.json"
-        if not ring.exists() or not self._holders_left(escrow=False):
+        if "keyring.json" not in self.world.escrow() or not self._holders_left(escrow=False):
             return
         self.world_event()
-        ring.unlink()
+        self.world.set_escrow("keyring.json", None)
         self.m.escrow_in_doubt = True
 
     @rule()
     def world_takes_a_backup_of_the_state(self) -> None:
-        """The operator's nightly backup of the state folder (escrow included)."""
-        if not self.state_dir.is_dir():
+        """The operator's nightly backup of the state folder, or pg_dump (escrow included)."""
+        if not self.world.exists():
             return
         self.m.counter += 1
         dest = self.root / "backups" / f"b{self.m.counter}"
-        shutil.copytree(self.state_dir, dest)
+        self.world.backup(dest)
         self.m.backups.append(dest)
 
     def lineage_foreign(self) -> None:
@@ -1582,12 +1583,11 @@ class ProvisionerHistory(RuleBasedStateMachine):
     @rule(then_apply=st.booleans())
     @followed_by_apply
     def world_loses_the_state(self, then_apply: bool) -> None:
-        """The admin host's disk: the state folder comes back empty, escrow included."""
-        if not self.state_dir.is_dir() or not self._holders_left(escrow=False):
+        """The admin host's disk (the database): the state comes back empty, escrow included."""
+        if not self.world.exists() or not self._holders_left(escrow=False):
             return
         self.world_event()
-        shutil.rmtree(self.state_dir)
-        self.state_dir.mkdir(mode=0o700)
+        self.world.lose()
         self.m.state_in_doubt = True
         self.m.escrow_in_doubt = True
         self.lineage_foreign()
@@ -1611,13 +1611,12 @@ class ProvisionerHistory(RuleBasedStateMachine):
         # Keys only the current escrow holds would be lost by the world, not the program.
         escrowed_now = self.escrowed()
         if not self._holders_left(escrow=False):
-            in_backup = escrowed_in(backup / "escrow", self.passphrase)
+            in_backup = escrowed_in(self.world.backup_escrow(backup), self.passphrase)
             left = self.holders(escrow=False)
             if any(left.get(k, 0) == 0 and k not in in_backup for k in escrowed_now):
                 return
         self.world_event()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-        shutil.copytree(backup, self.state_dir)
+        self.world.restore(backup)
         self.m.state_in_doubt = True
         self.lineage_foreign()
         self.time_passes()
@@ -1737,7 +1736,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         current password: apply observed the escrow and took the key back."""
         if pending("lost_escrow_keys_taken_back_after_apply") or not self.m.last_apply_ok:
             return
-        if self.m.state_in_doubt or not (self.state_dir / "escrow" / "keyring.json").is_file():
+        if self.m.state_in_doubt or "keyring.json" not in self.world.escrow():
             return
         escrowed = self.escrowed()
         missing = set()
@@ -1862,7 +1861,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         """Invariant 6: no password or passphrase in any output, state, plan, audit or file."""
         if pending("no_secret_in_outputs_or_files"):
             return
-        texts = {"output": "\n".join(self.m.outputs)}
+        texts = {"output": "\n".join(self.m.outputs), "the state database": self.world.contents()}
         for path in self.root.rglob("*"):
             rel = path.relative_to(self.root)
             if rel.parts[0] in ("secrets",) or path.name == "hook-env.jsonl":
@@ -1899,11 +1898,12 @@ class ProvisionerHistory(RuleBasedStateMachine):
         """Every escrow key file opens with the keyring beside it (never a second keyring)."""
         if pending("never_a_second_keyring"):
             return
-        folder = self.state_dir / "escrow"
-        if not (folder / "keyring.json").is_file():
+        escrow = self.world.escrow()
+        if "keyring.json" not in escrow:
             return
         opened = self.escrowed()
-        foreign = sorted(p.stem[:12] for p in folder.glob("*.key") if p.stem not in opened)
+        names = [name[: -len(".key")] for name in escrow if name.endswith(".key")]
+        foreign = sorted(name[:12] for name in names if name not in opened)
         assert not foreign, f"escrow key files sealed under another keyring: {foreign}"
 
     @invariant()
@@ -1985,6 +1985,36 @@ class ProvisionerHistory(RuleBasedStateMachine):
         )
 
 
+class PostgresqlHistory(ProvisionerHistory):
+    """The same histories, the state and its escrow in a schema of a real PostgreSQL server
+    (a team's state): the world reaches it as the owner role could with psql (a key file
+    deleted with the schema's guard lifted), a backup is `pg_dump` of the schema, losing the
+    state drops it. The DSN's password is one more secret no output or row may hold."""
+
+    server: PgServer | None = None  # set by the test (the session's server)
+
+    def make_world(self) -> StateWorld:
+        assert self.server is not None
+        tools = bindir()
+        assert tools is not None
+        self.schema = self.server.new_schema()
+        dsn = self.server.dsn()
+        secret = self.root / "secrets" / "pg.dsn"
+        secret.write_text(dsn + "\n")
+        secret.chmod(0o600)
+        self.m.secrets.add(OWNER_PASSWORD)
+        return DatabaseWorld(dsn, self.schema, tools)
+
+    def state_block(self) -> dict[str, Any] | None:
+        return {"backend": "postgresql", "dsn": {"file": "secrets/pg.dsn"}, "schema": self.schema}
+
+    def teardown(self) -> None:
+        self.world.close()
+        if self.server is not None:
+            self.server.drop_schema(self.schema)
+        super().teardown()
+
+
 # ---------------------------------------------------------------- profiles
 
 BOUNDED = settings(
@@ -2007,6 +2037,25 @@ def test_bounded_profile() -> None:
     print(
         f"\nstateful bounded profile: {ProvisionerHistory.histories} histories, "
         f"{ProvisionerHistory.steps} commands in {time.monotonic() - start:.0f} s"
+    )
+
+
+# The short profile on PostgreSQL: fewer histories (each command also opens database sessions,
+# and the suite's time must stay bounded); the same rules and invariants.
+BOUNDED_POSTGRESQL = settings(
+    BOUNDED, max_examples=int(os.environ.get("PROVISIONER_STATEFUL_PG_EXAMPLES", "6"))
+)
+
+
+def test_bounded_profile_postgresql(pg_server: PgServer) -> None:
+    """Random histories with a fixed seed, the state in PostgreSQL (make test)."""
+    start = time.monotonic()
+    PostgresqlHistory.server = pg_server
+    PostgresqlHistory.histories = PostgresqlHistory.steps = 0
+    run_state_machine_as_test(PostgresqlHistory, settings=BOUNDED_POSTGRESQL)
+    print(
+        f"\nstateful bounded profile on PostgreSQL: {PostgresqlHistory.histories} histories, "
+        f"{PostgresqlHistory.steps} commands in {time.monotonic() - start:.0f} s"
     )
 
 

@@ -142,12 +142,13 @@ def test_help_lists_choices_and_whole_summaries(cli: Runner) -> None:
 
 
 def test_every_command_shows_one_example_that_parses(cli: Runner) -> None:
-    from provisioner.cli import EXAMPLES, app
+    from provisioner.cli import EXAMPLES, app, state_app
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
+    names |= {f"state {c.name}" for c in state_app.registered_commands}
     assert names == set(EXAMPLES)
     for name, example in EXAMPLES.items():
-        shown = cli(name, "--help", env={"COLUMNS": "80"})
+        shown = cli(*name.split(), "--help", env={"COLUMNS": "80"})
         assert f"Example:\n    {example}\n" in shown.stdout, name
         # Its options exist: click refuses an unknown option before it reaches --help.
         parsed = cli(*shlex.split(example)[1:], "--help")
