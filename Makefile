@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo man test test-slow test-dates mutation lint bench bench-fleet clean
+.PHONY: demo man test test-slow test-dates mutation lint bench bench-fleet bench-postgresql clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ bench: $(STAMP)
 # about 20 minutes, where the whole `make bench` takes over an hour.
 bench-fleet: $(STAMP)
 	$(PY) bench/fleet_bench.py --write
+
+# Only the PostgreSQL section of docs/PERFORMANCE.md: a first apply and no-op plans at 1,000 x 10
+# on PostgreSQL beside SQLite (a throwaway cluster; PostgreSQL's server binaries installed).
+bench-postgresql: $(STAMP)
+	$(PY) bench/pg_bench.py --write
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

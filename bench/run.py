@@ -1,7 +1,8 @@
 """`make bench`: measure and write docs/PERFORMANCE.md (machine, command, medians).
 
 Scenarios: crypto primitives (key generation per size, PKCS#12 encode/decode per profile),
-region scale (bench/scale.py), distribution over SSH (bench/ssh_bench.py), unreachable
+region scale (bench/scale.py), a team's state in PostgreSQL beside SQLite (bench/pg_bench.py),
+distribution over SSH (bench/ssh_bench.py), unreachable
 workstations at fleet scale (bench/fleet_bench.py; alone: `make bench-fleet`).
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fleet_bench
+import pg_bench
 import scale
 import smb_bench
 import ssh_bench
@@ -148,6 +150,7 @@ def main() -> None:
         "",
         *smb_bench.run(),
         "",
+        *pg_bench.section(pg_bench.measure(1000, 10, 5), "python bench/run.py"),
         *fleet_bench.section(fleet_bench.run(), "python bench/run.py"),
         *fleet_bench.interleaved(fleet_bench.plan_rows(), "python bench/run.py"),
     ]
