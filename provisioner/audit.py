@@ -19,7 +19,13 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.consultations import parse_date
-from provisioner.errors import ProvisionerError, StateError, UsageError, error_document
+from provisioner.errors import (
+    NoStateError,
+    ProvisionerError,
+    StateError,
+    UsageError,
+    error_document,
+)
 from provisioner.state.location import StateLocation
 from provisioner.state.store import open_store
 
@@ -103,7 +109,7 @@ def read_audit(
     db = open_store(state, create=False, migrate=False)
     if db is None:
         where = state / "state.db" if isinstance(state, Path) else state
-        raise StateError(f"{where}: no state there, so no audit log")
+        raise NoStateError(where, "no audit log")
     try:
         rows = db.audit_records()
     finally:

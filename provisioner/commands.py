@@ -18,6 +18,7 @@ from provisioner.check import Finding
 from provisioner.codes import Severity
 from provisioner.engine import Inputs, load_inputs, observe_and_plan, observed_digest, open_state
 from provisioner.errors import (
+    NoStateError,
     ProvisionerError,
     SecretError,
     StateError,
@@ -183,10 +184,7 @@ def _check(
         )
         with open_state(inputs, create=False, unlock=False) as session:
             if session.db is None:
-                raise StateError(
-                    f"{session.location}: no state there, so nothing can be judged: apply first, "
-                    "or recover a lost state (docs/RECOVERY.md)"
-                )
+                raise NoStateError(session.location, "nothing can be judged")
             now = clock.now()
             _, result = observe_and_plan(session, parallel, now)
             thresholds = probe.Thresholds(warn_days, critical_days)
@@ -283,7 +281,7 @@ def rehearse(
     )
     with open_state(inputs, create=False) as session:
         if session.db is None:
-            raise StateError(f"no state in {session.location}: nothing has been applied yet")
+            raise NoStateError(session.location, "no copy to rehearse")
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
         results = rehearsal.rehearse(
@@ -396,7 +394,7 @@ def export(
             raise SecretError(f"the export password is refused: {problem}")
     with open_state(inputs, create=False, unlock=fmt == "p12") as session:
         if session.db is None:
-            raise StateError(f"no state in {session.location}: run apply first")
+            raise NoStateError(session.location, "no generation to export")
         g = pick_generation(session, target, generation)
         write_export(
             session,

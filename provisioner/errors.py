@@ -103,6 +103,18 @@ class StateError(ProvisionerError):
     """The state database or escrow is unusable."""
 
 
+class NoStateError(StateError):
+    """A command that reads the state found none where it looked: one sentence for every
+    command, saying where it looked, what it cannot do, and the three ways on."""
+
+    def __init__(self, where: object, cannot: str) -> None:
+        super().__init__(
+            f"{where}: no state there, so {cannot}: apply first, or point --state-dir (or the "
+            "manifest's `state:`) at the state; a lost state: provisioner recover "
+            "(docs/RECOVERY.md)"
+        )
+
+
 class WrongPassphraseError(StateError):
     """The escrow passphrase does not open the escrow's keyring."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.consultations import Consultation
-from provisioner.errors import StateError
+from provisioner.errors import NoStateError
 from provisioner.manifest.model import STORE_NSS, STORE_WINDOWS, Entity, Manifest, Target
 from provisioner.plan.paths import copy_file_name
 from provisioner.receipts import Bound, open_bindings, receipt_path, windows_thumbprint
@@ -206,10 +206,7 @@ def run(
         if session.db is None:
             # An empty inventory would tell a distribution engine that no store must hold
             # anything: a wrong --state-dir must fail, not pass for "nothing to do".
-            raise StateError(
-                f"no state in {session.location}: nothing has been applied there yet (apply "
-                "first, or give --state-dir the folder the tool's state is in)"
-            )
+            raise NoStateError(session.location, "no inventory to give")
         document = build(
             session.manifest,
             session.recorded,

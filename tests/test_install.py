@@ -433,7 +433,7 @@ def test_inventory_without_a_state_fails_instead_of_listing_nothing(
     path = write(tmp_path, INVENTORY)
     done = cli("inventory", "--json", path, "--state-dir", tmp_path / "elsewhere")
     assert done.returncode == 1
-    assert f"no state in {tmp_path / 'elsewhere'}" in done.stderr, done.stderr
+    assert f"{tmp_path / 'elsewhere'}: no state there, so no inventory" in done.stderr, done.stderr
     assert not (tmp_path / "elsewhere").exists()
 
 
