@@ -20,6 +20,7 @@ from provisioner.state.records import Recorded
 from provisioner.wording import counted
 
 if TYPE_CHECKING:
+    from provisioner.engine import Session
     from provisioner.receipts import StoreState
 
 OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICAL, Severity.UNKNOWN
@@ -38,6 +39,52 @@ class Finding:
 class Thresholds:
     warn_days: int = 30
     critical_days: int = 7
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What `check` answers for a plan, and the page of `report` shows first."""
+
+    code: Severity
+    line: str  # the first line: `PROVISIONER STATE - text | perfdata`
+    findings: list[Finding]
+    stores: list[StoreState]  # the receipts read, for the report's store table
+
+
+def judge(
+    session: Session,
+    plan: Plan,
+    now: dt.datetime,
+    parallel: int,
+    limits: Thresholds,
+    receipt_max_age: dt.timedelta,
+) -> Judgement:
+    """The one verdict of `check` and `report`: the plan's findings, the agents' stores
+    (their receipts read once), kept to the entities of --limit, and the first line."""
+    from provisioner import receipts
+
+    findings = evaluate(
+        session.manifest,
+        session.recorded,
+        plan,
+        now,
+        session.escrow_listing.named(),  # presence by name: no secret needed
+        limits,
+    )
+    stores = receipts.survey_of(session, plan, parallel, max_age=receipt_max_age)
+    findings = with_stores(findings, stores, now, limits.warn_days)
+    if session.limit is not None:  # the entities asked for, and what concerns all
+        findings = [f for f in findings if f.entity is None or f.entity in session.limit]
+    code, line = summary(
+        findings,
+        session.manifest,
+        session.recorded,
+        now,
+        session.limit,
+        limits,
+        session.inputs.scope,
+    )
+    return Judgement(code, line, findings, stores)
 
 
 def evaluate(

@@ -187,29 +187,13 @@ def _check(
                 raise NoStateError(session.location, "nothing can be judged")
             now = clock.now()
             _, result = observe_and_plan(session, parallel, now)
-            thresholds = probe.Thresholds(warn_days, critical_days)
-            findings = probe.evaluate(
-                session.manifest,
-                session.recorded,
+            verdict = probe.judge(
+                session,
                 result,
                 now,
-                session.escrow_listing.named(),  # presence by name: no secret needed
-                thresholds,
-            )
-            stores = receipts.survey_of(
-                session, result, parallel, max_age=dt.timedelta(days=receipt_max_age_days)
-            )
-            findings = probe.with_stores(findings, stores, now, warn_days)
-            if session.limit is not None:  # the entities asked for, and what concerns all
-                findings = [f for f in findings if f.entity is None or f.entity in session.limit]
-            code, line = probe.summary(
-                findings,
-                session.manifest,
-                session.recorded,
-                now,
-                session.limit,
-                thresholds,
-                session.inputs.scope,
+                parallel,
+                probe.Thresholds(warn_days, critical_days),
+                dt.timedelta(days=receipt_max_age_days),
             )
     except Exception as exc:
         if not isinstance(exc, ProvisionerError) and os.environ.get("PROVISIONER_DEBUG"):
@@ -222,7 +206,7 @@ def _check(
         if not isinstance(exc, ProvisionerError):
             first = f"internal error: {type(exc).__name__}: {first}"
         return Verdict(probe.UNKNOWN, f"PROVISIONER UNKNOWN - {first}", [], inconclusive=True)
-    return Verdict(code, line, findings)
+    return Verdict(verdict.code, verdict.line, verdict.findings)
 
 
 def _open_while_broken(inputs: Inputs) -> list[Finding]:

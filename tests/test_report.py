@@ -703,3 +703,28 @@ def test_in_chromium_the_layout_puts_each_marker_where_the_dates_say(
     assert found["cols"] and all(abs(h - d) < 2 for h, d in found["cols"]), found["cols"]
     # Printed, an entity's section is kept on one A4 page where it fits.
     assert found["printBreak"] in (["avoid"], ["avoid-page"]), found["printBreak"]
+
+
+@pytest.mark.parametrize(
+    "limit", [[], ["--limit", "commune-exemple"], ["--limit", "syndicat-eaux"]]
+)
+def test_the_report_gives_the_verdict_check_gives_for_the_same_limit(
+    site: Path, tmp_path: Path, limit: list[str]
+) -> None:
+    """One verdict for both: the report's first line is check's, --limit included (it once
+    counted every entity's findings in a report limited to one)."""
+    out = tmp_path / "r.html"
+    reported = report(site, out, *limit)
+    checked = run_cli(
+        "check",
+        site,
+        "--consultations",
+        site.parent / "consultations.yaml",
+        *limit,
+        env={"PROVISIONER_NOW": REPORTED},
+    )
+    line = checked.stdout.splitlines()[0]
+    assert line.startswith("PROVISIONER "), checked.stdout
+    assert reported.stdout.splitlines()[1] == line, (reported.stdout, checked.stdout)
+    document = json.loads(report(site, tmp_path / "j.html", *limit, "--json").stdout)
+    assert document["check"] == {"exit_code": checked.returncode, "summary": line}

@@ -1,7 +1,8 @@
 """`provisioner report`: one self-contained HTML page for a review or an opening day.
 
 It loads what `status` loads (no secret), observes the targets as `status` and `check` do,
-judges with `check.evaluate` and words a saved plan with `plan/render.py`; it reads the state
+judges with `check.judge` (the verdict `check` gives, --limit included) and words a saved plan
+with `plan/render.py`; it reads the state
 (the audit table through a read-only connection) and writes nothing but the page, atomically,
 and only over a file that is absent or a previous report."""
 
@@ -86,18 +87,15 @@ def write_report(
     with open_state(inputs, create=False, unlock=False) as session:
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
-        findings = probe.evaluate(
-            session.manifest,
-            session.recorded,
-            result,
-            now,
-            session.escrow_listing.named(),  # presence by name: no secret needed
-            probe.Thresholds(),
+        # check's own verdict, at its default thresholds; the receipts are read once: the
+        # page's store table and the store findings both come from them.
+        verdict = probe.judge(session, result, now, parallel, probe.Thresholds(), receipts.MAX_AGE)
+        code, line, findings, stores = (
+            verdict.code,
+            verdict.line,
+            verdict.findings,
+            verdict.stores,
         )
-        # Read once: the page's store table and check's store findings both come from it.
-        stores = receipts.survey_of(session, result, parallel)
-        findings = probe.with_stores(findings, stores, now, probe.Thresholds().warn_days)
-        code, line = probe.summary(findings, session.manifest, session.recorded, now)
         audit = model.read_audit(session.db) if session.db is not None else {}
         scope = session.inputs.scope
         entities = model.build(
