@@ -26,10 +26,10 @@ from provisioner.errors import (
     UsageError,
     error_document,
 )
+from provisioner.jsondoc import FORMAT_VERSION
 from provisioner.state.location import StateLocation
 from provisioner.state.store import open_store
 
-FORMAT_VERSION = 1
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$|^\d{1,2}/\d{1,2}/\d{4}$")
 
 

@@ -15,13 +15,13 @@ from typing import Any
 from provisioner import clock
 from provisioner.consultations import Consultation
 from provisioner.errors import NoStateError
+from provisioner.jsondoc import FORMAT_VERSION
 from provisioner.manifest.model import STORE_NSS, STORE_WINDOWS, Entity, Manifest, Target
 from provisioner.plan.paths import copy_file_name
 from provisioner.receipts import Bound, open_bindings, receipt_path, windows_thumbprint
 from provisioner.state.records import CURRENT, RETAINED, Recorded, RecordedGeneration
 from provisioner.transports.base import file_path
 
-FORMAT_VERSION = 1
 KEEP = "keep"
 REMOVE = "remove"
 

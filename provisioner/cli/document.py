@@ -5,23 +5,19 @@ same for every command; `error` says where (file, line, column) when that is kno
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 
 from provisioner.errors import diagnostic_json, error_document
+from provisioner.jsondoc import dumps
 
 __all__ = ["diagnostic_json", "emit", "error_document", "json_command"]
-
-FORMAT_VERSION = 1
 
 
 def emit(document: dict[str, Any], *, ascii_only: bool = False) -> None:
     """Print one document, `format_version` first."""
-    typer.echo(
-        json.dumps({"format_version": FORMAT_VERSION} | document, indent=2, ensure_ascii=ascii_only)
-    )
+    typer.echo(dumps(document, ascii_only=ascii_only))
 
 
 def json_command(argv: list[str]) -> tuple[bool, str | None]:

@@ -3,7 +3,6 @@ parses, calls one function, renders, and picks the exit code."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -133,7 +132,7 @@ def plan(
         warnings(inputs.diagnostics)
     result, in_scope = commands.plan(inputs, parallel=parallel, out=out)
     if as_json:
-        typer.echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
+        emit(plan_json(result))
     elif OUTPUT.quiet:
         from provisioner.plan.render import summary_line
 
@@ -380,7 +379,7 @@ def inventory(
 
     document = inv.run(manifest, state_dir, consultations, limit, state_backend=state_backend)
     if as_json:
-        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        emit(document)
     else:
         typer.echo(inv.render(document), nl=False)
 

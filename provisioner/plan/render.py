@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner import clock
+from provisioner.jsondoc import FORMAT_VERSION
 from provisioner.plan.actions import (
     SENSITIVE,
     Action,
@@ -25,8 +26,6 @@ from provisioner.plan.actions import (
     WriteCopy,
 )
 from provisioner.plan.model import Plan
-
-FORMAT_VERSION = 1
 
 _COLOURS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "-/+": "\033[35m", "!": "\033[33m"}
 _RESET = "\033[0m"
