@@ -12,11 +12,11 @@ from cryptography import x509
 from provisioner import clock
 from provisioner.apply.generations import generation_from_certificate
 from provisioner.atomic import write_private
+from provisioner.bounded import InputFileError, read_regular
 from provisioner.crypto import certificates, pkcs12
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import ProvisionerError
-from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest.model import SELF_SIGNED, Entity
 from provisioner.state.records import CURRENT, RETAINED, RecordedGeneration
 

@@ -13,10 +13,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner.bounded import InputFileError, read_regular
 from provisioner.clock import PARIS, until
 from provisioner.clock import day as paris_day
 from provisioner.errors import Diagnostic, Location, ManifestError
-from provisioner.exports import (
+from provisioner.manifest.schema import validate
+from provisioner.manifest.yamlpos import MAX_BYTES, load_yaml
+from provisioner.platform_csv import (
     DEFAULT_FORMAT,
     STATUSES,
     ExportFormat,
@@ -27,9 +30,6 @@ from provisioner.exports import (
     near_misses,
     normalise,
 )
-from provisioner.inputs import InputFileError, read_regular
-from provisioner.manifest.schema import validate
-from provisioner.manifest.yamlpos import MAX_BYTES, load_yaml
 
 # JJ/MM/AAAA, then optionally HH:MM (or 12h00, "à 12h00", with seconds as Excel writes them).
 _FR_DATE = re.compile(

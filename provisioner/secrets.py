@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from provisioner import children
+from provisioner.bounded import InputFileError, read_regular
 from provisioner.errors import SecretError
-from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest.model import PasswordPolicy, SecretRef
 
 COMMAND_TIMEOUT = 30.0

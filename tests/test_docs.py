@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.manifest.reference import render
+from provisioner.manifest.manual import render
 from tests.conftest import EXAMPLES, REPO, TEST_CLOCK
 from tests.pgserver import ADMIN_PASSWORD, PgServer
 from tests.pgserver import bindir as pg_bindir
@@ -146,7 +146,7 @@ def test_make_demo_writes_no_escape_codes_into_a_file(tmp_path: Path) -> None:
 def test_manifest_reference_matches_the_schema() -> None:
     current = (REPO / "docs" / "MANIFEST.md").read_text()
     assert current == render(), (
-        "docs/MANIFEST.md is stale: python -m provisioner.manifest.reference > docs/MANIFEST.md"
+        "docs/MANIFEST.md is stale: python -m provisioner.manifest.manual > docs/MANIFEST.md"
     )
 
 

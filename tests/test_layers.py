@@ -50,7 +50,7 @@ LAYERS: list[tuple[str, ...]] = [
         "provisioner.errors",
         "provisioner.clock",
         "provisioner.atomic",
-        "provisioner.inputs",
+        "provisioner.bounded",
         "provisioner.faults",
         "provisioner.progress",
         "provisioner",

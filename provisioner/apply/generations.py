@@ -17,11 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provisioner import faults
+from provisioner.bounded import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.crypto import certificates
 from provisioner.crypto.certificates import chain_digest
 from provisioner.crypto.keys import certificate_fingerprint
 from provisioner.errors import ProvisionerError
-from provisioner.inputs import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.manifest.model import SELF_SIGNED, Entity, Issuer
 from provisioner.plan.actions import (
     CreateGeneration,

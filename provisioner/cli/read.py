@@ -40,7 +40,7 @@ def validate(
     """Check a manifest and the files it references. Exit 0 when valid, 1 when not."""
     try:
         model, found = read_manifest(manifest)
-        from provisioner.manifest.references import check_files
+        from provisioner.manifest.files import check_files
 
         referenced = check_files(model)  # metadata only: no secret is read
         if any(d.severity == "error" for d in referenced):

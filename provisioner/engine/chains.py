@@ -3,7 +3,7 @@ renewed certificate with the same key and subject get the new chain (public file
 
 from __future__ import annotations
 
-from provisioner.inputs import MAX_PEM_BYTES, InputFileError, read_regular
+from provisioner.bounded import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.manifest.model import Manifest
 from provisioner.state.records import Recorded
 

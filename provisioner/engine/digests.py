@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from provisioner.bounded import InputFileError, read_regular
 from provisioner.engine.inputs import Inputs
-from provisioner.inputs import InputFileError, read_regular
 from provisioner.manifest.yamlpos import MAX_BYTES
 from provisioner.plan.model import Observed
 

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from provisioner.bounded import InputFileError, not_regular, read_regular
 from provisioner.errors import Diagnostic, Location, ManifestError
-from provisioner.exports import ExportFormat, normalise
-from provisioner.inputs import InputFileError, not_regular, read_regular
 from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
@@ -17,6 +16,7 @@ from provisioner.manifest.names import _shown, did_you_mean, file_name_problem
 from provisioner.manifest.schema import is_valid, validate
 from provisioner.manifest.targets import expand_groups, same_folders, targets
 from provisioner.manifest.yamlpos import MAX_BYTES, load_yaml
+from provisioner.platform_csv import ExportFormat, normalise
 
 # Placeholders of a designation or common name (`{n}`, `{year}`); any other is refused.
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from provisioner.errors import Location
-from provisioner.exports import DEFAULT_FORMAT, ExportFormat
+from provisioner.platform_csv import DEFAULT_FORMAT, ExportFormat
 
 DEFAULT_KEY_SIZE = 3072
 DEFAULT_VALIDITY_DAYS = 730

@@ -11,8 +11,8 @@ from typing import Any
 
 from provisioner import clock
 from provisioner.atomic import write_private
+from provisioner.bounded import InputFileError, read_regular
 from provisioner.errors import StalePlanError
-from provisioner.inputs import InputFileError, read_regular
 from provisioner.plan.model import Plan
 from provisioner.plan.render import plan_json
 

@@ -19,12 +19,12 @@ from collections import Counter
 from cryptography import x509
 
 from provisioner.apply.generations import generation_from_certificate
+from provisioner.bounded import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.crypto import pkcs12
 from provisioner.crypto.certificates import chain_digest, lineage_tag, serial_mark
 from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerprint
 from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError, WrongPasswordError
-from provisioner.inputs import MAX_PEM_BYTES, InputFileError, read_regular
 from provisioner.manifest.model import SELF_SIGNED, Entity, Target
 from provisioner.plan.planner import parse_copy_name, resolve_target
 from provisioner.recover.report import FoundCopy, Recovery, render

@@ -12,7 +12,7 @@ import pytest
 
 from provisioner.consultations import Consultation, read_consultations
 from provisioner.errors import Diagnostic, ManifestError
-from provisioner.exports import DEFAULT_FORMAT, ExportFormat
+from provisioner.platform_csv import DEFAULT_FORMAT, ExportFormat
 from tests.conftest import REPO, Runner
 
 EXPORT = REPO / "tests" / "data" / "export-marches-cp1252.csv"

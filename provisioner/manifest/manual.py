@@ -1,6 +1,6 @@
 """docs/MANIFEST.md, generated from schemas/manifest.schema.json (titles and descriptions).
 
-Regenerate with `python -m provisioner.manifest.reference > docs/MANIFEST.md`; a test fails
+Regenerate with `python -m provisioner.manifest.manual > docs/MANIFEST.md`; a test fails
 when the file and the schema disagree.
 """
 
@@ -13,7 +13,7 @@ from provisioner.manifest.schema import branches, load_schema
 HEADER = """# Manifest reference
 
 Generated from `schemas/manifest.schema.json` by
-`python -m provisioner.manifest.reference > docs/MANIFEST.md`; do not edit by hand.
+`python -m provisioner.manifest.manual > docs/MANIFEST.md`; do not edit by hand.
 Editors that understand the `# yaml-language-server: $schema=...` line show the same help
 while you type. Concepts and French terms: `docs/CONCEPTS.md`.
 """
