@@ -79,8 +79,15 @@ def test_first_apply_creates_keys_escrow_and_copies_that_open(
 
     again = cli("plan", "--detailed-exitcode", quickstart)
     assert again.returncode == 0, again.stdout
-    assert "No changes." in again.stdout
-    assert 'commune-exemple: generation 1 "Commune Exemple" valid until' in again.stdout
+    # A summary, not one line per entity; -v lists each entity and why it is in sync.
+    assert again.stdout.startswith(
+        "No changes. Every bi-clé is current and every copy matches what was written.\n"
+        "  Nothing to do for 2 entities (-v lists each, with its expiry and renewal date).\n"
+    ), again.stdout
+    assert "valid until" not in again.stdout
+    listed = cli("-v", "plan", quickstart).stdout
+    assert 'commune-exemple: generation 1 "Commune Exemple" valid until' in listed
+    assert 'syndicat-eaux: generation 1 "Syndicat Eaux Val 2026" valid until' in listed
 
 
 @pytest.mark.both_backends
@@ -167,7 +174,7 @@ def test_a_generation_is_renewed_from_renew_before_days_before_its_expiry_not_a_
     says it agrees: the in-sync line, the warning before it, the plan on the day."""
     apply(cli, quickstart)
     before = {"PROVISIONER_NOW": "2028-09-30T08:59:59+00:00"}
-    waiting = cli("plan", "--detailed-exitcode", quickstart, env=before)
+    waiting = cli("-v", "plan", "--detailed-exitcode", quickstart, env=before)
     assert waiting.returncode == 0, waiting.stdout
     assert "valid until 2028-11-29 (60 days; renewal from 2028-09-30)" in waiting.stdout
     assert "a new generation will be created from 2028-09-30" in waiting.stdout

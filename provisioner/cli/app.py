@@ -129,7 +129,12 @@ QuietOpt = Annotated[
 ]
 VerboseOpt = Annotated[
     bool,
-    typer.Option("--verbose", "-v", callback=_set_verbose, help="Print the per-action detail too."),
+    typer.Option(
+        "--verbose",
+        "-v",
+        callback=_set_verbose,
+        help="Print the per-action detail too (plan, apply: each entity already in sync).",
+    ),
 ]
 EntityArg = Annotated[str, typer.Argument(help="Entity id.", metavar="ENTITY", show_default=False)]
 

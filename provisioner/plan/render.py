@@ -26,6 +26,7 @@ from provisioner.plan.actions import (
     WriteCopy,
 )
 from provisioner.plan.model import Plan
+from provisioner.wording import counted
 
 _COLOURS = {"+": "\033[32m", "~": "\033[33m", "-": "\033[31m", "-/+": "\033[35m", "!": "\033[33m"}
 _RESET = "\033[0m"
@@ -177,6 +178,18 @@ def summary_line(plan: Plan) -> str:
     )
 
 
+def _in_sync(plan: Plan, verbose: bool) -> list[str]:
+    """Under a plan with no change: each entity with nothing to do and why, its expiry and
+    renewal date (`-v`), else one line that counts them (a thousand entities are not a
+    thousand lines)."""
+    if verbose:
+        return [f"  {line}" for line in plan.in_sync]
+    if not plan.in_sync:
+        return []
+    entities = counted(len(plan.in_sync), "entity", "entities")
+    return [f"  Nothing to do for {entities} (-v lists each, with its expiry and renewal date)."]
+
+
 def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
     """The human plan: one block per entity, a symbol and a reason per line, a summary."""
 
@@ -198,14 +211,14 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
             f"No changes on the targets observed; {unobserved(plan)} (see Errors above): "
             "their copies were not checked."
         )
-        lines += [f"  {line}" for line in plan.in_sync]
+        lines += _in_sync(plan, verbose)
     elif not plan.changes and any(w.code == "limit-held" for w in plan.warnings):
         # Never "every bi-clé is current" when --limit held something back.
         lines.append("No changes within --limit; what it holds back is under Warnings.")
-        lines += [f"  {line}" for line in plan.in_sync]
+        lines += _in_sync(plan, verbose)
     elif not plan.changes:
         lines.append("No changes. Every bi-clé is current and every copy matches what was written.")
-        lines += [f"  {line}" for line in plan.in_sync]
+        lines += _in_sync(plan, verbose)
     else:
         lines.append(
             f"provisioner will perform the following actions (planned at {clock.iso(plan.now)}):"
