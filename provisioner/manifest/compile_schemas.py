@@ -2,9 +2,10 @@
 
 `fastjsonschema.compile` generates and compiles about 200 KB of Python for the manifest
 schema on every run: 0.17 s, a tenth of a no-op plan at 1,000 entities. The generated code is
-written once, here, into `provisioner/manifest/_fast_<name>.py` with the SHA-256 of the schema
-it came from; `schema.py` uses a module only while that digest matches the schema file, and
-compiles in memory otherwise, so an edited schema is never checked by a stale validator.
+written once, here, into `provisioner/manifest/_generated/<name>.py` with the SHA-256 of the
+schema it came from and the generator's version (GENERATOR); `schema.py` uses a module only
+while that digest matches the schema file, and compiles in memory otherwise, so an edited
+schema is never checked by a stale validator.
 
     python -m provisioner.manifest.compile_schemas
 """
@@ -31,6 +32,7 @@ def source(schema_name: str) -> str:
         f"# schemas/{schema_name}; do not edit. Used only while DIGEST matches that file.\n"
         f"# mypy: ignore-errors\n"
         f'DIGEST = "{schema_digest(schema_name)}"\n'
+        f'GENERATOR = "fastjsonschema {fastjsonschema.VERSION}"\n'
         f"{code}\n\n"
         f"validate = {entry.group(1)}\n"
     )
@@ -39,7 +41,7 @@ def source(schema_name: str) -> str:
 def write() -> list[Path]:
     written = []
     for name in COMPILED:
-        path = HERE / f"{compiled_module(name)}.py"
+        path = HERE / (compiled_module(name).replace(".", "/") + ".py")
         path.write_text(source(name), encoding="utf-8")
         written.append(path)
     return written

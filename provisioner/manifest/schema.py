@@ -145,8 +145,8 @@ def _explain(error: ValidationError, positions: Positions) -> list[Diagnostic]:
 
 
 def compiled_module(schema_name: str) -> str:
-    """`manifest.schema.json` -> `_fast_manifest`: the module `compile_schemas` writes."""
-    return "_fast_" + schema_name.split(".", 1)[0]
+    """`manifest.schema.json` -> `_generated.manifest`: the module `compile_schemas` writes."""
+    return "_generated." + schema_name.split(".", 1)[0]
 
 
 def schema_digest(schema_name: str) -> str:

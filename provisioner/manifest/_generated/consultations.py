@@ -2,6 +2,7 @@
 # schemas/consultations.schema.json; do not edit. Used only while DIGEST matches that file.
 # mypy: ignore-errors
 DIGEST = "cc83487ef797f13d19c88337e416189865fa09deeec91053005d989f10c9c6b5"
+GENERATOR = "fastjsonschema 2.22.3"
 VERSION = "2.22.3"
 from decimal import Decimal
 import re

@@ -2,6 +2,7 @@
 # schemas/manifest.schema.json; do not edit. Used only while DIGEST matches that file.
 # mypy: ignore-errors
 DIGEST = "12d09db5252f45889c4092866685e47ad650358d2b6a064672ac5cc7b131136f"
+GENERATOR = "fastjsonschema 2.22.3"
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
