@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from provisioner import clock
-from provisioner.codes import Severity, WarningCode
+from provisioner.codes import FindingCode, Severity, WarningCode
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.scope import Scope
-from provisioner.plan.actions import Conflict, RestoreEscrow
+from provisioner.plan.actions import Conflict, ReasonCode, RestoreEscrow
 from provisioner.plan.model import ConsultationView, Plan
 from provisioner.state.records import Recorded
 from provisioner.wording import counted
@@ -31,7 +31,7 @@ NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 class Finding:
     severity: Severity
     entity: str | None
-    code: str
+    code: FindingCode | WarningCode | ReasonCode  # check's own, a plan warning's, a folder's
     message: str
 
 
@@ -98,9 +98,9 @@ def evaluate(
     """Every finding, most severe first."""
     findings: list[Finding] = []
     for refusal in plan.refusals:
-        findings.append(Finding(CRITICAL, None, "refused", refusal))
+        findings.append(Finding(CRITICAL, None, FindingCode.REFUSED, refusal))
     for error in plan.errors:
-        findings.append(Finding(WARNING, None, "unreachable", error))
+        findings.append(Finding(WARNING, None, FindingCode.UNREACHABLE, error))
     pending_by_entity: dict[str, list[str]] = {}
     conflicts_by_entity: dict[str, list[str]] = {}
     for a in plan.actions:
@@ -112,7 +112,7 @@ def evaluate(
                 Finding(
                     CRITICAL,
                     a.entity,
-                    "escrow-missing",
+                    FindingCode.ESCROW_MISSING,
                     f"generation {a.generation}'s private key is missing from the escrow and "
                     f"lives only in copies such as {a.target}: {a.path}: run provisioner apply "
                     "to take it back",
@@ -141,7 +141,7 @@ def evaluate(
             Finding(
                 CRITICAL,
                 a.entity,
-                "bound-missing",
+                FindingCode.BOUND_MISSING,
                 f"generation {a.generation} bound to consultation"
                 f"{'s' * (len(views) > 1)} {', '.join(v.describe() for v in views)}: {where}: "
                 f"{a.path} holds a file this state did not write (or that changed since it was "
@@ -153,7 +153,7 @@ def evaluate(
             Finding(
                 WARNING,
                 entity_id,
-                "conflict",
+                FindingCode.CONFLICT,
                 f"{counted(len(paths), 'file')} this state did not write "
                 f"{'stands' if len(paths) == 1 else 'stand'} where its copies go "
                 f"({'; '.join(paths[:3])}{'; ...' if len(paths) > 3 else ''}): apply leaves "
@@ -167,7 +167,9 @@ def evaluate(
         current = recorded.current(entity.id)
         if current is None:
             findings.append(
-                Finding(WARNING, entity.id, "no-key", "no bi-clé yet: run provisioner apply")
+                Finding(
+                    WARNING, entity.id, FindingCode.NO_KEY, "no bi-clé yet: run provisioner apply"
+                )
             )
             continue
         days = (current.not_after - now).days
@@ -182,7 +184,7 @@ def evaluate(
                 Finding(
                     CRITICAL,
                     entity.id,
-                    "expired",
+                    FindingCode.EXPIRED,
                     f"current generation {current.number} expired on "
                     f"{current.not_after:%Y-%m-%d}: {todo}",
                 )
@@ -192,7 +194,7 @@ def evaluate(
                 Finding(
                     CRITICAL,
                     entity.id,
-                    "expiring",
+                    FindingCode.EXPIRING,
                     f"current generation {current.number} expires in {counted(days, 'day')} "
                     f"({current.not_after:%Y-%m-%d})",
                 )
@@ -202,7 +204,7 @@ def evaluate(
                 Finding(
                     WARNING,
                     entity.id,
-                    "expiring",
+                    FindingCode.EXPIRING,
                     f"current generation {current.number} expires in {counted(days, 'day')} "
                     f"({current.not_after:%Y-%m-%d})",
                 )
@@ -214,7 +216,7 @@ def evaluate(
                 Finding(
                     WARNING,
                     entity.id,
-                    "pending",
+                    FindingCode.PENDING,
                     f"{counted(len(pending), 'change')} pending ({', '.join(reasons)}): "
                     "run provisioner apply",
                 )
@@ -232,7 +234,7 @@ def evaluate(
                 Finding(
                     CRITICAL,
                     view.entity,
-                    "not-escrowed",
+                    FindingCode.NOT_ESCROWED,
                     f'generation {g.number} "{g.designation}" bound to consultation '
                     f"{view.describe()} is missing from the escrow: restore the escrow from "
                     "its backup (docs/RECOVERY.md)",
@@ -286,13 +288,18 @@ def with_stores(
             bound_to = f"; bound to {refs}" if urgent else ""
             message = f"{what}{bound_to}: run the agent_stores role to look again"
             added.append(
-                Finding(CRITICAL if urgent else WARNING, s.entity, "store-not-observed", message)
+                Finding(
+                    CRITICAL if urgent else WARNING,
+                    s.entity,
+                    FindingCode.STORE_NOT_OBSERVED,
+                    message,
+                )
             )
         elif s.bound and soon:
             message = f"{what}; bound to {refs}: the agent could not open those bids"
-            added.append(Finding(CRITICAL, s.entity, "bound-not-in-store", message))
+            added.append(Finding(CRITICAL, s.entity, FindingCode.BOUND_NOT_IN_STORE, message))
         else:
-            added.append(Finding(WARNING, s.entity, "not-in-store", f"{what}: import it"))
+            added.append(Finding(WARNING, s.entity, FindingCode.NOT_IN_STORE, f"{what}: import it"))
     return sorted(added, key=lambda f: -f.severity)
 
 

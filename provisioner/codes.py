@@ -1,4 +1,5 @@
-"""The closed sets of codes the program says: a check's severity and a plan warning's code.
+"""The closed sets of codes the program says: a check's severity, a plan warning's code and
+the codes of `check`'s own findings.
 
 A plan warning's code carries its severity for `check` (and the report): there is no default,
 so a new code cannot reach a monitoring system as a WARNING by omission; mypy and
@@ -54,3 +55,25 @@ class WarningCode(StrEnum):
     FIRST_KEY_HELD = "first-key-held", Severity.WARNING
     LIMIT_HELD = "limit-held", Severity.WARNING
     MODE_FIXED = "mode-fixed", Severity.WARNING
+
+
+class FindingCode(StrEnum):
+    """A finding `check` makes itself (beside the plan's warnings, each with its WarningCode,
+    and a target folder's pending repair, with its ReasonCode). Its severity depends on the
+    finding (a date within --warn-days or not): check.py gives it; docs/RUNBOOK.md's table
+    lists each."""
+
+    REFUSED = "refused"  # the plan is refused (a guard)
+    UNREACHABLE = "unreachable"  # a target not observed
+    ESCROW_MISSING = "escrow-missing"  # a key neither in the escrow nor in an intact copy
+    BOUND_MISSING = "bound-missing"  # a conflict where a bound generation's copy goes
+    CONFLICT = "conflict"  # a file this state did not write where a copy goes
+    NO_KEY = "no-key"  # an entity never applied
+    EXPIRED = "expired"  # the current generation expired
+    EXPIRING = "expiring"  # ... or expires within --warn-days / --critical-days
+    PENDING = "pending"  # drift apply repairs
+    NOT_ESCROWED = "not-escrowed"  # a bound generation's key missing from the escrow
+    STORE_NOT_OBSERVED = "store-not-observed"  # an agent's store receipt too old
+    BOUND_NOT_IN_STORE = "bound-not-in-store"  # a bound generation not in an agent's store
+    NOT_IN_STORE = "not-in-store"  # a current generation not in an agent's store
+    UNIT_BROKEN = "unit-broken"  # state and escrow not one unit: nothing judged

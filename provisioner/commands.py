@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from provisioner import clock, receipts
 from provisioner.check import Finding
-from provisioner.codes import Severity
+from provisioner.codes import FindingCode, Severity
 from provisioner.engine import Inputs, load_inputs, observe_and_plan, observed_digest, open_state
 from provisioner.errors import (
     NoStateError,
@@ -239,7 +239,7 @@ def _open_while_broken(inputs: Inputs) -> list[Finding]:
             Finding(
                 probe.CRITICAL,
                 entity,
-                "unit-broken",
+                FindingCode.UNIT_BROKEN,
                 f"consultation {reference}{day}: its key can be neither checked nor repaired "
                 "until the state and its escrow are one unit again",
             )

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from provisioner.codes import Severity, WarningCode
+from provisioner.codes import FindingCode, Severity, WarningCode
 from tests.conftest import REPO
 
 
@@ -50,3 +50,12 @@ def test_the_codes_that_put_bids_at_risk_now_are_critical() -> None:
 def test_a_code_not_in_the_set_is_refused_not_given_a_default() -> None:
     with pytest.raises(ValueError):
         WarningCode("a-code-nobody-declared")
+
+
+def test_every_finding_code_of_check_is_in_the_runbook() -> None:
+    """check's own findings (their severity depends on a date: check.py gives it) are each in
+    the operators' table, as WARNING or CRITICAL."""
+    rows = runbook_rows()
+    for code in FindingCode:
+        assert code.value in rows, f"{code.value} is missing from docs/RUNBOOK.md's table"
+        assert rows[code.value] <= {"WARNING", "CRITICAL"}, (code.value, rows[code.value])
