@@ -12,6 +12,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 from provisioner.bounded import InputFileError, read_regular
 from provisioner.clock import PARIS, until
@@ -37,6 +38,10 @@ _FR_DATE = re.compile(
 )
 
 
+# A consultation's status: bids being received, being opened, or all opened (done).
+ConsultationStatus = Literal["open", "opening", "closed"]
+
+
 @dataclass(frozen=True)
 class Consultation:
     reference: str
@@ -44,7 +49,7 @@ class Consultation:
     entity: str
     designation: str | None
     certificate_sha256: str | None  # lower-case hex without colons
-    status: str
+    status: ConsultationStatus
     deadline: dt.datetime | None
     opening: dt.datetime | None
     location: Location
@@ -110,7 +115,8 @@ def _build(
         entity=str(raw["entity"]).strip(),
         designation=raw.get("designation") or None,
         certificate_sha256=fingerprint.replace(":", "").lower() if fingerprint else None,
-        status=str(raw["status"]).strip(),
+        # One of STATUSES: the schema's enum, or the CSV's words mapped to them (_from_csv).
+        status=cast(ConsultationStatus, str(raw["status"]).strip()),
         deadline=dates["deadline"],
         opening=dates["opening"],
         location=location,

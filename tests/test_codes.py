@@ -59,3 +59,36 @@ def test_every_finding_code_of_check_is_in_the_runbook() -> None:
     for code in FindingCode:
         assert code.value in rows, f"{code.value} is missing from docs/RUNBOOK.md's table"
         assert rows[code.value] <= {"WARNING", "CRITICAL"}, (code.value, rows[code.value])
+
+
+def _enums(schema: object) -> list[set[object]]:
+    """Every `enum` (and a `const`'s one value) of a JSON Schema, anywhere in it."""
+    found: list[set[object]] = []
+    if isinstance(schema, dict):
+        if isinstance(schema.get("enum"), list):
+            found.append(set(schema["enum"]))
+        for value in schema.values():
+            found += _enums(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            found += _enums(value)
+    return found
+
+
+def test_the_closed_sets_of_the_types_are_the_schemas_enums() -> None:
+    """A Literal type of the model (a transport, a store, a profile, a state, a consultation's
+    status) is exactly an enum of the schema that admits the value: a value the schema lets in
+    is one the code's types name, and none more."""
+    import json
+    from typing import get_args
+
+    from provisioner.consultations import ConsultationStatus
+    from provisioner.manifest.model import EntityState, Profile, Store, Transport
+    from provisioner.platform_csv import STATUSES
+
+    manifest = json.loads((REPO / "schemas" / "manifest.schema.json").read_text())
+    consultations = json.loads((REPO / "schemas" / "consultations.schema.json").read_text())
+    for literal in (Transport, Store, Profile, EntityState):
+        assert set(get_args(literal)) in _enums(manifest), literal
+    assert set(get_args(ConsultationStatus)) in _enums(consultations)
+    assert set(get_args(ConsultationStatus)) == set(STATUSES)

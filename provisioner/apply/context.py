@@ -18,7 +18,7 @@ from provisioner.plan.actions import Action
 from provisioner.plan.model import Desired, Plan
 from provisioner.plan.paths import resolve_target
 from provisioner.state.escrow import Escrow
-from provisioner.state.records import Recorded, RecordedGeneration
+from provisioner.state.records import Recorded, RecordedGeneration, Status
 from provisioner.state.store import StateChange, StateStore
 from provisioner.transports import TransportPool
 from provisioner.transports.base import Transport
@@ -111,13 +111,13 @@ class RunContext:
     def key_of(self, g: RecordedGeneration) -> rsa.RSAPrivateKey:
         return self.fresh_keys.get(g.id) or self.escrow.get(g.key_sha256)
 
-    def set_status(self, g: RecordedGeneration, status: str, **detail: object) -> None:
+    def set_status(self, g: RecordedGeneration, status: Status, **detail: object) -> None:
         """Record a generation's new status, with its audit record, in one transaction."""
         with self.db.change() as change:
             self.record_status(change, g, status, **detail)
 
     def record_status(
-        self, change: StateChange, g: RecordedGeneration, status: str, **detail: object
+        self, change: StateChange, g: RecordedGeneration, status: Status, **detail: object
     ) -> None:
         """A generation's new status and its audit record, inside `change`."""
         change.set_status(g.id, status, self.now)

@@ -32,7 +32,7 @@ from provisioner.plan.actions import (
     UpdateChain,
 )
 from provisioner.secrets import resolve
-from provisioner.state.records import CURRENT, RETAINED, RETIRED, RecordedGeneration
+from provisioner.state.records import CURRENT, RETAINED, RETIRED, Origin, RecordedGeneration, Status
 
 if TYPE_CHECKING:
     from provisioner.apply.context import RunContext
@@ -47,8 +47,8 @@ def generation_from_certificate(
     designation: str,
     issuer: str,
     key_sha256: str,
-    status: str,
-    origin: str,
+    status: Status,
+    origin: Origin,
     created_at: dt.datetime,
     subject: tuple[str | None, str | None, str | None] | None = None,
 ) -> RecordedGeneration:
@@ -210,7 +210,7 @@ def create_one(
     previous = ctx.recorded.current(entity.id)
     with ctx.db.change() as change:
         if previous is not None:
-            status = RETAINED if action.keeps == previous.number else RETIRED
+            status: Status = RETAINED if action.keeps == previous.number else RETIRED
             ctx.record_status(change, previous, status, replaced_by=generation.number)
         change.add_generation(generation)
         change.audit(

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from provisioner.errors import Location
 from provisioner.platform_csv import DEFAULT_FORMAT, ExportFormat
@@ -87,9 +87,16 @@ class Issuer:
     location: Location
 
 
-STORE_FILE = "file"
-STORE_WINDOWS = "windows"
-STORE_NSS = "nss"
+# The closed sets of the manifest (its schema's enums), as types.
+Store = Literal["file", "windows", "nss"]
+Role = Literal["workstation", "location"]
+Transport = Literal["local", "ssh", "smb"]
+EntityState = Literal["present", "absent"]
+Profile = Literal["modern", "legacy"]
+
+STORE_FILE: Final = "file"
+STORE_WINDOWS: Final = "windows"
+STORE_NSS: Final = "nss"
 DEFAULT_NSS_DATABASE = "/home/{user}/.pki/nssdb"  # Chromium's (and Firefox's on some distros)
 
 
@@ -100,7 +107,7 @@ class Install:
     (each agent's NSS database, Firefox/Chromium). The tool writes the copy; a distribution
     engine (the Ansible role in ansible/) imports it and leaves a receipt the tool reads."""
 
-    store: str = STORE_FILE
+    store: Store = STORE_FILE
     users: tuple[str, ...] = ()
     windows_location: str = "CurrentUser"  # or "LocalMachine"
     exportable: bool = False
@@ -125,8 +132,8 @@ class Target:
     """A workstation or shared location reached through a transport."""
 
     name: str
-    role: str  # "workstation" | "location"
-    transport: str  # "local" | "ssh" | "smb"
+    role: Role
+    transport: Transport
     path: str  # local: absolute path; ssh: remote path; smb: folder in the share, "/" first
     location: Location
     host: str | None = None
@@ -163,7 +170,7 @@ class KeySpec:
     size: int
     validity_days: int
     renew_before_days: int
-    profile: str
+    profile: Profile
     subject: Subject
 
     def designation_for(self, n: int, year: int) -> str:
@@ -194,7 +201,7 @@ class Entity:
 
     id: str
     name: str
-    state: str  # "present" | "absent"
+    state: EntityState
     key: KeySpec
     password: SecretRef
     password_policy: PasswordPolicy

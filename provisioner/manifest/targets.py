@@ -13,7 +13,9 @@ from provisioner.manifest.checker import Checker
 from provisioner.manifest.names import _WINDOWS_ABS, did_you_mean, file_name_problem
 
 
-def targets(c: Checker, raw: list[dict[str, Any]], role: str, section: str) -> dict[str, m.Target]:
+def targets(
+    c: Checker, raw: list[dict[str, Any]], role: m.Role, section: str
+) -> dict[str, m.Target]:
     out: dict[str, m.Target] = {}
     for i, item in enumerate(raw):
         path: tuple[str | int, ...] = ("inventory", section, i)
@@ -49,7 +51,7 @@ def targets(c: Checker, raw: list[dict[str, Any]], role: str, section: str) -> d
 
 
 def _smb_target(
-    c: Checker, item: dict[str, Any], role: str, path: tuple[str | int, ...]
+    c: Checker, item: dict[str, Any], role: m.Role, path: tuple[str | int, ...]
 ) -> m.Target:
     folder = item["path"]
     if "\\" in folder or not folder.startswith("/"):

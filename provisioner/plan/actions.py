@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import ClassVar
 
+from provisioner.consultations import ConsultationStatus
 from provisioner.transports.base import Leftover
 
 SENSITIVE = "(sensitive)"  # what the plan shows of a password
@@ -278,7 +279,7 @@ class ConsultationAction(OnGeneration):
     reference: str
     title: str
     key_ref: str  # the reference recorded at binding time, which an update keeps
-    status: str
+    status: ConsultationStatus
     deadline: dt.datetime | None
     opening: dt.datetime | None
 

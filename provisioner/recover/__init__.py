@@ -33,15 +33,17 @@ from provisioner.state.records import (
     CURRENT,
     RETAINED,
     RETIRED,
+    Origin,
     Recorded,
     RecordedCopy,
     RecordedGeneration,
+    Status,
 )
 from provisioner.state.store import holds_state
 from provisioner.transports.base import file_path, target_spec
 
 
-def _issuer_name(session: Session, cert: x509.Certificate) -> tuple[str, str]:
+def _issuer_name(session: Session, cert: x509.Certificate) -> tuple[str, Origin]:
     """(issuer name as the manifest calls it, origin) for a found certificate."""
     if cert.issuer == cert.subject:
         return SELF_SIGNED, "generated"
@@ -338,8 +340,8 @@ def _take_back(
             on_workstation = any(
                 f.target.role == "workstation" for f in by_cert_copies[cert_sha256]
             )
-            live = RETAINED if on_workstation and entity.state == "present" else RETIRED
-            status = CURRENT if g is newest else live
+            live: Status = RETAINED if on_workstation and entity.state == "present" else RETIRED
+            status: Status = CURRENT if g is newest else live
             new[cert_sha256] = g = _with_status(g, status)
             out.generations.append(g)
     known = {**by_cert, **new}
@@ -431,7 +433,7 @@ def _generation(
     )
 
 
-def _with_status(g: RecordedGeneration, status: str) -> RecordedGeneration:
+def _with_status(g: RecordedGeneration, status: Status) -> RecordedGeneration:
     from dataclasses import replace
 
     return replace(g, status=status)

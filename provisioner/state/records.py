@@ -5,11 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
+from typing import Final, Literal, NamedTuple
 
-CURRENT = "current"
-RETAINED = "retained"
-RETIRED = "retired"
+from provisioner.consultations import ConsultationStatus
+
+# A generation's status and origin, closed sets (the state's CHECK constraints).
+Status = Literal["current", "retained", "retired"]
+Origin = Literal["generated", "adopted"]
+
+CURRENT: Final = "current"
+RETAINED: Final = "retained"
+RETIRED: Final = "retired"
 
 
 # The meta key prefix under which the state keeps each entity's password source stamp.
@@ -46,8 +52,8 @@ class RecordedGeneration:
     chain_sha256: str
     not_before: dt.datetime
     not_after: dt.datetime
-    status: str
-    origin: str  # "generated" | "adopted"
+    status: Status
+    origin: Origin
     created_at: dt.datetime
 
 
@@ -80,7 +86,7 @@ class RecordedConsultation:
     key_ref: str  # "designation:..." or "sha256:..."
     generation_id: str | None  # None while the bound key is not managed
     title: str
-    status: str
+    status: ConsultationStatus
     deadline: dt.datetime | None
     opening: dt.datetime | None
     bound_at: dt.datetime
