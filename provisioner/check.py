@@ -7,6 +7,7 @@ summary monitoring systems show; performance data follows `|`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -95,32 +96,59 @@ def evaluate(
     escrowed: set[str],
     limits: Thresholds,
 ) -> list[Finding]:
-    """Every finding, most severe first."""
-    findings: list[Finding] = []
-    for refusal in plan.refusals:
-        findings.append(Finding(CRITICAL, None, FindingCode.REFUSED, refusal))
-    for error in plan.errors:
-        findings.append(Finding(WARNING, None, FindingCode.UNREACHABLE, error))
-    pending_by_entity: dict[str, list[str]] = {}
-    conflicts_by_entity: dict[str, list[str]] = {}
+    """Every finding, most severe first (within a severity, in the order of the concerns:
+    the plan as a whole, the escrow, bound copies, conflicts, each entity's key, target
+    folders, bound keys not escrowed, the plan's warnings)."""
+    pending, conflicts = _pending_and_conflicts(plan)
+    findings = [
+        *_refused_and_unreached(plan),
+        *_escrow_restores(plan),
+        *_bound_copies_missing(manifest, plan),
+        *_conflicts(conflicts),
+        *_entity_keys(manifest, recorded, now, limits, pending, conflicts),
+        *_target_folders(plan),
+        *_bound_not_escrowed(recorded, plan, escrowed),
+        *_plan_warnings(plan, now, limits),
+    ]
+    return sorted(findings, key=lambda f: -f.severity)
+
+
+def _pending_and_conflicts(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Per entity: the reasons of its pending changes, and the paths of its conflicts."""
+    pending: dict[str, list[str]] = {}
+    conflicts: dict[str, list[str]] = {}
     for a in plan.actions:
         if isinstance(a, Conflict):
-            conflicts_by_entity.setdefault(a.entity, []).append(f"{a.target}: {a.path}")
-        elif isinstance(a, RestoreEscrow):
-            # Until apply takes it back, the key lives only in the copies.
-            findings.append(
-                Finding(
-                    CRITICAL,
-                    a.entity,
-                    FindingCode.ESCROW_MISSING,
-                    f"generation {a.generation}'s private key is missing from the escrow and "
-                    f"lives only in copies such as {a.target}: {a.path}: run provisioner apply "
-                    "to take it back",
-                )
+            conflicts.setdefault(a.entity, []).append(f"{a.target}: {a.path}")
+        elif not isinstance(a, RestoreEscrow):
+            pending.setdefault(a.entity, []).append(a.reason)
+    return pending, conflicts
+
+
+def _refused_and_unreached(plan: Plan) -> Iterator[Finding]:
+    for refusal in plan.refusals:
+        yield Finding(CRITICAL, None, FindingCode.REFUSED, refusal)
+    for error in plan.errors:
+        yield Finding(WARNING, None, FindingCode.UNREACHABLE, error)
+
+
+def _escrow_restores(plan: Plan) -> Iterator[Finding]:
+    """Until apply takes it back, the key lives only in the copies."""
+    for a in plan.actions:
+        if isinstance(a, RestoreEscrow):
+            yield Finding(
+                CRITICAL,
+                a.entity,
+                FindingCode.ESCROW_MISSING,
+                f"generation {a.generation}'s private key is missing from the escrow and "
+                f"lives only in copies such as {a.target}: {a.path}: run provisioner apply "
+                "to take it back",
             )
-        else:
-            pending_by_entity.setdefault(a.entity, []).append(a.reason)
-    # Every open consultation bound to a generation: each one at risk is named.
+
+
+def _bound_copies_missing(manifest: Manifest, plan: Plan) -> Iterator[Finding]:
+    """Every open consultation bound to a generation a conflict stands in the way of: each
+    one at risk is named."""
     bound: dict[tuple[str, int], list[ConsultationView]] = {}
     for v in plan.consultations:
         if v.is_open and v.generation:
@@ -137,109 +165,110 @@ def evaluate(
             where, risk = f"shared location {a.target}", "not known to hold that key"
         else:
             continue
-        findings.append(
-            Finding(
-                CRITICAL,
-                a.entity,
-                FindingCode.BOUND_MISSING,
-                f"generation {a.generation} bound to consultation"
-                f"{'s' * (len(views) > 1)} {', '.join(v.describe() for v in views)}: {where}: "
-                f"{a.path} holds a file this state did not write (or that changed since it was "
-                f"written), not that key; {risk}",
-            )
+        yield Finding(
+            CRITICAL,
+            a.entity,
+            FindingCode.BOUND_MISSING,
+            f"generation {a.generation} bound to consultation"
+            f"{'s' * (len(views) > 1)} {', '.join(v.describe() for v in views)}: {where}: "
+            f"{a.path} holds a file this state did not write (or that changed since it was "
+            f"written), not that key; {risk}",
         )
-    for entity_id, paths in sorted(conflicts_by_entity.items()):
-        findings.append(
-            Finding(
-                WARNING,
-                entity_id,
-                FindingCode.CONFLICT,
-                f"{counted(len(paths), 'file')} this state did not write "
-                f"{'stands' if len(paths) == 1 else 'stand'} where its copies go "
-                f"({'; '.join(paths[:3])}{'; ...' if len(paths) > 3 else ''}): apply leaves "
-                "the entity alone; run provisioner recover if the state was lost or restored, "
-                "else move those files away",
-            )
+
+
+def _conflicts(conflicts: dict[str, list[str]]) -> Iterator[Finding]:
+    for entity_id, paths in sorted(conflicts.items()):
+        yield Finding(
+            WARNING,
+            entity_id,
+            FindingCode.CONFLICT,
+            f"{counted(len(paths), 'file')} this state did not write "
+            f"{'stands' if len(paths) == 1 else 'stand'} where its copies go "
+            f"({'; '.join(paths[:3])}{'; ...' if len(paths) > 3 else ''}): apply leaves "
+            "the entity alone; run provisioner recover if the state was lost or restored, "
+            "else move those files away",
         )
+
+
+def _entity_keys(
+    manifest: Manifest,
+    recorded: Recorded,
+    now: dt.datetime,
+    limits: Thresholds,
+    pending: dict[str, list[str]],
+    conflicts: dict[str, list[str]],
+) -> Iterator[Finding]:
+    """Each entity present: no key yet, its current key expired or expiring, changes pending."""
     for entity in manifest.entities:
         if entity.state != "present":
             continue
         current = recorded.current(entity.id)
         if current is None:
-            findings.append(
-                Finding(
-                    WARNING, entity.id, FindingCode.NO_KEY, "no bi-clé yet: run provisioner apply"
-                )
+            yield Finding(
+                WARNING, entity.id, FindingCode.NO_KEY, "no bi-clé yet: run provisioner apply"
             )
             continue
         days = (current.not_after - now).days
         # While the entity has a conflict, apply makes no new generation for it.
         todo = (
             "apply makes no new generation while the entity has a conflict (see conflict)"
-            if entity.id in conflicts_by_entity
+            if entity.id in conflicts
             else "run provisioner apply"
         )
         if current.not_after <= now:
-            findings.append(
-                Finding(
-                    CRITICAL,
-                    entity.id,
-                    FindingCode.EXPIRED,
-                    f"current generation {current.number} expired on "
-                    f"{current.not_after:%Y-%m-%d}: {todo}",
-                )
+            yield Finding(
+                CRITICAL,
+                entity.id,
+                FindingCode.EXPIRED,
+                f"current generation {current.number} expired on "
+                f"{current.not_after:%Y-%m-%d}: {todo}",
             )
-        elif days <= limits.critical_days:
-            findings.append(
-                Finding(
-                    CRITICAL,
-                    entity.id,
-                    FindingCode.EXPIRING,
-                    f"current generation {current.number} expires in {counted(days, 'day')} "
-                    f"({current.not_after:%Y-%m-%d})",
-                )
+        elif days <= limits.critical_days or days <= limits.warn_days:
+            yield Finding(
+                CRITICAL if days <= limits.critical_days else WARNING,
+                entity.id,
+                FindingCode.EXPIRING,
+                f"current generation {current.number} expires in {counted(days, 'day')} "
+                f"({current.not_after:%Y-%m-%d})",
             )
-        elif days <= limits.warn_days:
-            findings.append(
-                Finding(
-                    WARNING,
-                    entity.id,
-                    FindingCode.EXPIRING,
-                    f"current generation {current.number} expires in {counted(days, 'day')} "
-                    f"({current.not_after:%Y-%m-%d})",
-                )
+        reasons = pending.get(entity.id, [])
+        if reasons:
+            yield Finding(
+                WARNING,
+                entity.id,
+                FindingCode.PENDING,
+                f"{counted(len(reasons), 'change')} pending ({', '.join(sorted(set(reasons)))}): "
+                "run provisioner apply",
             )
-        pending = pending_by_entity.get(entity.id, [])
-        if pending:
-            reasons = sorted(set(pending))
-            findings.append(
-                Finding(
-                    WARNING,
-                    entity.id,
-                    FindingCode.PENDING,
-                    f"{counted(len(pending), 'change')} pending ({', '.join(reasons)}): "
-                    "run provisioner apply",
-                )
-            )
+
+
+def _target_folders(plan: Plan) -> Iterator[Finding]:
+    """A target folder open to others, or leftovers of a write: apply repairs them."""
     for a in plan.actions:
-        if not a.entity:  # a target folder: open to others, or leftovers of a write
+        if not a.entity:
             message = f"{a.target}: {a.path}: {a.message}: run provisioner apply"
-            findings.append(Finding(WARNING, None, a.reason, message))
+            yield Finding(WARNING, None, a.reason, message)
+
+
+def _bound_not_escrowed(recorded: Recorded, plan: Plan, escrowed: set[str]) -> Iterator[Finding]:
     for view in plan.consultations:
         if not view.is_open or view.generation_id is None:
             continue
         g = recorded.generation(view.generation_id)
         if g is not None and g.key_sha256 not in escrowed:
-            findings.append(
-                Finding(
-                    CRITICAL,
-                    view.entity,
-                    FindingCode.NOT_ESCROWED,
-                    f'generation {g.number} "{g.designation}" bound to consultation '
-                    f"{view.describe()} is missing from the escrow: restore the escrow from "
-                    "its backup (docs/RECOVERY.md)",
-                )
+            yield Finding(
+                CRITICAL,
+                view.entity,
+                FindingCode.NOT_ESCROWED,
+                f'generation {g.number} "{g.designation}" bound to consultation '
+                f"{view.describe()} is missing from the escrow: restore the escrow from "
+                "its backup (docs/RECOVERY.md)",
             )
+
+
+def _plan_warnings(plan: Plan, now: dt.datetime, limits: Thresholds) -> Iterator[Finding]:
+    """The plan's warnings at their code's severity; a key nothing here manages, bound to
+    bids opened within --critical-days, is CRITICAL."""
     for w in plan.warnings:
         severity = w.code.severity  # every code has one (codes.py): no default
         left = clock.days_until(w.opening, now) if w.opening is not None else None
@@ -259,8 +288,7 @@ def evaluate(
                 else f"{-left} day{'s' * (left < -1)} ago"
             )
             w = replace(w, message=f"{w.message} (bids opened {when}, {clock.day(w.opening)})")
-        findings.append(Finding(severity, w.entity, w.code, w.message))
-    return sorted(findings, key=lambda f: -f.severity)
+        yield Finding(severity, w.entity, w.code, w.message)
 
 
 def with_stores(
