@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +69,89 @@ def _child_environment(c: Checker, doc: dict[str, Any]) -> m.ChildEnvironment:
 
 
 def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
+    """The frozen manifest of a document the schema accepted, each further check a
+    diagnostic at its place: defaults, issuers, the inventory, the entities, the consultations
+    source, in the document's order."""
     defaults = doc.get("defaults", {})
-    key_defaults = defaults.get("key", {})
     base_subject = _subject(defaults.get("subject"), m.Subject())
     for field in ("organization", "organizational_unit"):
         c.name(getattr(base_subject, field), ("defaults", "subject", field), field)
-    base_policy = _policy(defaults.get("password_policy"), m.PasswordPolicy())
+    base = _EntityDefaults(
+        defaults, base_subject, _policy(defaults.get("password_policy"), m.PasswordPolicy())
+    )
+    issuers = _issuers(c, doc.get("issuers", []))
 
+    inventory = doc.get("inventory", {})
+    workstations = targets(c, inventory.get("workstations", []), "workstation", "workstations")
+    locations = targets(c, inventory.get("locations", []), "location", "locations")
+    groups = expand_groups(c, inventory.get("groups", {}), workstations)
+    workstations = inst.settle(c, inventory, workstations, groups)
+    same_folders(c, inventory, {"workstations": workstations, "locations": locations})
+
+    entities: list[m.Entity] = []
+    seen_ids: set[str] = set()
+    designations: dict[str, str] = {}  # casefolded designation -> the entity that has it
+    for i, raw in enumerate(doc["entities"]):
+        path: tuple[str | int, ...] = ("entities", i)
+        if raw["id"] in seen_ids:
+            c.error((*path, "id"), f"duplicate entity id '{raw['id']}'")
+        seen_ids.add(raw["id"])
+        _entity_names(c, raw, path, designations)
+        spec = _key_spec(c, raw["key"], path, base, issuers)
+        shared, held = _entity_targets(c, raw, path, locations, workstations, groups)
+        state = raw.get("state", "present")
+        if state == "present" and not shared:
+            c.warning(
+                path,
+                "no shared location keeps a copy of this bi-clé; only the escrow would hold it",
+            )
+        entities.append(
+            m.Entity(
+                id=raw["id"],
+                name=raw["name"],
+                state=state,
+                key=spec,
+                password=c.secret(raw["password"], (*path, "password")),
+                password_policy=_policy(raw.get("password_policy"), base.policy),
+                shared_locations=tuple(dict.fromkeys(shared)),
+                workstations=tuple(workstations[n] for n in dict.fromkeys(held)),
+                location=c.pos.at(path),
+            )
+        )
+
+    consultations, export_format = _consultations_source(c, doc.get("consultations", {}))
+    return m.Manifest(
+        path=manifest_path,
+        base_dir=c.base_dir,
+        escrow_passphrase=c.secret(doc["escrow"]["passphrase"], ("escrow", "passphrase")),
+        issuers=issuers,
+        workstations=workstations,
+        groups=groups,
+        locations=locations,
+        entities=tuple(entities),
+        consultations=consultations,
+        consultations_format=export_format,
+        hooks={
+            event: tuple(tuple(argv) for argv in commands)
+            for event, commands in doc.get("hooks", {}).items()
+        },
+        child_env=c.child_env,
+        state=_state(c, doc.get("state")),
+    )
+
+
+@dataclass(frozen=True)
+class _EntityDefaults:
+    """What an entity inherits from the manifest's `defaults`."""
+
+    raw: dict[str, Any]
+    subject: m.Subject
+    policy: m.PasswordPolicy
+
+
+def _issuers(c: Checker, raw_issuers: list[dict[str, Any]]) -> dict[str, m.Issuer]:
     issuers: dict[str, m.Issuer] = {}
-    for i, raw in enumerate(doc.get("issuers", [])):
+    for i, raw in enumerate(raw_issuers):
         path: tuple[str | int, ...] = ("issuers", i)
         if raw["name"] == m.SELF_SIGNED or raw["name"] in issuers:
             c.error((*path, "name"), f"issuer name '{raw['name']}' is reserved or already used")
@@ -94,125 +169,127 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
             c.secret(password, (*path, "password")) if password else None,
             c.pos.at(path),
         )
+    return issuers
 
-    inventory = doc.get("inventory", {})
-    workstations = targets(c, inventory.get("workstations", []), "workstation", "workstations")
-    locations = targets(c, inventory.get("locations", []), "location", "locations")
-    groups = expand_groups(c, inventory.get("groups", {}), workstations)
-    workstations = inst.settle(c, inventory, workstations, groups)
-    same_folders(c, inventory, {"workstations": workstations, "locations": locations})
 
-    entities: list[m.Entity] = []
-    seen_ids: set[str] = set()
-    designations: dict[str, str] = {}
-    for i, raw in enumerate(doc["entities"]):
-        path = ("entities", i)
-        if raw["id"] in seen_ids:
-            c.error((*path, "id"), f"duplicate entity id '{raw['id']}'")
-        seen_ids.add(raw["id"])
-        rk = raw["key"]
-        designation = rk["designation"]
-        folded = designation.casefold()
-        if folded in designations:
-            c.error(
-                (*path, "key", "designation"),
-                f"designation '{_shown(designation)}' is already used by entity "
-                f"'{designations[folded]}'; each bi-clé needs its own désignation",
-            )
-        designations.setdefault(folded, raw["id"])
-        c.name(designation, (*path, "key", "designation"), "designation")
-        c.name(raw["name"], (*path, "name"), "name")
-        problem = file_name_problem(raw["id"])
-        if problem:
-            c.error((*path, "id"), f"entity id {problem}; choose another id")
-        common_name = rk.get("common_name")
-        c.name(common_name, (*path, "key", "common_name"), "common_name")
-        for field, text in (("designation", designation), ("common_name", common_name)):
-            unknown = sorted({p for p in PLACEHOLDER.findall(text or "") if p not in KNOWN})
-            if unknown:
-                c.error(
-                    (*path, "key", field),
-                    f"unknown placeholder {', '.join(unknown)} in {field}: only {{n}} (the "
-                    "generation number) and {year} (the year of creation) are replaced",
-                )
-        for field in ("organization", "organizational_unit"):
-            c.name(rk.get("subject", {}).get(field), (*path, "key", "subject", field), field)
-        if common_name is not None and common_name != designation:
-            c.warning(
-                (*path, "key", "common_name"),
-                f"common_name '{_shown(common_name)}' differs from designation "
-                f"'{_shown(designation)}'; "
-                "the platform advises using the same name for both",
-            )
-        issuer = rk.get("issuer", m.SELF_SIGNED)
-        if issuer != m.SELF_SIGNED and issuer not in issuers:
-            c.error(
-                (*path, "key", "issuer"),
-                f"unknown issuer '{issuer}'{did_you_mean(issuer, [m.SELF_SIGNED, *issuers])}",
-            )
-        spec = m.KeySpec(
-            designation=designation,
-            common_name=common_name,
-            issuer=issuer,
-            size=rk.get("size", key_defaults.get("size", m.DEFAULT_KEY_SIZE)),
-            validity_days=rk.get(
-                "validity_days", defaults.get("validity_days", m.DEFAULT_VALIDITY_DAYS)
-            ),
-            renew_before_days=rk.get(
-                "renew_before_days", defaults.get("renew_before_days", m.DEFAULT_RENEW_BEFORE_DAYS)
-            ),
-            profile=rk.get("pkcs12_profile", defaults.get("pkcs12_profile", m.DEFAULT_PROFILE)),
-            subject=_subject(rk.get("subject"), base_subject),
+def _entity_names(
+    c: Checker, raw: dict[str, Any], path: tuple[str | int, ...], designations: dict[str, str]
+) -> None:
+    """An entity's names: its désignation unique (case aside) across the manifest, printable
+    names, an id that makes a file name, known placeholders, the CN advice."""
+    rk = raw["key"]
+    designation = rk["designation"]
+    folded = designation.casefold()
+    if folded in designations:
+        c.error(
+            (*path, "key", "designation"),
+            f"designation '{_shown(designation)}' is already used by entity "
+            f"'{designations[folded]}'; each bi-clé needs its own désignation",
         )
-        if spec.renew_before_days >= spec.validity_days:
+    designations.setdefault(folded, raw["id"])
+    c.name(designation, (*path, "key", "designation"), "designation")
+    c.name(raw["name"], (*path, "name"), "name")
+    problem = file_name_problem(raw["id"])
+    if problem:
+        c.error((*path, "id"), f"entity id {problem}; choose another id")
+    common_name = rk.get("common_name")
+    c.name(common_name, (*path, "key", "common_name"), "common_name")
+    for field, text in (("designation", designation), ("common_name", common_name)):
+        unknown = sorted({p for p in PLACEHOLDER.findall(text or "") if p not in KNOWN})
+        if unknown:
             c.error(
-                (*path, "key"),
-                f"renew_before_days ({spec.renew_before_days}) must be shorter than "
-                f"validity_days ({spec.validity_days}), else every run would renew",
+                (*path, "key", field),
+                f"unknown placeholder {', '.join(unknown)} in {field}: only {{n}} (the "
+                "generation number) and {year} (the year of creation) are replaced",
             )
-        shared: list[m.Target] = []
-        for j, name in enumerate(raw.get("shared_locations", [])):
-            if name in locations:
-                shared.append(locations[name])
-            else:
-                c.error(
-                    (*path, "shared_locations", j),
-                    f"unknown shared location '{name}'{did_you_mean(name, locations)}",
-                )
-        held: list[str] = []
-        for j, name in enumerate(raw.get("workstations", [])):
-            if name in workstations:
-                held.append(name)
-            elif name in groups:
-                held.extend(groups[name])
-            else:
-                c.error(
-                    (*path, "workstations", j),
-                    f"'{name}' is neither a workstation nor a group"
-                    + did_you_mean(name, [*workstations, *groups]),
-                )
-        state = raw.get("state", "present")
-        if state == "present" and not shared:
-            c.warning(
-                path,
-                "no shared location keeps a copy of this bi-clé; only the escrow would hold it",
-            )
-        entities.append(
-            m.Entity(
-                id=raw["id"],
-                name=raw["name"],
-                state=state,
-                key=spec,
-                password=c.secret(raw["password"], (*path, "password")),
-                password_policy=_policy(raw.get("password_policy"), base_policy),
-                shared_locations=tuple(dict.fromkeys(shared)),
-                workstations=tuple(workstations[n] for n in dict.fromkeys(held)),
-                location=c.pos.at(path),
-            )
+    for field in ("organization", "organizational_unit"):
+        c.name(rk.get("subject", {}).get(field), (*path, "key", "subject", field), field)
+    if common_name is not None and common_name != designation:
+        c.warning(
+            (*path, "key", "common_name"),
+            f"common_name '{_shown(common_name)}' differs from designation "
+            f"'{_shown(designation)}'; "
+            "the platform advises using the same name for both",
         )
 
+
+def _key_spec(
+    c: Checker,
+    rk: dict[str, Any],
+    path: tuple[str | int, ...],
+    base: _EntityDefaults,
+    issuers: dict[str, m.Issuer],
+) -> m.KeySpec:
+    """How an entity's generations are made: its key block over the defaults."""
+    defaults = base.raw
+    issuer = rk.get("issuer", m.SELF_SIGNED)
+    if issuer != m.SELF_SIGNED and issuer not in issuers:
+        c.error(
+            (*path, "key", "issuer"),
+            f"unknown issuer '{issuer}'{did_you_mean(issuer, [m.SELF_SIGNED, *issuers])}",
+        )
+    spec = m.KeySpec(
+        designation=rk["designation"],
+        common_name=rk.get("common_name"),
+        issuer=issuer,
+        size=rk.get("size", defaults.get("key", {}).get("size", m.DEFAULT_KEY_SIZE)),
+        validity_days=rk.get(
+            "validity_days", defaults.get("validity_days", m.DEFAULT_VALIDITY_DAYS)
+        ),
+        renew_before_days=rk.get(
+            "renew_before_days", defaults.get("renew_before_days", m.DEFAULT_RENEW_BEFORE_DAYS)
+        ),
+        profile=rk.get("pkcs12_profile", defaults.get("pkcs12_profile", m.DEFAULT_PROFILE)),
+        subject=_subject(rk.get("subject"), base.subject),
+    )
+    if spec.renew_before_days >= spec.validity_days:
+        c.error(
+            (*path, "key"),
+            f"renew_before_days ({spec.renew_before_days}) must be shorter than "
+            f"validity_days ({spec.validity_days}), else every run would renew",
+        )
+    return spec
+
+
+def _entity_targets(
+    c: Checker,
+    raw: dict[str, Any],
+    path: tuple[str | int, ...],
+    locations: dict[str, m.Target],
+    workstations: dict[str, m.Target],
+    groups: dict[str, tuple[str, ...]],
+) -> tuple[list[m.Target], list[str]]:
+    """The shared locations an entity names, and its workstations with its groups expanded."""
+    shared: list[m.Target] = []
+    for j, name in enumerate(raw.get("shared_locations", [])):
+        if name in locations:
+            shared.append(locations[name])
+        else:
+            c.error(
+                (*path, "shared_locations", j),
+                f"unknown shared location '{name}'{did_you_mean(name, locations)}",
+            )
+    held: list[str] = []
+    for j, name in enumerate(raw.get("workstations", [])):
+        if name in workstations:
+            held.append(name)
+        elif name in groups:
+            held.extend(groups[name])
+        else:
+            c.error(
+                (*path, "workstations", j),
+                f"'{name}' is neither a workstation nor a group"
+                + did_you_mean(name, [*workstations, *groups]),
+            )
+    return shared, held
+
+
+def _consultations_source(
+    c: Checker, raw_source: str | dict[str, Any]
+) -> tuple[Path | None, ExportFormat]:
+    """The consultations file the manifest names (a path, or a mapping with the export's
+    column names and status words), and the format to read it with."""
     consultations = None
-    raw_source = doc.get("consultations", {})
     source: dict[str, Any] = {"file": raw_source} if isinstance(raw_source, str) else raw_source
     if "file" in source:
         where = ("consultations",) if isinstance(raw_source, str) else ("consultations", "file")
@@ -224,27 +301,10 @@ def _build(c: Checker, doc: dict[str, Any], manifest_path: Path) -> m.Manifest:
         twin = [f for f, h in columns.items() if f < field and normalise(h) == normalise(header)]
         if twin:
             c.error(("consultations", "columns", field), f"{header!r} is also the {twin[0]} column")
-
-    return m.Manifest(
-        path=manifest_path,
-        base_dir=c.base_dir,
-        escrow_passphrase=c.secret(doc["escrow"]["passphrase"], ("escrow", "passphrase")),
-        issuers=issuers,
-        workstations=workstations,
-        groups=groups,
-        locations=locations,
-        entities=tuple(entities),
-        consultations=consultations,
-        consultations_format=ExportFormat(
-            columns=tuple(columns.items()), statuses=tuple(source.get("statuses", {}).items())
-        ),
-        hooks={
-            event: tuple(tuple(argv) for argv in commands)
-            for event, commands in doc.get("hooks", {}).items()
-        },
-        child_env=c.child_env,
-        state=_state(c, doc.get("state")),
+    export_format = ExportFormat(
+        columns=tuple(columns.items()), statuses=tuple(source.get("statuses", {}).items())
     )
+    return consultations, export_format
 
 
 def _state(c: Checker, raw: dict[str, Any] | None) -> m.StateSettings:
