@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from provisioner import clock, receipts
-from provisioner.check import Finding
+from provisioner import clock
 from provisioner.codes import FindingCode, Severity
 from provisioner.engine import Inputs, load_inputs, observe_and_plan, observed_digest, open_state
 from provisioner.errors import (
@@ -28,10 +27,11 @@ from provisioner.errors import (
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.scope import Scope
 from provisioner.plan.model import Plan
-from provisioner.receipts import StoreState
 from provisioner.state.records import Recorded, RecordedGeneration
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: `plan` loads neither the probe nor the receipts
+    from provisioner.check import Finding
+    from provisioner.receipts import StoreState
     from provisioner.rehearse import CopyResult
 
 
@@ -81,6 +81,8 @@ def status(
     with open_state(inputs, create=False, unlock=False) as session:
         now = clock.now()
         _, result = observe_and_plan(session, parallel, now)
+        from provisioner import receipts
+
         stores = receipts.survey_of(session, result, parallel, session.limit)
         return Observation(
             now, session.manifest, session.recorded, result, stores, session.inputs.scope
@@ -236,7 +238,7 @@ def _open_while_broken(inputs: Inputs) -> list[Finding]:
             continue
         day = f" (opening, else deadline, {clock.day(when)})" if when else ""
         out.append(
-            Finding(
+            probe.Finding(
                 probe.CRITICAL,
                 entity,
                 FindingCode.UNIT_BROKEN,
@@ -279,6 +281,8 @@ def rehearse(
             session.escrow,
             session.inputs.scope,
         )
+        from provisioner import receipts
+
         stores = receipts.survey_of(session, result, parallel, session.limit)
         return results, stores
 
