@@ -258,21 +258,66 @@ def _take_back(
     previous_password: str | None = None,
     marks: frozenset[bytes | None] = frozenset(),
 ) -> None:
+    """What `found` (the copies of `entity` that open with its password) gives back: the
+    generations the state lost, their statuses, every copy as written, the keys for the
+    escrow, and what is left as it is or lost, each said in `out`."""
     assert session.escrow is not None
+    gens = {g.number: g for g in session.recorded.generations_of(entity.id)}
+    by_cert_copies: dict[str, list[FoundCopy]] = {}
+    for f in found:
+        by_cert_copies.setdefault(f.cert_sha256, []).append(f)
+    new = _claim_generations(
+        session, entity, by_cert_copies, by_cert, escrowed, kept, now, out, marks, gens
+    )
+    if new:
+        _settle_statuses(session.recorded, entity, gens, new, by_cert_copies, out)
+    current_id = session.escrow.password_id(entity.id, password)
+    previous_id = (
+        session.escrow.password_id(entity.id, previous_password)
+        if previous_password is not None
+        else current_id
+    )
+    _record_copies(
+        session.recorded,
+        entity,
+        found,
+        {**by_cert, **new},
+        escrowed,
+        current_id,
+        previous_id,
+        now,
+        out,
+    )
+    _report_lost(session.recorded, entity, gens, escrowed, out)
+
+
+def _claim_generations(
+    session: Session,
+    entity: Entity,
+    by_cert_copies: dict[str, list[FoundCopy]],
+    by_cert: dict[str, RecordedGeneration],
+    escrowed: frozenset[str],
+    kept: bool,
+    now: dt.datetime,
+    out: Recovery,
+    marks: frozenset[bytes | None],
+    gens: dict[int, RecordedGeneration],
+) -> dict[str, RecordedGeneration]:
+    """The generations found that the state does not record, by certificate (added to
+    `gens`); a certificate that is not this state's, or that clashes with a recorded number,
+    is left as it is and said in `out.clashes`."""
     recorded = session.recorded
-    gens = {g.number: g for g in recorded.generations_of(entity.id)}
     new: dict[str, RecordedGeneration] = {}
-    certs = sorted({f.cert_sha256 for f in found})
-    by_cert_copies = {c: [f for f in found if f.cert_sha256 == c] for c in certs}
     # When two certificates claim one number, the escrow's own key wins, then the one more
     # copies hold, then the one on a shared location; the other is left as it is.
-    certs.sort(
+    certs = sorted(
+        by_cert_copies,
         key=lambda c: (
             by_cert_copies[c][0].key_sha256 not in escrowed,
             -len(by_cert_copies[c]),
             not any(f.target.role == "location" for f in by_cert_copies[c]),
             c,
-        )
+        ),
     )
     for cert_sha256 in certs:
         copies = by_cert_copies[cert_sha256]
@@ -325,39 +370,55 @@ def _take_back(
         g = _generation(session, entity, copies[0], number, now)
         gens[number] = g
         new[cert_sha256] = g
-    # The newest generation is current; a state that was older than its targets retires its
-    # current for the newer one found (bound ones come back through the planner's guards).
-    if new:
-        # An entity declared absent has no current generation: what is found is retired.
-        newest = max(gens.values(), key=lambda g: g.number) if entity.state == "present" else None
-        for g in recorded.generations_of(entity.id):
-            # (an absent entity's recorded current is retired by the next apply, as declared)
-            if g.status == CURRENT and newest is not None and g is not newest:
-                out.statuses.append((g, RETIRED))
-        for cert_sha256, g in new.items():
-            # Workstations hold only live generations: an older one found on a workstation
-            # was kept there (for a consultation), so it stays live until the planner says.
-            on_workstation = any(
-                f.target.role == "workstation" for f in by_cert_copies[cert_sha256]
-            )
-            live: Status = RETAINED if on_workstation and entity.state == "present" else RETIRED
-            status: Status = CURRENT if g is newest else live
-            new[cert_sha256] = g = _with_status(g, status)
-            out.generations.append(g)
-    known = {**by_cert, **new}
-    current_id = session.escrow.password_id(entity.id, password)
-    previous_id = (
-        session.escrow.password_id(entity.id, previous_password)
-        if previous_password is not None
-        else current_id
-    )
+    return new
+
+
+def _settle_statuses(
+    recorded: Recorded,
+    entity: Entity,
+    gens: dict[int, RecordedGeneration],
+    new: dict[str, RecordedGeneration],
+    by_cert_copies: dict[str, list[FoundCopy]],
+    out: Recovery,
+) -> None:
+    """The newest generation is current; a state that was older than its targets retires its
+    current for the newer one found (bound ones come back through the planner's guards).
+    `new` is updated with each generation's status."""
+    # An entity declared absent has no current generation: what is found is retired.
+    newest = max(gens.values(), key=lambda g: g.number) if entity.state == "present" else None
+    for g in recorded.generations_of(entity.id):
+        # (an absent entity's recorded current is retired by the next apply, as declared)
+        if g.status == CURRENT and newest is not None and g is not newest:
+            out.statuses.append((g, RETIRED))
+    for cert_sha256, g in new.items():
+        # Workstations hold only live generations: an older one found on a workstation
+        # was kept there (for a consultation), so it stays live until the planner says.
+        on_workstation = any(f.target.role == "workstation" for f in by_cert_copies[cert_sha256])
+        live: Status = RETAINED if on_workstation and entity.state == "present" else RETIRED
+        status: Status = CURRENT if g is newest else live
+        new[cert_sha256] = g = _with_status(g, status)
+        out.generations.append(g)
+
+
+def _record_copies(
+    recorded: Recorded,
+    entity: Entity,
+    found: list[FoundCopy],
+    known: dict[str, RecordedGeneration],
+    escrowed: frozenset[str],
+    current_id: str,
+    previous_id: str,
+    now: dt.datetime,
+    out: Recovery,
+) -> None:
+    """Each copy of a known generation as the state records a written copy (one under the
+    previous password recorded so: the next plan re-encodes it), and its key for the escrow
+    when the escrow lacks it."""
     for f in found:
-        # A copy under the previous password is recorded so: the next plan re-encodes it.
         password_id = previous_id if f.previous else current_id
-        match = known.get(f.cert_sha256)
-        if match is None:
+        g = known.get(f.cert_sha256)
+        if g is None:
             continue
-        g = match
         if g.key_sha256 not in escrowed and g.key_sha256 not in out.escrow_keys:
             out.escrow_keys[g.key_sha256] = (entity.id, f.bundle.key)
         record = recorded.copies.get((f.target.name, f.path))
@@ -385,6 +446,17 @@ def _take_back(
             )
         )
         out.targets[f.target.name] = f.target
+
+
+def _report_lost(
+    recorded: Recorded,
+    entity: Entity,
+    gens: dict[int, RecordedGeneration],
+    escrowed: frozenset[str],
+    out: Recovery,
+) -> None:
+    """A recorded generation whose key is neither escrowed nor taken back, and a number no
+    surviving copy holds: lost, said in `out.lost`."""
     for g in recorded.generations_of(entity.id):
         if g.key_sha256 not in escrowed and g.key_sha256 not in out.escrow_keys:
             out.lost.append(
