@@ -294,6 +294,9 @@ def as_renamed(desired: Desired, recorded: Recorded) -> Recorded:
 
 
 def merge(desired: Desired, recorded: Recorded) -> Bindings:
+    """The consultations of the file over those the state records: what apply binds or
+    updates, what is refused (a rebinding, another entity's key), how the plan sees each, and
+    which generations an open consultation bound to an unmanaged key may be."""
     recorded = as_renamed(desired, recorded)
     out = Bindings()
     seen: set[str] = set()
@@ -301,100 +304,113 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
         if not desired.in_scope(c.entity):
             continue
         seen.add(c.reference)
-        rec = recorded.consultations.get(c.reference)
-        if rec is not None:
-            # A date the file no longer gives (an empty cell, an export without that column)
-            # keeps the recorded one: check compares it with the key's expiry.
-            c = replace(c, deadline=c.deadline or rec.deadline, opening=c.opening or rec.opening)
-        named = _named_by_certificate(recorded, rec, c) if rec is not None else None
-        if rec is not None and named is None and not same_binding(recorded, rec, c):
-            bound = bound_generation(recorded, rec)
-            out.refusals.append(
-                f"{c.location}: consultation {c.reference} is bound to "
-                + (
-                    describe_generation(recorded, bound)
-                    if bound is not None
-                    else describe_ref(recorded, rec.entity, rec.key_ref)
-                )
-                + f" of {rec.entity} since {rec.bound_at:%Y-%m-%d}; the file now binds it to "
-                f"{describe_ref(recorded, c.entity, c.key_ref)} of {c.entity}. A binding is "
-                "definitive: correct the consultations file."
+        _from_file(recorded, c, out)
+    _recorded_only(desired, recorded, seen, out)
+    _unsure(recorded, out)
+    return out
+
+
+def _from_file(recorded: Recorded, c: Consultation, out: Bindings) -> None:
+    """One consultation of the file: refused, bound, updated or as recorded, and its view."""
+    rec = recorded.consultations.get(c.reference)
+    if rec is not None:
+        # A date the file no longer gives (an empty cell, an export without that column)
+        # keeps the recorded one: check compares it with the key's expiry.
+        c = replace(c, deadline=c.deadline or rec.deadline, opening=c.opening or rec.opening)
+    named = _named_by_certificate(recorded, rec, c) if rec is not None else None
+    if rec is not None and named is None and not same_binding(recorded, rec, c):
+        bound = bound_generation(recorded, rec)
+        out.refusals.append(
+            f"{c.location}: consultation {c.reference} is bound to "
+            + (
+                describe_generation(recorded, bound)
+                if bound is not None
+                else describe_ref(recorded, rec.entity, rec.key_ref)
             )
-            out.views.append(_view(rec, recorded))
-            continue
-        g = (
-            named or bound_generation(recorded, rec)
-            if rec is not None
-            else find_generation(recorded, c.entity, c.key_ref)
+            + f" of {rec.entity} since {rec.bound_at:%Y-%m-%d}; the file now binds it to "
+            f"{describe_ref(recorded, c.entity, c.key_ref)} of {c.entity}. A binding is "
+            "definitive: correct the consultations file."
         )
-        if rec is None and g is None:
-            # A key another entity owns: binding it to this one would guard neither.
-            theirs = [
-                o
-                for o in recorded.generations
-                if o.entity != c.entity and names(recorded, o, c.key_ref)
-            ]
-            if theirs:
-                o = theirs[0]
-                out.refusals.append(
-                    f"{c.location}: consultation {c.reference} names entity {c.entity}, but "
-                    f"{c.key_ref.partition(':')[2]!r} is entity {o.entity}'s "
-                    f"{describe_generation(recorded, o)}: a consultation is bound to a key of "
-                    "its own entity. Correct the consultations file (the entity whose key opens "
-                    "the bids)."
-                )
-                continue
-        if rec is None:
-            what = (
-                f'generation {g.number} "{g.designation}"'
-                if g is not None
-                else f"{c.key_ref}, a key this tool does not manage"
+        out.views.append(_view(rec, recorded))
+        return
+    g = (
+        named or bound_generation(recorded, rec)
+        if rec is not None
+        else find_generation(recorded, c.entity, c.key_ref)
+    )
+    if rec is None and g is None:
+        # A key another entity owns: binding it to this one would guard neither.
+        theirs = [
+            o
+            for o in recorded.generations
+            if o.entity != c.entity and names(recorded, o, c.key_ref)
+        ]
+        if theirs:
+            o = theirs[0]
+            out.refusals.append(
+                f"{c.location}: consultation {c.reference} names entity {c.entity}, but "
+                f"{c.key_ref.partition(':')[2]!r} is entity {o.entity}'s "
+                f"{describe_generation(recorded, o)}: a consultation is bound to a key of "
+                "its own entity. Correct the consultations file (the entity whose key opens "
+                "the bids)."
             )
+            return
+    if rec is None:
+        what = (
+            f'generation {g.number} "{g.designation}"'
+            if g is not None
+            else f"{c.key_ref}, a key this tool does not manage"
+        )
+        out.actions.append(
+            _news(
+                BindConsultation,
+                c,
+                g.number if g else 0,
+                ReasonCode.NEW_BINDING,
+                f"consultation {c.reference} is bound to {what} (definitive)",
+            )
+        )
+    else:
+        changes = []
+        if rec.generation_id is None and g is not None:
+            changes.append(f"its key is now managed: generation {g.number}")
+        if rec.status != c.status:
+            changes.append(f"status {rec.status} -> {c.status}")
+        if (rec.deadline, rec.opening, rec.title) != (c.deadline, c.opening, c.title):
+            changes.append("title or dates updated")
+        if changes:
             out.actions.append(
                 _news(
-                    BindConsultation,
+                    UpdateConsultation,
                     c,
                     g.number if g else 0,
-                    ReasonCode.NEW_BINDING,
-                    f"consultation {c.reference} is bound to {what} (definitive)",
+                    ReasonCode.CLOSED
+                    if c.status == "closed" and rec.status != "closed"
+                    else ReasonCode.CONSULTATION_UPDATED,
+                    f"consultation {c.reference}: {'; '.join(changes)}",
+                    rec.key_ref,
                 )
             )
-        else:
-            changes = []
-            if rec.generation_id is None and g is not None:
-                changes.append(f"its key is now managed: generation {g.number}")
-            if rec.status != c.status:
-                changes.append(f"status {rec.status} -> {c.status}")
-            if (rec.deadline, rec.opening, rec.title) != (c.deadline, c.opening, c.title):
-                changes.append("title or dates updated")
-            if changes:
-                out.actions.append(
-                    _news(
-                        UpdateConsultation,
-                        c,
-                        g.number if g else 0,
-                        ReasonCode.CLOSED
-                        if c.status == "closed" and rec.status != "closed"
-                        else ReasonCode.CONSULTATION_UPDATED,
-                        f"consultation {c.reference}: {'; '.join(changes)}",
-                        rec.key_ref,
-                    )
-                )
-        out.views.append(
-            ConsultationView(
-                c.reference,
-                c.entity,
-                c.title,
-                c.key_ref,
-                g.id if g else None,
-                g.number if g else 0,
-                c.status,
-                c.deadline,
-                c.opening,
-                rec is not None,
-                g.designation if g else "",
-            )
+    out.views.append(
+        ConsultationView(
+            c.reference,
+            c.entity,
+            c.title,
+            c.key_ref,
+            g.id if g else None,
+            g.number if g else 0,
+            c.status,
+            c.deadline,
+            c.opening,
+            rec is not None,
+            g.designation if g else "",
         )
+    )
+
+
+def _recorded_only(desired: Desired, recorded: Recorded, seen: set[str], out: Bindings) -> None:
+    """The consultations the state records that the file no longer gives (in scope): their
+    views, and the link to a key managed since they were bound."""
     for reference, rec in sorted(recorded.consultations.items()):
         if reference in seen or not desired.in_scope(rec.entity):
             continue
@@ -413,6 +429,11 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
             )
             view = replace(view, generation_id=g.id, generation=g.number, designation=g.designation)
         out.views.append(view)
+
+
+def _unsure(recorded: Recorded, out: Bindings) -> None:
+    """An open consultation bound to a key not managed: each recorded generation that may be
+    that key (by a name it had before the binding) is kept as if bound."""
     for view in out.views:
         if view.is_open and view.generation_id is None:
             rec = recorded.consultations.get(view.reference)
@@ -421,4 +442,3 @@ def merge(desired: Desired, recorded: Recorded) -> Bindings:
             for g in recorded.generations_of(view.entity):
                 if may_hold(recorded, g, view.key_ref, since):
                     out.unsure.setdefault(g.id, []).append(view)
-    return out
