@@ -1,0 +1,123 @@
+"""A file this state did not write, standing where a copy goes, is said for what it is: the
+operator decides from those words whether it is a key to keep (recover, adopt) or debris to
+move away. `plan` opens it with the entity's password; `status` and `check` read no password
+and say so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+
+from provisioner.plan.model import Foreign
+from tests.conftest import TEST_CLOCK, Runner
+from tests.engine_helpers import PASSWORDS, dated_certificate
+
+IN_THE_WAY = "workstations/ws-accueil/commune-exemple.g1.p12"
+
+
+def foreign_pkcs12(password: str, name: str = "Cle etrangere") -> bytes:
+    """A bi-clé made elsewhere (not by this state), dated by the test's clock."""
+    key = rsa.generate_private_key(65537, 2048)
+    cert = dated_certificate(key, name, TEST_CLOCK)
+    return pkcs12.serialize_key_and_certificates(
+        name.encode(), key, cert, None, BestAvailableEncryption(password.encode())
+    )
+
+
+def put_in_the_way(quickstart: Path, content: bytes) -> Path:
+    path = quickstart.parent / "demo-out" / IN_THE_WAY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def conflict_line(output: str) -> str:
+    lines = [x for x in output.splitlines() if "conflict" in x and "ws-accueil" in x]
+    assert lines, output
+    return lines[0]
+
+
+def test_debris_is_not_a_pkcs12(cli: Runner, quickstart: Path) -> None:
+    path = put_in_the_way(quickstart, b"\x00 not a key at all \xff" * 4)
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 1, planned.stderr  # a conflict is an error to settle
+    line = conflict_line(planned.stdout)
+    assert "a file this state did not write stands where its new copy goes" in line
+    assert "(not a PKCS#12 file): left as it is" in line
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 1 and "Left alone: commune-exemple" in done.stderr, done.stderr
+    assert path.read_bytes() == b"\x00 not a key at all \xff" * 4  # never replaced
+
+
+def test_a_pkcs12_under_another_password_is_said_so_and_status_says_it_did_not_look(
+    cli: Runner, quickstart: Path
+) -> None:
+    content = foreign_pkcs12("Another-Password-77!")
+    path = put_in_the_way(quickstart, content)
+    line = conflict_line(cli("plan", quickstart).stdout)
+    assert "(a PKCS#12 that does not open with the entity's password): left as it is" in line
+    assert cli("apply", "--auto-approve", quickstart).returncode == 1
+    assert path.read_bytes() == content
+    shown = cli("status", quickstart)
+    assert (
+        "(a PKCS#12, not opened: this command reads no password; `plan` says more)" in shown.stdout
+    ), shown.stdout
+
+
+def test_a_key_of_the_entity_the_escrow_never_sealed_is_named_by_its_certificate(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Opens with the entity's password, yet neither the escrow nor the state knows it: an
+    agent's own export, another tool's key. The words say both, and the certificate."""
+    put_in_the_way(quickstart, foreign_pkcs12(PASSWORDS["commune-exemple"]))
+    line = conflict_line(cli("plan", quickstart).stdout)
+    assert "holds certificate sha256:" in line and '"Cle etrangere"' in line, line
+    assert "key NOT in the escrow, unknown to this state): left as it is" in line
+
+
+@pytest.mark.parametrize(
+    ("foreign", "said"),
+    [
+        (
+            Foreign(pkcs12=True, readable=True, written_here=True),
+            "a copy this state wrote for another place",
+        ),
+        (Foreign(pkcs12=False, readable=False), "not a PKCS#12 file"),
+        (
+            Foreign(pkcs12=True, readable=False, refused="600001 iterations"),
+            "not opened: 600001 iterations",
+        ),
+        (
+            Foreign(pkcs12=True, readable=False, tried=False),
+            "a PKCS#12, not opened: this command reads no password; `plan` says more",
+        ),
+        (
+            Foreign(pkcs12=True, readable=False),
+            "a PKCS#12 that does not open with the entity's password",
+        ),
+        (
+            Foreign(
+                pkcs12=True,
+                readable=True,
+                cert_sha256="ab" * 32,
+                designation="Commune Exemple",
+                escrowed=True,
+                known=True,
+            ),
+            'holds certificate sha256:abababababababab "Commune Exemple", key in the escrow, '
+            "a generation this state records",
+        ),
+        (
+            Foreign(pkcs12=True, readable=True, cert_sha256="cd" * 32, designation=None),
+            'holds certificate sha256:cdcdcdcdcdcdcdcd "", key NOT in the escrow, '
+            "unknown to this state",
+        ),
+    ],
+)
+def test_each_kind_of_foreign_file_has_its_words(foreign: Foreign, said: str) -> None:
+    """The words the plan puts in brackets after a conflict, one per kind of file (the first
+    that applies): what the operator reads before deciding."""
+    assert foreign.describe() == said
