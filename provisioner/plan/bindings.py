@@ -191,17 +191,24 @@ def describe_generation(recorded: Recorded, g: RecordedGeneration) -> str:
 
 def _view(rec: RecordedConsultation, recorded: Recorded) -> ConsultationView:
     g = recorded.generation(rec.generation_id) if rec.generation_id else None
+    return _view_of(rec, g, recorded=True)
+
+
+def _view_of(
+    c: Consultation | RecordedConsultation, g: RecordedGeneration | None, *, recorded: bool
+) -> ConsultationView:
+    """How the plan sees consultation `c` bound to `g` (None: a key not managed)."""
     return ConsultationView(
-        rec.reference,
-        rec.entity,
-        rec.title,
-        rec.key_ref,
+        c.reference,
+        c.entity,
+        c.title,
+        c.key_ref,
         g.id if g else None,
         g.number if g else 0,
-        rec.status,
-        rec.deadline,
-        rec.opening,
-        True,
+        c.status,
+        c.deadline,
+        c.opening,
+        recorded,
         g.designation if g else "",
     )
 
@@ -391,21 +398,7 @@ def _from_file(recorded: Recorded, c: Consultation, out: Bindings) -> None:
                     rec.key_ref,
                 )
             )
-    out.views.append(
-        ConsultationView(
-            c.reference,
-            c.entity,
-            c.title,
-            c.key_ref,
-            g.id if g else None,
-            g.number if g else 0,
-            c.status,
-            c.deadline,
-            c.opening,
-            rec is not None,
-            g.designation if g else "",
-        )
-    )
+    out.views.append(_view_of(c, g, recorded=rec is not None))
 
 
 def _recorded_only(desired: Desired, recorded: Recorded, seen: set[str], out: Bindings) -> None:
