@@ -16,6 +16,7 @@ from cryptography import x509
 
 from tests.conftest import REPO, TEST_CLOCK, Runner
 from tests.engine_helpers import (
+    PASSWORDS,
     backup_state,
     escrow_blob,
     escrowed_keys,
@@ -28,6 +29,7 @@ from tests.engine_helpers import (
     state_rows,
 )
 from tests.oracle import encrypt_bid, opens_bid, p12_contents
+from tests.test_chain import make_ca
 
 RENEWAL = {"PROVISIONER_NOW": "2028-10-15T10:00:00Z"}  # inside the quickstart's renewal window
 
@@ -77,6 +79,7 @@ def test_state_folder_lost_apply_refuses_then_recover_takes_every_copy_back(
     assert key_fingerprints(quickstart) == keys and snapshot(quickstart) == files
     assert cli("rehearse", quickstart).returncode == 0
     assert len(escrowed_keys(quickstart)) == 2
+    assert "(adopted)" not in cli("status", quickstart).stdout, "keys this tool made"
 
 
 def test_empty_state_db_is_refused_and_nothing_is_written(cli: Runner, quickstart: Path) -> None:
@@ -894,3 +897,53 @@ def test_an_older_backup_recovered_keeps_a_bound_generation_retained_and_the_nex
     assert 'g1 retained "Commune Exemple"' in status.stdout, status.stdout
     plan = cli("plan", "--detailed-exitcode", quickstart, "--consultations", c, env=renewal)
     assert plan.returncode == 0, plan.stdout
+
+
+def test_a_full_loss_recovered_keeps_an_adopted_key_adopted_and_an_issued_one_its_issuers(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """State and escrow lost: recover records each key as what it was. An adopted key (its
+    certificate made elsewhere, without this tool's serial mark) stays adopted, so the
+    manifest's certificate settings do not force a new generation over the key the platform
+    knows (the adopted key was taken off both workstations by the next apply); a key made by
+    the manifest's issuer stays that issuer's, so its renewed certificate still updates the
+    chain of every copy."""
+    folder = quickstart.parent
+    make_ca(folder, 1)
+    quickstart.write_text(
+        quickstart.read_text()
+        .replace(
+            "escrow:",
+            "issuers:\n  - {name: internal, certificate: ca.pem, private_key: ca.key}\nescrow:",
+            1,
+        )
+        .replace(
+            "designation: Syndicat Eaux Val {year}",
+            "designation: Syndicat Eaux Val {year}\n      issuer: internal",
+        )
+    )
+    pfx = openssl_p12(tmp_path, PASSWORDS["commune-exemple"], TEST_CLOCK)
+    assert cli("adopt", quickstart, "commune-exemple", pfx).returncode == 0
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    files = snapshot(quickstart)
+    lose_state(quickstart)
+
+    recovered = cli("recover", "--auto-approve", quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    planned = cli("plan", "--detailed-exitcode", quickstart)
+    assert planned.returncode == 0, planned.stdout  # no [spec-changed] over the adopted key
+    lines = cli("status", quickstart).stdout.splitlines()
+    adopted = [line for line in lines if line.endswith("(adopted)")]
+    assert len(adopted) == 1 and '"Ancienne cle"' in adopted[0], lines
+    origins = {
+        e["id"]: [g["origin"] for g in e["generations"]]
+        for e in json.loads(cli("status", "--json", quickstart).stdout)["entities"]
+    }
+    assert origins == {"commune-exemple": ["adopted"], "syndicat-eaux": ["generated"]}
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    assert snapshot(quickstart) == files, "the adopted key stays on every target"
+
+    make_ca(folder, 2)  # the issuer's certificate renewed, same key
+    planned = cli("plan", quickstart)
+    assert "~ generation 1: update issuer chain  [chain-changed]" in planned.stdout
+    assert planned.stdout.count("[chain-changed]") == 3  # syndicat-eaux's generation, 2 copies

@@ -44,8 +44,18 @@ from provisioner.transports.base import file_path, target_spec
 
 
 def _issuer_name(session: Session, cert: x509.Certificate) -> tuple[str, Origin]:
-    """(issuer name as the manifest calls it, origin) for a found certificate."""
-    if cert.issuer == cert.subject:
+    """(issuer name as the manifest calls it, origin) for a found certificate.
+
+    A certificate this tool made carries its mark in the serial number (the mark of a
+    lineage: the state that made it may be the one lost); one without it was adopted, and is
+    recorded as `adopt` records it (self-signed or `external:ISSUER`, origin adopted), so that
+    the manifest's certificate settings do not force a new generation over the key the
+    platform knows, as they did not before the state was lost."""
+    self_signed = cert.issuer == cert.subject
+    external = f"external:{cert.issuer.rfc4514_string()}"
+    if serial_mark(cert) is None:
+        return (SELF_SIGNED if self_signed else external), "adopted"
+    if self_signed:
         return SELF_SIGNED, "generated"
     for name, issuer in session.manifest.issuers.items():
         try:
@@ -55,7 +65,8 @@ def _issuer_name(session: Session, cert: x509.Certificate) -> tuple[str, Origin]
             continue
         if ca.subject == cert.issuer:
             return name, "generated"
-    return f"external:{cert.issuer.rfc4514_string()}", "adopted"
+    # Made here by an issuer the manifest no longer declares: the next plan says so.
+    return external, "generated"
 
 
 def _targets_of(session: Session, entity: Entity) -> list[Target]:
