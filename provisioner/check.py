@@ -160,9 +160,12 @@ def _bound_copies_missing(manifest: Manifest, plan: Plan) -> Iterator[Finding]:
         # A workstation's agents, or the shared location that must never lose the key
         # (invariant 2 covers both), are not known to hold the bound key.
         if a.target in manifest.workstations:
-            where, risk = f"{a.target}", "the agents there cannot open those bids"
+            where, risk = f"{a.target}", "the agents there may not be able to open those bids"
         elif a.target in manifest.locations:
-            where, risk = f"shared location {a.target}", "not known to hold that key"
+            where, risk = (
+                f"shared location {a.target}",
+                "the copy that must never be lost may be gone",
+            )
         else:
             continue
         yield Finding(
@@ -172,7 +175,8 @@ def _bound_copies_missing(manifest: Manifest, plan: Plan) -> Iterator[Finding]:
             f"generation {a.generation} bound to consultation"
             f"{'s' * (len(views) > 1)} {', '.join(v.describe() for v in views)}: {where}: "
             f"{a.path} holds a file this state did not write (or that changed since it was "
-            f"written), not that key; {risk}",
+            f"written), not known to hold that key (check reads no password: `plan` opens it); "
+            f"{risk}",
         )
 
 

@@ -62,7 +62,8 @@ AO_1 = "AO-1 (Voirie; deadline 2026-12-20; opening 2027-01-10)"
 AO_2 = "AO-2 (Ecoles; deadline 2026-12-22; opening 2027-01-12)"
 AO_4 = "AO-4 (Reseau; deadline 2026-12-22; opening 2027-01-12)"
 CHANGED = (
-    "holds a file this state did not write (or that changed since it was written), not that key"
+    "holds a file this state did not write (or that changed since it was written), not known to "
+    "hold that key (check reads no password: `plan` opens it)"
 )
 CONFLICT = (
     "apply leaves the entity alone; run provisioner recover if the state was lost or restored, "
@@ -146,7 +147,7 @@ def test_bound_copies_changed_in_place_are_critical_on_each_target_of_an_open_co
     code, findings = check(cli, site, "--consultations", consultations(site))
     assert code == 2
     commune = f"generation 1 bound to consultations {AO_1}, {AO_2}"
-    agents = "the agents there cannot open those bids"
+    agents = "the agents there may not be able to open those bids"
     path = {t: out / t / "commune-exemple.g1.p12" for t in ("share", "ws-1", "ws-2", "ws-3")}
     syndicat = out / "share" / "syndicat-eaux.g1.p12"
     assert findings == [
@@ -154,8 +155,8 @@ def test_bound_copies_changed_in_place_are_critical_on_each_target_of_an_open_co
             "CRITICAL",
             "commune-exemple",
             "bound-missing",
-            f"{commune}: shared location share: {path['share']} {CHANGED}; not known to hold "
-            "that key",
+            f"{commune}: shared location share: {path['share']} {CHANGED}; the copy that "
+            "must never be lost may be gone",
         ),
         *[
             (
@@ -171,7 +172,7 @@ def test_bound_copies_changed_in_place_are_critical_on_each_target_of_an_open_co
             "syndicat-eaux",
             "bound-missing",
             f"generation 1 bound to consultation {AO_4}: shared location share: {syndicat} "
-            f"{CHANGED}; not known to hold that key",
+            f"{CHANGED}; the copy that must never be lost may be gone",
         ),
         (
             "WARNING",
