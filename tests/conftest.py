@@ -160,13 +160,20 @@ def use_postgresql(manifest: Path, server: PgServer, schema: str) -> None:
     manifest.write_text(text.replace("version: 1\n", "version: 1\n" + block, 1))
 
 
+def require(available: bool, missing: str, install: str) -> None:
+    """A real component a suite needs: under CI its absence fails the run (a green run must
+    have tested it); locally the suite is skipped, named with the reason in the summary."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing}: .ci/run must install it ({install})")
+    pytest.skip(f"{missing} ({install})")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """A real PostgreSQL server on 127.0.0.1 for the whole run (a throwaway cluster)."""
-    if not pg_helpers.available():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run must install postgresql")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    require(pg_helpers.available(), "PostgreSQL is not installed", "apt-get install postgresql")
     server = pg_helpers.start()
     yield server
     server.remove()
@@ -175,10 +182,7 @@ def pg_server() -> Iterator[PgServer]:
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[SshServer]:
     """A real OpenSSH server on 127.0.0.1 and 127.0.0.2 for the module's tests."""
-    if not sshd_helpers.available():
-        if os.environ.get("CI"):
-            pytest.fail("sshd is not installed: .ci/run must install openssh-server")
-        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    require(sshd_helpers.available(), "sshd is not installed", "apt-get install openssh-server")
     server = sshd_helpers.start()
     yield server
     server.stop()
@@ -188,10 +192,7 @@ def sshd() -> Iterator[SshServer]:
 def sshd_without_posix_rename() -> Iterator[SshServer]:
     """A second OpenSSH server whose SFTP subsystem refuses posix-rename@openssh.com
     (`internal-sftp -P posix-rename`), as a locked-down or older server does."""
-    if not sshd_helpers.available():
-        if os.environ.get("CI"):
-            pytest.fail("sshd is not installed: .ci/run must install openssh-server")
-        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    require(sshd_helpers.available(), "sshd is not installed", "apt-get install openssh-server")
     server = sshd_helpers.start(sftp_options="-P posix-rename")
     yield server
     server.stop()
@@ -200,10 +201,9 @@ def sshd_without_posix_rename() -> Iterator[SshServer]:
 @pytest.fixture(scope="module")
 def smbd() -> Iterator[SmbServer]:
     """A real Samba server on 127.0.0.1 (SMB3 encryption required) for the module's tests."""
-    if not smbd_helpers.available():
-        if os.environ.get("CI"):
-            pytest.fail("smbd is not installed (or not root): .ci/run must install samba")
-        pytest.skip("smbd is not installed or the tests do not run as root (apt-get install samba)")
+    require(
+        smbd_helpers.available(), "smbd is not installed (or the tests do not run as root)", "samba"
+    )
     server = smbd_helpers.start()
     yield server
     server.remove()

@@ -28,7 +28,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLES, REPO, TEST_CLOCK, Runner
+from tests.conftest import EXAMPLES, REPO, TEST_CLOCK, Runner, require
 from tests.sshd import SshServer
 
 BIN = Path(sys.executable).parent
@@ -39,10 +39,12 @@ LATER = "2027-12-16T09:00:00Z"
 
 def _need(program: str) -> str:
     found = shutil.which(program, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{program} is not installed: pip install -e '.[test]' / .ci/run")
-        pytest.skip(f"{program} is not installed (pip install -e '.[test]'; apt libnss3-tools)")
+    require(
+        found is not None,
+        f"{program} is not installed",
+        "pip install -e '.[test]'; apt-get install libnss3-tools",
+    )
+    assert found is not None
     return found
 
 

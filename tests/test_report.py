@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, REPO, Runner, run_cli
+from tests.conftest import EXAMPLES, REPO, Runner, require, run_cli
 from tests.engine_helpers import serial, state_rows
 from tests.test_consultations import CREATED, IN_WINDOW
 
@@ -578,10 +578,8 @@ def test_a_plan_of_another_state_is_refused(site: Path, tmp_path: Path) -> None:
 
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: .ci/run must install it")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    require(path is not None, "chromium is not installed", "apt-get install chromium")
+    assert path is not None
     return path
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from provisioner.crypto import pkcs12
 from tests import sshd as sshd_helpers
-from tests.conftest import Runner
+from tests.conftest import Runner, require
 from tests.listeners import Dropping, Hung, refusing
 from tests.sshd import SshServer
 
@@ -40,8 +40,7 @@ NOISE = ("Traceback", "Exception (client)", "EOFError", "Bad file descriptor", "
 
 
 def started(hosts: tuple[str, ...]) -> SshServer:
-    if not sshd_helpers.available():
-        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    require(sshd_helpers.available(), "sshd is not installed", "apt-get install openssh-server")
     return sshd_helpers.start(hosts)
 
 
