@@ -17,6 +17,7 @@ from provisioner.consultations import Consultation
 from provisioner.errors import NoStateError
 from provisioner.jsondoc import FORMAT_VERSION
 from provisioner.manifest.model import STORE_NSS, STORE_WINDOWS, Entity, Manifest, Target
+from provisioner.manifest.transport_kinds import kind_of
 from provisioner.plan.paths import copy_file_name
 from provisioner.receipts import Bound, open_bindings, receipt_path, windows_thumbprint
 from provisioner.state.records import CURRENT, RETAINED, Recorded, RecordedGeneration
@@ -70,24 +71,12 @@ def _controller_path(host: Target, entity: Entity | None, g: RecordedGeneration)
     """A PKCS#12 of `g` readable on the controller: the workstation's own folder when it is
     local (a mounted share), else a local shared location of the entity."""
     name = copy_file_name(g.entity, g.number)
-    if host.transport == "local":
+    if kind_of(host).on_controller:
         return file_path(host, name)
     for location in entity.shared_locations if entity else ():
-        if location.transport == "local":
+        if kind_of(location).on_controller:
             return file_path(location, name)
     return None
-
-
-def _connection(host: Target) -> dict[str, Any]:
-    if host.transport != "ssh":
-        return {}
-    out: dict[str, Any] = {"host": host.host, "port": host.port, "user": host.user}
-    if host.key_file is not None:
-        out["key_file"] = str(host.key_file)
-    if host.known_hosts is not None:
-        out["known_hosts"] = str(host.known_hosts)
-    out["connect_timeout"] = host.connect_timeout
-    return out
 
 
 def build(
@@ -132,7 +121,9 @@ def build(
                     "state": c.state,
                     "reason": c.reason,
                     "consultations": list(c.consultations),
-                    "host_path": file_path(host, file_name) if host.transport == "ssh" else None,
+                    "host_path": None
+                    if kind_of(host).ansible_connection(host) is None
+                    else file_path(host, file_name),
                     "controller_path": _controller_path(host, c.entity, g),
                     "written": recorded_copy is not None,
                     "receipt_path": receipt_path(host, g.entity, g.number),
@@ -141,7 +132,7 @@ def build(
         hosts[name] = {
             "transport": host.transport,
             "path": host.path,
-            "connection": _connection(host),
+            "connection": kind_of(host).ansible_connection(host) or {},
             "install": {
                 "store": install.store,
                 "users": list(install.users),

@@ -131,3 +131,44 @@ def test_the_check_sees_an_upward_import(tmp_path: Path, monkeypatch: pytest.Mon
 def test_every_module_has_a_layer() -> None:
     for path in ROOT.rglob("*.py"):
         layer(module_name(path))
+
+
+# What a transport means lives in its kind (manifest/transport_kinds.py) and its connection in
+# the pool's table (transports/__init__.py): nowhere else compares a transport with a name.
+TRANSPORT_HOMES = {"provisioner.manifest.transport_kinds", "provisioner.transports"}
+
+
+def transport_comparisons(root: Path) -> list[str]:
+    """`x.transport == "ssh"`, `spec["transport"] != "smb"`, `t.transport in (...)` outside
+    the transport homes, as `module:line`."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        if "_generated" in path.parts or module_name(path) in TRANSPORT_HOMES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in (node.left, *node.comparators):
+                named = (isinstance(side, ast.Attribute) and side.attr == "transport") or (
+                    isinstance(side, ast.Subscript)
+                    and isinstance(side.slice, ast.Constant)
+                    and side.slice.value == "transport"
+                )
+                if named:
+                    out.append(f"{module_name(path)}:{node.lineno}")
+    return out
+
+
+def test_a_transport_is_asked_what_it_means_not_compared_with_a_name() -> None:
+    assert transport_comparisons(ROOT) == []
+
+
+def test_the_transport_check_sees_a_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "provisioner"
+    (package / "plan").mkdir(parents=True)
+    (package / "plan" / "x.py").write_text('def f(t):\n    return t.transport == "ssh"\n')
+    (package / "plan" / "y.py").write_text('def g(d):\n    return d["transport"] != "smb"\n')
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", package)
+    assert transport_comparisons(package) == ["provisioner.plan.x:2", "provisioner.plan.y:2"]

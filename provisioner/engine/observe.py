@@ -9,6 +9,7 @@ from provisioner.engine.inputs import DEFAULT_PARALLEL
 from provisioner.engine.session import Session
 from provisioner.errors import ProvisionerError
 from provisioner.manifest.model import Target
+from provisioner.manifest.transport_kinds import kind_of
 from provisioner.plan.model import Desired, Foreign, Observed, Plan
 from provisioner.plan.paths import next_numbers
 from provisioner.plan.planner import parse_copy_name, paths_to_observe, plan, resolve_target
@@ -179,7 +180,7 @@ def _is_pkcs12(data: bytes) -> bool:
 
 def _is_local(desired: Desired, recorded: Recorded, name: str) -> bool:
     target = resolve_target(desired, recorded, name)
-    return target is not None and target.transport == "local"
+    return target is not None and kind_of(target).on_controller
 
 
 def make_plan(session: Session, observed: Observed, now: dt.datetime) -> Plan:

@@ -16,6 +16,7 @@ from pathlib import Path
 from provisioner.engine.inputs import Inputs
 from provisioner.errors import UnitError, WrongPassphraseError
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.transport_kinds import kind_of
 from provisioner.plan.model import Desired
 from provisioner.state.blobs import SealedBlobs
 from provisioner.state.escrow import KEYRING, Escrow, EscrowListing
@@ -317,7 +318,7 @@ def _legacy_home(manifest: Manifest, recorded: Recorded) -> str | None:
     root = str(manifest.path.resolve().parent)
     for name, spec in sorted(recorded.targets.items()):
         declared = manifest.workstations.get(name) or manifest.locations.get(name)
-        if declared is None or declared.transport != "local":
+        if declared is None or not kind_of(declared).on_controller:
             continue
         was = target_from_spec(spec).path
         now = declared.path

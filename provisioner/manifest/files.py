@@ -16,6 +16,7 @@ from pathlib import Path
 
 from provisioner.errors import Diagnostic, Location
 from provisioner.manifest import model as m
+from provisioner.manifest.transport_kinds import kind_of
 
 
 def _problem(path: Path) -> str | None:
@@ -82,12 +83,11 @@ def check_files(manifest: m.Manifest) -> list[Diagnostic]:
     # One SSH key or known_hosts file serves many targets: reported once, at the first.
     users: dict[tuple[str, Path], list[m.Target]] = {}
     for target in (*manifest.locations.values(), *manifest.workstations.values()):
-        if target.transport != "ssh":
-            continue
-        found += _secret(target.key_passphrase, f"{target.role} {target.name} key_passphrase")
-        for field, given in (("key_file", target.key_file), ("known_hosts", target.known_hosts)):
-            if given is not None:
-                users.setdefault((field, given), []).append(target)
+        secrets, files = kind_of(target).credentials(target)
+        for field, ref in secrets:
+            found += _secret(ref, f"{target.role} {target.name} {field}")
+        for field, given in files:
+            users.setdefault((field, given), []).append(target)
     for (field, path), targets in users.items():
         problem = _problem(path)
         if problem is None:

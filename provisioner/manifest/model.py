@@ -151,13 +151,10 @@ class Target:
 
     @property
     def address(self) -> str:
-        """Human name of where files land, e.g. `ws-01 (local /srv/x)`."""
-        if self.transport == "smb":
-            return f"//{self.user}@{self.host}:{self.port}/{self.share}{self.path.rstrip('/')}"
-        if self.transport == "ssh":
-            sep = "" if self.path.startswith("/") else "/"
-            return f"{self.user}@{self.host}:{self.port}{sep}{self.path}"
-        return self.path
+        """Human name of where files land (a local path, `user@host:port/path`, a share)."""
+        from provisioner.manifest.transport_kinds import kind_of
+
+        return kind_of(self).address(self)
 
 
 @dataclass(frozen=True, slots=True)

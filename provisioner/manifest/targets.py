@@ -4,13 +4,13 @@ refused)."""
 from __future__ import annotations
 
 import os
-import posixpath
 from typing import Any
 
 from provisioner.manifest import install as inst
 from provisioner.manifest import model as m
 from provisioner.manifest.checker import Checker
-from provisioner.manifest.names import _WINDOWS_ABS, did_you_mean, file_name_problem
+from provisioner.manifest.names import did_you_mean
+from provisioner.manifest.transport_kinds import KINDS, kind_of
 
 
 def targets(
@@ -23,64 +23,8 @@ def targets(
         if name in out:
             c.error((*path, "name"), f"duplicate {role} name '{name}'")
             continue
-        if item["transport"] == "local":
-            target_path = c.local_str(item["path"], (*path, "path"))
-            out[name] = m.Target(name, role, "local", target_path, c.pos.at(path))
-        elif item["transport"] == "smb":
-            out[name] = _smb_target(c, item, role, path)
-        else:
-            passphrase = item.get("key_passphrase")
-            key_file = item.get("key_file")
-            out[name] = m.Target(
-                name,
-                role,
-                "ssh",
-                c.remote_path(item["path"], (*path, "path")),
-                c.pos.at(path),
-                host=item["host"],
-                port=item.get("port", 22),
-                user=item["user"],
-                key_file=c.local_path(key_file, (*path, "key_file")) if key_file else None,
-                key_passphrase=c.secret(passphrase, (*path, "key_passphrase"))
-                if passphrase
-                else None,
-                known_hosts=c.local_path(item["known_hosts"], (*path, "known_hosts")),
-                connect_timeout=float(item.get("connect_timeout", 10.0)),
-            )
+        out[name] = KINDS[item["transport"]].target(c, item, role, path)
     return out
-
-
-def _smb_target(
-    c: Checker, item: dict[str, Any], role: m.Role, path: tuple[str | int, ...]
-) -> m.Target:
-    folder = item["path"]
-    if "\\" in folder or not folder.startswith("/"):
-        c.error(
-            (*path, "path"),
-            f"smb path {folder!r} is the folder inside the share, from its root, with forward "
-            "slashes (/Provisioner/keys, or / for the root)",
-        )
-    else:
-        for part in folder.split("/"):
-            problem = file_name_problem(part) if part else None
-            if problem or part in (".", ".."):
-                c.error((*path, "path"), f"smb path {folder!r}: {problem or 'unsafe part'}")
-                break
-    return m.Target(
-        item["name"],
-        role,
-        "smb",
-        folder.rstrip("/") or "/",
-        c.pos.at(path),
-        host=item["host"],
-        port=item.get("port", 445),
-        user=item["user"],
-        connect_timeout=float(item.get("connect_timeout", 10.0)),
-        share=item["share"],
-        password=c.secret(item["password"], (*path, "password")),
-        readers=item.get("readers"),
-        encrypt=item.get("encrypt", True),
-    )
 
 
 def expand_groups(
@@ -164,14 +108,7 @@ def same_folders(
 
 
 def _folder_key(t: m.Target, folders: _Folders) -> tuple[str | int | None, ...]:
-    if t.transport == "local":
-        return ("local", folders.resolve(t.path))
-    path = posixpath.normpath(t.path)
-    path = "/" + path.lstrip("/") if path.startswith("/") else path
-    if t.transport == "smb" or _WINDOWS_ABS.match(path):
-        path = path.casefold()
-    host = (t.host or "").casefold()
-    return (t.transport, host, t.port, (t.share or "").casefold(), path)
+    return kind_of(t).folder_key(t, folders.resolve)
 
 
 class _Folders:

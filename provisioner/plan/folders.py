@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provisioner.manifest.model import Target
+from provisioner.manifest.transport_kinds import kind_of
 from provisioner.plan.actions import ClearLeftover, Reason, ReasonCode, SecureFolder
 from provisioner.plan.model import Desired, Observed
 from provisioner.transports.base import FolderFacts, Leftover, file_path, folder_of, in_folder
@@ -14,8 +15,7 @@ from provisioner.transports.base import FolderFacts, Leftover, file_path, folder
 def folder_permissions(target: Target, folder: str, facts: FolderFacts) -> Reason | None:
     # Windows OpenSSH reports synthetic modes; only POSIX folders are compared.
     # SMB folders are not compared: each copy carries its own protected ACL.
-    posix = target.transport == "local" or (target.transport == "ssh" and folder.startswith("/"))
-    if posix and facts.mode & 0o077:
+    if kind_of(target).posix_modes(folder) and facts.mode & 0o077:
         return Reason(
             ReasonCode.FOLDER_PERMISSIONS,
             f"folder mode {facts.mode:04o} lets others reach the copies: set to 0700",

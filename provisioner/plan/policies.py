@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from provisioner.manifest.model import Entity, Target
+from provisioner.manifest.transport_kinds import kind_of
 from provisioner.plan.actions import Reason, ReasonCode
 from provisioner.plan.model import Foreign
 from provisioner.state.records import RecordedCopy, RecordedGeneration
@@ -194,10 +195,11 @@ def drifted(ctx: CopyContext) -> Reason | None:
 
 
 def permissions(ctx: CopyContext) -> Reason | None:
-    if ctx.target.transport == "smb":
+    kind = kind_of(ctx.target)
+    if kind.access_by_acl:
         return acl_readers(ctx)
     # Windows OpenSSH reports synthetic modes; only POSIX targets are compared.
-    posix = ctx.target.transport == "local" or ctx.path.startswith("/")
+    posix = kind.posix_modes(ctx.path)
     if posix and ctx.observed is not None and ctx.observed.mode_fixed:
         return None  # the filesystem fixes the mode (a CIFS mount): one warning per target
     if posix and ctx.observed is not None and ctx.observed.mode & 0o077:

@@ -26,6 +26,7 @@ from provisioner.crypto.keys import certificate_fingerprint, public_key_fingerpr
 from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError, WrongPasswordError
 from provisioner.manifest.model import SELF_SIGNED, Entity, Target
+from provisioner.manifest.transport_kinds import kind_of
 from provisioner.plan.planner import parse_copy_name, resolve_target
 from provisioner.recover.report import FoundCopy, Recovery, render
 from provisioner.state.escrow import Escrow
@@ -203,7 +204,7 @@ def _found_copies(
     for target in _targets_of(session, entity):
         if (
             target.role == "location"
-            and target.transport == "local"
+            and kind_of(target).on_controller
             and not os.path.isdir(target.path)
         ):
             # An unmounted share reads as a missing (or empty) folder: seeing no copy there

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from provisioner.manifest.model import Target
 from provisioner.transports.base import Transport
@@ -31,12 +32,14 @@ class TransportPool:
             return transport
 
     def _open(self, target: Target) -> Transport:
-        if target.transport == "local":
-            return LocalTransport(target)
-        from provisioner.secrets import resolve
+        """By the table of openers: one per transport, each importing only its own library."""
+        return OPENERS[target.transport](self, target)
 
-        if target.transport == "smb":
-            return self._open_smb(target)
+    def _open_local(self, target: Target) -> Transport:
+        return LocalTransport(target)
+
+    def _open_ssh(self, target: Target) -> Transport:
+        from provisioner.secrets import resolve
         from provisioner.transports.ssh import SshConnection, SshTransport
         from provisioner.transports.ssh_hostkeys import expected_host_keys
 
@@ -72,3 +75,12 @@ class TransportPool:
                     closer()
             self._connections.clear()
             self._transports.clear()
+
+
+# Each transport's connection, by the name the manifest gives it (manifest/transport_kinds.py
+# holds the rest of what a transport means).
+OPENERS: dict[str, Callable[[TransportPool, Target], Transport]] = {
+    "local": TransportPool._open_local,
+    "ssh": TransportPool._open_ssh,
+    "smb": TransportPool._open_smb,
+}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import posixpath
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -13,6 +11,7 @@ from typing import Protocol
 
 from provisioner.errors import Location, TransportError
 from provisioner.manifest.model import SecretRef, Target
+from provisioner.manifest.transport_kinds import KINDS, kind_of
 
 # The most a transport reads of one file: a copy or a receipt is a few KB, so a file larger
 # than this is not one this tool wrote, and is never read whole into memory.
@@ -189,23 +188,17 @@ class Transport(Protocol):
 
 def file_path(target: Target, file_name: str) -> str:
     """Where `file_name` lives on `target`."""
-    if target.transport == "local":
-        return os.path.join(target.path, file_name)
-    return posixpath.join(target.path, file_name)
+    return kind_of(target).join(target.path, file_name)
 
 
 def folder_of(target: Target, path: str) -> str:
     """The folder holding `path` on `target`."""
-    if target.transport == "local":
-        return os.path.dirname(path)
-    return posixpath.dirname(path)
+    return kind_of(target).dirname(path)
 
 
 def in_folder(target: Target, folder: str, name: str) -> str:
     """The path of `name` in `folder` on `target`."""
-    if target.transport == "local":
-        return os.path.join(folder, name)
-    return posixpath.join(folder, name)
+    return kind_of(target).join(folder, name)
 
 
 def target_spec(target: Target) -> str:
@@ -235,13 +228,9 @@ def target_spec(target: Target) -> str:
         "known_hosts": str(target.known_hosts) if target.known_hosts else None,
         "connect_timeout": target.connect_timeout,
     }
-    if target.transport == "smb":  # only there: the specs of other targets stay as recorded
-        spec.update(
-            share=target.share,
-            password=ref(target.password),
-            readers=target.readers,
-            encrypt=target.encrypt,
-        )
+    # A transport's own fields only where it has some: the other specs stay as recorded.
+    for field, value in kind_of(target).spec_extra(target).items():
+        spec[field] = ref(value) if isinstance(value, SecretRef) else value
     return json.dumps(spec, sort_keys=True)
 
 
@@ -270,7 +259,7 @@ def target_from_spec(spec: str) -> Target:
         path=d["path"],
         location=Location("state"),
         host=d.get("host"),
-        port=d.get("port") or (445 if d["transport"] == "smb" else 22),
+        port=d.get("port") or KINDS[d["transport"]].default_port or 22,
         user=d.get("user"),
         key_file=Path(d["key_file"]) if d.get("key_file") else None,
         key_passphrase=passphrase,

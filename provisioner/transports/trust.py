@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from provisioner.errors import ProvisionerError, UsageError
 from provisioner.manifest.model import Manifest, Target
+from provisioner.manifest.transport_kinds import kind_of
 
 Say = Callable[[str, bool], None]  # (line, is an error: stderr)
 Confirm = Callable[[str], bool]  # the question; None when there is no terminal to ask on
@@ -21,7 +22,7 @@ def chosen_targets(manifest: Manifest, names: list[str] | None) -> list[Target]:
         raise UsageError(f"unknown target(s): {', '.join(unknown)}")
     if names:
         return [everything[name] for name in names]
-    return [t for t in everything.values() if t.transport == "ssh"]
+    return [t for t in everything.values() if kind_of(t).pins_host_keys]
 
 
 def trust(
@@ -39,7 +40,7 @@ def trust(
     problems = 0
     seen: set[tuple[str, int, str]] = set()
     for target in targets:
-        if target.transport != "ssh":
+        if not kind_of(target).pins_host_keys:
             raise UsageError(f"{target.name} is not an SSH target")
         assert target.host is not None and target.known_hosts is not None
         ident = (target.host, target.port, str(target.known_hosts))
