@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests import sshd  # noqa: E402
 from tests.listeners import Dropping, Hung, refusing  # noqa: E402
+from tests.manifests import Manifest, ssh  # noqa: E402
 
 WORKSTATIONS, ENTITIES, PER_ENTITY = 500, 50, 10
 REACHABLE, REFUSING, DROPPING, SILENT, STALLED = 375, 50, 25, 25, 25
@@ -109,32 +110,17 @@ def write_manifest(
 ) -> Path:
     known = fleet.known_hosts(folder / "known_hosts")
     user = fleet.servers[0].user
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        "  locations: [{name: nas, transport: local, path: nas}]",
-        "  workstations:",
-    ]
+    m = Manifest().location("nas")
     for name, host, port, key, root in rows:
-        lines.append(
-            f"    - {{name: {name}, transport: ssh, host: {host}, port: {port}, user: {user}, "
-            f"key_file: {key}, known_hosts: {known}, path: {root}/{folder.name}/{name}, "
-            f"connect_timeout: {TIMEOUT}}}"
-        )
-    lines.append("entities:")
+        where = f"{root}/{folder.name}/{name}"
+        fields = ssh(host, port, user, where, key_file=key, known_hosts=known)
+        m.workstation(name, **fields, connect_timeout=TIMEOUT)
     # Entity e holds a copy on workstations e, e + 50, e + 100, ...: every entity has some of
     # the unreachable ones, as a real region's groups would.
     for e in range(ENTITIES):
         mine = [rows[i][0] for i in range(e, len(rows), ENTITIES)][:PER_ENTITY]
-        lines.append(
-            f"  - {{id: e{e}, name: E{e}, key: {{designation: E{e}}}, password: {{env: PW}}, "
-            f"shared_locations: [nas], workstations: [{', '.join(mine)}]}}"
-        )
-    path = folder / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        m.entity(f"e{e}", name=f"E{e}", shared_locations=["nas"], workstations=mine)
+    return m.write(folder / "m.yaml")
 
 
 def timed(*args: str) -> tuple[float, int, str]:

@@ -8,7 +8,12 @@ every entity keeps a copy on one of 10 shared locations. Passwords come from one
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.manifests import Manifest
 
 LOCATIONS = 10
 
@@ -18,37 +23,27 @@ def generate(folder: Path, entities: int, workstations: int, key_size: int = 204
     secrets = folder / "secrets"
     secrets.mkdir(exist_ok=True)
     (secrets / "shared.pass").write_text("Bench-Only-Password-1!\n")
-    lines = [
-        "version: 1",
-        f"defaults: {{key: {{size: {key_size}}}, validity_days: 730, renew_before_days: 60}}",
-        "escrow: {passphrase: {env: BENCH_ESCROW}}",
-        "inventory:",
-        "  locations:",
-    ]
-    lines += [
-        f"    - {{name: nas{i}, transport: local, path: out/nas{i}}}" for i in range(LOCATIONS)
-    ]
-    lines.append("  workstations:")
+    m = Manifest(
+        escrow={"passphrase": {"env": "BENCH_ESCROW"}},
+        defaults={"key": {"size": key_size}, "validity_days": 730, "renew_before_days": 60},
+    )
+    for i in range(LOCATIONS):
+        m.location(f"nas{i}", path=f"out/nas{i}")
     for e in range(entities):
         for w in range(workstations):
-            lines.append(f"    - {{name: e{e}-ws{w}, transport: local, path: out/e{e}/ws{w}}}")
-    lines.append("  groups:")
+            m.workstation(f"e{e}-ws{w}", path=f"out/e{e}/ws{w}")
     for e in range(entities):
-        members = ", ".join(f"e{e}-ws{w}" for w in range(workstations))
-        lines.append(f"    g{e}: [{members}]")
-    lines.append("entities:")
+        m.group(f"g{e}", [f"e{e}-ws{w}" for w in range(workstations)])
     for e in range(entities):
-        lines += [
-            f"  - id: e{e}",
-            f"    name: Entity {e}",
-            f'    key: {{designation: "Entity {e} {{year}}"}}',
-            "    password: {file: secrets/shared.pass}",
-            f"    shared_locations: [nas{e % LOCATIONS}]",
-            f"    workstations: [g{e}]",
-        ]
-    path = folder / "manifest.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        m.entity(
+            f"e{e}",
+            name=f"Entity {e}",
+            designation=f"Entity {e} {{year}}",
+            password={"file": "secrets/shared.pass"},
+            shared_locations=[f"nas{e % LOCATIONS}"],
+            workstations=[f"g{e}"],
+        )
+    return m.write(folder / "manifest.yaml")
 
 
 if __name__ == "__main__":

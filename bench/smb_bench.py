@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import smbd  # noqa: E402
+from tests.manifests import Manifest, smb  # noqa: E402
 
 ENTITIES, LOCATIONS = 20, 10
 REPEATS = 5
@@ -34,29 +35,17 @@ ENV = {**os.environ, "ESCROW": "Bench-Escrow-Passphrase-1", "PW": "Bench-Passwor
 
 def write_manifest(folder: Path, server: smbd.SmbServer) -> Path:
     (folder / "smb-password").write_text(server.password)
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        "  locations:",
-    ]
+    m = Manifest()
     for i in range(LOCATIONS):
-        lines.append(
-            f"    - {{name: share{i}, transport: smb, host: 127.0.0.1, port: {server.port}, "
-            f"share: {server.share}, user: {server.user}, password: {{file: smb-password}}, "
-            f"path: /bench/share{i}}}"
+        secret = {"file": "smb-password"}
+        where = f"/bench/share{i}"
+        m.location(
+            f"share{i}",
+            **smb("127.0.0.1", server.port, server.share, server.user, where, password=secret),
         )
-    lines.append("entities:")
     for e in range(ENTITIES):
-        lines.append(
-            f"  - {{id: e{e}, name: E{e}, key: {{designation: E{e}}}, "
-            f"password: {{env: PW}}, shared_locations: "
-            f"[{', '.join(f'share{i}' for i in range(LOCATIONS))}]}}"
-        )
-    path = folder / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        m.entity(f"e{e}", name=f"E{e}", shared_locations=[f"share{i}" for i in range(LOCATIONS)])
+    return m.write(folder / "m.yaml")
 
 
 def timed(*args: str) -> float:

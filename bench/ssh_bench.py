@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import sshd  # noqa: E402
+from tests.manifests import Manifest, ssh  # noqa: E402
 
 ENTITIES, WORKSTATIONS = 20, 10
 HOSTS = tuple(f"127.0.0.{i}" for i in range(1, WORKSTATIONS + 1))
@@ -28,29 +29,16 @@ ENV = {**os.environ, "ESCROW": "Bench-Escrow-Passphrase-1", "PW": "Bench-Passwor
 
 def write_manifest(folder: Path, server: sshd.SshServer) -> Path:
     known = server.known_hosts(folder / "known_hosts", HOSTS)
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        "  workstations:",
-    ]
+    m = Manifest()
     for i, host in enumerate(HOSTS):
-        lines.append(
-            f"    - {{name: ws{i}, transport: ssh, host: {host}, port: {server.port}, "
-            f"user: {server.user}, key_file: {server.client_key}, known_hosts: {known}, "
-            f"path: {server.root}/ws{i}}}"
+        where = f"{server.root}/ws{i}"
+        key = server.client_key
+        m.workstation(
+            f"ws{i}", **ssh(host, server.port, server.user, where, key_file=key, known_hosts=known)
         )
-    lines.append("entities:")
     for e in range(ENTITIES):
-        lines.append(
-            f"  - {{id: e{e}, name: E{e}, key: {{designation: E{e}}}, "
-            f"password: {{env: PW}}, workstations: "
-            f"[{', '.join(f'ws{i}' for i in range(WORKSTATIONS))}]}}"
-        )
-    path = folder / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        m.entity(f"e{e}", name=f"E{e}", workstations=[f"ws{i}" for i in range(WORKSTATIONS)])
+    return m.write(folder / "m.yaml")
 
 
 def timed(*args: str) -> float:

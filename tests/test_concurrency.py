@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import run_cli
+from tests.manifests import Manifest
 
 ENV = {
     **{
@@ -23,22 +24,10 @@ ENV = {
 
 
 def manifest(folder: Path, entities: int = 40) -> Path:
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        "  locations: [{name: nas, transport: local, path: nas}]",
-        "entities:",
-    ]
-    lines += [
-        f"  - {{id: e{i}, name: E{i}, key: {{designation: E{i}}}, password: {{env: PW}}, "
-        "shared_locations: [nas]}"
-        for i in range(entities)
-    ]
-    path = folder / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    m = Manifest().location("nas")
+    for i in range(entities):
+        m.entity(f"e{i}", name=f"E{i}", shared_locations=["nas"])
+    return m.write(folder / "m.yaml")
 
 
 def start(*args: str | Path) -> subprocess.Popen[str]:

@@ -18,6 +18,7 @@ from provisioner.manifest.model import SecretRef, Target
 from provisioner.transports.base import FileFacts
 from tests import smbd as smbd_helpers
 from tests.conftest import REPO, Runner
+from tests.manifests import Manifest, smb
 from tests.smbd import SmbServer
 from tests.sshd import free_port
 
@@ -25,6 +26,9 @@ PASSWORD = "Smb-Test-Password-42!"
 NEW_PASSWORD = "Smb-Test-Password-43!"
 LOC = Location("m.yaml", 1, 1)
 ENV = {"ESCROW": "Escrow-Passphrase-For-Smb-Tests", "PW": PASSWORD}
+LOCAL_WS = (
+    "  workstations:\n    - {name: ws-a, transport: local, path: ws-a}"  # as manifest() has it
+)
 
 
 def manifest(
@@ -39,33 +43,14 @@ def manifest(
     places = [("backup", "127.0.0.1", server.port)]
     if down:
         places.append(("backup-down", "127.0.0.1", free_port()))
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        "  workstations: [{name: ws-a, transport: local, path: ws-a}]",
-        "  locations:",
-    ]
+    m = Manifest().workstation("ws-a")
     for name, host, port in places:
-        extra = f", readers: {readers}" if readers else ""
-        lines.append(
-            f"    - {{name: {name}, transport: smb, host: {host}, port: {port}, "
-            f"share: {server.share}, user: {server.user}, password: {{file: smb-password}}, "
-            f"path: /{tmp_path.name}/{name}, connect_timeout: 3{extra}}}"
-        )
-    lines += [
-        "entities:",
-        "  - id: ville",
-        "    name: Ville",
-        "    key: {designation: Ville}",
-        "    password: {env: PW}",
-        f"    shared_locations: [{', '.join(p[0] for p in places)}]",
-        "    workstations: [ws-a]",
-    ]
-    path = tmp_path / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        where = f"/{tmp_path.name}/{name}"
+        secret = {"file": "smb-password"}
+        fields = smb(host, port, server.share, server.user, where, password=secret, readers=readers)
+        m.location(name, **fields, connect_timeout=3)
+    m.entity("ville", shared_locations=[p[0] for p in places], workstations=["ws-a"])
+    return m.write(tmp_path / "m.yaml")
 
 
 def share_copy(server: SmbServer, tmp_path: Path, name: str = "backup") -> Path:
@@ -190,7 +175,7 @@ def test_no_first_key_is_made_while_none_of_the_entitys_targets_is_reached(
     later took the real keys' designation (and their consultations)."""
     m = manifest(tmp_path, smbd, down=True)
     text = m.read_text()
-    text = text.replace("  workstations: [{name: ws-a, transport: local, path: ws-a}]\n", "")
+    text = text.replace(LOCAL_WS + "\n", "")
     text = text.replace(
         "    shared_locations: [backup, backup-down]\n", "    shared_locations: [backup-down]\n"
     )
@@ -407,7 +392,7 @@ def test_a_workstation_reached_through_its_administrative_share(
 ) -> None:
     m = manifest(tmp_path, smbd)
     text = m.read_text().replace(
-        "  workstations: [{name: ws-a, transport: local, path: ws-a}]",
+        LOCAL_WS,
         f"  workstations: [{{name: ws-a, transport: smb, host: 127.0.0.1, port: {smbd.port}, "
         f"share: {smbd.share}, user: {smbd.user}, password: {{file: smb-password}}, "
         f"path: /{tmp_path.name}/ProgramData/Provisioner}}]",
@@ -492,7 +477,7 @@ def test_an_smb_workstation_is_listed_in_the_inventory_as_its_schema_says(
     smb, its copies' receipt paths share-relative), in a document its schema accepts."""
     m = manifest(tmp_path, smbd)
     text = m.read_text().replace(
-        "  workstations: [{name: ws-a, transport: local, path: ws-a}]",
+        LOCAL_WS,
         f"  workstations:\n    - {{name: ws-a, transport: smb, host: 127.0.0.1, "
         f"port: {smbd.port}, share: {smbd.share}, user: {smbd.user}, "
         f"password: {{file: smb-password}}, path: /{tmp_path.name}/ws-a, connect_timeout: 3, "

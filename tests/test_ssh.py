@@ -13,6 +13,7 @@ import pytest
 from provisioner.crypto import pkcs12
 from provisioner.transports.ssh import replace_without_posix_rename
 from tests.conftest import Runner
+from tests.manifests import Manifest, ssh
 from tests.sshd import SshServer, free_port
 
 PASSWORD = "Ssh-Test-Password-42!"
@@ -36,33 +37,15 @@ def manifest(
     hosts = list(hosts or [("ws-a", "127.0.0.1", server.port), ("ws-b", "127.0.0.2", server.port)])
     if down:
         hosts.append(("ws-down", "127.0.0.1", free_port()))
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        "  locations: [{name: nas, transport: local, path: nas}]",
-        "  workstations:",
-    ]
+    m = Manifest().location("nas")
     for name, host, port in hosts:
-        lines.append(
-            f"    - {{name: {name}, transport: ssh, host: {host}, port: {port}, "
-            f"user: {server.user}, key_file: {key or server.client_key}, "
-            f"known_hosts: {(known_for or {}).get(name, known)}, path: {remote}/{name}, "
-            "connect_timeout: 3}"
-        )
-    lines += [
-        "entities:",
-        "  - id: ville",
-        "    name: Ville",
-        "    key: {designation: Ville}",
-        "    password: {env: PW}",
-        "    shared_locations: [nas]",
-        f"    workstations: [{', '.join(h[0] for h in hosts)}]",
-    ]
-    path = tmp_path / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        known_file = (known_for or {}).get(name, known)
+        key_file = key or server.client_key
+        where = f"{remote}/{name}"
+        fields = ssh(host, port, server.user, where, key_file=key_file, known_hosts=known_file)
+        m.workstation(name, **fields, connect_timeout=3)
+    m.entity("ville", shared_locations=["nas"], workstations=[h[0] for h in hosts])
+    return m.write(tmp_path / "m.yaml")
 
 
 def remote_copy(server: SshServer, tmp_path: Path, ws: str) -> Path:

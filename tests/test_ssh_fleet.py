@@ -24,6 +24,7 @@ from provisioner.crypto import pkcs12
 from tests import sshd as sshd_helpers
 from tests.conftest import Runner, require
 from tests.listeners import Dropping, Hung, refusing
+from tests.manifests import Manifest, ssh
 from tests.sshd import SshServer
 
 PASSWORD = "Fleet-Test-Password-42!"
@@ -66,34 +67,17 @@ def write_manifest(
         for other in extra_known:
             handle.writelines(f"[{h}]:{other.port} {other.host_key_line}\n" for h in other.hosts)
     remote = server.root / tmp_path.name
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-    ]
+    m = Manifest()
     if nas:
-        lines.append("  locations: [{name: nas, transport: local, path: nas}]")
-    lines.append("  workstations:")
+        m.location("nas")
     for name, host, port in workstations:
         key = (keys or {}).get(name, server.client_key)
-        lines.append(
-            f"    - {{name: {name}, transport: ssh, host: {host}, port: {port}, "
-            f"user: {server.user}, key_file: {key}, known_hosts: {known}, "
-            f"path: {remote}/{name}, connect_timeout: {TIMEOUT}}}"
-        )
-    lines += [
-        "entities:",
-        "  - id: ville",
-        "    name: Ville",
-        "    key: {designation: Ville}",
-        "    password: {env: PW}",
-        *(["    shared_locations: [nas]"] if nas else []),
-        f"    workstations: [{', '.join(w[0] for w in workstations)}]",
-    ]
-    path = tmp_path / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        where = f"{remote}/{name}"
+        fields = ssh(host, port, server.user, where, key_file=key, known_hosts=known)
+        m.workstation(name, **fields, connect_timeout=TIMEOUT)
+    names = [w[0] for w in workstations]
+    m.entity("ville", shared_locations=["nas"] if nas else None, workstations=names)
+    return m.write(tmp_path / "m.yaml")
 
 
 def timed(cli: Runner, *args: str | Path) -> tuple[subprocess.CompletedProcess[str], float]:
