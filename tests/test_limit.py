@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from tests.conftest import TEST_CLOCK, Runner
-from tests.engine_helpers import p12_files, state_rows
+from tests.engine_helpers import escrow_blob, p12_files, set_escrow_blob, state_rows
 
 ACCUEIL = "workstations/ws-accueil/commune-exemple.g1.p12"
 MARCHES = "workstations/ws-marches/commune-exemple.g1.p12"
@@ -159,3 +159,55 @@ def test_rehearse_inventory_and_a_saved_plan_keep_to_the_limit(
     done = cli("apply", saved)
     assert done.returncode == 0, done.stdout + done.stderr
     assert files[ACCUEIL].is_file() and not files[MARCHES].exists()
+
+
+def test_bindings_held_back_by_a_limit_are_each_named_and_nothing_else_is_counted(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Two consultations launched with commune-exemple's key, seen by a run limited to one
+    of its workstations: neither binding is recorded, the warning names both by reference,
+    and no copy change is counted with them (there is none)."""
+    applied(cli, quickstart)
+    c = quickstart.parent / "c.yaml"
+    c.write_text(
+        "version: 1\nconsultations:\n"
+        + "".join(
+            f"  - {{reference: {ref}, entity: commune-exemple, designation: Commune Exemple, "
+            "status: open, deadline: 2027-01-10}\n"
+            for ref in ("C-1", "C-2")
+        )
+    )
+    planned = cli("plan", "--consultations", c, "--limit", "ws-accueil", quickstart)
+    assert planned.returncode == 0, planned.stderr
+    assert (
+        "commune-exemple: [limit-held] bind-consultation C-1, bind-consultation C-2: held "
+        "back, since --limit names only some of its targets and this concerns all of them; "
+        "run with --limit commune-exemple, or without --limit"
+    ) in planned.stdout, planned.stdout
+    done = cli("apply", "--auto-approve", "--consultations", c, "--limit", "ws-accueil", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert state_rows(quickstart, "SELECT count(*) FROM consultations") == [(0,)]
+
+
+def test_a_held_renewal_counts_only_its_copy_changes_not_the_repairs_that_go_ahead(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Under --limit, a renewal is held back with its copies, while the escrow key taken back
+    from the copy within the limit goes ahead: the warning counts the one copy change held
+    (the new generation's copy on the shared location), not the restore."""
+    applied(cli, quickstart)
+    commune = state_rows(
+        quickstart, "SELECT key_sha256 FROM generations WHERE entity = 'commune-exemple'"
+    )[0][0]
+    set_escrow_blob(quickstart, f"{commune}.key", None)
+    planned = cli("plan", "--limit", "backup-share", quickstart, env=RENEWAL)
+    assert planned.returncode == 0, planned.stderr
+    assert "restore escrowed key from backup-share" in planned.stdout, planned.stdout
+    assert (
+        "commune-exemple: [limit-held] create-generation g2 [renewal-due] (and 1 copy change "
+        "planned with it): held back"
+    ) in planned.stdout, planned.stdout
+    done = cli("apply", "--auto-approve", "--limit", "backup-share", quickstart, env=RENEWAL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert escrow_blob(quickstart, f"{commune}.key") is not None, "the restore went ahead"
+    assert state_rows(quickstart, "SELECT count(*) FROM generations") == [(2,)]
