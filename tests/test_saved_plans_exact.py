@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import shutil
+import sqlite3
 import time
 from concurrent import futures
 from pathlib import Path
@@ -228,3 +229,24 @@ def test_a_saved_plan_observes_with_the_parallelism_given_and_reports_progress(
     assert run.result is not None and run.result.succeeded == 1
     assert workers == [1], "--parallel 1: one remote host observed at a time"
     assert ("writing copies", 1, 1) in phases
+
+
+def test_a_plan_made_on_the_backend_given_on_the_command_line_applies_there(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The manifest keeps the team's state in PostgreSQL; an operator works on a SQLite state
+    (`--state-backend sqlite`, e.g. after `state migrate --to sqlite` during an outage). The
+    plan saved there is applied there, without the option again: never to the manifest's
+    backend, which this run cannot even reach."""
+    text = quickstart.read_text()
+    block = "state: {backend: postgresql, dsn: {env: TEAM_DSN}, schema: provisioner}\n"
+    quickstart.write_text(text.replace("version: 1\n", "version: 1\n" + block, 1))
+    plan = saved(cli, quickstart, tmp_path / "p.plan", "--state-backend", "sqlite")
+    done = cli("apply", plan)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Apply complete: 7 actions done." in done.stdout
+    db = sqlite3.connect(quickstart.parent / ".provisioner" / "state.db")
+    try:
+        assert db.execute("SELECT count(*) FROM generations").fetchall() == [(2,)]
+    finally:
+        db.close()
