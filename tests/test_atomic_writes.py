@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,13 @@ def test_a_write_removes_its_own_leftovers_not_other_files(tmp_path: Path) -> No
     assert (folder / "ville.g1.p12").read_bytes() == b"whole"
 
 
+# Both writers: `write_private` (copies, state files) and `create_private` (init's files).
+WRITERS = pytest.mark.parametrize("writer", [atomic.write_private, atomic.create_private])
+
+
+@WRITERS
 def test_the_temporary_is_private_from_its_first_byte(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: Callable[[Path, bytes], None]
 ) -> None:
     # With the usual umask, a file created without a mode is readable by everyone: the bytes
     # of a PKCS#12 must never sit in such a file, not even before the final chmod.
@@ -47,7 +52,7 @@ def test_the_temporary_is_private_from_its_first_byte(
     old_umask = os.umask(0o022)
     monkeypatch.setattr(atomic.os, "write", watched)
     try:
-        atomic.write_private(tmp_path / "ville.g1.p12", b"secret bytes")
+        writer(tmp_path / "ville.g1.p12", b"secret bytes")
     finally:
         monkeypatch.undo()
         os.umask(old_umask)
@@ -55,8 +60,9 @@ def test_the_temporary_is_private_from_its_first_byte(
     assert stat.S_IMODE((tmp_path / "ville.g1.p12").stat().st_mode) == 0o600
 
 
+@WRITERS
 def test_a_name_planted_where_the_temporary_goes_is_never_written_through(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: Callable[[Path, bytes], None]
 ) -> None:
     # Someone who could guess the temporary's name plants a symlink there, to a file of theirs.
     elsewhere = tmp_path / "elsewhere"
@@ -68,7 +74,7 @@ def test_a_name_planted_where_the_temporary_goes_is_never_written_through(
     monkeypatch.setattr(atomic.secrets, "token_hex", lambda n=None: "guessed0")
     (folder / f"{atomic.TMP_MARK}ville.g1.p12.guessed0").symlink_to(elsewhere)
     with pytest.raises(FileExistsError):
-        atomic.write_private(folder / "ville.g1.p12", b"the key")
+        writer(folder / "ville.g1.p12", b"the key")
     assert elsewhere.read_bytes() == b"theirs"
     assert not (folder / "ville.g1.p12").exists()
 

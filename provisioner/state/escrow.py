@@ -351,13 +351,11 @@ class Escrow:
             ) from None
         return der, entity, version
 
-    def upgrade(self, entities: dict[str, str]) -> int:
+    def upgrade(self, entities: dict[str, str]) -> None:
         """Rewrite the format 1 key files in the current format, whose associated data seals
         the entity too. `entities` maps a key fingerprint to the entity the state records for
         it, which wins over the file's unauthenticated claim; a file the state does not know
-        keeps format 1. The keyring then records that the pass was made, so that it runs once.
-        Returns how many files were rewritten."""
-        done = 0
+        keeps format 1. The keyring then records that the pass was made, so that it runs once."""
         for fingerprint in self.fingerprints():
             owner = entities.get(fingerprint)
             if owner is None:
@@ -370,11 +368,9 @@ class Escrow:
                 continue  # damaged: reported by whatever needs the key, not rewritten here
             if version == FORMAT:
                 self._seal(fingerprint, der, owner)
-                done += 1
         ring = dict(self._ring, key_files=KEY_FORMAT)
         self.blobs.write(KEYRING, json.dumps(ring).encode(), "the escrow keyring")
         self._ring = ring
-        return done
 
     @staticmethod
     def sealed_serial(folder: Path | SealedBlobs, key_sha256: str) -> int | None:
