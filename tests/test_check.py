@@ -140,6 +140,7 @@ def test_the_first_line_counts_and_names_every_critical_code_and_stays_short(
     critical = [line for line in rest if line.startswith("CRITICAL: ")]
     warnings = [line for line in rest if line.startswith("WARNING: ")]
     assert code == 2, out
+    assert rest[: len(critical)] == critical, "the most severe findings come first"
     assert text.startswith(
         f"PROVISIONER CRITICAL - {len(critical)} critical, {len(warnings)} warnings: "
     ), first
@@ -388,6 +389,29 @@ def test_warning_when_a_copy_drifted_and_apply_will_repair_it(cli: Runner, manif
         ).stdout
     )
     assert document["status"] == "WARNING" and document["exit_code"] == 1
+
+
+def test_a_limited_check_judges_only_the_entities_and_copies_it_names(
+    cli: Runner, manifest: Path
+) -> None:
+    """A monitoring check per service (`--limit`): syndicat-eaux's drifted copy warns the
+    check of syndicat-eaux, not that of commune-exemple, and a check limited to a workstation
+    counts the copies there only."""
+    p12_files(manifest)["workstations/ws-marches/syndicat-eaux.g1.p12"].write_bytes(b"x")
+    code, out = check(cli, manifest, CREATED, "--limit", "commune-exemple")
+    assert code == 0, out
+    assert out.startswith("PROVISIONER OK - 1 entity, 3 copies in sync, "), out
+    code, out = check(cli, manifest, CREATED, "--limit", "syndicat-eaux")
+    assert code == 1, out
+    assert out.startswith("PROVISIONER WARNING - 0 critical, 1 warning: pending (syndicat-eaux)")
+    code, out = check(cli, manifest, CREATED, "--limit", "ws-accueil")
+    assert code == 0, out
+    assert out.startswith("PROVISIONER OK - 1 entity, 1 copy in sync, "), out
+    # Both keys expire within 800 days: the check of one names its own key only.
+    code, out = check(cli, manifest, CREATED, "--limit", "commune-exemple", "--warn-days", "800")
+    assert code == 1, out
+    assert out.startswith("PROVISIONER WARNING - 0 critical, 1 warning: expiring (commune-exemple)")
+    assert "syndicat-eaux" not in out, out
 
 
 # ---------------------------------------------------------------- UNKNOWN
