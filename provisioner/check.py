@@ -96,11 +96,12 @@ def evaluate(
     escrowed: set[str],
     limits: Thresholds,
 ) -> list[Finding]:
-    """Every finding, most severe first (within a severity, in the order of the concerns:
-    the plan as a whole, the escrow, bound copies, conflicts, each entity's key, target
-    folders, bound keys not escrowed, the plan's warnings)."""
+    """Every finding, in the order of the concerns: the plan as a whole, the escrow, bound
+    copies, conflicts, each entity's key, target folders, bound keys not escrowed, the plan's
+    warnings (`with_stores` adds the agents' stores and puts the most severe first, keeping
+    that order within a severity)."""
     pending, conflicts = _pending_and_conflicts(plan)
-    findings = [
+    return [
         *_refused_and_unreached(plan),
         *_escrow_restores(plan),
         *_bound_copies_missing(manifest, plan),
@@ -110,7 +111,6 @@ def evaluate(
         *_bound_not_escrowed(recorded, plan, escrowed),
         *_plan_warnings(plan, now, limits),
     ]
-    return sorted(findings, key=lambda f: -f.severity)
 
 
 def _pending_and_conflicts(plan: Plan) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -303,7 +303,8 @@ def with_stores(
 ) -> list[Finding]:
     """`findings` and what the key stores' receipts say (`states`, from receipts.survey_of):
     a generation bound to a consultation not closed that an agent's store lacks is CRITICAL
-    when its opening (else its deadline) falls within `warn_days`; WARNING otherwise."""
+    when its opening (else its deadline) falls within `warn_days`; WARNING otherwise. The
+    most severe first; within a severity, in the order given."""
     from provisioner import receipts
 
     added = list(findings)
