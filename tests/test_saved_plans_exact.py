@@ -105,6 +105,28 @@ def test_a_plan_is_stale_once_a_secret_changed(cli: Runner, site: Path, tmp_path
     )
 
 
+def test_a_plan_is_stale_once_another_apply_changed_the_state(
+    cli: Runner, site: Path, tmp_path: Path
+) -> None:
+    """Reviewed on Monday, applied on Tuesday after the scheduled job ran: refused, naming
+    the state's serial then and now, before anything is observed or written."""
+    out = applied(cli, site)
+    copy = out / "workstations" / "ws-accueil" / "commune-exemple.g1.p12"
+    copy.unlink()
+    plan = saved(cli, site, tmp_path / "p.plan")
+    then = json.loads(plan.read_text())["serial"]
+    applied(cli, site)  # the scheduled job repairs the copy meanwhile
+    [(now,)] = state_rows(site, "SELECT value FROM meta WHERE key = 'serial'")
+    assert int(now) > then
+    written = copy.read_bytes()
+    refused(
+        cli,
+        plan,
+        f"the state changed since the plan was made (serial {then}, now {now}); make a new plan",
+    )
+    assert copy.read_bytes() == written
+
+
 def test_an_edited_plan_is_refused(cli: Runner, site: Path, tmp_path: Path) -> None:
     out = applied(cli, site)
     (out / "workstations" / "ws-accueil" / "commune-exemple.g1.p12").unlink()
