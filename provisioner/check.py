@@ -235,7 +235,7 @@ def _entity_keys(
                 f"current generation {current.number} expires in {counted(days, 'day')} "
                 f"({current.not_after:%Y-%m-%d})",
             )
-        reasons = pending.get(entity.id, [])
+        reasons = pending.get(entity.id)
         if reasons:
             yield Finding(
                 WARNING,

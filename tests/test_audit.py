@@ -103,3 +103,40 @@ def test_no_state_no_audit(cli: Runner, quickstart: Path) -> None:
     as_json = cli("audit", "--json", quickstart)
     assert as_json.returncode == 1
     jsonschema.validate(json.loads(as_json.stdout), load_schema("audit.schema.json"))
+
+
+def test_a_generation_brought_back_or_retired_says_why_in_the_audit(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Generation 1 of commune-exemple, retired by its renewal, brought back to the
+    workstations for consultation AO-7 launched with it (the audit names AO-7), then retired
+    again once AO-7 is closed (the audit gives the reason)."""
+    assert (
+        cli("apply", "--auto-approve", "-q", quickstart, env={"PROVISIONER_NOW": FIRST}).returncode
+        == 0
+    )
+    renewal = {"PROVISIONER_NOW": "2028-10-15T10:00:00+00:00"}
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=renewal).returncode == 0
+    listed = quickstart.parent / "c.yaml"
+    listed.write_text(
+        "version: 1\nconsultations:\n  - {reference: AO-7, entity: commune-exemple, "
+        "designation: Commune Exemple, status: open, deadline: 2028-12-20}\n"
+    )
+    bind = ("--consultations", listed)
+    later = {"PROVISIONER_NOW": "2028-10-16T10:00:00+00:00"}
+    done = cli("apply", "--auto-approve", "-q", *bind, quickstart, env=later)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = cli("audit", "--action", "generation-retained", quickstart).stdout.splitlines()
+    assert [line.split("  ")[1:3] for line in lines] == [["generation-retained", "commune-exemple"]]
+    assert "consultations=AO-7 " in lines[0] and "generation=1" in lines[0], lines
+    listed.write_text(listed.read_text().replace("status: open", "status: closed"))
+    closed = {"PROVISIONER_NOW": "2028-10-17T10:00:00+00:00"}
+    done = cli("apply", "--auto-approve", "-q", *bind, quickstart, env=closed)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = cli(
+        "audit", "--action", "generation-retired", "--limit", "commune-exemple", quickstart
+    ).stdout.splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("2028-10-17T10:00:00Z  generation-retired"), (
+        lines
+    )
+    assert "generation=1 reason=unbound" in lines[-1], lines

@@ -182,12 +182,25 @@ def test_critical_when_a_bound_generation_is_missing_from_the_escrow(
         manifest, "SELECT key_sha256 FROM generations WHERE entity = 'commune-exemple'"
     )
     (manifest.parent / ".provisioner" / "escrow" / f"{key_sha256}.key").unlink()
+    # Listed first, a closed consultation of the other entity: nothing to say about it, and
+    # the open one after it is still judged.
+    listed = manifest.parent / "consultations.yaml"
+    text = listed.read_text()
+    listed.write_text(
+        text.replace(
+            "consultations:\n",
+            "consultations:\n  - {reference: 2026-AA-001, title: Curage, entity: syndicat-eaux, "
+            "designation: Syndicat Eaux Val 2026, status: closed, deadline: 2026-10-01}\n",
+            1,
+        )
+    )
     code, out = check(cli, manifest, CREATED)
     assert code == 2, out
     assert (
         f"CRITICAL: commune-exemple: [not-escrowed] {BOUND} bound to consultation {CONSULTATION} "
         "is missing from the escrow" in out
     )
+    assert "2026-AA-001" not in out
 
 
 def test_critical_when_the_bound_generation_expires_before_the_deadline_for_bids(
@@ -412,6 +425,37 @@ def test_a_limited_check_judges_only_the_entities_and_copies_it_names(
     assert code == 1, out
     assert out.startswith("PROVISIONER WARNING - 0 critical, 1 warning: expiring (commune-exemple)")
     assert "syndicat-eaux" not in out, out
+
+
+def test_every_problem_is_named_whatever_is_listed_before_it(cli: Runner, manifest: Path) -> None:
+    """An entity declared first that has no key yet, and a copy of commune-exemple missing
+    before the file that stands where its bound copy goes: each finding is there, and those
+    that follow it."""
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace(
+            "entities:\n",
+            "entities:\n  - {id: commune-nouvelle, name: Commune Nouvelle, key: {designation: "
+            "Commune Nouvelle}, password: {file: secrets/commune-exemple.pass}, "
+            "shared_locations: [backup-share]}\n",
+            1,
+        )
+    )
+    files = p12_files(manifest)
+    files["workstations/ws-marches/commune-exemple.g1.p12"].unlink()  # a repair, planned first
+    accueil = files["workstations/ws-accueil/commune-exemple.g1.p12"]
+    garbled = bytearray(accueil.read_bytes())
+    garbled[len(garbled) // 2] ^= 0xFF  # changed in place: same size, not the bytes written
+    accueil.write_bytes(bytes(garbled))
+    files["workstations/ws-marches/syndicat-eaux.g1.p12"].write_bytes(b"x")
+    code, out = check(cli, manifest, CREATED)
+    assert code == 2, out
+    assert "WARNING: commune-nouvelle: [no-key] no bi-clé yet" in out, out
+    assert "WARNING: syndicat-eaux: [pending] 1 change pending (drifted)" in out, out
+    assert (
+        f"CRITICAL: commune-exemple: [bound-missing] generation 1 bound to consultation "
+        f"{CONSULTATION}: ws-accueil: {accueil} holds a file this state did not write" in out
+    ), out
 
 
 # ---------------------------------------------------------------- UNKNOWN

@@ -156,3 +156,12 @@ def test_check_is_critical_from_the_critical_days_day_on_and_not_a_day_before(
     assert day_before.returncode == 1, day_before.stdout
     assert "current generation 1 expires in 76 days" in day_before.stdout
     assert "CRITICAL" not in day_before.stdout
+    # Only --critical-days raised past the default --warn-days (30): the day it names is
+    # still CRITICAL, and the day before the key's expiry is not a finding at all (only the
+    # renewal coming, a warning of the plan).
+    alone = ("--critical-days", "75", "--limit", "commune-exemple")
+    on_the_day = cli("check", *alone, quickstart, env=at(not_after - dt.timedelta(days=75) - hour))
+    assert on_the_day.returncode == 2, on_the_day.stdout
+    assert "current generation 1 expires in 75 days" in on_the_day.stdout
+    day_before = cli("check", *alone, quickstart, env=at(not_after - dt.timedelta(days=76) - hour))
+    assert "[expiring]" not in day_before.stdout and "CRITICAL" not in day_before.stdout
