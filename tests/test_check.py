@@ -173,6 +173,20 @@ def test_perfdata_counts_an_absent_entity_and_says_u_without_any_key(
     assert "no-key (commune-exemple)" in first, first
     assert first.split(" | ")[1].startswith("entities=2;;;0 present=1;;;0 critical=0;;0;0 ")
     assert first.endswith(" min_days_left=U;30:;7:"), first
+    limited = cli("check", "--limit", "commune-exemple", quickstart).stdout.split(" | ")[1]
+    assert limited.startswith("entities=1;;;0 present=1;;;0 "), limited  # the one asked for
+    # Both absent and applied: nothing to judge, no expiry to give (not "in 0 days").
+    both = absent.replace(
+        "  - id: commune-exemple\n", "  - id: commune-exemple\n    state: absent\n"
+    )
+    quickstart.write_text(both)
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    probe = cli("check", quickstart)
+    assert probe.returncode == 0, probe.stdout
+    assert probe.stdout.startswith(
+        "PROVISIONER OK - 0 entities, 1 copy in sync | entities=2;;;0 present=0;;;0 "
+    ), probe.stdout
 
 
 def test_critical_when_a_bound_generation_is_missing_from_the_escrow(
@@ -413,7 +427,10 @@ def test_a_limited_check_judges_only_the_entities_and_copies_it_names(
     p12_files(manifest)["workstations/ws-marches/syndicat-eaux.g1.p12"].write_bytes(b"x")
     code, out = check(cli, manifest, CREATED, "--limit", "commune-exemple")
     assert code == 0, out
-    assert out.startswith("PROVISIONER OK - 1 entity, 3 copies in sync, "), out
+    assert out.startswith(
+        "PROVISIONER OK - 1 entity, 3 copies in sync, earliest expiry in 730 days | entities=1;;;0 "
+        "present=1;;;0 critical=0;;0;0 warning=0;0;;0 min_days_left=730;30:;7:"
+    ), out
     code, out = check(cli, manifest, CREATED, "--limit", "syndicat-eaux")
     assert code == 1, out
     assert out.startswith("PROVISIONER WARNING - 0 critical, 1 warning: pending (syndicat-eaux)")
@@ -425,6 +442,13 @@ def test_a_limited_check_judges_only_the_entities_and_copies_it_names(
     assert code == 1, out
     assert out.startswith("PROVISIONER WARNING - 0 critical, 1 warning: expiring (commune-exemple)")
     assert "syndicat-eaux" not in out, out
+    code, out = check(
+        cli, manifest, CREATED, "--limit", "commune-exemple", "--critical-days", "800"
+    )
+    assert code == 2, out
+    assert out.startswith(
+        "PROVISIONER CRITICAL - 1 critical, 0 warnings: expiring (commune-exemple)"
+    )
 
 
 def test_every_problem_is_named_whatever_is_listed_before_it(cli: Runner, manifest: Path) -> None:
