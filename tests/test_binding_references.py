@@ -1,0 +1,133 @@
+"""How a consultation names its key, held across runs: by designation (in any case), by the
+certificate's SHA-256 fingerprint, and a binding recorded for a key nothing managed that
+the file later names by certificate. A binding is definitive: a file that names another key
+for a recorded binding is refused, never followed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from tests.conftest import TEST_CLOCK, Runner
+from tests.engine_helpers import state_rows
+
+RENEWED = TEST_CLOCK + dt.timedelta(days=690)  # generation 2 made
+
+
+def at(when: dt.datetime) -> dict[str, str]:
+    return {"PROVISIONER_NOW": when.isoformat()}
+
+
+def listed(manifest: Path, key: str) -> tuple[str, Path]:
+    path = manifest.parent / "c.yaml"
+    path.write_text(
+        "version: 1\nconsultations:\n  - {reference: C-1, entity: commune-exemple, "
+        f"{key}, status: open, deadline: 2029-06-10}}\n"
+    )
+    return "--consultations", path
+
+
+def cert_of(manifest: Path, number: int) -> str:
+    [(cert,)] = state_rows(
+        manifest,
+        "SELECT cert_sha256 FROM generations "
+        f"WHERE entity = 'commune-exemple' AND number = {number}",
+    )
+    return str(cert)
+
+
+def bound_to(manifest: Path) -> list[tuple[object, ...]]:
+    return state_rows(
+        manifest,
+        "SELECT g.number FROM consultations c JOIN generations g ON g.id = c.generation "
+        "WHERE c.reference = 'C-1'",
+    )
+
+
+def applied(cli: Runner, manifest: Path, *args: str | Path, when: dt.datetime = TEST_CLOCK) -> None:
+    done = cli("apply", "--auto-approve", "-q", *args, manifest, env=at(when))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def settled(cli: Runner, manifest: Path, *args: str | Path, when: dt.datetime) -> None:
+    done = cli("plan", "--detailed-exitcode", *args, manifest, env=at(when))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_binding_by_certificate_stays_settled(cli: Runner, quickstart: Path) -> None:
+    applied(cli, quickstart)
+    given = listed(quickstart, f"certificate_sha256: {cert_of(quickstart, 1)}")
+    applied(cli, quickstart, *given)
+    assert bound_to(quickstart) == [(1,)]
+    settled(cli, quickstart, *given, when=TEST_CLOCK)
+
+
+def test_a_designation_written_in_another_case_names_the_same_key(
+    cli: Runner, quickstart: Path
+) -> None:
+    applied(cli, quickstart)
+    applied(cli, quickstart, *listed(quickstart, "designation: Commune Exemple"))
+    assert bound_to(quickstart) == [(1,)]
+    settled(cli, quickstart, *listed(quickstart, "designation: COMMUNE EXEMPLE"), when=TEST_CLOCK)
+
+
+def test_an_unmanaged_binding_named_later_by_certificate_takes_that_generation(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Generations 1 and 2 exist when C-1 is recorded under a name neither has; the file then
+    names generation 2 by its certificate: the binding takes generation 2, not the first
+    generation that existed then."""
+    applied(cli, quickstart)
+    applied(cli, quickstart, when=RENEWED)
+    applied(cli, quickstart, *listed(quickstart, "designation: Nom Inconnu"), when=RENEWED)
+    assert bound_to(quickstart) == []
+    given = listed(quickstart, f"certificate_sha256: {cert_of(quickstart, 2)}")
+    later = RENEWED + dt.timedelta(days=1)
+    planned = cli("plan", *given, quickstart, env=at(later))
+    assert "consultation C-1: its key is now managed: generation 2" in planned.stdout, (
+        planned.stdout
+    )
+    applied(cli, quickstart, *given, when=later)
+    assert bound_to(quickstart) == [(2,)]
+
+
+def test_a_recorded_binding_is_not_moved_to_the_certificate_the_file_names_later(
+    cli: Runner, quickstart: Path
+) -> None:
+    applied(cli, quickstart)
+    applied(cli, quickstart, when=RENEWED)
+    applied(cli, quickstart, *listed(quickstart, "designation: Commune Exemple"), when=RENEWED)
+    assert bound_to(quickstart) == [(1,)]
+    given = listed(quickstart, f"certificate_sha256: {cert_of(quickstart, 2)}")
+    later = RENEWED + dt.timedelta(days=1)
+    planned = cli("plan", *given, quickstart, env=at(later))
+    assert planned.returncode == 1, planned.stdout
+    assert "A binding is definitive: correct the consultations file." in planned.stdout
+    done = cli("apply", "--auto-approve", *given, quickstart, env=at(later))
+    assert done.returncode == 1, done.stdout
+    assert bound_to(quickstart) == [(1,)]
+
+
+def test_an_unmanaged_binding_holds_when_the_file_repeats_it(cli: Runner, quickstart: Path) -> None:
+    """C-1 recorded for a key nothing here manages named by a designation (written later in
+    another case), C-2 by a certificate of no generation here: the next runs keep both,
+    never refuse either as a different key."""
+    applied(cli, quickstart)
+    path = quickstart.parent / "c.yaml"
+
+    def write(designation: str) -> tuple[str, Path]:
+        path.write_text(
+            "version: 1\nconsultations:\n"
+            f"  - {{reference: C-1, entity: commune-exemple, designation: {designation}, "
+            "status: open, deadline: 2027-06-10}\n"
+            f"  - {{reference: C-2, entity: commune-exemple, certificate_sha256: {'ab' * 32}, "
+            "status: open, deadline: 2027-06-10}\n"
+        )
+        return "--consultations", path
+
+    applied(cli, quickstart, *write("Nom Inconnu"))
+    for designation in ("Nom Inconnu", "NOM INCONNU"):
+        planned = cli("plan", *write(designation), quickstart, env=at(TEST_CLOCK))
+        assert planned.returncode == 0, planned.stdout
+        assert "Refused" not in planned.stdout, planned.stdout
+        assert planned.stdout.count("[unmanaged-key]") == 2, planned.stdout
