@@ -183,6 +183,9 @@ def test_escrow_of_another_lineage_is_refused(
     done = cli("apply", "--auto-approve", quickstart)
     assert done.returncode == 1
     assert "the escrow belongs to another state" in done.stderr
+    # Read without unlocking it (status reads no passphrase): refused alike.
+    seen = cli("status", quickstart)
+    assert seen.returncode == 1 and "the escrow belongs to another state" in seen.stderr
     ring = json.loads((escrow / "keyring.json").read_text())
     assert ring["lineage"] != state_rows(quickstart, "SELECT value FROM meta WHERE key='lineage'")
 
@@ -410,7 +413,7 @@ def test_state_db_older_than_its_escrow_is_refused_then_recovered(
     for leftover in ("state.db-wal", "state.db-shm"):
         (state_dir(quickstart) / leftover).unlink(missing_ok=True)
     shutil.copy(tmp_path / "state.db", db)
-    for command in (("plan",), ("apply", "--auto-approve")):
+    for command in (("plan",), ("apply", "--auto-approve"), ("status",)):  # status: locked
         done = cli(*command, quickstart, env=RENEWAL)
         assert done.returncode == 1
         assert "the state is older than its escrow" in done.stderr, done.stderr
