@@ -119,17 +119,27 @@ def test_a_generation_brought_back_or_retired_says_why_in_the_audit(
     assert cli("apply", "--auto-approve", "-q", quickstart, env=renewal).returncode == 0
     listed = quickstart.parent / "c.yaml"
     listed.write_text(
-        "version: 1\nconsultations:\n  - {reference: AO-7, entity: commune-exemple, "
-        "designation: Commune Exemple, status: open, deadline: 2028-12-20}\n"
+        "version: 1\nconsultations:\n"
+        + "".join(
+            f"  - {{reference: {ref}, entity: commune-exemple, designation: Commune Exemple, "
+            f"status: open, deadline: {deadline}}}\n"
+            for ref, deadline in (("AO-7", "2028-12-20"), ("AO-8", "2028-12-21"))
+        )
     )
     bind = ("--consultations", listed)
     later = {"PROVISIONER_NOW": "2028-10-16T10:00:00+00:00"}
+    planned = cli("plan", *bind, quickstart, env=later)
+    assert (
+        "~ generation 1: retain  [bound-to-open-consultation] generation 1 is brought back to "
+        "the workstations: consultations AO-7 (deadline 2028-12-20), AO-8 (deadline "
+        "2028-12-21) still need it to open their bids"
+    ) in planned.stdout, planned.stdout
     done = cli("apply", "--auto-approve", "-q", *bind, quickstart, env=later)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = cli("audit", "--action", "generation-retained", quickstart).stdout.splitlines()
     assert [line.split("  ")[1:3] for line in lines] == [["generation-retained", "commune-exemple"]]
-    assert "consultations=AO-7 " in lines[0] and "generation=1" in lines[0], lines
-    listed.write_text(listed.read_text().replace("status: open", "status: closed"))
+    assert 'consultations="AO-7, AO-8" ' in lines[0] and "generation=1" in lines[0], lines
+    listed.write_text(listed.read_text().replace("status: open", "status: closed"))  # both
     closed = {"PROVISIONER_NOW": "2028-10-17T10:00:00+00:00"}
     done = cli("apply", "--auto-approve", "-q", *bind, quickstart, env=closed)
     assert done.returncode == 0, done.stdout + done.stderr
