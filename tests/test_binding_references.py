@@ -9,7 +9,7 @@ import datetime as dt
 from pathlib import Path
 
 from tests.conftest import TEST_CLOCK, Runner
-from tests.engine_helpers import state_rows
+from tests.engine_helpers import lose_state, state_rows
 
 RENEWED = TEST_CLOCK + dt.timedelta(days=690)  # generation 2 made
 
@@ -131,3 +131,37 @@ def test_an_unmanaged_binding_holds_when_the_file_repeats_it(cli: Runner, quicks
         assert planned.returncode == 0, planned.stdout
         assert "Refused" not in planned.stdout, planned.stdout
         assert planned.stdout.count("[unmanaged-key]") == 2, planned.stdout
+
+
+def renamed(manifest: Path) -> None:
+    """commune-exemple's key renamed in the manifest: generation 1 is "Commune Exemple: 2026"
+    from now on (a colon in it), its certificate still says "Commune Exemple"."""
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace("designation: Commune Exemple\n", 'designation: "Commune Exemple: 2026"\n', 1)
+    )
+
+
+def test_a_renamed_generation_is_named_by_its_designation_now(
+    cli: Runner, quickstart: Path
+) -> None:
+    applied(cli, quickstart)
+    renamed(quickstart)
+    applied(cli, quickstart)
+    applied(cli, quickstart, *listed(quickstart, 'designation: "Commune Exemple: 2026"'))
+    assert bound_to(quickstart) == [(1,)]
+
+
+def test_after_a_lost_state_the_certificates_name_still_names_its_generation(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Renamed, then the state lost and recovered (the names it had are gone with it): a
+    consultation naming the key by the name inside its certificate binds generation 1."""
+    applied(cli, quickstart)
+    renamed(quickstart)
+    applied(cli, quickstart)
+    lose_state(quickstart)
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    applied(cli, quickstart, *listed(quickstart, "designation: Commune Exemple"))
+    assert bound_to(quickstart) == [(1,)]
