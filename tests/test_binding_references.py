@@ -8,8 +8,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+
+from provisioner.crypto import pkcs12
 from tests.conftest import TEST_CLOCK, Runner
-from tests.engine_helpers import lose_state, state_rows
+from tests.engine_helpers import PASSWORDS, lose_state, openssl_p12, state_rows
 
 RENEWED = TEST_CLOCK + dt.timedelta(days=690)  # generation 2 made
 
@@ -165,3 +168,49 @@ def test_after_a_lost_state_the_certificates_name_still_names_its_generation(
     assert done.returncode == 0, done.stdout + done.stderr
     applied(cli, quickstart, *listed(quickstart, "designation: Commune Exemple"))
     assert bound_to(quickstart) == [(1,)]
+
+
+def test_a_binding_to_a_certificate_nothing_managed_is_bound_once_that_key_is_adopted(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """C-1 was launched with a key made elsewhere and names it by its certificate; once the
+    operator adopts that key (`adopt --retained`), the binding holds it, as the platform
+    does: the adopted generation is kept on the workstations for C-1."""
+    applied(cli, quickstart)
+    pfx = openssl_p12(tmp_path, PASSWORDS["commune-exemple"], TEST_CLOCK)
+    cert = pkcs12.decode(pfx.read_bytes(), PASSWORDS["commune-exemple"]).certificate
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+    given = listed(quickstart, f"certificate_sha256: {fingerprint}")
+    applied(cli, quickstart, *given)
+    assert bound_to(quickstart) == []  # a key nothing here manages yet
+    adopted = cli("adopt", quickstart, "commune-exemple", pfx, "--retained")
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    applied(cli, quickstart, *given)
+    assert bound_to(quickstart) == [(2,)]
+    settled(cli, quickstart, *given, when=TEST_CLOCK)
+
+
+def test_a_name_a_generation_gets_after_the_binding_proves_nothing(
+    cli: Runner, quickstart: Path
+) -> None:
+    """C-1 was recorded for "Nom Inconnu", a name no key here had; generation 1 renamed so
+    afterwards is not the key the bids are encrypted to: C-1 stays unmanaged."""
+    applied(cli, quickstart)
+    applied(cli, quickstart, *listed(quickstart, "designation: Nom Inconnu"))
+    text = quickstart.read_text()
+    quickstart.write_text(
+        text.replace("designation: Commune Exemple\n", "designation: Nom Inconnu\n", 1)
+    )
+    later = TEST_CLOCK + dt.timedelta(days=1)
+    done = cli(
+        "apply",
+        "--auto-approve",
+        *listed(quickstart, "designation: Nom Inconnu"),
+        quickstart,
+        env=at(later),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[unmanaged-key] consultation C-1" in done.stdout, done.stdout
+    assert bound_to(quickstart) == []
+    again = cli("plan", *listed(quickstart, "designation: Nom Inconnu"), quickstart, env=at(later))
+    assert "[unmanaged-key] consultation C-1" in again.stdout, again.stdout
