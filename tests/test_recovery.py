@@ -950,3 +950,114 @@ def test_a_full_loss_recovered_keeps_an_adopted_key_adopted_and_an_issued_one_it
     planned = cli("plan", quickstart)
     assert "~ generation 1: update issuer chain  [chain-changed]" in planned.stdout
     assert planned.stdout.count("[chain-changed]") == 3  # syndicat-eaux's generation, 2 copies
+
+
+def test_a_full_loss_after_a_renewal_finds_the_bound_generation_retained_on_the_workstations(
+    cli: Runner, quickstart: Path
+) -> None:
+    """State and escrow lost after a renewal that kept generation 1 on the workstations for its
+    open consultation, and `recover` run without the consultations file: it reads each
+    generation's status from where its copies are.
+    The newest is current; the older one, found on a workstation, is retained (live, on the
+    workstations), not retired; an older generation found only on the shared location is
+    retired. The next run with the consultations records the binding, moves no key, and every
+    workstation keeps both keys."""
+    from tests.test_consultations import CREATED, IN_WINDOW, consultations
+
+    c = consultations(quickstart.parent)
+    at_creation = {"PROVISIONER_NOW": CREATED}
+    assert cli("apply", "--auto-approve", quickstart, env=at_creation).returncode == 0
+    done = cli("apply", "--auto-approve", quickstart, "--consultations", c, env=at_creation)
+    assert done.returncode == 0, done.stdout + done.stderr
+    renewal = {"PROVISIONER_NOW": IN_WINDOW}
+    done = cli("apply", "--auto-approve", quickstart, "--consultations", c, env=renewal)
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = snapshot(quickstart)
+    assert "workstations/ws-marches/commune-exemple.g1.p12" in files
+    assert "workstations/ws-marches/syndicat-eaux.g1.p12" not in files
+    lose_state(quickstart)
+
+    # recover without the consultations: only where the copies are says which key is live
+    recovered = cli("recover", "--auto-approve", quickstart, env=renewal)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    statuses = {
+        e["id"]: [(g["number"], g["status"]) for g in e["generations"]]
+        for e in json.loads(
+            cli("status", "--json", quickstart, "--consultations", c, env=renewal).stdout
+        )["entities"]
+    }
+    assert statuses == {
+        "commune-exemple": [(1, "retained"), (2, "current")],
+        "syndicat-eaux": [(1, "retired"), (2, "current")],
+    }, statuses
+    # the next run with the consultations only records the binding: no key moves
+    plan = cli("plan", quickstart, "--consultations", c, env=renewal)
+    assert "Plan: 1 to create, 0 to update, 0 to remove." in plan.stdout, plan.stdout
+    assert "+ consultation 2026-TX-014: bind  [new-binding]" in plan.stdout, plan.stdout
+    done = cli("apply", "--auto-approve", quickstart, "--consultations", c, env=renewal)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert snapshot(quickstart) == files
+    # recover run again over the intact state changes no status it recorded
+    again = cli("recover", "--auto-approve", quickstart, env=renewal)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rows = state_rows(
+        quickstart, "SELECT number, status FROM generations WHERE entity = 'commune-exemple'"
+    )
+    assert sorted(rows) == [(1, "retained"), (2, "current")]
+
+
+def test_an_entity_declared_absent_when_recovered_has_no_current_generation(
+    cli: Runner, quickstart: Path
+) -> None:
+    """State and escrow lost, the entity declared absent before `recover`: its keys are taken
+    back into the escrow, every one retired (an absent entity has no current generation), and
+    the next apply takes nothing more off the shared location."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    lose_state(quickstart)
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "  - id: syndicat-eaux\n", "  - id: syndicat-eaux\n    state: absent\n"
+        )
+    )
+    recovered = cli("recover", "--auto-approve", quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    status = cli("status", "--json", quickstart)
+    statuses = {
+        e["id"]: [(g["number"], g["status"]) for g in e["generations"]]
+        for e in json.loads(status.stdout)["entities"]
+    }
+    assert statuses["syndicat-eaux"] == [(1, "retired")], statuses
+    assert statuses["commune-exemple"] == [(1, "current")], statuses
+
+
+def test_a_backup_older_than_a_second_renewal_retires_only_the_generation_it_had_current(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """Two renewals, the backup taken between them and restored after the second: `recover`
+    takes generation 3 back as current and says one change of status per entity, generation
+    2 current -> retired; generation 1, retired long before, is not said again."""
+    second_renewal = {"PROVISIONER_NOW": "2030-09-20T10:00:00Z"}  # generation 2's window
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    backup = tmp_path / "backup"
+    backup_state(quickstart, backup)
+    done = cli("apply", "--auto-approve", quickstart, env=second_renewal)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "shared/backup/commune-exemple.g3.p12" in snapshot(quickstart)
+    restore_state(quickstart, backup)
+
+    recovered = cli("recover", "--auto-approve", quickstart, env=second_renewal)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    changes = sorted(line.strip() for line in recovered.stdout.splitlines() if " -> " in line)
+    assert [line.split('"')[0].strip() for line in changes] == [
+        "~ commune-exemple: generation 2",
+        "~ syndicat-eaux: generation 2",
+    ], recovered.stdout
+    assert all("current -> retired" in line for line in changes), changes
+    numbers = state_rows(quickstart, "SELECT entity, number, status FROM generations ORDER BY 1, 2")
+    assert numbers == [
+        (entity, number, status)
+        for entity in ("commune-exemple", "syndicat-eaux")
+        for number, status in ((1, "retired"), (2, "retired"), (3, "current"))
+    ]
+    converged(cli, quickstart, second_renewal)
