@@ -190,6 +190,29 @@ def test_a_binding_to_a_certificate_nothing_managed_is_bound_once_that_key_is_ad
     settled(cli, quickstart, *given, when=TEST_CLOCK)
 
 
+def test_a_binding_by_certificate_holds_a_key_whose_certificate_is_dated_after_it(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The fingerprint is proof whatever the dates say: C-1 names by its certificate a key
+    whose certificate is dated a day after the binding was recorded (made on a machine whose
+    clock runs ahead). Once that key is adopted, C-1 is bound to it, as the platform's bids
+    are; a name in common proves nothing there, a fingerprint does."""
+    applied(cli, quickstart)
+    ahead = TEST_CLOCK + dt.timedelta(days=1)
+    pfx = openssl_p12(tmp_path, PASSWORDS["commune-exemple"], ahead)
+    cert = pkcs12.decode(pfx.read_bytes(), PASSWORDS["commune-exemple"]).certificate
+    assert cert.not_valid_before_utc > TEST_CLOCK
+    given = listed(quickstart, f"certificate_sha256: {cert.fingerprint(hashes.SHA256()).hex()}")
+    applied(cli, quickstart, *given)
+    assert bound_to(quickstart) == []
+    later = TEST_CLOCK + dt.timedelta(days=2)
+    adopted = cli("adopt", quickstart, "commune-exemple", pfx, "--retained", env=at(later))
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    applied(cli, quickstart, *given, when=later)
+    assert bound_to(quickstart) == [(2,)]
+    settled(cli, quickstart, *given, when=later)
+
+
 def test_a_name_a_generation_gets_after_the_binding_proves_nothing(
     cli: Runner, quickstart: Path
 ) -> None:
