@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from provisioner.manifest.schema import load_schema
 from tests.conftest import Runner
@@ -99,3 +102,30 @@ def test_leftovers_are_listed_then_cleared_even_for_a_retired_generation(
         assert path.read_bytes() == b"a PKCS#12 of a retired key"
     again = cli("plan", "--detailed-exitcode", quickstart, env=RENEWAL)
     assert again.returncode == 0, again.stdout
+
+
+def test_a_folder_apply_cannot_close_is_named_and_the_other_targets_are_done(
+    cli: Runner, quickstart: Path
+) -> None:
+    """A workstation folder apply may not change (immutable: not even root may set its mode):
+    apply names the target, the folder and the reason, exits 1, and still writes the copies
+    everywhere else; the next plan still shows the open folder."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make a folder immutable: does not apply here")
+    folder = quickstart.parent / "demo-out/workstations/ws-accueil"
+    folder.mkdir(parents=True)
+    os.chmod(folder, 0o755)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable files (chattr +i): does not apply here")
+    try:
+        done = cli("apply", "--auto-approve", quickstart, env=PINNED)
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"! secure-folder: ws-accueil: cannot set mode 0700 on {folder}: Operation not permitted"
+        in done.stderr
+    ), done.stderr
+    assert (quickstart.parent / "demo-out/workstations/ws-marches/commune-exemple.g1.p12").exists()
+    again = cli("plan", quickstart, env=PINNED)
+    assert f"~ secure folder on ws-accueil: {folder}" in again.stdout, again.stdout
