@@ -226,8 +226,15 @@ class LocalTransport:
 
     def secure_folder(self, folder: str) -> None:
         self._check_folder()
+        # The folder opened without following a symlink, then its mode set through that
+        # descriptor: a symlink swapped in after the check is refused, never followed (Linux
+        # has no chmod that refuses a symlink: os.chmod(follow_symlinks=False) raises there).
         try:
-            os.chmod(folder, DIR_MODE, follow_symlinks=False)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchmod(fd, DIR_MODE)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise self._fail("set mode 0700 on", folder, exc) from None
 
