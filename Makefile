@@ -27,8 +27,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check provisioner tests bench
 	$(VENV)/bin/mypy --strict provisioner
 
+# The fast suite on TEST_WORKERS processes (pytest-xdist), a whole test file to one worker, so
+# that a file's fixtures start once; the servers (a PostgreSQL cluster, sshd, smbd) start once
+# a worker, each on its own free ports and folders. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+XDIST        := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(XDIST)
 
 # The long randomized suites: the stateful scenario suite's long profile (stopped after
 # PROVISIONER_STATEFUL_MINUTES, default 25) and the randomized kills of tests/test_crash.py.
@@ -53,7 +58,7 @@ test-dates: $(STAMP)
 	        *) shift="+$$(( ($$(date -u -d "$$at 09:00" +%s) - $$(date -u +%s)) / 86400 ))d" ;; esac; \
 	    echo "== the fast suite on $$(faketime -f "$$shift" date -u +%F) (faketime -f $$shift)"; \
 	    timeout -k 30 $$(( $(DATES_MINUTES) * 60 )) \
-	        faketime -f "$$shift" $(VENV)/bin/pytest -q -p no:cacheprovider $(DATES_SUITE) \
+	        faketime -f "$$shift" $(VENV)/bin/pytest -q -p no:cacheprovider $(XDIST) $(DATES_SUITE) \
 	        || { echo "== the fast suite failed or ran over $(DATES_MINUTES) minutes at $$shift"; exit 1; }; \
 	done
 
