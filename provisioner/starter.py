@@ -146,6 +146,11 @@ def files(schemas: Path) -> list[tuple[StarterFile, str]]:
 def init(folder: Path) -> Started:
     """Write the starter into `folder` (made 0700 when missing). Refuses, before writing
     anything, when one of its files exists; what it wrote is removed if a file appears meanwhile."""
+    if folder.exists() and not folder.is_dir():
+        raise ProvisionerError(
+            f"{folder}: is a file, not a folder; init writes its starter into a folder "
+            "(provisioner init FOLDER)"
+        )
     package = package_dir()
     planned = files(package / "schemas")
     taken = [
@@ -158,18 +163,30 @@ def init(folder: Path) -> Started:
             f"{', '.join(taken)}: exist{'s' if len(taken) == 1 else ''}; init writes nothing "
             "over a file: give an empty or new folder (provisioner init FOLDER)"
         )
-    make_private_dirs(folder)
     written: list[Path] = []
+
+    def undo() -> None:
+        for done in written:
+            with contextlib.suppress(OSError):
+                done.unlink()
+
+    try:
+        make_private_dirs(folder)
+    except OSError as exc:
+        raise ProvisionerError(f"{folder}: cannot make the folder: {exc.strerror}") from None
     for f, text in planned:
         path = folder / f.path
         try:
             create_private(path, text.encode())
         except FileExistsError:
-            for done in written:
-                with contextlib.suppress(OSError):
-                    done.unlink()
+            undo()
             raise ProvisionerError(
                 f"{path}: appeared while init was writing; nothing of the starter is kept"
+            ) from None
+        except OSError as exc:
+            undo()
+            raise ProvisionerError(
+                f"{path}: cannot write it: {exc.strerror}; nothing of the starter is kept"
             ) from None
         written.append(path)
     return Started(folder, tuple(f for f, _ in planned), package / "examples")

@@ -67,6 +67,28 @@ def test_init_writes_nothing_over_a_file(cli: Runner, tmp_path: Path) -> None:
     assert not (tmp_path / "elsewhere.yaml").exists()
 
 
+def test_init_given_a_file_names_it_and_writes_nothing(cli: Runner, tmp_path: Path) -> None:
+    """`provisioner init quickstart.yaml`, a manifest given where a folder goes: a clear
+    error naming it, exit 1, no traceback, the file untouched and nothing written beside."""
+    manifest = tmp_path / "quickstart.yaml"
+    manifest.write_text("version: 1\n")
+    done = cli("init", manifest)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"Error: {manifest}: is a file, not a folder; init writes its starter into a folder "
+        "(provisioner init FOLDER)\n"
+    )
+    assert manifest.read_text() == "version: 1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["quickstart.yaml"]
+    # Inside a file: the folder cannot be made, said as such.
+    inside = cli("init", manifest / "region")
+    assert inside.returncode == 1
+    assert (
+        inside.stderr == f"Error: {manifest / 'region'}: cannot make the folder: Not a directory\n"
+    )
+    assert "Traceback" not in done.stderr + inside.stderr
+
+
 def test_init_json_document(cli: Runner, tmp_path: Path) -> None:
     schema = json.loads((REPO / "schemas" / "init.schema.json").read_text())
     done = cli("init", tmp_path / "s", "--json")
