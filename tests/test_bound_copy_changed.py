@@ -95,3 +95,30 @@ def test_a_copy_re_encoded_with_the_same_key_is_not_called_missing(
     assert bound_missing(planned.stdout) == [], planned.stdout
     # (check reads no password: to it such a copy is not known to hold the key, CRITICAL
     # until apply rewrites it, as docs/RUNBOOK.md says.)
+
+
+def test_under_a_limit_the_deleted_copy_within_it_is_named(cli: Runner, bound: Path) -> None:
+    """--limit ws-accueil: the backup share, first in the entity's list, is outside the
+    limit; ws-accueil's deleted copy of the bound key is still named, once."""
+    copy_on(bound, "workstations/ws-accueil").unlink()
+    planned = cli("plan", bound, "--limit", "ws-accueil", *with_file(bound))
+    missing = bound_missing(planned.stdout)
+    assert len(missing) == 1 and "workstation ws-accueil: no agent there" in missing[0], (
+        planned.stdout
+    )
+    assert "AO-2026-042" in missing[0], missing
+
+
+def test_a_deleted_copy_is_named_though_a_target_before_it_was_not_reached(
+    cli: Runner, bound: Path, tmp_path: Path
+) -> None:
+    backup = bound.parent / "demo-out" / "shared" / "backup"
+    backup.rename(tmp_path / "backup-away")
+    backup.symlink_to(tmp_path / "backup-away")  # a folder this tool refuses to write through
+    copy_on(bound, "workstations/ws-marches").unlink()
+    planned = cli("plan", bound, *with_file(bound))
+    assert "backup-share: cannot observe the target" in planned.stdout, planned.stdout
+    missing = bound_missing(planned.stdout)
+    assert len(missing) == 1 and "workstation ws-marches: no agent there" in missing[0], (
+        planned.stdout
+    )
