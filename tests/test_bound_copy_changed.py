@@ -122,3 +122,30 @@ def test_a_deleted_copy_is_named_though_a_target_before_it_was_not_reached(
     assert len(missing) == 1 and "workstation ws-marches: no agent there" in missing[0], (
         planned.stdout
     )
+
+
+def test_a_retired_key_brought_back_is_not_called_missing_where_nothing_was_looked_at(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """Generation 1 retired by a renewal (taken off the workstations), then named by a new
+    consultation: the plan brings it back and says it is missing from ws-marches, which it
+    looked at; ws-accueil, which it could not reach, is said unreachable, not missing."""
+    renewal = {"PROVISIONER_NOW": "2028-10-20T09:00:00+00:00"}
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=renewal).returncode == 0
+    assert not copy_on(quickstart, "workstations/ws-marches").exists()
+    accueil = quickstart.parent / "demo-out" / "workstations" / "ws-accueil"
+    accueil.rename(tmp_path / "accueil-away")
+    accueil.symlink_to(tmp_path / "accueil-away")  # a folder this tool refuses to write through
+    (quickstart.parent / "consultations.yaml").write_text(
+        CONSULTATIONS.replace("2027-03-01", "2029-03-01").replace("2027-03-05", "2029-03-05")
+    )
+    planned = cli("plan", quickstart, *with_file(quickstart), env=renewal)
+    assert "ws-accueil: cannot observe the target" in planned.stdout, planned.stdout
+    assert f"+ write g1 on ws-marches: {copy_on(quickstart, 'workstations/ws-marches')}" in (
+        planned.stdout
+    ), planned.stdout
+    missing = bound_missing(planned.stdout)
+    assert len(missing) == 1 and "workstation ws-marches: no agent there" in missing[0], (
+        planned.stdout
+    )

@@ -13,7 +13,7 @@ from provisioner.plan.bindings import names
 from provisioner.plan.context import Planning
 from provisioner.plan.model import ConsultationView, PlanWarning
 from provisioner.plan.paths import copy_file_name
-from provisioner.state.records import RETIRED, RecordedGeneration
+from provisioner.state.records import RecordedGeneration
 from provisioner.transports.base import file_path
 
 
@@ -110,13 +110,15 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
 
 def missing_from(p: Planning, entity: Entity, g: RecordedGeneration) -> list[Target]:
     """The reachable workstations and shared locations of `entity` observed without
-    generation `g`'s copy."""
+    generation `g`'s copy. Every generation's path is observed on every reachable target a
+    run covers (plan/paths.py), retired ones included; what was not looked at is not said
+    missing."""
     out = []
     for t in entity.targets:
         if t.name in p.observed.unreachable or not p.desired.covers(entity.id, t.name):
             continue
         key = (t.name, file_path(t, copy_file_name(entity.id, g.number)))
-        if p.observed.files.get(key) is None and (key in p.observed.files or g.status == RETIRED):
+        if key in p.observed.files and p.observed.files[key] is None:
             out.append(t)
     return out
 
