@@ -178,3 +178,39 @@ def test_a_consultation_naming_another_entitys_key_is_refused(
     assert "entity syndicat-eaux's generation 1" in said
     checked = cli("check", *given, quickstart)
     assert checked.returncode == 2 and "[refused]" in checked.stdout, checked.stdout
+
+
+def test_a_binding_recorded_while_the_state_was_older_than_the_key_is_bound_to_it_by_recover(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The state restored from a backup older than commune-exemple's key; C-1, naming it,
+    recorded then as a key this state does not know (the entity held back by conflicts).
+    `recover` takes generation 1 back, made before C-1 was bound and carrying its name in
+    its certificate: from then on C-1 reads bound to generation 1 (status), and the next
+    plan only records that."""
+    full = quickstart.read_text()
+    start, end = full.index("  - id: commune-exemple"), full.index("  - id: syndicat-eaux")
+    quickstart.write_text(full[:start] + full[end:])
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=day(0)).returncode == 0
+    backup = tmp_path / "backup"
+    shutil.copytree(quickstart.parent / ".provisioner", backup)
+    quickstart.write_text(full)
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=day(1)).returncode == 0
+    shutil.rmtree(quickstart.parent / ".provisioner")
+    shutil.copytree(backup, quickstart.parent / ".provisioner")
+    c = quickstart.parent / "c.yaml"
+    c.write_text(
+        "version: 1\nconsultations:\n  - {reference: C-1, entity: commune-exemple, "
+        "designation: Commune Exemple, status: open, deadline: 2027-06-10}\n"
+    )
+    held = cli("apply", "--auto-approve", "--consultations", c, quickstart, env=day(2))
+    assert held.returncode == 1 and "[unmanaged-key] consultation C-1" in held.stdout
+    assert bound_generation(quickstart, "C-1") is None
+
+    recovered = cli("recover", "--auto-approve", quickstart, env=day(3))
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    status = cli("status", quickstart, env=day(3))
+    assert 'C-1 (deadline 2027-06-10) -> g1 "Commune Exemple"' in status.stdout, status.stdout
+    planned = cli("plan", quickstart, env=day(3))
+    assert "its key is now managed: generation 1" in planned.stdout, planned.stdout
+    assert "Plan: 0 to create, 1 to update, 0 to remove." in planned.stdout, planned.stdout
