@@ -12,7 +12,7 @@ import os
 import selectors
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +39,11 @@ BASE = (
 def environment(
     policy: ChildEnvironment,
     withheld_values: Iterable[str] = (),
-    source: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of a child: BASE, LC_* and `policy.passed` as set in `source` (our own
-    environment), without the names `policy.withheld` and without any variable whose value is
+    """The environment of a child: BASE, LC_* and `policy.passed` as set in our own
+    environment, without the names `policy.withheld` and without any variable whose value is
     one of `withheld_values` (the secrets this run resolved)."""
-    source = os.environ if source is None else source
+    source = os.environ
     wanted = set(BASE) | set(policy.passed)
     values = {v for v in withheld_values if v}
     return {
