@@ -237,3 +237,22 @@ def test_a_name_a_generation_gets_after_the_binding_proves_nothing(
     assert bound_to(quickstart) == []
     again = cli("plan", *listed(quickstart, "designation: Nom Inconnu"), quickstart, env=at(later))
     assert "[unmanaged-key] consultation C-1" in again.stdout, again.stdout
+
+
+def test_a_binding_moved_to_another_entity_under_the_same_name_is_refused(
+    cli: Runner, quickstart: Path
+) -> None:
+    """C-1 recorded for commune-exemple under a name no key here has; the file then gives
+    C-1 to syndicat-eaux under that same name: a binding is definitive, the plan refuses,
+    naming both entities, and apply changes nothing."""
+    applied(cli, quickstart)
+    applied(cli, quickstart, *listed(quickstart, "designation: Nom Inconnu"))
+    moved = listed(quickstart, "designation: Nom Inconnu")[1]
+    moved.write_text(moved.read_text().replace("entity: commune-exemple", "entity: syndicat-eaux"))
+    done = cli("apply", "--auto-approve", "--consultations", moved, quickstart, env=at(TEST_CLOCK))
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, said
+    assert "consultation C-1 is bound to" in said and "of commune-exemple since" in said, said
+    assert "of syndicat-eaux. A binding is definitive: correct the consultations file." in said
+    rows = state_rows(quickstart, "SELECT entity FROM consultations WHERE reference = 'C-1'")
+    assert rows == [("commune-exemple",)]

@@ -149,3 +149,22 @@ def test_a_retired_key_brought_back_is_not_called_missing_where_nothing_was_look
     assert len(missing) == 1 and "workstation ws-marches: no agent there" in missing[0], (
         planned.stdout
     )
+
+
+def test_a_consultation_given_by_reference_alone_is_named_by_it(
+    cli: Runner, quickstart: Path
+) -> None:
+    """A consultation with no title and no dates (only its reference, entity, status and key)
+    is named by its bare reference where a warning names it."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    (quickstart.parent / "consultations.yaml").write_text(
+        "version: 1\nconsultations:\n  - {reference: AO-7, entity: commune-exemple, "
+        "designation: Commune Exemple, status: open}\n"
+    )
+    done = cli("apply", "--auto-approve", "-q", quickstart, *with_file(quickstart))
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy_on(quickstart, "workstations/ws-accueil").unlink()
+    planned = cli("plan", quickstart, *with_file(quickstart))
+    missing = bound_missing(planned.stdout)
+    assert len(missing) == 1, planned.stdout
+    assert 'generation 1 "Commune Exemple" is bound to AO-7 but ' in missing[0], missing
