@@ -9,6 +9,8 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TEST_CLOCK, Runner
 from tests.engine_helpers import p12_files, state_rows
 
@@ -180,14 +182,15 @@ def test_a_consultation_naming_another_entitys_key_is_refused(
     assert checked.returncode == 2 and "[refused]" in checked.stdout, checked.stdout
 
 
+@pytest.mark.parametrize("after", [dt.timedelta(days=1), dt.timedelta(seconds=30)])
 def test_a_binding_recorded_while_the_state_was_older_than_the_key_is_bound_to_it_by_recover(
-    cli: Runner, quickstart: Path, tmp_path: Path
+    cli: Runner, quickstart: Path, tmp_path: Path, after: dt.timedelta
 ) -> None:
     """The state restored from a backup older than commune-exemple's key; C-1, naming it,
-    recorded then as a key this state does not know (the entity held back by conflicts).
-    `recover` takes generation 1 back, made before C-1 was bound and carrying its name in
-    its certificate: from then on C-1 reads bound to generation 1 (status), and the next
-    plan only records that."""
+    recorded then (a day, or half a minute, after the key was made) as a key this state does
+    not know (the entity held back by conflicts). `recover` takes generation 1 back, made
+    before C-1 was bound and carrying its name in its certificate: from then on C-1 reads
+    bound to generation 1 (status), and the next plan only records that."""
     full = quickstart.read_text()
     start, end = full.index("  - id: commune-exemple"), full.index("  - id: syndicat-eaux")
     quickstart.write_text(full[:start] + full[end:])
@@ -203,7 +206,8 @@ def test_a_binding_recorded_while_the_state_was_older_than_the_key_is_bound_to_i
         "version: 1\nconsultations:\n  - {reference: C-1, entity: commune-exemple, "
         "designation: Commune Exemple, status: open, deadline: 2027-06-10}\n"
     )
-    held = cli("apply", "--auto-approve", "--consultations", c, quickstart, env=day(2))
+    bound_at = {"PROVISIONER_NOW": (TEST_CLOCK + dt.timedelta(days=1) + after).isoformat()}
+    held = cli("apply", "--auto-approve", "--consultations", c, quickstart, env=bound_at)
     assert held.returncode == 1 and "[unmanaged-key] consultation C-1" in held.stdout
     assert bound_generation(quickstart, "C-1") is None
 
