@@ -101,6 +101,7 @@ def build(
         install = host.install
         windows = install.store == STORE_WINDOWS
         copies = []
+        connection = kind_of(host).ansible_connection(host)  # None: the copies are local
         listed, held = listing.get(name, set()), holding.get(name, set())
         for c in _copies_for(host, manifest, recorded, bound, listed, held):
             g = c.generation
@@ -121,9 +122,7 @@ def build(
                     "state": c.state,
                     "reason": c.reason,
                     "consultations": list(c.consultations),
-                    "host_path": None
-                    if kind_of(host).ansible_connection(host) is None
-                    else file_path(host, file_name),
+                    "host_path": None if connection is None else file_path(host, file_name),
                     "controller_path": _controller_path(host, c.entity, g),
                     "written": recorded_copy is not None,
                     "receipt_path": receipt_path(host, g.entity, g.number),
@@ -132,7 +131,7 @@ def build(
         hosts[name] = {
             "transport": host.transport,
             "path": host.path,
-            "connection": kind_of(host).ansible_connection(host) or {},
+            "connection": connection or {},
             "install": {
                 "store": install.store,
                 "users": list(install.users),
