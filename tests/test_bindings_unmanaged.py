@@ -218,3 +218,46 @@ def test_a_binding_recorded_while_the_state_was_older_than_the_key_is_bound_to_i
     planned = cli("plan", quickstart, env=day(3))
     assert "its key is now managed: generation 1" in planned.stdout, planned.stdout
     assert "Plan: 0 to create, 1 to update, 0 to remove." in planned.stdout, planned.stdout
+
+
+def test_a_key_made_minutes_after_the_binding_is_not_its_key_after_recover(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """C-1 recorded while commune-exemple was declared absent (no key of that name then);
+    the entity made present two minutes later gets generation 1 under that name. The state
+    restored from before, `recover` takes generation 1 back with the instant it was made:
+    after the binding, so not the key C-1's bids are encrypted to; C-1 stays not managed."""
+    present = quickstart.read_text()
+    quickstart.write_text(
+        present.replace("  - id: commune-exemple\n", "  - id: commune-exemple\n    state: absent\n")
+    )
+    c = quickstart.parent / "c.yaml"
+    c.write_text(
+        "version: 1\nconsultations:\n  - {reference: C-1, entity: commune-exemple, "
+        "designation: Commune Exemple, status: open, deadline: 2027-06-10}\n"
+    )
+
+    def at(minutes: int) -> dict[str, str]:
+        return {"PROVISIONER_NOW": (TEST_CLOCK + dt.timedelta(minutes=minutes)).isoformat()}
+
+    done = cli("apply", "--auto-approve", "-q", "--consultations", c, quickstart, env=at(0))
+    assert done.returncode == 0, done.stdout + done.stderr
+    backup = tmp_path / "backup"
+    shutil.copytree(quickstart.parent / ".provisioner", backup)
+    quickstart.write_text(present)
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=at(2)).returncode == 0
+    shutil.rmtree(quickstart.parent / ".provisioner")
+    shutil.copytree(backup, quickstart.parent / ".provisioner")
+
+    recovered = cli("recover", "--auto-approve", quickstart, env=at(10))
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    status = cli("status", quickstart, env=at(10))
+    assert "C-1 (deadline 2027-06-10) -> designation:Commune Exemple (not managed)" in (
+        status.stdout
+    ), status.stdout
+    planned = cli("plan", "--detailed-exitcode", quickstart, env=at(10))
+    assert planned.returncode == 0, planned.stdout
+    assert (
+        'generation 1 "Commune Exemple" shares the name but got it after the binding: not that key'
+        in (planned.stdout)
+    ), planned.stdout

@@ -239,7 +239,8 @@ def warn_unmanaged(p: Planning) -> None:
             message += (
                 "; "
                 + ", ".join(f'generation {n} "{d}"' for n, d in renamed)
-                + " share the name but got it after the binding: not that key, the bids are "
+                + (" shares" if len(renamed) == 1 else " share")
+                + " the name but got it after the binding: not that key, the bids are "
                 "encrypted to the platform's key"
             )
         if kept:
