@@ -6,6 +6,7 @@ for a recorded binding is refused, never followed."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -256,3 +257,69 @@ def test_a_binding_moved_to_another_entity_under_the_same_name_is_refused(
     assert "of syndicat-eaux. A binding is definitive: correct the consultations file." in said
     rows = state_rows(quickstart, "SELECT entity FROM consultations WHERE reference = 'C-1'")
     assert rows == [("commune-exemple",)]
+
+
+def test_a_consultations_record_keeps_its_binding_through_updates_and_dates_its_closing(
+    cli: Runner, quickstart: Path
+) -> None:
+    """C-1 bound by designation, then its title changed, then named by its certificate (the
+    same key), then closed, then its title changed again: the state keeps the key reference,
+    generation, certificate and binding instant of the first run, records the closing at the
+    run that saw it and keeps that instant; the audit log says each run, with the file's
+    entry."""
+    applied(cli, quickstart)
+    entry = "designation: Commune Exemple"
+    day = [TEST_CLOCK + dt.timedelta(days=n) for n in range(6)]
+    applied(cli, quickstart, *listed(quickstart, entry), when=day[1])
+
+    def retitled(title: str, status: str = "open", key: str = entry) -> tuple[str, Path]:
+        option, path = listed(quickstart, key)
+        path.write_text(
+            path.read_text().replace("status: open", f"status: {status}, title: {title}")
+        )
+        return option, path
+
+    applied(cli, quickstart, *retitled("Voirie"), when=day[2])
+    by_cert = f"certificate_sha256: {cert_of(quickstart, 1)}"
+    applied(cli, quickstart, *retitled("Voirie 2", key=by_cert), when=day[3])
+    applied(cli, quickstart, *retitled("Voirie 2", "closed"), when=day[4])
+    applied(cli, quickstart, *retitled("Voirie 3", "closed"), when=day[5])
+
+    [row] = state_rows(
+        quickstart,
+        "SELECT c.entity, c.key_ref, g.number, c.cert_sha256, c.title, c.status, c.bound_at, "
+        "c.closed_at FROM consultations c JOIN generations g ON g.id = c.generation "
+        "WHERE c.reference = 'C-1'",
+    )
+    assert row == (
+        "commune-exemple",
+        "designation:Commune Exemple",
+        1,
+        cert_of(quickstart, 1),
+        "Voirie 3",
+        "closed",
+        day[1].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        day[4].strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ), row
+    audit = cli("audit", "--json", "--action", "consultation-bound", "--action",
+                "consultation-updated", quickstart, env=at(day[5]))  # fmt: skip
+    assert audit.returncode == 0, audit.stderr
+    records = [
+        (r["at"][:10], r["action"], r["entity"], r["detail"])
+        for r in json.loads(audit.stdout)["records"]
+    ]
+    said = {
+        "generation": 1,
+        "key": "designation:Commune Exemple",
+        "reference": "C-1",
+        "status": "open",
+    }
+    assert records == [
+        (f"{day[1]:%Y-%m-%d}", "consultation-bound", "commune-exemple", said),
+        (f"{day[2]:%Y-%m-%d}", "consultation-updated", "commune-exemple", said),
+        (f"{day[3]:%Y-%m-%d}", "consultation-updated", "commune-exemple", said),
+        (f"{day[4]:%Y-%m-%d}", "consultation-updated", "commune-exemple",
+         {**said, "status": "closed"}),
+        (f"{day[5]:%Y-%m-%d}", "consultation-updated", "commune-exemple",
+         {**said, "status": "closed"}),
+    ], records  # fmt: skip
