@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from provisioner.errors import ManifestError
 from provisioner.manifest.loader import read_manifest
-from provisioner.plan.planner import copy_file_name
+from provisioner.plan.planner import copy_file_name, parse_copy_name
 from provisioner.state.escrow import Escrow
 from tests.conftest import Runner
 from tests.engine_helpers import ESCROW_PASSPHRASE
@@ -276,3 +276,33 @@ def test_entity_names_in_messages_are_escaped(tmp_path: Path) -> None:
         read_manifest(path)
     text = str(caught.value)
     assert "\u202e" not in text and re.search(r"'B\\u202e' differs", text)
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("commune-exemple.g1.p12", ("commune-exemple", 1)),
+        ("commune-exemple.g12.p12", ("commune-exemple", 12)),
+        ("ville.grand-est.g3.p12", ("ville.grand-est", 3)),  # ".g" inside the entity id
+        ("a.g2.g4.p12", ("a.g2", 4)),  # the last ".g" ends the entity id
+        ("commune-exemple.g1.P12", None),
+        ("commune-exemple.g1.pfx", None),
+        ("commune-exemple.G1.p12", None),
+        ("commune-exemple.g01.p12", None),  # not a name this tool writes: not its copy
+        ("commune-exemple.g.p12", None),
+        ("commune-exemple.gx.p12", None),
+        ("commune-exemple.g-1.p12", None),
+        (".g1.p12", None),
+        ("commune-exemple.p12", None),
+        ("commune-exemple.g1.p12.bak", None),
+    ],
+)
+def test_a_copys_file_name_is_read_back_exactly_as_it_is_written(
+    name: str, parsed: tuple[str, int] | None
+) -> None:
+    """plan, recover and the later-generation checks read a file as a copy of this tool only
+    by the name it writes (`<entity>.g<number>.p12`); any other name is a file of somebody
+    else's, never taken for a generation."""
+    assert parse_copy_name(name) == parsed
+    if parsed is not None:
+        assert copy_file_name(*parsed) == name
