@@ -211,3 +211,28 @@ def test_a_held_renewal_counts_only_its_copy_changes_not_the_repairs_that_go_ahe
     assert done.returncode == 0, done.stdout + done.stderr
     assert escrow_blob(quickstart, f"{commune}.key") is not None, "the restore went ahead"
     assert state_rows(quickstart, "SELECT count(*) FROM generations") == [(2,)]
+
+
+def test_a_file_where_the_next_generation_goes_is_said_now_within_the_limit(
+    cli: Runner, quickstart: Path
+) -> None:
+    """A file this state did not write stands where commune-exemple's generation 2 will go on
+    ws-accueil (a copy put there by hand): the plan says so today, not on renewal day, when
+    its run covers ws-accueil (the shared location before it in the entity's list outside the
+    limit), and not when the run is limited to another workstation."""
+    files = applied(cli, quickstart)
+    stray = files["workstations/ws-accueil/commune-exemple.g1.p12"].with_name(
+        "commune-exemple.g2.p12"
+    )
+    stray.write_bytes(files["workstations/ws-accueil/commune-exemple.g1.p12"].read_bytes())
+    within = cli("plan", "--limit", "ws-accueil", quickstart)
+    assert within.returncode == 1, within.stdout + within.stderr
+    assert (
+        f"! conflict g2 on ws-accueil: {stray}  [conflict] a file this state did not write "
+        "stands where its next generation goes" in within.stdout
+    ), within.stdout
+    elsewhere = cli("plan", "--detailed-exitcode", "--limit", "ws-marches", quickstart)
+    assert elsewhere.returncode == 0, elsewhere.stdout
+    assert (
+        stray.read_bytes() == files["workstations/ws-accueil/commune-exemple.g1.p12"].read_bytes()
+    )
