@@ -1,0 +1,63 @@
+"""What each planned copy change says, as the reviewer of a dry run reads it: the action, the
+target, the path, the reason code and its words, for a first apply, a renewal, a workstation
+taken off the entity and a workstation's folder moved. One line each, exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import Runner
+
+RENEWAL = {"PROVISIONER_NOW": "2028-10-15T10:00:00Z"}
+
+
+def changes(stdout: str, target: str) -> list[str]:
+    """The plan's lines of copy changes on `target`, in order."""
+    return [
+        line.strip()
+        for line in stdout.splitlines()
+        if line.strip()[:2] in ("+ ", "- ", "~ ") and f" on {target}: " in line
+    ]
+
+
+def test_each_copy_change_says_what_and_why(cli: Runner, quickstart: Path) -> None:
+    out = quickstart.parent / "demo-out" / "workstations"
+    first = cli("plan", quickstart)
+    assert changes(first.stdout, "ws-accueil") == [
+        f"+ write g1 on ws-accueil: {out}/ws-accueil/commune-exemple.g1.p12  [new-generation] "
+        "copy of the new generation"
+    ], first.stdout
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+
+    renewal = cli("plan", quickstart, env=RENEWAL)
+    assert changes(renewal.stdout, "ws-accueil") == [
+        f"+ write g2 on ws-accueil: {out}/ws-accueil/commune-exemple.g2.p12  [new-generation] "
+        "copy of the new generation",
+        f"- remove g1 on ws-accueil: {out}/ws-accueil/commune-exemple.g1.p12  [retired] "
+        "the generation is retired; the key stays in the escrow",
+    ], renewal.stdout
+
+    declared = quickstart.read_text()
+    quickstart.write_text(
+        declared.replace(
+            "workstations: [service-marches, ws-accueil]", "workstations: [service-marches]"
+        )
+    )
+    taken_off = cli("plan", quickstart)
+    assert changes(taken_off.stdout, "ws-accueil") == [
+        f"- remove g1 on ws-accueil: {out}/ws-accueil/commune-exemple.g1.p12  [decommissioned] "
+        "the target is no longer declared for the entity"
+    ], taken_off.stdout
+
+    quickstart.write_text(
+        declared.replace(
+            "path: demo-out/workstations/ws-accueil\n", "path: demo-out/workstations/ws-accueil-2\n"
+        )
+    )
+    moved = cli("plan", quickstart)
+    assert changes(moved.stdout, "ws-accueil") == [
+        f"+ write g1 on ws-accueil: {out}/ws-accueil-2/commune-exemple.g1.p12  [missing] "
+        "no file there",
+        f"- remove g1 on ws-accueil: {out}/ws-accueil/commune-exemple.g1.p12  [moved] "
+        "the target's folder changed",
+    ], moved.stdout
