@@ -275,6 +275,15 @@ def test_copied_tree_with_absolute_target_paths(
     renewed = cli("apply", "--auto-approve", copy / "quickstart.yaml", env=RENEWAL)
     assert renewed.returncode == 0, renewed.stdout + renewed.stderr
     assert before <= {p.name for p in shared.rglob("*.p12")}, "a copy of the tree removed files"
+    # The copies at the recorded paths may be the original's: generation 1's three
+    # workstation copies are not removed, and a changed password is not written over the
+    # four copies of commune-exemple either; the plan counts what it held back.
+    held = cli("plan", copy / "quickstart.yaml", env=RENEWAL)
+    assert "(a copied or moved tree): 3 removals or rewrites are held back" in held.stdout
+    (copy / "secrets" / "commune-exemple.pass").write_text("Nouveau-mot-de-passe-2026\n")
+    held = cli("plan", copy / "quickstart.yaml", env=RENEWAL)
+    assert "(a copied or moved tree): 7 removals or rewrites are held back" in held.stdout
+    assert "Plan: 0 to create, 0 to update, 0 to remove." in held.stdout, held.stdout
 
 
 def test_moved_tree_is_rehomed_on_request(cli: Runner, quickstart: Path, tmp_path: Path) -> None:
