@@ -121,3 +121,27 @@ def test_each_kind_of_foreign_file_has_its_words(foreign: Foreign, said: str) ->
     """The words the plan puts in brackets after a conflict, one per kind of file (the first
     that applies): what the operator reads before deciding."""
     assert foreign.describe() == said
+
+
+def test_every_file_in_the_way_of_a_new_generation_is_said_not_only_the_first(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Debris where commune-exemple's first copy goes on the backup share and on ws-accueil:
+    the plan names both (the operator moves both away at once), writes nothing of the entity,
+    and syndicat-eaux goes ahead."""
+    out = quickstart.parent / "demo-out"
+    in_the_way = [out / "shared/backup/commune-exemple.g1.p12", out / IN_THE_WAY]
+    for path in in_the_way:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not a key")
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 1, planned.stdout
+    said = [line.strip() for line in planned.stdout.splitlines() if "! conflict g1 on" in line]
+    assert [line.split(":")[0] for line in said] == [
+        "! conflict g1 on backup-share",
+        "! conflict g1 on ws-accueil",
+    ], planned.stdout
+    assert "+ write g1 on ws-marches: " + str(
+        out / "workstations/ws-marches/syndicat-eaux.g1.p12"
+    ) in (planned.stdout)
+    assert "commune-exemple.g1.p12  [new-generation]" not in planned.stdout
