@@ -34,6 +34,21 @@ def bound_generation(manifest: Path, reference: str) -> object:
     return rows[0][0]
 
 
+def made_then_restored(
+    cli: Runner, manifest: Path, text: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The state backed up, the manifest made `text` and applied at `env` (keys made, copies
+    written), then the state restored from the backup: a state older than its keys."""
+    state = manifest.parent / ".provisioner"
+    backup = tmp_path / "backup"
+    shutil.copytree(state, backup)
+    manifest.write_text(text)
+    done = cli("apply", "--auto-approve", "-q", manifest, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shutil.rmtree(state)
+    shutil.copytree(backup, state)
+
+
 def test_a_consultation_naming_a_key_before_this_apply_creates_it_is_never_bound_to_it(
     cli: Runner, quickstart: Path
 ) -> None:
@@ -195,12 +210,7 @@ def test_a_binding_recorded_while_the_state_was_older_than_the_key_is_bound_to_i
     start, end = full.index("  - id: commune-exemple"), full.index("  - id: syndicat-eaux")
     quickstart.write_text(full[:start] + full[end:])
     assert cli("apply", "--auto-approve", "-q", quickstart, env=day(0)).returncode == 0
-    backup = tmp_path / "backup"
-    shutil.copytree(quickstart.parent / ".provisioner", backup)
-    quickstart.write_text(full)
-    assert cli("apply", "--auto-approve", "-q", quickstart, env=day(1)).returncode == 0
-    shutil.rmtree(quickstart.parent / ".provisioner")
-    shutil.copytree(backup, quickstart.parent / ".provisioner")
+    made_then_restored(cli, quickstart, full, day(1), tmp_path)
     c = quickstart.parent / "c.yaml"
     c.write_text(
         "version: 1\nconsultations:\n  - {reference: C-1, entity: commune-exemple, "
@@ -242,12 +252,7 @@ def test_a_key_made_minutes_after_the_binding_is_not_its_key_after_recover(
 
     done = cli("apply", "--auto-approve", "-q", "--consultations", c, quickstart, env=at(0))
     assert done.returncode == 0, done.stdout + done.stderr
-    backup = tmp_path / "backup"
-    shutil.copytree(quickstart.parent / ".provisioner", backup)
-    quickstart.write_text(present)
-    assert cli("apply", "--auto-approve", "-q", quickstart, env=at(2)).returncode == 0
-    shutil.rmtree(quickstart.parent / ".provisioner")
-    shutil.copytree(backup, quickstart.parent / ".provisioner")
+    made_then_restored(cli, quickstart, present, at(2), tmp_path)
 
     recovered = cli("recover", "--auto-approve", quickstart, env=at(10))
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
