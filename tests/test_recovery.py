@@ -1070,3 +1070,21 @@ def test_a_backup_older_than_a_second_renewal_retires_only_the_generation_it_had
         for number, status in ((1, "retired"), (2, "retired"), (3, "current"))
     ]
     converged(cli, quickstart, second_renewal)
+
+
+def test_recover_rebuilds_the_state_in_the_state_dir_it_is_given(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The state kept in `--state-dir` (not beside the manifest) and lost: `recover
+    --state-dir` rebuilds it there, and nothing appears beside the manifest."""
+    elsewhere = tmp_path / "state-elsewhere"
+    given = ("--state-dir", str(elsewhere))
+    assert cli("apply", "--auto-approve", "-q", *given, quickstart).returncode == 0
+    keys = key_fingerprints(quickstart)
+    shutil.rmtree(elsewhere)
+    recovered = cli("recover", "--auto-approve", *given, quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert (elsewhere / "state.db").is_file()
+    assert not state_dir(quickstart).exists()
+    assert cli("plan", "--detailed-exitcode", *given, quickstart).returncode == 0
+    assert key_fingerprints(quickstart) == keys
