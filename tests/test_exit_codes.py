@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,24 @@ def test_a_declined_apply_exits_1_and_changes_nothing(quickstart: Path) -> None:
     code, out, err = run_in_terminal(["apply", str(quickstart)], "yes", quickstart.parent)
     assert code == 0, out + err
     assert list((quickstart.parent / "demo-out").rglob("*.p12"))
+
+
+def test_a_declined_recover_exits_1_and_records_nothing(quickstart: Path) -> None:
+    """The state lost; `recover` in a terminal shows what it would record, the operator says
+    no: exit 1, "Recover cancelled.", no state made; "yes" then records it."""
+    code, out, err = run_in_terminal(
+        ["apply", "--auto-approve", str(quickstart)], "", quickstart.parent
+    )
+    assert code == 0, out + err
+    shutil.rmtree(quickstart.parent / ".provisioner")
+    code, out, err = run_in_terminal(["recover", str(quickstart)], "no", quickstart.parent)
+    assert code == 1, out + err
+    assert "Recover cancelled." in err
+    assert "Recover: 2 generations, 5 copies, 2 keys back into the escrow; 0 lost." in out
+    assert not (quickstart.parent / ".provisioner" / "state.db").exists()
+    code, out, err = run_in_terminal(["recover", str(quickstart)], "yes", quickstart.parent)
+    assert code == 0, out + err
+    assert (quickstart.parent / ".provisioner" / "state.db").is_file()
 
 
 def test_the_readme_table_lists_the_exit_codes() -> None:

@@ -700,7 +700,10 @@ def test_recover_binds_the_consultations_again(cli: Runner, quickstart: Path) ->
     lose_state(quickstart)
     done = cli("recover", "--auto-approve", *given, quickstart, env=RENEWAL)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 consultation binding(s) recorded again" in done.stdout
+    assert done.stdout.splitlines()[-1] == (
+        "Recovered; 1 consultation binding(s) recorded again. Run `provisioner plan` to see "
+        "what is left to repair."
+    ), done.stdout
     # Without the file, the bound generation 1 stays on the workstations (its guard is back).
     planned = cli("plan", quickstart, env=RENEWAL)
     assert "remove g1 on ws-" not in planned.stdout, planned.stdout
@@ -1084,6 +1087,9 @@ def test_recover_rebuilds_the_state_in_the_state_dir_it_is_given(
     shutil.rmtree(elsewhere)
     recovered = cli("recover", "--auto-approve", *given, quickstart)
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert recovered.stdout.splitlines()[-1] == (
+        "Recovered. Run `provisioner plan` to see what is left to repair."
+    ), recovered.stdout
     assert (elsewhere / "state.db").is_file()
     assert not state_dir(quickstart).exists()
     assert cli("plan", "--detailed-exitcode", *given, quickstart).returncode == 0
