@@ -100,6 +100,11 @@ def test_leftovers_are_listed_then_cleared_even_for_a_retired_generation(
         assert not path.exists()
     for path in foreign:
         assert path.read_bytes() == b"a PKCS#12 of a retired key"
+    audit = cli("audit", "--json", "--action", "leftover-cleared", quickstart, env=RENEWAL)
+    cleared = {
+        (r["detail"]["target"], r["detail"]["path"]) for r in json.loads(audit.stdout)["records"]
+    }
+    assert cleared == {(name, str(path)) for path, name in ours.items()}, audit.stdout
     again = cli("plan", "--detailed-exitcode", quickstart, env=RENEWAL)
     assert again.returncode == 0, again.stdout
 
@@ -115,6 +120,9 @@ def test_a_folder_apply_cannot_close_is_named_and_the_other_targets_are_done(
     folder = quickstart.parent / "demo-out/workstations/ws-accueil"
     folder.mkdir(parents=True)
     os.chmod(folder, 0o755)
+    marches = quickstart.parent / "demo-out/workstations/ws-marches"  # after it, and closable
+    marches.mkdir(parents=True)
+    os.chmod(marches, 0o755)
     if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
         pytest.skip("this filesystem has no immutable files (chattr +i): does not apply here")
     try:
@@ -126,6 +134,12 @@ def test_a_folder_apply_cannot_close_is_named_and_the_other_targets_are_done(
         f"! secure-folder: ws-accueil: cannot set mode 0700 on {folder}: Operation not permitted"
         in done.stderr
     ), done.stderr
-    assert (quickstart.parent / "demo-out/workstations/ws-marches/commune-exemple.g1.p12").exists()
+    assert (marches / "commune-exemple.g1.p12").exists()
+    assert stat.S_IMODE(marches.stat().st_mode) == 0o700
+    audit = cli("audit", "--json", "--action", "folder-secured", quickstart, env=PINNED)
+    secured = [
+        (r["detail"]["target"], r["detail"]["path"]) for r in json.loads(audit.stdout)["records"]
+    ]
+    assert secured == [("ws-marches", str(marches))], audit.stdout
     again = cli("plan", quickstart, env=PINNED)
     assert f"~ secure folder on ws-accueil: {folder}" in again.stdout, again.stdout
