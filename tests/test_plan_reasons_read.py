@@ -49,6 +49,19 @@ def test_each_copy_change_says_what_and_why(cli: Runner, quickstart: Path) -> No
         "the target is no longer declared for the entity"
     ], taken_off.stdout
 
+    # The workstation gone from the inventory too: the state says where its copy is.
+    quickstart.write_text(
+        declared.replace(
+            "workstations: [service-marches, ws-accueil]", "workstations: [service-marches]"
+        ).replace(
+            "    - name: ws-accueil\n      transport: local\n"
+            "      path: demo-out/workstations/ws-accueil\n",
+            "",
+        )
+    )
+    forgotten = cli("plan", quickstart)
+    assert changes(forgotten.stdout, "ws-accueil") == changes(taken_off.stdout, "ws-accueil")
+
     quickstart.write_text(
         declared.replace(
             "path: demo-out/workstations/ws-accueil\n", "path: demo-out/workstations/ws-accueil-2\n"
