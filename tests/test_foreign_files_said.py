@@ -145,3 +145,28 @@ def test_every_file_in_the_way_of_a_new_generation_is_said_not_only_the_first(
         out / "workstations/ws-marches/syndicat-eaux.g1.p12"
     ) in (planned.stdout)
     assert "commune-exemple.g1.p12  [new-generation]" not in planned.stdout
+
+
+def test_a_copy_named_beyond_the_next_generation_holds_its_entity_whatever_comes_before_it(
+    cli: Runner, quickstart: Path
+) -> None:
+    """commune-exemple, first in the manifest, declared absent; a file named as syndicat-eaux's
+    generation 5 on ws-marches (its next is 2): the state is older than its targets, the plan
+    says so, naming the file, and holds syndicat-eaux (exit 1)."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "  - id: commune-exemple\n", "  - id: commune-exemple\n    state: absent\n"
+        )
+    )
+    later = quickstart.parent / "demo-out/workstations/ws-marches/syndicat-eaux.g5.p12"
+    later.write_bytes(b"a copy from a later state")
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 1, planned.stdout
+    said = [line.strip() for line in planned.stdout.splitlines() if "! conflict" in line]
+    assert said == [
+        f"! conflict g5 on ws-marches: {later}  [conflict] a file this state did not write "
+        "stands named as generation 5, a number this state never gave (its next is 2: the "
+        "state is older than its targets) (not a PKCS#12 file): left as it is"
+    ], planned.stdout
+    assert "apply leaves syndicat-eaux alone" in planned.stdout, planned.stdout
