@@ -170,3 +170,25 @@ def test_a_copy_named_beyond_the_next_generation_holds_its_entity_whatever_comes
         "state is older than its targets) (not a PKCS#12 file): left as it is"
     ], planned.stdout
     assert "apply leaves syndicat-eaux alone" in planned.stdout, planned.stdout
+
+
+def test_a_key_put_over_a_copy_on_a_workstation_taken_off_the_entity_is_not_removed(
+    cli: Runner, quickstart: Path
+) -> None:
+    """ws-accueil taken off commune-exemple's workstations, and someone's own bi-clé put
+    over the copy there: the copy to remove is no longer what this state wrote, so the plan
+    says so and apply leaves the file, whose key may exist nowhere else."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "workstations: [service-marches, ws-accueil]", "workstations: [service-marches]"
+        )
+    )
+    theirs = foreign_pkcs12(PASSWORDS["commune-exemple"])
+    path = put_in_the_way(quickstart, theirs)
+    planned = cli("plan", quickstart)
+    assert f"- remove g1 on ws-accueil: {path}" not in planned.stdout, planned.stdout
+    assert "stands where a copy to remove was" in conflict_line(planned.stdout), planned.stdout
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert path.read_bytes() == theirs

@@ -30,16 +30,14 @@ def parse_copy_name(name: str) -> tuple[str, int] | None:
 
 
 def paths_to_observe(desired: Desired, recorded: Recorded) -> dict[str, set[str]]:
-    """Per target name, the paths the planner will ask about: live and next generations on
-    every target, every generation on shared locations, and every recorded copy."""
+    """Per target name, the paths the planner will ask about: every generation's and the next
+    one's on every target a run covers, and every recorded copy."""
     wanted: dict[str, set[str]] = {}
     for entity in desired.manifest.entities:
         if not desired.in_scope(entity.id):
             continue
         generations = recorded.generations_of(entity.id)
-        live = [g.number for g in generations if g.status in LIVE]
-        live.append(next_number(recorded, entity.id))
-        every = [g.number for g in generations] + [live[-1]]
+        every = [g.number for g in generations] + [next_number(recorded, entity.id)]
         if entity.state == "present":
             for target in entity.targets:
                 if not desired.covers(entity.id, target.name):
