@@ -236,3 +236,22 @@ def test_a_file_where_the_next_generation_goes_is_said_now_within_the_limit(
     assert (
         stray.read_bytes() == files["workstations/ws-accueil/commune-exemple.g1.p12"].read_bytes()
     )
+
+
+def test_an_entity_limited_run_sees_its_copies_whatever_entity_comes_first(
+    cli: Runner, quickstart: Path
+) -> None:
+    """--limit syndicat-eaux, the second entity of the manifest: its copies are looked at and
+    found as written, so nothing is planned, and a deleted one is written again."""
+    files = applied(cli, quickstart)
+    limited = cli("plan", "--detailed-exitcode", "--limit", "syndicat-eaux", quickstart)
+    assert limited.returncode == 0, limited.stdout
+    files[MARCHES_SYNDICAT].unlink()
+    again = cli("plan", "--limit", "syndicat-eaux", quickstart)
+    assert f"+ write g1 on ws-marches: {files[MARCHES_SYNDICAT]}  [missing]" in again.stdout
+    assert "Plan: 1 to create, 0 to update, 0 to remove." in again.stdout, again.stdout
+    # a file where its next generation goes is looked at too
+    stray = files[MARCHES_SYNDICAT].with_name("syndicat-eaux.g2.p12")
+    stray.write_bytes(b"not a key")
+    held = cli("plan", "--limit", "syndicat-eaux", quickstart)
+    assert f"! conflict g2 on ws-marches: {stray}" in held.stdout, held.stdout
