@@ -44,6 +44,9 @@ def test_invariant_1_escrow_first_no_key_is_recorded_or_distributed_before_escro
                 passwords=session.passwords,
                 plan=plan,
                 now=clock.now(),
+                parallel=8,
+                pool=session.pool,
+                issuers={},
             ).run()
     assert state_rows(quickstart, "SELECT * FROM generations") == []
     assert p12_files(quickstart) == {} if (quickstart.parent / "demo-out").exists() else True

@@ -211,6 +211,9 @@ def test_escrow_first_nothing_is_recorded_or_distributed_when_the_seal_fails(
             passwords=session.passwords,
             plan=plan,
             now=clock.now(),
+            parallel=8,
+            pool=session.pool,
+            issuers={},
         ).run()
     made = [o for o in result.failures if o.action.kind == "create-generation"]
     assert len(made) == 2 and all("refused the write" in (o.error or "") for o in made)

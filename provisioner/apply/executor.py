@@ -88,12 +88,12 @@ class Executor:
         passwords: dict[str, str],
         plan: Plan,
         now: dt.datetime,
-        parallel: int = 8,
+        parallel: int,
+        pool: TransportPool,
+        issuers: dict[str, certificates.CertificateAuthority],
         progress: ProgressFn | None = None,
-        pool: TransportPool | None = None,
-        issuers: dict[str, certificates.CertificateAuthority] | None = None,
     ) -> None:
-        self.own_pool = pool is None
+        """`pool` is the session's: its connections are closed with the session, not here."""
         self.ctx = RunContext(
             desired=desired,
             recorded=recorded,
@@ -103,8 +103,8 @@ class Executor:
             plan=plan,
             now=now,
             parallel=parallel,
-            pool=pool or TransportPool(),
-            issuers=dict(issuers or {}),  # loaded once, by the caller or on first use
+            pool=pool,
+            issuers=dict(issuers),  # loaded once, by the caller or on first use
         )
         if progress is not None:
             self.ctx.progress = progress
@@ -117,6 +117,4 @@ class Executor:
         finally:
             ctx.workers.close()
             ctx.copies.close()
-            if self.own_pool:
-                ctx.pool.close()
         return ctx.result
