@@ -74,3 +74,20 @@ def test_each_copy_change_says_what_and_why(cli: Runner, quickstart: Path) -> No
         f"- remove g1 on ws-accueil: {out}/ws-accueil/commune-exemple.g1.p12  [moved] "
         "the target's folder changed",
     ], moved.stdout
+
+
+def test_a_renewal_also_puts_back_an_older_generations_lost_copy_on_the_shared_location(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Generation 1's copy on the backup share deleted, then the renewal: the share gets
+    generation 2 and generation 1 back (shared locations keep every generation), in one
+    plan."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    backup = quickstart.parent / "demo-out" / "shared" / "backup"
+    (backup / "commune-exemple.g1.p12").unlink()
+    renewal = cli("plan", quickstart, env=RENEWAL)
+    assert [c for c in changes(renewal.stdout, "backup-share") if "commune-exemple" in c] == [
+        f"+ write g2 on backup-share: {backup}/commune-exemple.g2.p12  [new-generation] "
+        "copy of the new generation",
+        f"+ write g1 on backup-share: {backup}/commune-exemple.g1.p12  [missing] no file there",
+    ], renewal.stdout
