@@ -1094,3 +1094,14 @@ def test_recover_rebuilds_the_state_in_the_state_dir_it_is_given(
     assert not state_dir(quickstart).exists()
     assert cli("plan", "--detailed-exitcode", *given, quickstart).returncode == 0
     assert key_fingerprints(quickstart) == keys
+
+
+def test_recover_uses_the_state_backend_it_is_given(cli: Runner, quickstart: Path) -> None:
+    """`recover --state-backend postgresql` on a manifest that declares no PostgreSQL state:
+    refused, naming what is missing, and no SQLite state is made instead."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    lose_state(quickstart)
+    done = cli("recover", "--auto-approve", "--state-backend", "postgresql", quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "a PostgreSQL state needs its DSN" in done.stderr, done.stderr
+    assert not state_dir(quickstart).exists()
