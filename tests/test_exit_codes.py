@@ -152,3 +152,45 @@ def test_ctrl_c_at_the_approval_prompt_says_nothing_was_done(quickstart: Path) -
     assert err.decode().strip() == "Interrupted (Ctrl-C) at the prompt: nothing was done."
     assert not (quickstart.parent / "demo-out").exists()
     assert not (quickstart.parent / ".provisioner").exists()
+
+
+def test_a_recover_waiting_at_its_prompt_holds_the_lock_and_is_named(
+    cli: Runner, quickstart: Path
+) -> None:
+    """An operator leaves `recover` at its question: the state stays locked, and an apply
+    started meanwhile is refused naming that recover and its process; answered "no", recover
+    writes nothing and the lock is free again."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    shutil.rmtree(quickstart.parent / ".provisioner")
+    main, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "recover", str(quickstart)],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=quickstart.parent,
+        env=env,
+    )
+    os.close(terminal)
+    try:
+        shown = b""
+        deadline = time.monotonic() + 60
+        assert process.stdout is not None
+        while b"Record this?" not in shown and time.monotonic() < deadline:
+            ready, _, _ = select.select([process.stdout], [], [], 1)
+            if ready:
+                shown += os.read(process.stdout.fileno(), 65536)
+        assert b"Record this?" in shown, shown
+        refused = cli("apply", "--auto-approve", quickstart)
+        assert refused.returncode != 0, refused.stdout
+        said = " ".join(refused.stderr.split())
+        assert f"pid {process.pid} (" in said and "running `recover` since" in said, said
+    finally:
+        os.write(main, b"no\n")
+        process.communicate(timeout=120)
+        os.close(main)
+    assert process.returncode == 1
+    assert not (quickstart.parent / ".provisioner" / "state.db").exists()
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
