@@ -192,3 +192,17 @@ def test_a_key_put_over_a_copy_on_a_workstation_taken_off_the_entity_is_not_remo
     done = cli("apply", "--auto-approve", quickstart)
     assert done.returncode == 1, done.stdout + done.stderr
     assert path.read_bytes() == theirs
+
+
+def test_a_copy_named_beyond_the_next_generation_is_said_though_a_target_before_it_is_unreachable(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    backup = quickstart.parent / "demo-out" / "shared" / "backup"
+    backup.rename(tmp_path / "backup-away")
+    backup.symlink_to(tmp_path / "backup-away")  # a folder this tool refuses to write through
+    later = quickstart.parent / "demo-out/workstations/ws-marches/syndicat-eaux.g5.p12"
+    later.write_bytes(b"a copy from a later state")
+    planned = cli("plan", quickstart)
+    assert "backup-share: cannot observe the target" in planned.stdout, planned.stdout
+    assert f"! conflict g5 on ws-marches: {later}" in planned.stdout, planned.stdout
