@@ -206,3 +206,27 @@ def test_a_copy_named_beyond_the_next_generation_is_said_though_a_target_before_
     planned = cli("plan", quickstart)
     assert "backup-share: cannot observe the target" in planned.stdout, planned.stdout
     assert f"! conflict g5 on ws-marches: {later}" in planned.stdout, planned.stdout
+
+
+def test_every_copy_to_remove_that_changed_is_said_not_only_the_first(
+    cli: Runner, quickstart: Path
+) -> None:
+    """The renewal would take generation 1 off both workstations, but someone put their own
+    bi-clé over each of those copies: the plan names both files (the operator sees them all
+    at once) and apply leaves both."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    out = quickstart.parent / "demo-out" / "workstations"
+    theirs = foreign_pkcs12(PASSWORDS["commune-exemple"])
+    changed = [out / "ws-accueil/commune-exemple.g1.p12", out / "ws-marches/commune-exemple.g1.p12"]
+    for path in changed:
+        path.write_bytes(theirs)
+    renewal = {"PROVISIONER_NOW": "2028-10-15T10:00:00Z"}
+    planned = cli("plan", quickstart, env=renewal)
+    said = [
+        line.strip().split("  ")[0]
+        for line in planned.stdout.splitlines()
+        if "stands where a copy to remove was" in line
+    ]
+    assert said == [f"! conflict g1 on {p.parent.name}: {p}" for p in changed], planned.stdout
+    assert cli("apply", "--auto-approve", quickstart, env=renewal).returncode == 1
+    assert all(path.read_bytes() == theirs for path in changed)
