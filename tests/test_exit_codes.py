@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Runner
+from tests.conftest import REPO, TEST_CLOCK, Runner
 
 
 @pytest.mark.parametrize(
@@ -58,14 +59,14 @@ def test_detailed_exitcode_two_only_for_changes(cli: Runner, quickstart: Path) -
     assert cli("plan", "--help").returncode == 0
 
 
-def run_in_terminal(args: list[str], answer: str, cwd: Path) -> tuple[int, str, str]:
-    """Run the CLI with a terminal on standard input (apply asks only there) and type `answer`."""
+def start_in_terminal(
+    args: list[str], cwd: Path, text: bool = False
+) -> tuple[subprocess.Popen[Any], int]:
+    """Start the CLI with a terminal on standard input (apply and recover ask only there), at
+    the suite's pinned clock; the process and the terminal's side to type into."""
     main, terminal = pty.openpty()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PROVISIONER_") or k == "PROVISIONER_NOW"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env["PROVISIONER_NOW"] = TEST_CLOCK.isoformat()  # the clock `cli` runs every command at
     process = subprocess.Popen(
         [sys.executable, "-m", "provisioner", *args],
         stdin=terminal,
@@ -73,9 +74,27 @@ def run_in_terminal(args: list[str], answer: str, cwd: Path) -> tuple[int, str, 
         stderr=subprocess.PIPE,
         cwd=cwd,
         env=env,
-        text=True,
+        text=text,
     )
     os.close(terminal)
+    return process, main
+
+
+def wait_for(process: subprocess.Popen[Any], shown: bytes, seconds: float) -> bytes:
+    """What the process printed until it printed `shown` (its question), or `seconds` passed."""
+    assert process.stdout is not None
+    out = b""
+    deadline = time.monotonic() + seconds
+    while shown not in out and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1)
+        if ready:
+            out += os.read(process.stdout.fileno(), 65536)
+    return out
+
+
+def run_in_terminal(args: list[str], answer: str, cwd: Path) -> tuple[int, str, str]:
+    """Run the CLI with a terminal on standard input and type `answer`."""
+    process, main = start_in_terminal(args, cwd, text=True)
     time.sleep(0.5)
     os.write(main, answer.encode() + b"\n")
     out, err = process.communicate(timeout=120)
@@ -122,29 +141,8 @@ def test_the_readme_table_lists_the_exit_codes() -> None:
 def test_ctrl_c_at_the_approval_prompt_says_nothing_was_done(quickstart: Path) -> None:
     """Issue 31: Ctrl-C at apply's question said "an unfinished step was rolled back"; nothing
     had been done, and nothing is written (not even a state folder)."""
-    main, terminal = pty.openpty()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PROVISIONER_") or k == "PROVISIONER_NOW"
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "provisioner", "apply", str(quickstart)],
-        stdin=terminal,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=quickstart.parent,
-        env=env,
-    )
-    os.close(terminal)
-    assert process.stdout is not None
-    shown = b""
-    deadline = time.monotonic() + 120
-    while b"Only 'yes' will be accepted" not in shown and time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1)
-        if ready:
-            shown += os.read(process.stdout.fileno(), 65536)
-    assert b"Only 'yes' will be accepted" in shown
+    process, main = start_in_terminal(["apply", str(quickstart)], quickstart.parent)
+    assert b"Only 'yes' will be accepted" in wait_for(process, b"Only 'yes' will be accepted", 120)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     os.close(main)
@@ -162,25 +160,9 @@ def test_a_recover_waiting_at_its_prompt_holds_the_lock_and_is_named(
     writes nothing and the lock is free again."""
     assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
     shutil.rmtree(quickstart.parent / ".provisioner")
-    main, terminal = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "provisioner", "recover", str(quickstart)],
-        stdin=terminal,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=quickstart.parent,
-        env=env,
-    )
-    os.close(terminal)
+    process, main = start_in_terminal(["recover", str(quickstart)], quickstart.parent)
     try:
-        shown = b""
-        deadline = time.monotonic() + 60
-        assert process.stdout is not None
-        while b"Record this?" not in shown and time.monotonic() < deadline:
-            ready, _, _ = select.select([process.stdout], [], [], 1)
-            if ready:
-                shown += os.read(process.stdout.fileno(), 65536)
+        shown = wait_for(process, b"Record this?", 60)
         assert b"Record this?" in shown, shown
         refused = cli("apply", "--auto-approve", quickstart)
         assert refused.returncode != 0, refused.stdout
