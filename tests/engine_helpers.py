@@ -140,6 +140,13 @@ def set_escrow_blob(manifest: Path, name: str, data: bytes | None) -> None:
         conn.execute("ALTER TABLE escrow ENABLE TRIGGER USER")
 
 
+def out_of_reach(folder: Path, away: Path) -> None:
+    """A target folder made unreachable: moved to `away` and a symlink left in its place, a
+    folder this tool refuses to write through (the target cannot be observed)."""
+    folder.rename(away)
+    folder.symlink_to(away)
+
+
 def lose_state(manifest: Path) -> None:
     """The state and its escrow lost (the admin host's disk; the database dropped)."""
     found = postgresql_of(manifest)

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
 from tests.conftest import Runner
-from tests.engine_helpers import PASSWORDS
+from tests.engine_helpers import PASSWORDS, out_of_reach
 
 COPY = "commune-exemple.g1.p12"
 CONSULTATIONS = """version: 1
@@ -53,8 +53,7 @@ def test_a_changed_copy_is_named_though_a_target_before_it_was_not_reached(
     cli: Runner, bound: Path, tmp_path: Path
 ) -> None:
     backup = bound.parent / "demo-out" / "shared" / "backup"
-    backup.rename(tmp_path / "backup-away")
-    backup.symlink_to(tmp_path / "backup-away")  # a folder this tool refuses to write through
+    out_of_reach(backup, tmp_path / "backup-away")
     copy_on(bound, "workstations/ws-marches").write_bytes(b"")
     planned = cli("plan", bound, *with_file(bound))
     assert "backup-share: cannot observe the target" in planned.stdout, planned.stdout
@@ -113,8 +112,7 @@ def test_a_deleted_copy_is_named_though_a_target_before_it_was_not_reached(
     cli: Runner, bound: Path, tmp_path: Path
 ) -> None:
     backup = bound.parent / "demo-out" / "shared" / "backup"
-    backup.rename(tmp_path / "backup-away")
-    backup.symlink_to(tmp_path / "backup-away")  # a folder this tool refuses to write through
+    out_of_reach(backup, tmp_path / "backup-away")
     copy_on(bound, "workstations/ws-marches").unlink()
     planned = cli("plan", bound, *with_file(bound))
     assert "backup-share: cannot observe the target" in planned.stdout, planned.stdout
@@ -135,8 +133,7 @@ def test_a_retired_key_brought_back_is_not_called_missing_where_nothing_was_look
     assert cli("apply", "--auto-approve", "-q", quickstart, env=renewal).returncode == 0
     assert not copy_on(quickstart, "workstations/ws-marches").exists()
     accueil = quickstart.parent / "demo-out" / "workstations" / "ws-accueil"
-    accueil.rename(tmp_path / "accueil-away")
-    accueil.symlink_to(tmp_path / "accueil-away")  # a folder this tool refuses to write through
+    out_of_reach(accueil, tmp_path / "accueil-away")
     (quickstart.parent / "consultations.yaml").write_text(
         CONSULTATIONS.replace("2027-03-01", "2029-03-01").replace("2027-03-05", "2029-03-05")
     )
