@@ -245,6 +245,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # PROVISIONER_MUTATION_BUDGET seconds of tests (by their recorded durations; 0: no limit).
 # A mutant that outlives its budget counts as survived: the budget can only lower the score.
 MUTATION_KILLS = REPO / "mutation-kills.jsonl"
+# The kills of earlier runs, shipped with the tests (one "function test" pair a line), so that
+# a first run on a fresh clone starts with what killed each function's mutants before. Made
+# anew with `sort -u mutants/mutation-kills.jsonl tests/data/mutation-kills.txt`.
+MUTATION_KILLS_SEEN = Path(__file__).resolve().parent / "data" / "mutation-kills.txt"
 # What each test costs, setup and teardown included (mutmut records the call alone, and a
 # history's setup is most of its cost): written by mutmut's stats run, read by the budget.
 MUTATION_DURATIONS = REPO / "mutation-durations.json"
@@ -265,10 +269,14 @@ def _mutated_function(mutant: str) -> str:
 def _kills_of(function: str) -> dict[str, int]:
     """How many mutants of `function` (then of its module) each test has killed so far."""
     found: dict[str, int] = {}
-    if not MUTATION_KILLS.is_file():
-        return found
+    lines = [
+        line
+        for kills in (MUTATION_KILLS_SEEN, MUTATION_KILLS)
+        if kills.is_file()
+        for line in kills.read_text(encoding="utf-8").splitlines()
+    ]
     module = function.rsplit(".", 1)[0] + "."
-    for line in MUTATION_KILLS.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         killed_function, _, test = line.partition(" ")
         if killed_function == function:
             found[test] = found.get(test, 0) + 1000
