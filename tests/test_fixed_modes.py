@@ -97,3 +97,19 @@ def test_modes_a_filesystem_fixes_give_one_warning_per_target_not_a_rewrite_each
     actions, warnings = _plan(dict(unfixed))
     assert actions == ["~ write-copy permissions nas", "~ write-copy permissions nas"]
     assert warnings == []
+
+
+def test_on_a_filesystem_that_fixes_modes_only_a_mode_others_can_read_is_flagged(
+    tmp_path: Path,
+) -> None:
+    """The transport flags a copy as fixed-mode only when its mode lets others read it: a
+    private copy on such a filesystem needs no warning (the planner relies on it)."""
+    target = Target("ws", "workstation", "local", str(tmp_path), Location("m.yaml"))
+    transport = LocalTransport(target)
+    transport.write(str(tmp_path / "ville.g1.p12"), b"bytes")
+    transport._mode_fixed = True  # what the mount table says of a CIFS mount (tested above)
+    private = transport.observe(str(tmp_path / "ville.g1.p12"))
+    assert private is not None and private.mode == 0o600 and not private.mode_fixed
+    os.chmod(tmp_path / "ville.g1.p12", 0o640)
+    shown = transport.observe(str(tmp_path / "ville.g1.p12"))
+    assert shown is not None and shown.mode == 0o640 and shown.mode_fixed

@@ -155,7 +155,7 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
             )
             reason = first_reason(COPY_CHECKS, ctx)
             facts = ctx.observed
-            if facts is not None and facts.mode_fixed and facts.mode & 0o077:
+            if facts is not None and facts.mode_fixed:
                 p.fixed_modes.setdefault(target.name, (target.path, facts.mode))
             if reason is not None and reason.code == ReasonCode.CONFLICT:
                 p.conflict_action(entity, number, target.name, path, reason.message)

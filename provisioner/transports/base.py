@@ -34,7 +34,8 @@ class FileFacts:
     # reports a security descriptor); empty elsewhere, where `mode` tells.
     owner: str = ""
     readers: tuple[str, ...] = ()
-    # local: the filesystem fixes the mode (a CIFS mount's file_mode): chmod cannot change it
+    # local: the mode lets others read the file and the filesystem fixes it (a CIFS mount's
+    # file_mode): chmod cannot change it. Never set for a mode that lets no one else read.
     mode_fixed: bool = False
 
 
