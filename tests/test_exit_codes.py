@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,26 @@ def test_a_recover_waiting_at_its_prompt_holds_the_lock_and_is_named(
     assert not (quickstart.parent / ".provisioner" / "state.db").exists()
     done = cli("recover", "--auto-approve", quickstart)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_recover_given_a_lock_timeout_waits_for_the_holder_then_records(
+    cli: Runner, quickstart: Path
+) -> None:
+    """A scheduled `recover --lock-timeout 60` started while another recover waits at its
+    question: it waits, and once the other is answered "no" it takes the lock and records the
+    state again (without the timeout it would have been refused at once)."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    shutil.rmtree(quickstart.parent / ".provisioner")
+    process, main = start_in_terminal(["recover", str(quickstart)], quickstart.parent)
+    answer = threading.Timer(4.0, lambda: os.write(main, b"no\n"))
+    try:
+        assert b"Record this?" in wait_for(process, b"Record this?", 60)
+        answer.start()
+        waited = cli("recover", "--auto-approve", "--lock-timeout", "60", quickstart)
+    finally:
+        answer.join()
+        process.communicate(timeout=120)
+        os.close(main)
+    assert process.returncode == 1
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert (quickstart.parent / ".provisioner" / "state.db").is_file()

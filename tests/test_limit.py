@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from tests.conftest import TEST_CLOCK, Runner
-from tests.engine_helpers import escrow_blob, p12_files, set_escrow_blob, state_rows
+from tests.engine_helpers import escrow_blob, out_of_reach, p12_files, set_escrow_blob, state_rows
 
 ACCUEIL = "workstations/ws-accueil/commune-exemple.g1.p12"
 MARCHES = "workstations/ws-marches/commune-exemple.g1.p12"
@@ -257,3 +257,19 @@ def test_an_entity_limited_run_sees_its_copies_whatever_entity_comes_first(
     stray.write_bytes(b"not a key")
     held = cli("plan", "--limit", "syndicat-eaux", quickstart)
     assert f"! conflict g2 on ws-marches: {stray}" in held.stdout, held.stdout
+
+
+def test_a_target_only_another_entity_uses_is_not_looked_at_and_its_outage_does_not_count(
+    cli: Runner, quickstart: Path
+) -> None:
+    """ws-accueil holds commune-exemple's copies only: down, it does not concern a run
+    limited to syndicat-eaux, which exits 0 and does not name it (an operator fixing one
+    entity is not told of another's outage, nor given the partial exit code)."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    workstations = quickstart.parent / "demo-out" / "workstations"
+    out_of_reach(workstations / "ws-accueil", workstations / "elsewhere")
+    limited = cli("plan", "--limit", "syndicat-eaux", quickstart)
+    assert limited.returncode == 0, limited.stdout + limited.stderr
+    assert "ws-accueil" not in limited.stdout + limited.stderr
+    whole = cli("plan", quickstart)
+    assert whole.returncode == 4 and "ws-accueil" in whole.stdout + whole.stderr

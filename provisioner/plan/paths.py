@@ -70,7 +70,8 @@ def next_numbers(desired: Desired, recorded: Recorded) -> dict[str, dict[str, in
 def resolve_target(desired: Desired, recorded: Recorded, name: str) -> Target | None:
     """A target by name: from the manifest, else as last recorded in the state."""
     manifest = desired.manifest
-    target = manifest.workstations.get(name) or manifest.locations.get(name)
-    if target is None and name in recorded.targets:
-        target = target_from_spec(recorded.targets[name])
-    return target
+    declared = manifest.workstations.get(name) or manifest.locations.get(name)
+    if declared is not None:
+        return declared  # the manifest's, never the state's older record of it
+    spec = recorded.targets.get(name)
+    return target_from_spec(spec) if spec is not None else None

@@ -49,7 +49,7 @@ def run(
             if found.blocking:
                 return 1
             if not found.changes:
-                if session.db is not None and not session.created:
+                if not session.created:
                     # A recover interrupted after its record, before its bindings: the guards
                     # are recorded now (nothing is written to any target).
                     bound = bind(session, parallel, now)
