@@ -1,6 +1,6 @@
-"""The mutations of one SQLite write transaction (`StateDB.change()`), who makes them, and the
-rows they write (shared with the PostgreSQL state, `state/pg.py`: the same values in the same
-columns)."""
+"""The mutations of one write transaction (`StateDB.change()`, and `PgStore.change()` through
+`state/pg.PgChange`), who makes them, and the rows they write: one text of each statement and
+one row of each record for both backends."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import getpass
 import json
 import os
 import socket
-import sqlite3
-from typing import Any
+from typing import Any, Protocol
 
 from provisioner import clock
 from provisioner.state.records import RecordedConsultation, RecordedCopy, RecordedGeneration
@@ -25,82 +24,104 @@ def actor() -> str:
     return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
-class Change:
-    """Mutations inside one transaction."""
+class Executes(Protocol):
+    """A database connection as a change uses it: SQLite's, or psycopg's."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def execute(self, query: str, params: tuple[object, ...], /) -> object: ...
+
+
+class Change:
+    """Mutations inside one transaction: the one text of each statement, for SQLite and for
+    PostgreSQL (`state/pg.PgChange`), in the SQL both speak (upserts with `ON CONFLICT`);
+    only the placeholder differs."""
+
+    placeholder = "?"  # sqlite3's; psycopg's is %s
+
+    def __init__(self, conn: Executes) -> None:
         self.conn = conn
         self.actor = actor()
 
+    def _run(self, statement: str, params: tuple[object, ...]) -> None:
+        if self.placeholder != "?":
+            statement = statement.replace("?", self.placeholder)
+        self.conn.execute(statement, params)
+
     def audit(self, action: str, entity: str | None, **detail: Any) -> None:
         """Append an audit record; callers pass identifiers and fingerprints, never secrets."""
-        self.conn.execute(
+        self._run(
             "INSERT INTO audit (at, actor, action, entity, detail) VALUES (?, ?, ?, ?, ?)",
             audit_row(self.actor, action, entity, detail),
         )
 
     def add_generation(self, g: RecordedGeneration) -> None:
-        self.conn.execute(
+        self._run(
             "INSERT INTO generations (id, entity, number, designation, common_name, issuer,"
             " key_size, subject, certificate, chain, cert_sha256, key_sha256, chain_sha256,"
             " not_before, not_after, status, origin, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             generation_row(g),
         )
-        self.conn.execute(
-            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
-            (g.id, g.designation, clock.iso(g.created_at)),
+        self._designation(g.id, g.designation, g.created_at)
+
+    def _designation(self, generation_id: str, designation: str, since: dt.datetime) -> None:
+        self._run(
+            "INSERT INTO designations (generation, designation, since) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (generation_id, designation, clock.iso(since)),
         )
 
     def add_former_designation(
         self, generation_id: str, designation: str, since: dt.datetime
     ) -> None:
         """Record a name the generation had before it came under management (adopt)."""
-        self.conn.execute(
-            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
-            (generation_id, designation, clock.iso(since)),
-        )
+        self._designation(generation_id, designation, since)
 
     def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._run(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def set_status(self, generation_id: str, status: str, at: dt.datetime) -> None:
-        self.conn.execute(
+        self._run(
             "UPDATE generations SET status = ?, retired_at = ? WHERE id = ?",
             (status, clock.iso(at) if status == "retired" else None, generation_id),
         )
 
     def set_chain(self, generation_id: str, chain: bytes, chain_sha256: str) -> None:
-        self.conn.execute(
+        self._run(
             "UPDATE generations SET chain = ?, chain_sha256 = ? WHERE id = ?",
             (chain, chain_sha256, generation_id),
         )
 
     def set_designation(self, generation_id: str, designation: str) -> None:
         """Rename a generation; its former names stay in the designation history."""
-        self.conn.execute(
+        self._run(
             "UPDATE generations SET designation = ? WHERE id = ?", (designation, generation_id)
         )
-        self.conn.execute(
-            "INSERT OR IGNORE INTO designations (generation, designation, since) VALUES (?, ?, ?)",
-            (generation_id, designation, clock.iso(clock.now())),
-        )
+        self._designation(generation_id, designation, clock.now())
 
     def put_copy(self, c: RecordedCopy) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO copies (target, path, entity, generation, sha256, size,"
-            " profile, password_id, friendly_name, chain_sha256, written_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._run(
+            "INSERT INTO copies (target, path, entity, generation, sha256, size, profile,"
+            " password_id, friendly_name, chain_sha256, written_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (target, path) DO UPDATE SET entity = excluded.entity,"
+            " generation = excluded.generation, sha256 = excluded.sha256,"
+            " size = excluded.size, profile = excluded.profile,"
+            " password_id = excluded.password_id, friendly_name = excluded.friendly_name,"
+            " chain_sha256 = excluded.chain_sha256, written_at = excluded.written_at",
             copy_row(c),
         )
 
     def delete_copy(self, target: str, path: str) -> None:
-        self.conn.execute("DELETE FROM copies WHERE target = ? AND path = ?", (target, path))
+        self._run("DELETE FROM copies WHERE target = ? AND path = ?", (target, path))
 
     def put_consultation(self, c: RecordedConsultation) -> None:
         """Record a consultation, or update its status and dates; the binding itself is
         protected by a trigger and cannot change."""
-        self.conn.execute(
+        self._run(
             "INSERT INTO consultations (reference, entity, key_ref, generation, title, status,"
             " deadline, opening, bound_at, closed_at, cert_sha256)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -113,7 +134,11 @@ class Change:
         )
 
     def put_target(self, name: str, spec: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO targets (name, spec) VALUES (?, ?)", (name, spec))
+        self._run(
+            "INSERT INTO targets (name, spec) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+            (name, spec),
+        )
 
 
 def audit_row(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import json
 import threading
 import uuid
@@ -31,21 +30,12 @@ from psycopg.pq import TransactionStatus
 from provisioner import clock, faults
 from provisioner.errors import StateError
 from provisioner.state.blobs import MAX_BLOB_BYTES, BlobEntry
-from provisioner.state.change import (
-    actor,
-    audit_row,
-    consultation_row,
-    copy_row,
-    generation_row,
-)
+from provisioner.state.change import Change
 from provisioner.state.location import StateLocation
 from provisioner.state.pg_schema import MIGRATIONS, SCHEMA_VERSION, TABLES, statements
 from provisioner.state.records import (
     AuditRow,
     Recorded,
-    RecordedConsultation,
-    RecordedCopy,
-    RecordedGeneration,
 )
 from provisioner.state.snapshot import QUERIES, build_snapshot
 
@@ -187,106 +177,11 @@ def home_of(conn: psycopg.Connection[Any], schema: str) -> str:
     return f"postgresql://{cluster}/{name}/{schema}"
 
 
-class PgChange:
-    """Mutations inside one transaction (the SQL of `state/change.py`, for PostgreSQL)."""
+class PgChange(Change):
+    """Mutations inside one transaction: the statements of `state/change.py`, with psycopg's
+    placeholder."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-        self.actor = actor()
-
-    def audit(self, action: str, entity: str | None, **detail: Any) -> None:
-        """Append an audit record; callers pass identifiers and fingerprints, never secrets."""
-        self.conn.execute(
-            "INSERT INTO audit (at, actor, action, entity, detail) VALUES (%s, %s, %s, %s, %s)",
-            audit_row(self.actor, action, entity, detail),
-        )
-
-    def add_generation(self, g: RecordedGeneration) -> None:
-        self.conn.execute(
-            "INSERT INTO generations (id, entity, number, designation, common_name, issuer,"
-            " key_size, subject, certificate, chain, cert_sha256, key_sha256, chain_sha256,"
-            " not_before, not_after, status, origin, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            generation_row(g),
-        )
-        self._designation(g.id, g.designation, clock.iso(g.created_at))
-
-    def _designation(self, generation_id: str, designation: str, since: str) -> None:
-        self.conn.execute(
-            "INSERT INTO designations (generation, designation, since) VALUES (%s, %s, %s)"
-            " ON CONFLICT DO NOTHING",
-            (generation_id, designation, since),
-        )
-
-    def add_former_designation(
-        self, generation_id: str, designation: str, since: dt.datetime
-    ) -> None:
-        """Record a name the generation had before it came under management (adopt)."""
-        self._designation(generation_id, designation, clock.iso(since))
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (%s, %s)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    def set_status(self, generation_id: str, status: str, at: dt.datetime) -> None:
-        self.conn.execute(
-            "UPDATE generations SET status = %s, retired_at = %s WHERE id = %s",
-            (status, clock.iso(at) if status == "retired" else None, generation_id),
-        )
-
-    def set_chain(self, generation_id: str, chain: bytes, chain_sha256: str) -> None:
-        self.conn.execute(
-            "UPDATE generations SET chain = %s, chain_sha256 = %s WHERE id = %s",
-            (chain, chain_sha256, generation_id),
-        )
-
-    def set_designation(self, generation_id: str, designation: str) -> None:
-        """Rename a generation; its former names stay in the designation history."""
-        self.conn.execute(
-            "UPDATE generations SET designation = %s WHERE id = %s", (designation, generation_id)
-        )
-        self._designation(generation_id, designation, clock.iso(clock.now()))
-
-    def put_copy(self, c: RecordedCopy) -> None:
-        self.conn.execute(
-            "INSERT INTO copies (target, path, entity, generation, sha256, size, profile,"
-            " password_id, friendly_name, chain_sha256, written_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (target, path) DO UPDATE SET entity = excluded.entity,"
-            " generation = excluded.generation, sha256 = excluded.sha256,"
-            " size = excluded.size, profile = excluded.profile,"
-            " password_id = excluded.password_id, friendly_name = excluded.friendly_name,"
-            " chain_sha256 = excluded.chain_sha256, written_at = excluded.written_at",
-            copy_row(c),
-        )
-
-    def delete_copy(self, target: str, path: str) -> None:
-        self.conn.execute("DELETE FROM copies WHERE target = %s AND path = %s", (target, path))
-
-    def put_consultation(self, c: RecordedConsultation) -> None:
-        """Record a consultation, or update its status and dates; the binding itself is
-        protected by a trigger and cannot change."""
-        self.conn.execute(
-            "INSERT INTO consultations (reference, entity, key_ref, generation, title, status,"
-            " deadline, opening, bound_at, closed_at, cert_sha256)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (reference) DO UPDATE SET entity = excluded.entity,"
-            " key_ref = excluded.key_ref, generation = excluded.generation,"
-            " cert_sha256 = excluded.cert_sha256,"
-            " title = excluded.title, status = excluded.status, deadline = excluded.deadline,"
-            " opening = excluded.opening, closed_at = excluded.closed_at",
-            consultation_row(c),
-        )
-
-    def put_target(self, name: str, spec: str) -> None:
-        self.conn.execute(
-            "INSERT INTO targets (name, spec) VALUES (%s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
-            (name, spec),
-        )
+    placeholder = "%s"
 
 
 class PgStore:

@@ -17,72 +17,20 @@ from provisioner.state.records import (
     RecordedCopy,
     RecordedGeneration,
 )
+from provisioner.state.store import TABLE_COLUMNS
 
-# What the snapshot reads: each query's table, columns and order. A backend may fetch them its
-# own way (PostgreSQL: one JSON document a table, `state/pg.py`), the rows being the same.
+# What the snapshot reads: each query's table, columns and order, the columns being the table's
+# own (store.TABLE_COLUMNS, the one list; a generation's `retired_at` comes last and is not
+# read). A backend may fetch them its own way (PostgreSQL: one JSON document a table,
+# `state/pg.py`), the rows being the same.
 QUERIES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "meta": ("meta", ("key", "value"), ""),
-    "generations": (
-        "generations",
-        (
-            "id",
-            "entity",
-            "number",
-            "designation",
-            "common_name",
-            "issuer",
-            "key_size",
-            "subject",
-            "certificate",
-            "chain",
-            "cert_sha256",
-            "key_sha256",
-            "chain_sha256",
-            "not_before",
-            "not_after",
-            "status",
-            "origin",
-            "created_at",
-        ),
-        "entity, number",
-    ),
-    "copies": (
-        "copies",
-        (
-            "target",
-            "path",
-            "entity",
-            "generation",
-            "sha256",
-            "size",
-            "profile",
-            "password_id",
-            "friendly_name",
-            "chain_sha256",
-            "written_at",
-        ),
-        "",
-    ),
-    "targets": ("targets", ("name", "spec"), ""),
-    "consultations": (
-        "consultations",
-        (
-            "reference",
-            "entity",
-            "key_ref",
-            "generation",
-            "title",
-            "status",
-            "deadline",
-            "opening",
-            "bound_at",
-            "closed_at",
-            "cert_sha256",
-        ),
-        "",
-    ),
+    "meta": ("meta", TABLE_COLUMNS["meta"], ""),
+    "generations": ("generations", TABLE_COLUMNS["generations"][:-1], "entity, number"),
+    "copies": ("copies", TABLE_COLUMNS["copies"], ""),
+    "targets": ("targets", TABLE_COLUMNS["targets"], ""),
+    "consultations": ("consultations", TABLE_COLUMNS["consultations"], ""),
     # Every name a generation has had, oldest first; ties in insertion order (SQLite's rowid).
-    "designations": ("designations", ("generation", "designation"), "since, rowid"),
+    "designations": ("designations", TABLE_COLUMNS["designations"][:2], "since, rowid"),
 }
 Fetch = Callable[[str], Iterable[Sequence[Any]]]
 
