@@ -286,11 +286,16 @@ def _kills_of(function: str) -> dict[str, int]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    mutant = _mutant()
-    if not mutant:
-        return
     import json
 
+    mutant = _mutant()
+    if not mutant:
+        if items and _clean_run_repeats(items):
+            known: dict[str, float] = json.loads(MUTATION_DURATIONS.read_text())
+            fastest = min(items, key=lambda i: known.get(i.nodeid, 1.0))
+            config.hook.pytest_deselected(items=[i for i in items if i is not fastest])
+            items[:] = [fastest]
+        return
     durations: dict[str, float] = (
         json.loads(MUTATION_DURATIONS.read_text()) if MUTATION_DURATIONS.is_file() else {}
     )
@@ -320,8 +325,32 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             kills.write(f"{_mutated_function(mutant)} {report.nodeid}\n")
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("MUTANT_UNDER_TEST") == "stats" and _durations_seen:
         import json
 
         MUTATION_DURATIONS.write_text(json.dumps(_durations_seen, indent=0, sort_keys=True))
+        if exitstatus == 0:
+            # Every test passed on the unmutated tree, in this process: see _clean_run_repeats.
+            STATS_PASSED.write_text(
+                json.dumps({"pid": os.getpid(), "passed": sorted(_durations_seen)})
+            )
+
+
+# mutmut runs the tests twice on the unmutated tree before its first mutant: once to learn
+# which test reaches which function (the stats run), then again to see that they pass (the
+# clean run), each some 12 minutes in one process. When the stats run of this same process
+# has just passed every test, the clean run is a repeat of it: it runs the one fastest test.
+STATS_PASSED = REPO / "mutation-stats-passed.json"
+
+
+def _clean_run_repeats(items: list[pytest.Item]) -> bool:
+    """Whether this session is mutmut's clean run of tests that the stats run of this process
+    has just passed."""
+    if os.environ.get("MUTANT_UNDER_TEST") != "" or not STATS_PASSED.is_file():
+        return False
+    import json
+
+    seen = json.loads(STATS_PASSED.read_text())
+    passed = set(seen["passed"])
+    return seen["pid"] == os.getpid() and all(i.nodeid in passed for i in items)
