@@ -728,21 +728,23 @@ def test_share_paths_put_an_smb_workstations_receipts_where_the_tool_reads_them(
     the copy and leaves the receipt in the share's folder there (agent_stores_share_root),
     at the very file the tool reads through the share."""
     from provisioner.errors import Location
-    from provisioner.manifest.model import Install, Target
+    from provisioner.manifest.model import Install, SmbSpec, Target
     from provisioner.receipts import receipt_path
 
     share = _filters("share")
     target = Target(
         "ws-mairie-01",
         "workstation",
-        "smb",
         "/ProgramData/Provisioner",
         Location("m.yaml", 1, 1),
-        host="ws-mairie-01.mairie.local",
-        port=445,
-        user="MAIRIE\\svc-provisioner",
+        SmbSpec(
+            host="ws-mairie-01.mairie.local",
+            user="MAIRIE\\svc-provisioner",
+            share="C$",
+            password=None,
+            port=445,
+        ),
         install=Install(store="windows", users=("MAIRIE\\agent1",)),
-        share="C$",
     )
     copy = {
         "entity": "commune-exemple",

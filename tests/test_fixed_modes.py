@@ -44,7 +44,7 @@ def test_the_mount_table_tells_which_filesystems_fix_modes() -> None:
 
 
 def test_on_a_folder_where_chmod_works_a_readable_copy_is_still_reported(tmp_path: Path) -> None:
-    target = Target("ws", "workstation", "local", str(tmp_path), Location("m.yaml"))
+    target = Target("ws", "workstation", str(tmp_path), Location("m.yaml"))
     transport = LocalTransport(target)
     written = transport.write(str(tmp_path / "ville.g1.p12"), b"bytes")
     assert written.mode == 0o600 and not written.mode_fixed
@@ -104,7 +104,7 @@ def test_on_a_filesystem_that_fixes_modes_only_a_mode_others_can_read_is_flagged
 ) -> None:
     """The transport flags a copy as fixed-mode only when its mode lets others read it: a
     private copy on such a filesystem needs no warning (the planner relies on it)."""
-    target = Target("ws", "workstation", "local", str(tmp_path), Location("m.yaml"))
+    target = Target("ws", "workstation", str(tmp_path), Location("m.yaml"))
     transport = LocalTransport(target)
     transport.write(str(tmp_path / "ville.g1.p12"), b"bytes")
     transport._mode_fixed = True  # what the mount table says of a CIFS mount (tested above)

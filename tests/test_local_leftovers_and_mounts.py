@@ -81,7 +81,7 @@ def test_which_mount_fixes_the_modes_of_a_path(
 
 
 def target(path: str) -> Target:
-    return Target("nas", "location", "local", path, Location("m.yaml", 9, 7))
+    return Target("nas", "location", path, Location("m.yaml", 9, 7))
 
 
 def test_the_mount_table_is_read_from_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,9 +31,9 @@ from provisioner.transports.base import FileFacts
 
 NOW = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
 LOC = Location("m.yaml", 1, 1)
-NAS = Target("nas", "location", "local", "/srv/nas", LOC)
-WS1 = Target("ws1", "workstation", "local", "/srv/ws1", LOC)
-WS2 = Target("ws2", "workstation", "local", "/srv/ws2", LOC)
+NAS = Target("nas", "location", "/srv/nas", LOC)
+WS1 = Target("ws1", "workstation", "/srv/ws1", LOC)
+WS2 = Target("ws2", "workstation", "/srv/ws2", LOC)
 SPEC = KeySpec("Ville", None, "self-signed", 3072, 730, 60, "modern", Subject())
 
 

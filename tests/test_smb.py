@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from provisioner.errors import Location, TransportError
-from provisioner.manifest.model import SecretRef, Target
+from provisioner.manifest.model import SecretRef, SmbSpec, Target
 from provisioner.transports.base import FileFacts
 from tests import smbd as smbd_helpers
 from tests.conftest import REPO, Runner
@@ -258,14 +258,9 @@ def test_the_planner_compares_an_smb_copys_readers_not_its_mode() -> None:
     target = Target(
         "backup",
         "location",
-        "smb",
         "/keys",
         LOC,
-        host="nas",
-        port=445,
-        user="svc",
-        share="partage",
-        readers=group,
+        SmbSpec(host="nas", user="svc", share="partage", password=None, readers=group),
     )
     record = copy(target)
 
@@ -318,15 +313,16 @@ def test_the_connection_is_shared_and_comes_back_after_a_server_restart(
         return Target(
             name,
             "location",
-            "smb",
             f"/{tmp_path.name}/{name}",
             LOC,
-            host="127.0.0.1",
-            port=smbd.port,
-            user=smbd.user,
-            share=smbd.share,
-            password=SecretRef("env", "SMB_PW", tmp_path, LOC),
-            connect_timeout=3,
+            SmbSpec(
+                host="127.0.0.1",
+                user=smbd.user,
+                share=smbd.share,
+                password=SecretRef("env", "SMB_PW", tmp_path, LOC),
+                port=smbd.port,
+                connect_timeout=3,
+            ),
         )
 
     os.environ["SMB_PW"] = smbd.password
@@ -443,8 +439,8 @@ def test_a_server_that_stops_answering_mid_run_fails_within_the_operation_timeou
     hung = smbd_helpers.start()
     try:
         target = Target(
-            "backup", "location", "smb", "/d", LOC, host="127.0.0.1", port=hung.port,
-            user=hung.user, share=hung.share, connect_timeout=3,
+            "backup", "location", "/d", LOC, SmbSpec(host="127.0.0.1", port=hung.port,
+            user=hung.user, share=hung.share, password=None, connect_timeout=3),
         )  # fmt: skip
         transport = smb.SmbTransport(target, smb.SmbConnection(target, hung.password))
         transport.write("/d/ville.g1.p12", b"bytes")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.manifest.model import Manifest, SecretRef, Target
+from provisioner.manifest.model import Manifest, SecretRef, SmbSpec, Target
 from provisioner.plan.model import Desired, Observed
 from provisioner.plan.planner import plan
 from provisioner.plan.render import render_plan
@@ -22,7 +22,11 @@ from tests.test_planner import LOC, NOW, WS1, copy, entity, generation
 OWNER = "S-1-5-21-1-2-3-1001"  # the tool's account
 GROUP = "S-1-5-21-1-2-3-513"  # Domain Users, declared as the readers
 SHARE = Target(
-    "partage", "location", "smb", "/cles", LOC, host="nas", user="svc", share="cles", readers=GROUP
+    "partage",
+    "location",
+    "/cles",
+    LOC,
+    SmbSpec(host="nas", user="svc", share="cles", password=None, readers=GROUP),
 )
 LINE = "~ rewrite g1 on partage: /cles/ville.g1.p12  [permissions] "
 
@@ -63,7 +67,7 @@ def acl(*readers: str, owner: str = OWNER) -> FileFacts:
     return FileFacts(record.size, record.sha256, 0o777, owner=owner, readers=readers)
 
 
-NO_GROUP = replace(SHARE, readers=None)
+NO_GROUP = replace(SHARE, spec=replace(SHARE.spec_of(SmbSpec), readers=None))
 
 
 @pytest.mark.parametrize(

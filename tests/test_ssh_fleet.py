@@ -267,7 +267,7 @@ def test_each_kind_of_unreachable_host_is_named_and_tried_once_per_run(
     fleet: SshServer, tmp_path: Path
 ) -> None:
     from provisioner.errors import Location
-    from provisioner.manifest.model import Target
+    from provisioner.manifest.model import SshSpec, Target
     from provisioner.transports import TransportPool
     from provisioner.transports.base import Unreachable
 
@@ -295,15 +295,16 @@ def test_each_kind_of_unreachable_host_is_named_and_tried_once_per_run(
             target = Target(
                 name=f"ws-{kind.replace(' ', '-')}",
                 role="workstation",
-                transport="ssh",
                 path=str(fleet.root / tmp_path.name),
                 location=Location("test"),
-                host=host,
-                port=port,
-                user=fleet.user,
-                key_file=key,
-                known_hosts=hosts_file,
-                connect_timeout=1.0,
+                spec=SshSpec(
+                    host=host,
+                    user=fleet.user,
+                    known_hosts=hosts_file,
+                    port=port,
+                    key_file=key,
+                    connect_timeout=1.0,
+                ),
             )
             transport = pool.get(target)
             with pytest.raises(Unreachable) as first:

@@ -18,7 +18,7 @@ import pytest
 
 from provisioner.crypto import pkcs12
 from provisioner.errors import TransportError
-from provisioner.manifest.model import Target
+from provisioner.manifest.model import SshSpec, Target
 from provisioner.transports import TransportPool
 from provisioner.transports.ssh import SshTransport, replace_without_posix_rename
 from tests.conftest import Runner
@@ -96,15 +96,16 @@ def target(server: SshServer, folder: Path, name: str = "ws-a") -> Target:
     return Target(
         name=name,
         role="workstation",
-        transport="ssh",
         path=str(folder),
         location=Location("test"),
-        host="127.0.0.1",
-        port=server.port,
-        user=server.user,
-        key_file=server.client_key,
-        known_hosts=server.known_hosts(server.base / f"kh-{name}"),
-        connect_timeout=3.0,
+        spec=SshSpec(
+            host="127.0.0.1",
+            user=server.user,
+            known_hosts=server.known_hosts(server.base / f"kh-{name}"),
+            port=server.port,
+            key_file=server.client_key,
+            connect_timeout=3.0,
+        ),
     )
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Final, Literal
+from typing import ClassVar, Final, Literal, TypeVar
 
 from provisioner.errors import Location
 from provisioner.platform_csv import DEFAULT_FORMAT, ExportFormat
@@ -128,26 +128,69 @@ FILE_ONLY = Install()
 
 
 @dataclass(frozen=True, slots=True)
+class LocalSpec:
+    """A folder of this machine (or a share mounted on it): nothing beyond the path."""
+
+    kind: ClassVar[Literal["local"]] = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class SshSpec:
+    """An SFTP server: where it is, who logs in and how its host key is checked."""
+
+    host: str
+    user: str
+    known_hosts: Path | None
+    port: int = 22
+    key_file: Path | None = None  # None: the SSH agent
+    key_passphrase: SecretRef | None = None
+    connect_timeout: float = 10.0
+    kind: ClassVar[Literal["ssh"]] = "ssh"
+
+
+@dataclass(frozen=True, slots=True)
+class SmbSpec:
+    """An SMB2/3 share: where it is, who logs in, and who else may read the copies."""
+
+    host: str
+    user: str
+    share: str
+    password: SecretRef | None  # None only in a state record that lost it
+    port: int = 445
+    connect_timeout: float = 10.0
+    readers: str | None = None  # SID of the group that may read the copies
+    encrypt: bool = True  # SMB3 encryption required
+    kind: ClassVar[Literal["smb"]] = "smb"
+
+
+# What a target's transport needs beyond its name, role and path: one record per transport
+# (manifest/transport_kinds.py reads each from the manifest and the state).
+TransportSpec = LocalSpec | SshSpec | SmbSpec
+LOCAL = LocalSpec()
+
+S = TypeVar("S", LocalSpec, SshSpec, SmbSpec)
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """A workstation or shared location reached through a transport."""
 
     name: str
     role: Role
-    transport: Transport
     path: str  # local: absolute path; ssh: remote path; smb: folder in the share, "/" first
     location: Location
-    host: str | None = None
-    port: int = 22
-    user: str | None = None
-    key_file: Path | None = None
-    key_passphrase: SecretRef | None = None
-    known_hosts: Path | None = None
-    connect_timeout: float = 10.0
+    spec: TransportSpec = LOCAL
     install: Install = FILE_ONLY  # workstations only
-    share: str | None = None  # smb
-    password: SecretRef | None = None  # smb: the user's password
-    readers: str | None = None  # smb: SID of the group that may read the copies
-    encrypt: bool = True  # smb: SMB3 encryption required
+
+    @property
+    def transport(self) -> Transport:
+        return self.spec.kind
+
+    def spec_of(self, kind: type[S]) -> S:
+        """The transport's own fields, for the code of that transport alone."""
+        if not isinstance(self.spec, kind):
+            raise TypeError(f"{self.name} is a {self.transport} target, not {kind.kind}")
+        return self.spec
 
     @property
     def address(self) -> str:

@@ -21,6 +21,7 @@ from provisioner.manifest.checker import Checker
 from provisioner.manifest.names import _WINDOWS_ABS, file_name_problem
 
 Where = tuple[str | int, ...]
+RecordedRef = Callable[[object], m.SecretRef | None]
 
 
 class TransportKind:
@@ -60,20 +61,34 @@ class TransportKind:
         self, t: m.Target, resolve: Callable[[str], str]
     ) -> tuple[str | int | None, ...]:
         """What makes two targets the same folder (`resolve`: a local path's real path)."""
+        raise NotImplementedError
+
+    def remote_folder_key(
+        self, t: m.Target, host: str, port: int, share: str
+    ) -> tuple[str | int | None, ...]:
+        """A remote folder's identity: the host, port and share, and the path as the server
+        compares it."""
         path = posixpath.normpath(t.path)
         path = "/" + path.lstrip("/") if path.startswith("/") else path
         if self.case_insensitive(path):
             path = path.casefold()
-        host = (t.host or "").casefold()
-        return (t.transport, host, t.port, (t.share or "").casefold(), path)
+        return (t.transport, host.casefold(), port, share.casefold(), path)
 
     def case_insensitive(self, path: str) -> bool:
         return bool(_WINDOWS_ABS.match(path))
 
-    def spec_extra(self, t: m.Target) -> dict[str, object]:
-        """Fields of its own the state records beside the common ones (secret references,
-        never secrets)."""
+    def record(self, t: m.Target) -> dict[str, object]:
+        """The transport's own fields as the state records them beside the common ones
+        (secret references, never secrets): `target_spec` in transports/base.py."""
         return {}
+
+    def from_record(self, d: dict[str, Any], ref: RecordedRef) -> m.TransportSpec:
+        """The spec recorded by `record` (`ref` reads a recorded secret reference)."""
+        raise NotImplementedError
+
+    def readers(self, t: m.Target) -> str | None:
+        """The group its access control lets read the copies besides the tool (ACL kinds)."""
+        return None
 
     def credentials(
         self, t: m.Target
@@ -94,7 +109,10 @@ class Local(TransportKind):
 
     def target(self, c: Checker, item: dict[str, Any], role: m.Role, where: Where) -> m.Target:
         path = c.local_str(item["path"], (*where, "path"))
-        return m.Target(item["name"], role, "local", path, c.pos.at(where))
+        return m.Target(item["name"], role, path, c.pos.at(where))
+
+    def from_record(self, d: dict[str, Any], ref: RecordedRef) -> m.TransportSpec:
+        return m.LOCAL
 
     def join(self, folder: str, name: str) -> str:
         return os.path.join(folder, name)
@@ -119,39 +137,68 @@ class Ssh(TransportKind):
     def target(self, c: Checker, item: dict[str, Any], role: m.Role, where: Where) -> m.Target:
         passphrase = item.get("key_passphrase")
         key_file = item.get("key_file")
-        return m.Target(
-            item["name"],
-            role,
-            "ssh",
-            c.remote_path(item["path"], (*where, "path")),
-            c.pos.at(where),
+        spec = m.SshSpec(
             host=item["host"],
-            port=item.get("port", 22),
             user=item["user"],
+            known_hosts=c.local_path(item["known_hosts"], (*where, "known_hosts")),
+            port=item.get("port", 22),
             key_file=c.local_path(key_file, (*where, "key_file")) if key_file else None,
             key_passphrase=c.secret(passphrase, (*where, "key_passphrase")) if passphrase else None,
-            known_hosts=c.local_path(item["known_hosts"], (*where, "known_hosts")),
             connect_timeout=float(item.get("connect_timeout", 10.0)),
         )
+        path = c.remote_path(item["path"], (*where, "path"))
+        return m.Target(item["name"], role, path, c.pos.at(where), spec)
 
     def address(self, t: m.Target) -> str:
+        s = t.spec_of(m.SshSpec)
         sep = "" if t.path.startswith("/") else "/"
-        return f"{t.user}@{t.host}:{t.port}{sep}{t.path}"
+        return f"{s.user}@{s.host}:{s.port}{sep}{t.path}"
+
+    def folder_key(
+        self, t: m.Target, resolve: Callable[[str], str]
+    ) -> tuple[str | int | None, ...]:
+        s = t.spec_of(m.SshSpec)
+        return self.remote_folder_key(t, s.host, s.port, "")
+
+    def record(self, t: m.Target) -> dict[str, object]:
+        s = t.spec_of(m.SshSpec)
+        return {
+            "host": s.host,
+            "port": s.port,
+            "user": s.user,
+            "key_file": str(s.key_file) if s.key_file else None,
+            "key_passphrase": s.key_passphrase,
+            "known_hosts": str(s.known_hosts) if s.known_hosts else None,
+            "connect_timeout": s.connect_timeout,
+        }
+
+    def from_record(self, d: dict[str, Any], ref: RecordedRef) -> m.TransportSpec:
+        return m.SshSpec(
+            host=d.get("host") or "",
+            user=d.get("user") or "",
+            known_hosts=Path(d["known_hosts"]) if d.get("known_hosts") else None,
+            port=d.get("port") or 22,
+            key_file=Path(d["key_file"]) if d.get("key_file") else None,
+            key_passphrase=ref(d.get("key_passphrase")),
+            connect_timeout=float(d.get("connect_timeout") or 10.0),
+        )
 
     def credentials(
         self, t: m.Target
     ) -> tuple[list[tuple[str, m.SecretRef]], list[tuple[str, Path]]]:
-        secrets = [("key_passphrase", t.key_passphrase)] if t.key_passphrase else []
-        files = [(f, p) for f, p in (("key_file", t.key_file), ("known_hosts", t.known_hosts)) if p]
+        s = t.spec_of(m.SshSpec)
+        secrets = [("key_passphrase", s.key_passphrase)] if s.key_passphrase else []
+        files = [(f, p) for f, p in (("key_file", s.key_file), ("known_hosts", s.known_hosts)) if p]
         return secrets, files
 
     def ansible_connection(self, t: m.Target) -> dict[str, Any] | None:
-        out: dict[str, Any] = {"host": t.host, "port": t.port, "user": t.user}
-        if t.key_file is not None:
-            out["key_file"] = str(t.key_file)
-        if t.known_hosts is not None:
-            out["known_hosts"] = str(t.known_hosts)
-        out["connect_timeout"] = t.connect_timeout
+        s = t.spec_of(m.SshSpec)
+        out: dict[str, Any] = {"host": s.host, "port": s.port, "user": s.user}
+        if s.key_file is not None:
+            out["key_file"] = str(s.key_file)
+        if s.known_hosts is not None:
+            out["known_hosts"] = str(s.known_hosts)
+        out["connect_timeout"] = s.connect_timeout
         return out
 
 
@@ -174,24 +221,30 @@ class Smb(TransportKind):
                 if problem or part in (".", ".."):
                     c.error((*where, "path"), f"smb path {folder!r}: {problem or 'unsafe part'}")
                     break
-        return m.Target(
-            item["name"],
-            role,
-            "smb",
-            folder.rstrip("/") or "/",
-            c.pos.at(where),
+        spec = m.SmbSpec(
             host=item["host"],
-            port=item.get("port", 445),
             user=item["user"],
-            connect_timeout=float(item.get("connect_timeout", 10.0)),
             share=item["share"],
             password=c.secret(item["password"], (*where, "password")),
+            port=item.get("port", 445),
+            connect_timeout=float(item.get("connect_timeout", 10.0)),
             readers=item.get("readers"),
             encrypt=item.get("encrypt", True),
         )
+        return m.Target(item["name"], role, folder.rstrip("/") or "/", c.pos.at(where), spec)
 
     def address(self, t: m.Target) -> str:
-        return f"//{t.user}@{t.host}:{t.port}/{t.share}{t.path.rstrip('/')}"
+        s = t.spec_of(m.SmbSpec)
+        return f"//{s.user}@{s.host}:{s.port}/{s.share}{t.path.rstrip('/')}"
+
+    def folder_key(
+        self, t: m.Target, resolve: Callable[[str], str]
+    ) -> tuple[str | int | None, ...]:
+        s = t.spec_of(m.SmbSpec)
+        return self.remote_folder_key(t, s.host, s.port, s.share)
+
+    def readers(self, t: m.Target) -> str | None:
+        return t.spec_of(m.SmbSpec).readers
 
     def posix_modes(self, path: str) -> bool:
         return False  # each copy carries its own protected ACL (access_by_acl)
@@ -199,13 +252,30 @@ class Smb(TransportKind):
     def case_insensitive(self, path: str) -> bool:
         return True
 
-    def spec_extra(self, t: m.Target) -> dict[str, object]:
+    def record(self, t: m.Target) -> dict[str, object]:
+        s = t.spec_of(m.SmbSpec)
         return {
-            "share": t.share,
-            "password": t.password,
-            "readers": t.readers,
-            "encrypt": t.encrypt,
+            "host": s.host,
+            "port": s.port,
+            "user": s.user,
+            "connect_timeout": s.connect_timeout,
+            "share": s.share,
+            "password": s.password,
+            "readers": s.readers,
+            "encrypt": s.encrypt,
         }
+
+    def from_record(self, d: dict[str, Any], ref: RecordedRef) -> m.TransportSpec:
+        return m.SmbSpec(
+            host=d.get("host") or "",
+            user=d.get("user") or "",
+            share=d.get("share") or "",
+            password=ref(d.get("password")),
+            port=d.get("port") or 445,
+            connect_timeout=float(d.get("connect_timeout") or 10.0),
+            readers=d.get("readers"),
+            encrypt=d.get("encrypt", True),
+        )
 
 
 KINDS: dict[str, TransportKind] = {k.name: k for k in (Local(), Ssh(), Smb())}

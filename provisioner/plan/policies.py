@@ -215,16 +215,14 @@ def acl_readers(ctx: CopyContext) -> Reason | None:
     o = ctx.observed
     if o is None:
         return None
-    others = [sid for sid in o.readers if sid not in (o.owner, ctx.target.readers)]
+    group = kind_of(ctx.target).readers(ctx.target)
+    others = [sid for sid in o.readers if sid not in (o.owner, group)]
     if others:
         wanted = (
-            f"the tool's account and {sid_name(ctx.target.readers)}"
-            if ctx.target.readers
-            else "the tool's account alone"
+            f"the tool's account and {sid_name(group)}" if group else "the tool's account alone"
         )
         readers = ", ".join(sid_name(s) for s in others)
         return Reason(ReasonCode.PERMISSIONS, f"readable by {readers}: ACL set back to {wanted}")
-    group = ctx.target.readers
     if group and o.readers and group not in o.readers and group != o.owner:
         return Reason(
             ReasonCode.PERMISSIONS,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from provisioner.manifest.model import Target
+from provisioner.errors import TransportError
+from provisioner.manifest.model import SmbSpec, SshSpec, Target
 from provisioner.transports.base import Transport
 from provisioner.transports.local import LocalTransport
 
@@ -43,13 +44,14 @@ class TransportPool:
         from provisioner.transports.ssh import SshConnection, SshTransport
         from provisioner.transports.ssh_hostkeys import expected_host_keys
 
-        host_keys = expected_host_keys(target.known_hosts, target.host or "", target.port)
-        key = (target.host or "", target.port, target.user or "", str(target.key_file), host_keys)
+        spec = target.spec_of(SshSpec)
+        host_keys = expected_host_keys(spec.known_hosts, spec.host, spec.port)
+        key = (spec.host, spec.port, spec.user, str(spec.key_file), host_keys)
         conn = self._connections.get(key)
         if not isinstance(conn, SshConnection):
             passphrase = None
-            if target.key_passphrase is not None:
-                passphrase = resolve(target.key_passphrase, f"{target.name} key passphrase")
+            if spec.key_passphrase is not None:
+                passphrase = resolve(spec.key_passphrase, f"{target.name} key passphrase")
             conn = SshConnection(target, passphrase)
             self._connections[key] = conn
         return SshTransport(target, conn)
@@ -58,11 +60,13 @@ class TransportPool:
         from provisioner.secrets import resolve
         from provisioner.transports.smb import SmbConnection, SmbTransport
 
-        key = ("smb:" + (target.host or ""), target.port, target.user or "", str(target.encrypt))
+        spec = target.spec_of(SmbSpec)
+        key = ("smb:" + spec.host, spec.port, spec.user, str(spec.encrypt))
         conn = self._connections.get(key)
         if not isinstance(conn, SmbConnection):
-            assert target.password is not None
-            conn = SmbConnection(target, resolve(target.password, f"{target.name} password"))
+            if spec.password is None:
+                raise TransportError(f"{target.name}: no password is known for its SMB account")
+            conn = SmbConnection(target, resolve(spec.password, f"{target.name} password"))
             self._connections[key] = conn
         return SmbTransport(target, conn)
 

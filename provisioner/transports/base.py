@@ -202,6 +202,20 @@ def in_folder(target: Target, folder: str, name: str) -> str:
     return kind_of(target).join(folder, name)
 
 
+# The fields every recorded spec carries, a transport's own replacing them: the record's shape
+# since schema version 1, when every target had them all (a local target's port 22 included),
+# kept so that a target's record reads the same before and after an upgrade.
+RECORD_BASE: dict[str, object] = {
+    "host": None,
+    "port": 22,
+    "user": None,
+    "key_file": None,
+    "key_passphrase": None,
+    "known_hosts": None,
+    "connect_timeout": 10.0,
+}
+
+
 def target_spec(target: Target) -> str:
     """JSON description of a target kept in the state (secret references, never secrets),
     so that copies can still be removed after the target leaves the manifest."""
@@ -221,16 +235,9 @@ def target_spec(target: Target) -> str:
         "role": target.role,
         "transport": target.transport,
         "path": target.path,
-        "host": target.host,
-        "port": target.port,
-        "user": target.user,
-        "key_file": str(target.key_file) if target.key_file else None,
-        "key_passphrase": ref(target.key_passphrase),
-        "known_hosts": str(target.known_hosts) if target.known_hosts else None,
-        "connect_timeout": target.connect_timeout,
+        **RECORD_BASE,
     }
-    # A transport's own fields only where it has some: the other specs stay as recorded.
-    for field, value in kind_of(target).spec_extra(target).items():
+    for field, value in kind_of(target).record(target).items():
         spec[field] = ref(value) if isinstance(value, SecretRef) else value
     return json.dumps(spec, sort_keys=True)
 
@@ -239,8 +246,8 @@ def target_from_spec(spec: str) -> Target:
     """Rebuild a Target recorded with `target_spec`."""
     d = json.loads(spec)
 
-    def secret_ref(recorded: dict[str, object] | None) -> SecretRef | None:
-        if not recorded:
+    def secret_ref(recorded: object) -> SecretRef | None:
+        if not recorded or not isinstance(recorded, dict):
             return None
         raw = dict(recorded)
         base = Path(str(raw.pop("base_dir")))
@@ -252,22 +259,10 @@ def target_from_spec(spec: str) -> Target:
             Location("state"),
         )
 
-    passphrase = secret_ref(d.get("key_passphrase"))
     return Target(
         name=d["name"],
         role=d["role"],
-        transport=d["transport"],
         path=d["path"],
         location=Location("state"),
-        host=d.get("host"),
-        port=d.get("port") or KINDS[d["transport"]].default_port or 22,
-        user=d.get("user"),
-        key_file=Path(d["key_file"]) if d.get("key_file") else None,
-        key_passphrase=passphrase,
-        known_hosts=Path(d["known_hosts"]) if d.get("known_hosts") else None,
-        connect_timeout=float(d.get("connect_timeout") or 10.0),
-        share=d.get("share"),
-        password=secret_ref(d.get("password")),
-        readers=d.get("readers"),
-        encrypt=d.get("encrypt", True),
+        spec=KINDS[d["transport"]].from_record(d, secret_ref),
     )

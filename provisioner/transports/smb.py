@@ -37,7 +37,7 @@ from smbprotocol.open import (
 from provisioner import faults
 from provisioner.atomic import TMP_MARK
 from provisioner.errors import ProvisionerError, TransportError
-from provisioner.manifest.model import Target
+from provisioner.manifest.model import SmbSpec, Target
 from provisioner.transports.base import (
     MAX_READ_BYTES,
     FileFacts,
@@ -63,7 +63,8 @@ __all__ = ["SmbConnection", "SmbTransport", "silence_library_logging", "unc"]
 def unc(target: Target, path: str = "") -> str:
     r"""`\\host\share\folder\name` for a path inside the share ("/folder/name")."""
     inside = path.strip("/").replace("/", "\\")
-    root = f"\\\\{target.host}\\{target.share}"
+    spec = target.spec_of(SmbSpec)
+    root = f"\\\\{spec.host}\\{spec.share}"
     return f"{root}\\{inside}" if inside else root
 
 
@@ -78,6 +79,7 @@ class SmbTransport:
 
     def __init__(self, target: Target, connection: SmbConnection) -> None:
         self.target = target
+        self.spec = target.spec_of(SmbSpec)
         self.conn = connection
         self._folders: set[str] = set()  # folders made or found by this run's writes
 
@@ -88,7 +90,7 @@ class SmbTransport:
             isinstance(exc, SMBOSError) and exc.ntstatus in _NO_SHARE
         ):
             return TransportError(
-                f"{self.target.name}: the share {self.target.share!r} does not exist on "
+                f"{self.target.name}: the share {self.spec.share!r} does not exist on "
                 f"{self.conn.host}"
             )
         return TransportError(
@@ -97,7 +99,7 @@ class SmbTransport:
         )
 
     def _show(self, path: str) -> str:
-        return f"//{self.conn.host}/{self.target.share}{path}"
+        return f"//{self.conn.host}/{self.spec.share}{path}"
 
     def _unc(self, path: str) -> str:
         return unc(self.target, path)
@@ -182,7 +184,7 @@ class SmbTransport:
                 "the server reports no security descriptor: the file's access cannot be set "
                 "(Samba: nt acl support = yes)"
             )
-        set_dacl(raw, private_dacl(owner, self.target.readers, folder=folder))
+        set_dacl(raw, private_dacl(owner, self.spec.readers, folder=folder))
         return owner
 
     def write(self, path: str, data: bytes) -> FileFacts:
@@ -241,7 +243,7 @@ class SmbTransport:
             owner = self.conn.run(op)
         except (*SMB_ERRORS, ProvisionerError) as exc:
             raise self._fail("write", path, exc) from None
-        readers = (owner,) + ((self.target.readers,) if self.target.readers else ())
+        readers = (owner,) + ((self.spec.readers,) if self.spec.readers else ())
         return FileFacts(
             len(data), hashlib.sha256(data).hexdigest(), 0, owner=owner, readers=readers
         )

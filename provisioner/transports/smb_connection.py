@@ -23,7 +23,7 @@ from smbprotocol.exceptions import (
 )
 
 from provisioner.errors import TransportError
-from provisioner.manifest.model import Target
+from provisioner.manifest.model import SmbSpec, Target
 
 CONNECT_ATTEMPTS = 3
 OPERATION_TIMEOUT = 60.0
@@ -54,11 +54,12 @@ class SmbConnection:
     on it (smbprotocol multiplexes the trees of several shares on it)."""
 
     def __init__(self, target: Target, password: str) -> None:
-        self.host = target.host or ""
-        self.port = target.port
-        self.user = target.user or ""
-        self.encrypt = target.encrypt
-        self.timeout = target.connect_timeout
+        spec = target.spec_of(SmbSpec)
+        self.host = spec.host
+        self.port = spec.port
+        self.user = spec.user
+        self.encrypt = spec.encrypt
+        self.timeout = spec.connect_timeout
         self._password = password
         self.lock = threading.RLock()
         self.cache: dict[str, Any] = {}

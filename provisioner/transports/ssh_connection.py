@@ -21,7 +21,7 @@ import paramiko
 from paramiko.pkey import UnknownKeyType
 
 from provisioner.errors import TransportError
-from provisioner.manifest.model import Target
+from provisioner.manifest.model import SshSpec, Target
 from provisioner.transports.base import (
     AUTH_FAILED,
     CLIENT_KEY,
@@ -47,12 +47,13 @@ class SshConnection:
     """One SSH connection and SFTP session to a host, shared by every target on it."""
 
     def __init__(self, target: Target, passphrase: str | None) -> None:
-        self.host = target.host or ""
-        self.port = target.port
-        self.user = target.user or ""
-        self.key_file = target.key_file
-        self.known_hosts = target.known_hosts
-        self.timeout = target.connect_timeout
+        spec = target.spec_of(SshSpec)
+        self.host = spec.host
+        self.port = spec.port
+        self.user = spec.user
+        self.key_file = spec.key_file
+        self.known_hosts = spec.known_hosts
+        self.timeout = spec.connect_timeout
         self.passphrase = passphrase
         self.lock = threading.RLock()
         self.client: paramiko.SSHClient | None = None

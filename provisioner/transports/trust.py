@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provisioner.errors import ProvisionerError, UsageError
-from provisioner.manifest.model import Manifest, Target
+from provisioner.manifest.model import Manifest, SshSpec, Target
 from provisioner.manifest.transport_kinds import kind_of
 
 Say = Callable[[str, bool], None]  # (line, is an error: stderr)
@@ -42,20 +42,22 @@ def trust(
     for target in targets:
         if not kind_of(target).pins_host_keys:
             raise UsageError(f"{target.name} is not an SSH target")
-        assert target.host is not None and target.known_hosts is not None
-        ident = (target.host, target.port, str(target.known_hosts))
+        spec = target.spec_of(SshSpec)
+        known_hosts = spec.known_hosts
+        assert known_hosts is not None  # the manifest requires it
+        ident = (spec.host, spec.port, str(known_hosts))
         if ident in seen:
             continue
         seen.add(ident)
-        where = ssh.known_hosts_name(target.host, target.port)
+        where = ssh.known_hosts_name(spec.host, spec.port)
         try:
-            key = ssh.scan_host_key(target.host, target.port, target.connect_timeout)
+            key = ssh.scan_host_key(spec.host, spec.port, spec.connect_timeout)
         except ProvisionerError as exc:
             say(f"{target.name}: {exc}", True)
             problems += 1
             continue
         offered = ssh.fingerprint(key)
-        recorded = ssh.known_key(target.known_hosts, target.host, target.port)
+        recorded = ssh.known_key(known_hosts, spec.host, spec.port)
         if any(
             k.get_name() == key.get_name() and k.get_base64() == key.get_base64() for k in recorded
         ):
@@ -63,7 +65,7 @@ def trust(
             continue
         if recorded:
             say(
-                f"{target.name}: {where} offers {offered} but {target.known_hosts} "
+                f"{target.name}: {where} offers {offered} but {known_hosts} "
                 f"records {', '.join(ssh.fingerprint(k) for k in recorded)}: NOT "
                 "replaced. Verify the change, remove the old line, run trust again.",
                 True,
@@ -96,6 +98,6 @@ def trust(
             if not confirm(f"{target.name}: {where} offers {offered}. Trust it?"):
                 problems += 1
                 continue
-        ssh.record_host_key(target.known_hosts, target.host, target.port, key)
-        say(f"{target.name}: recorded {where} {offered} in {target.known_hosts}", False)
+        ssh.record_host_key(known_hosts, spec.host, spec.port, key)
+        say(f"{target.name}: recorded {where} {offered} in {known_hosts}", False)
     return problems
