@@ -16,17 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent / "provisioner"
 # Highest first; the same table as docs/ARCHITECTURE.md.
 LAYERS: list[tuple[str, ...]] = [
     ("provisioner.cli", "provisioner.__main__"),
-    (
-        "provisioner.commands",
-        "provisioner.apply.run",
-        "provisioner.recover",
-        "provisioner.adopt",
-        "provisioner.report",
-        "provisioner.inventory",
-        "provisioner.audit",
-        "provisioner.starter",
-        "provisioner.migrate",
-    ),
+    # The command flows, one module per command, and the two commands with a package of
+    # their own: recover's engine and the report.
+    ("provisioner.flows", "provisioner.recover", "provisioner.report"),
     (
         "provisioner.status",
         "provisioner.check",

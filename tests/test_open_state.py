@@ -60,8 +60,8 @@ def test_a_stale_saved_plan_leaves_the_state_closed(
     cli: Runner, applied: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """apply PLAN refused as stale (the state changed since) closes the state it opened."""
-    from provisioner.apply import run as apply_run
     from provisioner.engine import session as session_module
+    from provisioner.flows import apply as apply_run
 
     saved = applied.parent / "tomorrow.plan"
     assert cli("plan", applied, "--out", saved).returncode == 0

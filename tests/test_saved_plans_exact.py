@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.apply import run as apply_run
+from provisioner.flows import apply as apply_run
 from provisioner.state import lock
 from tests.conftest import Runner
 from tests.engine_helpers import state_rows

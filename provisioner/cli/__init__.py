@@ -1,8 +1,8 @@
 """Command line: a thin typer layer that parses, calls, renders and chooses the exit code.
 
 Each command is a wrapper of a few lines in `read.py` (commands that change nothing),
-`write.py` or `apply.py`, calling one function that holds its logic beside its concern
-(`provisioner/commands.py`, `apply/run.py`, `recover/`, `adopt.py`, `transports/trust.py`).
+`write.py` or `apply.py`, calling the one module of `provisioner/flows/` that holds its
+logic (`trust`: `transports/trust.py`, the host-key policy; `report`: `report/`).
 The commands are registered here, in the order `--help` lists them."""
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from provisioner.cli.document import emit
 from provisioner.wording import counted
 
 if TYPE_CHECKING:
-    from provisioner.apply.run import ApplyRun
     from provisioner.engine import Inputs
+    from provisioner.flows.apply import ApplyRun
     from provisioner.plan.model import Plan
 
 
@@ -65,8 +65,8 @@ def apply(
     Exit 0 when every target converged; 4 (partial) when some targets could not be reached
     and every other one converged (the next run tries them again); 1 on error, a failed
     action, a guard or conflict, or when no target could be reached."""
-    from provisioner.apply.run import apply_manifest, apply_saved
     from provisioner.engine import load_inputs
+    from provisioner.flows.apply import apply_manifest, apply_saved
     from provisioner.plan import saved as saved_plans
     from provisioner.plan.render import render_plan
     from provisioner.progress import Progress

@@ -121,8 +121,8 @@ def plan(
     sync; with -q, only the summary line and errors.
 
     Exit 0, 1 on error or when no target could be observed, 4 when some could not."""
-    from provisioner import commands
     from provisioner.engine import load_inputs
+    from provisioner.flows import plan as flow
     from provisioner.plan.render import plan_json, render_plan
 
     inputs = load_inputs(
@@ -130,7 +130,7 @@ def plan(
     )
     if not as_json and not OUTPUT.quiet:
         warnings(inputs.diagnostics)
-    result, in_scope = commands.plan(inputs, parallel=parallel, out=out)
+    result, in_scope = flow.plan(inputs, parallel=parallel, out=out)
     if as_json:
         emit(plan_json(result))
     elif OUTPUT.quiet:
@@ -162,10 +162,11 @@ def status(
     verbose: VerboseOpt = False,
 ) -> None:
     """Keys, generations, validity, and the state of every copy, per entity."""
-    from provisioner import commands, receipts
+    from provisioner import receipts
     from provisioner import status as report
+    from provisioner.flows import status as flow
 
-    seen = commands.status(
+    seen = flow.status(
         manifest,
         state_dir,
         limit,
@@ -255,9 +256,9 @@ def check(
     Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no state, unreadable input). Needs no secret.
     The table is in docs/RUNBOOK.md."""
     from provisioner import check as probe
-    from provisioner import commands
+    from provisioner.flows import check as flow
 
-    verdict = commands.check(
+    verdict = flow.check(
         manifest,
         state_dir,
         limit,
@@ -298,10 +299,11 @@ def rehearse(
 
     Exit 0 only when every copy and every escrowed key opens; 4 when every copy read opened
     but some targets could not be reached; 1 otherwise."""
-    from provisioner import commands, receipts
+    from provisioner import receipts
     from provisioner import rehearse as rehearsal
+    from provisioner.flows import rehearse as flow
 
-    results, stores = commands.rehearse(
+    results, stores = flow.rehearse(
         manifest,
         state_dir,
         limit,
@@ -375,7 +377,7 @@ def inventory(
     contract of schemas/inventory.schema.json read by the Ansible collection (ansible/).
 
     Reads the manifest and the state only: no target is contacted, no secret is read."""
-    from provisioner import inventory as inv
+    from provisioner.flows import inventory as inv
 
     document = inv.run(manifest, state_dir, consultations, limit, state_backend=state_backend)
     if as_json:
@@ -403,7 +405,7 @@ def audit(
     """The state's audit log, oldest first: who made, wrote, bound or removed what, and when.
 
     Reads no secret and writes nothing."""
-    from provisioner import audit as audit_log
+    from provisioner.flows import audit as audit_log
 
     done = audit_log.run(
         manifest, state_dir, state_backend, limit, action, since, until, last, as_json

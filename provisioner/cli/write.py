@@ -73,13 +73,13 @@ def rekey(
     """Rotate the escrow passphrase: unlock with the manifest's current passphrase, rewrap the
     escrow's data key under the new one. Then point the manifest's escrow.passphrase at the
     new secret. The escrowed keys themselves are not rewritten."""
-    from provisioner import commands
+    from provisioner.flows import rekey as flow
     from provisioner.secrets import from_options
 
     new = from_options(new_passphrase_env, new_passphrase_file, "new-passphrase")
     if new is None:
         fail("give --new-passphrase-env or --new-passphrase-file")
-    escrow_dir = commands.rekey(
+    escrow_dir = flow.rekey(
         manifest, state_dir, new, lock_timeout=lock_timeout, state_backend=state_backend
     )
     if as_json:
@@ -198,7 +198,7 @@ def recover(
     Consultations (from the manifest's file or --consultations) are bound again. Shows what
     it will record and asks first; changes no file on any target, and writes nothing when
     declined."""
-    from provisioner.recover import command
+    from provisioner.flows import recover as command
     from provisioner.secrets import from_options
 
     shown: list[str] = []
@@ -289,7 +289,7 @@ def adopt(
 ) -> None:
     """Bring an existing bi-clé (a PKCS#12 exported from Windows or the platform) under
     management: checks its password and that key and certificate match, escrows the key."""
-    from provisioner.adopt import run
+    from provisioner.flows.adopt import run
 
     adopted = run(
         manifest,
@@ -367,9 +367,9 @@ def export(
 ) -> None:
     """Hand-export an entity's PKCS#12 (any profile, new password allowed) or its public
     certificate, for a one-off workstation or the platform upload."""
-    from provisioner import commands
+    from provisioner.flows import export as flow
 
-    done = commands.export(
+    done = flow.export(
         manifest,
         entity,
         out,
@@ -407,7 +407,7 @@ def init(
     """Write a starter: a commented manifest (one entity, a shared location, a workstation),
     an empty consultations file showing its format, and secret files holding random DEMO
     values (mode 0600). Writes nothing over an existing file."""
-    from provisioner import starter
+    from provisioner.flows import init as starter
 
     started = starter.init(folder)
     if as_json:
@@ -445,7 +445,7 @@ def state_migrate(
     and both are locked meanwhile; a target that already holds a state is refused, and a copy
     that fails is removed. The PostgreSQL side is the manifest's `state` (or
     $PROVISIONER_STATE_DSN and $PROVISIONER_STATE_SCHEMA), the SQLite side --state-dir."""
-    from provisioner import migrate
+    from provisioner.flows import migrate
 
     done = migrate.run(manifest, to, state_dir, lock_timeout=lock_timeout)
     if as_json:

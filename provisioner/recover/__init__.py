@@ -577,8 +577,8 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
     bindings were recorded."""
     from dataclasses import replace
 
-    from provisioner.apply.run import execute_plan
     from provisioner.engine import make_plan, observe
+    from provisioner.flows.apply import execute_plan
     from provisioner.plan.actions import BindConsultation, RetainGeneration, UpdateConsultation
 
     assert session.db is not None and session.escrow is not None

@@ -33,7 +33,8 @@ class Started:
 
 
 def package_dir() -> Path:
-    return Path(__file__).resolve().parent
+    """The installed package's folder (its examples/ and schemas/)."""
+    return Path(__file__).resolve().parent.parent
 
 
 def _demo_secret(what: str) -> str:
