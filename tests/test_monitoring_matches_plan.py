@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Runner
 
@@ -53,3 +57,34 @@ def test_a_password_file_touched_reads_pending_until_an_apply_reads_it_again(
     again = cli("apply", "--auto-approve", quickstart)
     assert again.returncode == 0 and "No changes." in again.stdout, again.stdout
     assert cli("check", quickstart).returncode == 0
+
+
+def test_a_re_encoding_that_fails_keeps_the_password_change_pending_for_status(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The password file changed, the plan saved, then `apply PLAN` cannot write ws-accueil's
+    copy (its folder immutable): the copies elsewhere are re-encoded, but the entity's copy
+    there is still under the former password, so status and check, which read no secret,
+    still say the change is pending until an apply re-encodes it too."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make a folder immutable: does not apply here")
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    (quickstart.parent / "secrets" / "commune-exemple.pass").write_text("Demo-Only-Commune-43!\n")
+    saved = tmp_path / "rewrite.plan"
+    assert cli("plan", "-q", "--out", saved, quickstart).returncode == 0
+    folder = quickstart.parent / "demo-out" / "workstations" / "ws-accueil"
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable files (chattr +i): does not apply here")
+    try:
+        done = cli("apply", "--auto-approve", saved)
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    status = cli("status", quickstart)
+    assert "commune-exemple (Commune d'Exemple)  Not ready: password-changed: " in status.stdout, (
+        status.stdout
+    )
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    assert (
+        "commune-exemple (Commune d'Exemple)  Ready: up to date" in cli("status", quickstart).stdout
+    )
