@@ -188,13 +188,21 @@ def test_a_recover_given_a_lock_timeout_waits_for_the_holder_then_records(
     assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
     shutil.rmtree(quickstart.parent / ".provisioner")
     process, main = start_in_terminal(["recover", str(quickstart)], quickstart.parent)
-    answer = threading.Timer(4.0, lambda: os.write(main, b"no\n"))
+
+    def say_no() -> None:
+        # A sleep, not threading.Timer: a timed wait on a condition never wakes under
+        # libfaketime's shifted clock (`make test-dates`), a sleep does.
+        time.sleep(4)
+        os.write(main, b"no\n")
+
+    answer = threading.Thread(target=say_no)
     try:
         assert b"Record this?" in wait_for(process, b"Record this?", 60)
         answer.start()
         waited = cli("recover", "--auto-approve", "--lock-timeout", "60", quickstart)
     finally:
-        answer.join()
+        if answer.ident is not None:
+            answer.join()
         process.communicate(timeout=120)
         os.close(main)
     assert process.returncode == 1
