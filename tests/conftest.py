@@ -240,8 +240,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # mutmut runs, for each mutant, every test that reached the mutated function (fastest first,
 # stopping at the first failure). The CLI tests reach nearly every function, so a survivor
 # would run some 250 s of tests. Two things keep `make mutation` near an hour on 2 cores
-# (docs/TESTING.md): the tests that killed another mutant of the same function run first
-# (a mutant is mostly killed by what killed its siblings), and a mutant is given
+# (docs/TESTING.md): the test that killed this mutant in an earlier run, then those that
+# killed another mutant of the same function, run first (a mutant is mostly killed by what
+# killed its siblings), and a mutant is given
 # PROVISIONER_MUTATION_BUDGET seconds of tests (by their recorded durations; 0: no limit).
 # A mutant that outlives its budget counts as survived: the budget can only lower the score.
 MUTATION_KILLS = REPO / "mutation-kills.jsonl"
@@ -266,8 +267,11 @@ def _mutated_function(mutant: str) -> str:
     return mutant.rsplit("__mutmut_", 1)[0]
 
 
-def _kills_of(function: str) -> dict[str, int]:
-    """How many mutants of `function` (then of its module) each test has killed so far."""
+def _kills_of(mutant: str) -> dict[str, int]:
+    """How strongly each test is expected to kill `mutant`: a test that killed this very
+    mutant before comes first, then those that killed other mutants of its function, then of
+    its module. A kill is recorded as "mutant test" (or "function test", as older runs did);
+    a mutant's number names the same change as long as its function's code is unchanged."""
     found: dict[str, int] = {}
     lines = [
         line
@@ -275,13 +279,19 @@ def _kills_of(function: str) -> dict[str, int]:
         if kills.is_file()
         for line in kills.read_text(encoding="utf-8").splitlines()
     ]
+    function = _mutated_function(mutant)
     module = function.rsplit(".", 1)[0] + "."
     for line in lines:
-        killed_function, _, test = line.partition(" ")
-        if killed_function == function:
-            found[test] = found.get(test, 0) + 1000
-        elif killed_function.startswith(module):
-            found[test] = found.get(test, 0) + 1
+        killed, _, test = line.partition(" ")
+        if killed == mutant:
+            weight = 1_000_000
+        elif _mutated_function(killed) == function:
+            weight = 1000
+        elif killed.startswith(module):
+            weight = 1
+        else:
+            continue
+        found[test] = found.get(test, 0) + weight
     return found
 
 
@@ -299,7 +309,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     durations: dict[str, float] = (
         json.loads(MUTATION_DURATIONS.read_text()) if MUTATION_DURATIONS.is_file() else {}
     )
-    kills = _kills_of(_mutated_function(mutant))
+    kills = _kills_of(mutant)
     items.sort(key=lambda i: (-kills.get(i.nodeid, 0), durations.get(i.nodeid, 1.0)))
     budget = float(os.environ.get("PROVISIONER_MUTATION_BUDGET", "0") or 0)
     if budget <= 0:
@@ -322,7 +332,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     mutant = _mutant()
     if mutant and report.failed:
         with MUTATION_KILLS.open("a", encoding="utf-8") as kills:
-            kills.write(f"{_mutated_function(mutant)} {report.nodeid}\n")
+            kills.write(f"{mutant} {report.nodeid}\n")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -205,15 +205,22 @@ def dated_certificate(
     at: dt.datetime,
     days: int = 400,
     key_usage: tuple[str, ...] = (),
+    issued_by: str | None = None,
 ) -> x509.Certificate:
-    """A self-signed certificate valid from `at` for `days`, dated by the test's own clock
-    (never the wall clock: a suite run on any date, or under faketime, makes the same one);
-    `key_usage` names the x509.KeyUsage flags set (none: no keyUsage extension)."""
+    """A certificate valid from `at` for `days`, dated by the test's own clock (never the wall
+    clock: a suite run on any date, or under faketime, makes the same one); `key_usage` names
+    the x509.KeyUsage flags set (none: no keyUsage extension). Self-signed, or signed by a
+    throwaway authority called `issued_by` (another organisation's CA, say)."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer: CertificateIssuerPrivateKeyTypes = key
+    issuer = subject
+    if issued_by is not None:
+        signer = rsa.generate_private_key(65537, 2048)
+        issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issued_by)])
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(at - dt.timedelta(minutes=5))
@@ -222,7 +229,7 @@ def dated_certificate(
     if key_usage:
         flags = {flag: flag in key_usage for flag in KEY_USAGE_FLAGS}
         builder = builder.add_extension(x509.KeyUsage(**flags), critical=False)
-    return builder.sign(key, hashes.SHA256())
+    return builder.sign(signer, hashes.SHA256())
 
 
 KEY_USAGE_FLAGS = (
@@ -247,15 +254,17 @@ def openssl_p12(
     legacy: bool = True,
     ec: bool = False,
     key_usage: tuple[str, ...] = (),
+    issued_by: str | None = None,
 ) -> Path:
     """A bi-clé exported by OpenSSL (`openssl pkcs12 -export`), as from a Windows workstation
-    (.pfx). Its certificate is valid from `at`, the clock the test pins, for `days`."""
+    (.pfx). Its certificate is valid from `at`, the clock the test pins, for `days`;
+    self-signed, or issued by the authority `issued_by` names."""
     key: CertificateIssuerPrivateKeyTypes = (
         ec_keys.generate_private_key(ec_keys.SECP256R1())
         if ec
         else rsa.generate_private_key(65537, 2048)
     )
-    cert_obj = dated_certificate(key, name, at, days, key_usage)
+    cert_obj = dated_certificate(key, name, at, days, key_usage, issued_by)
     key_path, cert, out = folder / "k.pem", folder / "c.pem", folder / "old.pfx"
     key_path.write_bytes(
         key.private_bytes(

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -55,6 +56,28 @@ def converged(cli: Runner, manifest: Path, env: dict[str, str] | None = None) ->
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def current_generations(manifest: Path) -> list[tuple[str, int, str, str]]:
+    """(entity, number, certificate's and key's SHA-256) of each current generation."""
+    return [
+        (entity, number, cert, key)
+        for entity, number, cert, key in state_rows(
+            manifest,
+            "SELECT entity, number, cert_sha256, key_sha256 FROM generations "
+            "WHERE status = 'current' ORDER BY entity",
+        )
+    ]
+
+
+def recovered_record(cli: Runner, manifest: Path) -> dict[str, Any]:
+    """What the audit log says the one recover did (`audit --json --action state-recovered`)."""
+    listed = cli("audit", "--json", "--action", "state-recovered", manifest)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    records = json.loads(listed.stdout)["records"]
+    assert len(records) == 1, records
+    detail: dict[str, Any] = records[0]["detail"]
+    return detail
+
+
 @pytest.mark.both_backends
 def test_state_folder_lost_apply_refuses_then_recover_takes_every_copy_back(
     cli: Runner, quickstart: Path
@@ -75,6 +98,16 @@ def test_state_folder_lost_apply_refuses_then_recover_takes_every_copy_back(
     recovered = cli("recover", "--auto-approve", quickstart)
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert "2 generations, 5 copies, 2 keys back into the escrow; 0 lost" in recovered.stdout
+    taken = current_generations(quickstart)
+    assert recovered_record(cli, quickstart) == {
+        "generations": [f"{entity} g1 sha256:{cert}" for entity, _, cert, _ in taken],
+        "retired": [],
+        "copies": 5,
+        "forgotten": [],
+        "escrow_restored": sorted(key for *_, key in taken),
+        "lineage": None,
+        "lost": [],
+    }
     converged(cli, quickstart)
     assert key_fingerprints(quickstart) == keys and snapshot(quickstart) == files
     assert cli("rehearse", quickstart).returncode == 0
@@ -112,6 +145,12 @@ def test_older_backup_restored_after_a_renewal_takes_newer_generations_back(
     keys, files = key_fingerprints(quickstart), snapshot(quickstart)
     assert "shared/backup/commune-exemple.g2.p12" in files
     restore_state(quickstart, backup)
+    gone = sorted(  # the backup's records of the copies the renewal took off the workstations
+        f"{target}:{path}"
+        for target, path in state_rows(quickstart, "SELECT target, path FROM copies")
+        if target.startswith("ws-") and not Path(path).exists()
+    )
+    assert len(gone) == 3, gone
 
     refused = cli("apply", "--auto-approve", quickstart, env=RENEWAL)
     assert refused.returncode == 1
@@ -122,6 +161,20 @@ def test_older_backup_restored_after_a_renewal_takes_newer_generations_back(
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert 'generation 2 "Syndicat Eaux Val 2028" (current)' in recovered.stdout
     assert "current -> retired" in recovered.stdout
+    # the audit log says what recover did: generation 2 of each taken back with its key, the
+    # generations 1 retired, the records of the copies of generation 1 the renewal had taken
+    # off the workstations forgotten
+    taken = current_generations(quickstart)
+    record = recovered_record(cli, quickstart)
+    assert sorted(record.pop("forgotten")) == gone
+    assert record == {
+        "generations": [f"{entity} g2 sha256:{cert}" for entity, _, cert, _ in taken],
+        "retired": ["commune-exemple g1", "syndicat-eaux g1"],
+        "copies": 5,
+        "escrow_restored": sorted(key for *_, key in taken),
+        "lineage": None,
+        "lost": [],
+    }, record
     assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
     converged(cli, quickstart, RENEWAL)
     assert key_fingerprints(quickstart) == keys
@@ -563,11 +616,19 @@ def test_state_lost_escrow_kept_a_key_the_escrow_never_sealed_is_not_taken(
     stray = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g2.p12"
     foreign = p12_files(other)["workstations/ws-accueil/commune-exemple.g1.p12"].read_bytes()
     stray.write_bytes(foreign)
+    keyring = escrow_blob(quickstart, "keyring.json")
+    assert keyring is not None
+    lineage = json.loads(keyring)["lineage"]
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         (state_dir(quickstart) / name).unlink(missing_ok=True)  # the escrow is kept
     done = cli("recover", "--auto-approve", quickstart)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "holds a key the escrow never sealed" in done.stdout, done.stdout
+    # the rebuilt state is of the kept escrow's lineage, which stays as it was: an older
+    # backup of the lost state is still of this unit; the audit log says which lineage
+    assert state_rows(quickstart, "SELECT value FROM meta WHERE key = 'lineage'") == [(lineage,)]
+    assert escrow_blob(quickstart, "keyring.json") == keyring
+    assert recovered_record(cli, quickstart)["lineage"] == lineage
     assert "generation 2" not in done.stdout
     rows = state_rows(
         quickstart, "SELECT number, status FROM generations WHERE entity = 'commune-exemple'"
@@ -914,6 +975,12 @@ def test_an_older_backup_recovered_keeps_a_bound_generation_retained_and_the_nex
     assert plan.returncode == 0, plan.stdout
 
 
+GENERATION_ROWS = (
+    "SELECT entity, number, issuer, origin, status, key_sha256, cert_sha256 FROM generations "
+    "ORDER BY entity, number"
+)
+
+
 def test_a_full_loss_recovered_keeps_an_adopted_key_adopted_and_an_issued_one_its_issuers(
     cli: Runner, quickstart: Path, tmp_path: Path
 ) -> None:
@@ -940,11 +1007,12 @@ def test_a_full_loss_recovered_keeps_an_adopted_key_adopted_and_an_issued_one_it
     pfx = openssl_p12(tmp_path, PASSWORDS["commune-exemple"], TEST_CLOCK)
     assert cli("adopt", quickstart, "commune-exemple", pfx).returncode == 0
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
-    files = snapshot(quickstart)
+    files, before = snapshot(quickstart), state_rows(quickstart, GENERATION_ROWS)
     lose_state(quickstart)
 
     recovered = cli("recover", "--auto-approve", quickstart)
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert state_rows(quickstart, GENERATION_ROWS) == before  # self-signed, adopted: as adopt said
     planned = cli("plan", "--detailed-exitcode", quickstart)
     assert planned.returncode == 0, planned.stdout  # no [spec-changed] over the adopted key
     lines = cli("status", quickstart).stdout.splitlines()
@@ -962,6 +1030,72 @@ def test_a_full_loss_recovered_keeps_an_adopted_key_adopted_and_an_issued_one_it
     planned = cli("plan", quickstart)
     assert "~ generation 1: update issuer chain  [chain-changed]" in planned.stdout
     assert planned.stdout.count("[chain-changed]") == 3  # syndicat-eaux's generation, 2 copies
+
+
+def test_a_full_loss_recovered_records_each_generation_as_it_was(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """State and escrow lost: what recover records of each generation (issuer, origin, status,
+    key, certificate) is what apply and adopt had recorded. Here an adopted key whose
+    certificate another organisation's authority issued (issuer `external:...`), and a key made
+    by the manifest's second issuer, the first one's certificate file holding no certificate
+    (an authority kept in the manifest for the record)."""
+    folder = quickstart.parent
+    make_ca(folder, 1)
+    (folder / "archive-ca.pem").write_text("retired authority: see the archive\n")
+    quickstart.write_text(
+        quickstart.read_text()
+        .replace(
+            "escrow:",
+            "issuers:\n"
+            "  - {name: archive, certificate: archive-ca.pem, private_key: ca.key}\n"
+            "  - {name: internal, certificate: ca.pem, private_key: ca.key}\n"
+            "escrow:",
+            1,
+        )
+        .replace(
+            "designation: Syndicat Eaux Val {year}",
+            "designation: Syndicat Eaux Val {year}\n      issuer: internal",
+        )
+    )
+    pfx = openssl_p12(
+        tmp_path, PASSWORDS["commune-exemple"], TEST_CLOCK, issued_by="AC Partenaire Externe"
+    )
+    assert cli("adopt", quickstart, "commune-exemple", pfx).returncode == 0
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    before = state_rows(quickstart, GENERATION_ROWS)
+    assert [row[2:4] for row in before] == [
+        ("external:CN=AC Partenaire Externe", "adopted"),
+        ("internal", "generated"),
+    ]
+    lose_state(quickstart)
+
+    recovered = cli("recover", "--auto-approve", quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert state_rows(quickstart, GENERATION_ROWS) == before
+    converged(cli, quickstart)
+
+
+# What a full loss leaves for recover to read back from the copies: every column of a
+# generation but its id and the instant it was retired; every column of a copy but the
+# instant it was written, its generation named by entity and number, and its password named by
+# which copies share it (a rebuilt escrow derives other password ids).
+RECOVERABLE_GENERATIONS = (
+    "SELECT entity, number, designation, common_name, issuer, key_size, subject, certificate, "
+    "chain, cert_sha256, key_sha256, chain_sha256, not_before, not_after, status, origin, "
+    "created_at FROM generations ORDER BY entity, number"
+)
+
+
+def copy_rows(manifest: Path) -> list[tuple[object, ...]]:
+    rows = state_rows(
+        manifest,
+        "SELECT c.target, c.path, c.entity, g.number, c.sha256, c.size, c.profile, "
+        "c.friendly_name, c.chain_sha256, c.password_id FROM copies c "
+        "JOIN generations g ON g.id = c.generation ORDER BY c.target, c.path",
+    )
+    passwords = {row[-1]: n for n, row in reversed(list(enumerate(rows)))}
+    return [(*row[:-1], passwords[row[-1]]) for row in rows]
 
 
 def test_a_full_loss_after_a_renewal_finds_the_bound_generation_retained_on_the_workstations(
@@ -987,11 +1121,14 @@ def test_a_full_loss_after_a_renewal_finds_the_bound_generation_retained_on_the_
     files = snapshot(quickstart)
     assert "workstations/ws-marches/commune-exemple.g1.p12" in files
     assert "workstations/ws-marches/syndicat-eaux.g1.p12" not in files
+    before = state_rows(quickstart, RECOVERABLE_GENERATIONS), copy_rows(quickstart)
     lose_state(quickstart)
 
     # recover without the consultations: only where the copies are says which key is live
     recovered = cli("recover", "--auto-approve", quickstart, env=renewal)
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    # what the copies tell of each generation and copy, recorded as apply had recorded it
+    assert (state_rows(quickstart, RECOVERABLE_GENERATIONS), copy_rows(quickstart)) == before
     statuses = {
         e["id"]: [(g["number"], g["status"]) for g in e["generations"]]
         for e in json.loads(

@@ -86,20 +86,20 @@ def scan(
     session: Session,
     now: dt.datetime,
     *,
-    moved: bool = False,
-    previous_password: str | None = None,
+    moved: bool,
+    previous_password: str | None,
 ) -> Recovery:
     """Read every copy of every entity in scope and decide what to record. Writes nothing.
 
     The state's home becomes this state folder only when it has none and does not look
     copied, or when the operator says the tree was `moved`: re-homing a copied tree would let
     it remove the original's files."""
-    assert session.escrow is not None
+    assert session.db is not None and session.escrow is not None  # recover opens or creates both
     recorded = session.recorded
     out = Recovery()
     if session.escrow.lineage and session.escrow.lineage != recorded.lineage:
         out.lineage = session.escrow.lineage
-    here = session.db.home() if session.db is not None else str(session.state_dir.resolve())
+    here = session.db.home()
     if moved and recorded.home is not None and recorded.home != here:
         still = holds_state(recorded.home)
         if still is not None:
@@ -169,7 +169,7 @@ def scan(
     newest = max(
         (Escrow.sealed_serial(session.escrow_blobs, fp) or 0 for fp in escrowed), default=0
     )
-    if session.db is not None and newest > session.db.serial():
+    if newest > session.db.serial():
         out.serial = newest
     return out
 
@@ -562,10 +562,8 @@ def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
             lineage=recovery.lineage,
             lost=recovery.lost,
         )
-    if session.escrow.lineage != (recovery.lineage or session.recorded.lineage):
-        lineage = recovery.lineage or session.recorded.lineage
-        if lineage is not None:
-            session.escrow.set_lineage(lineage)
+    # (The escrow already has the lineage the state now records: open_state gave a created or
+    # older escrow the state's, and scan() gives the state a kept escrow's.)
 
 
 def bind(session: Session, parallel: int, now: dt.datetime) -> int:
