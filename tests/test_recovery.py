@@ -883,12 +883,25 @@ def test_recover_moved_in_a_copied_tree_is_refused_while_the_original_holds_its_
     refused = cli("recover", "--moved", "--auto-approve", manifest)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     original_state = state_dir(quickstart).resolve() / "state.db"
-    assert f"still holds a state ({original_state})" in refused.stdout
-    assert "this tree was copied, not moved" in refused.stdout
+    assert refused.stdout == (
+        "provisioner recover records nothing:\n"
+        f"  ! --moved: the state's home {state_dir(quickstart).resolve()} still holds a state "
+        f"({original_state}): this tree was copied, not moved, and the tree there may still be "
+        "in use. If that tree is retired, move its state folder away (keep it as a backup), "
+        "then run `recover --moved` again; if both trees stay in use, run this one without "
+        "--moved (its removals stay held back)\n"
+    ), refused.stdout
+    plain = cli("recover", "--auto-approve", manifest)  # without --moved: never re-homed
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "home" not in plain.stdout, plain.stdout
     again = cli("apply", "--auto-approve", manifest)
     assert "[copied-tree]" in again.stdout, "the copy is still not the home"
     assert snapshot(quickstart) == files, "the original tree's copies are untouched"
     assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0, "original converged"
+    # --moved where the state already is at home: nothing to record
+    home = cli("recover", "--moved", "--auto-approve", quickstart)
+    assert home.returncode == 0, home.stdout + home.stderr
+    assert home.stdout.startswith("Nothing to recover"), home.stdout
 
     shutil.move(state_dir(quickstart), tmp_path / "retired-state")
     done = cli("recover", "--moved", "--auto-approve", manifest)

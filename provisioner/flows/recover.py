@@ -46,7 +46,7 @@ def run(
             now = clock.now()
             found = scan(session, now, moved=moved, previous_password=previous_password)
             show(render(found))
-            if found.blocking:
+            if found.blocking or found.refusal is not None:
                 return 1
             if not found.changes:
                 if not session.created:

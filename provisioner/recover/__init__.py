@@ -105,12 +105,12 @@ def scan(
         if still is not None:
             # A copied tree, not a moved one: once this state's home, its `[moved]` removals
             # would take every copy at the old paths from the tree still in use there.
-            out.blocking.append(
+            out.refusal = (
                 f"--moved: the state's home {recorded.home} still holds a state ({still}): "
                 "this tree was copied, not moved, and the tree there may still be in use. "
-                "Nothing is recorded. If that tree is retired, move its state folder away "
-                "(keep it as a backup), then run `recover --moved` again; if both trees "
-                "stay in use, run this one without --moved (its removals stay held back)"
+                "If that tree is retired, move its state folder away (keep it as a backup), "
+                "then run `recover --moved` again; if both trees stay in use, run this one "
+                "without --moved (its removals stay held back)"
             )
             return out
     if recorded.home != here and (moved or (recorded.home is None and session.moved_from is None)):

@@ -48,6 +48,8 @@ class Recovery:
     # Shared locations not observed: they hold every generation, so nothing is recorded
     # until they are (a key "lost" there may only be out of sight).
     blocking: list[str] = field(default_factory=list)
+    # Why nothing is recorded when it is not a shared location (a tree copied, not moved).
+    refusal: str | None = None
     lineage: str | None = None  # the escrow's lineage the state takes back
     # The serial the state moves to, past the newest key the escrow sealed: keys kept in the
     # escrow that no generation uses (an interrupted apply) must not look newer than the state.
@@ -115,6 +117,8 @@ def render(recovery: Recovery) -> str:
         lines.append("")
         lines.append("Not recovered:")
         lines += [f"  ! {p}" for p in problems]
+    if recovery.refusal is not None:
+        return f"provisioner recover records nothing:\n  ! {recovery.refusal}"
     if recovery.blocking:
         # Dedicated to the reason nothing is recorded: shared locations out of sight.
         lines = [f"  ! not observed: {b}" for b in sorted(set(recovery.blocking))]
