@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -295,11 +296,19 @@ def test_stray_file_where_a_copy_goes_is_never_replaced(cli: Runner, quickstart:
     converged(cli, quickstart)
 
 
+@pytest.mark.parametrize("home", ["recorded", "not recorded (made by an older version)"])
 def test_copied_tree_does_not_remove_the_originals_copies(
-    cli: Runner, quickstart: Path, tmp_path: Path
+    cli: Runner, quickstart: Path, tmp_path: Path, home: str
 ) -> None:
+    """A state copied with its tree is told by its recorded home, or, made before homes were
+    recorded, by its local targets' folders recorded under the original's root."""
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     files = snapshot(quickstart)
+    if home != "recorded":
+        db = sqlite3.connect(state_dir(quickstart) / "state.db")
+        with db:
+            db.execute("DELETE FROM meta WHERE key = 'home'")
+        db.close()
     copy = tmp_path / "copy"
     shutil.copytree(quickstart.parent, copy)
     done = cli("apply", "--auto-approve", copy / "quickstart.yaml")
@@ -314,6 +323,10 @@ def test_copied_tree_does_not_remove_the_originals_copies(
     assert cli("recover", "--auto-approve", copy / "quickstart.yaml", env=RENEWAL).returncode == 0
     again = cli("apply", "--auto-approve", copy / "quickstart.yaml", env=RENEWAL)
     assert "[copied-tree]" in again.stdout and snapshot(quickstart) == files
+    # nor when told it moved while the original tree still holds its state
+    moved = cli("recover", "--moved", "--auto-approve", copy / "quickstart.yaml", env=RENEWAL)
+    assert moved.returncode == 1, moved.stdout + moved.stderr
+    assert f"still holds a state ({state_dir(quickstart).resolve() / 'state.db'})" in moved.stdout
 
 
 def test_copied_tree_with_absolute_target_paths(

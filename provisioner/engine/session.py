@@ -300,10 +300,11 @@ def _settle_home(inputs: Inputs, db: StateStore, recorded: Recorded, *, create: 
     here = db.home()
     home = recorded.home
     if home is None:
-        home = _legacy_home(inputs.manifest, recorded)
-        if home is None and create:
-            db.set_meta("home", here)
-            return None
+        home = _legacy_home(inputs.manifest, recorded, here)
+        if create:
+            # Recorded once, what it was found to be: a tree copied before homes were recorded
+            # stays a copy once its own folders are recorded (by recover, or an apply there).
+            db.set_meta("home", home or here)
     if home is not None and home != here:
         return home
     previous = recorded.previous_home
@@ -314,7 +315,10 @@ def _settle_home(inputs: Inputs, db: StateStore, recorded: Recorded, *, create: 
     return None
 
 
-def _legacy_home(manifest: Manifest, recorded: Recorded) -> str | None:
+def _legacy_home(manifest: Manifest, recorded: Recorded, here: str) -> str | None:
+    """The home of a state from before homes were recorded, copied with its tree: the state
+    folder at `here`'s place under the original root (that root when the state folder is not
+    under the manifest's folder), or None when its local targets are where it recorded them."""
     root = str(manifest.path.resolve().parent)
     for name, spec in sorted(recorded.targets.items()):
         declared = manifest.workstations.get(name) or manifest.locations.get(name)
@@ -326,7 +330,9 @@ def _legacy_home(manifest: Manifest, recorded: Recorded) -> str | None:
             continue
         tail = now[len(root) :]
         if was.endswith(tail):
-            return was[: -len(tail)]
+            original = was[: -len(tail)]
+            inside = here.startswith(root + os.sep)
+            return original + here[len(root) :] if inside else original
     return None
 
 

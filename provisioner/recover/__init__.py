@@ -100,20 +100,23 @@ def scan(
     if session.escrow.lineage and session.escrow.lineage != recorded.lineage:
         out.lineage = session.escrow.lineage
     here = session.db.home()
-    if moved and recorded.home is not None and recorded.home != here:
-        still = holds_state(recorded.home)
+    # (moved_from is the recorded home when that is not here: a copied or moved tree, or one
+    # from before homes were recorded that looks copied; engine/session.py _settle_home.)
+    old_home = recorded.home or session.moved_from
+    if moved and old_home is not None and old_home != here:
+        still = holds_state(old_home)
         if still is not None:
             # A copied tree, not a moved one: once this state's home, its `[moved]` removals
             # would take every copy at the old paths from the tree still in use there.
             out.refusal = (
-                f"--moved: the state's home {recorded.home} still holds a state ({still}): "
+                f"--moved: the state's home {old_home} still holds a state ({still}): "
                 "this tree was copied, not moved, and the tree there may still be in use. "
                 "If that tree is retired, move its state folder away (keep it as a backup), "
                 "then run `recover --moved` again; if both trees stay in use, run this one "
                 "without --moved (its removals stay held back)"
             )
             return out
-    if recorded.home != here and (moved or (recorded.home is None and session.moved_from is None)):
+    if recorded.home != here and (moved or session.moved_from is None):
         out.home = here
     by_cert = {g.cert_sha256: g for g in recorded.generations}
     escrowed = session.escrow_listing.keys
