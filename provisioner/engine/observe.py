@@ -11,7 +11,7 @@ from provisioner.errors import ProvisionerError
 from provisioner.manifest.model import Target
 from provisioner.manifest.transport_kinds import kind_of
 from provisioner.plan.model import Desired, Foreign, Observed, Plan
-from provisioner.plan.paths import next_numbers
+from provisioner.plan.paths import file_name, next_numbers
 from provisioner.plan.planner import parse_copy_name, paths_to_observe, plan, resolve_target
 from provisioner.state.escrow import Escrow
 from provisioner.state.records import Recorded
@@ -121,7 +121,7 @@ def inspect_foreign(
         if facts.sha256 in written:
             out[(name, path)] = Foreign(pkcs12=True, readable=False, written_here=True)
             continue
-        parsed = parse_copy_name(path.replace("\\", "/").rsplit("/", 1)[-1])
+        parsed = parse_copy_name(file_name(path))
         password = (
             session.passwords.get(parsed[0]) or session.inputs.absent_passwords.get(parsed[0])
             if parsed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PureWindowsPath
+
 from provisioner.manifest.model import Target
 from provisioner.plan.model import Desired
 from provisioner.state.records import CURRENT, RETAINED, Recorded
@@ -17,6 +19,11 @@ def copy_file_name(entity: str, number: int) -> str:
 
 def next_number(recorded: Recorded, entity: str) -> int:
     return max((g.number for g in recorded.generations_of(entity)), default=0) + 1
+
+
+def file_name(path: str) -> str:
+    """The file name at the end of a copy's path, "/" or "\\" separated (a Windows target's)."""
+    return PureWindowsPath(path).name
 
 
 def parse_copy_name(name: str) -> tuple[str, int] | None:

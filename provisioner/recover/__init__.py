@@ -27,6 +27,7 @@ from provisioner.engine import Session
 from provisioner.errors import CryptoError, ProvisionerError, WrongPasswordError
 from provisioner.manifest.model import SELF_SIGNED, Entity, Target
 from provisioner.manifest.transport_kinds import kind_of
+from provisioner.plan.paths import file_name
 from provisioner.plan.planner import parse_copy_name, resolve_target
 from provisioner.recover.report import FoundCopy, Recovery, render
 from provisioner.state.escrow import Escrow
@@ -184,7 +185,7 @@ def _forget_removed(
     for c in session.recorded.copies_of(entity.id):
         g = session.recorded.generation(c.generation_id)
         names = listed.get(c.target)
-        if g is None or names is None or c.path.replace("\\", "/").rsplit("/", 1)[-1] in names:
+        if g is None or names is None or file_name(c.path) in names:
             continue
         target = resolve_target(session.desired(), session.recorded, c.target)
         if (
