@@ -1274,3 +1274,31 @@ def test_recover_uses_the_state_backend_it_is_given(cli: Runner, quickstart: Pat
     assert done.returncode == 1, done.stdout + done.stderr
     assert "a PostgreSQL state needs its DSN" in done.stderr, done.stderr
     assert not state_dir(quickstart).exists()
+
+
+@pytest.mark.parametrize("broken", ["folder gone", "folder replaced by a file"])
+def test_recover_reads_every_other_target_while_a_workstation_cannot_be_read(
+    cli: Runner, quickstart: Path, broken: str
+) -> None:
+    """State and escrow lost, and one workstation's folder cannot be listed: recover records
+    what the shared location and the other workstations hold, and names the workstation it
+    did not read (a workstation is not a shared location: it does not hold every generation,
+    so recover does not wait for it)."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    lose_state(quickstart)
+    folder = quickstart.parent / "demo-out/workstations/ws-marches"
+    shutil.rmtree(folder)
+    if broken != "folder gone":
+        folder.write_text("a reinstalled workstation\n")
+    recovered = cli("recover", "--auto-approve", quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    # the shared location's two copies and ws-accueil's, read after ws-marches
+    assert "Recover: 2 generations, 3 copies, 2 keys back into the escrow" in recovered.stdout
+    if broken == "folder gone":  # a folder not made yet: no copy there, nothing to say
+        assert "ws-marches" not in recovered.stdout, recovered.stdout
+        assert cli("apply", "--auto-approve", quickstart).returncode == 0
+        converged(cli, quickstart)
+        assert (folder / "syndicat-eaux.g1.p12").is_file()
+    else:
+        said = f"  ! not observed: ws-marches: cannot list {folder}: Not a directory\n"
+        assert said in recovered.stdout, recovered.stdout

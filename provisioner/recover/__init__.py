@@ -202,7 +202,7 @@ def _found_copies(
     password: str,
     out: Recovery,
     listed: dict[str, set[str]],
-    previous_password: str | None = None,
+    previous_password: str | None,
 ) -> list[FoundCopy]:
     found: list[FoundCopy] = []
     for target in _targets_of(session, entity):
@@ -271,8 +271,8 @@ def _take_back(
     password: str,
     now: dt.datetime,
     out: Recovery,
-    previous_password: str | None = None,
-    marks: frozenset[bytes | None] = frozenset(),
+    previous_password: str | None,
+    marks: frozenset[bytes | None],
 ) -> None:
     """What `found` (the copies of `entity` that open with its password) gives back: the
     generations the state lost, their statuses, every copy as written, the keys for the

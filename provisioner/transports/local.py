@@ -196,8 +196,8 @@ class LocalTransport:
         self._check_folder()
         try:
             return sorted(os.listdir(self.target.path))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        except FileNotFoundError:
+            return []  # (a folder not made yet holds no copy; a file there is not a folder)
         except OSError as exc:
             raise self._fail("list", self.target.path, exc) from None
 
