@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests.conftest import REPO, TEST_CLOCK, Runner
 from tests.engine_helpers import (
@@ -952,6 +954,19 @@ def test_a_password_changed_after_a_lost_state_is_one_recover_away(
     else:
         shutil.rmtree(state_dir(quickstart))
     secret.write_text("Nouveau-mot-de-passe-2026\n")
+    # one copy already under the new password (an agent's workstation re-keyed by hand)
+    rekeyed = p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g1.p12"]
+    bundle = pkcs12.load_pkcs12(rekeyed.read_bytes(), old.read_text().strip().encode())
+    assert bundle.key is not None and bundle.cert is not None
+    rekeyed.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"Commune Exemple",
+            bundle.key,  # type: ignore[arg-type]
+            bundle.cert.certificate,
+            None,
+            serialization.BestAvailableEncryption(b"Nouveau-mot-de-passe-2026"),
+        )
+    )
 
     stuck = cli("recover", "--auto-approve", quickstart)
     assert "commune-exemple.g1.p12" in stuck.stdout and "wrong password" in stuck.stdout
@@ -963,7 +978,7 @@ def test_a_password_changed_after_a_lost_state_is_one_recover_away(
     assert "wrong password" not in done.stdout
     assert old.read_text().strip() not in done.stdout + done.stderr, "no secret in the output"
     planned = cli("plan", quickstart)
-    assert "re-encode" in planned.stdout or "[password-changed]" in planned.stdout, planned.stdout
+    assert planned.stdout.count("[password-changed]") == 2, planned.stdout  # not ws-accueil's
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     converged(cli, quickstart)
     for rel, path in p12_files(quickstart).items():
@@ -1302,3 +1317,26 @@ def test_recover_reads_every_other_target_while_a_workstation_cannot_be_read(
     else:
         said = f"  ! not observed: ws-marches: cannot list {folder}: Not a directory\n"
         assert said in recovered.stdout, recovered.stdout
+
+
+def test_an_unreadable_copy_does_not_hide_the_next_one_on_its_target(
+    cli: Runner, quickstart: Path
+) -> None:
+    """State and escrow lost after a renewal, and generation 1's copy on the shared location
+    damaged: recover says so, and still takes generation 2 from the same folder."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    lose_state(quickstart)
+    damaged = p12_files(quickstart)["shared/backup/commune-exemple.g1.p12"]
+    damaged.write_bytes(b"\x30\x03\x02\x01\x03")
+    recovered = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert f"  ! not read: backup-share: {damaged}: not a readable PKCS#12 file\n" in (
+        recovered.stdout
+    )
+    assert "  ! lost: commune-exemple: generation 1: no surviving copy holds it" in recovered.stdout
+    g2 = damaged.with_name("commune-exemple.g2.p12")
+    assert f"  + commune-exemple: copy on backup-share: {g2}\n" in recovered.stdout
+    assert "Recover: 3 generations, 6 copies, 3 keys back into the escrow; 1 lost." in (
+        recovered.stdout
+    )

@@ -104,7 +104,7 @@ def render(recovery: Recovery) -> str:
     problems = [
         *(f"lost: {line}" for line in recovery.lost),
         *(f"left as it is: {line}" for line in recovery.clashes),
-        *(f"does not open with the entity's password: {line}" for line in recovery.unreadable),
+        *(f"not read: {line}" for line in recovery.unreadable),  # (the reason is in the line)
         *(f"not observed: {line}" for line in dict.fromkeys(recovery.unreachable)),
         *(
             f"the escrow holds key sha256:{k[:16]} that no recorded or recovered generation uses "
