@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
-from collections import Counter
+from statistics import mode
 
 from cryptography import x509
 
@@ -339,7 +339,7 @@ def _claim_generations(
         copies = by_cert_copies[cert_sha256]
         if cert_sha256 in by_cert:
             continue
-        number, _ = Counter(f.number for f in copies).most_common(1)[0]
+        number = mode(f.number for f in copies)  # (the first seen of the most common)
         where = ", ".join(f"{f.target.name}:{f.path}" for f in copies)
         key = copies[0].key_sha256
         if (
