@@ -1366,9 +1366,36 @@ def test_an_unreadable_copy_does_not_hide_the_next_one_on_its_target(
     assert f"  ! not read: backup-share: {damaged}: not a readable PKCS#12 file\n" in (
         recovered.stdout
     )
-    assert "  ! lost: commune-exemple: generation 1: no surviving copy holds it" in recovered.stdout
+    lost = [line for line in recovered.stdout.splitlines() if line.startswith("  ! lost:")]
+    assert lost == [
+        "  ! lost: commune-exemple: generation 1: no surviving copy holds it (its key is lost "
+        "unless an older backup of the escrow has it)"
+    ], recovered.stdout
     g2 = damaged.with_name("commune-exemple.g2.p12")
     assert f"  + commune-exemple: copy on backup-share: {g2}\n" in recovered.stdout
     assert "Recover: 3 generations, 6 copies, 3 keys back into the escrow; 1 lost." in (
         recovered.stdout
     )
+
+
+def test_recover_says_a_recorded_generation_whose_key_is_nowhere_is_lost(
+    cli: Runner, quickstart: Path
+) -> None:
+    """The state is intact, but generation 1's escrowed key is gone and so is every copy of
+    it: recover cannot take the key back, and says that generation is lost (its bids cannot
+    be opened) rather than pass over it."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    (key,) = {k for rel, k in key_fingerprints(quickstart).items() if "commune-exemple" in rel}
+    set_escrow_blob(quickstart, f"{key}.key", None)
+    for rel, path in p12_files(quickstart).items():
+        if "commune-exemple" in rel:
+            path.unlink()
+    recovered = cli("recover", "--auto-approve", quickstart)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr  # it did what it could
+    lost = [line for line in recovered.stdout.splitlines() if line.startswith("  ! lost:")]
+    assert lost == [
+        '  ! lost: commune-exemple: generation 1 "Commune Exemple": its key is in neither the '
+        "escrow nor any copy that opens with the current password"
+    ], recovered.stdout
+    probe = cli("check", quickstart)
+    assert probe.returncode == 2 and probe.stdout.startswith("PROVISIONER CRITICAL"), probe.stdout
