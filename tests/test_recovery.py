@@ -109,6 +109,9 @@ def test_state_folder_lost_apply_refuses_then_recover_takes_every_copy_back(
     recovered = cli("recover", "--auto-approve", quickstart)
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert "2 generations, 5 copies, 2 keys back into the escrow; 0 lost" in recovered.stdout
+    assert recovered.stdout.splitlines()[-1] == (
+        "Recovered. Run `provisioner plan` to see what is left to repair."  # no binding to record
+    ), recovered.stdout
     taken = current_generations(quickstart)
     assert recovered_record(cli, quickstart) == {
         "generations": [f"{entity} g1 sha256:{cert}" for entity, _, cert, _ in taken],
@@ -804,15 +807,19 @@ def test_recover_binds_the_consultations_again(cli: Runner, quickstart: Path) ->
     assert cli("apply", "--auto-approve", *given, quickstart, env=RENEWAL).returncode == 0
     converged(cli, quickstart, RENEWAL)
     lose_state(quickstart)
+    gone = p12_files(quickstart)["workstations/ws-marches/syndicat-eaux.g2.p12"]
+    gone.unlink()  # a copy to write again: recover records the bindings, and writes nothing
     done = cli("recover", "--auto-approve", *given, quickstart, env=RENEWAL)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == (
         "Recovered; 1 consultation binding(s) recorded again. Run `provisioner plan` to see "
         "what is left to repair."
     ), done.stdout
+    assert not gone.exists(), "recover wrote to a workstation"
     # Without the file, the bound generation 1 stays on the workstations (its guard is back).
     planned = cli("plan", quickstart, env=RENEWAL)
     assert "remove g1 on ws-" not in planned.stdout, planned.stdout
+    assert f"+ write g2 on ws-marches: {gone}  [missing]" in planned.stdout, planned.stdout
 
 
 def test_recover_killed_before_its_bindings_records_them_when_run_again(

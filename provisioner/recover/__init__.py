@@ -95,7 +95,8 @@ def scan(
     The state's home becomes this state folder only when it has none and does not look
     copied, or when the operator says the tree was `moved`: re-homing a copied tree would let
     it remove the original's files."""
-    assert session.db is not None and session.escrow is not None  # recover opens or creates both
+    assert session.db is not None, "recover opens or creates the state"
+    assert session.escrow is not None, "and the escrow"
     recorded = session.recorded
     out = Recovery()
     if session.escrow.lineage and session.escrow.lineage != recorded.lineage:
@@ -529,7 +530,8 @@ def _with_status(g: RecordedGeneration, status: Status) -> RecordedGeneration:
 
 def record(session: Session, recovery: Recovery, now: dt.datetime) -> None:
     """Escrow first (fsynced), then one state transaction; nothing on the targets changes."""
-    assert session.db is not None and session.escrow is not None
+    assert session.db is not None
+    assert session.escrow is not None
     for key_sha256, (entity, key) in sorted(recovery.escrow_keys.items()):
         stored = session.escrow.put(key, entity, session.db.serial())
         assert stored == key_sha256
@@ -583,7 +585,8 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
     from provisioner.flows.apply import execute_plan
     from provisioner.plan.actions import BindConsultation, RetainGeneration, UpdateConsultation
 
-    assert session.db is not None and session.escrow is not None
+    assert session.db is not None
+    assert session.escrow is not None
     session.refresh()
     plan = make_plan(session, observe(session, parallel), now)
     kinds = (
