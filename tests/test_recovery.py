@@ -1406,3 +1406,29 @@ def test_recover_says_a_recorded_generation_whose_key_is_nowhere_is_lost(
     ], recovered.stdout
     probe = cli("check", quickstart)
     assert probe.returncode == 2 and probe.stdout.startswith("PROVISIONER CRITICAL"), probe.stdout
+
+
+def test_recover_reads_a_workstation_the_manifest_no_longer_gives_the_entity(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """An older backup restored after a renewal, and ws-accueil taken off commune-exemple's
+    workstations meanwhile: recover still reads ws-accueil, where the state recorded copies,
+    so the renewal's copy there is recorded and the next apply takes it off (it would
+    otherwise stay there for good, a file no state records)."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    backup = tmp_path / "backup"
+    backup_state(quickstart, backup)
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    left = p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g2.p12"]
+    restore_state(quickstart, backup)
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "workstations: [service-marches, ws-accueil]", "workstations: [service-marches]"
+        )
+    )
+    recovered = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert f"  + commune-exemple: copy on ws-accueil: {left}\n" in recovered.stdout
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    assert not left.exists(), "the copy on the workstation the entity left is taken off"
+    converged(cli, quickstart, RENEWAL)

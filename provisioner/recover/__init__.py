@@ -595,7 +595,9 @@ def bind(session: Session, parallel: int, now: dt.datetime) -> int:
         else (RetainGeneration,)
     )
     actions = tuple(a for a in plan.actions if isinstance(a, kinds))
-    if not actions or plan.refusals:
+    if plan.refusals:
+        return 0
+    if not actions:
         return 0
     # Only the bindings of the plan are carried out: nothing is written to any target.
     execute_plan(session, replace(plan, actions=actions), parallel, None, {})
