@@ -1432,3 +1432,38 @@ def test_recover_reads_a_workstation_the_manifest_no_longer_gives_the_entity(
     assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
     assert not left.exists(), "the copy on the workstation the entity left is taken off"
     converged(cli, quickstart, RENEWAL)
+
+
+def test_a_backup_two_changes_old_recovered_past_an_interrupted_apply_is_usable(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """A state backup two changes old restored, and the escrow holding a key that an apply
+    killed after sealing it never used (sealed at the serial of the state's last change): recover
+    takes the generations back from the copies and moves the state's serial past that key, so
+    the next plan runs instead of refusing a state older than its escrow."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    db = state_dir(quickstart) / "state.db"
+    assert cli("plan", quickstart).returncode == 0  # checkpointed: state.db alone is whole
+    shutil.copy(db, tmp_path / "state.db")  # the state database alone, two changes ago
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    subject = 'subject: {organization: "Demo", country: FR}'
+    quickstart.write_text(quickstart.read_text().replace(subject, subject.replace("Demo", "D2")))
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0  # g3 of each
+    quickstart.write_text(quickstart.read_text().replace('"D2"', '"D3"'))
+    killed = cli(
+        "apply",
+        "--auto-approve",
+        quickstart,
+        env={**RENEWAL, "PROVISIONER_FAULT_INJECT": "after-escrow"},
+    )
+    assert killed.returncode != 0
+    quickstart.write_text(quickstart.read_text().replace('"D3"', '"D2"'))
+    for leftover in ("state.db-wal", "state.db-shm"):
+        (state_dir(quickstart) / leftover).unlink(missing_ok=True)
+    shutil.copy(tmp_path / "state.db", db)
+
+    recovered = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "Recover: 4 generations" in recovered.stdout, recovered.stdout
+    planned = cli("plan", "--detailed-exitcode", quickstart, env=RENEWAL)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
