@@ -56,7 +56,7 @@ def find_generation_in(
     generations: Iterable[RecordedGeneration],
     entity: str,
     key_ref: str,
-    history: Mapping[str, tuple[str, ...]] | None = None,
+    history: Mapping[str, tuple[str, ...]],
 ) -> RecordedGeneration | None:
     """The generation of `entity` a key reference (designation or fingerprint) names: by its
     certificate, else by its current designation, else by a designation it had before, else
@@ -68,11 +68,10 @@ def find_generation_in(
             return g
         if kind == "designation" and g.designation.casefold() == value.casefold():
             return g
-    if kind == "designation" and history:
+    if kind == "designation":
         for g in ordered:
             if any(d.casefold() == value.casefold() for d in history.get(g.id, ())):
                 return g
-    if kind == "designation":
         # The certificate's own name: a designation renamed while its history was lost (a
         # recovered state) still names the generation whose certificate carries it, if one.
         by_cn = [g for g in ordered if g.common_name.casefold() == value.casefold()]
