@@ -156,9 +156,9 @@ def _named_by_certificate(
     decision, taken only for a generation that existed when the binding was recorded."""
     if rec.generation_id is not None or rec.entity != c.entity:
         return None
-    kind, _, value = c.key_ref.partition(":")
-    if kind != "sha256":
+    if not c.key_ref.startswith("sha256:"):
         return None
+    value = c.key_ref.removeprefix("sha256:")
     return next(
         (
             g
@@ -170,7 +170,9 @@ def _named_by_certificate(
 
 
 def _same_ref(a: str, b: str) -> bool:
-    return a.casefold() == b.casefold() if a.startswith("designation:") else a == b
+    """A designation in any case; a certificate fingerprint is always lower-case hex (the
+    consultations file's is lowered when read), so one comparison does for both."""
+    return a.casefold() == b.casefold()
 
 
 def describe_ref(recorded: Recorded, entity: str, key_ref: str) -> str:
