@@ -99,10 +99,11 @@ def bound_generation(recorded: Recorded, rec: RecordedConsultation) -> RecordedG
     are encrypted to the platform's key."""
     if rec.generation_id is not None:
         return recorded.generation(rec.generation_id)
-    kind, _, value = rec.key_ref.partition(":")
-    generations = [g for g in recorded.generations_of(rec.entity) if g.entity == rec.entity]
-    if kind == "sha256":
+    generations = recorded.generations_of(rec.entity)
+    if rec.key_ref.startswith("sha256:"):
+        value = rec.key_ref.removeprefix("sha256:")
         return next((g for g in generations if g.cert_sha256 == value), None)
+    value = rec.key_ref.removeprefix("designation:")  # (a key reference is one or the other)
     adopted = [g for g in generations if g.origin == "adopted" and existed_before(g, rec.bound_at)]
     found = find_generation_in(adopted, rec.entity, rec.key_ref, recorded.designations)
     if found is not None:
