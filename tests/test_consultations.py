@@ -175,23 +175,33 @@ def test_a_consultation_missing_from_a_later_file_keeps_its_status(
     assert "~ generation 1: retain  [bound-to-open-consultation]" in planned.stdout
 
 
+@pytest.mark.parametrize(
+    ("column", "line", "recorded", "new"),
+    [
+        ("opening", "    opening: 2027-01-10\n", "2027-01-10T00:00:00+01:00", "2027-01-12"),
+        (
+            "deadline",
+            "    deadline: 2026-12-20T12:00:00+01:00\n",
+            "2026-12-20T12:00:00+01:00",
+            "2026-12-21",
+        ),
+    ],
+)
 def test_a_date_the_file_no_longer_gives_keeps_the_recorded_one(
-    cli: Runner, quickstart: Path
+    cli: Runner, quickstart: Path, column: str, line: str, recorded: str, new: str
 ) -> None:
-    """Red team 4, M1: an export without the opening (an empty cell, another column) must not
-    erase the recorded opening that check compares with the key's expiry."""
+    """Red team 4, M1: an export without the opening or the deadline (an empty cell, another
+    column) must not erase the recorded date that check compares with the key's expiry."""
     bound_after_the_first_apply(cli, quickstart)
     path = quickstart.parent / "consultations.yaml"
-    path.write_text(path.read_text().replace("    opening: 2027-01-10\n", ""))
+    path.write_text(path.read_text().replace(line, ""))
     planned = run(cli, quickstart, CREATED, "plan")
     assert "dates updated" not in planned.stdout, planned.stdout
     run(cli, quickstart, CREATED, "apply", "--auto-approve")
-    assert state_rows(quickstart, "SELECT opening FROM consultations") == [
-        ("2027-01-10T00:00:00+01:00",)
-    ]
-    # A new opening date is taken.
+    assert state_rows(quickstart, f"SELECT {column} FROM consultations") == [(recorded,)]
+    # A new date is taken.
     consultations(quickstart.parent)
-    path.write_text(path.read_text().replace("2027-01-10", "2027-01-12"))
+    path.write_text(path.read_text().replace(line, line.replace(recorded.split("T")[0], new)))
     assert "title or dates updated" in run(cli, quickstart, CREATED, "plan").stdout
 
 
