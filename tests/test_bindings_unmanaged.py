@@ -6,6 +6,7 @@ while it is not closed."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 from pathlib import Path
 
@@ -191,8 +192,13 @@ def test_a_consultation_naming_another_entitys_key_is_refused(
     done = cli("apply", "--auto-approve", *given, quickstart)
     assert done.returncode == 1, done.stdout + done.stderr
     said = " ".join((done.stdout + done.stderr).split())
-    assert "consultation X-1 names entity commune-exemple, but 'Syndicat Eaux Val 2026' is " in said
-    assert "entity syndicat-eaux's generation 1" in said
+    refusal = re.escape(
+        f"Refused: x {c}:2: consultation X-1 names entity commune-exemple, but 'Syndicat Eaux "
+        "Val 2026' is entity syndicat-eaux's generation 1 \"Syndicat Eaux Val 2026\" "
+        "(certificate FINGERPRINT…): a consultation is bound to a key of its own entity. "
+        "Correct the consultations file (the entity whose key opens the bids). "
+    ).replace("FINGERPRINT", "[0-9a-f]{16}")
+    assert re.match(refusal, said), said
     checked = cli("check", *given, quickstart)
     assert checked.returncode == 2 and "[refused]" in checked.stdout, checked.stdout
 

@@ -358,7 +358,7 @@ def _from_file(recorded: Recorded, c: Consultation, out: Bindings) -> None:
             o = theirs[0]
             out.refusals.append(
                 f"{c.location}: consultation {c.reference} names entity {c.entity}, but "
-                f"{c.key_ref.partition(':')[2]!r} is entity {o.entity}'s "
+                f"{c.certificate_sha256 or c.designation!r} is entity {o.entity}'s "
                 f"{describe_generation(recorded, o)}: a consultation is bound to a key of "
                 "its own entity. Correct the consultations file (the entity whose key opens "
                 "the bids)."
