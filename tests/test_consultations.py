@@ -202,7 +202,10 @@ def test_a_date_the_file_no_longer_gives_keeps_the_recorded_one(
     # A new date is taken.
     consultations(quickstart.parent)
     path.write_text(path.read_text().replace(line, line.replace(recorded.split("T")[0], new)))
-    assert "title or dates updated" in run(cli, quickstart, CREATED, "plan").stdout
+    assert (
+        "    ~ consultation 2026-TX-014: update  [consultation-updated] consultation 2026-TX-014: "
+        "title or dates updated\n" in run(cli, quickstart, CREATED, "plan").stdout
+    )
 
 
 def test_deleting_a_bound_entity_or_its_last_workstation_is_refused(
