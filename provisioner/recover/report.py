@@ -72,6 +72,20 @@ class Recovery:
 
 def render(recovery: Recovery) -> str:
     """The recovery plan, as a reviewer reads it."""
+    if recovery.refusal is not None:
+        return f"provisioner recover records nothing:\n  ! {recovery.refusal}"
+    if recovery.blocking:
+        # Dedicated to the reason nothing is recorded: shared locations out of sight.
+        unseen = [f"  ! not observed: {b}" for b in sorted(set(recovery.blocking))]
+        return "\n".join(
+            [
+                "provisioner recover records nothing while a shared location is not observed "
+                "(they hold every generation: a key not seen there may only be out of sight):",
+                *unseen,
+                "",
+                "Bring it back (mount the share, start the host) and run recover again.",
+            ]
+        )
     lines: list[str] = []
     if recovery.lineage:
         lines.append(f"  ~ the state takes back the escrow's lineage {recovery.lineage}")
@@ -117,20 +131,6 @@ def render(recovery: Recovery) -> str:
         lines.append("")
         lines.append("Not recovered:")
         lines += [f"  ! {p}" for p in problems]
-    if recovery.refusal is not None:
-        return f"provisioner recover records nothing:\n  ! {recovery.refusal}"
-    if recovery.blocking:
-        # Dedicated to the reason nothing is recorded: shared locations out of sight.
-        lines = [f"  ! not observed: {b}" for b in sorted(set(recovery.blocking))]
-        return "\n".join(
-            [
-                "provisioner recover records nothing while a shared location is not observed "
-                "(they hold every generation: a key not seen there may only be out of sight):",
-                *lines,
-                "",
-                "Bring it back (mount the share, start the host) and run recover again.",
-            ]
-        )
     head = (
         "provisioner recover will record the following:"
         if recovery.changes
