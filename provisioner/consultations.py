@@ -66,6 +66,17 @@ class Consultation:
         return self.status != "closed"
 
 
+KeyRefKind = Literal["designation", "sha256"]
+
+
+def split_key_ref(key_ref: str) -> tuple[KeyRefKind, str]:
+    """A key reference (`Consultation.key_ref`, as the state records it) read back: its kind
+    and the désignation or fingerprint it names. A reference is one or the other."""
+    if key_ref.startswith("sha256:"):
+        return "sha256", key_ref.removeprefix("sha256:")
+    return "designation", key_ref.removeprefix("designation:")
+
+
 def parse_date(text: str) -> dt.datetime:
     """ISO 8601 date or date-time, or the French DD/MM/YYYY [HH:MM]. A time without an offset
     is Paris time, as platforms show it."""

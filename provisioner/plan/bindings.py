@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from provisioner.consultations import Consultation
+from provisioner.consultations import Consultation, split_key_ref
 from provisioner.manifest.model import Entity
 from provisioner.plan.actions import BindConsultation, ReasonCode, UpdateConsultation
 from provisioner.plan.model import ConsultationView, Desired
@@ -61,7 +61,7 @@ def find_generation_in(
     """The generation of `entity` a key reference (designation or fingerprint) names: by its
     certificate, else by its current designation, else by a designation it had before, else
     by the common name inside its certificate when exactly one generation has it."""
-    kind, _, value = key_ref.partition(":")
+    kind, value = split_key_ref(key_ref)
     ordered = sorted((g for g in generations if g.entity == entity), key=lambda g: g.number)
     for g in ordered:
         if kind == "sha256" and g.cert_sha256 == value:
@@ -82,7 +82,7 @@ def find_generation_in(
 
 def names(recorded: Recorded, g: RecordedGeneration, key_ref: str) -> bool:
     """Whether `key_ref` refers to `g`: its certificate, or any designation it has had."""
-    kind, _, value = key_ref.partition(":")
+    kind, value = split_key_ref(key_ref)
     if kind == "sha256":
         return g.cert_sha256 == value
     return value.casefold() == g.common_name.casefold() or any(
@@ -100,10 +100,9 @@ def bound_generation(recorded: Recorded, rec: RecordedConsultation) -> RecordedG
     if rec.generation_id is not None:
         return recorded.generation(rec.generation_id)
     generations = recorded.generations_of(rec.entity)
-    if rec.key_ref.startswith("sha256:"):
-        value = rec.key_ref.removeprefix("sha256:")
+    kind, value = split_key_ref(rec.key_ref)
+    if kind == "sha256":
         return next((g for g in generations if g.cert_sha256 == value), None)
-    value = rec.key_ref.removeprefix("designation:")  # (a key reference is one or the other)
     adopted = [g for g in generations if g.origin == "adopted" and existed_before(g, rec.bound_at)]
     found = find_generation_in(adopted, rec.entity, rec.key_ref, recorded.designations)
     if found is not None:
@@ -134,7 +133,7 @@ def may_hold(
     A recovered state lost the former designations: existing is enough for a live one."""
     if not existed_before(g, bound_at):
         return False
-    if key_ref.startswith("sha256:"):
+    if split_key_ref(key_ref)[0] == "sha256":
         return False  # a known fingerprint is matched by bound_generation
     return g.status != RETIRED or names(recorded, g, key_ref)
 
@@ -157,9 +156,9 @@ def _named_by_certificate(
     decision, taken only for a generation that existed when the binding was recorded."""
     if rec.generation_id is not None or rec.entity != c.entity:
         return None
-    if not c.key_ref.startswith("sha256:"):
+    kind, value = split_key_ref(c.key_ref)
+    if kind != "sha256":
         return None
-    value = c.key_ref.removeprefix("sha256:")
     return next(
         (
             g
@@ -180,7 +179,7 @@ def describe_ref(recorded: Recorded, entity: str, key_ref: str) -> str:
     g = find_generation(recorded, entity, key_ref)
     if g is not None:
         return describe_generation(recorded, g)
-    kind, _, value = key_ref.partition(":")
+    kind, value = split_key_ref(key_ref)
     return f"the key with {kind} {value!r}"
 
 

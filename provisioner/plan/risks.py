@@ -7,6 +7,7 @@ import datetime as dt
 
 from provisioner import clock
 from provisioner.codes import WarningCode
+from provisioner.consultations import split_key_ref
 from provisioner.manifest.model import Entity, Target
 from provisioner.plan.actions import Action, Conflict, CreateGeneration, RemoveCopy, WriteCopy
 from provisioner.plan.bindings import names
@@ -200,7 +201,7 @@ def warn_unmanaged(p: Planning) -> None:
     for view in p.bindings.views:
         if not view.is_open or view.generation_id is not None:
             continue
-        kind, _, value = view.key_ref.partition(":")
+        kind, value = split_key_ref(view.key_ref)
         created = sorted(
             {
                 (a.generation, a.designation)
