@@ -173,6 +173,36 @@ def test_export_with_a_new_password_and_profile_from_the_escrow(
     assert not (tmp_path / "w.p12").exists()
 
 
+def test_export_never_replaces_the_escrow_the_state_or_a_copy_even_with_force(
+    cli: Runner, quickstart: Path
+) -> None:
+    """One typo in --out must not replace what bids are opened with: the escrow's keyring,
+    an escrowed key, the state database, a workstation's copy."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    state = quickstart.parent / ".provisioner"
+    copy = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g1.p12"
+    kept = [state / "escrow" / "keyring.json", state / "state.db", copy]
+    kept += sorted((state / "escrow").glob("*.key"))[:1]
+    before = {path: path.read_bytes() for path in kept}
+    for path in kept:
+        done = cli(
+            "export", quickstart, "commune-exemple", "--format", "der", "--force", "--out", path
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        if path == copy:
+            assert (
+                f"{path}: is ws-accueil's copy, written and recorded by this state: an export "
+                "never replaces it; choose another --out"
+            ) in done.stderr, done.stderr
+        else:
+            assert (
+                f"{path}: is inside the state folder {state}: an export never replaces the "
+                "state or the escrow; choose another --out"
+            ) in done.stderr, done.stderr
+    assert {path: path.read_bytes() for path in kept} == before
+    assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0
+
+
 def adopt_cli(
     cli: Runner, manifest: Path, pfx: Path, *extra: str, at: str | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,10 +15,29 @@ from provisioner.errors import (
     SecretError,
     UsageError,
 )
+from provisioner.manifest.transport_kinds import kind_of
+from provisioner.plan.paths import resolve_target
 from provisioner.state.records import RecordedGeneration
 
 if TYPE_CHECKING:  # imported where used: `plan` loads neither the probe nor the receipts
     pass
+
+
+def refuse_kept_files(out: Path, state_dir: Path, copies: Iterable[tuple[str, str]]) -> None:
+    """Even with --force, an export never replaces the state, the escrow or a copy this
+    state wrote: one typo in --out would lose what bids are opened with."""
+    real = Path(os.path.realpath(out))
+    if real.is_relative_to(os.path.realpath(state_dir)):
+        raise ProvisionerError(
+            f"{out}: is inside the state folder {state_dir}: an export never replaces the "
+            "state or the escrow; choose another --out"
+        )
+    for target, path in copies:
+        if os.path.realpath(path) == str(real):
+            raise ProvisionerError(
+                f"{out}: is {target}'s copy, written and recorded by this state: an export "
+                "never replaces it; choose another --out"
+            )
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,13 @@ def export(
     with open_state(inputs, create=False, unlock=fmt == "p12") as session:
         if session.db is None:
             raise NoStateError(session.location, "no generation to export")
+        local = [
+            (name, path)
+            for name, path in session.recorded.copies
+            if (t := resolve_target(session.desired(), session.recorded, name)) is not None
+            and kind_of(t).on_controller
+        ]
+        refuse_kept_files(out, inputs.state_dir, local)
         g = pick_generation(session, target, generation)
         write_export(
             session,
