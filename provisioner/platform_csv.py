@@ -275,6 +275,14 @@ def map_header(names: list[str], fmt: ExportFormat, display: str, columns: list[
     missing = [f for f in ("reference", "entity", "status") if f not in taken]
     if not ("designation" in taken or "certificate_sha256" in taken):
         missing.append("designation or certificate_sha256")
+    # A first line of fewer fields than the columns required is no header (a password file
+    # given by mistake): it is not echoed.
+    shown = (
+        "the header is: " + ", ".join(n.strip() for n in names)
+        if len(names) >= 4
+        else f"the first line has {len(names)} field{'s' if len(names) > 1 else ''}, not "
+        "shown: it is no consultations header; is this the right file?"
+    )
     for field in missing:
         accepted = [h for f, h in fmt.columns if f in field.split(" or ")] or [
             a for f in field.split(" or ") for a in ALIASES[f][:4]
@@ -285,8 +293,7 @@ def map_header(names: list[str], fmt: ExportFormat, display: str, columns: list[
                 Location(display, 1, 1),
                 f"header: no {field} column (accepted: {', '.join(repr(a) for a in accepted)}; "
                 "another name is given in the manifest: consultations: {columns: "
-                f"{{{field.split(' or ')[0]}: ...}}}}; the header is: "
-                f"{', '.join(n.strip() for n in names)})",
+                f"{{{field.split(' or ')[0]}: ...}}}}; {shown})",
             )
         )
     if errors:

@@ -102,6 +102,21 @@ def test_a_missing_column_names_what_is_accepted(tmp_path: Path) -> None:
         in (str(info.value))
     )
     assert "consultations: {columns: {reference: ...}}" in str(info.value)
+    assert "the header is: N° consultation, Objet, Entité, Désignation, État)" in str(info.value)
+
+
+def test_a_file_that_is_no_consultations_export_is_not_echoed(tmp_path: Path) -> None:
+    """A password file given as the consultations file by mistake: its line is a secret."""
+    path = tmp_path / "escrow.csv"
+    path.write_text("DEMO-ONLY escrow Passphrase 2026\n")
+    with pytest.raises(ManifestError) as info:
+        read(path)
+    text = str(info.value)
+    assert "Passphrase" not in text and "DEMO-ONLY" not in text, text
+    assert (
+        "the first line has 1 field, not shown: it is no consultations header; is this the "
+        "right file?)" in text
+    ), text
 
 
 def test_another_platform_s_names_come_from_the_manifest(tmp_path: Path) -> None:
