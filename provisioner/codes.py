@@ -54,6 +54,8 @@ class WarningCode(StrEnum):
     COPIED_TREE = "copied-tree", Severity.WARNING
     FIRST_KEY_HELD = "first-key-held", Severity.WARNING
     LIMIT_HELD = "limit-held", Severity.WARNING
+    # Copies leaving for a target of the same role that was not observed: kept until it is.
+    REMOVALS_HELD = "removals-held", Severity.WARNING
     MODE_FIXED = "mode-fixed", Severity.WARNING
 
 

@@ -5,6 +5,7 @@ read from the files, the state and the escrow."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -113,10 +114,20 @@ def test_writes_then_removal_kept_where_a_write_failed(session: Session, quickst
         message="test",
         target=copy.target,
         path=copy.path,
+        observed_sha256=hashlib.sha256(data).hexdigest(),
     )
     copies.remove(ctx, [removal])
     assert ctx.result.outcomes[-1].ok is False
     assert "replacement copy did not land" in (ctx.result.outcomes[-1].error or "")
+    assert Path(copy.path).read_bytes() == data
+    # A file that is no longer what the plan observed (another target's copy written to the
+    # same place by this run, or anyone's since) is kept, file and record.
+    ctx.failed_targets.clear()
+    copies.remove(ctx, [replace(removal, observed_sha256=hashlib.sha256(b"before").hexdigest())])
+    assert ctx.result.outcomes[-1].ok is False
+    assert f"kept {copy.path}: it changed since the plan observed it" in (
+        ctx.result.outcomes[-1].error or ""
+    )
     assert Path(copy.path).read_bytes() == data
     # Elsewhere it goes, file and record.
     ctx.failed_targets.clear()

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provisioner import faults
 from provisioner.apply.keygen import EncodeJob
-from provisioner.errors import ProvisionerError
+from provisioner.errors import ProvisionerError, TransportError
 from provisioner.plan.actions import RemoveCopy, WriteCopy
 from provisioner.plan.paths import resolve_target
 from provisioner.state.records import RecordedCopy, RecordedGeneration
@@ -262,7 +262,10 @@ def write(ctx: RunContext, actions: Sequence[WriteCopy]) -> None:
 
 def remove(ctx: RunContext, actions: Sequence[RemoveCopy]) -> None:
     """Remove copies no longer wanted, never from a target where a replacement failed to land
-    nor while a copy of that generation failed elsewhere."""
+    nor while a copy of that generation failed elsewhere, and only while the file is what the
+    plan observed (looked at again just before: a write of this run to the same place under
+    another target name, or anyone's since, keeps it). A copy another target holds now loses
+    its record only."""
     for action in actions:
         if (action.entity, action.target) in ctx.failed_targets:
             ctx.result.failed(action, "kept: the replacement copy did not land on this target")
@@ -270,17 +273,18 @@ def remove(ctx: RunContext, actions: Sequence[RemoveCopy]) -> None:
         if (action.entity, action.generation) in ctx.failed_generations:
             ctx.result.failed(action, "kept: a copy of this generation failed elsewhere")
             continue
-        try:
-            ctx.transport(action.target).remove(action.path)
-        except ProvisionerError as exc:
-            ctx.result.failed(action, str(exc))
-            ctx.failed_targets.add((action.entity, action.target))
-            continue
+        if not action.keeps_file:
+            try:
+                _remove_if_unchanged(ctx, action)
+            except ProvisionerError as exc:
+                ctx.result.failed(action, str(exc))
+                ctx.failed_targets.add((action.entity, action.target))
+                continue
         with ctx.db.change() as change:
             change.delete_copy(action.target, action.path)
             faults.reached("after-remove")
             change.audit(
-                "copy-removed",
+                "copy-forgotten" if action.keeps_file else "copy-removed",
                 action.entity,
                 target=action.target,
                 path=action.path,
@@ -288,3 +292,16 @@ def remove(ctx: RunContext, actions: Sequence[RemoveCopy]) -> None:
                 reason=action.reason,
             )
         ctx.result.done(action)
+
+
+def _remove_if_unchanged(ctx: RunContext, action: RemoveCopy) -> None:
+    transport = ctx.transport(action.target)
+    facts = transport.observe(action.path)
+    if facts is None:
+        return  # gone already: only the record is left to drop
+    if facts.symlink or facts.sha256 != action.observed_sha256:
+        raise TransportError(
+            f"{action.target}: kept {action.path}: it changed since the plan observed it "
+            "(another target's copy written there, or someone's file): not this state's to remove"
+        )
+    transport.remove(action.path)

@@ -55,6 +55,9 @@ class ReasonCode(StrEnum):
     MOVED = "moved"
     ENTITY_ABSENT = "entity-absent"
     UNBOUND = "unbound"
+    # The file is the copy another declared target holds now (one folder under a new name):
+    # only the old target's record goes.
+    SAME_FILE = "same-file"
     # guards, escrow, consultations
     BOUND_TO_OPEN_CONSULTATION = "bound-to-open-consultation"
     ESCROW_MISSING = "escrow-missing"
@@ -240,13 +243,18 @@ class WriteCopy(OnPath):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoveCopy(OnPath):
-    """A recorded copy removed from `target` (only while it is what was written)."""
+    """A recorded copy removed from `target` (only while it is what was written); with
+    `keeps_file`, only its record (`~`): the file is another declared target's copy now."""
 
     kind: ClassVar[str] = "remove-copy"
+    # The file's SHA-256 as the plan observed it ("": none was there): apply removes the file
+    # only while it is still that (never a file another target's write put there since).
+    observed_sha256: str
+    keeps_file: bool = False
 
     @property
     def change(self) -> Change:
-        return Change.REMOVE
+        return Change.UPDATE if self.keeps_file else Change.REMOVE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

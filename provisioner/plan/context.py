@@ -78,6 +78,11 @@ class Planning:
             self._numbered[(target, folder)] = found
         return found
 
+    def observed_sha256(self, target: str, path: str) -> str:
+        """The digest of the file observed at `path` on `target`, "" where there was none."""
+        facts = self.observed.files.get((target, path))
+        return facts.sha256 if facts is not None else ""
+
     def role_of(self, target_name: str) -> str | None:
         manifest = self.desired.manifest
         if target_name in manifest.workstations:

@@ -6,12 +6,16 @@ while they are what was written. A missing escrowed key is taken back from an in
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 from provisioner.codes import WarningCode
-from provisioner.manifest.model import Entity
+from provisioner.manifest.model import Entity, Target
+from provisioner.manifest.transport_kinds import kind_of
 from provisioner.plan.actions import ReasonCode, RemoveCopy, RestoreEscrow, WriteCopy
 from provisioner.plan.context import Fresh, Kept, Planning
 from provisioner.plan.model import PlanWarning
-from provisioner.plan.paths import copy_file_name, next_number
+from provisioner.plan.paths import copy_file_name, file_name, next_number, resolve_target
 from provisioner.plan.policies import COPY_CHECKS, CopyContext, first_reason
 from provisioner.state.records import RETIRED
 from provisioner.transports.base import file_path, folder_of
@@ -179,7 +183,29 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
                         role=target.role,
                     )
                 )
+    places = _wanted_places(p, entity, keep, archive)
+    remove_unwanted(p, entity, places, wanted_paths, retiring)
+
+
+def remove_unwanted(
+    p: Planning,
+    entity: Entity,
+    places: dict[Place, tuple[str, str]],
+    wanted_paths: set[tuple[str, str]],
+    retiring: set[str],
+) -> None:
+    """Remove the recorded copies no longer wanted, while they are what was written. Never
+    a file another declared target holds as its copy (`places`: a target renamed, a folder
+    spelt through a symlink): only the old record goes; and never a live copy while a target
+    of its role that would hold it instead was not observed (it stays until that one is)."""
     declared = {t.name: t for t in entity.targets}
+    unseen: dict[str, list[str]] = {
+        t.role: sorted(
+            u.name for u in entity.targets if u.role == t.role and u.name in p.observed.unreachable
+        )
+        for t in entity.targets
+    }
+    held_back = 0
     for copy in sorted(p.copies_of(entity.id), key=lambda c: (c.target, c.path)):
         if (copy.target, copy.path) in wanted_paths or copy.target in p.observed.unreachable:
             continue
@@ -199,7 +225,28 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
             message = "the generation is retired; the key stays in the escrow"
         else:
             code, message = ReasonCode.MOVED, "the target's folder changed"
+        was = holder or resolve_target(p.desired, p.recorded, copy.target)
+        owner = places.get(_place(p, was, copy.path)) if was is not None else None
+        if owner is not None and owner != (copy.target, copy.path):
+            p.actions.append(
+                RemoveCopy(
+                    entity=entity.id,
+                    generation=number,
+                    reason=ReasonCode.SAME_FILE,
+                    message=f"the file is {owner[0]}'s copy at {owner[1]} now (one file under "
+                    "another target name or path): only this record goes, the file stays",
+                    target=copy.target,
+                    path=copy.path,
+                    observed_sha256=p.observed_sha256(copy.target, copy.path),
+                    keeps_file=True,
+                )
+            )
+            continue
         if not p.removable(entity, copy, number):
+            continue
+        role = was.role if was is not None else p.role_of(copy.target)
+        if role is not None and unseen.get(role) and (role == "location" or not old):
+            held_back += 1
             continue
         p.actions.append(
             RemoveCopy(
@@ -209,5 +256,45 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
                 message=message,
                 target=copy.target,
                 path=copy.path,
+                observed_sha256=p.observed_sha256(copy.target, copy.path),
             )
         )
+    if held_back:
+        names = sorted({n for names in unseen.values() for n in names})
+        p.warnings.append(
+            PlanWarning(
+                entity.id,
+                WarningCode.REMOVALS_HELD,
+                f"{held_back} removal{'s' if held_back > 1 else ''} held back while "
+                + ", ".join(names)
+                + " could not be observed: the copies it should hold instead are not "
+                "confirmed, so the old ones stay until it is",
+            )
+        )
+
+
+Place = tuple[object, ...]
+
+
+def _place(p: Planning, target: Target, path: str) -> Place:
+    """Where a file is, whatever the target is called: its folder's identity (the device and
+    inode a local folder was observed with; else host, port, share and the normalised path)
+    and its name."""
+    facts = p.observed.folders.get((target.name, folder_of(target, path)))
+    if facts is not None and facts.identity is not None:
+        return ("inode", *facts.identity, file_name(path))
+    kind = kind_of(target)
+    folder = replace(target, path=kind.dirname(path))
+    return (*kind.folder_key(folder, os.path.normpath), file_name(path))
+
+
+def _wanted_places(
+    p: Planning, entity: Entity, keep: list[Fresh | Kept], archive: list[Fresh | Kept]
+) -> dict[Place, tuple[str, str]]:
+    """The place of every copy the entity's declared targets hold -> (target, path)."""
+    out: dict[Place, tuple[str, str]] = {}
+    for target in entity.targets:
+        for h in keep + archive if target.role == "location" else keep:
+            path = file_path(target, copy_file_name(entity.id, h.number))
+            out[_place(p, target, path)] = (target.name, path)
+    return out

@@ -203,6 +203,7 @@ def absent(p: Planning, entity: Entity) -> None:
                 message="the entity is marked absent (shared locations keep their copies)",
                 target=copy.target,
                 path=copy.path,
+                observed_sha256=p.observed_sha256(copy.target, copy.path),
             )
         )
     for g in p.recorded.generations_of(entity.id):

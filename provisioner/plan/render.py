@@ -116,7 +116,8 @@ def line_label(
             verb = "write" if symbol == Change.CREATE.symbol else "rewrite"
             return f"{verb} g{generation} on {target}: {path}"
         case RemoveCopy.kind:
-            return f"remove g{generation} on {target}: {path}"
+            verb = "forget the record of" if symbol == Change.UPDATE.symbol else "remove"
+            return f"{verb} g{generation} on {target}: {path}"
     return f"{kind} g{generation}"
 
 

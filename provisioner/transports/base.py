@@ -102,6 +102,9 @@ class FolderFacts:
     # The names that look like copies (`<entity>.g<number>.p12`): a generation this state
     # never numbered there means a state older than its targets (lost, restored, copied).
     copies: tuple[str, ...] = ()
+    # The folder's device and inode where the transport tells them (local): one folder
+    # reached by two paths (a symlink, a bind mount) is one identity.
+    identity: tuple[int, int] | None = None
 
 
 def as_leftover(name: str, present: Collection[str] = ()) -> Leftover | None:
@@ -112,17 +115,23 @@ def as_leftover(name: str, present: Collection[str] = ()) -> Leftover | None:
     return Leftover(name, final, not name.startswith(".provisioner-tmp-"), final in present)
 
 
-def folder_facts(mode: int, names: list[str], *, moves_aside: bool = True) -> FolderFacts:
+def folder_facts(
+    mode: int,
+    names: list[str],
+    *,
+    moves_aside: bool = True,
+    identity: tuple[int, int] | None = None,
+) -> FolderFacts:
     """FolderFacts from a folder's mode and the names it holds. `moves_aside`: whether this
     transport ever moves a copy aside (SSH); elsewhere a `.old-…` name is someone else's."""
     # A substring test first: the no-op plan lists every target folder.
     copies = tuple(sorted(n for n in names if n.endswith(".p12") and ".g" in n))
     candidates = [n for n in names if ".provisioner-tmp-" in n or (moves_aside and OLD_MARK in n)]
     if not candidates:
-        return FolderFacts(mode, copies=copies)
+        return FolderFacts(mode, copies=copies, identity=identity)
     present = set(names)
     found = (as_leftover(name, present) for name in sorted(candidates))
-    return FolderFacts(mode, tuple(x for x in found if x is not None), copies)
+    return FolderFacts(mode, tuple(x for x in found if x is not None), copies, identity)
 
 
 # Why a target's host could not be reached, as `Unreachable.kind` says it.

@@ -218,7 +218,12 @@ class LocalTransport:
             info = os.lstat(folder)
             if not stat.S_ISDIR(info.st_mode):
                 return None  # reported where a copy is written or observed
-            return folder_facts(stat.S_IMODE(info.st_mode), os.listdir(folder), moves_aside=False)
+            return folder_facts(
+                stat.S_IMODE(info.st_mode),
+                os.listdir(folder),
+                moves_aside=False,
+                identity=(info.st_dev, info.st_ino),
+            )
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:

@@ -1,0 +1,193 @@
+"""A target renamed, its folder spelt anew, or its copies moving to a target not reached yet:
+the operator's routine edits of the inventory, walked with a bound key (consultation C-1 open,
+bound to commune-exemple's generation 1). Before these tests, a workstation renamed with its
+path unchanged had its copy written under the new name and then removed under the old one:
+`apply` said "Apply complete" and the bound key was on no workstation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_CLOCK, Runner
+from tests.engine_helpers import key_fingerprints, state_rows
+
+HEADER = "reference;title;entity;designation;status;deadline;opening\n"
+
+
+def at(when: dt.datetime) -> dict[str, str]:
+    return {"PROVISIONER_NOW": when.isoformat()}
+
+
+DAY_AFTER = at(TEST_CLOCK + dt.timedelta(days=1))
+
+
+def bound(cli: Runner, manifest: Path) -> tuple[str, str]:
+    """Both entities applied, then C-1 bound to commune-exemple's generation 1."""
+    assert cli("apply", "--auto-approve", manifest).returncode == 0
+    c = manifest.parent / "c.csv"
+    c.write_text(HEADER + "C-1;x;commune-exemple;Commune Exemple;open;10/11/2028;20/11/2028\n")
+    given = ("--consultations", str(c))
+    done = cli("apply", "--auto-approve", *given, manifest, env=DAY_AFTER)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return given
+
+
+def edit(manifest: Path, *pairs: tuple[str, str]) -> None:
+    text = manifest.read_text()
+    for old, new in pairs:
+        assert old in text, old
+        text = text.replace(old, new)
+    manifest.write_text(text)
+
+
+def said(result: object) -> str:
+    return str(getattr(result, "stdout", "")) + str(getattr(result, "stderr", ""))
+
+
+RENAME_WORKSTATION = (
+    ("- name: ws-accueil", "- name: ws-front"),
+    ("[service-marches, ws-accueil]", "[service-marches, ws-front]"),
+)
+RENAME_LOCATION = (("- name: backup-share", "- name: nas"), ("[backup-share]", "[nas]"))
+SWAP_PATHS = (
+    ("path: demo-out/workstations/ws-accueil", "path: SWAP"),
+    ("path: demo-out/workstations/ws-marches", "path: demo-out/workstations/ws-accueil"),
+    ("path: SWAP", "path: demo-out/workstations/ws-marches"),
+)
+THROUGH_A_LINK = (("path: demo-out/workstations/ws-marches", "path: dd/workstations/ws-marches"),)
+
+
+@pytest.mark.parametrize(
+    "edits",
+    [RENAME_WORKSTATION, RENAME_LOCATION, SWAP_PATHS, THROUGH_A_LINK],
+    ids=["workstation renamed", "shared location renamed", "two paths swapped", "through a link"],
+)
+def test_a_target_renamed_or_spelt_anew_keeps_every_copy(
+    cli: Runner, quickstart: Path, edits: tuple[tuple[str, str], ...]
+) -> None:
+    given = bound(cli, quickstart)
+    (quickstart.parent / "dd").symlink_to("demo-out")
+    held = key_fingerprints(quickstart)
+    workstations = {rel for rel in held if rel.startswith("workstations/")}
+    edit(quickstart, *edits)
+    done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
+    assert done.returncode == 0, said(done)
+    assert not re.search(r" - remove g1 on .*/commune-exemple", done.stdout), done.stdout
+    after = key_fingerprints(quickstart)
+    if edits is SWAP_PATHS:
+        # syndicat-eaux's one workstation, ws-marches, now writes into ws-accueil's folder.
+        moved = "workstations/ws-marches/syndicat-eaux.g1.p12"
+        assert after.pop("workstations/ws-accueil/syndicat-eaux.g1.p12") == held.pop(moved)
+        workstations.discard(moved)
+    assert after == held, done.stdout
+    assert workstations <= set(after)
+    again = cli("plan", *given, quickstart, env=DAY_AFTER)
+    assert again.returncode == 0, said(again)
+    assert "Plan: 0 to create, 0 to update, 0 to remove." in again.stdout, again.stdout
+    checked = cli("check", *given, quickstart, env=DAY_AFTER)
+    assert checked.returncode == 0, said(checked)
+
+
+def test_the_record_of_a_renamed_workstation_goes_and_its_file_stays(
+    cli: Runner, quickstart: Path
+) -> None:
+    """What the reviewer reads: the file is rewritten under the new name, and the old
+    name's record is forgotten (`~`, not `-`); the audit log says which."""
+    given = bound(cli, quickstart)
+    edit(quickstart, *RENAME_WORKSTATION)
+    planned = cli("plan", *given, quickstart, env=DAY_AFTER)
+    copy = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g1.p12"
+    assert (
+        f"    ~ forget the record of g1 on ws-accueil: {copy}  [same-file] the file is "
+        f"ws-front's copy at {copy} now (one file under another target name or path): only "
+        "this record goes, the file stays\n"
+    ) in planned.stdout, planned.stdout
+    assert f"    ~ rewrite g1 on ws-front: {copy}  [unrecorded]" in planned.stdout
+    assert "Plan: 0 to create, 2 to update, 0 to remove." in planned.stdout
+    assert cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER).returncode == 0
+    rows = state_rows(quickstart, "SELECT target, path FROM copies")
+    assert [t for t, path in rows if path == str(copy)] == ["ws-front"]
+    assert copy.is_file()
+    audit = json.loads(cli("audit", "--json", quickstart).stdout)["records"]
+    actions = [(r["action"], r["detail"].get("target")) for r in audit]
+    assert ("copy-forgotten", "ws-accueil") in actions, actions
+    assert ("copy-removed", "ws-accueil") not in actions, actions
+
+
+UNREACHABLE_WORKSTATION = (
+    "    - {name: ws-new, transport: ssh, host: 127.0.0.1, port: 1, user: x, "
+    "known_hosts: kh, path: /tmp/ws-new, connect_timeout: 2}\n  groups:"
+)
+
+
+def test_copies_wait_for_a_new_workstation_not_reached_yet(cli: Runner, quickstart: Path) -> None:
+    """The agents' PCs replaced by one still offline: the old workstations keep the bound key
+    until the new one is seen holding it, and the plan says why nothing is removed."""
+    given = bound(cli, quickstart)
+    (quickstart.parent / "kh").write_text("")
+    before = key_fingerprints(quickstart)
+    edit(
+        quickstart,
+        ("  groups:", UNREACHABLE_WORKSTATION),
+        ("workstations: [service-marches, ws-accueil]", "workstations: [ws-new]"),
+    )
+    done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
+    assert done.returncode == 4, said(done)
+    assert (
+        "  ! commune-exemple: [removals-held] 2 removals held back while ws-new could not be "
+        "observed: the copies it should hold instead are not confirmed, so the old ones stay "
+        "until it is\n"
+    ) in done.stdout, done.stdout
+    assert key_fingerprints(quickstart) == before
+    checked = cli("check", *given, quickstart, env=DAY_AFTER)
+    assert checked.returncode == 1, said(checked)
+    assert "[removals-held]" in checked.stdout
+    # The new workstation reached (here: a folder of this machine): its copy is written, and
+    # only then are the old ones taken off.
+    edit(
+        quickstart,
+        (
+            UNREACHABLE_WORKSTATION.split("\n")[0],
+            "    - {name: ws-new, transport: local, path: demo-out/workstations/ws-new}",
+        ),
+    )
+    done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
+    assert done.returncode == 0, said(done)
+    workstations = {rel for rel in key_fingerprints(quickstart) if rel.startswith("workstations/")}
+    assert workstations == {
+        "workstations/ws-new/commune-exemple.g1.p12",
+        "workstations/ws-marches/syndicat-eaux.g1.p12",
+    }
+
+
+def test_the_shared_copies_wait_for_a_new_shared_location_not_reached_yet(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Every generation of both entities stays on the old shared location while the new one
+    is not reached: the copy that is never lost is never the one given up first."""
+    given = bound(cli, quickstart)
+    (quickstart.parent / "kh").write_text("")
+    before = key_fingerprints(quickstart)
+    edit(
+        quickstart,
+        (
+            "  workstations:\n",
+            "    - {name: nas2, transport: ssh, host: 127.0.0.1, port: 1, user: x, "
+            "known_hosts: kh, path: /tmp/nas2, connect_timeout: 2}\n  workstations:\n",
+        ),
+        ("[backup-share]", "[nas2]"),
+    )
+    done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
+    assert done.returncode == 4, said(done)
+    assert re.search(
+        r"commune-exemple: \[removals-held\] 1 removal held back while nas2", done.stdout
+    )
+    assert re.search(
+        r"syndicat-eaux: \[removals-held\] 1 removal held back while nas2", done.stdout
+    )
+    assert key_fingerprints(quickstart) == before
