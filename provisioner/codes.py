@@ -56,6 +56,8 @@ class WarningCode(StrEnum):
     LIMIT_HELD = "limit-held", Severity.WARNING
     # Copies leaving for a target of the same role that was not observed: kept until it is.
     REMOVALS_HELD = "removals-held", Severity.WARNING
+    # A retained generation no recorded consultation was bound to: kept, bindings to give.
+    BINDINGS_UNKNOWN = "bindings-unknown", Severity.WARNING
     MODE_FIXED = "mode-fixed", Severity.WARNING
 
 

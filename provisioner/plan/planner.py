@@ -296,6 +296,25 @@ def present(p: Planning, entity: Entity) -> None:
             if g.status == RETIRED:
                 retain(p, entity, g, "is brought back to the workstations")
             keep.append(with_new_chain(p, entity, Kept(g, g.designation)))
+        elif g.status == RETAINED and not any(
+            c.generation_id == g.id for c in p.recorded.consultations.values()
+        ):
+            # Retained, yet no consultation this state records was bound to it: the bindings
+            # were lost (a recovered state; bindings given with --consultations only). Observe,
+            # do not assume: it stays on the workstations until they are recorded again.
+            keep.append(with_new_chain(p, entity, Kept(g, g.designation)))
+            p.warnings.append(
+                PlanWarning(
+                    entity.id,
+                    WarningCode.BINDINGS_UNKNOWN,
+                    f'generation {g.number} "{g.designation}" is retained, but no consultation '
+                    "this state records was ever bound to it (the bindings were lost with a "
+                    "state, or given with --consultations to a run this state does not "
+                    "remember): it stays on the workstations; give the consultations file "
+                    "(the manifest's `consultations:` or --consultations) so that they are "
+                    "recorded again",
+                )
+            )
         elif g.status == RETAINED:
             p.actions.append(
                 RetireGeneration(
