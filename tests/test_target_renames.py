@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,33 @@ def test_the_shared_copies_wait_for_a_new_shared_location_not_reached_yet(
         r"syndicat-eaux: \[removals-held\] 1 removal held back while nas2", done.stdout
     )
     assert key_fingerprints(quickstart) == before
+
+
+def test_two_workstations_that_are_one_folder_by_a_bind_mount_are_refused(
+    cli: Runner, quickstart: Path
+) -> None:
+    """`validate` compares paths (symlinks resolved); a bind mount makes two paths one
+    folder all the same. Observed (the same device and inode), the plan is refused: else
+    each apply rewrites the other's copy, and a removal on one deletes the other's."""
+    given = bound(cli, quickstart)
+    other = quickstart.parent / "elsewhere"
+    other.mkdir()
+    accueil = quickstart.parent / "demo-out/workstations/ws-accueil"
+    mounted = subprocess.run(["mount", "--bind", str(accueil), str(other)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a bind mount needs privileges: {mounted.stderr.decode().strip()}")
+    try:
+        before = key_fingerprints(quickstart)
+        edit(quickstart, ("path: demo-out/workstations/ws-marches", f"path: {other}"))
+        planned = cli("plan", *given, quickstart, env=DAY_AFTER)
+        assert planned.returncode == 1, said(planned)
+        assert (
+            f"workstation 'ws-marches' ({other}) is the folder of workstation 'ws-accueil' "
+            f"({accueil}), one folder reached by two paths (a bind mount, a disk mounted "
+            "twice): two targets may not share a folder"
+        ) in " ".join(said(planned).split()), said(planned)
+        done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
+        assert done.returncode == 1, said(done)
+        assert key_fingerprints(quickstart) == before
+    finally:
+        subprocess.run(["umount", str(other)], check=True)

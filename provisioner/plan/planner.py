@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import replace
 
 from provisioner.codes import WarningCode
-from provisioner.manifest.model import Entity
+from provisioner.manifest.model import Entity, Target
 from provisioner.plan.actions import (
     Action,
     BindConsultation,
@@ -59,6 +59,28 @@ __all__ = [  # where copies go: kept importable from here (engine, recover, rehe
 ]
 
 
+def one_folder_twice(desired: Desired, observed: Observed) -> list[str]:
+    """Two declared targets observed to be one folder (the same device and inode: a bind
+    mount, one disk mounted twice), which `validate` cannot see from their paths: a write on
+    one replaces the other's copy and a removal on one deletes it."""
+    seen: dict[tuple[int, int], Target] = {}
+    out = []
+    manifest = desired.manifest
+    for target in (*manifest.locations.values(), *manifest.workstations.values()):
+        facts = observed.folders.get((target.name, target.path))
+        if facts is None or facts.identity is None:
+            continue
+        first = seen.setdefault(facts.identity, target)
+        if first is not target:
+            out.append(
+                f"{target.location}: {target.role} '{target.name}' ({target.path}) is the folder "
+                f"of {first.role} '{first.name}' ({first.path}), one folder reached by two "
+                "paths (a bind mount, a disk mounted twice): two targets may not share a "
+                "folder, a removal on one would delete the other's copy"
+            )
+    return out
+
+
 def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datetime) -> Plan:
     """Decide what apply must do to make the targets and state match the manifest."""
     p = Planning(desired, recorded, observed, now)
@@ -66,6 +88,7 @@ def plan(desired: Desired, recorded: Recorded, observed: Observed, now: dt.datet
     held_bindings = [a for a in p.bindings.actions if desired.partial(a.entity)]
     p.actions.extend(a for a in p.bindings.actions if not desired.partial(a.entity))
     p.refusals.extend(p.bindings.refusals)
+    p.refusals.extend(one_folder_twice(desired, observed))
     for entity in desired.manifest.entities:
         if desired.in_scope(entity.id):
             before = len(p.actions)
