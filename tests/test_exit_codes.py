@@ -208,3 +208,19 @@ def test_a_recover_given_a_lock_timeout_waits_for_the_holder_then_records(
     assert process.returncode == 1
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert (quickstart.parent / ".provisioner" / "state.db").is_file()
+
+
+def test_a_quiet_apply_held_by_conflicts_never_says_no_changes(
+    cli: Runner, quickstart: Path
+) -> None:
+    """`apply -q` from an empty state folder beside copies another state wrote: exit 1 and
+    the summary of what is held, not "No changes." (the scheduled job's one line)."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    empty = quickstart.parent / "empty-state"
+    done = cli("-q", "apply", "--auto-approve", "--state-dir", empty, quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == (
+        "Plan: 0 to create, 0 to update, 0 to remove. 5 conflicts: apply leaves "
+        "commune-exemple, syndicat-eaux alone (files this state did not write).\n"
+    ), done.stdout
+    assert "Left alone: commune-exemple, syndicat-eaux" in done.stderr

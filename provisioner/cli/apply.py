@@ -184,8 +184,8 @@ def render_result(run: ApplyRun, as_json: bool, quiet: bool = False) -> int:
         if result is None:
             from provisioner.plan.render import summary_line, unobserved
 
-            if run.plan.refusals:
-                typer.echo(summary_line(run.plan))
+            if run.plan.refusals or run.plan.conflicts:
+                typer.echo(summary_line(run.plan))  # never "No changes." for what is held
             elif run.plan.errors:
                 typer.echo(f"No changes on the targets observed; {unobserved(run.plan)}.")
             else:
