@@ -153,3 +153,24 @@ def test_every_command_shows_one_example_that_parses(cli: Runner) -> None:
         # Its options exist: click refuses an unknown option before it reaches --help.
         parsed = cli(*shlex.split(example)[1:], "--help")
         assert parsed.returncode == 0, f"{example}: {parsed.stderr}"
+
+
+@pytest.mark.parametrize("inside", [".provisioner/escrow", ".provisioner", "state/copies"])
+def test_a_target_inside_the_state_folder_is_refused(
+    cli: Runner, quickstart: Path, inside: str
+) -> None:
+    """Losing the state folder, or moving its escrow aside (docs/RECOVERY.md), must never
+    take the copy that is never lost with it: validate and plan refuse, nothing written."""
+    edit(quickstart, "path: demo-out/shared/backup", f"path: {inside}")
+    env = {"PROVISIONER_STATE_DIR": str(quickstart.parent / "state")} if "state/" in inside else {}
+    state = quickstart.parent / ("state" if env else ".provisioner")
+    said = (
+        f"quickstart.yaml:21:7: error: location 'backup-share' ({quickstart.parent / inside}) "
+        f"is inside the state folder {state}: the copies must outlive the state; declare a "
+        "folder outside it"
+    )
+    checked = cli("validate", quickstart, env=env)
+    assert checked.returncode == 1 and said in checked.stderr, checked.stderr
+    planned = cli("apply", "--auto-approve", quickstart, env=env)
+    assert planned.returncode == 1 and said in planned.stderr, planned.stderr
+    assert not state.exists() and not (quickstart.parent / "demo-out").exists()

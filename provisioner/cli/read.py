@@ -26,6 +26,7 @@ from provisioner.cli.app import (
 )
 from provisioner.cli.document import diagnostic_json as _diag_json
 from provisioner.cli.document import emit, error_document
+from provisioner.engine.inputs import state_dir_for, targets_in_state
 from provisioner.errors import ManifestError
 from provisioner.manifest.loader import read_manifest
 from provisioner.wording import counted
@@ -43,6 +44,7 @@ def validate(
         from provisioner.manifest.files import check_files
 
         referenced = check_files(model)  # metadata only: no secret is read
+        referenced += targets_in_state(model, state_dir_for(manifest, None))
         if any(d.severity == "error" for d in referenced):
             raise ManifestError(referenced + found)
         found += referenced

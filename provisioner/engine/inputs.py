@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.consultations import Consultation, read_consultations
-from provisioner.errors import Diagnostic, SecretError, UsageError
+from provisioner.errors import Diagnostic, ManifestError, SecretError, UsageError
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import Manifest
 from provisioner.manifest.scope import Scope
@@ -33,6 +33,29 @@ def state_dir_for(manifest_path: Path, option: Path | None) -> Path:
     if os.environ.get(STATE_ENV):
         return Path(os.environ[STATE_ENV]).resolve()
     return manifest_path.resolve().parent / ".provisioner"
+
+
+def targets_in_state(manifest: Manifest, folder: Path) -> list[Diagnostic]:
+    """A local target whose folder is the state folder or inside it: losing that folder, or
+    moving its escrow aside as docs/RECOVERY.md says, would take the copies with it."""
+    from provisioner.manifest.transport_kinds import kind_of
+
+    state = os.path.realpath(folder)
+    out = []
+    for target in (*manifest.locations.values(), *manifest.workstations.values()):
+        if not kind_of(target).on_controller:
+            continue
+        real = os.path.realpath(target.path)
+        if real == state or real.startswith(state.rstrip("/") + "/"):
+            out.append(
+                Diagnostic(
+                    "error",
+                    target.location,
+                    f"{target.role} '{target.name}' ({target.path}) is inside the state folder "
+                    f"{folder}: the copies must outlive the state; declare a folder outside it",
+                )
+            )
+    return out
 
 
 def state_location(
@@ -170,6 +193,9 @@ def load_inputs(
     if need_secrets and absent_too:
         absent, unread = _absent_passwords(manifest, entities, passphrase)
     location = state_location(manifest, state_dir, state_backend)
+    inside = targets_in_state(manifest, location.folder)
+    if inside:
+        raise ManifestError(inside)
     return Inputs(
         manifest,
         tuple(diagnostics),
