@@ -174,3 +174,18 @@ def test_a_target_inside_the_state_folder_is_refused(
     planned = cli("apply", "--auto-approve", quickstart, env=env)
     assert planned.returncode == 1 and said in planned.stderr, planned.stderr
     assert not state.exists() and not (quickstart.parent / "demo-out").exists()
+
+
+def test_a_path_starting_with_a_tilde_is_refused_not_made_a_folder_named_tilde(
+    cli: Runner, quickstart: Path
+) -> None:
+    edit(quickstart, "path: demo-out/shared/backup", "path: ~/backup")
+    checked = cli("validate", quickstart)
+    assert checked.returncode == 1, checked.stderr
+    assert (
+        "quickstart.yaml:23:13: error: inventory.locations[0].path: '~/backup': a leading '~' "
+        "is not a home folder here (it would be a folder named '~' beside the manifest): "
+        "write the absolute path"
+    ) in checked.stderr, checked.stderr
+    assert cli("apply", "--auto-approve", quickstart).returncode == 1
+    assert not (quickstart.parent / "~").exists()

@@ -59,6 +59,12 @@ class Checker:
             )
         elif ".." in parts:
             self.error(path, f"unsafe path {raw!r}: '..' may not be used to leave a folder")
+        elif raw[:1] == "~":
+            self.error(
+                path,
+                f"{raw!r}: a leading '~' is not a home folder here (it would be a folder named "
+                "'~' beside the manifest): write the absolute path",
+            )
         if self.clean_base and raw[:1] != "/" and "" not in parts and "." not in parts:
             return f"{self.base}/{raw}"  # what normpath would return, without its cost
         return os.path.normpath(raw if os.path.isabs(raw) else os.path.join(self.base, raw))
