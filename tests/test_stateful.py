@@ -378,6 +378,8 @@ class Model:
     now: dt.datetime = START
     entities: dict[str, EntitySpec] = field(default_factory=dict)
     group: list[str] = field(default_factory=lambda: ["ws-b"])
+    # A target's folder name -> the name the inventory gives it now (renamed, folder kept).
+    names: dict[str, str] = field(default_factory=dict)
     keys: dict[str, KnownKey] = field(default_factory=dict)
     passwords_ever: dict[str, set[str]] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
@@ -502,6 +504,10 @@ class ProvisionerHistory(RuleBasedStateMachine):
             out.update(self.m.group if name == "grp" else [name])
         return out
 
+    def name_of(self, folder: str) -> str:
+        """The name the inventory gives the target whose folder is targets/`folder`."""
+        return self.m.names.get(folder, folder)
+
     def write_inputs(self) -> None:
         entities = []
         for entity, spec in self.m.entities.items():
@@ -521,8 +527,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
                     "state": spec.state,
                     "key": key,
                     "password": {"file": f"secrets/{entity}.pass"},
-                    "shared_locations": list(spec.locations),
-                    "workstations": list(spec.workstations),
+                    "shared_locations": [self.name_of(n) for n in spec.locations],
+                    "workstations": [self.name_of(n) for n in spec.workstations],
                 }
             )
         manifest = {
@@ -543,12 +549,14 @@ class ProvisionerHistory(RuleBasedStateMachine):
             },
             "inventory": {
                 "locations": [
-                    {"name": n, "transport": "local", "path": f"targets/{n}"} for n in LOCATIONS
+                    {"name": self.name_of(n), "transport": "local", "path": f"targets/{n}"}
+                    for n in LOCATIONS
                 ],
                 "workstations": [
-                    {"name": n, "transport": "local", "path": f"targets/{n}"} for n in WORKSTATIONS
+                    {"name": self.name_of(n), "transport": "local", "path": f"targets/{n}"}
+                    for n in WORKSTATIONS
                 ],
-                "groups": {"grp": list(self.m.group)},
+                "groups": {"grp": [self.name_of(n) for n in self.m.group]},
             },
             "entities": entities,
         }
@@ -1064,6 +1072,17 @@ class ProvisionerHistory(RuleBasedStateMachine):
             spec.workstations.append(name)
         elif not add and name in spec.workstations and len(spec.workstations) > 1:
             spec.workstations.remove(name)
+        self.write_inputs()
+
+    @enabled("operator_renames_a_target")
+    @rule(name=st.sampled_from(WORKSTATIONS + LOCATIONS), then_apply=st.booleans())
+    @followed_by_apply
+    def operator_renames_a_target(self, name: str, then_apply: bool) -> None:
+        """A workstation or shared location renamed in the inventory, its folder unchanged (an
+        agent's PC renamed in the directory), or named back: every copy it holds stays (the
+        copy written under the new name was once removed under the old one)."""
+        self.operator_step()
+        self.m.names[name] = f"{name}-new" if self.name_of(name) == name else name
         self.write_inputs()
 
     @rule(name=st.sampled_from(WORKSTATIONS), add=st.booleans(), then_apply=st.booleans())
