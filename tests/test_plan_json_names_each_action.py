@@ -104,13 +104,17 @@ def test_renewal_of_a_bound_generation_shows_what_it_keeps_retires_and_re_encode
     """Generation 2 is in its renewal window and bound to two open consultations: it is
     retained beside generation 3 (the JSON names both consultations), its issuer's renewed
     certificate is carried in its copies (the chain's digest), and generation 1, retained
-    until now but bound to nothing any more, is retired (its designation named)."""
+    until now but its one consultation closed since, is retired (its designation named)."""
     g1 = generation(1, RETAINED)
     g2 = generation(2, not_after=NOW + dt.timedelta(days=30))
     result = planned(
         (g1, g2),
         (copy(NAS, 1), copy(NAS, 2), copy(WS1, 2)),
-        recorded_consultations=(bound("2027-AO-01", g2), bound("2027-AO-02", g2)),
+        recorded_consultations=(
+            bound("2026-AO-09", g1, "closed"),
+            bound("2027-AO-01", g2),
+            bound("2027-AO-02", g2),
+        ),
         chain_updates={"g2": (b"-----BEGIN CERTIFICATE-----", "5e1f" * 16)},
     )
     assert not result.refusals
