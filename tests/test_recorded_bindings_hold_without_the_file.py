@@ -57,7 +57,19 @@ def test_a_recorded_binding_retains_its_generation_at_renewal_without_the_file()
     (retained,) = actions(result, "retain-generation")
     assert retained["attributes"] == {"designation": "Ville", "consultations": "2027-AO-01"}
     (created,) = actions(result, "create-generation")
-    assert created["attributes"]["keeps"] == "generation 1"
+    assert (created["symbol"], created["attributes"]) == (
+        "+",
+        {
+            "designation": "Ville (2)",
+            "common_name": "Ville (2)",
+            "key": "RSA 3072",
+            "issuer": "self-signed",
+            "valid_until": "2029-02-28",
+            "pkcs12_profile": "modern",
+            "password": "(sensitive)",
+            "keeps": "generation 1",
+        },
+    )
     assert plan_json(result)["consultations"] == [
         {
             "reference": "2027-AO-01",
@@ -145,3 +157,24 @@ def test_a_designation_holding_a_colon_still_names_its_generation() -> None:
     assert not result.refusals
     (listed,) = plan_json(result)["consultations"]
     assert (listed["generation"], listed["designation"]) == (1, "Ville: Nord")
+
+
+def test_an_unbound_renewal_replaces_the_current_generation() -> None:
+    """Without a consultation the renewed generation is retired by its successor: `-/+`,
+    and the plan names the generation it replaces, never the password."""
+    g1 = generation(1, not_after=NOW + dt.timedelta(days=30))
+    result = planned((g1,), (copy(NAS), copy(WS1)))
+    (created,) = actions(result, "create-generation")
+    assert (created["symbol"], created["attributes"]) == (
+        "-/+",
+        {
+            "designation": "Ville (2)",
+            "common_name": "Ville (2)",
+            "key": "RSA 3072",
+            "issuer": "self-signed",
+            "valid_until": "2029-02-28",
+            "pkcs12_profile": "modern",
+            "password": "(sensitive)",
+            "replaces": "generation 1",
+        },
+    )
