@@ -20,6 +20,16 @@ from tests.test_plan_json_names_each_action import actions, planned
 from tests.test_planner import LOC, NAS, NOW, SPEC, WS1, copy, entity, generation
 
 DEADLINE = NOW + dt.timedelta(days=10)
+# What the plan shows of generation 2, made by the renewal of generation 1 (never its password).
+RENEWAL = {
+    "designation": "Ville (2)",
+    "common_name": "Ville (2)",
+    "key": "RSA 3072",
+    "issuer": "self-signed",
+    "valid_until": "2029-02-28",
+    "pkcs12_profile": "modern",
+    "password": "(sensitive)",
+}
 OPENING = NOW + dt.timedelta(days=40)
 
 
@@ -59,16 +69,7 @@ def test_a_recorded_binding_retains_its_generation_at_renewal_without_the_file()
     (created,) = actions(result, "create-generation")
     assert (created["symbol"], created["attributes"]) == (
         "+",
-        {
-            "designation": "Ville (2)",
-            "common_name": "Ville (2)",
-            "key": "RSA 3072",
-            "issuer": "self-signed",
-            "valid_until": "2029-02-28",
-            "pkcs12_profile": "modern",
-            "password": "(sensitive)",
-            "keeps": "generation 1",
-        },
+        RENEWAL | {"keeps": "generation 1"},
     )
     assert plan_json(result)["consultations"] == [
         {
@@ -167,14 +168,5 @@ def test_an_unbound_renewal_replaces_the_current_generation() -> None:
     (created,) = actions(result, "create-generation")
     assert (created["symbol"], created["attributes"]) == (
         "-/+",
-        {
-            "designation": "Ville (2)",
-            "common_name": "Ville (2)",
-            "key": "RSA 3072",
-            "issuer": "self-signed",
-            "valid_until": "2029-02-28",
-            "pkcs12_profile": "modern",
-            "password": "(sensitive)",
-            "replaces": "generation 1",
-        },
+        RENEWAL | {"replaces": "generation 1"},
     )
