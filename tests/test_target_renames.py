@@ -110,6 +110,13 @@ def test_the_record_of_a_renamed_workstation_goes_and_its_file_stays(
     ) in planned.stdout, planned.stdout
     assert f"    ~ rewrite g1 on ws-front: {copy}  [unrecorded]" in planned.stdout
     assert "Plan: 0 to create, 2 to update, 0 to remove." in planned.stdout
+    # The report reads it the same way: the old name's cell is no removal.
+    html = quickstart.parent / "report.html"
+    assert cli("report", *given, quickstart, "--out", html, env=DAY_AFTER).returncode in (0, 1)
+    cells = re.findall(r'<td class="copy (\w+)" title="([^"]*)">([^<]*)</td>', html.read_text())
+    assert [(c, word) for c, title, word in cells if "only this record goes" in title] == [
+        ("drifted", "same-file")
+    ]
     assert cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER).returncode == 0
     rows = state_rows(quickstart, "SELECT target, path FROM copies")
     assert [t for t, path in rows if path == str(copy)] == ["ws-front"]

@@ -24,7 +24,9 @@ def warn(p: Planning, entity: Entity, actions: list[Action]) -> None:
     if entity.state != "present":
         return
     planned = {(a.target, a.generation) for a in actions if isinstance(a, WriteCopy)}
-    removed = {(a.target, a.path) for a in actions if isinstance(a, RemoveCopy)}
+    removed = {
+        (a.target, a.path) for a in actions if isinstance(a, RemoveCopy) and not a.keeps_file
+    }
     for g in p.recorded.generations_of(entity.id):
         views = p.holders.get(g.id, [])
         for view in views:

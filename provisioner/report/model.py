@@ -177,7 +177,11 @@ def build(
     for state in stores or ():
         in_stores.setdefault(state.entity, []).append(state)
     statuses = {s.id: s for s in status.build(manifest, recorded, plan, now, scope)}
-    removals = {(a.target, a.path) for a in plan.actions if isinstance(a, RemoveCopy)}
+    removals = {
+        (a.target, a.path)
+        for a in plan.actions
+        if isinstance(a, RemoveCopy) and not a.keeps_file  # (only a record forgotten)
+    }
     by_entity: dict[str, list[check.Finding]] = {}
     for f in findings:
         if f.entity is not None:
