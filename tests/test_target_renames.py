@@ -129,7 +129,9 @@ def test_the_record_of_a_renamed_workstation_goes_and_its_file_stays(
 
 UNREACHABLE_WORKSTATION = (
     "    - {name: ws-new, transport: ssh, host: 127.0.0.1, port: 1, user: x, "
-    "known_hosts: kh, path: /tmp/ws-new, connect_timeout: 2}\n  groups:"
+    "known_hosts: kh, path: /tmp/ws-new, connect_timeout: 2}\n"
+    "    - {name: ws-new-2, transport: ssh, host: 127.0.0.1, port: 1, user: x, "
+    "known_hosts: kh, path: /tmp/ws-new-2, connect_timeout: 2}\n  groups:"
 )
 
 
@@ -142,14 +144,14 @@ def test_copies_wait_for_a_new_workstation_not_reached_yet(cli: Runner, quicksta
     edit(
         quickstart,
         ("  groups:", UNREACHABLE_WORKSTATION),
-        ("workstations: [service-marches, ws-accueil]", "workstations: [ws-new]"),
+        ("workstations: [service-marches, ws-accueil]", "workstations: [ws-new, ws-new-2]"),
     )
     done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
     assert done.returncode == 4, said(done)
     assert (
-        "  ! commune-exemple: [removals-held] 2 removals held back while ws-new could not be "
-        "observed: the copies it should hold instead are not confirmed, so the old ones stay "
-        "until it is\n"
+        "  ! commune-exemple: [removals-held] 2 removals held back while ws-new, ws-new-2 "
+        "could not be observed: the old copies stay until the targets that should hold them "
+        "instead are seen\n"
     ) in done.stdout, done.stdout
     assert key_fingerprints(quickstart) == before
     checked = cli("check", *given, quickstart, env=DAY_AFTER)
@@ -160,8 +162,10 @@ def test_copies_wait_for_a_new_workstation_not_reached_yet(cli: Runner, quicksta
     edit(
         quickstart,
         (
-            UNREACHABLE_WORKSTATION.split("\n")[0],
-            "    - {name: ws-new, transport: local, path: demo-out/workstations/ws-new}",
+            UNREACHABLE_WORKSTATION,
+            "    - {name: ws-new, transport: local, path: demo-out/workstations/ws-new}\n"
+            "    - {name: ws-new-2, transport: local, path: demo-out/workstations/ws-new-2}\n"
+            "  groups:",
         ),
     )
     done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
@@ -169,6 +173,7 @@ def test_copies_wait_for_a_new_workstation_not_reached_yet(cli: Runner, quicksta
     workstations = {rel for rel in key_fingerprints(quickstart) if rel.startswith("workstations/")}
     assert workstations == {
         "workstations/ws-new/commune-exemple.g1.p12",
+        "workstations/ws-new-2/commune-exemple.g1.p12",
         "workstations/ws-marches/syndicat-eaux.g1.p12",
     }
 
@@ -177,10 +182,20 @@ def test_the_shared_copies_wait_for_a_new_shared_location_not_reached_yet(
     cli: Runner, quickstart: Path
 ) -> None:
     """Every generation of both entities stays on the old shared location while the new one
-    is not reached: the copy that is never lost is never the one given up first."""
+    is not reached: the copy that is never lost is never the one given up first, a retired
+    generation's included (both keys were renewed: commune-exemple's generation 1 is kept
+    for C-1, syndicat-eaux's retired)."""
     given = bound(cli, quickstart)
+    renewal = at(TEST_CLOCK + dt.timedelta(days=685))  # inside the 60-day window
+    renewed = cli("apply", "--auto-approve", *given, quickstart, env=renewal)
+    assert renewed.returncode == 0, said(renewed)
     (quickstart.parent / "kh").write_text("")
     before = key_fingerprints(quickstart)
+    assert {rel for rel in before if rel.startswith("shared/")} == {
+        f"shared/backup/{entity}.g{n}.p12"
+        for entity in ("commune-exemple", "syndicat-eaux")
+        for n in (1, 2)
+    }
     edit(
         quickstart,
         (
@@ -190,14 +205,10 @@ def test_the_shared_copies_wait_for_a_new_shared_location_not_reached_yet(
         ),
         ("[backup-share]", "[nas2]"),
     )
-    done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
+    done = cli("apply", "--auto-approve", *given, quickstart, env=renewal)
     assert done.returncode == 4, said(done)
-    assert re.search(
-        r"commune-exemple: \[removals-held\] 1 removal held back while nas2", done.stdout
-    )
-    assert re.search(
-        r"syndicat-eaux: \[removals-held\] 1 removal held back while nas2", done.stdout
-    )
+    for entity in ("commune-exemple", "syndicat-eaux"):
+        assert f"{entity}: [removals-held] 2 removals held back while nas2" in done.stdout
     assert key_fingerprints(quickstart) == before
 
 

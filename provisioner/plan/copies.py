@@ -244,7 +244,7 @@ def remove_unwanted(
             continue
         if not p.removable(entity, copy, number):
             continue
-        role = was.role if was is not None else p.role_of(copy.target)
+        role = p.role_of(copy.target)
         if role is not None and unseen.get(role) and (role == "location" or not old):
             held_back += 1
             continue
@@ -267,8 +267,8 @@ def remove_unwanted(
                 WarningCode.REMOVALS_HELD,
                 f"{held_back} removal{'s' if held_back > 1 else ''} held back while "
                 + ", ".join(names)
-                + " could not be observed: the copies it should hold instead are not "
-                "confirmed, so the old ones stay until it is",
+                + " could not be observed: the old copies stay until the targets that "
+                "should hold them instead are seen",
             )
         )
 
