@@ -168,6 +168,23 @@ def test_copies_wait_for_a_new_workstation_not_reached_yet(cli: Runner, quicksta
             "  groups:",
         ),
     )
+    planned = cli("plan", "--json", *given, quickstart, env=DAY_AFTER)
+    removals = [
+        {k: a[k] for k in ("kind", "symbol", "entity", "generation", "reason", "target")}
+        for a in json.loads(planned.stdout)["actions"]
+        if a["kind"] == "remove-copy"
+    ]
+    assert removals == [
+        {
+            "kind": "remove-copy",
+            "symbol": "-",
+            "entity": "commune-exemple",
+            "generation": 1,
+            "reason": "decommissioned",
+            "target": target,
+        }
+        for target in ("ws-accueil", "ws-marches")
+    ], removals
     done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
     assert done.returncode == 0, said(done)
     workstations = {rel for rel in key_fingerprints(quickstart) if rel.startswith("workstations/")}
@@ -186,18 +203,8 @@ def test_the_shared_copies_wait_for_a_new_shared_location_not_reached_yet(
     generation's included (both keys were renewed: commune-exemple's generation 1 is kept
     for C-1, syndicat-eaux's retired)."""
     given = bound(cli, quickstart)
-    renewal = at(TEST_CLOCK + dt.timedelta(days=685))  # inside the 60-day window
-    renewed = cli("apply", "--auto-approve", *given, quickstart, env=renewal)
-    assert renewed.returncode == 0, said(renewed)
     (quickstart.parent / "kh").write_text("")
-    before = key_fingerprints(quickstart)
-    assert {rel for rel in before if rel.startswith("shared/")} == {
-        f"shared/backup/{entity}.g{n}.p12"
-        for entity in ("commune-exemple", "syndicat-eaux")
-        for n in (1, 2)
-    }
-    edit(
-        quickstart,
+    renamed = (
         (
             "  workstations:\n",
             "    - {name: nas2, transport: ssh, host: 127.0.0.1, port: 1, user: x, "
@@ -205,6 +212,26 @@ def test_the_shared_copies_wait_for_a_new_shared_location_not_reached_yet(
         ),
         ("[backup-share]", "[nas2]"),
     )
+    # Before the renewal, one copy each: one removal held, said in the singular.
+    text = quickstart.read_text()
+    edit(quickstart, *renamed)
+    planned = cli("plan", *given, quickstart, env=DAY_AFTER)
+    assert (
+        "  ! syndicat-eaux: [removals-held] 1 removal held back while nas2 could not be "
+        "observed: the old copies stay until the targets that should hold them instead are "
+        "seen\n"
+    ) in planned.stdout, planned.stdout
+    quickstart.write_text(text)
+    renewal = at(TEST_CLOCK + dt.timedelta(days=685))  # inside the 60-day window
+    renewed = cli("apply", "--auto-approve", *given, quickstart, env=renewal)
+    assert renewed.returncode == 0, said(renewed)
+    before = key_fingerprints(quickstart)
+    assert {rel for rel in before if rel.startswith("shared/")} == {
+        f"shared/backup/{entity}.g{n}.p12"
+        for entity in ("commune-exemple", "syndicat-eaux")
+        for n in (1, 2)
+    }
+    edit(quickstart, *renamed)
     done = cli("apply", "--auto-approve", *given, quickstart, env=renewal)
     assert done.returncode == 4, said(done)
     for entity in ("commune-exemple", "syndicat-eaux"):
