@@ -125,8 +125,9 @@ def test_writes_then_removal_kept_where_a_write_failed(session: Session, quickst
     ctx.failed_targets.clear()
     copies.remove(ctx, [replace(removal, observed_sha256=hashlib.sha256(b"before").hexdigest())])
     assert ctx.result.outcomes[-1].ok is False
-    assert f"kept {copy.path}: it changed since the plan observed it" in (
-        ctx.result.outcomes[-1].error or ""
+    assert ctx.result.outcomes[-1].error == (
+        f"{copy.target}: kept {copy.path}: it changed since the plan observed it (another "
+        "target's copy written there, or someone's file): not this state's to remove"
     )
     assert Path(copy.path).read_bytes() == data
     # Elsewhere it goes, file and record.

@@ -254,7 +254,15 @@ def test_two_workstations_that_are_one_folder_by_a_bind_mount_are_refused(
         pytest.skip(f"a bind mount needs privileges: {mounted.stderr.decode().strip()}")
     try:
         before = key_fingerprints(quickstart)
-        edit(quickstart, ("path: demo-out/workstations/ws-marches", f"path: {other}"))
+        edit(
+            quickstart,
+            ("path: demo-out/workstations/ws-marches", f"path: {other}"),
+            # A target no entity uses is not observed: the check goes on past it.
+            (
+                "  locations:\n",
+                "  locations:\n    - {name: spare, transport: local, path: spare}\n",
+            ),
+        )
         planned = cli("plan", *given, quickstart, env=DAY_AFTER)
         assert planned.returncode == 1, said(planned)
         assert (
@@ -267,3 +275,22 @@ def test_two_workstations_that_are_one_folder_by_a_bind_mount_are_refused(
         assert key_fingerprints(quickstart) == before
     finally:
         subprocess.run(["umount", str(other)], check=True)
+
+
+def test_a_shared_location_renamed_after_a_renewal_keeps_every_generation(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Its copies of retired generations too: the new name keeps every generation ever
+    made, so none of its files is removed under the old name."""
+    given = bound(cli, quickstart)
+    renewal = at(TEST_CLOCK + dt.timedelta(days=685))  # inside the 60-day window
+    assert cli("apply", "--auto-approve", *given, quickstart, env=renewal).returncode == 0
+    held = key_fingerprints(quickstart)
+    assert "shared/backup/syndicat-eaux.g1.p12" in held  # retired, kept on the share
+    edit(quickstart, *RENAME_LOCATION)
+    done = cli("apply", "--auto-approve", *given, quickstart, env=renewal)
+    assert done.returncode == 0, said(done)
+    assert " - remove " not in done.stdout, done.stdout
+    assert key_fingerprints(quickstart) == held
+    again = cli("plan", "--detailed-exitcode", *given, quickstart, env=renewal)
+    assert again.returncode == 0, said(again)
