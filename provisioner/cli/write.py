@@ -358,7 +358,13 @@ def export(
     ] = None,
     password_env: PasswordEnvOpt = None,
     password_file: PasswordFileOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite PATH.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Overwrite PATH (never the state folder, the escrow or a copy this state wrote).",
+        ),
+    ] = False,
     state_dir: StateDirOpt = None,
     state_backend: StateBackendOpt = None,
     as_json: JsonOpt = False,
