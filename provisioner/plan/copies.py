@@ -7,6 +7,7 @@ while they are what was written. A missing escrowed key is taken back from an in
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 
 from provisioner.codes import WarningCode
@@ -183,14 +184,14 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
                         role=target.role,
                     )
                 )
-    places = _wanted_places(p, entity, keep, archive)
+    places = WantedPlaces(lambda: _wanted_places(p, entity, keep, archive))
     remove_unwanted(p, entity, places, wanted_paths, retiring)
 
 
 def remove_unwanted(
     p: Planning,
     entity: Entity,
-    places: dict[Place, tuple[str, str]],
+    places: WantedPlaces,
     wanted_paths: set[tuple[str, str]],
     retiring: set[str],
 ) -> None:
@@ -274,6 +275,20 @@ def remove_unwanted(
 
 
 Place = tuple[object, ...]
+
+
+class WantedPlaces:
+    """Where the entity's declared targets hold their copies -> (target, path), worked out
+    at the first question: a plan with nothing to remove (a no-op plan) never asks."""
+
+    def __init__(self, make: Callable[[], dict[Place, tuple[str, str]]]) -> None:
+        self._make = make
+        self._found: dict[Place, tuple[str, str]] | None = None
+
+    def get(self, place: Place) -> tuple[str, str] | None:
+        if self._found is None:
+            self._found = self._make()
+        return self._found.get(place)
 
 
 def _place(p: Planning, target: Target, path: str) -> Place:
