@@ -294,3 +294,21 @@ def test_a_shared_location_renamed_after_a_renewal_keeps_every_generation(
     assert key_fingerprints(quickstart) == held
     again = cli("plan", "--detailed-exitcode", *given, quickstart, env=renewal)
     assert again.returncode == 0, said(again)
+
+
+def test_a_copy_damaged_on_a_renamed_workstation_is_repaired_not_left_as_someone_elses(
+    cli: Runner, quickstart: Path
+) -> None:
+    """Found by the stateful long profile: ws-accueil renamed, then its copy garbled before
+    the next apply. The file is this state's (written under the old name): drift to repair,
+    not a file someone else put there."""
+    given = bound(cli, quickstart)
+    held = key_fingerprints(quickstart)
+    edit(quickstart, *RENAME_WORKSTATION)
+    copy = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g1.p12"
+    copy.write_bytes(copy.read_bytes()[:100])
+    done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
+    assert done.returncode == 0, said(done)
+    assert f"    ~ rewrite g1 on ws-front: {copy}  [drifted]" in done.stdout, done.stdout
+    assert "! conflict" not in done.stdout
+    assert key_fingerprints(quickstart) == held

@@ -18,7 +18,7 @@ from provisioner.plan.context import Fresh, Kept, Planning
 from provisioner.plan.model import PlanWarning
 from provisioner.plan.paths import copy_file_name, file_name, next_number, resolve_target
 from provisioner.plan.policies import COPY_CHECKS, CopyContext, first_reason
-from provisioner.state.records import RETIRED
+from provisioner.state.records import RETIRED, RecordedCopy
 from provisioner.transports.base import file_path, folder_of
 
 
@@ -151,7 +151,7 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
                 path=path,
                 generation=held.generation,
                 observed=p.observed.files.get((target.name, path)),
-                recorded=p.recorded.copies.get((target.name, path)),
+                recorded=_recorded_here(p, entity, target, path),
                 profile=entity.key.profile,
                 password_id=password_id,
                 friendly_name=held.designation,
@@ -275,6 +275,24 @@ def remove_unwanted(
 
 
 Place = tuple[object, ...]
+
+
+def _recorded_here(p: Planning, entity: Entity, target: Target, path: str) -> RecordedCopy | None:
+    """The record of the copy at `path`: under this target's name, else, for a file this
+    state wrote under another name for the same place (a target renamed, its folder spelt
+    anew) that changed since, that record: the file is this state's, and the change is drift
+    to repair, not a file someone else put there."""
+    found = p.recorded.copies.get((target.name, path))
+    facts = p.observed.files.get((target.name, path))
+    if found is not None or facts is None:
+        return found
+    here = _place(p, target, path)
+    for c in p.copies_of(entity.id):
+        was = resolve_target(p.desired, p.recorded, c.target)
+        # As written: `unrecorded` rewrites it under this name (one apply, no drift to say).
+        if was is not None and _place(p, was, c.path) == here and c.sha256 != facts.sha256:
+            return c
+    return None
 
 
 class WantedPlaces:
