@@ -200,12 +200,10 @@ def remove_unwanted(
     spelt through a symlink): only the old record goes; and never a live copy while a target
     of its role that would hold it instead was not observed (it stays until that one is)."""
     declared = {t.name: t for t in entity.targets}
-    unseen: dict[str, list[str]] = {
-        t.role: sorted(
-            u.name for u in entity.targets if u.role == t.role and u.name in p.observed.unreachable
-        )
-        for t in entity.targets
-    }
+    unseen: dict[str, list[str]] = {}  # role -> its declared targets not observed
+    for t in entity.targets:
+        if t.name in p.observed.unreachable:
+            unseen.setdefault(t.role, []).append(t.name)
     held_back = 0
     for copy in sorted(p.copies_of(entity.id), key=lambda c: (c.target, c.path)):
         if (copy.target, copy.path) in wanted_paths or copy.target in p.observed.unreachable:
