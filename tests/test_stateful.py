@@ -121,6 +121,10 @@ RENEW_BEFORE_DAYS = 30
 WARNING_WINDOW_DAYS = 30  # `check`: a bound key at risk this close to the opening is CRITICAL
 ENTITY_IDS = ("commune-a", "syndicat-b", "office-c")
 WORKSTATIONS = ("ws-a", "ws-b", "ws-c")
+# PROVISIONER_STATEFUL_TRACE=FILE: every command a history runs, with its exit code and
+# output, written to FILE (started again by each history: after a failure it holds the
+# failing history's last replay, the shrunk one). For reading a failure, never in CI.
+TRACE = os.environ.get("PROVISIONER_STATEFUL_TRACE")
 LOCATIONS = ("share-1", "share-2")
 FAULT_POINTS = (
     "after-keygen",
@@ -438,6 +442,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
         super().__init__()
         type(self).histories += 1
         self.root = Path(tempfile.mkdtemp(prefix="provisioner-stateful-"))
+        if TRACE:  # each history starts the trace again: a failure's is the last one written
+            Path(TRACE).write_text(f"# history {type(self).histories} in {self.root}\n")
         self.m = Model()
         self.passphrase = f"Escrow-{secrets.token_hex(8)}"
         self.m.secrets.add(self.passphrase)
@@ -480,7 +486,10 @@ class ProvisionerHistory(RuleBasedStateMachine):
         return self.root / ".provisioner"
 
     def target_dir(self, name: str) -> Path:
-        return self.root / "targets" / name
+        """The folder of the target called `name` now or once: a folder's name, or the name
+        the inventory gives it (operator_renames_a_target: X and X-new are one folder). A
+        state row names a copy's target by the name it had when recorded, never by folder."""
+        return self.root / "targets" / name.removesuffix("-new")
 
     def _add_entity(self, entity: str, profile: str = "modern") -> None:
         password = f"Pw-{entity}-{secrets.token_hex(6)}"
@@ -621,6 +630,9 @@ class ProvisionerHistory(RuleBasedStateMachine):
                 f"provisioner {' '.join(args)} crashed: {type(exc).__name__}: {exc}\n{out}{err}"
             ) from exc
         self.m.outputs.append(out + err)
+        if TRACE:
+            with open(TRACE, "a", encoding="utf-8") as trace:
+                trace.write(f"\n$ provisioner {' '.join(args)}  -> exit {code}\n{out}{err}")
         if learn:
             self.harvest()
         return Outcome(code, out, err)
