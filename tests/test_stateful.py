@@ -123,7 +123,8 @@ ENTITY_IDS = ("commune-a", "syndicat-b", "office-c")
 WORKSTATIONS = ("ws-a", "ws-b", "ws-c")
 # PROVISIONER_STATEFUL_TRACE=FILE: every command a history runs, with its exit code and
 # output, written to FILE (started again by each history: after a failure it holds the
-# failing history's last replay, the shrunk one). For reading a failure, never in CI.
+# failing history's last replay, the shrunk one; with PROVISIONER_STATEFUL_KEEP_GOING=1 the
+# Nth failure's is kept as FILE.N). For reading a failure, never in CI.
 TRACE = os.environ.get("PROVISIONER_STATEFUL_TRACE")
 LOCATIONS = ("share-1", "share-2")
 FAULT_POINTS = (
@@ -2129,6 +2130,8 @@ def test_long_profile() -> None:
             # The history itself is in the exception's notes (hypothesis adds them).
             told = "\n".join([str(exc), *getattr(exc, "__notes__", [])])
             failures.append(f"after {ProvisionerHistory.histories} histories: {told}")
+            if TRACE:  # the next history starts the trace again: keep this one's
+                shutil.copyfile(TRACE, f"{TRACE}.{len(failures)}")
             print(f"\nFAILED (going on):\n{told}\n", flush=True)
         print(
             f"  {ProvisionerHistory.histories} histories, {ProvisionerHistory.steps} commands, "
