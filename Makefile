@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo man test test-slow test-dates mutation lint bench bench-fleet bench-postgresql clean
+.PHONY: demo man test test-slow test-dates mutation lint bench bench-fleet bench-floor bench-postgresql clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ bench: $(STAMP)
 # about 20 minutes, where the whole `make bench` takes over an hour.
 bench-fleet: $(STAMP)
 	$(PY) bench/fleet_bench.py --write
+
+# Only the section of docs/PERFORMANCE.md that sets a no-op plan and apply against their floor
+# (one Python start plus sha256sum over every copy), at 1,000 x 10 and 20 x 5: a few minutes.
+bench-floor: $(STAMP)
+	$(PY) bench/floor.py --write
 
 # Only the PostgreSQL section of docs/PERFORMANCE.md: a first apply and no-op plans at 1,000 x 10
 # on PostgreSQL beside SQLite (a throwaway cluster; PostgreSQL's server binaries installed).

@@ -1,9 +1,10 @@
 """`make bench`: measure and write docs/PERFORMANCE.md (machine, command, medians).
 
 Scenarios: crypto primitives (key generation per size, PKCS#12 encode/decode per profile),
-region scale (bench/scale.py), a team's state in PostgreSQL beside SQLite (bench/pg_bench.py),
-distribution over SSH (bench/ssh_bench.py), unreachable
-workstations at fleet scale (bench/fleet_bench.py; alone: `make bench-fleet`).
+region scale (bench/scale.py), a no-op run against its floor (bench/floor.py; alone:
+`make bench-floor`), a team's state in PostgreSQL beside SQLite (bench/pg_bench.py),
+distribution over SSH (bench/ssh_bench.py), unreachable workstations at fleet scale
+(bench/fleet_bench.py; alone: `make bench-fleet`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fleet_bench
+import floor
 import pg_bench
 import scale
 import smb_bench
@@ -131,6 +133,7 @@ def main() -> None:
         "and 400 MB; first apply within 1.3x of the key-generation bound; 20 x 5 no-op apply",
         "under 1 s. See the closing note of the performance issue for which are met.",
         "",
+        *floor.section(floor.rows(), "python bench/run.py"),
         "## Distribution over SSH (loopback)",
         "",
         "20 entities x 10 workstations, each workstation on its own loopback address of one",
