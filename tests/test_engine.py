@@ -370,3 +370,31 @@ def test_counts_agree_with_their_number(cli: Runner, quickstart: Path) -> None:
     broken = quickstart.parent / "broken.yaml"
     broken.write_text(ONE_OF_EACH.replace("version: 1", "version: 2"))
     assert cli("validate", broken).stderr.endswith(f"{broken}: invalid (1 error)\n")
+
+
+def test_a_saved_plan_tests_a_passphrase_guess_no_cheaper_than_the_escrow_keyring(
+    quickstart: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan file goes to reviewers; its inputs digest mixes the entity passwords under a key
+    derived from the escrow passphrase. Whoever holds every password could test passphrase
+    guesses against it: never more cheaply than against the keyring file itself (an outside
+    review of 2026-12-07 found it at half the keyring's scrypt cost)."""
+    import hashlib
+
+    from provisioner.engine import inputs_digest
+    from provisioner.state import escrow
+
+    costs: list[tuple[int, int, int]] = []
+    real = hashlib.scrypt
+
+    def counting(password: bytes, **kw: int) -> bytes:
+        costs.append((kw["n"], kw["r"], kw["p"]))
+        return real(password, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    inputs = load_inputs(quickstart, None)
+    first = inputs_digest(inputs, b"s" * 16)
+    assert costs == [(escrow.SCRYPT_N, escrow.SCRYPT_R, escrow.SCRYPT_P)]
+    assert escrow.SCRYPT_N >= 2**15
+    # Keyed: another salt, another digest; the same inputs, the same digest.
+    assert inputs_digest(inputs, b"t" * 16) != first == inputs_digest(inputs, b"s" * 16)

@@ -1,5 +1,5 @@
-"""Digests that tie a saved plan to what it was made from: the inputs (keyed, so the plan
-file holds nothing brute-forceable) and the observed files."""
+"""Digests that tie a saved plan to what it was made from: the inputs (the secrets' values
+keyed by the escrow passphrase at the keyring's own cost) and the observed files."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ from provisioner.bounded import InputFileError, read_regular
 from provisioner.engine.inputs import Inputs
 from provisioner.manifest.yamlpos import MAX_BYTES
 from provisioner.plan.model import Observed
+from provisioner.state.escrow import SCRYPT_N, SCRYPT_P, SCRYPT_R
 
 
 def inputs_digest(inputs: Inputs, salt: bytes) -> str:
     """A digest of the manifest, the files it references and the secrets' values, keyed by the
-    escrow passphrase so the plan file holds nothing that could be brute-forced."""
+    escrow passphrase. The plan file goes where reviewers read it: without the passphrase its
+    digest tests no guess of a password, and with every entity's password in hand it tests a
+    guess of the passphrase no cheaper than the escrow's keyring file does (the same scrypt
+    cost, `escrow.SCRYPT_N`; it was half that before 2026-12-07, an outside review's finding)."""
     h = hashlib.sha256()
     files = [inputs.manifest.path]
     for issuer in inputs.manifest.issuers.values():
@@ -27,7 +31,15 @@ def inputs_digest(inputs: Inputs, salt: bytes) -> str:
             h.update(hashlib.sha256(read_regular(path, MAX_BYTES)).digest())
         except InputFileError:
             h.update(b"(unreadable)")
-    key = hashlib.scrypt(inputs.escrow_passphrase.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    key = hashlib.scrypt(
+        inputs.escrow_passphrase.encode(),
+        salt=salt,
+        n=SCRYPT_N,
+        r=SCRYPT_R,
+        p=SCRYPT_P,
+        maxmem=256 * SCRYPT_N * SCRYPT_R,
+        dklen=32,
+    )
     mac = hmac.new(key, digestmod=hashlib.sha256)
     for entity, password in sorted(inputs.passwords.items()):
         mac.update(entity.encode() + b"\0" + password.encode() + b"\0")
