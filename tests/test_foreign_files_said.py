@@ -229,3 +229,33 @@ def test_every_copy_to_remove_that_changed_is_said_not_only_the_first(
     assert said == [f"! conflict g1 on {p.parent.name}: {p}" for p in changed], planned.stdout
     assert cli("apply", "--auto-approve", quickstart, env=renewal).returncode == 1
     assert all(path.read_bytes() == theirs for path in changed)
+
+
+def test_what_apply_still_does_for_an_entity_in_conflict_is_said_not_denied(
+    cli: Runner, quickstart: Path
+) -> None:
+    """An entity with a conflict is held back from everything that rests on the state being
+    current, but a copy of a known generation where no file stands is still written (it can
+    lose nothing). The plan says so; it once said "Nothing of commune-exemple is changed"
+    above a write it then did (an outside review, 2026-12-07)."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    out = quickstart.parent / "demo-out"
+    shared = out / "shared/backup/commune-exemple.g1.p12"
+    shared.unlink()
+    foreign = foreign_pkcs12(PASSWORDS["commune-exemple"])
+    in_the_way = out / IN_THE_WAY
+    in_the_way.write_bytes(foreign)
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    assert f"+ write g1 on backup-share: {shared}  [missing]" in planned.stdout, planned.stdout
+    assert "Nothing of commune-exemple is changed" not in planned.stdout
+    said = " ".join(planned.stdout.split())
+    assert (
+        "For commune-exemple, apply does only what can lose nothing (a known generation's copy "
+        "where no file stands, an escrow restore, a new name, the consultations file's "
+        "records): no new generation, no retirement or removal, no file replaced."
+    ) in said, said
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 1 and "Left alone: commune-exemple" in done.stderr, done.stderr
+    assert "only what can lose nothing was done" in done.stderr, done.stderr
+    assert shared.is_file() and in_the_way.read_bytes() == foreign

@@ -26,7 +26,7 @@ def test_a_symlink_where_the_first_copy_goes_is_a_conflict_named_as_such(
         f"! conflict g1 on ws-accueil: {link}  [conflict] a file this state did not write "
         "stands where its new copy goes (a symlink or special file): left as it is"
     ) in planned.stdout
-    assert "Nothing of commune-exemple is changed" in planned.stdout
+    assert "For commune-exemple, apply does only what can lose nothing" in planned.stdout
     document = json.loads(cli("plan", "--json", quickstart).stdout)
     (conflict,) = [a for a in document["actions"] if a["kind"] == "conflict"]
     assert (conflict["entity"], conflict["target"], conflict["path"]) == (

@@ -221,8 +221,8 @@ def render_result(run: ApplyRun, as_json: bool, quiet: bool = False) -> int:
         entities = ", ".join(run.plan.conflicted_entities())
         typer.echo(
             f"Left alone: {entities}: files this state did not write stand where their copies "
-            "go (see Conflicts above); run `provisioner recover MANIFEST` if the state was lost "
-            "or restored, else move those files away.",
+            "go (see Conflicts above: only what can lose nothing was done); run `provisioner "
+            "recover MANIFEST` if the state was lost or restored, else move those files away.",
             err=True,
         )
     return code

@@ -256,9 +256,12 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
         lines.append("")
         lines.append(
             "Conflicts: files this state did not write stand where copies go, or changed since "
-            "they were written. Nothing of "
+            "they were written. For "
             + ", ".join(plan.conflicted_entities())
-            + " is changed. If the state was lost or restored from an older backup, run "
+            + ", apply does only what can lose nothing (a known generation's copy where no file "
+            "stands, an escrow restore, a new name, the consultations file's records): no new "
+            "generation, no retirement or removal, no file replaced. If the state was lost or "
+            "restored from an older backup, run "
             "`provisioner recover MANIFEST` (it takes back every copy that holds a known key); "
             "otherwise move those files away and plan again."
         )
