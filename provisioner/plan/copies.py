@@ -224,8 +224,8 @@ def remove_unwanted(
             message = "the generation is retired; the key stays in the escrow"
         else:
             code, message = ReasonCode.MOVED, "the target's folder changed"
-        was = holder or resolve_target(p.desired, p.recorded, copy.target)
-        owner = places.get(_place(p, was, copy.path)) if was is not None else None
+        where = _record_place(p, copy)
+        owner = places.get(where) if where is not None else None
         if owner is not None and owner != (copy.target, copy.path):
             p.actions.append(
                 RemoveCopy(
@@ -286,11 +286,17 @@ def _recorded_here(p: Planning, entity: Entity, target: Target, path: str) -> Re
         return found
     here = _place(p, target, path)
     for c in p.copies_of(entity.id):
-        was = resolve_target(p.desired, p.recorded, c.target)
         # As written: `unrecorded` rewrites it under this name (one apply, no drift to say).
-        if was is not None and _place(p, was, c.path) == here and c.sha256 != facts.sha256:
+        if _record_place(p, c) == here and c.sha256 != facts.sha256:
             return c
     return None
+
+
+def _record_place(p: Planning, copy: RecordedCopy) -> Place | None:
+    """Where a recorded copy is, its target as the manifest declares it now, else as the
+    state last recorded it (None: a target known to neither)."""
+    was = resolve_target(p.desired, p.recorded, copy.target)
+    return _place(p, was, copy.path) if was is not None else None
 
 
 class WantedPlaces:
