@@ -42,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from perfdoc import replace_section  # noqa: E402
+
 from tests import sshd  # noqa: E402
 from tests.listeners import Dropping, Hung, refusing  # noqa: E402
 from tests.manifests import Manifest, ssh  # noqa: E402
@@ -264,22 +266,15 @@ def section(rows: list[str], command: str) -> list[str]:
 def write(rows: list[str], command: str, plans: list[str] | None = None) -> None:
     """Replace the fleet section of docs/PERFORMANCE.md (`rows`), or only its back-to-back
     plans (`plans`, with `rows` empty)."""
-    path = ROOT / "docs" / "PERFORMANCE.md"
-    text = path.read_text()
     if not rows and plans is not None:
-        head, _, _ = text.partition(INTERLEAVED)
+        path = ROOT / "docs" / "PERFORMANCE.md"
+        head, _, _ = path.read_text().partition(INTERLEAVED)
         path.write_text(head.rstrip("\n") + "\n\n" + "\n".join(interleaved(plans, command)))
         return
     new = "\n".join(section(rows, command))
     if plans is not None:
         new = new.rstrip("\n") + "\n\n" + "\n".join(interleaved(plans, command))
-    if SECTION in text:
-        head, tail = text.split(SECTION, 1)
-        rest = tail.split("\n## ", 1)
-        text = head + new + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + new
-    path.write_text(text)
+    replace_section(SECTION, new)
 
 
 if __name__ == "__main__":

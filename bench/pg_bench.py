@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import scale
 from generate import generate
+from perfdoc import replace_section
 
 from tests.pgserver import running
 
-ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## A team's state: PostgreSQL beside SQLite"
 
 
@@ -115,17 +115,8 @@ def section(rows: list[str], command: str, load: float | None = None) -> list[st
 
 
 def write(rows: list[str], command: str, load: float | None = None) -> None:
-    path = ROOT / "docs" / "PERFORMANCE.md"
-    text = path.read_text()
     new = "\n".join(section(rows, command, load))
-    if SECTION in text:
-        head, tail = text.split(SECTION, 1)
-        rest = tail.split("\n## ", 1)
-        text = head + new + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        head, marker, tail = text.partition("\n## The HTML report")
-        text = head.rstrip("\n") + "\n\n" + new + marker + tail
-    path.write_text(text)
+    replace_section(SECTION, new, before="## The HTML report")
 
 
 if __name__ == "__main__":
