@@ -122,12 +122,21 @@ RENEW_BEFORE_DAYS = 30
 WARNING_WINDOW_DAYS = 30  # `check`: a bound key at risk this close to the opening is CRITICAL
 ENTITY_IDS = ("commune-a", "syndicat-b", "office-c")
 WORKSTATIONS = ("ws-a", "ws-b", "ws-c")
+LOCATIONS = ("share-1", "share-2")
 # PROVISIONER_STATEFUL_TRACE=FILE: every command a history runs, with its exit code and
 # output, written to FILE (started again by each history: after a failure it holds the
 # failing history's last replay, the shrunk one; with PROVISIONER_STATEFUL_KEEP_GOING=1 the
 # Nth failure's is kept as FILE.N). For reading a failure, never in CI.
 TRACE = os.environ.get("PROVISIONER_STATEFUL_TRACE")
-LOCATIONS = ("share-1", "share-2")
+RENAMED = "-new"  # operator_renames_a_target: folder X's target is called X, or X-new
+
+
+def folder_of(name: str) -> str:
+    """The folder (under targets/) of the target called `name` now or once: a state row names
+    a copy's target by the name it had when recorded, never by folder."""
+    return name.removesuffix(RENAMED)
+
+
 FAULT_POINTS = (
     "after-keygen",
     "after-escrow",
@@ -488,10 +497,8 @@ class ProvisionerHistory(RuleBasedStateMachine):
         return self.root / ".provisioner"
 
     def target_dir(self, name: str) -> Path:
-        """The folder of the target called `name` now or once: a folder's name, or the name
-        the inventory gives it (operator_renames_a_target: X and X-new are one folder). A
-        state row names a copy's target by the name it had when recorded, never by folder."""
-        return self.root / "targets" / name.removesuffix("-new")
+        """The folder of the target called `name` now or once (see folder_of)."""
+        return self.root / "targets" / folder_of(name)
 
     def _add_entity(self, entity: str, profile: str = "modern") -> None:
         password = f"Pw-{entity}-{secrets.token_hex(6)}"
@@ -1096,7 +1103,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         agent's PC renamed in the directory), or named back: every copy it holds stays (the
         copy written under the new name was once removed under the old one)."""
         self.operator_step()
-        self.m.names[name] = f"{name}-new" if self.name_of(name) == name else name
+        self.m.names[name] = f"{name}{RENAMED}" if self.name_of(name) == name else name
         self.write_inputs()
 
     @rule(name=st.sampled_from(WORKSTATIONS), add=st.booleans(), then_apply=st.booleans())
@@ -1706,7 +1713,7 @@ class ProvisionerHistory(RuleBasedStateMachine):
         took its copies with it, and a consultation bound later has none to keep there (the
         long profile's history 299 of 2026-12-07: no refusal was due, and none was given)."""
         rows = self.state_rows(f"SELECT target FROM copies WHERE entity = '{entity}'")
-        return any(t.removesuffix("-new") in LOCATIONS for (t,) in rows)
+        return any(folder_of(t) in LOCATIONS for (t,) in rows)
 
     def refusal_names_recover(self, done: Outcome) -> None:
         """An apply refused after a lost or older state names the command that recovers it."""
@@ -2144,11 +2151,11 @@ def test_long_profile() -> None:
     # that one long run surveys every failure (the test still fails at the end).
     keep_going = os.environ.get("PROVISIONER_STATEFUL_KEEP_GOING") == "1"
     failures: list[str] = []
-    diverged: list[str] = []
+    diverged = 0  # batches a replay of which drew otherwise
     while ProvisionerHistory.histories < wanted and time.monotonic() - start < cap:
         try:
             if run_histories(ProvisionerHistory, batch):  # said; the run goes on
-                diverged.append(str(ProvisionerHistory.histories))
+                diverged += 1
         except Exception as exc:
             if not keep_going:
                 raise
@@ -2167,6 +2174,6 @@ def test_long_profile() -> None:
     print(
         f"\nstateful long profile: {ProvisionerHistory.histories} histories, "
         f"{ProvisionerHistory.steps} commands in {elapsed:.0f} s"
-        + (f"; {len(diverged)} batch(es) diverged on replay" if diverged else "")
+        + (f"; {diverged} batch(es) diverged on replay" if diverged else "")
     )
     assert not failures, f"{len(failures)} failing batch(es):\n" + "\n\n".join(failures)
