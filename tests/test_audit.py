@@ -150,3 +150,5 @@ def test_a_generation_brought_back_or_retired_says_why_in_the_audit(
         lines
     )
     assert "generation=1 reason=unbound" in lines[-1], lines
+    # each retirement names the key an operator knows it by, as the platform shows it
+    assert all('designation="Commune Exemple"' in line for line in lines), lines

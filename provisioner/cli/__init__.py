@@ -139,7 +139,7 @@ def main() -> None:
     # Region-scale runs allocate hundreds of thousands of long-lived objects and few cycles:
     # collect the young generation less often.
     gc.set_threshold(50_000, 50, 100)
-    from provisioner.transports.logs import keep_off_terminal
+    from provisioner.logs import keep_off_terminal
 
     keep_off_terminal()  # a library's own logging never reaches the operator's terminal
     _leave(run(sys.argv[1:]))

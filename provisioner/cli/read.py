@@ -26,9 +26,7 @@ from provisioner.cli.app import (
 )
 from provisioner.cli.document import diagnostic_json as _diag_json
 from provisioner.cli.document import emit, error_document
-from provisioner.engine.inputs import state_dir_for, targets_in_state
 from provisioner.errors import ManifestError
-from provisioner.manifest.loader import read_manifest
 from provisioner.wording import counted
 
 
@@ -39,9 +37,12 @@ def validate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Check a manifest and the files it references. Exit 0 when valid, 1 when not."""
+    from provisioner.engine.inputs import state_dir_for, targets_in_state
+    from provisioner.manifest.files import check_files
+    from provisioner.manifest.loader import read_manifest
+
     try:
         model, found = read_manifest(manifest)
-        from provisioner.manifest.files import check_files
 
         referenced = check_files(model)  # metadata only: no secret is read
         referenced += targets_in_state(model, state_dir_for(manifest, None))

@@ -35,6 +35,7 @@ import paramiko
 from provisioner import faults
 from provisioner.atomic import TMP_MARK
 from provisioner.errors import ProvisionerError, TransportError
+from provisioner.logs import silence_library_logging
 from provisioner.manifest.model import Target
 from provisioner.transports.base import (
     MAX_READ_BYTES,
@@ -45,7 +46,6 @@ from provisioner.transports.base import (
     folder_facts,
     too_large,
 )
-from provisioner.transports.logs import silence_library_logging
 from provisioner.transports.ssh_connection import (
     CONNECT_ATTEMPTS,
     OPERATION_TIMEOUT,

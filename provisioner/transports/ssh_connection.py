@@ -21,6 +21,7 @@ import paramiko
 from paramiko.pkey import UnknownKeyType
 
 from provisioner.errors import TransportError
+from provisioner.logs import silence_library_logging
 from provisioner.manifest.model import SshSpec, Target
 from provisioner.transports.base import (
     AUTH_FAILED,
@@ -34,7 +35,6 @@ from provisioner.transports.base import (
     TIMED_OUT,
     Unreachable,
 )
-from provisioner.transports.logs import silence_library_logging
 from provisioner.transports.ssh_hostkeys import _Refuse, fingerprint, known_hosts_name
 from provisioner.transports.ssh_sftp import SftpStatusError, _Sftp
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import paramiko
 
 from provisioner.errors import TransportError
+from provisioner.logs import silence_library_logging
 from provisioner.transports.base import HOST_KEY_UNKNOWN, Unreachable
-from provisioner.transports.logs import silence_library_logging
 
 
 def fingerprint(key: paramiko.PKey) -> str:
