@@ -109,6 +109,15 @@ def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """The program's clock, for what a test runs in its own process (the planner, the engine,
     a command called as a function): TEST_CLOCK, as for every command `run_cli` starts."""
     monkeypatch.setenv("PROVISIONER_NOW", TEST_CLOCK.isoformat())
+    if _mutant():
+        # The programs a test must still start in their own process (a command killed at a
+        # fault point, one at a terminal's prompt, `own_process`) import the mutated tree too,
+        # with the same mutant on (MUTANT_UNDER_TEST is inherited): what they show is the
+        # mutant's, though mutmut learns which functions they reach only in this process.
+        # Not while mutmut collects its stats: its trampolines there need its own process.
+        monkeypatch.setenv(
+            "PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.getenv("PYTHONPATH")) if p)
+        )
 
 
 @pytest.fixture

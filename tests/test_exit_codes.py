@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, TEST_CLOCK, Runner
+from tests.conftest import REPO, TEST_CLOCK, Runner, run_in_process
 
 
 @pytest.mark.parametrize(
@@ -198,11 +198,18 @@ def test_a_recover_given_a_lock_timeout_waits_for_the_holder_then_records(
     answer = threading.Thread(target=say_no)
     try:
         assert b"Record this?" in wait_for(process, b"Record this?", 60)
+        # Meanwhile an apply without a timeout is refused at once, naming what holds the lock.
+        refused = cli("apply", "--auto-approve", quickstart)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"is locked by pid {process.pid} (" in refused.stderr, refused.stderr
+        assert "running `recover` since " in refused.stderr, refused.stderr
         answer.start()
         waited = cli("recover", "--auto-approve", "--lock-timeout", "60", quickstart)
     finally:
         if answer.ident is not None:
             answer.join()
+        else:  # failed before answering: the recover at its prompt would wait for ever
+            process.kill()
         process.communicate(timeout=120)
         os.close(main)
     assert process.returncode == 1
@@ -224,3 +231,33 @@ def test_a_quiet_apply_held_by_conflicts_never_says_no_changes(
         "commune-exemple, syndicat-eaux alone (files this state did not write).\n"
     ), done.stdout
     assert "Left alone: commune-exemple, syndicat-eaux" in done.stderr
+
+
+def test_while_recover_runs_its_lock_names_it_to_whoever_is_refused(
+    cli: Runner, quickstart: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a command refused by the lock prints names the holder: while `recover` reads the
+    copies, the lock file says `recover` (pid, since when), as the refused apply would show.
+    Run in this process, so that what recover writes there is read while it holds the lock."""
+    from provisioner import clock
+    from provisioner.flows import recover as flow
+    from provisioner.state.lock import LOCK_NAME, refusal
+
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    shutil.rmtree(quickstart.parent / ".provisioner")
+    seen: list[str] = []
+    scan = flow.scan
+
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        state = quickstart.parent / ".provisioner"
+        seen.append(str(refusal(state, (state / LOCK_NAME).read_text())))
+        return scan(*args, **kwargs)
+
+    monkeypatch.setattr(flow, "scan", reading)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env["PROVISIONER_NOW"] = TEST_CLOCK.isoformat()
+    done = run_in_process(["recover", "--auto-approve", str(quickstart)], None, env, None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (said,) = seen
+    assert f"is locked by pid {os.getpid()} (" in said, said
+    assert f"running `recover` since {clock.iso(TEST_CLOCK)}" in said, said

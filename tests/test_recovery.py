@@ -106,6 +106,11 @@ def test_state_folder_lost_apply_refuses_then_recover_takes_every_copy_back(
     assert "Left alone: commune-exemple, syndicat-eaux" in refused.stderr
     assert snapshot(quickstart) == files, "no copy may be replaced by a new key"
 
+    # Declined at its question: exit 1, nothing recorded (the recover below finds it all).
+    declined = cli("recover", quickstart, input="no\n")
+    assert declined.returncode == 1, declined.stdout + declined.stderr
+    assert "2 generations, 5 copies, 2 keys back into the escrow; 0 lost" in declined.stdout
+    assert snapshot(quickstart) == files
     recovered = cli("recover", "--auto-approve", quickstart)
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert "2 generations, 5 copies, 2 keys back into the escrow; 0 lost" in recovered.stdout
