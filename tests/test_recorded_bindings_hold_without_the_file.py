@@ -170,3 +170,81 @@ def test_an_unbound_renewal_replaces_the_current_generation() -> None:
         "-/+",
         RENEWAL | {"replaces": "generation 1"},
     )
+
+
+def test_plan_json_tells_a_recorded_consultation_from_one_the_file_brings() -> None:
+    """The file lists 2027-AO-01, recorded ten days ago, and 2027-AO-05, new: `plan --json`
+    lists the first as recorded and the second as not (apply will bind it)."""
+
+    def listed(reference: str) -> Consultation:
+        return Consultation(
+            reference, "Cantine", "ville", "Ville", None, "open", DEADLINE, OPENING, LOC
+        )
+
+    result = planned(
+        (generation(1),),
+        (copy(NAS), copy(WS1)),
+        recorded_consultations=(recorded("2027-AO-01", "designation:Ville", "g1"),),
+        consultations=(listed("2027-AO-01"), listed("2027-AO-05")),
+    )
+    bound = [a["attributes"]["reference"] for a in actions(result, "bind-consultation")]
+    assert bound == ["2027-AO-05"]
+    shown = {
+        c["reference"]: (c["generation"], c["recorded"]) for c in plan_json(result)["consultations"]
+    }
+    assert shown == {"2027-AO-01": (1, True), "2027-AO-05": (1, False)}
+
+
+def test_an_unmanaged_binding_is_not_refused_for_a_name_another_entity_uses() -> None:
+    """2027-AO-07 was bound to "Ancienne clé", a key of ville this tool does not manage; the
+    entity syndicat calls one of its own generations by that name. The file lists 2027-AO-07
+    for ville as recorded: no refusal (the name is ville's key, as bound), the unmanaged
+    key is still warned about."""
+    theirs = replace(generation(1), id="s1", entity="syndicat", designation="Ancienne clé")
+    result = planned(
+        (generation(1), theirs),
+        (copy(NAS), copy(WS1)),
+        recorded_consultations=(recorded("2027-AO-07", "designation:Ancienne clé", None),),
+        consultations=(
+            Consultation(
+                "2027-AO-07",
+                "Cantine",
+                "ville",
+                "Ancienne clé",
+                None,
+                "open",
+                DEADLINE,
+                OPENING,
+                LOC,
+            ),
+        ),
+    )
+    assert result.refusals == ()
+    assert "unmanaged-key" in {w.code for w in result.warnings}
+
+
+def test_a_consultation_closed_and_retitled_says_both_changes() -> None:
+    """The file closes 2027-AO-01 and gives it another title: one update, both changes
+    named."""
+    result = planned(
+        (generation(1),),
+        (copy(NAS), copy(WS1)),
+        recorded_consultations=(recorded("2027-AO-01", "designation:Ville", "g1"),),
+        consultations=(
+            Consultation(
+                "2027-AO-01",
+                "Cantine scolaire",
+                "ville",
+                "Ville",
+                None,
+                "closed",
+                DEADLINE,
+                OPENING,
+                LOC,
+            ),
+        ),
+    )
+    (update,) = actions(result, "update-consultation")
+    assert update["message"] == (
+        "consultation 2027-AO-01: status open -> closed; title or dates updated"
+    )
