@@ -5,6 +5,7 @@ and say so."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,46 @@ def test_a_key_put_over_a_copy_on_a_workstation_taken_off_the_entity_is_not_remo
     done = cli("apply", "--auto-approve", quickstart)
     assert done.returncode == 1, done.stdout + done.stderr
     assert path.read_bytes() == theirs
+
+
+@pytest.mark.parametrize("escrowed", [True, False], ids=["escrowed", "escrowed-key-lost"])
+def test_a_copy_re_encoded_with_its_own_key_on_a_workstation_taken_off_is_removed(
+    cli: Runner, quickstart: Path, escrowed: bool
+) -> None:
+    """ws-accueil taken off commune-exemple's workstations, and its copy re-encoded in place
+    with the same key and password (other bytes: a PKCS#12 tool run over it): the file
+    changed, but it holds generation 1's own key, so nothing can be lost by removing it
+    once that key is in the escrow (taken back from the shared location first when the
+    escrow lost it). The plan removes it, no conflict is said, apply removes it."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    if not escrowed:
+        with sqlite3.connect(quickstart.parent / ".provisioner" / "state.db") as db:
+            (kept,) = db.execute(
+                "SELECT key_sha256 FROM generations WHERE entity = 'commune-exemple'"
+            ).fetchone()
+        (quickstart.parent / ".provisioner" / "escrow" / f"{kept}.key").unlink()
+    path = quickstart.parent / "demo-out" / IN_THE_WAY
+    password = PASSWORDS["commune-exemple"].encode()
+    key, cert, _ = pkcs12.load_key_and_certificates(path.read_bytes(), password)
+    assert isinstance(key, rsa.RSAPrivateKey) and cert is not None
+    again = pkcs12.serialize_key_and_certificates(
+        b"Commune Exemple", key, cert, None, BestAvailableEncryption(password)
+    )
+    assert again != path.read_bytes()
+    path.write_bytes(again)
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "workstations: [service-marches, ws-accueil]", "workstations: [service-marches]"
+        )
+    )
+    planned = cli("plan", quickstart)
+    assert f"- remove g1 on ws-accueil: {path}" in planned.stdout, planned.stdout
+    assert "conflict" not in planned.stdout, planned.stdout
+    restore = "+ generation 1: restore escrowed key from backup-share"
+    assert (restore in planned.stdout) is not escrowed, planned.stdout
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not path.exists()
 
 
 def test_a_copy_named_beyond_the_next_generation_is_said_though_a_target_before_it_is_unreachable(
