@@ -781,10 +781,14 @@ def test_recover_says_so_when_an_entity_out_of_the_manifest_lost_an_escrow_key(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Not recovered:" in done.stdout, done.stdout
     assert "syndicat-eaux: generation 1" in done.stdout
-    assert "the entity is not in the manifest, so its copies were not read" in done.stdout
+    assert (
+        ": its key is not in the escrow, and the entity is not in the manifest, so its copies "
+        "were not read: put its block back and run recover again"
+    ) in done.stdout, done.stdout
     quickstart.write_text(text)
     again = cli("recover", "--auto-approve", quickstart)
     assert again.returncode == 0 and "1 key back into the escrow" in again.stdout, again.stdout
+    assert "Not recovered" not in again.stdout and "; 0 lost" in again.stdout, again.stdout
 
 
 def test_escrow_rebuilt_from_copies_does_not_reencode_every_copy(
