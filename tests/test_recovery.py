@@ -5,6 +5,7 @@ the bytes of every copy, and that the keys never change."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -934,15 +935,20 @@ def test_recover_on_an_intact_state_never_makes_a_foreign_file_current(
     assert cli("rehearse", quickstart).returncode == 0
 
 
+@pytest.mark.parametrize("home", ["recorded", "not recorded (made by an older version)"])
 def test_recover_moved_in_a_copied_tree_is_refused_while_the_original_holds_its_state(
-    cli: Runner, quickstart: Path, tmp_path: Path
+    cli: Runner, quickstart: Path, tmp_path: Path, home: str
 ) -> None:
     """The copied-tree warning invites `recover --moved`; run in a copy while the original is
     still in use, it would make the copy the home and its next apply would remove every copy
     at the old paths (issue 27, item 3). It refuses, naming the original's state; once that
-    state is moved away (the original retired), it re-homes."""
+    state is moved away (the original retired), it re-homes. A state made before homes were
+    recorded is told copied by its local targets' folders, and refused alike."""
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     files = snapshot(quickstart)
+    if home != "recorded":
+        with contextlib.closing(sqlite3.connect(state_dir(quickstart) / "state.db")) as db, db:
+            db.execute("DELETE FROM meta WHERE key = 'home'")
     copy = tmp_path.parent / f"{tmp_path.name}-copy"
     shutil.copytree(quickstart.parent, copy)
     manifest = copy / "quickstart.yaml"
@@ -967,10 +973,15 @@ def test_recover_moved_in_a_copied_tree_is_refused_while_the_original_holds_its_
     assert "[copied-tree]" in again.stdout, "the copy is still not the home"
     assert snapshot(quickstart) == files, "the original tree's copies are untouched"
     assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0, "original converged"
-    # --moved where the state already is at home: nothing to record
-    home = cli("recover", "--moved", "--auto-approve", quickstart)
-    assert home.returncode == 0, home.stdout + home.stderr
-    assert home.stdout.startswith("Nothing to recover"), home.stdout
+    # --moved where the state already is at home: nothing to record (its home, when the
+    # state did not record one yet)
+    at_home = cli("recover", "--moved", "--auto-approve", quickstart)
+    assert at_home.returncode == 0, at_home.stdout + at_home.stderr
+    if home == "recorded":
+        assert at_home.stdout.startswith("Nothing to recover"), at_home.stdout
+    else:
+        becomes = f"  ~ the state's home becomes {state_dir(quickstart).resolve()}\n"
+        assert becomes in at_home.stdout and "0 generations, 0 copies" in at_home.stdout
 
     shutil.move(state_dir(quickstart), tmp_path / "retired-state")
     done = cli("recover", "--moved", "--auto-approve", manifest)
