@@ -135,6 +135,36 @@ UNREACHABLE_WORKSTATION = (
 )
 
 
+def test_a_workstation_dropped_from_the_inventory_keeps_its_copy_until_its_successor_is_seen(
+    cli: Runner, quickstart: Path
+) -> None:
+    """ws-accueil deleted from the inventory altogether (known only to the state now) and
+    replaced by ws-new, still offline: the copy on ws-accueil is a workstation's, and stays
+    until the workstation that should hold it instead is seen."""
+    given = bound(cli, quickstart)
+    (quickstart.parent / "kh").write_text("")
+    copy = quickstart.parent / "demo-out" / "workstations" / "ws-accueil" / "commune-exemple.g1.p12"
+    assert copy.is_file()
+    edit(
+        quickstart,
+        (
+            "    - name: ws-accueil\n      transport: local\n"
+            "      path: demo-out/workstations/ws-accueil\n",
+            "",
+        ),
+        ("  groups:", UNREACHABLE_WORKSTATION),
+        ("workstations: [service-marches, ws-accueil]", "workstations: [service-marches, ws-new]"),
+    )
+    done = cli("apply", "--auto-approve", *given, quickstart, env=DAY_AFTER)
+    assert done.returncode == 4, said(done)
+    assert "- remove g1 on ws-accueil" not in done.stdout, done.stdout
+    assert (
+        "  ! commune-exemple: [removals-held] 1 removal held back while ws-new could not be "
+        "observed: the old copies stay until the targets that should hold them instead are seen"
+    ) in done.stdout, done.stdout
+    assert copy.is_file()
+
+
 def test_copies_wait_for_a_new_workstation_not_reached_yet(cli: Runner, quickstart: Path) -> None:
     """The agents' PCs replaced by one still offline: the old workstations keep the bound key
     until the new one is seen holding it, and the plan says why nothing is removed."""
