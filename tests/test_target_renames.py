@@ -342,3 +342,25 @@ def test_a_copy_damaged_on_a_renamed_workstation_is_repaired_not_left_as_someone
     assert f"    ~ rewrite g1 on ws-front: {copy}  [drifted]" in done.stdout, done.stdout
     assert "! conflict" not in done.stdout
     assert key_fingerprints(quickstart) == held
+
+
+def test_a_workstation_renamed_at_a_renewal_loses_the_retired_copy(
+    cli: Runner, quickstart: Path
+) -> None:
+    """ws-accueil renamed ws-front (same folder) by the apply that renews commune-exemple:
+    generation 2 is written there, and generation 1, retired and bound to nothing, leaves
+    the folder as it leaves every workstation (only shared locations keep old generations);
+    the shared location keeps both."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    edit(quickstart, *RENAME_WORKSTATION)
+    renewal = at(dt.datetime(2028, 10, 15, 10, 0, tzinfo=dt.UTC))
+    done = cli("apply", "--auto-approve", quickstart, env=renewal)
+    assert done.returncode == 0, said(done)
+    out = quickstart.parent / "demo-out"
+    assert sorted(p.name for p in (out / "workstations" / "ws-accueil").glob("commune-*")) == [
+        "commune-exemple.g2.p12"
+    ], said(done)
+    assert {"commune-exemple.g1.p12", "commune-exemple.g2.p12"} <= {
+        p.name for p in (out / "shared" / "backup").iterdir()
+    }
+    assert cli("plan", "--detailed-exitcode", quickstart, env=renewal).returncode == 0
