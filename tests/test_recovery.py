@@ -656,6 +656,16 @@ def test_state_lost_escrow_kept_a_key_the_escrow_never_sealed_is_not_taken(
     stray.write_bytes(foreign)
     also = quickstart.parent / "demo-out/workstations/ws-marches/commune-exemple.g2.p12"
     also.write_bytes(foreign)  # on two workstations: one clash, naming both
+    # and a third tree's key beside them: a clash of its own, said as well
+    third = tmp_path / "third"
+    shutil.copytree(other.parent, third, ignore=shutil.ignore_patterns(".provisioner", "demo-out"))
+    assert cli("apply", "--auto-approve", "-q", third / "quickstart.yaml").returncode == 0
+    another = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g3.p12"
+    another.write_bytes(
+        p12_files(third / "quickstart.yaml")[
+            "workstations/ws-accueil/commune-exemple.g1.p12"
+        ].read_bytes()
+    )
     keyring = escrow_blob(quickstart, "keyring.json")
     assert keyring is not None
     lineage = json.loads(keyring)["lineage"]
@@ -667,6 +677,13 @@ def test_state_lost_escrow_kept_a_key_the_escrow_never_sealed_is_not_taken(
         done.stdout,
         f"  ! left as it is: commune-exemple: ws-marches:{also}, ws-accueil:{stray} holds a key "
         "the escrow never "
+        "sealed (sha256:*); the escrow was kept when the state was lost and holds every key "
+        "this state made, so this is not one of them (a copy from another tree?): left as it "
+        "is. If it is this organisation's key, `provisioner adopt` takes it in",
+    )
+    assert said_once(
+        done.stdout,
+        f"  ! left as it is: commune-exemple: ws-accueil:{another} holds a key the escrow never "
         "sealed (sha256:*); the escrow was kept when the state was lost and holds every key "
         "this state made, so this is not one of them (a copy from another tree?): left as it "
         "is. If it is this organisation's key, `provisioner adopt` takes it in",
@@ -716,6 +733,36 @@ def test_full_loss_two_certificates_for_one_number_both_keys_are_kept(
     planned = cli("plan", quickstart)
     conflict = [x for x in planned.stdout.splitlines() if "! conflict" in x and "backup" in x]
     assert conflict and all("NOT in the escrow" not in x for x in conflict), planned.stdout
+
+
+def test_full_loss_two_certificates_held_as_often_the_shared_locations_one_wins(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """State and escrow lost; generation 1 is held once by backup-share (this tree's key) and
+    once by ws-accueil (another tree's, same password), ws-marches' copy gone: as many copies
+    each, so the one on a shared location becomes generation 1 and the workstation's is left
+    as it is, its key escrowed beside it."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    ours = key_fingerprints(quickstart)["shared/backup/commune-exemple.g1.p12"]
+    other = other_tree(quickstart, tmp_path, cli)
+    name = "workstations/ws-accueil/commune-exemple.g1.p12"
+    p12_files(quickstart)[name].write_bytes(p12_files(other)[name].read_bytes())
+    theirs = key_fingerprints(quickstart)[name]
+    p12_files(quickstart)["workstations/ws-marches/commune-exemple.g1.p12"].unlink()
+    lose_state(quickstart)
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert said_once(
+        done.stdout,
+        f"  ! left as it is: commune-exemple: ws-accueil:{p12_files(quickstart)[name]} holds a "
+        "certificate (sha256:*) that is not generation 1 as the state records it: left as it "
+        "is; its key goes into the escrow (it may be the only other copy)",
+    )
+    rows = state_rows(
+        quickstart, "SELECT key_sha256 FROM generations WHERE entity = 'commune-exemple'"
+    )
+    assert rows == [(ours,)]
+    assert {ours, theirs} <= {p.stem for p in (state_dir(quickstart) / "escrow").glob("*.key")}
 
 
 def test_an_entity_held_back_by_a_conflict_is_not_promised_a_renewal(
