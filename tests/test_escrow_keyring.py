@@ -321,3 +321,19 @@ def test_a_huge_key_file_is_not_read_whole_and_the_others_are_still_upgraded(
     assert "generation 1: restore escrowed key from backup-share" in done.stdout
     assert file_format(last) == oracle.KEY_FORMAT
     assert set(oracle.escrowed_keys(folder, ESCROW_PASSPHRASE)) == {first.stem, last.stem}
+
+
+def test_a_garbled_keyring_is_named_by_the_commands_that_read_no_secret(
+    cli: Runner, quickstart: Path
+) -> None:
+    """keyring.json overwritten with something that is not JSON: `status` (exit 1) and the
+    monitoring probe (UNKNOWN, 3) name the file and say they cannot read it, no traceback."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    keyring = quickstart.parent / ".provisioner" / "escrow" / "keyring.json"
+    keyring.write_text("{not json")
+    said = f"{keyring}: cannot read the escrow keyring: "
+    status = cli("status", quickstart)
+    assert status.returncode == 1 and f"Error: {said}" in status.stderr, status.stderr
+    probe = cli("check", quickstart)
+    assert probe.returncode == 3 and f"PROVISIONER UNKNOWN - {said}" in probe.stdout, probe.stdout
+    assert "Traceback" not in status.stderr + probe.stderr
