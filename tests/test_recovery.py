@@ -28,6 +28,7 @@ from tests.engine_helpers import (
     key_fingerprints,
     lose_state,
     openssl_p12,
+    out_of_reach,
     p12_files,
     restore_state,
     set_escrow_blob,
@@ -1534,3 +1535,38 @@ def test_a_backup_two_changes_old_recovered_past_an_interrupted_apply_is_usable(
     assert "Recover: 4 generations" in recovered.stdout, recovered.stdout
     planned = cli("plan", "--detailed-exitcode", quickstart, env=RENEWAL)
     assert planned.returncode == 0, planned.stdout + planned.stderr
+
+
+def test_a_current_copy_deleted_from_a_workstation_is_for_apply_to_repair_not_recover(
+    cli: Runner, quickstart: Path
+) -> None:
+    """The state is intact and an agent deleted the current key's copy on ws-accueil:
+    recover has nothing to record (that record is no retired copy to forget), and the plan
+    writes the copy again."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    gone = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g1.p12"
+    gone.unlink()
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("Nothing to recover: the state already records every copy")
+    assert "retired generation's copy" not in done.stdout, done.stdout
+    planned = cli("plan", quickstart)
+    assert f"+ write g1 on ws-accueil: {gone}" in planned.stdout, planned.stdout
+
+
+def test_recover_says_why_a_shared_location_was_not_observed_and_records_nothing(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """State lost, and the backup share's folder turned into a symlink (this tool writes
+    through none): recover records nothing, and says what is wrong with that folder."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    lose_state(quickstart)
+    backup = quickstart.parent / "demo-out/shared/backup"
+    out_of_reach(backup, tmp_path / "away")
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"  ! not observed: backup-share: the target folder {backup} is a symlink; declare the "
+        "folder it points to instead\n"
+    ) in done.stdout, done.stdout
+    assert "Bring it back (mount the share, start the host) and run recover again." in done.stdout
