@@ -1570,3 +1570,31 @@ def test_recover_says_why_a_shared_location_was_not_observed_and_records_nothing
         "folder it points to instead\n"
     ) in done.stdout, done.stdout
     assert "Bring it back (mount the share, start the host) and run recover again." in done.stdout
+
+
+def test_recover_records_no_binding_the_consultations_file_gets_wrong(
+    cli: Runner, quickstart: Path
+) -> None:
+    """C-1 was bound to commune-exemple's key; the state is lost, and the consultations file
+    given to recover now names syndicat-eaux's key for it: recover takes the copies back but
+    records no binding (nor says it did), and the plan then refuses the file's entry."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    listed = quickstart.parent / "c.yaml"
+    listed.write_text(
+        "version: 1\nconsultations:\n  - {reference: C-1, entity: commune-exemple, "
+        "designation: Commune Exemple, status: open, deadline: 2027-01-20}\n"
+    )
+    given = ("--consultations", listed)
+    assert cli("apply", "--auto-approve", "-q", *given, quickstart).returncode == 0
+    lose_state(quickstart)
+    listed.write_text(
+        listed.read_text().replace("Commune Exemple", f"Syndicat Eaux Val {TEST_CLOCK.year}")
+    )
+    done = cli("recover", "--auto-approve", *given, quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        "Recovered. Run `provisioner plan` to see what is left to repair."
+    ), done.stdout
+    planned = cli("plan", *given, quickstart)
+    assert planned.returncode == 1, planned.stdout
+    assert "consultation C-1 names entity commune-exemple, but" in planned.stdout, planned.stdout
