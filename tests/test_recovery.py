@@ -1598,3 +1598,27 @@ def test_recover_records_no_binding_the_consultations_file_gets_wrong(
     planned = cli("plan", *given, quickstart)
     assert planned.returncode == 1, planned.stdout
     assert "consultation C-1 names entity commune-exemple, but" in planned.stdout, planned.stdout
+
+
+def test_after_a_full_loss_an_entity_never_distributed_is_not_said_lost(
+    cli: Runner, quickstart: Path
+) -> None:
+    """A third entity was declared after the last apply, so no copy of it exists anywhere:
+    once state and escrow are lost, recover takes the other two back and says nothing of it
+    lost (there was never a key to lose); the next apply makes its first generation."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    (quickstart.parent / "secrets" / "nouvelle.pass").write_text("Demo-Only-Nouvelle-41!\n")
+    quickstart.write_text(
+        quickstart.read_text() + "\n  - id: nouvelle-entite\n    name: Nouvelle Entite\n"
+        "    key: {designation: Nouvelle Entite}\n"
+        "    password: {file: secrets/nouvelle.pass}\n"
+        "    shared_locations: [backup-share]\n    workstations: [ws-accueil]\n"
+    )
+    lose_state(quickstart)
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 generations, 5 copies, 2 keys back into the escrow; 0 lost" in done.stdout
+    assert "nouvelle-entite" not in done.stdout, done.stdout
+    created = cli("apply", "--auto-approve", quickstart)
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert "+ generation 1: create" in created.stdout and "# nouvelle-entite" in created.stdout
