@@ -1622,3 +1622,37 @@ def test_after_a_full_loss_an_entity_never_distributed_is_not_said_lost(
     created = cli("apply", "--auto-approve", quickstart)
     assert created.returncode == 0, created.stdout + created.stderr
     assert "+ generation 1: create" in created.stdout and "# nouvelle-entite" in created.stdout
+
+
+def test_recover_limited_to_one_entity_takes_back_that_one_only(
+    cli: Runner, quickstart: Path
+) -> None:
+    """State and escrow lost: `recover --limit syndicat-eaux` takes back syndicat-eaux's
+    generation, copies and key, and nothing of commune-exemple, declared before it; then,
+    commune-exemple declared absent and its password file gone, a recover names its copies
+    as not read, and why, and still takes back the key syndicat-eaux lost since."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    lose_state(quickstart)
+    done = cli("recover", "--auto-approve", "--limit", "syndicat-eaux", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Recover: 1 generation, 2 copies, 1 key back into the escrow; 0 lost." in done.stdout
+    assert "commune-exemple" not in done.stdout, done.stdout
+    text = quickstart.read_text()
+    quickstart.write_text(
+        text.replace("  - id: commune-exemple\n", "  - id: commune-exemple\n    state: absent\n")
+    )
+    secret = quickstart.parent / "secrets" / "commune-exemple.pass"
+    secret.unlink()
+    # and syndicat-eaux, declared after it, lost its escrowed key: still taken back
+    ((key,),) = state_rows(
+        quickstart, "SELECT key_sha256 FROM generations WHERE entity = 'syndicat-eaux'"
+    )
+    (state_dir(quickstart) / "escrow" / f"{key}.key").unlink()
+    again = cli("recover", "--auto-approve", quickstart)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Recover: 0 generations, 0 copies, 1 key back into the escrow; 0 lost." in again.stdout
+    assert (
+        "  ! not read: commune-exemple (state: absent): its copies were not read: "
+        f"{quickstart}:40:15: entity commune-exemple password: secret file {secret}: cannot "
+        "read: No such file or directory\n"
+    ) in again.stdout, again.stdout
