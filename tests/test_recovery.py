@@ -1637,6 +1637,7 @@ def test_recover_limited_to_one_entity_takes_back_that_one_only(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Recover: 1 generation, 2 copies, 1 key back into the escrow; 0 lost." in done.stdout
     assert "commune-exemple" not in done.stdout, done.stdout
+    assert "serial" not in done.stdout, "a new escrow holds no key newer than the new state"
     text = quickstart.read_text()
     quickstart.write_text(
         text.replace("  - id: commune-exemple\n", "  - id: commune-exemple\n    state: absent\n")
