@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from provisioner.crypto.keys import public_key_fingerprint
 from provisioner.engine import load_inputs
 from provisioner.manifest.schema import load_schema
 from provisioner.state.store import hold
-from tests.conftest import Runner
+from tests.conftest import TEST_CLOCK, Runner
 from tests.engine_helpers import (
     DESIGNATIONS,
     PASSWORDS,
@@ -398,3 +399,29 @@ def test_a_saved_plan_tests_a_passphrase_guess_no_cheaper_than_the_escrow_keyrin
     assert escrow.SCRYPT_N >= 2**15
     # Keyed: another salt, another digest; the same inputs, the same digest.
     assert inputs_digest(inputs, b"t" * 16) != first == inputs_digest(inputs, b"s" * 16)
+
+
+def test_a_verbose_no_op_plan_says_each_entity_s_key_dates_and_copies(
+    cli: Runner, quickstart: Path
+) -> None:
+    """`-v plan` with nothing to do: per entity, its current generation, its expiry with the
+    days left and the renewal date, and how many copies match; an entity declared absent is
+    said to be on no workstation. Read 100 days after the first apply."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    later = TEST_CLOCK + dt.timedelta(days=100)
+    expiry = (TEST_CLOCK + dt.timedelta(days=730)).date()
+    renewal = expiry - dt.timedelta(days=60)
+    dates = f"valid until {expiry} (630 days; renewal from {renewal})"
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "  - id: syndicat-eaux\n", "  - id: syndicat-eaux\n    state: absent\n"
+        )
+    )
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    shown = cli("-v", "plan", quickstart, env={"PROVISIONER_NOW": later.isoformat()})
+    assert shown.stdout.splitlines()[:3] == [
+        "No changes. Every bi-clé is current and every copy matches what was written.",
+        f'  commune-exemple: generation 1 "Commune Exemple" {dates}, 3 copies match what was '
+        "written",
+        "  syndicat-eaux: absent, on no workstation (its shared locations keep every generation)",
+    ], shown.stdout
