@@ -425,3 +425,22 @@ def test_a_verbose_no_op_plan_says_each_entity_s_key_dates_and_copies(
         "written",
         "  syndicat-eaux: absent, on no workstation (its shared locations keep every generation)",
     ], shown.stdout
+
+
+def test_a_verbose_no_op_plan_counts_the_current_generation_s_copies_within_the_limit(
+    cli: Runner, quickstart: Path
+) -> None:
+    """After a renewal, the shared location still holds generation 1 beside generation 2:
+    `-v plan` counts only the current generation's copies (3 for commune-exemple, not 4), and
+    under `--limit ws-marches` only the one there ("1 copy matches")."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    renewal = dt.datetime(2028, 10, 15, 10, 0, tzinfo=dt.UTC)
+    at = {"PROVISIONER_NOW": renewal.isoformat()}
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=at).returncode == 0
+    expiry = (renewal + dt.timedelta(days=730)).date()
+    dates = f"valid until {expiry} (730 days; renewal from {expiry - dt.timedelta(days=60)})"
+    line = f'  commune-exemple: generation 2 "Commune Exemple (2)" {dates}, '
+    whole = cli("-v", "plan", quickstart, env=at).stdout
+    assert f"{line}3 copies match what was written\n" in whole, whole
+    limited = cli("-v", "plan", "--limit", "ws-marches", quickstart, env=at).stdout
+    assert f"{line}1 copy matches what was written\n" in limited, limited
