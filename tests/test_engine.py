@@ -444,3 +444,37 @@ def test_a_verbose_no_op_plan_counts_the_current_generation_s_copies_within_the_
     assert f"{line}3 copies match what was written\n" in whole, whole
     limited = cli("-v", "plan", "--limit", "ws-marches", quickstart, env=at).stdout
     assert f"{line}1 copy matches what was written\n" in limited, limited
+
+
+def test_a_plan_whose_snapshot_an_apply_overtook_reads_again_and_sees_no_conflict(
+    cli: Runner, quickstart: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plan` reads the state without the lock. A scheduled renewal that commits after the
+    plan's snapshot and before it reads the workstations leaves copies of a key the snapshot
+    does not know: the plan reads the state again and shows them as what they are, in place,
+    not as someone's keys in the way. It observes with the parallelism it was given."""
+    import importlib
+    from concurrent import futures
+
+    from provisioner.engine import observe_and_plan, open_state
+
+    apply(cli, quickstart)
+    later = "2028-10-15T08:00:00+00:00"  # inside the 60-day renewal window
+    workers: list[int | None] = []
+
+    class Pool(futures.ThreadPoolExecutor):
+        def __init__(self, max_workers: int | None = None) -> None:
+            workers.append(max_workers)
+            super().__init__(max_workers)
+
+    observing = importlib.import_module("provisioner.engine.observe")
+    monkeypatch.setattr(observing, "ThreadPoolExecutor", Pool)
+    monkeypatch.setenv("PROVISIONER_NOW", later)
+    with open_state(load_inputs(quickstart, None), create=False) as session:
+        apply(cli, quickstart, env={"PROVISIONER_NOW": later})  # commits meanwhile
+        renewed = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g2.p12"
+        assert renewed.is_file()
+        _, result = observe_and_plan(session, 1, dt.datetime.fromisoformat(later))
+    assert not result.conflicts, [c.describe() for c in result.conflicts]
+    assert not result.refusals and not result.changes, result.actions
+    assert workers and set(workers) == {1}, "--parallel 1: one target observed at a time"
