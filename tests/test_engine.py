@@ -475,6 +475,6 @@ def test_a_plan_whose_snapshot_an_apply_overtook_reads_again_and_sees_no_conflic
         renewed = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g2.p12"
         assert renewed.is_file()
         _, result = observe_and_plan(session, 1, dt.datetime.fromisoformat(later))
-    assert not result.conflicts, [c.describe() for c in result.conflicts]
+    assert not result.conflicts, result.conflicts
     assert not result.refusals and not result.changes, result.actions
     assert workers and set(workers) == {1}, "--parallel 1: one target observed at a time"
