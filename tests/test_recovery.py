@@ -1650,3 +1650,72 @@ def test_recover_limited_to_one_entity_takes_back_that_one_only(
         f"{quickstart}:40:15: entity commune-exemple password: secret file {secret}: cannot "
         "read: No such file or directory\n"
     ) in again.stdout, again.stdout
+
+
+def test_recover_names_every_shared_location_out_of_sight_in_one_run(
+    cli: Runner, quickstart: Path
+) -> None:
+    """State lost, and neither of the entity's two backup shares mounted: recover records
+    nothing and names both, so that one trip fixes them, not one recover per share."""
+    text = quickstart.read_text()
+    two = text.replace(
+        "      path: demo-out/shared/backup\n",
+        "      path: demo-out/shared/backup\n"
+        "    - name: backup-2\n      transport: local\n      path: demo-out/shared/backup2\n",
+    ).replace("shared_locations: [backup-share]", "shared_locations: [backup-share, backup-2]")
+    assert two.count("backup-2") == 3
+    quickstart.write_text(two)
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    lose_state(quickstart)
+    shares = [quickstart.parent / "demo-out/shared" / n for n in ("backup", "backup2")]
+    for share in shares:
+        share.rename(share.with_name(share.name + ".unmounted"))
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    for name, share in zip(("backup-share", "backup-2"), shares, strict=True):
+        assert said_once(
+            done.stdout, f"  ! not observed: {name}: {share} does not exist (not mounted?)"
+        ), done.stdout
+    assert not state_dir(quickstart).exists() or {
+        p.name for p in state_dir(quickstart).iterdir()
+    } <= {"lock"}
+
+
+def test_full_loss_a_copy_renamed_on_a_workstation_keeps_the_shared_locations_number(
+    cli: Runner, quickstart: Path
+) -> None:
+    """State and escrow lost; an agent renamed the workstation's copy of generation 1 to a
+    generation 2 name. One copy says 1 (the backup share), one says 2: the shared location's
+    name wins, the key comes back as generation 1, and apply puts the copy back under its
+    name."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    ws = quickstart.parent / "demo-out/workstations/ws-marches"
+    (ws / "syndicat-eaux.g1.p12").rename(ws / "syndicat-eaux.g2.p12")
+    lose_state(quickstart)
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = state_rows(
+        quickstart, "SELECT number, status FROM generations WHERE entity = 'syndicat-eaux'"
+    )
+    assert rows == [(1, "current")], rows
+    planned = cli("plan", quickstart)
+    assert "conflict" not in planned.stdout, planned.stdout
+    assert (
+        f"  - remove g1 on ws-marches: {ws / 'syndicat-eaux.g2.p12'}  [moved] a copy of "
+        "generation 1 under another name (renamed on the target?): the copy under its own name "
+        "holds its key\n"
+    ) in planned.stdout, planned.stdout
+    applied = cli("apply", "--auto-approve", "-q", quickstart)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    converged(cli, quickstart)
+    assert sorted(p.name for p in ws.iterdir()) == [
+        "commune-exemple.g1.p12",
+        "syndicat-eaux.g1.p12",
+    ]
+    password = PASSWORDS["syndicat-eaux"]
+    platform = p12_contents(
+        (quickstart.parent / "demo-out/shared/backup/syndicat-eaux.g1.p12").read_bytes(), password
+    )
+    assert platform is not None
+    bid = encrypt_bid(x509.load_der_x509_certificate(platform[1]), b"bid of a company")
+    assert opens_bid((ws / "syndicat-eaux.g1.p12").read_bytes(), password, bid)

@@ -31,8 +31,17 @@ def next_path_conflicts(p: Planning, entity: Entity) -> None:
             continue
         path = file_path(target, copy_file_name(entity.id, number))
         facts = p.observed.files.get((target.name, path))
-        if facts is not None:
+        if facts is not None and not _written_here(p, entity, target.name, path, facts.sha256):
             p.conflict(entity, number, target.name, path, "where its next generation goes")
+
+
+def _written_here(p: Planning, entity: Entity, target: str, path: str, sha256: str) -> bool:
+    """The file is a copy this state recorded there (a copy renamed on a workstation and taken
+    back by recover), unchanged since: this state's, removed as written when unwanted and
+    replaced by the generation whose name it carries, never somebody else's key."""
+    return any(
+        c.target == target and c.path == path and c.sha256 == sha256 for c in p.copies_of(entity.id)
+    )
 
 
 def later_path_conflicts(p: Planning, entity: Entity) -> None:
@@ -48,7 +57,12 @@ def later_path_conflicts(p: Planning, entity: Entity) -> None:
         folder = folder_of(target, file_path(target, copy_file_name(entity.id, after)))
         for number in p.numbered(target.name, folder).get(entity.id, ()):
             path = file_path(target, copy_file_name(entity.id, number))
-            if number > after and p.observed.files.get((target.name, path)) is not None:
+            facts = p.observed.files.get((target.name, path))
+            if (
+                number > after
+                and facts is not None
+                and not _written_here(p, entity, target.name, path, facts.sha256)
+            ):
                 p.conflict(
                     entity,
                     number,
@@ -222,6 +236,12 @@ def remove_unwanted(
         elif old:
             code = ReasonCode.RETIRED
             message = "the generation is retired; the key stays in the escrow"
+        elif file_name(copy.path) != copy_file_name(entity.id, number):
+            code = ReasonCode.MOVED
+            message = (
+                f"a copy of generation {number} under another name (renamed on the target?): "
+                "the copy under its own name holds its key"
+            )
         else:
             code, message = ReasonCode.MOVED, "the target's folder changed"
         where = _record_place(p, copy)
