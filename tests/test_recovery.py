@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests.conftest import REPO, TEST_CLOCK, Runner
@@ -1719,3 +1719,47 @@ def test_full_loss_a_copy_renamed_on_a_workstation_keeps_the_shared_locations_nu
     assert platform is not None
     bid = encrypt_bid(x509.load_der_x509_certificate(platform[1]), b"bid of a company")
     assert opens_bid((ws / "syndicat-eaux.g1.p12").read_bytes(), password, bid)
+
+
+def test_full_loss_copies_an_agent_re_encoded_are_taken_back_and_encoded_as_declared(
+    cli: Runner, quickstart: Path
+) -> None:
+    """State and escrow lost; an agent had exported the key again with another tool: on one
+    workstation with a MAC neither profile uses, on the other in the modern profile but with
+    no friendly name. recover takes both back as they are, and the next plan says what it
+    will re-encode and why: the profile was unknown, the friendly name empty."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    password = PASSWORDS["commune-exemple"]
+    ws = quickstart.parent / "demo-out/workstations"
+    accueil = ws / "ws-accueil/commune-exemple.g1.p12"
+    marches = ws / "ws-marches/commune-exemple.g1.p12"
+    key, cert, _ = pkcs12.load_key_and_certificates(accueil.read_bytes(), password.encode())
+    assert key is not None and cert is not None
+
+    def exported(mac: hashes.HashAlgorithm) -> bytes:
+        encryption = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(50_000)
+            .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+            .hmac_hash(mac)
+            .build(password.encode())
+        )
+        return pkcs12.serialize_key_and_certificates(None, key, cert, None, encryption)  # type: ignore[arg-type]
+
+    accueil.write_bytes(exported(hashes.SHA1()))
+    marches.write_bytes(exported(hashes.SHA256()))
+    lose_state(quickstart)
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    planned = cli("plan", quickstart)
+    assert (
+        f"  ~ rewrite g1 on ws-accueil: {accueil}  [profile-changed] PKCS#12 profile unknown -> "
+        "modern (same key, re-encoded)\n"
+    ) in planned.stdout, planned.stdout
+    assert (
+        f"  ~ rewrite g1 on ws-marches: {marches}  [friendly-name-changed] friendly name '' -> "
+        "'Commune Exemple'\n"
+    ) in planned.stdout, planned.stdout
+    applied = cli("apply", "--auto-approve", "-q", quickstart)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    converged(cli, quickstart)
