@@ -1763,3 +1763,33 @@ def test_full_loss_copies_an_agent_re_encoded_are_taken_back_and_encoded_as_decl
     applied = cli("apply", "--auto-approve", "-q", quickstart)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     converged(cli, quickstart)
+
+
+def test_keys_recover_took_back_still_prove_an_older_state_restored_after_it_is_older(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """After a renewal both new keys' escrow files were deleted, and recover took them back
+    from the copies. A state backup from before the renewal, restored then, is still refused
+    as older than its escrow: the keys recover sealed carry the state's change number, as
+    apply's do, so they still prove the escrow is newer than that state."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    db = state_dir(quickstart) / "state.db"
+    assert cli("plan", quickstart).returncode == 0  # checkpointed: state.db alone is whole
+    shutil.copy(db, tmp_path / "state.db")
+    before = key_fingerprints_of_rows(quickstart)
+    assert cli("apply", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    renewed = key_fingerprints_of_rows(quickstart) - before
+    assert len(renewed) == 2
+    for fp in renewed:
+        (state_dir(quickstart) / "escrow" / f"{fp}.key").unlink()
+    done = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {p.stem for p in (state_dir(quickstart) / "escrow").glob("*.key")} >= renewed
+    assert cli("plan", quickstart, env=RENEWAL).returncode == 0  # checkpointed
+    for leftover in ("state.db-wal", "state.db-shm"):
+        (state_dir(quickstart) / leftover).unlink(missing_ok=True)
+    shutil.copy(tmp_path / "state.db", db)
+    done = cli("plan", quickstart, env=RENEWAL)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the state is older than its escrow" in done.stderr, done.stderr
+    assert "holds 2 key(s) sealed since" in done.stderr, done.stderr
