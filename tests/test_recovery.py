@@ -1793,3 +1793,26 @@ def test_keys_recover_took_back_still_prove_an_older_state_restored_after_it_is_
     assert done.returncode == 1, done.stdout + done.stderr
     assert "the state is older than its escrow" in done.stderr, done.stderr
     assert "holds 2 key(s) sealed since" in done.stderr, done.stderr
+
+
+def test_recover_moved_as_the_first_command_in_a_copy_of_a_state_without_a_home_is_refused(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """A tree whose state predates recorded homes is copied, and `recover --moved` is the
+    first command run in the copy (no apply there recorded the home it was found to have):
+    it is refused while the original's state is there, as for a state with a home."""
+    assert cli("apply", "--auto-approve", quickstart).returncode == 0
+    files = snapshot(quickstart)
+    with contextlib.closing(sqlite3.connect(state_dir(quickstart) / "state.db")) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'home'")
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(quickstart.parent, copy)
+    refused = cli("recover", "--moved", "--auto-approve", copy / "quickstart.yaml")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert (
+        f"  ! --moved: the state's home {state_dir(quickstart).resolve()} still holds a state "
+        f"({state_dir(quickstart).resolve() / 'state.db'}): this tree was copied, not moved"
+    ) in refused.stdout, refused.stdout
+    again = cli("apply", "--auto-approve", copy / "quickstart.yaml")
+    assert "[copied-tree]" in again.stdout, "the copy did not become the home"
+    assert snapshot(quickstart) == files, "the original tree's copies are untouched"
