@@ -337,3 +337,27 @@ def test_a_garbled_keyring_is_named_by_the_commands_that_read_no_secret(
     probe = cli("check", quickstart)
     assert probe.returncode == 3 and f"PROVISIONER UNKNOWN - {said}" in probe.stdout, probe.stdout
     assert "Traceback" not in status.stderr + probe.stderr
+
+
+def test_a_state_lost_beside_an_escrow_from_before_serials_is_recovered_without_moving_it(
+    cli: Runner, site: Path
+) -> None:
+    """An escrow an older release left (every key file of format 1: no lineage nor serial)
+    survives the loss of state.db. recover takes the state back from it and the copies, and
+    says nothing of moving the state's change number: no key of that escrow was sealed
+    at one."""
+    folder = escrow_dir(site)
+    key = data_key(site)
+    entities = owners(site)
+    for path in folder.glob("*.key"):
+        to_format_1(path, key, entities[path.stem])
+    ring = keyring(site)
+    del ring["key_files"]
+    write_keyring(site, ring)
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (site.parent / ".provisioner" / name).unlink(missing_ok=True)
+    done = cli("recover", "--auto-approve", site)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 generations, 5 copies" in done.stdout, done.stdout
+    assert "serial" not in done.stdout, done.stdout
+    assert cli("plan", "--detailed-exitcode", site).returncode == 0
