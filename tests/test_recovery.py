@@ -1816,3 +1816,28 @@ def test_recover_moved_as_the_first_command_in_a_copy_of_a_state_without_a_home_
     again = cli("apply", "--auto-approve", copy / "quickstart.yaml")
     assert "[copied-tree]" in again.stdout, "the copy did not become the home"
     assert snapshot(quickstart) == files, "the original tree's copies are untouched"
+
+
+def test_a_rebuilt_state_restored_from_before_its_first_renewal_takes_that_renewal_back(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """Everything lost, recover rebuilt the state (a new lineage; the certificates it took
+    back carry the old one's mark). The rebuilt state and its escrow were backed up, then a
+    renewal made generation 2, under the new lineage's mark; then that backup was restored.
+    The restored state records no generation of its own lineage's mark, yet generation 2 is
+    its own: recover takes it back as current, not as somebody else's key."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    lose_state(quickstart)
+    assert cli("recover", "--auto-approve", quickstart).returncode == 0
+    backup = tmp_path / "backup"
+    backup_state(quickstart, backup)
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
+    keys = key_fingerprints(quickstart)
+    restore_state(quickstart, backup)
+    done = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'generation 2 "Syndicat Eaux Val 2028" (current)' in done.stdout, done.stdout
+    assert "not a generation this state made" not in done.stdout, done.stdout
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
+    converged(cli, quickstart, RENEWAL)
+    assert key_fingerprints(quickstart) == keys
