@@ -1841,3 +1841,39 @@ def test_a_rebuilt_state_restored_from_before_its_first_renewal_takes_that_renew
     assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
     converged(cli, quickstart, RENEWAL)
     assert key_fingerprints(quickstart) == keys
+
+
+def test_an_older_backup_restored_past_a_foreign_key_on_every_target_takes_the_renewal_back(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The state and its escrow restored from before a renewal; meanwhile another tree's key
+    (same passwords, a staging site's) was copied onto all three of commune-exemple's targets
+    under a later name, and the renewal's copy on ws-marches was lost. The foreign key, held
+    more often than generation 2, is read first and left as it is; generation 2 is still
+    taken back as current."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    backup = tmp_path / "backup"
+    backup_state(quickstart, backup)
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
+    ours = key_fingerprints(quickstart)["shared/backup/commune-exemple.g2.p12"]
+    other = other_tree(quickstart, tmp_path, cli)
+    foreign = p12_files(other)["shared/backup/commune-exemple.g1.p12"].read_bytes()
+    out = quickstart.parent / "demo-out"
+    for folder in ("shared/backup", "workstations/ws-accueil", "workstations/ws-marches"):
+        (out / folder / "commune-exemple.g3.p12").write_bytes(foreign)
+    (out / "workstations/ws-marches/commune-exemple.g2.p12").unlink()
+    restore_state(quickstart, backup)
+    done = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'generation 2 "Commune Exemple (2)" (current)' in done.stdout, done.stdout
+    assert "not a generation this state made" in done.stdout, done.stdout
+    rows = state_rows(
+        quickstart,
+        "SELECT number, status, key_sha256 FROM generations WHERE entity = 'commune-exemple' "
+        "ORDER BY number",
+    )
+    assert [r[:2] for r in rows] == [(1, "retired"), (2, "current")] and rows[1][2] == ours
+    assert all(
+        (out / folder / "commune-exemple.g3.p12").read_bytes() == foreign
+        for folder in ("shared/backup", "workstations/ws-accueil", "workstations/ws-marches")
+    ), "the foreign key is left as it is"
