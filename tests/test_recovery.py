@@ -1877,3 +1877,47 @@ def test_an_older_backup_restored_past_a_foreign_key_on_every_target_takes_the_r
         (out / folder / "commune-exemple.g3.p12").read_bytes() == foreign
         for folder in ("shared/backup", "workstations/ws-accueil", "workstations/ws-marches")
     ), "the foreign key is left as it is"
+
+
+def test_a_restored_state_takes_back_the_escrows_renewal_not_a_copied_trees_of_that_number(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """A copy of the tree (its state, so its lineage, included) renewed on its own; its
+    generation 2 was copied over this tree's on ws-accueil. Then state.db was restored from
+    before this tree's renewal, its escrow kept. Both certificates claim generation 2 and
+    carry this lineage's mark: the one whose key this escrow sealed is generation 2, held
+    more often or not; the copied tree's is left as it is, and its key is not taken into an
+    escrow that survived."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    db = state_dir(quickstart) / "state.db"
+    assert cli("plan", quickstart).returncode == 0  # checkpointed: state.db alone is whole
+    shutil.copy(db, tmp_path / "state.db")
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(quickstart.parent, copy)
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
+    copied = cli("apply", "--auto-approve", "-q", copy / "quickstart.yaml", env=RENEWAL)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    ours = key_fingerprints(quickstart)["shared/backup/commune-exemple.g2.p12"]
+    name = "workstations/ws-accueil/commune-exemple.g2.p12"
+    theirs_bytes = (copy / "demo-out" / name).read_bytes()
+    target = quickstart.parent / "demo-out" / name
+    target.write_bytes(theirs_bytes)
+    theirs = key_fingerprints(quickstart)[name]
+    assert theirs != ours
+    for leftover in ("state.db-wal", "state.db-shm"):
+        (state_dir(quickstart) / leftover).unlink(missing_ok=True)
+    shutil.copy(tmp_path / "state.db", db)
+    done = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert said_once(
+        done.stdout,
+        f"  ! left as it is: commune-exemple: ws-accueil:{target} holds a certificate "
+        "(sha256:*) that is not generation 2 as the state records it: left as it is",
+    ), done.stdout
+    rows = state_rows(
+        quickstart,
+        "SELECT key_sha256 FROM generations WHERE entity = 'commune-exemple' AND number = 2",
+    )
+    assert rows == [(ours,)]
+    assert theirs not in {p.stem for p in (state_dir(quickstart) / "escrow").glob("*.key")}
+    assert target.read_bytes() == theirs_bytes, "left as it is"
