@@ -1921,3 +1921,38 @@ def test_a_restored_state_takes_back_the_escrows_renewal_not_a_copied_trees_of_t
     assert rows == [(ours,)]
     assert theirs not in {p.stem for p in (state_dir(quickstart) / "escrow").glob("*.key")}
     assert target.read_bytes() == theirs_bytes, "left as it is"
+
+
+def test_a_clash_over_a_recorded_number_does_not_hide_the_renewal_found_after_it(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The state and its escrow restored from before a renewal. On both workstations a copied
+    tree's generation 2 stands under generation 1's name (an agent copied it over), and this
+    tree's generation 2 is left on the backup share alone. The copied tree's certificate,
+    held more often, is read first and left as it is (it is not generation 1 as recorded);
+    this tree's generation 2 is still taken back as current."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    backup = tmp_path / "backup"
+    backup_state(quickstart, backup)
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(quickstart.parent, copy)
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
+    copied = cli("apply", "--auto-approve", "-q", copy / "quickstart.yaml", env=RENEWAL)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    ours = key_fingerprints(quickstart)["shared/backup/commune-exemple.g2.p12"]
+    theirs = (copy / "demo-out/workstations/ws-accueil/commune-exemple.g2.p12").read_bytes()
+    for ws in ("ws-accueil", "ws-marches"):
+        folder = quickstart.parent / "demo-out/workstations" / ws
+        (folder / "commune-exemple.g2.p12").unlink()
+        (folder / "commune-exemple.g1.p12").write_bytes(theirs)
+    restore_state(quickstart, backup)
+    done = cli("recover", "--auto-approve", quickstart, env=RENEWAL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "that is not generation 1 as the state records it: left as it is" in done.stdout
+    assert 'generation 2 "Commune Exemple (2)" (current)' in done.stdout, done.stdout
+    rows = state_rows(
+        quickstart,
+        "SELECT number, status, key_sha256 FROM generations WHERE entity = 'commune-exemple' "
+        "ORDER BY number",
+    )
+    assert [r[:2] for r in rows] == [(1, "retired"), (2, "current")] and rows[1][2] == ours
