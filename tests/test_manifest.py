@@ -233,6 +233,25 @@ def test_compiled_validators_are_those_of_the_shipped_schemas() -> None:
         assert "do not edit" in (REPO / where).read_text().splitlines()[1]
 
 
+def test_the_shipped_manifest_schema_says_what_the_transport_kinds_declare() -> None:
+    """The target of schemas/manifest.schema.json is assembled from the transport kinds (each
+    transport's fields, words and required ones live with its kind): a kind edited without
+    `python -m provisioner.manifest.compile_schemas` fails here, naming the command."""
+    from provisioner.manifest.compile_schemas import assembled_manifest_schema
+    from provisioner.manifest.schema import load_schema
+    from provisioner.manifest.transport_kinds import KINDS
+
+    shipped = load_schema("manifest.schema.json")
+    assert shipped == assembled_manifest_schema(), (
+        "schemas/manifest.schema.json is stale: python -m provisioner.manifest.compile_schemas"
+    )
+    target = shipped["$defs"]["target"]
+    assert target["properties"]["transport"]["enum"] == list(KINDS)
+    for kind in KINDS.values():
+        for field in kind.fields:
+            assert kind.name in target["properties"][field]["description"], (kind.name, field)
+
+
 def test_two_targets_in_one_folder_are_refused_naming_both(tmp_path: Path, cli: Runner) -> None:
     """A removal on one target would delete the other's copy (red team 3, defect 3)."""
     (tmp_path / "out").mkdir()

@@ -5,8 +5,9 @@ reach it. The connections themselves live in provisioner/transports/ (opened by 
 through its own table, `transports.OPENERS`).
 
 Everything else asks `kind_of(target)` instead of comparing `target.transport` with a name:
-adding a transport is one class here, its connection module, its schema fragment and its
-tests (docs/ARCHITECTURE.md, "Recipes")."""
+adding a transport is one class here (its manifest fields included: the inventory's target
+schema is assembled from every kind's, `python -m provisioner.manifest.compile_schemas`), its
+connection module and its tests (docs/ARCHITECTURE.md, "Recipes")."""
 
 from __future__ import annotations
 
@@ -24,6 +25,28 @@ Where = tuple[str | int, ...]
 RecordedRef = Callable[[object], m.SecretRef | None]
 
 
+# The fields every target has, whatever its transport (their schemas are the manifest
+# schema's own), and what the schema says of `path` before and after each kind's `path_help`.
+COMMON_FIELDS = ("name", "transport", "path", "description", "install")
+PATH_HELP = "Folder that receives the files."
+PATH_RULE = (
+    "Each target has its own folder: two targets in one folder (the same path written "
+    "differently, through a symlink, or on the same host and share) are refused, and so are "
+    "two local folders a plan observes to be one (the same device and inode: a bind mount)."
+)
+# Field schemas several kinds use.
+_TEXT: dict[str, Any] = {"type": "string", "minLength": 1}
+_HOST = _TEXT
+_PORT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 65535}
+_SECRET: dict[str, Any] = {"$ref": "#/$defs/secret"}
+_TIMEOUT: dict[str, Any] = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": 600,
+    "description": "seconds to wait for a connection (default 10).",
+}
+
+
 class TransportKind:
     """The behaviour shared by every transport; each subclass says what differs."""
 
@@ -36,6 +59,14 @@ class TransportKind:
     pins_host_keys: ClassVar[bool] = False
     # Who may read a copy is said by the file's ACL (SMB), not its mode bits.
     access_by_acl: ClassVar[bool] = False
+    # Its manifest entry, as the schema's target says it (compile_schemas.target_schema):
+    # what it is, in a sentence; what its `path` is; the fields it adds to those of every
+    # target (COMMON_FIELDS), each a JSON Schema described for this transport alone (a field
+    # two kinds share must have the same schema but for its description); those it requires.
+    summary: ClassVar[str]
+    path_help: ClassVar[str]
+    fields: ClassVar[dict[str, dict[str, Any]]] = {}
+    required: ClassVar[tuple[str, ...]] = ()
 
     def target(self, c: Checker, item: dict[str, Any], role: m.Role, where: Where) -> m.Target:
         """The Target its manifest entry declares (errors said through `c`)."""
@@ -106,6 +137,8 @@ class TransportKind:
 class Local(TransportKind):
     name = "local"
     on_controller = True
+    summary = "a folder on this machine or a mounted share."
+    path_help = "absolute or relative to the manifest."
 
     def target(self, c: Checker, item: dict[str, Any], role: m.Role, where: Where) -> m.Target:
         path = c.local_str(item["path"], (*where, "path"))
@@ -133,6 +166,26 @@ class Ssh(TransportKind):
     name = "ssh"
     default_port = 22
     pins_host_keys = True
+    summary = "SFTP to an OpenSSH server (Linux or Windows)."
+    path_help = "absolute remote path, forward slashes (C:/ProgramData/Provisioner on Windows)."
+    fields: ClassVar[dict[str, dict[str, Any]]] = {
+        "host": {**_HOST, "description": "host name or address."},
+        "port": {**_PORT, "description": "port (default 22)."},
+        "user": {**_TEXT, "description": "user name."},
+        "key_file": {
+            **_TEXT,
+            "description": "private key file for authentication (relative to the manifest); "
+            "without it the SSH agent is used.",
+        },
+        "key_passphrase": {**_SECRET, "description": "passphrase of key_file."},
+        "known_hosts": {
+            **_TEXT,
+            "description": "known_hosts file used for strict host key checking (relative to "
+            "the manifest).",
+        },
+        "connect_timeout": _TIMEOUT,
+    }
+    required = ("host", "user", "known_hosts")
 
     def target(self, c: Checker, item: dict[str, Any], role: m.Role, where: Where) -> m.Target:
         passphrase = item.get("key_passphrase")
@@ -206,6 +259,42 @@ class Smb(TransportKind):
     name = "smb"
     default_port = 445
     access_by_acl = True
+    summary = (
+        "an SMB2/3 share (Windows file server, NAS, Samba), SMB3 encryption and signing "
+        "required; see docs/SECURITY.md for what is checked there."
+    )
+    path_help = (
+        "folder inside the share, forward slashes, from its root (/Provisioner/keys; / for "
+        "the root)."
+    )
+    fields: ClassVar[dict[str, dict[str, Any]]] = {
+        "host": {**_HOST, "description": "host name or address."},
+        "port": {**_PORT, "description": "port (default 445)."},
+        "user": {**_TEXT, "description": "account name (DOMAIN\\name or name)."},
+        "share": {
+            **_TEXT,
+            "pattern": '^[^\\\\/:*?"<>|]+$',
+            "description": "share name (backup, C$ for a workstation's administrative share).",
+        },
+        "password": {
+            **_SECRET,
+            "description": "password of user (NTLM authentication; Kerberos is not offered, "
+            "see docs/SECURITY.md).",
+        },
+        "readers": {
+            "type": "string",
+            "pattern": "^S-1-[0-9]+(-[0-9]+)+$",
+            "description": "SID of the group that may read the copies besides the tool's "
+            "account (default: nobody else), e.g. S-1-5-21-...-1105.",
+        },
+        "encrypt": {
+            "type": "boolean",
+            "description": "require SMB3 encryption (default true); false only for a server "
+            "that cannot encrypt, on a network you trust (signing stays required).",
+        },
+        "connect_timeout": _TIMEOUT,
+    }
+    required = ("host", "share", "user", "password")
 
     def target(self, c: Checker, item: dict[str, Any], role: m.Role, where: Where) -> m.Target:
         folder = item["path"]
