@@ -1681,6 +1681,33 @@ def test_recover_names_every_shared_location_out_of_sight_in_one_run(
     } <= {"lock"}
 
 
+def test_recover_held_by_an_unmounted_share_also_names_the_workstation_out_of_reach(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """State lost, the backup share not mounted and a workstation's folder replaced by a
+    symlink: recover records nothing, and names the workstation too, so that one trip brings
+    both back instead of a second recover finding the second problem."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    lose_state(quickstart)
+    share = quickstart.parent / "demo-out/shared/backup"
+    share.rename(share.with_name("backup.unmounted"))
+    accueil = quickstart.parent / "demo-out/workstations/ws-accueil"
+    out_of_reach(accueil, tmp_path / "away")
+    done = cli("recover", "--auto-approve", quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert said_once(
+        done.stdout, f"  ! not observed: backup-share: {share} does not exist (not mounted?)"
+    )
+    assert said_once(
+        done.stdout,
+        f"  ! not observed: ws-accueil: the target folder {accueil} is a symlink; declare the "
+        "folder it points to instead",
+    ), done.stdout
+    assert not state_dir(quickstart).exists() or {
+        p.name for p in state_dir(quickstart).iterdir()
+    } <= {"lock"}
+
+
 def test_full_loss_a_copy_renamed_on_a_workstation_keeps_the_shared_locations_number(
     cli: Runner, quickstart: Path
 ) -> None:

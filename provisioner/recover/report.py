@@ -77,11 +77,17 @@ def render(recovery: Recovery) -> str:
     if recovery.blocking:
         # Dedicated to the reason nothing is recorded: shared locations out of sight.
         unseen = [f"  ! not observed: {b}" for b in sorted(set(recovery.blocking))]
+        # What else the next run would meet, so that one trip brings everything back.
+        also = [
+            *(f"  ! not observed: {line}" for line in dict.fromkeys(recovery.unreachable)),
+            *(f"  ! not read: {line}" for line in dict.fromkeys(recovery.unreadable)),
+        ]
         return "\n".join(
             [
                 "provisioner recover records nothing while a shared location is not observed "
                 "(they hold every generation: a key not seen there may only be out of sight):",
                 *unseen,
+                *(["", "Also out of reach (recover reads them too):", *also] if also else []),
                 "",
                 "Bring it back (mount the share, start the host) and run recover again.",
             ]
