@@ -1708,16 +1708,19 @@ def test_recover_held_by_an_unmounted_share_also_names_the_workstation_out_of_re
     } <= {"lock"}
 
 
+# The next generation's name, and one beyond it (a number this state never gave).
+@pytest.mark.parametrize("renamed", ["syndicat-eaux.g2.p12", "syndicat-eaux.g3.p12"])
 def test_full_loss_a_copy_renamed_on_a_workstation_keeps_the_shared_locations_number(
-    cli: Runner, quickstart: Path
+    cli: Runner, quickstart: Path, renamed: str
 ) -> None:
     """State and escrow lost; an agent renamed the workstation's copy of generation 1 to a
-    generation 2 name. One copy says 1 (the backup share), one says 2: the shared location's
-    name wins, the key comes back as generation 1, and apply puts the copy back under its
-    name."""
+    later generation's name (the next, or one beyond it). One copy says 1 (the backup share),
+    one says another number: the shared location's name wins, the key comes back as
+    generation 1, the renamed copy is this state's (no conflict), and apply puts the copy
+    back under its name and removes the renamed one."""
     assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
     ws = quickstart.parent / "demo-out/workstations/ws-marches"
-    (ws / "syndicat-eaux.g1.p12").rename(ws / "syndicat-eaux.g2.p12")
+    (ws / "syndicat-eaux.g1.p12").rename(ws / renamed)
     lose_state(quickstart)
     done = cli("recover", "--auto-approve", quickstart)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -1728,7 +1731,7 @@ def test_full_loss_a_copy_renamed_on_a_workstation_keeps_the_shared_locations_nu
     planned = cli("plan", quickstart)
     assert "conflict" not in planned.stdout, planned.stdout
     assert (
-        f"  - remove g1 on ws-marches: {ws / 'syndicat-eaux.g2.p12'}  [moved] a copy of "
+        f"  - remove g1 on ws-marches: {ws / renamed}  [moved] a copy of "
         "generation 1 under another name (renamed on the target?): the copy under its own name "
         "holds its key\n"
     ) in planned.stdout, planned.stdout
