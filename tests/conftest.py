@@ -358,9 +358,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 # mutmut runs the tests twice on the unmutated tree before its first mutant: once to learn
 # which test reaches which function (the stats run), then again to see that they pass (the
-# clean run), each some 12 minutes. When the stats run of this same `mutmut run` (this process
-# or an ancestor) has just passed every test, the clean run is a repeat of it: it runs the one
-# fastest test.
+# clean run), each some 12 minutes in one process. When the stats run of this same process
+# has just passed every test, the clean run is a repeat of it: it runs the one fastest test.
 STATS_PASSED = REPO / "mutation-stats-passed.json"
 
 
@@ -373,19 +372,4 @@ def _clean_run_repeats(items: list[pytest.Item]) -> bool:
 
     seen = json.loads(STATS_PASSED.read_text())
     passed = set(seen["passed"])
-    return seen["pid"] in _ancestry() and all(i.nodeid in passed for i in items)
-
-
-def _ancestry() -> set[int]:
-    """This process and its parents: mutmut 3.8 runs its stats in its own process and the
-    clean run in a grandchild (forked from its fork server), so the stats run of this same
-    `mutmut run` is an ancestor's (a pid of an earlier run's file is not one, or not alive)."""
-    found, pid = {os.getpid()}, os.getppid()
-    while pid > 1 and pid not in found:
-        found.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: its parent
-    return found
+    return seen["pid"] == os.getpid() and all(i.nodeid in passed for i in items)
