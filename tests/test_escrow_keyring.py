@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
+import os
 import resource
 import shutil
 import sqlite3
@@ -361,3 +363,62 @@ def test_a_state_lost_beside_an_escrow_from_before_serials_is_recovered_without_
     assert "2 generations, 5 copies" in done.stdout, done.stdout
     assert "serial" not in done.stdout, done.stdout
     assert cli("plan", "--detailed-exitcode", site).returncode == 0
+
+
+def rewrapped(manifest: Path, n: int, r: int, p: int) -> dict[str, object]:
+    """The keyring with its data key wrapped again under scrypt(n, r, p), as the documented
+    format says (a keyring another release, or an administrator's tuning, could have made)."""
+    key = data_key(manifest)
+    ring = keyring(manifest)
+    salt = base64.b64decode(str(ring["salt"]))
+    password = ESCROW_PASSPHRASE.encode()
+    kek = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=2**31 - 1, dklen=32)
+    nonce = os.urandom(12)
+    wrapped = AESGCM(kek).encrypt(nonce, key, b"escrow-data-key")
+    return dict(
+        ring,
+        n=n,
+        r=r,
+        p=p,
+        nonce=base64.b64encode(nonce).decode(),
+        wrapped=base64.b64encode(wrapped).decode(),
+    )
+
+
+# Each bound of the keyring's scrypt parameters, at the bound (opened) and one step past it
+# (refused before any key derivation): n a power of two from 2 to 2^20 and below 2^(16 r)
+# (scrypt's own rule: n = 2^20 with r = 1 was an internal error), r from 1 to 32, p from 1
+# to 16, and at most 1 GiB of memory (128 * n * r bytes).
+@pytest.mark.parametrize(
+    ("n", "r", "p", "opens"),
+    [
+        (2, 1, 1, True),
+        (2**15, 1, 1, True),
+        (2**16, 1, 1, False),
+        (2**20, 2, 1, True),
+        (2, 32, 1, True),
+        (2, 1, 16, True),
+        (2**18, 32, 1, True),  # exactly 1 GiB
+        (1, 1, 1, False),
+        (2**21, 2, 1, False),
+        (6, 1, 1, False),
+        (2, 0, 1, False),
+        (2, 33, 1, False),
+        (2, 1, 0, False),
+        (2, 1, 17, False),
+        (2**19, 32, 1, False),  # 2 GiB
+    ],
+)
+def test_a_keyring_is_opened_within_its_scrypt_bounds_and_refused_past_them(
+    cli: Runner, site: Path, n: int, r: int, p: int, opens: bool
+) -> None:
+    write_keyring(site, rewrapped(site, n, r, p) if opens else dict(keyring(site), n=n, r=r, p=p))
+    done = cli("apply", "--auto-approve", site)
+    if opens:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "No changes." in done.stdout, done.stdout
+        return
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"the keyring's scrypt parameters (n={n}, r={r}, p={p}) are out of bounds" in done.stderr
+    ), done.stderr

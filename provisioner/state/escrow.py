@@ -73,11 +73,13 @@ def _scrypt_parameters(ring: dict[str, object], path: str) -> tuple[int, int, in
         or not (1 <= r <= MAX_SCRYPT_R)
         or not (1 <= p <= MAX_SCRYPT_P)
         or 128 * n * r > MAX_SCRYPT_MEMORY
+        or n >= 1 << (16 * r)  # scrypt's own rule (RFC 7914): n below 2^(128 r / 8)
     ):
         raise StateError(
             f"{path}: the keyring's scrypt parameters (n={str(n)[:20]}, r={str(r)[:20]}, "
-            f"p={str(p)[:20]}) are out of bounds: n must be a power of two up to 2^20, r at most "
-            f"{MAX_SCRYPT_R}, p at most {MAX_SCRYPT_P}, using at most 1 GiB (this tool writes "
+            f"p={str(p)[:20]}) are out of bounds: n must be a power of two up to 2^20 and below "
+            f"2^(16 r), r at most {MAX_SCRYPT_R}, p at most {MAX_SCRYPT_P}, using at most 1 GiB "
+            "(this tool writes "
             f"n=2^15, r={SCRYPT_R}, p={SCRYPT_P}). The keyring is damaged or was not written by "
             "provisioner: restore the escrow folder from a backup (docs/RECOVERY.md)"
         )
@@ -205,7 +207,7 @@ class Escrow:
             )
         except InvalidTag:
             raise WrongPassphraseError(f"{path}: wrong escrow passphrase") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, MemoryError) as exc:
             raise StateError(f"{path}: cannot read the escrow keyring: {exc}") from None
         return cls(folder, data_key, ring)
 
