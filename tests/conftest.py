@@ -372,4 +372,14 @@ def _clean_run_repeats(items: list[pytest.Item]) -> bool:
 
     seen = json.loads(STATS_PASSED.read_text())
     passed = set(seen["passed"])
-    return seen["pid"] == os.getpid() and all(i.nodeid in passed for i in items)
+    unseen = sum(1 for i in items if i.nodeid not in passed)
+    repeats = seen["pid"] == os.getpid() and not unseen
+    # Why a clean run was run whole, or not (docs/TESTING.md: one whole run spent 7 minutes
+    # in its clean phase without saying why).
+    with (REPO / "mutation-clean-run.txt").open("a", encoding="utf-8") as log:
+        log.write(
+            f"pid {os.getpid()} (parent {os.getppid()}), stats pid {seen['pid']}, "
+            f"{len(items)} tests, {unseen} not passed by the stats run: "
+            f"{'one test' if repeats else 'all run'}\n"
+        )
+    return repeats
