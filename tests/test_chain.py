@@ -107,3 +107,43 @@ def test_renewed_issuer_certificate_updates_the_chain_with_the_same_keys(
     )
     assert done.returncode == 0, done.stderr
     assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0
+
+
+def test_an_issuers_password_command_runs_once_per_apply(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """The CA key is encrypted and its password comes from a command (a vault's CLI, which
+    may prompt or be rate-limited): an apply that signs a new generation runs it once,
+    loading the issuer before anything is written, and signs with what it loaded."""
+    folder = quickstart.parent
+    make_ca(folder, 1)
+    key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    (folder / "ca.key").write_bytes(
+        key.private_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"CA-Key-Password-1"),
+        )
+    )
+    calls = tmp_path / "calls"
+    script = tmp_path / "ca-password.sh"
+    script.write_text(f"#!/bin/sh\necho run >> {calls}\necho CA-Key-Password-1\n")
+    script.chmod(0o700)
+    quickstart.write_text(
+        quickstart.read_text()
+        .replace(
+            "escrow:",
+            "issuers:\n  - {name: internal, certificate: ca.pem, private_key: ca.key, "
+            f"password: {{command: [{script}]}}}}\nescrow:",
+            1,
+        )
+        .replace(
+            "designation: Commune Exemple", "designation: Commune Exemple\n      issuer: internal"
+        )
+    )
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert calls.read_text() == "run\n", "the CA password command ran once"
+    copy = p12_files(quickstart)["workstations/ws-accueil/commune-exemple.g1.p12"]
+    bundle = pkcs12.decode(copy.read_bytes(), PASSWORDS["commune-exemple"])
+    assert bundle.certificate.issuer.rfc4514_string().startswith("CN=Test Region internal CA,")

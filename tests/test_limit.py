@@ -273,3 +273,19 @@ def test_a_target_only_another_entity_uses_is_not_looked_at_and_its_outage_does_
     assert "ws-accueil" not in limited.stdout + limited.stderr
     whole = cli("plan", quickstart)
     assert whole.returncode == 4 and "ws-accueil" in whole.stdout + whole.stderr
+
+
+def test_a_target_outside_the_limit_is_not_looked_at_even_when_it_is_out_of_reach(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """ws-marches is out of reach (its folder replaced by a symlink) while an operator repairs
+    ws-accueil alone: the limited plan never looks at ws-marches, so it neither reports it
+    unreachable nor exits as if a target of the run were down."""
+    applied(cli, quickstart)
+    marches = quickstart.parent / "demo-out/workstations/ws-marches"
+    out_of_reach(marches, tmp_path / "away")
+    planned = cli("plan", "--detailed-exitcode", "--limit", "ws-accueil", quickstart)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "ws-marches" not in planned.stdout + planned.stderr
+    whole = cli("plan", "--detailed-exitcode", quickstart)
+    assert whole.returncode != 0 and "ws-marches" in whole.stdout + whole.stderr

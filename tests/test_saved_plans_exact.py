@@ -244,12 +244,25 @@ def test_a_saved_plan_observes_with_the_parallelism_given_and_reports_progress(
 
     observing = importlib.import_module("provisioner.engine.observe")
     monkeypatch.setattr(observing, "ThreadPoolExecutor", Pool)
+    writing = importlib.import_module("provisioner.apply.copies")
+    monkeypatch.setattr(writing, "ThreadPoolExecutor", Pool)
+    pools = importlib.import_module("provisioner.transports")
+    opened: list[object] = []
+    real_init = pools.TransportPool.__init__
+
+    def counted(self: object, *args: object, **kwargs: object) -> None:
+        opened.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(pools.TransportPool, "__init__", counted)
     phases: list[tuple[str, int, int]] = []
     _, run = apply_run.apply_saved(
         plan, lock_timeout=0, parallel=1, progress=lambda *p: phases.append(p)
     )
     assert run.result is not None and run.result.succeeded == 1
-    assert workers == [1], "--parallel 1: one remote host observed at a time"
+    assert workers and set(workers) == {1}, "--parallel 1: one host observed, one written at a time"
+    assert len(workers) == 2, "the observation's pool and the writers'"
+    assert len(opened) == 1, "one connection per target for the whole run: the session's"
     assert ("writing copies", 1, 1) in phases
 
 
