@@ -552,12 +552,15 @@ def test_a_conflict_does_not_hide_the_entitys_other_repairs(
     assert shared.exists() and stray.read_bytes() == foreign
 
 
+@pytest.mark.parametrize("limit", [(), ("--limit", "syndicat-eaux")])
 def test_apply_after_the_whole_state_folder_is_lost_writes_nothing(
-    cli: Runner, quickstart: Path
+    cli: Runner, quickstart: Path, limit: tuple[str, ...]
 ) -> None:
+    """The state folder lost: an apply, limited to one entity or not, finds every entity it
+    looks at held by copies it did not write, and leaves no new state or keyring behind."""
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     shutil.rmtree(state_dir(quickstart))
-    assert cli("apply", "--auto-approve", quickstart).returncode == 1
+    assert cli("apply", "--auto-approve", *limit, quickstart).returncode == 1
     assert not (state_dir(quickstart) / "state.db").exists()
     assert not (state_dir(quickstart) / "escrow").exists(), "a keyring was made over a lost state"
     declined = cli("recover", quickstart)  # no terminal: declined
