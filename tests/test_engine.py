@@ -478,3 +478,22 @@ def test_a_plan_whose_snapshot_an_apply_overtook_reads_again_and_sees_no_conflic
     assert not result.conflicts, result.conflicts
     assert not result.refusals and not result.changes, result.actions
     assert workers and set(workers) == {1}, "--parallel 1: one target observed at a time"
+
+
+def test_a_changed_certificate_subject_forces_a_new_generation_and_says_why(
+    cli: Runner, quickstart: Path
+) -> None:
+    """The region renames its organisation in the manifest's subject: the certificates the
+    platform holds no longer say what the manifest asks, so each entity gets a new
+    generation, and the plan says exactly why."""
+    apply(cli, quickstart)
+    quickstart.write_text(
+        quickstart.read_text().replace('organization: "Demo"', 'organization: "Demo Region"')
+    )
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 0, planned.stderr
+    why = (
+        "[spec-changed] the manifest asks for a different certificate: subject O/OU/C changed "
+        "(forces a new generation)"
+    )
+    assert planned.stdout.count(f"-/+ generation 2: create  {why}") == 2, planned.stdout
