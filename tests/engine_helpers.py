@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -296,3 +297,20 @@ def openssl_p12(
     )
     key_path.unlink()
     return out
+
+
+def record_workers(monkeypatch: pytest.MonkeyPatch, *modules: str) -> list[int | None]:
+    """The `max_workers` of every thread pool the named modules start from now on."""
+    import importlib
+    from concurrent import futures
+
+    workers: list[int | None] = []
+
+    class Pool(futures.ThreadPoolExecutor):
+        def __init__(self, max_workers: int | None = None) -> None:
+            workers.append(max_workers)
+            super().__init__(max_workers)
+
+    for name in modules:
+        monkeypatch.setattr(importlib.import_module(name), "ThreadPoolExecutor", Pool)
+    return workers

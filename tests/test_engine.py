@@ -25,6 +25,7 @@ from tests.engine_helpers import (
     mode,
     p12_files,
     postgresql_of,
+    record_workers,
     serial,
     state_rows,
 )
@@ -453,22 +454,11 @@ def test_a_plan_whose_snapshot_an_apply_overtook_reads_again_and_sees_no_conflic
     plan's snapshot and before it reads the workstations leaves copies of a key the snapshot
     does not know: the plan reads the state again and shows them as what they are, in place,
     not as someone's keys in the way. It observes with the parallelism it was given."""
-    import importlib
-    from concurrent import futures
-
     from provisioner.engine import observe_and_plan, open_state
 
     apply(cli, quickstart)
     later = "2028-10-15T08:00:00+00:00"  # inside the 60-day renewal window
-    workers: list[int | None] = []
-
-    class Pool(futures.ThreadPoolExecutor):
-        def __init__(self, max_workers: int | None = None) -> None:
-            workers.append(max_workers)
-            super().__init__(max_workers)
-
-    observing = importlib.import_module("provisioner.engine.observe")
-    monkeypatch.setattr(observing, "ThreadPoolExecutor", Pool)
+    workers = record_workers(monkeypatch, "provisioner.engine.observe")
     monkeypatch.setenv("PROVISIONER_NOW", later)
     with open_state(load_inputs(quickstart, None), create=False) as session:
         apply(cli, quickstart, env={"PROVISIONER_NOW": later})  # commits meanwhile

@@ -81,6 +81,16 @@ def current_generations(manifest: Path) -> list[tuple[str, int, str, str]]:
     ]
 
 
+def assert_renewal_taken_back(manifest: Path, key: str) -> None:
+    """commune-exemple's generation 1 retired and generation 2 current, with key `key`."""
+    rows = state_rows(
+        manifest,
+        "SELECT number, status, key_sha256 FROM generations WHERE entity = 'commune-exemple' "
+        "ORDER BY number",
+    )
+    assert [r[:2] for r in rows] == [(1, "retired"), (2, "current")] and rows[1][2] == key
+
+
 def recovered_record(cli: Runner, manifest: Path) -> dict[str, Any]:
     """What the audit log says the one recover did (`audit --json --action state-recovered`)."""
     listed = cli("audit", "--json", "--action", "state-recovered", manifest)
@@ -1900,12 +1910,7 @@ def test_an_older_backup_restored_past_a_foreign_key_on_every_target_takes_the_r
     assert done.returncode == 0, done.stdout + done.stderr
     assert 'generation 2 "Commune Exemple (2)" (current)' in done.stdout, done.stdout
     assert "not a generation this state made" in done.stdout, done.stdout
-    rows = state_rows(
-        quickstart,
-        "SELECT number, status, key_sha256 FROM generations WHERE entity = 'commune-exemple' "
-        "ORDER BY number",
-    )
-    assert [r[:2] for r in rows] == [(1, "retired"), (2, "current")] and rows[1][2] == ours
+    assert_renewal_taken_back(quickstart, ours)
     assert all(
         (out / folder / "commune-exemple.g3.p12").read_bytes() == foreign
         for folder in ("shared/backup", "workstations/ws-accueil", "workstations/ws-marches")
@@ -1983,9 +1988,4 @@ def test_a_clash_over_a_recorded_number_does_not_hide_the_renewal_found_after_it
     assert done.returncode == 0, done.stdout + done.stderr
     assert "that is not generation 1 as the state records it: left as it is" in done.stdout
     assert 'generation 2 "Commune Exemple (2)" (current)' in done.stdout, done.stdout
-    rows = state_rows(
-        quickstart,
-        "SELECT number, status, key_sha256 FROM generations WHERE entity = 'commune-exemple' "
-        "ORDER BY number",
-    )
-    assert [r[:2] for r in rows] == [(1, "retired"), (2, "current")] and rows[1][2] == ours
+    assert_renewal_taken_back(quickstart, ours)

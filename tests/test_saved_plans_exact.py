@@ -13,7 +13,6 @@ import os
 import shutil
 import sqlite3
 import time
-from concurrent import futures
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from provisioner.flows import apply as apply_run
 from provisioner.state import lock
 from tests.conftest import Runner
-from tests.engine_helpers import state_rows
+from tests.engine_helpers import record_workers, state_rows
 
 CONSULTATION = (
     "version: 1\nconsultations:\n  - reference: C-1\n    entity: commune-exemple\n"
@@ -235,17 +234,7 @@ def test_a_saved_plan_observes_with_the_parallelism_given_and_reports_progress(
     out = applied(cli, site)
     (out / "workstations" / "ws-marches" / "commune-exemple.g1.p12").unlink()
     plan = saved(cli, site, tmp_path / "p.plan")
-    workers: list[int | None] = []
-
-    class Pool(futures.ThreadPoolExecutor):
-        def __init__(self, max_workers: int | None = None) -> None:
-            workers.append(max_workers)
-            super().__init__(max_workers)
-
-    observing = importlib.import_module("provisioner.engine.observe")
-    monkeypatch.setattr(observing, "ThreadPoolExecutor", Pool)
-    writing = importlib.import_module("provisioner.apply.copies")
-    monkeypatch.setattr(writing, "ThreadPoolExecutor", Pool)
+    workers = record_workers(monkeypatch, "provisioner.engine.observe", "provisioner.apply.copies")
     pools = importlib.import_module("provisioner.transports")
     opened: list[object] = []
     real_init = pools.TransportPool.__init__
