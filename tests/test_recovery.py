@@ -91,6 +91,17 @@ def assert_renewal_taken_back(manifest: Path, key: str) -> None:
     assert [r[:2] for r in rows] == [(1, "retired"), (2, "current")] and rows[1][2] == key
 
 
+def renewed_here_and_in_a_copy(cli: Runner, manifest: Path, tmp_path: Path) -> tuple[Path, str]:
+    """The tree copied whole (its state, so its lineage, included), then renewed here and in
+    the copy, each on its own: the copy's folder, and this tree's generation 2 key."""
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(manifest.parent, copy)
+    assert cli("apply", "--auto-approve", "-q", manifest, env=RENEWAL).returncode == 0
+    copied = cli("apply", "--auto-approve", "-q", copy / manifest.name, env=RENEWAL)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    return copy, key_fingerprints(manifest)["shared/backup/commune-exemple.g2.p12"]
+
+
 def recovered_record(cli: Runner, manifest: Path) -> dict[str, Any]:
     """What the audit log says the one recover did (`audit --json --action state-recovered`)."""
     listed = cli("audit", "--json", "--action", "state-recovered", manifest)
@@ -1930,12 +1941,7 @@ def test_a_restored_state_takes_back_the_escrows_renewal_not_a_copied_trees_of_t
     db = state_dir(quickstart) / "state.db"
     assert cli("plan", quickstart).returncode == 0  # checkpointed: state.db alone is whole
     shutil.copy(db, tmp_path / "state.db")
-    copy = tmp_path.parent / f"{tmp_path.name}-copy"
-    shutil.copytree(quickstart.parent, copy)
-    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
-    copied = cli("apply", "--auto-approve", "-q", copy / "quickstart.yaml", env=RENEWAL)
-    assert copied.returncode == 0, copied.stdout + copied.stderr
-    ours = key_fingerprints(quickstart)["shared/backup/commune-exemple.g2.p12"]
+    copy, ours = renewed_here_and_in_a_copy(cli, quickstart, tmp_path)
     name = "workstations/ws-accueil/commune-exemple.g2.p12"
     theirs_bytes = (copy / "demo-out" / name).read_bytes()
     target = quickstart.parent / "demo-out" / name
@@ -1972,12 +1978,7 @@ def test_a_clash_over_a_recorded_number_does_not_hide_the_renewal_found_after_it
     assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
     backup = tmp_path / "backup"
     backup_state(quickstart, backup)
-    copy = tmp_path.parent / f"{tmp_path.name}-copy"
-    shutil.copytree(quickstart.parent, copy)
-    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
-    copied = cli("apply", "--auto-approve", "-q", copy / "quickstart.yaml", env=RENEWAL)
-    assert copied.returncode == 0, copied.stdout + copied.stderr
-    ours = key_fingerprints(quickstart)["shared/backup/commune-exemple.g2.p12"]
+    copy, ours = renewed_here_and_in_a_copy(cli, quickstart, tmp_path)
     theirs = (copy / "demo-out/workstations/ws-accueil/commune-exemple.g2.p12").read_bytes()
     for ws in ("ws-accueil", "ws-marches"):
         folder = quickstart.parent / "demo-out/workstations" / ws
