@@ -422,3 +422,33 @@ def test_a_keyring_is_opened_within_its_scrypt_bounds_and_refused_past_them(
     assert (
         f"the keyring's scrypt parameters (n={n}, r={r}, p={p}) are out of bounds" in done.stderr
     ), done.stderr
+
+
+@pytest.mark.parametrize("damage", ["format", "passphrase", "salt"])
+def test_a_keyring_that_does_not_open_is_named_with_what_is_wrong(
+    cli: Runner, site: Path, damage: str
+) -> None:
+    """An apply that cannot open the escrow's keyring stops before anything is written and
+    says which file and what is wrong with it: a format this release does not know (quoted,
+    cut at 40 characters), a passphrase that does not open it, a field that is not what the
+    format says."""
+    keyring_path = escrow_dir(site) / "keyring.json"
+    ring = keyring(site)
+    if damage == "format":
+        unknown = "provisioner-escrow/99 " + "x" * 60
+        write_keyring(site, dict(ring, format=unknown))
+        said = f"Error: {keyring_path}: unknown escrow format {unknown[:40]!r}\n"
+    elif damage == "passphrase":
+        (site.parent / "secrets" / "escrow.pass").write_text("Another-Passphrase-99\n")
+        said = (
+            f"Error: {keyring_path}: wrong escrow passphrase: file secrets/escrow.pass, which "
+            "escrow.passphrase names, does not open it."
+        )
+    else:
+        write_keyring(site, dict(ring, salt="not base64!"))
+        said = f"Error: {keyring_path}: cannot read the escrow keyring: "
+    before = {p.name: p.read_bytes() for p in escrow_dir(site).iterdir()}
+    done = cli("apply", "--auto-approve", site)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert said in done.stderr, done.stderr
+    assert {p.name: p.read_bytes() for p in escrow_dir(site).iterdir()} == before
