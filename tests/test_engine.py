@@ -487,3 +487,65 @@ def test_a_changed_certificate_subject_forces_a_new_generation_and_says_why(
         "(forces a new generation)"
     )
     assert planned.stdout.count(f"-/+ generation 2: create  {why}") == 2, planned.stdout
+
+
+def test_the_plan_says_each_copys_reason_word_for_word(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """What a reviewer reads before approving, for the copies an operator meets most: a
+    password changed in the manifest; then a copy replaced by another tree's key, one turned
+    into a symlink, and a foreign file where a new workstation's copy goes."""
+    import shutil
+
+    apply(cli, quickstart)
+    secret = quickstart.parent / "secrets/commune-exemple.pass"
+    kept = secret.read_text()
+    secret.write_text("Another-Password-Here-1!\n")
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert (
+        "commune-exemple.g1.p12  [password-changed] the entity's password changed (same key, "
+        "re-encoded)\n"
+    ) in planned.stdout, planned.stdout
+    secret.write_text(kept)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(quickstart, other / "quickstart.yaml")
+    shutil.copytree(quickstart.parent / "secrets", other / "secrets")
+    apply(cli, other / "quickstart.yaml")
+    ws, theirs = quickstart.parent / "demo-out/workstations", other / "demo-out/workstations"
+    marches = ws / "ws-marches/commune-exemple.g1.p12"
+    accueil = ws / "ws-accueil/commune-exemple.g1.p12"
+    marches.write_bytes((theirs / "ws-marches/commune-exemple.g1.p12").read_bytes())
+    accueil.unlink()
+    accueil.symlink_to(tmp_path / "elsewhere.p12")
+    stray = ws / "ws-accueil/syndicat-eaux.g1.p12"
+    stray.write_bytes((theirs / "ws-marches/syndicat-eaux.g1.p12").read_bytes())
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "workstations: [service-marches]\n", "workstations: [service-marches, ws-accueil]\n"
+        )
+    )
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 1, planned.stdout + planned.stderr  # conflicts
+    lines = planned.stdout.splitlines()
+
+    def said(start: str, end: str) -> None:
+        assert any(x.startswith(start) and x.endswith(end) for x in lines), planned.stdout
+
+    said(
+        f"    ! conflict g1 on ws-marches: {marches}  [conflict] the file was replaced since it "
+        "was written (holds certificate sha256:",
+        ", key NOT in the escrow, unknown to this state): left as it is",
+    )
+    said(
+        f"    ! conflict g1 on ws-accueil: {accueil}  [conflict] a symlink or special file "
+        "stands where the copy belongs: left as it is",
+        "",
+    )
+    said(
+        f"    ! conflict g1 on ws-accueil: {stray}  [conflict] a file this state did not write "
+        "is there (",
+        "): left as it is",
+    )
