@@ -549,3 +549,35 @@ def test_the_plan_says_each_copys_reason_word_for_word(
         "is there (",
         "): left as it is",
     )
+
+
+def test_after_a_password_change_a_replaced_copy_that_does_not_open_is_never_overwritten(
+    cli: Runner, quickstart: Path, tmp_path: Path
+) -> None:
+    """An agent put another tree's key (same password then) where ws-marches' copy was; then
+    the entity's password changed in the manifest. The file no longer opens with the new
+    password, and has the size the copy was written with: it is not a damaged copy to repair
+    (it may be somebody's key under the old password), so it is left as it is, a conflict,
+    and the entity's other copies wait with it."""
+    import shutil
+
+    apply(cli, quickstart)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(quickstart, other / "quickstart.yaml")
+    shutil.copytree(quickstart.parent / "secrets", other / "secrets")
+    apply(cli, other / "quickstart.yaml")
+    rel = "workstations/ws-marches/commune-exemple.g1.p12"
+    marches = quickstart.parent / "demo-out" / rel
+    foreign = (other / "demo-out" / rel).read_bytes()
+    marches.write_bytes(foreign)
+    (quickstart.parent / "secrets/commune-exemple.pass").write_text("Another-Password-Here-1!\n")
+    planned = cli("plan", quickstart)
+    assert (
+        f"    ! conflict g1 on ws-marches: {marches}  [conflict] the file was replaced since it "
+        "was written (a PKCS#12 that does not open with the entity's password): left as it is\n"
+    ) in planned.stdout, planned.stdout
+    assert "[drifted]" not in planned.stdout
+    done = cli("apply", "--auto-approve", quickstart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert marches.read_bytes() == foreign, "somebody's key, left as it is"

@@ -212,8 +212,19 @@ CASES = [
         GENS,
         COPIES,
         observed={(WS1.name, COPIES[1].path): FileFacts(2700, "other", 0o600)},
-        foreign={(WS1.name, COPIES[1].path): Foreign(True, False)},
+        foreign={(WS1.name, COPIES[1].path): Foreign(True, False, tried_with="pw1")},
         expect=["~ write-copy drifted ws1"],
+    ),
+    Case(
+        "after a password change, a file of the copy's size that does not open with the new "
+        "password may be anybody's key under the old one: a conflict, never overwritten",
+        entity(),
+        GENS,
+        COPIES,
+        observed={(WS1.name, COPIES[1].path): FileFacts(2700, "other", 0o600)},
+        foreign={(WS1.name, COPIES[1].path): Foreign(True, False, tried_with="pw2")},
+        password_id="pw2",
+        expect=["~ write-copy password-changed nas", "! conflict conflict ws1"],
     ),
     Case(
         "a recorded copy damaged beyond PKCS#12 is repaired",
@@ -239,7 +250,7 @@ CASES = [
         (generation(1, RETIRED), generation(2)),
         (copy(NAS), copy(WS1), copy(NAS, 2), copy(WS1, 2)),
         observed={(WS1.name, copy(WS1).path): FileFacts(2700, "other", 0o600)},
-        foreign={(WS1.name, copy(WS1).path): Foreign(True, False)},
+        foreign={(WS1.name, copy(WS1).path): Foreign(True, False, tried_with="pw1")},
         expect=["- remove-copy retired ws1"],
     ),
     Case(

@@ -143,16 +143,20 @@ def inspect_foreign(
         if password is None:
             out[(name, path)] = Foreign(pkcs12=_is_pkcs12(data), readable=False, tried=False)
             continue
+        assert parsed is not None  # a password is found only for a copy's name
+        tried_with = session.escrow.password_id(parsed[0], password) if session.escrow else None
         try:
             bundle = pkcs12.decode(data, password)
         except CorruptFileError:
-            out[(name, path)] = Foreign(pkcs12=_is_pkcs12(data), readable=False)
+            out[(name, path)] = Foreign(
+                pkcs12=_is_pkcs12(data), readable=False, tried_with=tried_with
+            )
             continue
         except TooCostlyError as exc:
             out[(name, path)] = Foreign(pkcs12=True, readable=False, refused=str(exc))
             continue
         except CryptoError:
-            out[(name, path)] = Foreign(pkcs12=True, readable=False)
+            out[(name, path)] = Foreign(pkcs12=True, readable=False, tried_with=tried_with)
             continue
         key_sha256 = public_key_fingerprint(bundle.key)
         out[(name, path)] = Foreign(

@@ -62,6 +62,8 @@ class Foreign:
     known: bool = False  # its key is a generation's this state records
     written_here: bool = False  # the very bytes of a copy this state wrote elsewhere
     tried: bool = True  # False: the command read no password (status, check)
+    # The keyed fingerprint of the password it was tried with (None: none, or not known).
+    tried_with: str | None = None
     refused: str | None = None  # why it was not opened (too many iterations, too large)
 
     def describe(self) -> str:

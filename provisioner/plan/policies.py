@@ -156,10 +156,19 @@ def changed_but_ours(
 ) -> bool:
     """A recorded copy whose bytes changed may still be replaced or removed when no key can be
     lost by it: not a PKCS#12 any more, damaged in place (the size it was written with, and it
-    no longer opens), a copy this state wrote, or holding a key this state keeps."""
+    no longer opens with the password it was written with), a copy this state wrote, or
+    holding a key this state keeps. After a password change a file that does not open with
+    the new password may be anybody's key under the old one: not taken for damaged."""
     if f is None or not f.pkcs12:
         return True
-    if f.tried and not f.readable and f.refused is None and observed.size == record.size:
+    if (
+        f.tried
+        and not f.readable
+        and f.refused is None
+        and observed.size == record.size
+        and f.tried_with is not None
+        and f.tried_with == record.password_id
+    ):
         return True
     return holds_known_key(f, key_sha256)
 
