@@ -78,7 +78,6 @@ def target_schema(shipped: dict[str, Any]) -> dict[str, Any]:
             "else": chain,
         }
     out = {key: value for key, value in shipped.items() if key not in ("if", "then", "else")}
-    out["required"] = ["name", "transport", "path"]
     out["properties"] = fields
     out["$comment"] = (
         "Assembled from the transport kinds (provisioner/manifest/transport_kinds.py) by "

@@ -36,7 +36,6 @@ PATH_RULE = (
 )
 # Field schemas several kinds use.
 _TEXT: dict[str, Any] = {"type": "string", "minLength": 1}
-_HOST = _TEXT
 _PORT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 65535}
 _SECRET: dict[str, Any] = {"$ref": "#/$defs/secret"}
 _TIMEOUT: dict[str, Any] = {
@@ -169,7 +168,7 @@ class Ssh(TransportKind):
     summary = "SFTP to an OpenSSH server (Linux or Windows)."
     path_help = "absolute remote path, forward slashes (C:/ProgramData/Provisioner on Windows)."
     fields: ClassVar[dict[str, dict[str, Any]]] = {
-        "host": {**_HOST, "description": "host name or address."},
+        "host": {**_TEXT, "description": "host name or address."},
         "port": {**_PORT, "description": "port (default 22)."},
         "user": {**_TEXT, "description": "user name."},
         "key_file": {
@@ -268,7 +267,7 @@ class Smb(TransportKind):
         "the root)."
     )
     fields: ClassVar[dict[str, dict[str, Any]]] = {
-        "host": {**_HOST, "description": "host name or address."},
+        "host": {**_TEXT, "description": "host name or address."},
         "port": {**_PORT, "description": "port (default 445)."},
         "user": {**_TEXT, "description": "account name (DOMAIN\\name or name)."},
         "share": {

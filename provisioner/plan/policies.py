@@ -162,12 +162,10 @@ def changed_but_ours(
     if f is None or not f.pkcs12:
         return True
     if (
-        f.tried
+        f.tried_with == record.password_id  # tried, with the password it was written with
         and not f.readable
         and f.refused is None
         and observed.size == record.size
-        and f.tried_with is not None
-        and f.tried_with == record.password_id
     ):
         return True
     return holds_known_key(f, key_sha256)

@@ -70,6 +70,14 @@ class Recovery:
         )
 
 
+def _out_of_reach(recovery: Recovery) -> list[str]:
+    """The copies recover could not read and the targets it could not observe, each said."""
+    return [
+        *(f"not read: {line}" for line in recovery.unreadable),  # (the reason is in the line)
+        *(f"not observed: {line}" for line in dict.fromkeys(recovery.unreachable)),
+    ]
+
+
 def render(recovery: Recovery) -> str:
     """The recovery plan, as a reviewer reads it."""
     if recovery.refusal is not None:
@@ -78,10 +86,7 @@ def render(recovery: Recovery) -> str:
         # Dedicated to the reason nothing is recorded: shared locations out of sight.
         unseen = [f"  ! not observed: {b}" for b in sorted(set(recovery.blocking))]
         # What else the next run would meet, so that one trip brings everything back.
-        also = [
-            *(f"  ! not observed: {line}" for line in dict.fromkeys(recovery.unreachable)),
-            *(f"  ! not read: {line}" for line in dict.fromkeys(recovery.unreadable)),
-        ]
+        also = [f"  ! {line}" for line in _out_of_reach(recovery)]
         return "\n".join(
             [
                 "provisioner recover records nothing while a shared location is not observed "
@@ -124,8 +129,7 @@ def render(recovery: Recovery) -> str:
     problems = [
         *(f"lost: {line}" for line in recovery.lost),
         *(f"left as it is: {line}" for line in recovery.clashes),
-        *(f"not read: {line}" for line in recovery.unreadable),  # (the reason is in the line)
-        *(f"not observed: {line}" for line in dict.fromkeys(recovery.unreachable)),
+        *_out_of_reach(recovery),
         *(
             f"the escrow holds key sha256:{k[:16]} that no recorded or recovered generation uses "
             "(an interrupted apply, a generation whose certificate is lost, or a copy left as "
