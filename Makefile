@@ -66,13 +66,14 @@ test-dates: $(STAMP)
 # mutmut on both cores, then the figures per module. MUTATE narrows it to a few mutant names
 # or globs (e.g. MUTATE='provisioner.check.*'). Each mutant gets MUTATION_BUDGET seconds of the
 # tests that reach its function (those that killed its siblings first; 0: no limit); the
-# venv's mypy is on PATH for mutmut's type check.
+# venv's mypy is on PATH for mutmut's type check; key derivations are made cheap
+# (PROVISIONER_TEST_FAST_KDF, tests/conftest.py).
 MUTATE          ?=
 MUTATION_BUDGET ?= 10
 mutation: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,mutation]'
 	PATH="$(abspath $(VENV))/bin:$$PATH" PROVISIONER_MUTATION_BUDGET=$(MUTATION_BUDGET) \
-	    $(VENV)/bin/mutmut run --max-children 2 $(MUTATE) || true
+	    PROVISIONER_TEST_FAST_KDF=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTATE) || true
 	$(PY) tests/mutation_summary.py
 
 bench: $(STAMP)

@@ -40,6 +40,46 @@ IN_PROCESS = bool(
     os.environ.get("MUTANT_UNDER_TEST") or os.environ.get("PROVISIONER_TEST_IN_PROCESS")
 )
 
+# `make mutation` sets PROVISIONER_TEST_FAST_KDF=1: the PKCS#12 files are written with 1,000
+# PBKDF2 iterations instead of the modern profile's 100,000, and the escrow's keyring and the
+# plan's digest derive with scrypt n = 2^10 instead of 2^15. Deriving keys was two thirds of
+# what a CLI test costs (docs/TESTING.md), and no mutated module sets these costs
+# (crypto/pkcs12.py and the constants are not mutated): a mutant changes what is derived or
+# when, which the cheaper derivation shows the same. The mutants run in this process, so this
+# reaches them; a command in its own process keeps the real costs (every reader takes a
+# file's own counts). The tests of the documented costs themselves are left out (real_kdf).
+FAST_KDF = bool(os.environ.get("PROVISIONER_TEST_FAST_KDF"))
+FAST_PKCS12_ITERATIONS = 1_000
+FAST_SCRYPT_N = 2**10
+
+
+def _lower_kdf_costs() -> None:
+    import dataclasses
+
+    from provisioner.crypto import pkcs12
+    from provisioner.engine import digests
+    from provisioner.state import escrow
+
+    modern = pkcs12.PROFILES["modern"]
+    pkcs12.PROFILES["modern"] = dataclasses.replace(modern, iterations=FAST_PKCS12_ITERATIONS)
+    escrow.SCRYPT_N = digests.SCRYPT_N = FAST_SCRYPT_N  # type: ignore[misc]
+    # Opening a PKCS#12 checks its RSA key (some 40 ms for 2,048 bits, whatever the
+    # iterations), and a test's commands open the same copies again and again: the same bytes
+    # with the same password open to the same key, so an opening is remembered.
+    load = pkcs12.pkcs12.load_pkcs12
+    opened: dict[tuple[bytes, bytes | None], object] = {}
+
+    def load_once(data: bytes, password: bytes | None, backend: object = None) -> object:
+        if (data, password) not in opened:
+            opened[(data, password)] = load(data, password)
+        return opened[(data, password)]
+
+    pkcs12.pkcs12.load_pkcs12 = load_once  # type: ignore[assignment]
+
+
+if FAST_KDF:
+    _lower_kdf_costs()
+
 
 def run_cli(
     *args: str | Path,
@@ -307,6 +347,11 @@ def _kills_of(mutant: str) -> dict[str, int]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import json
 
+    if FAST_KDF:  # what checks the real costs cannot pass with the lowered ones
+        real = [i for i in items if i.get_closest_marker("real_kdf")]
+        config.hook.pytest_deselected(items=real)
+        items[:] = [i for i in items if not i.get_closest_marker("real_kdf")]
+
     mutant = _mutant()
     if not mutant:
         if items and _clean_run_repeats(items):
@@ -333,6 +378,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=items[len(kept) :])
         items[:] = kept
+    _stop_a_hang(MUTATION_HANG_FACTOR * spent + MUTATION_HANG_SLACK)
+
+
+# A mutant can make a command wait forever (one that drops O_NONBLOCK opening a FIFO a test
+# leaves in a target folder blocks in open()). mutmut's own wall limit is 15 times the time of
+# *every* test reaching the function (often minutes), and a worker held that long halves the
+# run. A mutant still running its budgeted tests well past their recorded time is a hang, which
+# a user would notice: the process ends with mutmut's timeout code (36), counted as killed. A
+# thread, not SIGALRM: the stateful tests use the alarm for their own kills.
+# Each hang is written to mutants/mutation-hangs.txt ("mutant test seconds").
+MUTATION_HANG_FACTOR = 3.0
+MUTATION_HANGS = REPO / "mutation-hangs.txt"
+MUTATION_HANG_SLACK = 20.0
+
+
+def _stop_a_hang(seconds: float) -> None:
+    import threading
+
+    def out_of_time() -> None:
+        with MUTATION_HANGS.open("a", encoding="utf-8") as hangs:
+            hangs.write(f"{_mutant()} {_running_test or '(collection)'} {seconds:.0f}\n")
+        os._exit(36)
+
+    timer = threading.Timer(seconds, out_of_time)
+    timer.daemon = True
+    timer.start()
+
+
+_running_test = ""
+
+
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    global _running_test
+    _running_test = nodeid
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -54,6 +54,7 @@ def costly_copy(p12: bytes, iterations: int) -> bytes:
     return out
 
 
+@pytest.mark.real_kdf
 def test_declared_iterations_are_read_from_der_and_ber_files(cli: Runner, quickstart: Path) -> None:
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     written = p12_files(quickstart)["workstations/ws-marches/commune-exemple.g1.p12"].read_bytes()

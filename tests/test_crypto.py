@@ -155,6 +155,7 @@ OPENSSL_INFO = {
 }
 
 
+@pytest.mark.real_kdf
 @pytest.mark.parametrize("profile", ["modern", "legacy"])
 def test_openssl_reads_each_profile(
     profile: str,

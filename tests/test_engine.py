@@ -374,6 +374,7 @@ def test_counts_agree_with_their_number(cli: Runner, quickstart: Path) -> None:
     assert cli("validate", broken).stderr.endswith(f"{broken}: invalid (1 error)\n")
 
 
+@pytest.mark.real_kdf
 def test_a_saved_plan_tests_a_passphrase_guess_no_cheaper_than_the_escrow_keyring(
     quickstart: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -464,6 +465,7 @@ def test_a_plan_whose_snapshot_an_apply_overtook_reads_again_and_sees_no_conflic
         apply(cli, quickstart, env={"PROVISIONER_NOW": later})  # commits meanwhile
         renewed = quickstart.parent / "demo-out/workstations/ws-accueil/commune-exemple.g2.p12"
         assert renewed.is_file()
+        workers.clear()  # the apply's own observation, when it runs in this process
         _, result = observe_and_plan(session, 1, dt.datetime.fromisoformat(later))
     assert not result.conflicts, result.conflicts
     assert not result.refusals and not result.changes, result.actions

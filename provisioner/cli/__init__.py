@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import gc
 import os
 import signal
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import typer
 
@@ -145,6 +147,14 @@ def main() -> None:
     _leave(run(sys.argv[1:]))
 
 
+@functools.cache
+def _click_command() -> Callable[..., Any]:
+    """The command line as click runs it, built from `app` once per process (typer builds it
+    anew at each call: some 25 ms of signatures and type hints, paid per command by the tests
+    that run commands in-process)."""
+    return typer.main.get_command(app)
+
+
 def run(argv: list[str]) -> int:
     """Run one command line (`provisioner ARGV`) and return its exit code: every known error
     becomes its message on stderr (and its JSON document under --json), never a traceback.
@@ -159,7 +169,7 @@ def run(argv: list[str]) -> int:
     try:
         # Not standalone: click would exit 2 on a usage error, the code that means "changes
         # pending" under --detailed-exitcode. typer.Exit(n) comes back as n.
-        code = app(args=argv, prog_name="provisioner", standalone_mode=False)
+        code = _click_command()(args=argv, prog_name="provisioner", standalone_mode=False)
     except SystemExit as exc:
         return _status(exc.code)
     except UsageError as exc:  # unknown option, missing argument, bad value
