@@ -18,31 +18,43 @@ import pytest
 from provisioner.wording import counted
 from tests.conftest import EXAMPLES, Runner, run_cli
 from tests.engine_helpers import state_rows
+from tests.manifests import Manifest
 
-MANIFEST = """version: 1
-defaults: {key: {size: 2048}}
-escrow: {passphrase: {file: secrets/escrow.pass}}
-inventory:
-  locations:
-    - {name: share, transport: local, path: out/share}
-  workstations:
-    - {name: ws-1, transport: local, path: out/ws-1}
-    - {name: ws-2, transport: local, path: out/ws-2}
-    - {name: ws-3, transport: local, path: out/ws-3}
-entities:
-  - id: commune-exemple
-    name: Commune
-    key: {designation: Commune Exemple}
-    password: {file: secrets/commune-exemple.pass}
-    shared_locations: [share]
-    workstations: [ws-1, ws-2, ws-3]
-  - id: syndicat-eaux
-    name: Syndicat
-    key: {designation: Syndicat Eaux}
-    password: {file: secrets/syndicat-eaux.pass}
-    shared_locations: [share]
-    workstations: [ws-1]
-"""
+
+def secret(entity: str) -> dict[str, str]:
+    return {"file": f"secrets/{entity}.pass"}
+
+
+def site_inventory() -> Manifest:
+    """The site's manifest before its entities: a shared location and three workstations."""
+    m = Manifest(escrow={"passphrase": {"file": "secrets/escrow.pass"}})
+    m.location("share", path="out/share")
+    for ws in ("ws-1", "ws-2", "ws-3"):
+        m.workstation(ws, path=f"out/{ws}")
+    return m
+
+
+def site_entities(m: Manifest) -> Manifest:
+    """commune-exemple on the shared location and the three workstations, syndicat-eaux on
+    the shared location and ws-1."""
+    m.entity(
+        "commune-exemple",
+        name="Commune",
+        designation="Commune Exemple",
+        password=secret("commune-exemple"),
+        shared_locations=["share"],
+        workstations=["ws-1", "ws-2", "ws-3"],
+    )
+    return m.entity(
+        "syndicat-eaux",
+        name="Syndicat",
+        designation="Syndicat Eaux",
+        password=secret("syndicat-eaux"),
+        shared_locations=["share"],
+        workstations=["ws-1"],
+    )
+
+
 # Consultations the platform made with the keys: two open and one closed on commune-exemple's,
 # one open and one closed on syndicat-eaux's (check binds them from the file, as apply would).
 CONSULTATIONS = """version: 1
@@ -80,7 +92,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (folder / "secrets").mkdir(parents=True)
     for name in ("escrow.pass", "commune-exemple.pass", "syndicat-eaux.pass"):
         shutil.copy(EXAMPLES / "secrets" / name, folder / "secrets" / name)
-    (folder / "m.yaml").write_text(MANIFEST)
+    site_entities(site_inventory()).write(folder / "m.yaml")
     done = run_cli("apply", "--auto-approve", folder / "m.yaml")
     assert done.returncode == 0, done.stdout + done.stderr
     pristine = folder.parent / "pristine"
@@ -331,16 +343,21 @@ def test_a_new_entity_without_a_key_and_pending_changes_of_several_kinds(
     """A new entity (ccas) not applied yet: no key. syndicat-eaux: one copy deleted, one
     overwritten: two changes pending, their reasons once each. An entity declared absent
     before them (agglo, never applied) gives nothing."""
-    manifest = site / "m.yaml"
-    text = manifest.read_text().replace(
-        "entities:\n",
-        "entities:\n  - {id: agglo, name: Agglo, state: absent, key: {designation: Agglo}, "
-        "password: {file: secrets/commune-exemple.pass}, shared_locations: [share]}\n",
+    m = site_inventory().entity(
+        "agglo",
+        name="Agglo",
+        state="absent",
+        password=secret("commune-exemple"),
+        shared_locations=["share"],
     )
-    manifest.write_text(
-        text + "  - {id: ccas, name: CCAS, key: {designation: CCAS}, password: {file: "
-        "secrets/commune-exemple.pass}, shared_locations: [share], workstations: [ws-2]}\n"
+    site_entities(m).entity(
+        "ccas",
+        name="CCAS",
+        password=secret("commune-exemple"),
+        shared_locations=["share"],
+        workstations=["ws-2"],
     )
+    m.write(site / "m.yaml")
     (site / "out" / "ws-1" / "syndicat-eaux.g1.p12").unlink()
     (site / "out" / "share" / "syndicat-eaux.g1.p12").write_bytes(b"x")
     code, findings = check(cli, site)
