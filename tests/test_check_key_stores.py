@@ -18,26 +18,26 @@ from typing import Any
 import pytest
 
 from tests.conftest import EXAMPLES, TEST_CLOCK, Runner, run_cli
+from tests.manifests import Manifest
 
-MANIFEST = """version: 1
-defaults: {key: {size: 2048}}
-escrow: {passphrase: {file: secrets/escrow.pass}}
-inventory:
-  locations:
-    - {name: share, transport: local, path: out/share}
-  workstations:
-    - name: ws-m1
-      transport: local
-      path: out/ws-m1
-      install: {store: nss, users: [alice, bob], nss_database: "/srv/nss/{user}"}
-entities:
-  - id: commune-exemple
-    name: Commune
-    key: {designation: Commune Exemple}
-    password: {file: secrets/commune-exemple.pass}
-    shared_locations: [share]
-    workstations: [ws-m1]
-"""
+# One shared location, and one workstation that installs the key in alice's and bob's NSS stores.
+MANIFEST = (
+    Manifest(escrow={"passphrase": {"file": "secrets/escrow.pass"}})
+    .location("share", path="out/share")
+    .workstation(
+        "ws-m1",
+        path="out/ws-m1",
+        install={"store": "nss", "users": ["alice", "bob"], "nss_database": "/srv/nss/{user}"},
+    )
+    .entity(
+        "commune-exemple",
+        name="Commune",
+        designation="Commune Exemple",
+        password={"file": "secrets/commune-exemple.pass"},
+        shared_locations=["share"],
+        workstations=["ws-m1"],
+    )
+)
 WHAT = 'generation 1 "Commune Exemple" ws-m1'
 PENDING = ("WARNING", "commune-exemple", "pending")  # the bindings check reads, not yet applied
 
@@ -55,7 +55,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     for name in ("escrow.pass", "commune-exemple.pass"):
         shutil.copy(EXAMPLES / "secrets" / name, folder / "secrets" / name)
     manifest = folder / "m.yaml"
-    manifest.write_text(MANIFEST)
+    MANIFEST.write(manifest)
     done = run_cli("apply", "--auto-approve", manifest)
     assert done.returncode == 0, done.stdout + done.stderr
     inventory = run_cli("inventory", "--json", manifest)
