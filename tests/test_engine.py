@@ -29,6 +29,7 @@ from tests.engine_helpers import (
     serial,
     state_rows,
 )
+from tests.manifests import Manifest
 
 EXPECTED = {
     "shared/backup/commune-exemple.g1.p12": "commune-exemple",
@@ -332,21 +333,24 @@ def test_a_secret_command_shared_by_entities_runs_once_per_run(
     assert calls.read_text().splitlines() == ["run"]
 
 
-ONE_OF_EACH = """\
-version: 1
-defaults: {key: {size: 2048}, password_policy: {min_length: 12}}
-escrow: {passphrase: {file: secrets/escrow.pass}}
-inventory:
-  locations: [{name: backup-share, transport: local, path: demo-out/shared}]
-  workstations: [{name: ws-marches, transport: local, path: demo-out/ws-marches}]
-entities:
-  - id: syndicat-eaux
-    name: Syndicat des Eaux du Val
-    key: {designation: Syndicat Eaux Val}
-    password: {file: secrets/syndicat-eaux.pass}
-    shared_locations: [backup-share]
-    workstations: [ws-marches]
-"""
+# One entity on one shared location and one workstation.
+ONE_OF_EACH = (
+    Manifest(
+        escrow={"passphrase": {"file": "secrets/escrow.pass"}},
+        defaults={"key": {"size": 2048}, "password_policy": {"min_length": 12}},
+    )
+    .location("backup-share", path="demo-out/shared")
+    .workstation("ws-marches", path="demo-out/ws-marches")
+    .entity(
+        "syndicat-eaux",
+        name="Syndicat des Eaux du Val",
+        designation="Syndicat Eaux Val",
+        password={"file": "secrets/syndicat-eaux.pass"},
+        shared_locations=["backup-share"],
+        workstations=["ws-marches"],
+    )
+    .text()
+)
 
 
 def test_counts_agree_with_their_number(cli: Runner, quickstart: Path) -> None:
