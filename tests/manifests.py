@@ -71,7 +71,7 @@ class Manifest:
     defaults: Fields = field(default_factory=lambda: {"key": {"size": 2048}})
     locations: list[Fields] = field(default_factory=list)
     workstations: list[Fields] = field(default_factory=list)
-    groups: dict[str, list[str]] = field(default_factory=dict)
+    groups: dict[str, list[str] | Fields] = field(default_factory=dict)
     entities: list[Fields] = field(default_factory=list)
     top: Fields = field(default_factory=dict)  # issuers, consultations, hooks, state...
 
@@ -85,8 +85,10 @@ class Manifest:
         self.workstations.append(_target(name, fields))
         return self
 
-    def group(self, name: str, members: list[str]) -> Manifest:
-        self.groups[name] = list(members)
+    def group(self, name: str, members: list[str], **fields: Any) -> Manifest:
+        """A group of workstations: its members' list, or with `fields` (an `install`...) a
+        mapping of `members` and those fields."""
+        self.groups[name] = {"members": list(members), **fields} if fields else list(members)
         return self
 
     def entity(

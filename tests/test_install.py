@@ -15,6 +15,7 @@ import pytest
 from provisioner.manifest.loader import read_manifest
 from provisioner.manifest.model import FILE_ONLY
 from tests.conftest import EXAMPLES, REPO, Runner
+from tests.manifests import Manifest, ssh
 
 HEAD = """version: 1
 defaults: {key: {size: 2048}}
@@ -22,21 +23,25 @@ escrow: {passphrase: {file: secrets/escrow.pass}}
 """
 
 
-def write(tmp_path: Path, inventory: str, entities: str | None = None) -> Path:
-    """A manifest with `inventory` (YAML, indented under `inventory:`)."""
-    secrets = tmp_path / "secrets"
-    if not secrets.exists():
-        secrets.mkdir()
+def secrets(tmp_path: Path) -> None:
+    """The escrow's and commune-exemple's password files, in `tmp_path/secrets`."""
+    folder = tmp_path / "secrets"
+    if not folder.exists():
+        folder.mkdir()
         for name in ("escrow.pass", "commune-exemple.pass"):
-            (secrets / name).write_text((EXAMPLES / "secrets" / name).read_text())
+            (folder / name).write_text((EXAMPLES / "secrets" / name).read_text())
+
+
+def write(tmp_path: Path, inventory: str) -> Path:
+    """A manifest with `inventory` (YAML, indented under `inventory:`), as text: the tests of
+    its errors read their line and column in it."""
+    secrets(tmp_path)
     path = tmp_path / "m.yaml"
     path.write_text(
         HEAD
         + "inventory:\n"
         + inventory
-        + (
-            entities
-            or """entities:
+        + """entities:
   - id: commune-exemple
     name: Commune
     key: {designation: Commune Exemple}
@@ -44,11 +49,49 @@ def write(tmp_path: Path, inventory: str, entities: str | None = None) -> Path:
     shared_locations: [share]
     workstations: [marches, ws-accueil]
 """
-        )
     )
     return path
 
 
+def site() -> Manifest:
+    """The inventory below (INVENTORY) as data, before its entity: a shared location, a
+    workstation with its own Windows store, ws-m1 with its group's NSS stores, ws-m2 whose
+    own `store: file` wins over its group's."""
+    return (
+        Manifest(escrow={"passphrase": {"file": "secrets/escrow.pass"}})
+        .location("share", path="out/share")
+        .workstation(
+            "ws-accueil",
+            path="out/ws-accueil",
+            install={"store": "windows", "users": ["CORP\\agent1"], "exportable": True},
+        )
+        .workstation("ws-m1", path="out/ws-m1")
+        .workstation("ws-m2", path="out/ws-m2", install={"store": "file"})
+        .group(
+            "marches",
+            ["ws-m1", "ws-m2"],
+            install={"store": "nss", "users": ["alice", "bob"], "nss_database": "/srv/nss/{user}"},
+        )
+    )
+
+
+def written(tmp_path: Path, m: Manifest | None = None, *more: str) -> Path:
+    """`m` (else site()) with commune-exemple on the share, the group marches, ws-accueil
+    and the workstations `more`, written to `tmp_path/m.yaml` beside its secrets."""
+    secrets(tmp_path)
+    m = m or site()
+    m.entity(
+        "commune-exemple",
+        name="Commune",
+        designation="Commune Exemple",
+        password={"file": "secrets/commune-exemple.pass"},
+        shared_locations=["share"],
+        workstations=["marches", "ws-accueil", *more],
+    )
+    return m.write(tmp_path / "m.yaml")
+
+
+# site() as YAML text, for the tests of its errors (their line and column).
 INVENTORY = """  locations:
     - {name: share, transport: local, path: out/share}
   workstations:
@@ -69,7 +112,7 @@ INVENTORY = """  locations:
 
 
 def test_install_settings_come_from_the_workstation_else_its_groups(tmp_path: Path) -> None:
-    manifest, _ = read_manifest(write(tmp_path, INVENTORY))
+    manifest, _ = read_manifest(written(tmp_path))
     accueil = manifest.workstations["ws-accueil"].install
     assert (accueil.store, accueil.users, accueil.exportable) == (
         "windows",
@@ -150,7 +193,7 @@ def sha1(der: bytes) -> str:
 def test_inventory_lists_each_host_its_copies_keep_and_remove(cli: Runner, tmp_path: Path) -> None:
     """After a renewal the retired generation is `remove`; a generation bound to an open
     consultation stays `keep` (bound) on every workstation, with its references."""
-    path = write(tmp_path, INVENTORY)
+    path = written(tmp_path)
     created = "2026-01-10T09:00:00Z"
     assert cli("apply", "--auto-approve", path, env={"PROVISIONER_NOW": created}).returncode == 0
     (tmp_path / "c.yaml").write_text(
@@ -253,7 +296,7 @@ def test_inventory_lists_each_host_its_copies_keep_and_remove(cli: Runner, tmp_p
 def test_status_reads_receipts_and_believes_only_those_of_the_recorded_certificate(
     cli: Runner, tmp_path: Path
 ) -> None:
-    path = write(tmp_path, INVENTORY)
+    path = written(tmp_path)
     assert cli("apply", "--auto-approve", path).returncode == 0
     doc = json.loads(cli("inventory", "--json", path).stdout)
     copy = doc["hosts"]["ws-m1"]["copies"][0]
@@ -339,16 +382,12 @@ def test_a_store_workstation_down_is_reported_once_not_waited_for_per_receipt(
     hung.listen(16)
     port = hung.getsockname()[1]
     (tmp_path / "known_hosts").write_text("")
-    down = (
-        "    - name: ws-down\n      transport: ssh\n      host: 127.0.0.1\n"
-        f"      port: {port}\n      user: agent\n      known_hosts: known_hosts\n"
-        "      path: /srv/provisioner\n      connect_timeout: 2\n"
-        "      install: {store: nss, users: [alice, bob, carol]}\n"
+    down = ssh(
+        "127.0.0.1", port, "agent", "/srv/provisioner", known_hosts="known_hosts", connect_timeout=2
     )
-    path = write(tmp_path, INVENTORY.replace("  groups:\n", down + "  groups:\n", 1))
-    path.write_text(
-        path.read_text().replace("[marches, ws-accueil]", "[marches, ws-accueil, ws-down]")
-    )
+    stores = {"store": "nss", "users": ["alice", "bob", "carol"]}
+    m = site().workstation("ws-down", **down, install=stores)
+    path = written(tmp_path, m, "ws-down")
     assert cli("apply", "--auto-approve", path).returncode == 4  # ws-down: partial failure
     started = time.monotonic()
     done = cli("status", "--json", path)
@@ -368,7 +407,7 @@ def test_the_report_shows_each_agent_store_as_its_receipt_says(cli: Runner, tmp_
     imported" without one (issue 21: copies by target, in store where known)."""
     from html.parser import HTMLParser
 
-    path = write(tmp_path, INVENTORY)
+    path = written(tmp_path)
     assert cli("apply", "--auto-approve", path).returncode == 0
     copy = json.loads(cli("inventory", "--json", path).stdout)["hosts"]["ws-m1"]["copies"][0]
     (tmp_path / "out" / "ws-m1" / "commune-exemple.g1.receipt.json").write_text(
@@ -430,7 +469,7 @@ def test_inventory_without_a_state_fails_instead_of_listing_nothing(
     cli: Runner, tmp_path: Path
 ) -> None:
     """A wrong --state-dir must not hand a distribution engine an empty inventory."""
-    path = write(tmp_path, INVENTORY)
+    path = written(tmp_path)
     done = cli("inventory", "--json", path, "--state-dir", tmp_path / "elsewhere")
     assert done.returncode == 1
     assert f"{tmp_path / 'elsewhere'}: no state there, so no inventory" in done.stderr, done.stderr
@@ -444,7 +483,7 @@ def test_a_receipt_is_an_observation_and_says_when_it_was_made(cli: Runner, tmp_
     receipt older than --receipt-max-age (7 days) as "not observed since"."""
     from tests.conftest import TEST_CLOCK
 
-    path = write(tmp_path, INVENTORY)
+    path = written(tmp_path)
     assert cli("apply", "--auto-approve", path).returncode == 0
     copy = json.loads(cli("inventory", "--json", path).stdout)["hosts"]["ws-m1"]["copies"][0]
     receipt = tmp_path / "out" / "ws-m1" / "commune-exemple.g1.receipt.json"
