@@ -44,6 +44,7 @@ from tests.engine_helpers import (
     postgresql_of,
     state_rows,
 )
+from tests.manifests import Manifest
 from tests.pgserver import OWNER_PASSWORD, PROBE, PgServer
 
 CONSULTATIONS = (
@@ -295,24 +296,11 @@ def test_a_crashed_holders_lock_falls_away_with_its_connection(
 
 
 def team_manifest(folder: Path, shared: Path, entities: int) -> Path:
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        f"  locations: [{{name: nas, transport: local, path: {shared / 'nas'}}}]",
-        f"  workstations: [{{name: ws, transport: local, path: {shared / 'ws'}}}]",
-        "entities:",
-    ]
-    lines += [
-        f"  - {{id: e{i}, name: E{i}, key: {{designation: E{i}}}, password: {{env: PW}}, "
-        "shared_locations: [nas], workstations: [ws]}"
-        for i in range(entities)
-    ]
+    m = Manifest().location("nas", path=shared / "nas").workstation("ws", path=shared / "ws")
+    for i in range(entities):
+        m.entity(f"e{i}", name=f"E{i}", shared_locations=["nas"], workstations=["ws"])
     folder.mkdir(parents=True)
-    path = folder / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return m.write(folder / "m.yaml")
 
 
 TEAM_ENV = {
