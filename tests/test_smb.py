@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -18,7 +19,7 @@ from provisioner.manifest.model import SecretRef, SmbSpec, Target
 from provisioner.transports.base import FileFacts
 from tests import smbd as smbd_helpers
 from tests.conftest import REPO, Runner
-from tests.manifests import Manifest, smb
+from tests.manifests import Fields, Manifest, smb
 from tests.smbd import SmbServer
 from tests.sshd import free_port
 
@@ -26,9 +27,30 @@ PASSWORD = "Smb-Test-Password-42!"
 NEW_PASSWORD = "Smb-Test-Password-43!"
 LOC = Location("m.yaml", 1, 1)
 ENV = {"ESCROW": "Escrow-Passphrase-For-Smb-Tests", "PW": PASSWORD}
-LOCAL_WS = (
-    "  workstations:\n    - {name: ws-a, transport: local, path: ws-a}"  # as manifest() has it
-)
+SECRET = {"file": "smb-password"}
+
+
+def site(
+    tmp_path: Path,
+    server: SmbServer,
+    *,
+    password: str | None = None,
+    down: bool = False,
+    readers: str | None = None,
+    **location: Any,
+) -> Manifest:
+    """The SMB shared location `backup` on `server` (and `backup-down`, on a port nobody
+    listens on, if `down`), `location` over their fields; the password in `smb-password`."""
+    (tmp_path / "smb-password").write_text(password or server.password)
+    places = [("backup", "127.0.0.1", server.port)]
+    if down:
+        places.append(("backup-down", "127.0.0.1", free_port()))
+    m = Manifest()
+    for name, host, port in places:
+        where = f"/{tmp_path.name}/{name}"
+        fields = smb(host, port, server.share, server.user, where, password=SECRET, readers=readers)
+        m.location(name, **{**fields, "connect_timeout": 3, **location})
+    return m
 
 
 def manifest(
@@ -38,18 +60,13 @@ def manifest(
     password: str | None = None,
     down: bool = False,
     readers: str | None = None,
+    ws: Fields | None = None,
+    **location: Any,
 ) -> Path:
-    (tmp_path / "smb-password").write_text(password or server.password)
-    places = [("backup", "127.0.0.1", server.port)]
-    if down:
-        places.append(("backup-down", "127.0.0.1", free_port()))
-    m = Manifest().workstation("ws-a")
-    for name, host, port in places:
-        where = f"/{tmp_path.name}/{name}"
-        secret = {"file": "smb-password"}
-        fields = smb(host, port, server.share, server.user, where, password=secret, readers=readers)
-        m.location(name, **fields, connect_timeout=3)
-    m.entity("ville", shared_locations=[p[0] for p in places], workstations=["ws-a"])
+    """site() and the workstation ws-a (local unless `ws` gives its fields), ville on all."""
+    m = site(tmp_path, server, password=password, down=down, readers=readers, **location)
+    m.workstation("ws-a", **(ws or {}))
+    m.entity("ville", shared_locations=[t["name"] for t in m.locations], workstations=["ws-a"])
     return m.write(tmp_path / "m.yaml")
 
 
@@ -173,15 +190,9 @@ def test_no_first_key_is_made_while_none_of_the_entitys_targets_is_reached(
 ) -> None:
     """Red team 5, H1: after a lost state with every host down, apply made brand-new keys that
     later took the real keys' designation (and their consultations)."""
-    m = manifest(tmp_path, smbd, down=True)
+    sites = site(tmp_path, smbd, down=True).entity("ville", shared_locations=["backup-down"])
+    m = sites.write(tmp_path / "m.yaml")
     text = m.read_text()
-    text = text.replace(LOCAL_WS + "\n", "")
-    text = text.replace(
-        "    shared_locations: [backup, backup-down]\n", "    shared_locations: [backup-down]\n"
-    )
-    text = text.replace("    workstations: [ws-a]\n", "")
-    text = text.replace("  locations:\n", "  locations:\n", 1)
-    m.write_text(text)
     assert "backup-down" in text and "ws-a" not in text, text
     done = cli("apply", "--auto-approve", m, env=ENV)
     assert done.returncode in (1, 4), done.stdout + done.stderr
@@ -288,9 +299,7 @@ def test_a_server_that_never_answers_times_out_naming_the_target(
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        m = manifest(tmp_path, smbd)
-        text = m.read_text().replace(f"port: {smbd.port}", f"port: {port}")
-        m.write_text(text)
+        m = manifest(tmp_path, smbd, port=port)
         started = time.monotonic()
         done = cli("apply", "--auto-approve", m, env=ENV)
         elapsed = time.monotonic() - started
@@ -373,9 +382,7 @@ def test_a_server_that_cannot_encrypt_is_refused_unless_the_target_allows_it(
             "cannot encrypt (SMB3 encryption is required" in done.stdout
         ), done.stdout
         assert not share_copy(old, tmp_path).exists()
-        m.write_text(
-            m.read_text().replace("connect_timeout: 3", "connect_timeout: 3, encrypt: false")
-        )
+        m = manifest(tmp_path, old, encrypt=False)
         done = cli("apply", "--auto-approve", m, env=ENV)
         assert done.returncode == 0, done.stdout + done.stderr
         assert opens_with_openssl(share_copy(old, tmp_path), PASSWORD)
@@ -386,14 +393,9 @@ def test_a_server_that_cannot_encrypt_is_refused_unless_the_target_allows_it(
 def test_a_workstation_reached_through_its_administrative_share(
     cli: Runner, smbd: SmbServer, tmp_path: Path
 ) -> None:
-    m = manifest(tmp_path, smbd)
-    text = m.read_text().replace(
-        LOCAL_WS,
-        f"  workstations: [{{name: ws-a, transport: smb, host: 127.0.0.1, port: {smbd.port}, "
-        f"share: {smbd.share}, user: {smbd.user}, password: {{file: smb-password}}, "
-        f"path: /{tmp_path.name}/ProgramData/Provisioner}}]",
-    )
-    m.write_text(text)
+    where = f"/{tmp_path.name}/ProgramData/Provisioner"
+    ws = smb("127.0.0.1", smbd.port, smbd.share, smbd.user, where, password=SECRET)
+    m = manifest(tmp_path, smbd, ws=ws)
     done = cli("apply", "--auto-approve", m, env=ENV)
     assert done.returncode == 0, done.stdout + done.stderr
     on_ws = smbd.root / tmp_path.name / "ProgramData" / "Provisioner" / "ville.g1.p12"
@@ -419,8 +421,7 @@ def test_a_saved_plan_is_stale_once_a_copys_acl_changed(
 def test_a_share_the_server_does_not_offer_is_named(
     cli: Runner, smbd: SmbServer, tmp_path: Path
 ) -> None:
-    m = manifest(tmp_path, smbd)
-    m.write_text(m.read_text().replace(f"share: {smbd.share},", "share: nosuch,"))
+    m = manifest(tmp_path, smbd, share="nosuch")
     done = cli("apply", "--auto-approve", m, env=ENV)
     assert done.returncode == 4  # partial: the other targets converged
     assert (
@@ -471,15 +472,12 @@ def test_an_smb_workstation_is_listed_in_the_inventory_as_its_schema_says(
 ) -> None:
     """A workstation the tool writes through a share is a host of the inventory (transport
     smb, its copies' receipt paths share-relative), in a document its schema accepts."""
-    m = manifest(tmp_path, smbd)
-    text = m.read_text().replace(
-        LOCAL_WS,
-        f"  workstations:\n    - {{name: ws-a, transport: smb, host: 127.0.0.1, "
-        f"port: {smbd.port}, share: {smbd.share}, user: {smbd.user}, "
-        f"password: {{file: smb-password}}, path: /{tmp_path.name}/ws-a, connect_timeout: 3, "
-        "install: {store: windows, users: [agent1]}}",
+    where = f"/{tmp_path.name}/ws-a"
+    ws = smb(
+        "127.0.0.1", smbd.port, smbd.share, smbd.user, where, password=SECRET, connect_timeout=3
     )
-    m.write_text(text)
+    ws["install"] = {"store": "windows", "users": ["agent1"]}
+    m = manifest(tmp_path, smbd, ws=ws)
     assert cli("apply", "--auto-approve", m, env=ENV).returncode == 0
     done = cli("inventory", "--json", m, env=ENV)
     assert done.returncode == 0, done.stderr
