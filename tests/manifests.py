@@ -27,13 +27,16 @@ def ssh(
     path: str | Path,
     *,
     key_file: str | Path | None = None,
+    key_passphrase: Fields | None = None,
     known_hosts: str | Path,
     connect_timeout: float | None = None,
 ) -> Fields:
-    """The fields of an SSH target."""
+    """The fields of an SSH target (no `key_file`: the SSH agent's keys)."""
     out: Fields = {"transport": "ssh", "host": host, "port": port, "user": user}
     if key_file is not None:
         out["key_file"] = str(key_file)
+    if key_passphrase is not None:
+        out["key_passphrase"] = key_passphrase
     out["known_hosts"] = str(known_hosts)
     out["path"] = str(path)
     if connect_timeout is not None:

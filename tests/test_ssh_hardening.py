@@ -22,6 +22,7 @@ from provisioner.manifest.model import SshSpec, Target
 from provisioner.transports import TransportPool
 from provisioner.transports.ssh import SshTransport, replace_without_posix_rename
 from tests.conftest import Runner
+from tests.manifests import Fields, Manifest, ssh
 from tests.sshd import SshServer
 
 PASSWORD = "Ssh-Test-Password-42!"
@@ -37,40 +38,33 @@ def make_manifest(
     entities: int = 1,
     workstations: tuple[tuple[str, str, int], ...] | None = None,
     key: Path | None = None,
-    key_line: str | None = None,
+    agent_only: bool = False,
+    key_passphrase: Fields | None = None,
     timeout: float = 3,
 ) -> Path:
+    """`entities` on a local share and SSH `workstations` (default: ws-a on `server`), reached
+    with `key` (default: the server's client key; `agent_only`: no key_file at all)."""
     known = server.known_hosts(tmp_path / "known_hosts")
     remote = server.root / tmp_path.name
     hosts = workstations or (("ws-a", "127.0.0.1", server.port),)
-    lines = [
-        "version: 1",
-        "defaults: {key: {size: 2048}}",
-        "escrow: {passphrase: {env: ESCROW}}",
-        "inventory:",
-        "  locations: [{name: nas, transport: local, path: nas}]",
-        "  workstations:",
-    ]
+    m = Manifest().location("nas")
     for name, host, port in hosts:
-        auth = key_line if key_line is not None else f"key_file: {key or server.client_key}, "
-        lines.append(
-            f"    - {{name: {name}, transport: ssh, host: {host}, port: {port}, "
-            f"user: {server.user}, {auth}known_hosts: {known}, path: {remote}/{name}, "
-            f"connect_timeout: {timeout}}}"
+        key_file = None if agent_only else key or server.client_key
+        fields = ssh(
+            host,
+            port,
+            server.user,
+            f"{remote}/{name}",
+            key_file=key_file,
+            key_passphrase=key_passphrase,
+            known_hosts=known,
+            connect_timeout=timeout,
         )
-    lines.append("entities:")
+        m.workstation(name, **fields)
+    names = [h[0] for h in hosts]
     for i in range(entities):
-        lines += [
-            f"  - id: ville{i}",
-            f"    name: Ville {i}",
-            f"    key: {{designation: Ville {i}}}",
-            "    password: {env: PW}",
-            "    shared_locations: [nas]",
-            f"    workstations: [{', '.join(h[0] for h in hosts)}]",
-        ]
-    path = tmp_path / "m.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        m.entity(f"ville{i}", name=f"Ville {i}", shared_locations=["nas"], workstations=names)
+    return m.write(tmp_path / "m.yaml")
 
 
 def remote_folder(server: SshServer, tmp_path: Path, ws: str = "ws-a") -> Path:
@@ -438,10 +432,7 @@ def test_an_encrypted_key_without_passphrase_says_to_give_it(
     before = authorized.read_text()
     authorized.write_text(before + key.with_suffix(".pub").read_text())
     try:
-        text = m.read_text().replace(
-            f"key_file: {key},", f"key_file: {key}, key_passphrase: {{env: KP}},"
-        )
-        m.write_text(text)
+        m = make_manifest(tmp_path, sshd, key=key, key_passphrase={"env": "KP"})
         opened = cli("plan", m, env={**ENV, "KP": "a passphrase"})
         assert opened.returncode == 0, opened.stdout + opened.stderr
         wrong = cli("plan", m, env={**ENV, "KP": "not it"})
@@ -456,7 +447,7 @@ def test_an_encrypted_key_without_passphrase_says_to_give_it(
 def test_no_agent_and_no_key_file_gives_one_line_at_once(
     cli: Runner, sshd: SshServer, tmp_path: Path
 ) -> None:
-    m = make_manifest(tmp_path, sshd, key_line="")
+    m = make_manifest(tmp_path, sshd, agent_only=True)
     started = time.monotonic()
     planned = cli("plan", m, env={**ENV, "SSH_AUTH_SOCK": str(tmp_path / "no-agent")})
     elapsed = time.monotonic() - started
