@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES, REPO, TEST_CLOCK, Runner, require
+from tests.manifests import Manifest, ssh
 from tests.sshd import SshServer
 
 BIN = Path(sys.executable).parent
@@ -106,58 +107,49 @@ def _manifest(tmp_path: Path, sshd: SshServer, agent: str | None = None) -> Path
         shutil.copy(EXAMPLES / "secrets" / name, tmp_path / "secrets" / name)
     known = sshd.known_hosts(tmp_path / "known_hosts")
     nss = f"{sshd.root}/nss-{tmp_path.name}/{{user}}"
-    # A workstation whose agent is another account than the connection's (become, for real).
-    local = (
-        f"    - name: ws-local\n      transport: local\n      path: ws-local\n"
-        f"      install: {{store: nss, users: [{agent}]}}\n"
-        if agent
-        else ""
+    m = Manifest(
+        escrow={"passphrase": {"file": "secrets/escrow.pass"}},
+        top={"consultations": "consultations.yaml"},
     )
-    also = ", ws-local" if agent else ""
-    path = tmp_path / "manifest.yaml"
-    path.write_text(
-        f"""version: 1
-defaults: {{key: {{size: 2048}}}}
-escrow: {{passphrase: {{file: secrets/escrow.pass}}}}
-consultations: consultations.yaml
-inventory:
-  locations:
-    - {{name: share, transport: local, path: share}}
-  workstations:
-    - name: ws-linux
-      transport: ssh
-      host: 127.0.0.1
-      port: {sshd.port}
-      user: {sshd.user}
-      key_file: {sshd.client_key}
-      known_hosts: {known}
-      path: {sshd.root}/ws-{tmp_path.name}
-      connect_timeout: 5
-    - name: ws-windows
-      transport: local
-      path: ws-windows
-      install: {{store: windows, users: ['CORP\\agent1', 'CORP\\agent2']}}
-    - {{name: ws-files, transport: local, path: ws-files}}
-{local}  groups:
-    marches-linux:
-      members: [ws-linux]
-      install: {{store: nss, users: [{sshd.user}], nss_database: "{nss}"}}
-    service.marches: [marches-linux, ws-windows]
-entities:
-  - id: commune-exemple
-    name: Commune d'Exemple
-    key: {{designation: Commune Exemple}}
-    password: {{file: secrets/commune-exemple.pass}}
-    shared_locations: [share]
-    workstations: [service.marches, ws-files{also}]
-  - id: syndicat-eaux
-    name: Syndicat des Eaux
-    key: {{designation: Syndicat Eaux}}
-    password: {{file: secrets/syndicat-eaux.pass}}
-    shared_locations: [share]
-    workstations: [marches-linux{also}]
-"""
+    m.location("share")
+    where = f"{sshd.root}/ws-{tmp_path.name}"
+    linux = ssh(
+        "127.0.0.1",
+        sshd.port,
+        sshd.user,
+        where,
+        key_file=sshd.client_key,
+        known_hosts=known,
+        connect_timeout=5,
     )
+    m.workstation("ws-linux", **linux)
+    agents = ["CORP\\agent1", "CORP\\agent2"]
+    m.workstation("ws-windows", install={"store": "windows", "users": agents})
+    m.workstation("ws-files")
+    also: list[str] = []
+    if agent:  # a workstation whose agent is another account than the connection's (become)
+        m.workstation("ws-local", install={"store": "nss", "users": [agent]})
+        also = ["ws-local"]
+    nss_stores = {"store": "nss", "users": [sshd.user], "nss_database": nss}
+    m.group("marches-linux", ["ws-linux"], install=nss_stores)
+    m.group("service.marches", ["marches-linux", "ws-windows"])
+    m.entity(
+        "commune-exemple",
+        name="Commune d'Exemple",
+        designation="Commune Exemple",
+        password={"file": "secrets/commune-exemple.pass"},
+        shared_locations=["share"],
+        workstations=["service.marches", "ws-files", *also],
+    )
+    m.entity(
+        "syndicat-eaux",
+        name="Syndicat des Eaux",
+        designation="Syndicat Eaux",
+        password={"file": "secrets/syndicat-eaux.pass"},
+        shared_locations=["share"],
+        workstations=["marches-linux", *also],
+    )
+    path = m.write(tmp_path / "manifest.yaml")
     (tmp_path / "consultations.yaml").write_text("version: 1\nconsultations: []\n")
     (tmp_path / "provisioner.yml").write_text(
         f"plugin: provisioner.keystore.provisioner\nmanifest: manifest.yaml\n"
@@ -640,32 +632,21 @@ def _windows_manifest(tmp_path: Path) -> Path:
     (tmp_path / "secrets").mkdir()
     for name in ("escrow.pass", "commune-exemple.pass"):
         shutil.copy(EXAMPLES / "secrets" / name, tmp_path / "secrets" / name)
-    path = tmp_path / "manifest.yaml"
-    path.write_text(
-        """version: 1
-defaults: {key: {size: 2048}}
-escrow: {passphrase: {file: secrets/escrow.pass}}
-inventory:
-  locations:
-    - {name: share, transport: local, path: share}
-  workstations:
-    - name: ws-windows
-      transport: local
-      path: ws-windows
-      install: {store: windows, users: ['CORP\\agent1', 'CORP\\agent2']}
-    - name: ws-machine
-      transport: local
-      path: ws-machine
-      install: {store: windows, users: ['CORP\\agent1'], windows_location: LocalMachine}
-entities:
-  - id: commune-exemple
-    name: Commune d'Exemple
-    key: {designation: Commune Exemple}
-    password: {file: secrets/commune-exemple.pass}
-    shared_locations: [share]
-    workstations: [ws-windows, ws-machine]
-"""
+    agents = ["CORP\\agent1", "CORP\\agent2"]
+    machine = {"store": "windows", "users": agents[:1], "windows_location": "LocalMachine"}
+    m = Manifest(escrow={"passphrase": {"file": "secrets/escrow.pass"}})
+    m.location("share")
+    m.workstation("ws-windows", install={"store": "windows", "users": agents})
+    m.workstation("ws-machine", install=machine)
+    m.entity(
+        "commune-exemple",
+        name="Commune d'Exemple",
+        designation="Commune Exemple",
+        password={"file": "secrets/commune-exemple.pass"},
+        shared_locations=["share"],
+        workstations=["ws-windows", "ws-machine"],
     )
+    path = m.write(tmp_path / "manifest.yaml")
     (tmp_path / "provisioner.yml").write_text(
         f"plugin: provisioner.keystore.provisioner\nmanifest: manifest.yaml\n"
         f"executable: {BIN / 'provisioner'}\n"
