@@ -101,6 +101,7 @@ from provisioner.cli import app
 from provisioner.errors import ProvisionerError
 from tests import oracle
 from tests.conftest import run_cli
+from tests.manifests import Manifest
 from tests.pgserver import OWNER_PASSWORD, PgServer, bindir
 from tests.stateworld import DatabaseWorld, FolderWorld, StateWorld
 from tests.test_bounded_reads import _recount
@@ -527,60 +528,52 @@ class ProvisionerHistory(RuleBasedStateMachine):
         return self.m.names.get(folder, folder)
 
     def write_inputs(self) -> None:
-        entities = []
-        for entity, spec in self.m.entities.items():
-            (self.root / "secrets" / f"{entity}.pass").write_text(spec.password + "\n")
-            key: dict[str, Any] = {
-                "designation": spec.designation,
-                "size": spec.size,
-                "pkcs12_profile": spec.profile,
-                "issuer": spec.issuer,
-            }
-            if spec.common_name is not None:
-                key["common_name"] = spec.common_name
-            entities.append(
-                {
-                    "id": entity,
-                    "name": entity.replace("-", " ").title(),
-                    "state": spec.state,
-                    "key": key,
-                    "password": {"file": f"secrets/{entity}.pass"},
-                    "shared_locations": [self.name_of(n) for n in spec.locations],
-                    "workstations": [self.name_of(n) for n in spec.workstations],
-                }
-            )
-        manifest = {
-            "version": 1,
-            "defaults": {
-                "key": {"algorithm": "RSA", "size": 2048},
-                "validity_days": VALIDITY_DAYS,
-                "renew_before_days": RENEW_BEFORE_DAYS,
-                "password_policy": {"min_length": 12},
-                "subject": {"organization": "Stateful", "country": "FR"},
-            },
-            "escrow": {"passphrase": {"env": ESCROW_ENV}},
+        top: dict[str, Any] = {
             "issuers": [{"name": "ca", "certificate": "ca/ca.pem", "private_key": "ca/ca.key"}],
             "consultations": "consultations.yaml",
             "hooks": {
                 "renewed": [[sys.executable, "hook.py"]],
                 "distributed": [[sys.executable, "hook.py"]],
             },
-            "inventory": {
-                "locations": [
-                    {"name": self.name_of(n), "transport": "local", "path": f"targets/{n}"}
-                    for n in LOCATIONS
-                ],
-                "workstations": [
-                    {"name": self.name_of(n), "transport": "local", "path": f"targets/{n}"}
-                    for n in WORKSTATIONS
-                ],
-                "groups": {"grp": [self.name_of(n) for n in self.m.group]},
-            },
-            "entities": entities,
         }
         if self.state_block() is not None:
-            manifest["state"] = self.state_block()
-        self.manifest.write_text(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True))
+            top["state"] = self.state_block()
+        manifest = Manifest(
+            escrow={"passphrase": {"env": ESCROW_ENV}},
+            defaults={
+                "key": {"algorithm": "RSA", "size": 2048},
+                "validity_days": VALIDITY_DAYS,
+                "renew_before_days": RENEW_BEFORE_DAYS,
+                "password_policy": {"min_length": 12},
+                "subject": {"organization": "Stateful", "country": "FR"},
+            },
+            top=top,
+        )
+        for n in LOCATIONS:
+            manifest.location(self.name_of(n), path=f"targets/{n}")
+        for n in WORKSTATIONS:
+            manifest.workstation(self.name_of(n), path=f"targets/{n}")
+        manifest.group("grp", [self.name_of(n) for n in self.m.group])
+        for entity, spec in self.m.entities.items():
+            (self.root / "secrets" / f"{entity}.pass").write_text(spec.password + "\n")
+            key: dict[str, Any] = {
+                "size": spec.size,
+                "pkcs12_profile": spec.profile,
+                "issuer": spec.issuer,
+            }
+            if spec.common_name is not None:
+                key["common_name"] = spec.common_name
+            manifest.entity(  # an empty list of targets left out: the loader reads it as []
+                entity,
+                name=entity.replace("-", " ").title(),
+                designation=spec.designation,
+                state=spec.state,
+                key=key,
+                password={"file": f"secrets/{entity}.pass"},
+                shared_locations=[self.name_of(n) for n in spec.locations],
+                workstations=[self.name_of(n) for n in spec.workstations],
+            )
+        manifest.write(self.manifest)
         rows = []
         for c in self.m.consultations.values():
             if not c.in_file:
