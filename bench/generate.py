@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -18,7 +19,14 @@ from tests.manifests import Manifest
 LOCATIONS = 10
 
 
-def generate(folder: Path, entities: int, workstations: int, key_size: int = 2048) -> Path:
+def generate(
+    folder: Path,
+    entities: int,
+    workstations: int,
+    key_size: int = 2048,
+    state: dict[str, Any] | None = None,
+) -> Path:
+    """The region's manifest in `folder` (its state where `state` says, else SQLite)."""
     folder.mkdir(parents=True, exist_ok=True)
     secrets = folder / "secrets"
     secrets.mkdir(exist_ok=True)
@@ -26,6 +34,7 @@ def generate(folder: Path, entities: int, workstations: int, key_size: int = 204
     m = Manifest(
         escrow={"passphrase": {"env": "BENCH_ESCROW"}},
         defaults={"key": {"size": key_size}, "validity_days": 730, "renew_before_days": 60},
+        top={"state": state} if state else {},
     )
     for i in range(LOCATIONS):
         m.location(f"nas{i}", path=f"out/nas{i}")

@@ -40,16 +40,16 @@ def measure(entities: int, workstations: int, runs: int) -> list[str]:
     try:
         with running(fsync=True) as server:
             sqlite = generate(base / "sqlite", entities, workstations, scale.KEY_SIZE)
-            postgresql = generate(base / "postgresql", entities, workstations, scale.KEY_SIZE)
+            state = {
+                "backend": "postgresql",
+                "dsn": {"file": "secrets/state.dsn"},
+                "schema": "bench",
+            }
+            postgresql = generate(
+                base / "postgresql", entities, workstations, scale.KEY_SIZE, state=state
+            )
             dsn = base / "postgresql" / "secrets" / "state.dsn"
             dsn.write_text(server.dsn() + "\n")
-            text = postgresql.read_text().replace(
-                "version: 1\n",
-                "version: 1\nstate: {backend: postgresql, dsn: {file: secrets/state.dsn}, "
-                "schema: bench}\n",
-                1,
-            )
-            postgresql.write_text(text)
             first = {
                 name: scale.run(["apply", "--auto-approve", "-q", str(m)])
                 for name, m in (("SQLite", sqlite), ("PostgreSQL", postgresql))
