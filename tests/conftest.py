@@ -341,6 +341,11 @@ def _kills_of(mutant: str) -> dict[str, int]:
         else:
             continue
         found[test] = found.get(test, 0) + weight
+        # and under the test's name without its parameters: a kill recorded before the test
+        # was parametrized (or by one parametrization) ranks each of its parametrizations
+        base = test.partition("[")[0]
+        if base != test:
+            found[base] = found.get(base, 0) + weight
     return found
 
 
@@ -368,7 +373,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         json.loads(MUTATION_DURATIONS.read_text()) if MUTATION_DURATIONS.is_file() else {}
     )
     kills = _kills_of(mutant)
-    items.sort(key=lambda i: (-kills.get(i.nodeid, 0), durations.get(i.nodeid, 1.0)))
+
+    def expected(item: pytest.Item) -> int:
+        return kills.get(item.nodeid) or kills.get(item.nodeid.partition("[")[0], 0)
+
+    items.sort(key=lambda i: (-expected(i), durations.get(i.nodeid, 1.0)))
     budget = float(os.environ.get("PROVISIONER_MUTATION_BUDGET", "0") or 0)
     if budget <= 0:
         return

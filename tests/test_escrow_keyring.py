@@ -187,6 +187,22 @@ def test_a_passphrase_rotation_rewraps_the_data_key_and_keeps_the_rest_of_the_ke
     assert f"{folder}: the escrow belongs to another state" in refused.stderr
 
 
+def test_a_new_keyring_says_its_key_files_are_current_and_a_no_op_apply_leaves_it_alone(
+    cli: Runner, site: Path
+) -> None:
+    """The first apply's keyring records that its key files are of the current format
+    (docs/ARCHITECTURE.md: `key_files`), so no upgrade pass ever runs over them: an apply with
+    nothing to do leaves keyring.json and every key file as they were, byte for byte (a
+    backup of the state folder sees no change)."""
+    folder = escrow_dir(site)
+    assert keyring(site)["key_files"] == "provisioner-escrow-key/2"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    again = cli("apply", "--auto-approve", site)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "No changes." in again.stdout, again.stdout
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 # ---------------------------------------------------------------- lineage
 
 

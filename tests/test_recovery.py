@@ -246,9 +246,9 @@ def test_missing_keyring_beside_sealed_keys_is_refused_never_replaced(
         assert done.returncode == 1, command
         assert "keyring.json is missing but 2 sealed key file(s) are there" in done.stderr
         # Each says what to do, recover too (which reads the escrow without the unit check).
-        assert "Restore keyring.json from the backup of this state folder" in done.stderr, (
-            done.stderr
-        )
+        # ... and where it is told, a page that exists, spelt as it is
+        assert "(docs/RECOVERY.md)" in done.stderr, done.stderr
+    assert (REPO / "docs" / "RECOVERY.md").is_file()
     assert escrow_blob(quickstart, "keyring.json") is None, "a second keyring was created"
     probe = cli("check", quickstart)
     assert probe.returncode == 2 and "PROVISIONER CRITICAL - " in probe.stdout, probe.stdout

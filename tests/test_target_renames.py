@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -364,3 +365,33 @@ def test_a_workstation_renamed_at_a_renewal_loses_the_retired_copy(
         p.name for p in (out / "shared" / "backup").iterdir()
     }
     assert cli("plan", "--detailed-exitcode", quickstart, env=renewal).returncode == 0
+
+
+def test_a_folder_gone_and_declared_elsewhere_is_a_move_not_the_same_file(
+    cli: Runner, quickstart: Path
+) -> None:
+    """ws-accueil's folder deleted and its path declared anew at a folder not made yet: the
+    two places are looked at by their paths (neither folder is there to show a device and
+    inode), so the copy recorded in the old folder is a copy the target's folder moved away
+    from, not the file the new path names: the plan writes the new copy and removes the old
+    record as moved, and the apply leaves nothing to do."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    workstations = quickstart.parent / "demo-out" / "workstations"
+    old, new = workstations / "ws-accueil", workstations / "ws-front"
+    shutil.rmtree(old)
+    edit(
+        quickstart,
+        ("path: demo-out/workstations/ws-accueil", "path: demo-out/workstations/ws-front"),
+    )
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 0, said(planned)
+    name = "commune-exemple.g1.p12"
+    assert f"+ write g1 on ws-accueil: {new / name}  [missing] no file there" in planned.stdout
+    assert (
+        f"- remove g1 on ws-accueil: {old / name}  [moved] the target's folder changed"
+    ) in planned.stdout, planned.stdout
+    assert "Plan: 1 to create, 0 to update, 1 to remove." in planned.stdout, planned.stdout
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    assert (new / name).is_file() and not old.exists()
+    again = cli("plan", "--detailed-exitcode", quickstart)
+    assert again.returncode == 0, again.stdout
