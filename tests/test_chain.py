@@ -83,6 +83,8 @@ def test_renewed_issuer_certificate_updates_the_chain_with_the_same_keys(
     planned = cli("plan", quickstart)
     assert "~ generation 1: update issuer chain  [chain-changed]" in planned.stdout
     assert planned.stdout.count("[chain-changed]") == 4  # the generation and its 3 copies
+    said = "  [chain-changed] the issuer chain changed (same key, re-encoded)\n"
+    assert planned.stdout.count(said) == 3, planned.stdout  # each copy says why
     assert "create" not in planned.stdout.split("Plan:")[0]
     assert cli("apply", "--auto-approve", quickstart).returncode == 0
     after = pkcs12.decode(copy.read_bytes(), PASSWORDS["commune-exemple"])

@@ -587,3 +587,29 @@ def test_after_a_password_change_a_replaced_copy_that_does_not_open_is_never_ove
     done = cli("apply", "--auto-approve", quickstart)
     assert done.returncode == 1, done.stdout + done.stderr
     assert marches.read_bytes() == foreign, "somebody's key, left as it is"
+
+
+def test_a_copy_of_this_states_key_where_a_new_workstation_goes_is_replaced_and_said_so(
+    cli: Runner, quickstart: Path
+) -> None:
+    """An agent copied syndicat-eaux's copy from ws-marches to ws-accueil before the manifest
+    gave syndicat-eaux ws-accueil: the file holds a key this state keeps, so it is rewritten
+    as this state's copy (nothing can be lost by it), and the plan says why, word for word."""
+    apply(cli, quickstart)
+    ws = quickstart.parent / "demo-out/workstations"
+    placed = ws / "ws-accueil/syndicat-eaux.g1.p12"
+    placed.write_bytes((ws / "ws-marches/syndicat-eaux.g1.p12").read_bytes())
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "workstations: [service-marches]\n", "workstations: [service-marches, ws-accueil]\n"
+        )
+    )
+    planned = cli("plan", quickstart)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert (
+        f"    ~ rewrite g1 on ws-accueil: {placed}  [unrecorded] the state has no record of "
+        "writing this file (a copy this state wrote for another place): replaced, no key is "
+        "lost\n"
+    ) in planned.stdout, planned.stdout
+    apply(cli, quickstart)
+    assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0

@@ -440,6 +440,65 @@ def test_a_keyring_is_opened_within_its_scrypt_bounds_and_refused_past_them(
     ), done.stderr
 
 
+def test_a_keyring_asking_absurd_costs_is_refused_with_the_bounds_and_the_remedy(
+    cli: Runner, site: Path
+) -> None:
+    """A keyring naming scrypt costs of 26 digits (damaged, or not written by this tool): the
+    apply refuses it before deriving anything, quoting each value cut at 20 characters, the
+    bounds, what this tool writes and where to restore it from, word for word."""
+    n, r, p = 10**25, 2 * 10**25, 3 * 10**25
+    write_keyring(site, dict(keyring(site), n=n, r=r, p=p))
+    done = cli("apply", "--auto-approve", site)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"Error: {escrow_dir(site) / 'keyring.json'}: the keyring's scrypt parameters "
+        "(n=10000000000000000000, r=20000000000000000000, p=30000000000000000000) are out of "
+        "bounds: n must be a power of two up to 2^20 and below 2^(16 r), r at most 32, p at "
+        "most 16, using at most 1 GiB (this tool writes n=2^15, r=8, p=1). The keyring is "
+        "damaged or was not written by provisioner: restore the escrow folder from a backup "
+        "(docs/RECOVERY.md)\n"
+    ) in done.stderr, done.stderr
+
+
+def test_a_first_apply_that_cannot_write_its_keyring_names_it_and_leaves_no_state(
+    cli: Runner, tmp_path: Path
+) -> None:
+    """keyring.json is a dangling link before the first apply (a share not mounted): the
+    apply stops naming the file and why, and leaves no state, no key and no copy behind, so
+    that the next apply, once the link is gone, starts as a first one."""
+    shutil.copy(EXAMPLES / "quickstart.yaml", tmp_path)
+    shutil.copytree(EXAMPLES / "secrets", tmp_path / "secrets")
+    manifest = tmp_path / "quickstart.yaml"
+    folder = escrow_dir(manifest)
+    folder.mkdir(parents=True)
+    (folder / "keyring.json").symlink_to(tmp_path / "not-mounted" / "keyring.json")
+    done = cli("apply", "--auto-approve", manifest)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"Error: {folder / 'keyring.json'}: cannot write the escrow keyring: refusing to write "
+        "through a symlink"
+    ) in done.stderr, done.stderr
+    assert not (tmp_path / ".provisioner" / "state.db").exists(), "a state without its escrow"
+    assert [p.name for p in folder.iterdir()] == ["keyring.json"]
+    assert not (tmp_path / "demo-out").exists()
+    (folder / "keyring.json").unlink()
+    again = cli("apply", "--auto-approve", "-q", manifest)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(oracle.escrowed_keys(folder, ESCROW_PASSPHRASE)) == 2
+
+
+def test_a_created_escrow_names_its_lineage_and_needs_no_upgrade(tmp_path: Path) -> None:
+    """`Escrow.create` returns the escrow as its keyring says: its state's lineage, and key
+    files already of the current format (no upgrade pass over them)."""
+    from provisioner.state.escrow import Escrow
+
+    made = Escrow.create(tmp_path / "escrow", ESCROW_PASSPHRASE, "lineage-1")
+    assert made.lineage == "lineage-1"
+    assert not made.needs_upgrade
+    opened = Escrow.unlock(tmp_path / "escrow", ESCROW_PASSPHRASE)
+    assert (opened.lineage, opened.needs_upgrade) == ("lineage-1", False)
+
+
 @pytest.mark.parametrize("damage", ["format", "passphrase", "salt"])
 def test_a_keyring_that_does_not_open_is_named_with_what_is_wrong(
     cli: Runner, site: Path, damage: str

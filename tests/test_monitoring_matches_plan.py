@@ -53,7 +53,11 @@ def test_a_password_file_touched_reads_pending_until_an_apply_reads_it_again(
     os.utime(secret, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     probe = cli("check", quickstart)
     assert probe.returncode == 1 and "[pending]" in probe.stdout, probe.stdout
-    assert "password file changed since the last apply read it" in cli("status", quickstart).stdout
+    assert (
+        "Not ready: password-changed: the entity's password file changed since the last apply "
+        "read it: the copy is re-encoded with the same key if the password changed (`plan` "
+        "reads it and says)\n"
+    ) in cli("status", quickstart).stdout
     again = cli("apply", "--auto-approve", quickstart)
     assert again.returncode == 0 and "No changes." in again.stdout, again.stdout
     assert cli("check", quickstart).returncode == 0

@@ -238,8 +238,9 @@ def _open(inputs: Inputs, *, create: bool, unlock: bool, recovering: bool) -> Se
     except BaseException:
         if db is not None:
             db.close()
-        if recovering:  # a failed recover leaves nothing it created behind
-            _remove(created)
+        # A failed open leaves nothing it created behind: a first apply that could not write
+        # its keyring (a dangling link where keyring.json goes) left an empty state.db.
+        _remove(created)
         _close(blobs)
         raise
     return Session(
