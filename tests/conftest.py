@@ -305,6 +305,23 @@ MUTATION_DURATIONS = REPO / "mutation-durations.json"
 _durations_seen: dict[str, float] = {}
 
 
+def _pinned_equivalents() -> frozenset[str]:
+    """The documented equivalents whose pin holds in mutants/ (tests/mutation_summary.py):
+    worked out once, in mutmut's parent while it collects its stats, so that every mutant's
+    process, forked from it, has them."""
+    if os.environ.get("MUTANT_UNDER_TEST") != "stats":
+        return frozenset()
+    from tests.mutation_summary import equivalents, pins_now, read_pins
+
+    documented = equivalents(REPO / "docs" / "mutation-equivalents.md")
+    pinned = read_pins()
+    now = pins_now(REPO, sorted(documented & set(pinned)))
+    return frozenset(n for n in documented if pinned.get(n) and pinned[n] == now.get(n))
+
+
+PINNED_EQUIVALENTS = _pinned_equivalents()
+
+
 def _mutant() -> str:
     """The mutant switched on in this process, or "" (read at each hook: mutmut forks its
     workers from a process that imported this module for another purpose)."""
@@ -379,6 +396,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     items.sort(key=lambda i: (-expected(i), durations.get(i.nodeid, 1.0)))
     budget = float(os.environ.get("PROVISIONER_MUTATION_BUDGET", "0") or 0)
+    if mutant in PINNED_EQUIVALENTS and budget > 0 and items:
+        # Read and pinned as equivalent: confirmed against the test most likely to kill it,
+        # not the whole budget (a survivor costs some 17 s, this about one).
+        budget = min(budget, durations.get(items[0].nodeid, 1.0))
     if budget <= 0:
         return
     kept, spent = [], 0.0

@@ -14,13 +14,21 @@ Run from the project's root after `mutmut run`: `python tests/mutation_summary.p
 (`--survivors` lists the survivors that are not documented equivalents, one per line;
 `--diff [GLOB]` prints each such survivor's change as a diff of its function, read from
 mutants/ without starting mutmut: what a new test must notice).
-Exits 1 when a module scores under the goal (90 %), so that a run can gate on it."""
+Exits 1 when a module scores under the goal (90 %), so that a run can gate on it.
+
+A documented equivalent counts as one only while its *pin* holds: tests/data/mutation-
+equivalents.pins gives, for each, a digest of its function before and after the mutation, so
+that an edit of the function (which renumbers its mutants) sends it back to be read again
+instead of letting the page vouch for another change. `--pin` writes the pins of every
+documented equivalent from mutants/ (after reading them). tests/conftest.py gives a pinned
+equivalent only the test most likely to kill it (one run, not the whole budget)."""
 
 from __future__ import annotations
 
 import ast
 import difflib
 import fnmatch
+import hashlib
 import json
 import re
 import sys
@@ -32,6 +40,54 @@ KILLED = {1, 3, 37, 36, 24, -24, 152, 255}  # test failures, type-check catches,
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 EQUIVALENT_NAME = re.compile(r"`(provisioner\.[\w.]+__mutmut_\d+)`")
+
+
+PINS = Path(__file__).resolve().parent / "data" / "mutation-equivalents.pins"
+
+
+def read_pins(path: Path = PINS) -> dict[str, str]:
+    """name -> pin, as `--pin` wrote them."""
+    if not path.is_file():
+        return {}
+    pairs = (line.split() for line in path.read_text(encoding="utf-8").splitlines())
+    return {name: pin for name, pin in pairs}
+
+
+def pins_now(root: Path, names: list[str]) -> dict[str, str]:
+    """The pin of each named mutant as mutants/ holds it now ("" when not found)."""
+    out: dict[str, str] = {}
+    cache: dict[Path, dict[str, str]] = {}
+    for name in names:
+        original, mutated = mutant_sources(root, name, cache)
+        out[name] = pin_of(original, mutated) if mutated else ""
+    return out
+
+
+def pin_of(original: str, mutated: str) -> str:
+    return hashlib.sha256(f"{original}\0{mutated}".encode()).hexdigest()[:16]
+
+
+def mutant_sources(root: Path, name: str, cache: dict[Path, dict[str, str]]) -> tuple[str, str]:
+    """A mutant's function before and after the mutation, from mutants/ ("" if not found)."""
+    module, _, function = name.rpartition(".")
+    if "ǁ" in name:  # a method: provisioner.mod.xǁClassǁmethod__mutmut_N
+        module = name[: name.index(".xǁ")]
+        function = name[len(module) + 1 :]
+    path = root / (module.replace(".", "/") + ".py")
+    if not path.is_file():
+        path = root / (module.replace(".", "/") + "/__init__.py")
+    if path not in cache:
+        found: dict[str, str] = {}
+        if path.is_file():
+            source = path.read_text(encoding="utf-8")
+            lines = source.splitlines(keepends=True)
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    found[node.name] = "".join(lines[node.lineno - 1 : node.end_lineno])
+        cache[path] = found
+    found = cache[path]
+    original = found.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "")
+    return original, found.get(function, "")
 
 
 def equivalents(doc: Path) -> set[str]:
@@ -52,7 +108,15 @@ def main(argv: list[str]) -> int:
     if not root.is_dir():
         print("no mutants/ folder: run `make mutation` first", file=sys.stderr)
         return 1
-    equivalent = equivalents(Path("docs/mutation-equivalents.md"))
+    documented = equivalents(Path("docs/mutation-equivalents.md"))
+    if "--pin" in argv:
+        now = pins_now(root, sorted(documented))
+        PINS.write_text("".join(f"{n} {p}\n" for n, p in sorted(now.items()) if p))
+        print(f"{sum(1 for p in now.values() if p)} equivalents pinned in {PINS}")
+        return 0
+    pinned = read_pins()
+    now = pins_now(root, sorted(documented & set(pinned)))
+    equivalent = {n for n in documented if pinned.get(n) and pinned[n] == now.get(n)}
     rows: list[tuple[str, Counter[str], float]] = []
     survivors: list[str] = []
     for meta in sorted(root.rglob("*.py.meta")):
@@ -78,6 +142,13 @@ def main(argv: list[str]) -> int:
                 count["other"] += 1  # a crash of the test process (-9, -11): shown, not hidden
         seconds = sum(float(v) for v in data.get("durations_by_key", {}).values())
         rows.append((module_of(meta, root), count, seconds))
+    stale = [n for n in survivors if n in documented]
+    if stale:
+        print(
+            f"{len(stale)} survivors are documented equivalents whose function changed since "
+            "they were pinned (or never pinned): read them again, then --pin",
+            file=sys.stderr,
+        )
     if "--survivors" in argv:
         print("\n".join(survivors))
         return 0
@@ -117,23 +188,7 @@ def print_diffs(root: Path, names: list[str]) -> None:
     """Each mutant's function against the original, as a unified diff, from mutants/."""
     functions: dict[Path, dict[str, str]] = {}
     for name in names:
-        module, _, function = name.rpartition(".")
-        if "ǁ" in name:  # a method: provisioner.mod.xǁClassǁmethod__mutmut_N
-            module = name[: name.index(".xǁ")]
-            function = name[len(module) + 1 :]
-        path = root / (module.replace(".", "/") + ".py")
-        if not path.is_file():
-            path = root / (module.replace(".", "/") + "/__init__.py")
-        if path not in functions:
-            source = path.read_text(encoding="utf-8")
-            found: dict[str, str] = {}
-            for node in ast.walk(ast.parse(source)):
-                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                    found[node.name] = ast.get_source_segment(source, node) or ""
-            functions[path] = found
-        found = functions[path]
-        original = found.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "")
-        mutated = found.get(function, "")
+        original, mutated = mutant_sources(root, name, functions)
         print(f"## {name}")
         diff = difflib.unified_diff(original.splitlines(), mutated.splitlines(), lineterm="", n=1)
         print("\n".join(list(diff)[2:]) or "(function not found)")
