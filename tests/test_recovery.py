@@ -1779,6 +1779,46 @@ def test_full_loss_a_copy_renamed_on_a_workstation_keeps_the_shared_locations_nu
     assert opens_bid((ws / "syndicat-eaux.g1.p12").read_bytes(), password, bid)
 
 
+def test_full_loss_a_copy_renamed_to_the_next_generations_name_does_not_block_its_renewal(
+    cli: Runner, quickstart: Path
+) -> None:
+    """As above with the next generation's name, but the first plan after `recover` comes in
+    the renewal window: the file where generation 2's copy goes is this state's copy of
+    generation 1 (taken back by recover), so it is no conflict ("a symlink or special file",
+    the renewal held for ever, as before 2026-12-08): the new copy goes over it, saying so,
+    generation 1's key stays in the escrow and on the backup share, and one apply converges."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    ws = quickstart.parent / "demo-out/workstations/ws-marches"
+    (ws / "syndicat-eaux.g1.p12").rename(ws / "syndicat-eaux.g2.p12")
+    lose_state(quickstart)
+    assert cli("recover", "--auto-approve", quickstart).returncode == 0
+    planned = cli("plan", quickstart, env=RENEWAL)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "conflict" not in planned.stdout, planned.stdout
+    assert (
+        f"    + write g2 on ws-marches: {ws / 'syndicat-eaux.g2.p12'}  [new-generation] copy "
+        "of the new generation, over this state's copy of an older generation renamed to its "
+        "name (that key stays in the escrow)\n"
+    ) in planned.stdout, planned.stdout
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
+    converged(cli, quickstart, RENEWAL)
+    rows = state_rows(
+        quickstart, "SELECT number, status FROM generations WHERE entity = 'syndicat-eaux'"
+    )
+    assert rows == [(1, "retired"), (2, "current")], rows
+    shared = quickstart.parent / "demo-out/shared/backup"
+    password = PASSWORDS["syndicat-eaux"]
+    new, old = (
+        p12_contents((shared / f"syndicat-eaux.g{n}.p12").read_bytes(), password) for n in (2, 1)
+    )
+    assert new is not None and old is not None
+    on_ws = p12_contents((ws / "syndicat-eaux.g2.p12").read_bytes(), password)
+    assert on_ws is not None and on_ws[0] == new[0] != old[0], "generation 2 on the workstation"
+    bid = encrypt_bid(x509.load_der_x509_certificate(old[1]), b"bid sealed to generation 1")
+    assert opens_bid((shared / "syndicat-eaux.g1.p12").read_bytes(), password, bid)
+    assert old[0] in escrowed_keys(quickstart) and len(escrowed_keys(quickstart)) == 4
+
+
 def test_full_loss_copies_an_agent_re_encoded_are_taken_back_and_encoded_as_declared(
     cli: Runner, quickstart: Path
 ) -> None:

@@ -145,15 +145,27 @@ def plan_copies(p: Planning, entity: Entity, keep: list[Fresh | Kept], retiring:
             path = file_path(target, copy_file_name(entity.id, number))
             wanted_paths.add((target.name, path))
             if isinstance(held, Fresh):
-                if p.observed.files.get((target.name, path)) is not None:
+                there = p.observed.files.get((target.name, path))
+                if there is not None and not _written_here(
+                    p, entity, target.name, path, there.sha256
+                ):
                     p.conflict(entity, number, target.name, path, "where its new copy goes")
                     continue
+                # This state's own copy of an older generation, renamed on the target to the
+                # new one's name and taken back by `recover`: its key is in the escrow, so the
+                # new copy goes over it (the record at that path becomes the new copy's).
+                over = (
+                    ", over this state's copy of an older generation renamed to its name "
+                    "(that key stays in the escrow)"
+                    if there is not None
+                    else ""
+                )
                 p.actions.append(
                     WriteCopy(
                         entity=entity.id,
                         generation=number,
                         reason=ReasonCode.NEW_GENERATION,
-                        message="copy of the new generation",
+                        message=f"copy of the new generation{over}",
                         target=target.name,
                         path=path,
                         role=target.role,
