@@ -613,3 +613,27 @@ def test_a_copy_of_this_states_key_where_a_new_workstation_goes_is_replaced_and_
     ) in planned.stdout, planned.stdout
     apply(cli, quickstart)
     assert cli("plan", "--detailed-exitcode", quickstart).returncode == 0
+
+
+def test_a_fixed_common_name_is_kept_across_renewals_with_its_generation_number(
+    cli: Runner, quickstart: Path
+) -> None:
+    """`common_name` given without {n} or {year}: generation 1's certificate carries it as
+    written, generation 2's with " (2)". After the renewal the manifest still asks for what
+    the certificate says, so no further generation is made, and the name is what it was."""
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "      designation: Commune Exemple\n",
+            "      designation: Commune Exemple\n      common_name: Mairie de Commune Exemple\n",
+        )
+    )
+    apply(cli, quickstart)
+    renewal = {"PROVISIONER_NOW": "2028-10-15T08:00:00+00:00"}
+    apply(cli, quickstart, env=renewal)
+    settled = cli("plan", "--detailed-exitcode", quickstart, env=renewal)
+    assert settled.returncode == 0, settled.stdout
+    names = state_rows(
+        quickstart,
+        "SELECT number, common_name FROM generations WHERE entity = 'commune-exemple' ORDER BY 1",
+    )
+    assert names == [(1, "Mairie de Commune Exemple"), (2, "Mairie de Commune Exemple (2)")]

@@ -1819,6 +1819,34 @@ def test_full_loss_a_copy_renamed_to_the_next_generations_name_does_not_block_it
     assert old[0] in escrowed_keys(quickstart) and len(escrowed_keys(quickstart)) == 4
 
 
+def test_full_loss_an_older_key_under_the_current_generations_name_is_rewritten_and_said(
+    cli: Runner, quickstart: Path
+) -> None:
+    """After the renewal an agent put the backup share's generation-1 file on ws-marches under
+    generation 2's name; then the state is lost. recover records that file as generation 1's
+    copy at that path, and the next plan rewrites generation 2 there, saying why word for
+    word; one apply converges and the workstation opens bids sealed to generation 2."""
+    assert cli("apply", "--auto-approve", "-q", quickstart).returncode == 0
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
+    shared = quickstart.parent / "demo-out/shared/backup"
+    placed = quickstart.parent / "demo-out/workstations/ws-marches/syndicat-eaux.g2.p12"
+    placed.write_bytes((shared / "syndicat-eaux.g1.p12").read_bytes())
+    lose_state(quickstart)
+    assert cli("recover", "--auto-approve", quickstart, env=RENEWAL).returncode == 0
+    planned = cli("plan", quickstart, env=RENEWAL)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert (
+        f"    ~ rewrite g2 on ws-marches: {placed}  [drifted] holds another generation's key\n"
+    ) in planned.stdout, planned.stdout
+    assert cli("apply", "--auto-approve", "-q", quickstart, env=RENEWAL).returncode == 0
+    converged(cli, quickstart, RENEWAL)
+    password = PASSWORDS["syndicat-eaux"]
+    current = p12_contents((shared / "syndicat-eaux.g2.p12").read_bytes(), password)
+    assert current is not None
+    bid = encrypt_bid(x509.load_der_x509_certificate(current[1]), b"bid sealed to generation 2")
+    assert opens_bid(placed.read_bytes(), password, bid)
+
+
 def test_full_loss_copies_an_agent_re_encoded_are_taken_back_and_encoded_as_declared(
     cli: Runner, quickstart: Path
 ) -> None:
