@@ -249,6 +249,12 @@ def test_missing_keyring_beside_sealed_keys_is_refused_never_replaced(
         # ... and where it is told, a page that exists, spelt as it is
         assert "(docs/RECOVERY.md)" in done.stderr, done.stderr
     assert (REPO / "docs" / "RECOVERY.md").is_file()
+    # recover's own words (it reads the escrow without the unit check)
+    assert done.stderr.endswith(
+        "keyring.json is missing but 2 sealed key file(s) are there; a new keyring would never "
+        "open them. Restore keyring.json from the backup of this state folder "
+        "(docs/RECOVERY.md)\n"
+    ), done.stderr
     assert escrow_blob(quickstart, "keyring.json") is None, "a second keyring was created"
     probe = cli("check", quickstart)
     assert probe.returncode == 2 and "PROVISIONER CRITICAL - " in probe.stdout, probe.stdout
