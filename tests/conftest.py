@@ -311,12 +311,9 @@ def _pinned_equivalents() -> frozenset[str]:
     process, forked from it, has them."""
     if os.environ.get("MUTANT_UNDER_TEST") != "stats":
         return frozenset()
-    from tests.mutation_summary import equivalents, pins_now, read_pins
+    from tests.mutation_summary import equivalents, holding_pins
 
-    documented = equivalents(REPO / "docs" / "mutation-equivalents.md")
-    pinned = read_pins()
-    now = pins_now(REPO, sorted(documented & set(pinned)))
-    return frozenset(n for n in documented if pinned.get(n) and pinned[n] == now.get(n))
+    return frozenset(holding_pins(REPO, equivalents(REPO / "docs" / "mutation-equivalents.md")))
 
 
 PINNED_EQUIVALENTS = _pinned_equivalents()

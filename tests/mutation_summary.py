@@ -63,6 +63,13 @@ def pins_now(root: Path, names: list[str]) -> dict[str, str]:
     return out
 
 
+def holding_pins(root: Path, documented: set[str]) -> set[str]:
+    """The documented equivalents whose pin holds in `root` (mutants/) now."""
+    pinned = read_pins()
+    now = pins_now(root, sorted(documented & set(pinned)))
+    return {n for n in documented if pinned.get(n) and pinned[n] == now.get(n)}
+
+
 def pin_of(original: str, mutated: str) -> str:
     return hashlib.sha256(f"{original}\0{mutated}".encode()).hexdigest()[:16]
 
@@ -114,9 +121,7 @@ def main(argv: list[str]) -> int:
         PINS.write_text("".join(f"{n} {p}\n" for n, p in sorted(now.items()) if p))
         print(f"{sum(1 for p in now.values() if p)} equivalents pinned in {PINS}")
         return 0
-    pinned = read_pins()
-    now = pins_now(root, sorted(documented & set(pinned)))
-    equivalent = {n for n in documented if pinned.get(n) and pinned[n] == now.get(n)}
+    equivalent = holding_pins(root, documented)
     rows: list[tuple[str, Counter[str], float]] = []
     survivors: list[str] = []
     for meta in sorted(root.rglob("*.py.meta")):
